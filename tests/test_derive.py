@@ -1,0 +1,243 @@
+"""derive: counter deltas, resets, in-flight progress, energy, attribution, cost and windows."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokentop.config import CostConfig
+from tokentop.derive import (
+    DeliveredCounter,
+    Deriver,
+    EngineMapping,
+    energy_delta_j,
+    histogram_quantile,
+)
+from tokentop.model import GpuReading, GpuSample, Histogram, ServerSample
+
+H200 = "NVIDIA H200"
+
+
+def gpu(uuid: str, index: int, *, power: float | None = 500.0, energy_mj: int | None = None,
+        name: str = H200) -> GpuSample:
+    return GpuSample(uuid=uuid, index=index, name=name, power_w=power, energy_counter_mj=energy_mj)
+
+
+def server(name: str, t: float, prompt: float | None, gen: float | None, *, running: float = 0,
+           gen_in_flight: float | None = None, ttft: Histogram | None = None) -> ServerSample:
+    return ServerSample(name=name, url=f"http://x/{name}", t_mono=t, status="up", kind="vllm",
+                        prompt_tokens_total=prompt, generation_tokens_total=gen, running=running,
+                        generation_tokens_in_flight=gen_in_flight, ttft=ttft)
+
+
+# --- the delivered-tokens counter -------------------------------------------------------
+
+
+def test_counter_baseline_then_deltas() -> None:
+    c = DeliveredCounter()
+    assert c.update(1000, None) == 0  # tokens from before we watched are not ours
+    assert c.update(1100, None) == 100
+    assert c.update(1100, None) == 0
+    assert c.delivered == 100
+
+
+def test_counter_reset_counts_new_value_from_zero_never_negative() -> None:
+    c = DeliveredCounter()
+    c.update(5000, None)
+    c.update(5200, None)
+    assert c.update(30, None) == 30  # restarted: 30 tokens since the restart
+    assert c.update(80, None) == 50
+    assert c.delivered == 200 + 30 + 50
+
+
+def test_in_flight_progress_is_live_and_never_counted_twice() -> None:
+    # llama.cpp: the counter moves only when a request ends; /slots shows progress meanwhile.
+    c = DeliveredCounter()
+    c.update(64, 0)
+    assert c.update(64, 40) == 40  # live: 40 tokens decoded so far
+    assert c.update(64, 120) == 80
+    assert c.update(264, 0) == 80  # request ended with 200 tokens: only the rest is new
+    assert c.delivered == 200
+
+
+def test_request_ending_between_the_two_reads_dips_but_never_double_counts() -> None:
+    c = DeliveredCounter()
+    c.update(0, 0)
+    c.update(0, 150)
+    assert c.update(0, 0) == 0  # ended after /metrics was read, before /slots: seen in neither
+    assert c.update(200, 0) == 50  # next tick: the counter has it; only the 50 not yet seen
+    assert c.delivered == 200
+
+
+def test_progress_only_when_metrics_are_off() -> None:
+    c = DeliveredCounter()
+    c.update(None, 10)
+    assert c.update(None, 50) == 40
+    assert c.update(None, 0) == 0  # finished: progress went away, nothing negative
+
+
+def test_unknown_counter_changes_nothing() -> None:
+    c = DeliveredCounter()
+    c.update(10, None)
+    assert c.update(None, None) == 0
+    assert c.update(15, None) == 5
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=60))
+def test_property_delivered_matches_prometheus_increase(values: list[int]) -> None:
+    """Delivered = sum of increases, a decrease counting the new value (Prometheus rate())."""
+    c = DeliveredCounter()
+    expected = 0
+    for prev, cur in zip(values, values[1:]):
+        expected += cur - prev if cur >= prev else cur
+    total = sum(c.update(v, None) for v in values)
+    assert total == expected == c.delivered
+    assert c.delivered >= 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(0, 500)), min_size=1, max_size=40))
+def test_property_requests_with_progress_end_exact(requests: list[tuple[int, int]]) -> None:
+    """Requests decode step by step (progress), then land in the counter: total is exact."""
+    c = DeliveredCounter()
+    counter = 0
+    c.update(counter, 0)
+    for length, _ in requests:
+        for done in range(0, length, max(1, length // 3)):
+            assert c.update(counter, done) >= 0
+        counter += length
+        c.update(counter, 0)
+    assert c.delivered == sum(length for length, _ in requests)
+
+
+# --- energy -----------------------------------------------------------------------------
+
+
+def test_energy_from_counter_difference() -> None:
+    joules, method = energy_delta_j(gpu("a", 0, energy_mj=1_000_000), gpu("a", 0, energy_mj=1_500_000), 1.0)
+    assert (joules, method) == (500.0, "counter")
+
+
+def test_energy_counter_reset_falls_back_to_power_trapezoid() -> None:
+    prev = gpu("a", 0, power=400, energy_mj=9_000_000)
+    cur = gpu("a", 0, power=600, energy_mj=1_000)
+    assert energy_delta_j(prev, cur, 2.0) == (1000.0, "power_integral")
+
+
+def test_energy_without_counter_or_power() -> None:
+    assert energy_delta_j(gpu("a", 0, power=300), gpu("a", 0, power=300), 1.5) == (450.0, "power_integral")
+    assert energy_delta_j(gpu("a", 0, power=None), gpu("a", 0, power=None), 1.0) == (0.0, None)
+
+
+# --- histograms -------------------------------------------------------------------------
+
+
+def test_histogram_quantile_interpolates_and_uses_window_delta() -> None:
+    base = Histogram(((0.1, 0), (0.5, 0), (1.0, 0), (float("inf"), 0)), 0, 0)
+    now = Histogram(((0.1, 10), (0.5, 90), (1.0, 100), (float("inf"), 100)), 30, 100)
+    assert histogram_quantile(0.5, now, base) == pytest.approx(0.1 + 0.4 * 40 / 80)
+    old = Histogram(((0.1, 10), (0.5, 90), (1.0, 100), (float("inf"), 100)), 30, 100)
+    later = Histogram(((0.1, 10), (0.5, 90), (1.0, 200), (float("inf"), 200)), 90, 200)
+    assert histogram_quantile(0.5, later, old) == pytest.approx(0.75)  # only the new 100
+    assert histogram_quantile(0.5, old, old) is None  # nothing observed in the window
+
+
+# --- the whole step ---------------------------------------------------------------------
+
+
+def _reading(t: float, samples: list[GpuSample]) -> GpuReading:
+    return GpuReading(t_mono=t, gpus=tuple(samples))
+
+
+def test_tp2_engine_split_over_its_gpus_idle_gpu_gets_none_and_host_is_sum() -> None:
+    cost = CostConfig(gpu_hour_usd={"H200": 3.6}, energy_in_rate=True)
+    d = Deriver(cost, rate_window_s=10, cost_window_s=60)
+    mapping = {"tp2": EngineMapping(("a", "b"), "config")}
+    for step in range(11):
+        t = float(step)
+        gpus = [gpu(u, i, power=500, energy_mj=int(500_000 * t)) for i, u in enumerate("abc")]
+        snap = d.step(_reading(t, gpus), (server("tp2", t, 300 * t, 1000 * t, running=8),), mapping, 1e9 + t)
+    a, b, c = snap.gpus
+    assert a.rate.tok_s_out == pytest.approx(500) and b.rate.tok_s_out == pytest.approx(500)
+    assert c.rate.tok_s_out == 0 and c.cost.usd_per_mtok is None  # idle: "idle", not infinity
+    assert a.engines == ("tp2",) and c.engines == ()
+    assert a.energy_method == "counter" and a.rate.watts == pytest.approx(500)
+    assert a.cost.tok_per_j == pytest.approx(1.0)
+    # $3.60/h = $0.001/s; 500 tok/s -> $2/Mtok on each engine GPU.
+    assert a.cost.usd_per_mtok == pytest.approx(2.0)
+    # Host: 3 GPUs' cost over the engine's 1000 tok/s: 3 x 0.001 / 1000 x 1e6 = $3/Mtok.
+    assert snap.host.cost.usd_per_mtok == pytest.approx(3.0)
+    assert snap.host.rate.tok_s_out == pytest.approx(1000)
+    assert snap.host.totals.tokens_out == pytest.approx(10_000)
+    assert c.cost.idle_cost_usd == pytest.approx(c.cost.cost_usd)
+    assert a.cost.utilization == pytest.approx(1.0) and c.cost.utilization == 0
+
+
+def test_data_parallel_endpoints_add_up_on_the_host() -> None:
+    d = Deriver(CostConfig())
+    mapping = {"r0": EngineMapping(("a",), "process"), "r1": EngineMapping(("b",), "process")}
+    for t in (0.0, 1.0, 2.0):
+        gpus = [gpu("a", 0), gpu("b", 1)]
+        snap = d.step(_reading(t, gpus), (server("r0", t, 0, 100 * t), server("r1", t, 0, 300 * t)), mapping, t)
+    assert snap.host.rate.tok_s_out == pytest.approx(400)
+    assert [g.rate.tok_s_out for g in snap.gpus] == pytest.approx([100, 300])
+
+
+def test_rates_divide_by_measured_interval_not_configured() -> None:
+    d = Deriver(CostConfig())
+    m = {"e": EngineMapping(("a",), "config")}
+    d.step(_reading(0.0, [gpu("a", 0)]), (server("e", 0.0, 0, 0),), m, 0)
+    snap = d.step(_reading(2.5, [gpu("a", 0)]), (server("e", 2.5, 0, 500),), m, 2.5)  # a late tick
+    assert snap.dt_s == 2.5
+    assert snap.gpus[0].rate.tok_s_out == pytest.approx(200)
+
+
+def test_engine_restart_mid_run_neither_loses_nor_doubles() -> None:
+    d = Deriver(CostConfig())
+    m = {"e": EngineMapping(("a",), "config")}
+    counters = [1000, 1100, 1200, 50, 150]  # restarted between t=2 and t=3
+    for t, value in enumerate(counters):
+        snap = d.step(_reading(float(t), [gpu("a", 0)]), (server("e", float(t), 0, value),), m, t)
+    assert snap.servers[0].tokens_out_total == 100 + 100 + 50 + 100
+    assert snap.gpus[0].totals.tokens_out == 350
+
+
+def test_unknown_gpu_model_has_no_cost_and_says_so() -> None:
+    d = Deriver(CostConfig())
+    for t in (0.0, 1.0):
+        snap = d.step(_reading(t, [gpu("a", 0, name="Tesla T4"), gpu("b", 1)]), (), {}, t)
+    t4, h200 = snap.gpus
+    assert t4.price is None and t4.totals.cost_usd is None and t4.cost.usd_per_mtok is None
+    assert h200.price is not None and h200.totals.cost_usd > 0
+    assert snap.host.totals.cost_usd is None  # a host total that leaves a GPU out would lie
+    assert snap.host.unpriced_gpus == ("a",)
+    assert any("Tesla T4" in m and "gpu_hour_usd" in m for m in snap.messages)
+
+
+def test_no_gpus_still_counts_engine_tokens() -> None:
+    d = Deriver(CostConfig())
+    for t in (0.0, 1.0, 2.0):
+        snap = d.step(GpuReading(t, (), available=False, reason="no driver"), (server("cpu", t, 5 * t, 60 * t),),
+                      {}, t)
+    assert snap.host.rate.tok_s_out == pytest.approx(60)
+    assert snap.host.cost.cost_usd is None and snap.gpu_reason == "no driver"
+
+
+def test_lost_gpu_keeps_costing_and_others_keep_counting() -> None:
+    d = Deriver(CostConfig(gpu_hour_usd={"H200": 3.6}, energy_in_rate=True))
+    d.step(_reading(0.0, [gpu("a", 0, energy_mj=0), gpu("b", 1, energy_mj=0)]), (), {}, 0)
+    lost = GpuSample(uuid="b", index=1, name=H200, status="lost", error="GPU is lost")
+    snap = d.step(_reading(1.0, [gpu("a", 0, energy_mj=500_000), lost]), (), {}, 1)
+    assert snap.gpus[0].rate.energy_j == pytest.approx(500)
+    assert snap.gpus[1].sample.status == "lost"
+    assert snap.gpus[1].totals.cost_usd == pytest.approx(0.001)  # rent does not stop
+
+
+def test_ttft_percentiles_over_the_cost_window() -> None:
+    d = Deriver(CostConfig(), cost_window_s=60)
+    empty = Histogram(((0.1, 0), (1.0, 0), (float("inf"), 0)), 0, 0)
+    full = Histogram(((0.1, 50), (1.0, 100), (float("inf"), 100)), 20, 100)
+    d.step(_reading(0.0, []), (server("e", 0.0, 0, 0, ttft=empty),), {}, 0)
+    snap = d.step(_reading(1.0, []), (server("e", 1.0, 0, 0, ttft=full),), {}, 1)
+    assert snap.servers[0].ttft_p50_s == pytest.approx(0.1)
+    assert snap.servers[0].ttft_p95_s == pytest.approx(0.1 + 0.9 * 45 / 50)

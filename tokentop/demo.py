@@ -1,0 +1,281 @@
+"""A simulated inference host that runs tokentop's real code paths.
+
+Eight H200s sit behind the fake NVML (``tokentop.nvml.fake``) and three vLLM-like engines serve
+real Prometheus exposition text on loopback ports, so the demo goes through the same NVML
+reader, HTTP collectors, derive and store as a real host. Everything is a closed-form function
+of the simulation clock and the seed, so ``truth`` knows exactly what tokentop should report.
+
+Layout: engine "llama-70b" TP=4 on GPUs 0-3, "llama-8b" TP=2 on GPUs 4-5, "qwen-32b" TP=1 on
+GPU 6, GPU 7 idle. Each engine's load follows its own slow wave between busy and quiet.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tokentop.config import EndpointConfig
+from tokentop.model import GpuReading
+from tokentop.nvml.fake import FakeNvml
+from tokentop.nvml.reader import NvmlReader
+
+GPU_NAME = "NVIDIA H200"
+GPU_COUNT = 8
+IDLE_W = 72.0
+MAX_W = 700.0
+MEMORY_TOTAL = 143_771_000_832  # 141 GB class HBM3e, bytes as NVML reports
+TTFT_BOUNDS = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+ITL_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One simulated vLLM engine. Load L(t) = mid + swing * sin(2 pi t / period + phase)."""
+
+    name: str
+    model: str
+    gpus: tuple[int, ...]
+    peak_out_tok_s: float
+    in_per_out: float
+    period_s: float
+    phase: float
+    mid: float = 0.55
+    swing: float = 0.45
+    mean_output_len: float = 300.0
+    ttft_median_s: float = 0.2
+    itl_median_s: float = 0.03
+
+    def load(self, t: float) -> float:
+        return self.mid + self.swing * math.sin(2 * math.pi * t / self.period_s + self.phase)
+
+    def load_integral(self, t: float) -> float:
+        """Integral of load from 0 to t (closed form, so counters are exact)."""
+        w = 2 * math.pi / self.period_s
+        return self.mid * t + self.swing / w * (math.cos(self.phase) - math.cos(w * t + self.phase))
+
+    def tokens_out(self, t: float) -> float:
+        return self.peak_out_tok_s * self.load_integral(t)
+
+    def tokens_in(self, t: float) -> float:
+        return self.peak_out_tok_s * self.in_per_out * self.load_integral(t)
+
+    def running(self, t: float) -> int:
+        return round(self.load(t) * 64)
+
+
+def engines_for(seed: int) -> tuple[Engine, ...]:
+    rng = random.Random(seed)
+    return (
+        Engine("llama-70b", "meta-llama/Llama-3.3-70B-Instruct", (0, 1, 2, 3), 2400.0, 3.0,
+               rng.uniform(150, 240), rng.uniform(0, 2 * math.pi), ttft_median_s=0.35, itl_median_s=0.04),
+        Engine("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", (4, 5), 5200.0, 1.5,
+               rng.uniform(80, 140), rng.uniform(0, 2 * math.pi), ttft_median_s=0.08, itl_median_s=0.012),
+        Engine("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", (6,), 1100.0, 2.0,
+               rng.uniform(60, 100), rng.uniform(0, 2 * math.pi), mid=0.5, swing=0.5),
+    )
+
+
+def gpu_uuid(seed: int, index: int) -> str:
+    rng = random.Random(seed * 1000 + index)
+    hexes = "".join(rng.choice("0123456789abcdef") for _ in range(32))
+    return f"GPU-{hexes[:8]}-{hexes[8:12]}-{hexes[12:16]}-{hexes[16:20]}-{hexes[20:]}"
+
+
+def _lognormal_cdf(x: float, median: float, sigma: float = 0.6) -> float:
+    return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
+
+
+def _histogram_lines(name: str, labels: str, bounds: tuple[float, ...], median: float, count: float) -> list[str]:
+    lines = [f"# HELP {name} Histogram.", f"# TYPE {name} histogram"]
+    for le in bounds:
+        lines.append(f'{name}_bucket{{{labels},le="{le}"}} {math.floor(count * _lognormal_cdf(le, median))}.0')
+    lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {math.floor(count)}.0')
+    lines.append(f"{name}_count{{{labels}}} {math.floor(count)}.0")
+    lines.append(f"{name}_sum{{{labels}}} {count * median * 1.2:.3f}")
+    return lines
+
+
+def vllm_page(engine: Engine, t: float) -> str:
+    """A vLLM V1 /metrics page for this engine at simulation time t."""
+    labels = f'engine="0",model_name="{engine.model}"'
+    finished = engine.tokens_out(t) / engine.mean_output_len
+    load = engine.load(t)
+    lines = [
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+        "# TYPE vllm:num_requests_running gauge",
+        f"vllm:num_requests_running{{{labels}}} {engine.running(t)}.0",
+        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+        "# TYPE vllm:num_requests_waiting gauge",
+        f"vllm:num_requests_waiting{{{labels}}} {max(0, round((load - 0.8) * 40))}.0",
+        "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+        "# TYPE vllm:kv_cache_usage_perc gauge",
+        f"vllm:kv_cache_usage_perc{{{labels}}} {min(1.0, 0.05 + 0.9 * load):.4f}",
+        "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
+        "# TYPE vllm:prompt_tokens_total counter",
+        f"vllm:prompt_tokens_total{{{labels}}} {math.floor(engine.tokens_in(t))}.0",
+        "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+        "# TYPE vllm:generation_tokens_total counter",
+        f"vllm:generation_tokens_total{{{labels}}} {math.floor(engine.tokens_out(t))}.0",
+    ]
+    lines += _histogram_lines("vllm:time_to_first_token_seconds", labels, TTFT_BOUNDS, engine.ttft_median_s, finished)
+    lines += _histogram_lines("vllm:inter_token_latency_seconds", labels, ITL_BOUNDS, engine.itl_median_s,
+                              engine.tokens_out(t))
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What a perfect monitor reports between two simulation instants."""
+
+    tokens_in: dict[int, float]  # per GPU index
+    tokens_out: dict[int, float]
+    energy_j: dict[int, float]
+    seconds: float
+
+    def tok_s_out(self, index: int) -> float:
+        return self.tokens_out[index] / self.seconds
+
+    def tok_s_in(self, index: int) -> float:
+        return self.tokens_in[index] / self.seconds
+
+    def watts(self, index: int) -> float:
+        return self.energy_j[index] / self.seconds
+
+
+class DemoHost:
+    """The simulated GPUs and engines, all functions of ``clock() - start``."""
+
+    def __init__(self, seed: int = 7, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.seed = seed
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
+        self.engines = engines_for(seed)
+        self.uuids = tuple(gpu_uuid(seed, i) for i in range(GPU_COUNT))
+        self.fake = FakeNvml.healthy(count=GPU_COUNT, name=GPU_NAME, uuids=self.uuids)
+        self._engine_of = {i: e for e in self.engines for i in e.gpus}
+        self._servers: list[ThreadingHTTPServer] = []
+        self.endpoints: tuple[EndpointConfig, ...] = ()
+
+    def now(self) -> float:
+        return self.clock() - self.start
+
+    # -- GPU physics --
+
+    def power_w(self, index: int, t: float) -> float:
+        engine = self._engine_of.get(index)
+        return IDLE_W if engine is None else IDLE_W + (MAX_W * 0.92 - IDLE_W) * engine.load(t)
+
+    def energy_j(self, index: int, t: float) -> float:
+        engine = self._engine_of.get(index)
+        if engine is None:
+            return IDLE_W * t
+        return IDLE_W * t + (MAX_W * 0.92 - IDLE_W) * engine.load_integral(t)
+
+    def update_gpus(self) -> None:
+        """Write the simulated state at the current instant into the fake NVML."""
+        t = self.now()
+        pid_base = 4000
+        for index, gpu in enumerate(self.fake.gpus):
+            engine = self._engine_of.get(index)
+            load = engine.load(t) if engine else 0.0
+            gpu.power_w = self.power_w(index, t)
+            gpu.energy_mj = int(1_000_000_000 + self.energy_j(index, t) * 1000)
+            gpu.utilization_pct = round(min(100.0, 8 + 92 * load)) if engine else 0
+            gpu.memory_used_bytes = int(MEMORY_TOTAL * 0.92) if engine else 512 * 1024 * 1024
+            gpu.memory_total_bytes = MEMORY_TOTAL
+            gpu.temperature_c = round(34 + 40 * load)
+            gpu.sm_clock_mhz = round(1100 + 880 * load) if engine else 345
+            gpu.processes = [(pid_base + self.engines.index(engine), gpu.memory_used_bytes)] if engine else []
+
+    # -- engines --
+
+    def serve(self) -> tuple[EndpointConfig, ...]:
+        """Start one loopback HTTP server per engine; returns their endpoint configs."""
+        endpoints = []
+        for engine in self.engines:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, engine))
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, name=f"demo-{engine.name}", daemon=True).start()
+            self._servers.append(server)
+            port = server.server_address[1]
+            endpoints.append(
+                EndpointConfig(
+                    url=f"http://127.0.0.1:{port}/metrics",
+                    name=engine.name,
+                    kind="vllm",
+                    gpus=tuple(self.uuids[i] for i in engine.gpus),
+                )
+            )
+        self.endpoints = tuple(endpoints)
+        return self.endpoints
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()
+
+    def truth(self, t0: float, t1: float) -> Truth:
+        """Exact per-GPU tokens (split over each engine's GPUs) and energy between t0 and t1."""
+        tokens_in: dict[int, float] = {}
+        tokens_out: dict[int, float] = {}
+        energy: dict[int, float] = {}
+        for index in range(GPU_COUNT):
+            engine = self._engine_of.get(index)
+            share = 1 / len(engine.gpus) if engine else 0.0
+            tokens_in[index] = (engine.tokens_in(t1) - engine.tokens_in(t0)) * share if engine else 0.0
+            tokens_out[index] = (engine.tokens_out(t1) - engine.tokens_out(t0)) * share if engine else 0.0
+            energy[index] = self.energy_j(index, t1) - self.energy_j(index, t0)
+        return Truth(tokens_in, tokens_out, energy, t1 - t0)
+
+
+def _handler(host: DemoHost, engine: Engine) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = vllm_page(engine, host.now()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # keep the terminal clean
+            pass
+
+    return Handler
+
+
+class DemoGpuReader:
+    """The real NVML reader over the fake library, with the simulation written in first."""
+
+    def __init__(self, host: DemoHost) -> None:
+        self.host = host
+        self.reader = NvmlReader(lib=host.fake)
+
+    @property
+    def available(self) -> bool:
+        return self.reader.available
+
+    @property
+    def reason(self) -> str | None:
+        return self.reader.reason
+
+    def open(self) -> None:
+        self.host.update_gpus()
+        self.reader.open()
+
+    def read(self, t_mono: float, with_processes: bool) -> GpuReading:
+        self.host.update_gpus()
+        return self.reader.read(t_mono, with_processes)
+
+    def close(self) -> None:
+        self.reader.close()

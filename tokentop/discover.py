@@ -1,0 +1,93 @@
+"""Which local servers exist and which GPUs they run on (psutil + NVML process lists).
+
+Slow work (socket tables, process trees) runs every few seconds, never every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import psutil
+
+from tokentop.config import EndpointConfig
+from tokentop.derive import EngineMapping
+from tokentop.model import GpuReading
+
+log = logging.getLogger("tokentop.discover")
+
+# vLLM/TRT-LLM/NIM, llama.cpp/Ray, TGI, SGLang, LMDeploy, Triton metrics, Ollama.
+USUAL_PORTS = (8000, 8080, 3000, 30000, 23333, 8002, 11434)
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")
+
+
+def listening_sockets() -> dict[int, int]:
+    """Port -> PID of every listening TCP socket we may see (others' PIDs need root)."""
+    ports: dict[int, int] = {}
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError) as exc:
+        log.info("cannot list sockets: %s", exc)
+        return ports
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.pid:
+            ports.setdefault(conn.laddr.port, conn.pid)
+    return ports
+
+
+def process_tree(pid: int) -> set[int]:
+    """The PID and all its descendants (vLLM workers, SGLang schedulers, TGI shards)."""
+    try:
+        proc = psutil.Process(pid)
+        return {pid} | {child.pid for child in proc.children(recursive=True)}
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return {pid}
+
+
+def endpoint_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port
+
+
+def candidate_endpoints(gpus: GpuReading, sockets: dict[int, int]) -> list[EndpointConfig]:
+    """Local ports worth probing: those of processes holding GPU memory, and the usual ones."""
+    gpu_pids: set[int] = set()
+    for gpu in gpus.gpus:
+        gpu_pids.update(p.pid for p in gpu.processes or ())
+    ports = set(USUAL_PORTS) & set(sockets)
+    for port, pid in sockets.items():
+        if process_tree(pid) & gpu_pids:
+            ports.add(port)
+    return [EndpointConfig(url=f"http://127.0.0.1:{port}") for port in sorted(ports)]
+
+
+def map_endpoints(
+    endpoints: tuple[EndpointConfig, ...] | list[EndpointConfig],
+    gpus: GpuReading,
+    sockets: dict[int, int],
+) -> dict[str, EngineMapping]:
+    """Endpoint name -> the GPUs it runs on: from config when given, else by process.
+
+    By process: the PID listening on the endpoint's port, its descendants, intersected with
+    each GPU's compute processes. Only local endpoints can be mapped this way.
+    """
+    by_index = {str(g.index): g.uuid for g in gpus.gpus}
+    known = {g.uuid for g in gpus.gpus}
+    result: dict[str, EngineMapping] = {}
+    for endpoint in endpoints:
+        host, port = endpoint_port(endpoint.url)
+        pid = sockets.get(port) if host in LOCAL_HOSTS else None
+        if endpoint.gpus:
+            uuids = tuple(by_index.get(g, g) for g in endpoint.gpus)
+            result[endpoint.name] = EngineMapping(tuple(u for u in uuids if u in known), "config", pid)
+            continue
+        if pid is None:
+            result[endpoint.name] = EngineMapping()
+            continue
+        tree = process_tree(pid)
+        uuids = tuple(
+            g.uuid for g in gpus.gpus if any(p.pid in tree for p in g.processes or ())
+        )
+        result[endpoint.name] = EngineMapping(uuids, "process" if uuids else None, pid)
+    return result

@@ -1,0 +1,234 @@
+"""Frozen data that crosses module boundaries.
+
+Readings come in (``GpuReading`` from ``tokentop.nvml``, ``ServerSample`` from
+``tokentop.collectors``); ``tokentop.derive`` turns them into a ``Snapshot``; the store,
+the CLI and the TUI only ever read snapshots. ``None`` always means "not known"
+(unsupported, failed this tick, or not published by that server), never zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --- GPUs (NVML) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    used_memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    """One physical GPU read once through NVML."""
+
+    uuid: str
+    index: int
+    name: str
+    status: str = "ok"  # "ok" | "lost" | "error" (this tick only; retried next tick)
+    error: str | None = None
+    utilization_pct: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    power_w: float | None = None
+    power_source: str | None = None  # "average_1s" | "instant"
+    power_limit_w: float | None = None
+    energy_counter_mj: int | None = None  # NVML total energy since driver load
+    temperature_c: float | None = None
+    sm_clock_mhz: int | None = None
+    # None when the process list was not read this tick (it has a slower cadence).
+    processes: tuple[GpuProcess, ...] | None = None
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """All GPUs at one instant. ``available`` is False when NVML cannot be used at all."""
+
+    t_mono: float
+    gpus: tuple[GpuSample, ...]
+    available: bool = True
+    reason: str | None = None  # why there is no GPU panel, when not available
+    driver_version: str | None = None
+
+
+# --- inference servers --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A Prometheus histogram: cumulative ``(upper_bound, count)`` pairs, +Inf last."""
+
+    buckets: tuple[tuple[float, float], ...]
+    sum: float
+    count: float
+
+
+@dataclass(frozen=True)
+class ServerSample:
+    """One endpoint read once.
+
+    ``*_tokens_total`` are the server's own cumulative counters (summed over data-parallel
+    series, one series per tensor-parallel group). ``*_tokens_in_flight`` is the progress of
+    requests still running that the counters do not include yet (llama.cpp ``/slots``); it is
+    None for servers whose counters move every engine step.
+    """
+
+    name: str
+    url: str
+    t_mono: float
+    status: str  # "up" | "stale" | "error"
+    error: str | None = None
+    kind: str | None = None  # "vllm", "sglang", "tgi", "llamacpp", "triton", ...
+    kind_detail: str | None = None  # e.g. "V1", "via Dynamo worker", "metrics off: /slots"
+    model: str | None = None
+    prompt_tokens_total: float | None = None
+    generation_tokens_total: float | None = None
+    prompt_tokens_in_flight: float | None = None
+    generation_tokens_in_flight: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_fraction: float | None = None  # 0-1
+    requests_finished_total: float | None = None
+    ttft: Histogram | None = None  # seconds
+    itl: Histogram | None = None  # seconds
+    note: str | None = None  # plain words for the user, e.g. "Ollama publishes no token counters"
+
+
+# --- derived figures ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    """The hourly rate in use for one GPU and where it came from."""
+
+    usd_per_gpu_hour: float  # hardware/rental part, without energy
+    source: str  # "built-in table (on-demand, spring 2026): H200" / "config: gpu_hour_usd.H200" ...
+    mode: str  # "cloud" | "owned"
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative since the session started (monotonic; survive counter resets)."""
+
+    tokens_in: float = 0.0
+    tokens_out: float = 0.0
+    energy_j: float = 0.0
+    cost_usd: float | None = 0.0  # None: no price known
+    busy_s: float = 0.0
+    busy_cost_usd: float | None = 0.0
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """Figures over a measured span that ends now. ``span_s`` is the span actually covered."""
+
+    span_s: float
+    tokens_in: float
+    tokens_out: float
+    energy_j: float
+    cost_usd: float | None
+    busy_s: float
+    busy_cost_usd: float | None
+
+    @property
+    def tok_s_in(self) -> float | None:
+        return self.tokens_in / self.span_s if self.span_s > 0 else None
+
+    @property
+    def tok_s_out(self) -> float | None:
+        return self.tokens_out / self.span_s if self.span_s > 0 else None
+
+    @property
+    def watts(self) -> float | None:
+        return self.energy_j / self.span_s if self.span_s > 0 else None
+
+    @property
+    def tok_per_j(self) -> float | None:
+        """Output tokens per joule of board energy (ML.ENERGY convention)."""
+        return self.tokens_out / self.energy_j if self.energy_j > 0 else None
+
+    @property
+    def usd_per_hour(self) -> float | None:
+        if self.cost_usd is None or self.span_s <= 0:
+            return None
+        return self.cost_usd / self.span_s * 3600.0
+
+    @property
+    def usd_per_mtok(self) -> float | None:
+        """Effective $ per million output tokens: all cost, idle included. None when idle."""
+        if self.cost_usd is None or self.tokens_out <= 0:
+            return None
+        return self.cost_usd / self.tokens_out * 1e6
+
+    @property
+    def busy_usd_per_mtok(self) -> float | None:
+        if self.busy_cost_usd is None or self.tokens_out <= 0:
+            return None
+        return self.busy_cost_usd / self.tokens_out * 1e6
+
+    @property
+    def utilization(self) -> float | None:
+        """Share of the window in which tokens flowed or requests were running."""
+        return self.busy_s / self.span_s if self.span_s > 0 else None
+
+    @property
+    def idle_cost_usd(self) -> float | None:
+        if self.cost_usd is None or self.busy_cost_usd is None:
+            return None
+        return self.cost_usd - self.busy_cost_usd
+
+
+@dataclass(frozen=True)
+class GpuFigures:
+    sample: GpuSample
+    engines: tuple[str, ...]  # names of the endpoints whose tokens are attributed here
+    price: Price | None  # None: no price for this GPU model (say so, never invent one)
+    energy_method: str | None  # "counter" | "power_integral" | None (no power at all)
+    usd_per_hour_now: float | None  # cost rate of the last tick
+    totals: Totals
+    rate: Window  # short window for tok/s and W (``Snapshot.rate_window_s``)
+    cost: Window  # longer window for $/Mtok, tok/J, utilisation (``Snapshot.cost_window_s``)
+
+
+@dataclass(frozen=True)
+class ServerFigures:
+    sample: ServerSample
+    gpus: tuple[str, ...]  # GPU UUIDs this endpoint runs on
+    mapping: str | None  # "process" | "config" | None (not mapped to a GPU)
+    pid: int | None  # the listening process, when found
+    tokens_in_total: float  # delivered since the session started (resets handled)
+    tokens_out_total: float
+    tok_s_in: float | None  # over the rate window
+    tok_s_out: float | None
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    itl_p50_s: float | None
+
+
+@dataclass(frozen=True)
+class HostFigures:
+    gpu_count: int
+    power_w: float | None  # sum of the GPUs' latest readings
+    usd_per_hour_now: float | None
+    totals: Totals
+    rate: Window
+    cost: Window
+    unpriced_gpus: tuple[str, ...] = ()  # UUIDs with no known price
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seq: int
+    t_wall: float  # Unix time of the reading
+    t_mono: float
+    dt_s: float | None  # measured time since the previous tick; None on the first
+    rate_window_s: float
+    cost_window_s: float
+    gpu_available: bool
+    gpu_reason: str | None
+    gpus: tuple[GpuFigures, ...]
+    servers: tuple[ServerFigures, ...]
+    host: HostFigures
+    messages: tuple[str, ...] = field(default=())  # things the user should know this tick

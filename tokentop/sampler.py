@@ -1,0 +1,227 @@
+"""The one loop: read GPUs and servers, derive, store, hand a frozen Snapshot to a sink.
+
+Runs on its own thread (``start``) for the live view and the exporter, or tick by tick
+(``tick``) for ``record``/``snapshot`` and tests. Slow work (socket tables, process trees,
+discovery) runs on a second, background thread and is picked up by reference swap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+
+from tokentop.collectors import EndpointCollector, poll_all
+from tokentop.config import Config, EndpointConfig
+from tokentop.derive import Deriver, EngineMapping
+from tokentop.discover import candidate_endpoints, listening_sockets, map_endpoints
+from tokentop.model import GpuReading, ServerSample, Snapshot
+
+log = logging.getLogger("tokentop.sampler")
+
+Sink = Callable[[Snapshot], None]
+
+
+class GpuSource(Protocol):
+    available: bool
+    reason: str | None
+
+    def open(self) -> None: ...
+    def read(self, t_mono: float, with_processes: bool) -> GpuReading: ...
+    def close(self) -> None: ...
+
+
+class HistorySink(Protocol):
+    def append(self, snapshot: Snapshot) -> None: ...
+    def close(self) -> None: ...
+
+
+class Sampler:
+    def __init__(
+        self,
+        config: Config,
+        gpus: GpuSource,
+        *,
+        store: HistorySink | None = None,
+        sink: Sink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.gpus = gpus
+        self.store = store
+        self.sink = sink
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s)
+        self.latest: Snapshot | None = None
+        self.store_problem: str | None = None
+        self._client = httpx.Client(follow_redirects=False, trust_env=False)
+        self._collectors = [self._collector(e) for e in config.endpoints]
+        self._probing: list[EndpointCollector] = []  # discovered, not yet confirmed servers
+        self._rejected: dict[str, float] = {}  # url -> when a probe failed
+        self._mapping: dict[str, EngineMapping] = {}
+        self._last_gpus: GpuReading | None = None
+        self._last_process_read = -1e18
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._background: threading.Thread | None = None
+        self.gpus.open()
+
+    # -- one tick --
+
+    def tick(self) -> Snapshot:
+        t = self.clock()
+        with_processes = t - self._last_process_read >= self.config.process_interval_s
+        if with_processes:
+            self._last_process_read = t
+        reading = self.gpus.read(t, with_processes)
+        if with_processes or self._last_gpus is None:
+            self._last_gpus = reading
+        with self._lock:
+            collectors = list(self._collectors) + list(self._probing)
+        samples = poll_all(collectors, t, self.config.timeout_s) if collectors else ()
+        samples = self._settle_probes(samples)
+        if with_processes and not self._background_running():
+            self.refresh_mapping()
+        snapshot = self.deriver.step(reading, samples, self._mapping, self.wall_clock())
+        snapshot = self._store(snapshot)
+        self.latest = snapshot
+        if self.sink is not None:
+            self.sink(snapshot)
+        return snapshot
+
+    def _store(self, snapshot: Snapshot) -> Snapshot:
+        if self.store is None:
+            return snapshot
+        try:
+            self.store.append(snapshot)
+            self.store_problem = None
+        except Exception as exc:  # StoreError and anything sqlite raises: keep monitoring
+            self.store_problem = f"history not written: {exc}"
+            log.warning(self.store_problem)
+        if self.store_problem:
+            return dataclasses.replace(snapshot, messages=snapshot.messages + (self.store_problem,))
+        return snapshot
+
+    # -- endpoints and mapping --
+
+    def _collector(self, endpoint: EndpointConfig) -> EndpointCollector:
+        return EndpointCollector(
+            endpoint, self._client, timeout_s=self.config.timeout_s, max_page_bytes=self.config.max_page_bytes
+        )
+
+    def _settle_probes(self, samples: tuple[ServerSample, ...]) -> tuple[ServerSample, ...]:
+        """Keep discovered endpoints that turned out to be inference servers; drop the rest."""
+        with self._lock:
+            if not self._probing:
+                return samples
+            probe_names = {c.endpoint.name: c for c in self._probing}
+            kept: list[ServerSample] = []
+            for sample in samples:
+                probe = probe_names.get(sample.name)
+                if probe is None:
+                    kept.append(sample)
+                    continue
+                self._probing.remove(probe)
+                if sample.status == "up" and sample.kind is not None:
+                    log.info("found %s server at %s", sample.kind, sample.url)
+                    self._collectors.append(probe)
+                    kept.append(sample)
+                else:
+                    self._rejected[probe.endpoint.url] = self.clock()
+            return tuple(kept)
+
+    def discover_once(self) -> None:
+        """Socket table, new local servers, endpoint-to-GPU mapping (slow: seconds apart)."""
+        sockets = listening_sockets()
+        reading = self._last_gpus
+        if reading is not None and self.config.discover and not self.config.endpoints:
+            now = self.clock()
+            with self._lock:
+                known = {c.endpoint.url for c in self._collectors + self._probing}
+                for endpoint in candidate_endpoints(reading, sockets):
+                    rejected_at = self._rejected.get(endpoint.url)
+                    if endpoint.url in known or (rejected_at is not None and now - rejected_at < 60):
+                        continue
+                    self._probing.append(self._collector(endpoint))
+        self.refresh_mapping(sockets)
+
+    def refresh_mapping(self, sockets: dict[int, int] | None = None) -> None:
+        if self._last_gpus is None:
+            return
+        with self._lock:
+            endpoints = [c.endpoint for c in self._collectors]
+        if not endpoints:
+            return
+        needs_sockets = any(not e.gpus for e in endpoints)
+        if sockets is None:
+            sockets = listening_sockets() if needs_sockets else {}
+        self._mapping = map_endpoints(endpoints, self._last_gpus, sockets)
+
+    # -- threads --
+
+    def start(self) -> None:
+        """Tick every interval on a daemon thread; discovery on another."""
+        self.start_background()
+        self._thread = threading.Thread(target=self._run, name="tokentop-sampler", daemon=True)
+        self._thread.start()
+
+    def start_background(self) -> None:
+        """Only the slow thread (discovery, mapping): for callers that tick themselves."""
+        self._background = threading.Thread(target=self._run_background, name="tokentop-discover", daemon=True)
+        self._background.start()
+
+    def _background_running(self) -> bool:
+        return self._background is not None and self._background.is_alive()
+
+    def _run(self) -> None:
+        interval = self.config.interval_s
+        next_t = self.clock()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bug must not kill the monitor: log it and go on
+                log.exception("tick failed")
+            next_t += interval
+            now = self.clock()
+            if next_t < now:  # fell behind (suspend, slow disk): skip, do not burst
+                next_t = now + interval
+            self._stop.wait(next_t - now)
+
+    def _run_background(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.discover_once()
+            except Exception:
+                log.exception("discovery failed")
+            self._stop.wait(self.config.process_interval_s)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop both threads, close the history and NVML. Safe to call twice."""
+        self._stop.set()
+        for thread in (self._thread, self._background):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception as exc:
+                log.warning("closing the history failed: %s", exc)
+        self._client.close()
+        self.gpus.close()
+
+    def run_ticks(self, count: int) -> Snapshot:
+        """Tick ``count`` times an interval apart, in this thread; returns the last snapshot."""
+        snapshot = self.tick()
+        for _ in range(count - 1):
+            if self._stop.wait(self.config.interval_s):
+                break
+            snapshot = self.tick()
+        return snapshot
