@@ -157,9 +157,12 @@ class DemoHost:
         self.start = self.clock()
         self.engines = engines_for(seed)
         self.uuids = tuple(gpu_uuid(seed, i) for i in range(GPU_COUNT))
-        self.fake = FakeNvml.healthy(count=GPU_COUNT, name=GPU_NAME, uuids=self.uuids)
+        self.fake = FakeNvml.healthy(count=GPU_COUNT, name=GPU_NAME, memory_total_bytes=MEMORY_TOTAL)
+        for gpu, uuid in zip(self.fake.gpus, self.uuids):
+            gpu.uuid = uuid
         self._engine_of = {i: e for e in self.engines for i in e.gpus}
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers: dict[str, ThreadingHTTPServer] = {}
+        self._ports: dict[str, int] = {}
         self.endpoints: tuple[EndpointConfig, ...] = ()
 
     def now(self) -> float:
@@ -188,10 +191,9 @@ class DemoHost:
             gpu.energy_mj = int(1_000_000_000 + self.energy_j(index, t) * 1000)
             gpu.utilization_pct = round(min(100.0, 8 + 92 * load)) if engine else 0
             gpu.memory_used_bytes = int(MEMORY_TOTAL * 0.92) if engine else 512 * 1024 * 1024
-            gpu.memory_total_bytes = MEMORY_TOTAL
             gpu.temperature_c = round(34 + 40 * load)
             gpu.sm_clock_mhz = round(1100 + 880 * load) if engine else 345
-            gpu.processes = [(pid_base + self.engines.index(engine), gpu.memory_used_bytes)] if engine else []
+            gpu.compute_processes = [(pid_base + self.engines.index(engine), gpu.memory_used_bytes)] if engine else []
 
     # -- engines --
 
@@ -199,11 +201,7 @@ class DemoHost:
         """Start one loopback HTTP server per engine; returns their endpoint configs."""
         endpoints = []
         for engine in self.engines:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, engine))
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, name=f"demo-{engine.name}", daemon=True).start()
-            self._servers.append(server)
-            port = server.server_address[1]
+            port = self.start_engine(engine.name)
             endpoints.append(
                 EndpointConfig(
                     url=f"http://127.0.0.1:{port}/metrics",
@@ -215,11 +213,25 @@ class DemoHost:
         self.endpoints = tuple(endpoints)
         return self.endpoints
 
-    def close(self) -> None:
-        for server in self._servers:
+    def start_engine(self, name: str) -> int:
+        """Serve one engine's page (again on its old port after ``stop_engine``)."""
+        engine = next(e for e in self.engines if e.name == name)
+        server = ThreadingHTTPServer(("127.0.0.1", self._ports.get(name, 0)), _handler(self, engine))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name=f"demo-{name}", daemon=True).start()
+        self._servers[name] = server
+        self._ports[name] = server.server_address[1]
+        return self._ports[name]
+
+    def stop_engine(self, name: str) -> None:
+        server = self._servers.pop(name, None)
+        if server is not None:
             server.shutdown()
             server.server_close()
-        self._servers.clear()
+
+    def close(self) -> None:
+        for name in list(self._servers):
+            self.stop_engine(name)
 
     def truth(self, t0: float, t1: float) -> Truth:
         """Exact per-GPU tokens (split over each engine's GPUs) and energy between t0 and t1."""

@@ -37,8 +37,8 @@ class GpuSource(Protocol):
 
 
 class HistorySink(Protocol):
-    def append(self, snapshot: Snapshot) -> None: ...
-    def close(self) -> None: ...
+    def append(self, snapshot: Snapshot) -> str | None: ...  # a status line while writes wait
+    def close(self) -> str | None: ...
 
 
 class Sampler:
@@ -101,8 +101,8 @@ class Sampler:
         if self.store is None:
             return snapshot
         try:
-            self.store.append(snapshot)
-            self.store_problem = None
+            waiting = self.store.append(snapshot)
+            self.store_problem = f"history: {waiting}" if waiting else None
         except Exception as exc:  # StoreError and anything sqlite raises: keep monitoring
             self.store_problem = f"history not written: {exc}"
             log.warning(self.store_problem)
