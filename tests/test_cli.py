@@ -1,0 +1,212 @@
+"""The headless commands as a user runs them: real processes, real loopback servers, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from loopback import LoopbackServer, Reply
+
+from tokentop.cli import main
+from tokentop.config import Config, EndpointConfig
+from tokentop.nvml.fake import FakeNvml
+from tokentop.nvml.reader import NvmlReader
+from tokentop.sampler import Sampler
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "metrics"
+VLLM_PAGE = "\n".join(
+    [
+        "# TYPE vllm:prompt_tokens_total counter",
+        'vllm:prompt_tokens_total{{engine="0",model_name="m"}} {prompt}.0',
+        "# TYPE vllm:generation_tokens_total counter",
+        'vllm:generation_tokens_total{{engine="0",model_name="m"}} {gen}.0',
+        'vllm:num_requests_running{{engine="0",model_name="m"}} 3.0',
+        'vllm:num_requests_waiting{{engine="0",model_name="m"}} 1.0',
+        'vllm:kv_cache_usage_perc{{engine="0",model_name="m"}} 0.25',
+        "",
+    ]
+)
+
+
+def tokentop(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tokentop.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def counting_vllm(server: LoopbackServer, step: int = 100) -> None:
+    """A vLLM page whose counters grow by ``step`` generated tokens per scrape."""
+    server.route("/metrics", lambda seen: Reply(body=VLLM_PAGE.format(
+        prompt=len(server.requests) * step // 2, gen=len(server.requests) * step)))
+
+
+def test_snapshot_json_demo_prints_every_figure_with_units() -> None:
+    result = tokentop("snapshot", "--json", "--demo")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["schema_version"] == 1
+    host = data["host"]
+    assert host["gpu_count"] == 8
+    rate = host["rate_window"]
+    # Three engines at 30-100 % of 8,700 tok/s peak output; 8 GPUs between idle and 700 W.
+    assert 0 < rate["tok_s_out"] < 8700 and rate["tok_s_in"] > rate["tok_s_out"]
+    assert 8 * 72 * 0.99 < rate["power_w"] < 8 * 700
+    assert host["cost_window"]["usd_per_mtok"] > 0 and host["usd_per_hour_now"] > 8 * 3.5
+    assert host["cost_window"]["tok_per_j"] > 0
+    idle = data["gpus"][7]
+    assert idle["engines"] == [] and idle["cost_window"]["usd_per_mtok"] is None
+    assert {e["kind"] for e in data["endpoints"]} == {"vllm"}
+    assert all(e["status"] == "up" for e in data["endpoints"])
+
+
+def test_record_demo_leaves_about_ten_ticks_per_gpu(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    result = tokentop("record", "--demo", "--duration", "10", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert oct(db.stat().st_mode & 0o777) == "0o600"
+    conn = sqlite3.connect(db)
+    per_gpu = conn.execute("SELECT COUNT(*) FROM gpu_ticks GROUP BY gpu_id").fetchall()
+    assert len(per_gpu) == 8 and all(9 <= n <= 11 for (n,) in per_gpu)
+    assert conn.execute("SELECT COUNT(*) FROM sessions WHERE ended_at IS NOT NULL").fetchone() == (1,)
+
+
+def test_snapshot_and_record_against_a_real_endpoint_report_its_kind_and_counters(tmp_path: Path) -> None:
+    with LoopbackServer() as server:
+        counting_vllm(server)
+        result = tokentop("snapshot", "--json", "--endpoint", server.url, "--interval", "0.3")
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        (endpoint,) = data["endpoints"]
+        assert endpoint["kind"] == "vllm" and endpoint["status"] == "up"
+        assert endpoint["generation_tokens_counter"] > 0 and endpoint["requests_running"] == 3
+        assert endpoint["kv_cache_pct"] == pytest.approx(25)
+        assert endpoint["session_tokens_out"] > 0
+        # No GPU on this machine: said once, plainly, and everything else still works.
+        assert data["gpu_available"] is False and "driver" in data["gpu_unavailable_reason"]
+
+        db = tmp_path / "r.db"
+        result = tokentop("record", "--endpoint", server.url, "--db", str(db), "--duration", "2",
+                          "--interval", "0.5")
+        assert result.returncode == 0, result.stderr
+        rows = sqlite3.connect(db).execute(
+            "SELECT kind, status, generation_tokens_raw FROM server_ticks_v ORDER BY t").fetchall()
+        assert len(rows) >= 3 and rows[-1][0] == "vllm" and rows[-1][1] == "up"
+        assert rows[-1][2] > rows[0][2]
+
+
+def test_bearer_token_is_sent_and_never_stored_logged_or_printed(tmp_path: Path) -> None:
+    secret = "sk-tokentop-test-5ecret-value"
+    db = tmp_path / "s.db"
+    with LoopbackServer() as server:
+        def guarded(seen):
+            if seen.headers.get("authorization") != f"Bearer {secret}":
+                return Reply(status=401, body="unauthorized")
+            return Reply(body=VLLM_PAGE.format(prompt=1, gen=len(server.requests)))
+
+        server.route("/metrics", guarded)
+        result = tokentop("record", "-v", "--endpoint", f"{server.url},token_env=TT_SECRET", "--db", str(db),
+                          "--duration", "1.5", "--interval", "0.5", env={"TT_SECRET": secret})
+        assert result.returncode == 0, result.stderr
+        assert any(s.headers.get("authorization") == f"Bearer {secret}" for s in server.requests)
+        snap = tokentop("snapshot", "--json", "--endpoint", f"{server.url},token_env=TT_SECRET",
+                        "--interval", "0.3", env={"TT_SECRET": secret})
+    assert json.loads(snap.stdout)["endpoints"][0]["status"] == "up"
+    for text in (result.stdout, result.stderr, snap.stdout, snap.stderr):
+        assert secret not in text
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes()
+    assert "TT_SECRET" in sqlite3.connect(db).execute("SELECT config_json FROM sessions").fetchone()[0]
+
+
+def test_record_refuses_an_unusable_database_with_one_clear_line(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("these are my notes, not a database\n" * 100)
+    result = tokentop("record", "--demo", "--duration", "1", "--db", str(not_a_db))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "not" in result.stderr and str(not_a_db) in result.stderr
+    assert not_a_db.read_text().startswith("these are my notes")  # nothing lost
+
+    # A directory that cannot exist (a file stands where it should), unwritable even for root.
+    result = tokentop("record", "--demo", "--duration", "1", "--db", str(not_a_db / "sub" / "h.db"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "cannot record" in result.stderr
+
+
+def test_sigterm_during_record_ends_cleanly_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    db = tmp_path / "k.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tokentop.cli", "record", "--demo", "--db", str(db),
+                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if db.exists() and _ticks(db) >= 5:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert _ticks(db) >= 5
+    assert conn.execute("SELECT ended_at IS NOT NULL FROM sessions").fetchone() == (1,)
+
+
+def _ticks(db: Path) -> int:
+    try:
+        return sqlite3.connect(db).execute("SELECT COUNT(*) FROM gpu_ticks").fetchone()[0] // 8
+    except sqlite3.Error:
+        return 0
+
+
+def test_bad_flags_and_config_are_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["snapshot", "--endpoint", "localhost:8000"]) == 2
+    assert "http://" in capsys.readouterr().err
+    assert main(["snapshot", "--endpoint", "http://x,colour=red"]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("interval_s = [")
+    assert main(["snapshot", "--config", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["snapshot", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert main(["snapshot", "--interval", "0"]) == 2
+
+
+def test_one_slow_endpoint_does_not_delay_the_tick() -> None:
+    with LoopbackServer() as fast, LoopbackServer() as slow:
+        counting_vllm(fast)
+        slow.route("/metrics", Reply(body=VLLM_PAGE.format(prompt=1, gen=1), delay_s=5))
+        config = Config(interval_s=0.5, endpoints=(
+            EndpointConfig(url=fast.url + "/metrics", name="fast"),
+            EndpointConfig(url=slow.url + "/metrics", name="slow"),
+        ))
+        sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=2)))
+        try:
+            sampler.tick()
+            started = time.monotonic()
+            snap = sampler.tick()
+            took = time.monotonic() - started
+        finally:
+            sampler.stop()
+    status = {s.sample.name: s.sample for s in snap.servers}
+    assert status["fast"].status == "up"
+    assert status["slow"].status in ("stale", "error") and "timed out" in status["slow"].error
+    assert took < 0.5 + 0.25  # the deadline is 80 % of the interval, plus scheduling slack
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures folder {FIXTURES} not present")
+def test_snapshot_reads_a_captured_llamacpp_page_as_llamacpp() -> None:
+    page = (FIXTURES / "llamacpp" / "metrics-idle-after-load-gemma3-270m-cpu.txt").read_text()
+    with LoopbackServer() as server:
+        server.route("/metrics", page)
+        server.route("/slots", "[]")
+        result = tokentop("snapshot", "--json", "--endpoint", server.url, "--interval", "0.2")
+    (endpoint,) = json.loads(result.stdout)["endpoints"]
+    assert endpoint["kind"] == "llamacpp"
+    assert endpoint["generation_tokens_counter"] == 864 and endpoint["prompt_tokens_counter"] == 45
