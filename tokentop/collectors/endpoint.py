@@ -1,0 +1,433 @@
+"""One collector per configured endpoint, and ``poll_all`` to read them all at once each tick.
+
+A base URL (``http://host:8000``) is probed once: ``/metrics``, ``/v1/metrics`` (NIM),
+``/prometheus/metrics`` (trtllm-serve), ``/api/ps`` (Ollama), ``/slots`` (llama.cpp without
+``--metrics``); what answered is remembered until the endpoint fails, and probed for afresh
+when it comes back (it may be another server now). A full stats URL is used as given.
+
+``poll`` never raises: every failure becomes a short reason in the sample. Bodies are
+streamed and cut at ``max_page_bytes``; the bearer token goes into a header and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+
+import httpx
+
+from tokentop.collectors.exposition import read_samples
+from tokentop.collectors.json_pages import (
+    is_ollama_ps,
+    is_trtllm_iterations,
+    llamacpp_model,
+    read_llamacpp_slots,
+    read_ollama_ps,
+    read_trtllm_iterations,
+    slots_only_reading,
+)
+from tokentop.collectors.kinds import KINDS, Detection, KindSpec, Reading, detect, read_figures
+from tokentop.config import EndpointConfig
+from tokentop.model import ServerSample
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 5.0
+"""A failed read within this long of the last good one gives a "stale" sample, not "error"."""
+PROBE_PATHS = ("/metrics", "/v1/metrics", "/prometheus/metrics", "/api/ps", "/slots")
+_FULL_URL_ENDINGS = ("/metrics", "/api/ps", "/slots")
+_LEADING_SPACE = re.compile(r"\s*")
+_LLAMACPP_SLOTS_OFF = "/slots is off: tokens show up only when requests finish"
+_LLAMACPP_METRICS_OFF = "metrics off: /slots"
+
+
+class _Failed(Exception):
+    """A read that gave nothing usable; ``reason`` is shown to the user as is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What answered, and how to read it."""
+
+    url: str
+    form: str  # "prometheus" | "llamacpp-slots" | "ollama" | "trtllm-json"
+    kind: str
+    detail: str | None = None
+    spec: KindSpec | None = None
+
+
+@dataclass(frozen=True)
+class _Json:
+    data: object
+
+
+@dataclass(frozen=True)
+class _Problem:
+    reason: str
+
+
+class EndpointCollector:
+    """Reads one inference server's stats endpoint into a ``ServerSample``."""
+
+    def __init__(
+        self,
+        endpoint: EndpointConfig,
+        client: httpx.Client,
+        *,
+        timeout_s: float,
+        max_page_bytes: int,
+        stale_after_s: float = STALE_AFTER_S,
+    ) -> None:
+        self.endpoint = endpoint
+        self._client = client
+        self._timeout_s = timeout_s
+        self._max_page_bytes = max_page_bytes
+        self._stale_after_s = stale_after_s
+        self._candidates = _candidate_urls(endpoint.url)
+        self._source: _Source | None = None
+        self._api_model: str | None = None  # from llama.cpp /props or TGI /info, once per source
+        self._last_good: ServerSample | None = None
+        self._kind = endpoint.kind
+        self._pending: Future[ServerSample] | None = None  # poll_all's read in progress
+
+    def __repr__(self) -> str:
+        return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
+
+    def poll(self, t_mono: float) -> ServerSample:
+        """Read the endpoint once. Never raises; ``t_mono`` is the tick's time."""
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            source, reading = self._read(deadline)
+        except _Failed as failure:
+            return self._forget_and_fail(t_mono, failure.reason)
+        except Exception:  # a bug here must not stop the sampler; the traceback holds no secrets
+            log.exception("%s: reading the endpoint failed", self.endpoint.name)
+            return self._forget_and_fail(t_mono, "internal error (see the log)")
+        if source != self._source:
+            log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
+            self._source = source
+        self._kind = source.kind
+        fields = reading.as_fields()
+        kind_detail = fields.pop("kind_detail") or source.detail
+        fields["model"] = fields["model"] or self._api_model
+        sample = ServerSample(
+            name=self.endpoint.name,
+            url=self.endpoint.url,
+            t_mono=t_mono,
+            status="up",
+            kind=source.kind,
+            kind_detail=kind_detail,
+            **fields,
+        )
+        self._last_good = sample
+        return sample
+
+    def failed_sample(self, t_mono: float, reason: str) -> ServerSample:
+        """This tick's sample when the endpoint gave nothing usable: "stale" or "error"."""
+        last = self._last_good
+        if last is not None and 0 <= t_mono - last.t_mono <= self._stale_after_s:
+            return replace(last, t_mono=t_mono, status="stale", error=reason)
+        return ServerSample(
+            name=self.endpoint.name, url=self.endpoint.url, t_mono=t_mono, status="error", error=reason, kind=self._kind
+        )
+
+    # --- reading ---------------------------------------------------------------
+
+    def _forget_and_fail(self, t_mono: float, reason: str) -> ServerSample:
+        if self._source is not None:
+            log.info("%s: %s", self.endpoint.name, reason)
+        self._source = None  # probe afresh when it answers again: it may be another server
+        self._api_model = None
+        return self.failed_sample(t_mono, reason)
+
+    def _read(self, deadline: float) -> tuple[_Source, Reading]:
+        if self.endpoint.kind is not None and self.endpoint.kind not in KINDS:
+            raise _Failed(f"unknown kind {self.endpoint.kind!r} (known: {', '.join(KINDS)})")
+        known = self._source
+        if known is None:
+            source, reading = self._probe(deadline)
+            self._api_model = self._model_from_api(source, deadline)
+        else:
+            answer = self._get(known.url, deadline)
+            if answer.status != 200:
+                raise _Failed(_http_reason(answer.status, self.endpoint.bearer_token() is not None))
+            found = self._understand(known.url, answer, known)
+            if isinstance(found, str):
+                raise _Failed(found)
+            source, reading = found
+        if source.kind == "llamacpp" and source.form == "prometheus":
+            reading = self._add_slots(source.url, reading, deadline)
+        return source, reading
+
+    def _probe(self, deadline: float) -> tuple[_Source, Reading]:
+        first_problem: str | None = None
+        json_stats: tuple[_Source, Reading] | None = None
+        for url in self._candidates:
+            try:
+                answer = self._get(url, deadline)
+            except _Failed as failure:  # unreachable, too slow or too big: other paths won't help
+                raise _Failed(first_problem or failure.reason) from None
+            found = (
+                self._understand(url, answer, None)
+                if answer.status == 200
+                else _http_reason(answer.status, self.endpoint.bearer_token() is not None)
+            )
+            if isinstance(found, str):
+                first_problem = first_problem or found
+            elif found[0].form == "trtllm-json" and json_stats is None:
+                json_stats = found  # trtllm-serve: its /prometheus/metrics has token counters
+            else:
+                return found
+        if json_stats is not None:
+            return json_stats
+        raise _Failed(first_problem or "no stats endpoint found")
+
+    def _understand(self, url: str, answer: _Answer, known: _Source | None) -> tuple[_Source, Reading] | str:
+        """Turn a 200 answer into figures, or say in a few words why it cannot be."""
+        text = _decode(answer)
+        if isinstance(text, _Json):
+            return self._understand_json(url, text.data)
+        if isinstance(text, _Problem):
+            return text.reason
+        kind = self.endpoint.kind
+        if known is not None and known.spec is not None:
+            detection = Detection(known.spec, known.detail)
+        else:
+            detection = detect(text, kind)
+        if detection is None:
+            return "no known metrics on page"
+        reading = read_figures(detection.spec, read_samples(text, detection.spec.names))
+        if not reading.has_figures:
+            recognised = detect(text, kind) if known is not None else detection
+            if recognised is None or not recognised.from_page or recognised.spec.kind != detection.spec.kind:
+                return "no known metrics on page"
+        return _Source(url, "prometheus", detection.spec.kind, detection.detail, detection.spec), reading
+
+    def _understand_json(self, url: str, data: object) -> tuple[_Source, Reading] | str:
+        kind = self.endpoint.kind
+        # trtllm-serve drains its list on every read: an empty one at /metrics is an idle engine
+        idle_trtllm = data == [] and httpx.URL(url).path.endswith("/metrics")
+        if kind in (None, "trtllm") and (is_trtllm_iterations(data) or idle_trtllm):
+            source = _Source(url, "trtllm-json", "trtllm", "JSON iteration stats")
+            reading = read_trtllm_iterations(data)
+        elif kind in (None, "ollama") and is_ollama_ps(data):
+            source = _Source(url, "ollama", "ollama")
+            reading = read_ollama_ps(data)
+        elif kind in (None, "llamacpp") and (progress := read_llamacpp_slots(data)) is not None:
+            source = _Source(url, "llamacpp-slots", "llamacpp", _LLAMACPP_METRICS_OFF)
+            reading = slots_only_reading(progress)
+        else:
+            return "no known metrics on page"
+        return source, reading
+
+    def _add_slots(self, metrics_url: str, reading: Reading, deadline: float) -> Reading:
+        """llama.cpp: the progress of running requests, read after /metrics (never counted twice)."""
+        try:
+            answer = self._get(_sibling(metrics_url, "slots"), deadline)
+        except _Failed as failure:
+            return replace(reading, note=_join_notes(reading.note, f"/slots: {failure.reason}"))
+        content = _decode(answer) if answer.status == 200 else None
+        progress = read_llamacpp_slots(content.data) if isinstance(content, _Json) else None
+        if progress is None:
+            return replace(reading, note=_join_notes(reading.note, _LLAMACPP_SLOTS_OFF))
+        # prompt progress is left out: the prompt counter already holds part of it (json_pages)
+        return replace(reading, generation_tokens_in_flight=progress.generated_tokens)
+
+    def _model_from_api(self, source: _Source, deadline: float) -> str | None:
+        """llama.cpp and TGI pages carry no model label: ask ``/props`` or ``/info`` once."""
+        path = {"llamacpp": "props", "tgi": "info"}.get(source.kind)
+        if path is None:
+            return None
+        try:
+            answer = self._get(_sibling(source.url, path), deadline)
+        except _Failed:
+            return None
+        content = _decode(answer) if answer.status == 200 else None
+        if not isinstance(content, _Json):
+            return None
+        if source.kind == "llamacpp":
+            return llamacpp_model(content.data)
+        model_id = content.data.get("model_id") if isinstance(content.data, dict) else None
+        return model_id if isinstance(model_id, str) and model_id else None
+
+    def _get(self, url: str, deadline: float) -> _Answer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Failed(self._timeout_reason())
+        headers = {"Accept-Encoding": "identity"}
+        token = self.endpoint.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            with self._client.stream("GET", url, headers=headers, timeout=remaining) as response:
+                if response.status_code != 200:
+                    return _Answer(response.status_code)
+                body = self._read_body(response, deadline)
+                return _Answer(200, body, response.headers.get("content-type", ""))
+        except httpx.TimeoutException:
+            raise _Failed(self._timeout_reason()) from None
+        except httpx.ConnectError as exc:
+            raise _Failed(_connect_reason(exc)) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            raise _Failed("connection closed before the answer was complete") from None
+        except httpx.HTTPError as exc:  # the class name only: messages may quote the request
+            raise _Failed(f"request failed ({type(exc).__name__})") from None
+
+    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
+        limit = self._max_page_bytes
+        too_big = f"page over {_size(limit)}, not read"
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise _Failed(too_big)
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise _Failed(too_big)
+            if time.monotonic() > deadline:  # a server dripping bytes never trips the read timeout
+                raise _Failed(self._timeout_reason())
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _timeout_reason(self) -> str:
+        return f"timed out after {self._timeout_s:g} s"
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _candidate_urls(url: str) -> tuple[str, ...]:
+    parsed = httpx.URL(url)
+    path = parsed.path.rstrip("/")
+    if path.endswith(_FULL_URL_ENDINGS):
+        if path.endswith("/metrics"):  # llama.cpp answers 501 there without --metrics
+            return (url, _sibling(url, "slots"))
+        return (url,)
+    return tuple(str(parsed.copy_with(path=path + probe)) for probe in PROBE_PATHS)
+
+
+def _sibling(url: str, name: str) -> str:
+    """``http://h/x/metrics?model=m`` -> ``http://h/x/<name>?model=m``."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(path=parsed.path.rsplit("/", 1)[0] + "/" + name))
+
+
+def _decode(answer: _Answer) -> str | _Json | _Problem:
+    """The page's text, its JSON, or why it is neither."""
+    body = answer.body
+    if not body or body.isspace():
+        return _Problem("empty page")
+    if b"\x00" in body:
+        return _Problem("binary data")
+    text = body.decode("utf-8", errors="replace")
+    if text.count("\ufffd") * 100 > len(text):
+        return _Problem("binary data")
+    start = _LEADING_SPACE.match(text).end()  # type: ignore[union-attr]  # \s* always matches
+    first = text[start : start + 1]
+    if first == "<" or "html" in answer.content_type.lower():
+        return _Problem("not a metrics page (HTML)")
+    if first in ("[", "{"):
+        try:
+            return _Json(json.loads(text))
+        except ValueError:
+            return _Problem("not a metrics page (broken JSON)")
+    return text
+
+
+def _join_notes(*notes: str | None) -> str | None:
+    return "; ".join(note for note in notes if note) or None
+
+
+def _http_reason(status: int, token_sent: bool) -> str:
+    if status in (401, 403):
+        problem = "the bearer token was refused" if token_sent else "needs a bearer token (token_env)"
+        return f"HTTP {status}: {problem}"
+    if status == 501:
+        return "HTTP 501: metrics are off on this server"
+    return f"HTTP {status}"
+
+
+def _connect_reason(exc: httpx.ConnectError) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "name or service" in text or "nodename" in text or "getaddrinfo" in text or "resolution" in text:
+        return "host not found"
+    if "ssl" in text or "certificate" in text:
+        return "TLS handshake failed"
+    return "cannot connect"
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:g} {unit}"
+    return f"{n_bytes} bytes"
+
+
+# --- all endpoints at once ----------------------------------------------------------
+
+
+class _Pool:
+    """A long-lived pool with a thread per endpoint, grown when endpoints are added."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._size = 0
+
+    def get(self, size: int) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None or size > self._size:
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False)
+                self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tokentop-poll")
+                self._size = size
+            return self._executor
+
+
+_pool = _Pool()
+
+
+def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s: float) -> tuple[ServerSample, ...]:
+    """Poll every endpoint concurrently; return within about ``deadline_s`` whatever happens.
+
+    An endpoint that has not answered by then (or is still busy with an earlier tick's read)
+    gets a "stale" or "error" sample for this tick; its read goes on in the background.
+    """
+    if not collectors:
+        return ()
+    executor = _pool.get(len(collectors))
+    started: list[Future[ServerSample] | None] = []
+    for collector in collectors:
+        pending = collector._pending
+        if pending is not None and not pending.done():
+            started.append(None)  # the previous tick's read is still going: don't pile up
+            continue
+        future = executor.submit(collector.poll, t_mono)
+        collector._pending = future
+        started.append(future)
+    wait([f for f in started if f is not None], timeout=max(0.0, deadline_s))
+    late = f"timed out after {deadline_s:g} s"
+    return tuple(
+        future.result() if future is not None and future.done() else collector.failed_sample(t_mono, late)
+        for collector, future in zip(collectors, started)
+    )

@@ -1,0 +1,387 @@
+"""Which server a Prometheus page comes from, and where each figure lives on it.
+
+One ``KindSpec`` per server (and per spelling of its names): mostly a table of sample names
+over the shared reader (``exposition.read_samples``). Detection follows
+``shared/docs/SERVERS.md`` section 12; the names and their renames are catalogued there too.
+
+Summing rules (SERVERS.md sections 13-14):
+
+- Token counters, request counts and queue gauges are summed over every series on the page:
+  data-parallel engines (vLLM ``engine``, SGLang ``dp_rank``), replicas (Ray ``WorkerId``),
+  models (Triton ``model``) and partitions (``finished_reason``, ``is_streaming``).
+- Series of a non-zero tensor/pipeline rank (SGLang ``tp_rank``, ``pp_rank``, ...) repeat what
+  rank 0 says, so they are dropped before summing.
+- The KV-cache fraction is the fullest engine's (max), never a sum.
+- Histograms are summed bucket by bucket, in seconds.
+- A NaN or infinite value makes that figure unknown (None), never a number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+from tokentop.collectors.exposition import PageSamples, Series
+from tokentop.model import Histogram
+
+_RANK_LABELS = frozenset(("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))
+_SELECTOR = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(\w+)="([^"]*)"\})?$')
+MODEL_NAMES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A sample name, optionally narrowed to series with one label value."""
+
+    name: str
+    label: str | None = None
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Selector:
+        match = _SELECTOR.match(text)
+        if match is None:
+            raise ValueError(f"bad selector {text!r}")
+        return cls(*match.groups())
+
+    def pick(self, series: Series) -> list[float]:
+        if self.label is None:
+            return [value for _, value in series]
+        return [value for labels, value in series if labels.get(self.label) == self.value]
+
+
+def _pick(*texts: str) -> tuple[Selector, ...]:
+    """Alternatives for one figure: the first one present on the page is used."""
+    return tuple(Selector.parse(text) for text in texts)
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    kind: str
+    prompt: tuple[Selector, ...] = ()
+    generation: tuple[Selector, ...] = ()
+    running: tuple[Selector, ...] = ()
+    waiting: tuple[Selector, ...] = ()
+    kv: tuple[Selector, ...] = ()
+    finished: tuple[Selector, ...] = ()
+    ttft: tuple[str, ...] = ()  # histogram base names, first present wins
+    itl: tuple[str, ...] = ()
+    latency_unit_s: float = 1.0  # 0.001 when the server's histograms count milliseconds
+    model_labels: tuple[str, ...] = ("model_name",)
+    model_from: tuple[str, ...] = ()  # names whose labels name the model; default: the figures'
+    names: tuple[str, ...] = field(init=False)  # every sample name to read
+
+    def __post_init__(self) -> None:
+        scalar = [s.name for group in self._scalar_groups() for s in group]
+        histograms = [base + end for base in self.ttft + self.itl for end in ("_bucket", "_sum", "_count")]
+        object.__setattr__(self, "names", tuple(dict.fromkeys([*scalar, *histograms, *self.model_from])))
+
+    def _scalar_groups(self) -> tuple[tuple[Selector, ...], ...]:
+        return (self.prompt, self.generation, self.running, self.waiting, self.kv, self.finished)
+
+
+def _vllm_like(
+    kind: str,
+    prefix: str,
+    *,
+    kv: tuple[str, ...] = ("kv_cache_usage_perc", "gpu_cache_usage_perc"),  # renamed in 0.9.2
+    itl: tuple[str, ...] = ("inter_token_latency_seconds", "time_per_output_token_seconds"),  # 0.10.2
+    waiting_fallback: tuple[str, ...] = (),
+    model_labels: tuple[str, ...] = ("model_name",),
+) -> KindSpec:
+    """vLLM's names, as vLLM, Ray, NIM, LMDeploy and Triton's vLLM backend spell them."""
+    return KindSpec(
+        kind=kind,
+        prompt=_pick(prefix + "prompt_tokens_total"),
+        generation=_pick(prefix + "generation_tokens_total"),
+        running=_pick(prefix + "num_requests_running"),
+        waiting=_pick(prefix + "num_requests_waiting", *waiting_fallback),
+        kv=_pick(*(prefix + name for name in kv)),
+        finished=_pick(prefix + "request_success_total"),
+        ttft=(prefix + "time_to_first_token_seconds",),
+        itl=tuple(prefix + name for name in itl),
+        model_labels=model_labels,
+    )
+
+
+VLLM = _vllm_like("vllm", "vllm:")
+RAY = _vllm_like("ray", "ray_vllm:")
+RAY_SANITIZED = _vllm_like("ray", "ray_vllm_")  # newer vLLM: ':' is not allowed in OpenTelemetry
+NIM = _vllm_like("nim", "")
+LMDEPLOY = _vllm_like("lmdeploy", "lmdeploy:", itl=("iter_token_latency", "time_per_output_token_seconds"))
+TRITON_VLLM = _vllm_like(
+    "triton", "vllm:", waiting_fallback=("nv_inference_pending_request_count",), model_labels=("model",)
+)
+SGLANG = KindSpec(
+    kind="sglang",
+    prompt=_pick("sglang:prompt_tokens_total"),
+    generation=_pick("sglang:generation_tokens_total"),
+    running=_pick("sglang:num_running_reqs"),
+    waiting=_pick("sglang:num_queue_reqs"),
+    kv=_pick("sglang:token_usage"),
+    finished=_pick("sglang:num_requests_total"),
+    ttft=("sglang:time_to_first_token_seconds",),
+    itl=("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
+)
+TGI = KindSpec(  # no _total on counters; tokens only as histogram sums; no model label
+    kind="tgi",
+    prompt=_pick("tgi_request_input_length_sum"),
+    generation=_pick("tgi_request_generated_tokens_sum"),
+    running=_pick("tgi_batch_current_size"),
+    waiting=_pick("tgi_queue_size"),
+    finished=_pick("tgi_request_success"),
+    model_labels=(),
+)
+LLAMACPP = KindSpec(  # counters move when a request finishes; /slots adds the progress
+    kind="llamacpp",
+    prompt=_pick("llamacpp:prompt_tokens_total"),
+    generation=_pick("llamacpp:tokens_predicted_total"),
+    running=_pick("llamacpp:requests_processing"),
+    waiting=_pick("llamacpp:requests_deferred"),
+    kv=_pick("llamacpp:kv_cache_usage_ratio"),  # removed from llama.cpp in May 2025
+    model_labels=(),
+)
+# Triton with the TensorRT-LLM backend. The backend's nv_trt_llm_v1_metrics and
+# nv_trt_llm_inflight_batcher_metrics token figures are gauges of the current iteration, not
+# cumulative counters, so they are not token totals; the totals are the nv_llm_*_token_len sums.
+TRITON = KindSpec(
+    kind="triton",
+    prompt=_pick("nv_llm_input_token_len_sum"),
+    generation=_pick("nv_llm_output_token_len_sum"),
+    running=_pick('nv_trt_llm_request_metrics{request_type="active"}'),
+    waiting=_pick('nv_trt_llm_request_metrics{request_type="waiting"}', "nv_inference_pending_request_count"),
+    kv=_pick('nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}'),
+    finished=_pick("nv_inference_request_success"),
+    ttft=("nv_inference_first_response_histogram_ms",),
+    latency_unit_s=0.001,
+    model_labels=("model",),
+)
+
+
+def _trtllm(prefix: str) -> KindSpec:
+    """trtllm-serve's Prometheus page (``/prometheus/metrics``); early builds had no prefix."""
+    return KindSpec(
+        kind="trtllm",
+        prompt=_pick(prefix + "prompt_tokens_total"),
+        generation=_pick(prefix + "generation_tokens_total"),
+        running=_pick(prefix + "num_requests_running"),
+        waiting=_pick(prefix + "num_requests_waiting"),
+        kv=_pick(prefix + "kv_cache_utilization"),
+        finished=_pick(prefix + "request_success_total"),
+        ttft=(prefix + "time_to_first_token_seconds",),
+        # its time_per_output_token_seconds is one value per request (TPOT), not inter-token
+    )
+
+
+TRTLLM = _trtllm("trtllm_")
+TRTLLM_UNPREFIXED = _trtllm("")
+DYNAMO = KindSpec(
+    kind="dynamo",
+    prompt=_pick("dynamo_frontend_input_sequence_tokens_sum"),
+    generation=_pick("dynamo_frontend_output_tokens_total"),
+    running=_pick("dynamo_frontend_inflight_requests"),
+    waiting=_pick("dynamo_frontend_queued_requests"),
+    finished=_pick('dynamo_frontend_requests_total{status="success"}'),
+    ttft=("dynamo_frontend_time_to_first_token_seconds",),
+    itl=("dynamo_frontend_inter_token_latency_seconds",),
+    model_labels=("model",),
+    # request metrics lower-case the model label; the model_* gauges keep its case
+    model_from=("dynamo_frontend_model_context_length", "dynamo_frontend_output_tokens_total"),
+)
+
+# The spec used when the configured kind is not what the page looks like.
+DEFAULT_SPECS: dict[str, KindSpec] = {
+    spec.kind: spec for spec in (VLLM, SGLANG, TGI, LLAMACPP, TRITON, TRTLLM, NIM, LMDEPLOY, DYNAMO, RAY)
+}
+KINDS = (*DEFAULT_SPECS, "ollama")
+
+
+@dataclass(frozen=True)
+class Detection:
+    spec: KindSpec
+    detail: str | None = None
+    from_page: bool = True  # False: the configured kind, not recognised on the page
+
+
+def has_lines(text: str, prefix: str) -> bool:
+    """Does any sample line of the page start with ``prefix``?"""
+    return text.startswith(prefix) or ("\n" + prefix) in text
+
+
+def detect(text: str, kind: str | None = None) -> Detection | None:
+    """The server behind a Prometheus page (SERVERS.md section 12), or None.
+
+    With ``kind`` given, only that kind is accepted: its spelling is still read from the page.
+    """
+    found = _detect(text)
+    if kind is None or (found is not None and found.spec.kind == kind):
+        return found
+    spec = DEFAULT_SPECS.get(kind)
+    return Detection(spec, from_page=False) if spec is not None else None
+
+
+def _detect(text: str) -> Detection | None:
+    def has(prefix: str) -> bool:
+        return has_lines(text, prefix)
+
+    worker = "via Dynamo worker" if has("dynamo_component_") else None
+    if has("vllm:"):
+        if has("nv_inference_"):
+            return Detection(TRITON_VLLM, "vLLM backend")
+        return Detection(VLLM, _join(_vllm_version(text), worker))
+    if has("sglang:"):
+        return Detection(SGLANG, worker)
+    if has("tgi_"):
+        return Detection(TGI)
+    if has("llamacpp:"):
+        return Detection(LLAMACPP)
+    if has("nv_trt_llm_") or has("nv_llm_"):
+        return Detection(TRITON, "TensorRT-LLM backend")
+    if has("nv_inference_") or has("nv_gpu_"):
+        return Detection(TRITON)
+    if has("trtllm_"):
+        return Detection(TRTLLM, worker)
+    if has("num_requests_running") and (has("num_request_max") or has("gpu_cache_usage_perc")):
+        return Detection(NIM)
+    if has("request_success_total") and has("time_to_first_token_seconds"):
+        return Detection(TRTLLM_UNPREFIXED, "early trtllm-serve names")
+    if has("lmdeploy:"):
+        return Detection(LMDEPLOY)
+    if has("dynamo_frontend_"):
+        return Detection(DYNAMO, "frontend")
+    if has("ray_vllm:"):
+        return Detection(RAY, "vLLM")
+    if has("ray_vllm_"):
+        return Detection(RAY_SANITIZED, "vLLM")
+    return None
+
+
+def _vllm_version(text: str) -> str | None:
+    """V1 pages carry an ``engine`` label or the V1-only names; V0 pages the swap/CPU-cache gauges."""
+    if has_lines(text, "vllm:kv_cache_usage_perc") or has_lines(text, "vllm:inter_token_latency_seconds"):
+        return "V1"
+    if has_lines(text, "vllm:num_requests_swapped") or has_lines(text, "vllm:cpu_cache_usage_perc"):
+        return "V0"
+    return "V1" if re.search(r'\nvllm:[^{\n]*\{(?:[^\n]*,)?engine="', text) else None
+
+
+def _join(*parts: str | None) -> str | None:
+    return ", ".join(p for p in parts if p) or None
+
+
+# --- reading the figures -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one answer says, in ``ServerSample``'s terms (same field names)."""
+
+    model: str | None = None
+    prompt_tokens_total: float | None = None
+    generation_tokens_total: float | None = None
+    prompt_tokens_in_flight: float | None = None
+    generation_tokens_in_flight: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_fraction: float | None = None
+    requests_finished_total: float | None = None
+    ttft: Histogram | None = None
+    itl: Histogram | None = None
+    note: str | None = None
+    kind_detail: str | None = None  # when it changes from one answer to the next (Ollama)
+
+    def as_fields(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def has_figures(self) -> bool:
+        words = ("model", "note", "kind_detail")
+        return any(getattr(self, f.name) is not None for f in fields(self) if f.name not in words)
+
+
+def read_figures(spec: KindSpec, samples: PageSamples) -> Reading:
+    def total(selectors: tuple[Selector, ...]) -> float | None:
+        return _combine(samples, selectors, sum)
+
+    return Reading(
+        model=_model(spec, samples),
+        prompt_tokens_total=total(spec.prompt),
+        generation_tokens_total=total(spec.generation),
+        running=total(spec.running),
+        waiting=total(spec.waiting),
+        kv_cache_fraction=_combine(samples, spec.kv, max),
+        requests_finished_total=total(spec.finished),
+        ttft=_histogram(samples, spec.ttft, spec.latency_unit_s),
+        itl=_histogram(samples, spec.itl, spec.latency_unit_s),
+        note="the page repeats some series; the last of each was used" if samples.duplicates else None,
+    )
+
+
+def _rank_zero(series: Series) -> Series:
+    """Drop the series of non-zero tensor/pipeline ranks: they repeat rank 0's figures."""
+    return [
+        (labels, value)
+        for labels, value in series
+        if _RANK_LABELS.isdisjoint(labels) or all(labels.get(r, "0") == "0" for r in _RANK_LABELS)
+    ]
+
+
+def _combine(
+    samples: PageSamples, selectors: tuple[Selector, ...], how: Callable[[list[float]], float]
+) -> float | None:
+    for selector in selectors:
+        values = selector.pick(_rank_zero(samples.get(selector.name)))
+        if values:
+            return float(how(values)) if all(math.isfinite(v) for v in values) else None
+    return None
+
+
+def _histogram(samples: PageSamples, bases: tuple[str, ...], unit_s: float) -> Histogram | None:
+    for base in bases:
+        buckets: dict[float, float] = {}
+        for labels, count in _rank_zero(samples.get(base + "_bucket")):
+            try:
+                upper = float(labels.get("le", ""))
+            except ValueError:
+                continue
+            buckets[upper] = buckets.get(upper, 0.0) + count
+        if not buckets:
+            continue
+        sums = [v for _, v in _rank_zero(samples.get(base + "_sum"))]
+        counts = [v for _, v in _rank_zero(samples.get(base + "_count"))]
+        if not sums or math.inf not in buckets:
+            return None
+        figures = [*buckets.values(), *sums, *counts]
+        if not all(math.isfinite(v) for v in figures):
+            return None
+        return Histogram(
+            buckets=tuple(sorted((upper * unit_s, count) for upper, count in buckets.items())),
+            sum=sum(sums) * unit_s,
+            count=sum(counts) if counts else buckets[math.inf],
+        )
+    return None
+
+
+def _model(spec: KindSpec, samples: PageSamples) -> str | None:
+    if not spec.model_labels:
+        return None
+    found: dict[str, None] = {}
+    for name in spec.model_from or spec.names:
+        for labels, _ in samples.get(name):
+            for label in spec.model_labels:
+                if labels.get(label):
+                    found[labels[label]] = None
+        if found:
+            break  # the first name that carries a model label names them all
+    return describe_models(list(found))
+
+
+def describe_models(names: list[str]) -> str | None:
+    """``a``, ``a, b`` or ``a, b, c (+4 more)``."""
+    if not names:
+        return None
+    shown = ", ".join(names[:MODEL_NAMES_SHOWN])
+    more = len(names) - MODEL_NAMES_SHOWN
+    return f"{shown} (+{more} more)" if more > 0 else shown
