@@ -459,3 +459,24 @@ def test_poll_all_returns_by_the_deadline_whatever_one_endpoint_does(client: htt
 def test_poll_all_with_no_endpoints() -> None:
     assert poll_all([], 1.0, deadline_s=0.1) == ()
 
+
+
+def test_latency_histograms_are_read_every_few_seconds_and_carried_between(
+    server: LoopbackServer, client: httpx.Client
+) -> None:
+    def page(observations: int) -> str:
+        return vllm_page(10, 20) + "\n".join([
+            f'vllm:time_to_first_token_seconds_bucket{{engine="0",model_name="m",le="0.5"}} {observations}',
+            f'vllm:time_to_first_token_seconds_bucket{{engine="0",model_name="m",le="+Inf"}} {observations}',
+            f'vllm:time_to_first_token_seconds_sum{{engine="0",model_name="m"}} {observations * 0.2}',
+            f'vllm:time_to_first_token_seconds_count{{engine="0",model_name="m"}} {observations}',
+        ]) + "\n"
+
+    server.route("/metrics", page(1), page(2), page(3))
+    collector = make(server.url, client)
+    first = collector.poll(0.0)
+    assert first.ttft is not None and first.ttft.count == 1
+    carried = collector.poll(1.0)  # page says 2, but histograms wait for their cadence
+    assert carried.ttft == first.ttft and carried.generation_tokens_total == 20
+    fresh = collector.poll(5.0)
+    assert fresh.ttft.count == 3

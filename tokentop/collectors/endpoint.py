@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -39,6 +40,7 @@ from tokentop.model import ServerSample
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 5.0
+LATENCY_EVERY_S = 5.0  # seconds between reads of the TTFT / inter-token histograms
 """A failed read within this long of the last good one gives a "stale" sample, not "error"."""
 PROBE_PATHS = ("/metrics", "/v1/metrics", "/prometheus/metrics", "/api/ps", "/slots")
 _FULL_URL_ENDINGS = ("/metrics", "/api/ps", "/slots")
@@ -106,6 +108,8 @@ class EndpointCollector:
         self._last_good: ServerSample | None = None
         self._kind = endpoint.kind
         self._pending: Future[ServerSample] | None = None  # poll_all's read in progress
+        self._latency_read_at = -math.inf
+        self._tick_t = -math.inf  # the time of the tick being read
 
     def __repr__(self) -> str:
         return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
@@ -113,6 +117,7 @@ class EndpointCollector:
     def poll(self, t_mono: float) -> ServerSample:
         """Read the endpoint once. Never raises; ``t_mono`` is the tick's time."""
         deadline = time.monotonic() + self._timeout_s
+        self._tick_t = t_mono
         try:
             source, reading = self._read(deadline)
         except _Failed as failure:
@@ -213,12 +218,23 @@ class EndpointCollector:
             detection = detect(text, kind)
         if detection is None:
             return "no known metrics on page"
-        reading = read_figures(detection.spec, read_samples(text, detection.spec.names))
+        reading = self._read_page(text, detection.spec, fresh=known is None)
         if not reading.has_figures:
             recognised = detect(text, kind) if known is not None else detection
             if recognised is None or not recognised.from_page or recognised.spec.kind != detection.spec.kind:
                 return "no known metrics on page"
         return _Source(url, "prometheus", detection.spec.kind, detection.detail, detection.spec), reading
+
+    def _read_page(self, text: str, spec: KindSpec, *, fresh: bool) -> Reading:
+        """Figures from a Prometheus page. Latency histograms are most of a busy page's lines
+        and feed percentiles over a minute, so they are read every ``LATENCY_EVERY_S`` only;
+        between reads the last ones are carried forward."""
+        now = self._tick_t
+        if fresh or now - self._latency_read_at >= LATENCY_EVERY_S or self._last_good is None:
+            self._latency_read_at = now
+            return read_figures(spec, read_samples(text, spec.names))
+        reading = read_figures(spec, read_samples(text, spec.scalar_names))
+        return replace(reading, ttft=self._last_good.ttft, itl=self._last_good.itl)
 
     def _understand_json(self, url: str, data: object) -> tuple[_Source, Reading] | str:
         kind = self.endpoint.kind

@@ -72,11 +72,13 @@ class KindSpec:
     model_labels: tuple[str, ...] = ("model_name",)
     model_from: tuple[str, ...] = ()  # names whose labels name the model; default: the figures'
     names: tuple[str, ...] = field(init=False)  # every sample name to read
+    scalar_names: tuple[str, ...] = field(init=False)  # the same without the latency histograms
 
     def __post_init__(self) -> None:
         scalar = [s.name for group in self._scalar_groups() for s in group]
         histograms = [base + end for base in self.ttft + self.itl for end in ("_bucket", "_sum", "_count")]
         object.__setattr__(self, "names", tuple(dict.fromkeys([*scalar, *histograms, *self.model_from])))
+        object.__setattr__(self, "scalar_names", tuple(dict.fromkeys([*scalar, *self.model_from])))
 
     def _scalar_groups(self) -> tuple[tuple[Selector, ...], ...]:
         return (self.prompt, self.generation, self.running, self.waiting, self.kv, self.finished)
