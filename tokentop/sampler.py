@@ -102,7 +102,7 @@ class Sampler:
             return snapshot
         try:
             waiting = self.store.append(snapshot)
-            self.store_problem = f"history: {waiting}" if waiting else None
+            self.store_problem = waiting
         except Exception as exc:  # StoreError and anything sqlite raises: keep monitoring
             self.store_problem = f"history not written: {exc}"
             log.warning(self.store_problem)

@@ -1,0 +1,839 @@
+"""The SQLite history (``tokentop.store``): real files in temporary folders, real processes.
+
+This file is also a small program (``python tests/test_store.py writer DB ...``) so that the
+concurrency and kill tests can run real writer processes with the same snapshot factory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tokentop.config import Config, EndpointConfig
+from tokentop.model import (
+    GpuFigures,
+    GpuSample,
+    HostFigures,
+    ServerFigures,
+    ServerSample,
+    Snapshot,
+    Totals,
+    Window,
+)
+from tokentop.store import SCHEMA_VERSION, SeriesPoint, Store, StoreError
+
+T0 = 1_700_000_040.0  # a whole minute, so ticks at T0 + k fall in predictable minutes
+NO_WINDOW = Window(span_s=0, tokens_in=0, tokens_out=0, energy_j=0, cost_usd=0, busy_s=0,
+                   busy_cost_usd=0)
+THIS_FILE = Path(__file__).resolve()
+
+
+# --- a fake host that produces snapshots ---------------------------------------------------------
+
+
+@dataclass
+class FakeHost:
+    """Identical GPUs all serving every endpoint; figures advance at the given rates.
+
+    ``jitter`` varies each tick's power and tokens (seeded), so rollups and series are checked
+    against uneven data too; with ``jitter=0`` every figure is known exactly.
+    """
+
+    n_gpus: int = 2
+    n_servers: int = 1
+    t: float = T0
+    power_w: float = 500.0
+    tok_s_in: float = 1000.0
+    tok_s_out: float = 100.0
+    usd_per_hour: float | None = 3.6
+    jitter: float = 0.0
+    seed: int = 1
+    seq: int = 0
+    cum: list[list[float]] = field(default_factory=list)  # per GPU: the six Totals figures
+    history: list[Snapshot] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.cum = [[0.0] * 6 for _ in range(self.n_gpus)]
+
+    def uuid(self, i: int) -> str:
+        return f"GPU-{i:02d}3b1f0c-5d2e-4a8b-9c1d-0e2f3a4b5c6d"
+
+    def tick(self, dt: float = 1.0, *, power: bool = True) -> Snapshot:
+        """Advance ``dt`` seconds. ``power=False``: this tick has no power reading."""
+        self.t += dt
+        self.seq += 1
+        gpus = []
+        for i, cum in enumerate(self.cum):
+            watts = self.power_w * (1 + self.jitter * (self.rng.random() - 0.5))
+            tok_in = self.tok_s_in * dt * (1 + self.jitter * (self.rng.random() - 0.5))
+            tok_out = self.tok_s_out * dt * (1 + self.jitter * (self.rng.random() - 0.5))
+            cost = None if self.usd_per_hour is None else self.usd_per_hour * dt / 3600
+            cum[0] += tok_in
+            cum[1] += tok_out
+            cum[2] += watts * dt
+            cum[3] = None if cost is None else cum[3] + cost
+            cum[4] += dt if tok_out > 0 else 0.0
+            cum[5] = None if cost is None else cum[5] + (cost if tok_out > 0 else 0.0)
+            sample = GpuSample(
+                uuid=self.uuid(i), index=i, name="NVIDIA H200",
+                utilization_pct=float(self.rng.randint(0, 100)),
+                memory_used_bytes=100_000_000_000 + i, memory_total_bytes=150_754_820_096,
+                power_w=watts if power else None, power_source="average_1s",
+                power_limit_w=700.0, energy_counter_mj=int(9e9 + cum[2] * 1000),
+                temperature_c=61.0, sm_clock_mhz=1980)
+            gpus.append(GpuFigures(
+                sample=sample, engines=tuple(f"srv{j}" for j in range(self.n_servers)),
+                price=None, energy_method="counter", usd_per_hour_now=self.usd_per_hour,
+                totals=Totals(*cum, elapsed_s=self.seq * dt), rate=NO_WINDOW, cost=NO_WINDOW))
+        servers = []
+        for j in range(self.n_servers):
+            tokens_in = sum(c[0] for c in self.cum) / self.n_servers
+            tokens_out = sum(c[1] for c in self.cum) / self.n_servers
+            sample = ServerSample(
+                name=f"srv{j}", url=f"http://127.0.0.1:{8000 + j}/metrics?x=1", t_mono=self.t,
+                status="up", kind="vllm", model="meta-llama/Llama-3.3-70B-Instruct",
+                prompt_tokens_total=1e6 + tokens_in, generation_tokens_total=2e5 + tokens_out,
+                running=float(self.seq % 7), waiting=float(self.seq % 3),
+                kv_cache_fraction=(self.seq % 10) / 10, requests_finished_total=float(self.seq))
+            servers.append(ServerFigures(
+                sample=sample, gpus=tuple(self.uuid(i) for i in range(self.n_gpus)),
+                mapping="process", pid=4242, tokens_in_total=tokens_in,
+                tokens_out_total=tokens_out, tok_s_in=None, tok_s_out=None,
+                ttft_p50_s=0.12, ttft_p95_s=0.48, itl_p50_s=0.021))
+        snapshot = Snapshot(
+            seq=self.seq, t_wall=self.t, t_mono=self.t, dt_s=dt, rate_window_s=10,
+            cost_window_s=60, gpu_available=True, gpu_reason=None, gpus=tuple(gpus),
+            servers=tuple(servers),
+            host=HostFigures(gpu_count=self.n_gpus, power_w=None, usd_per_hour_now=None,
+                             totals=Totals(), rate=NO_WINDOW, cost=NO_WINDOW))
+        self.history.append(snapshot)
+        return snapshot
+
+
+def open_store(path: Path, **options: object) -> Store:
+    return Store.open(path, host="test-host", version="0.1.0",
+                      config={"interval_s": 1.0, "endpoints": []}, **options)
+
+
+def rows(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read with a plain connection of our own, as any other program would."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def execute(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
+
+
+def fill(path: Path, host: FakeHost, ticks: int, dt: float = 1.0, **options: object) -> int:
+    """A closed session of ``ticks`` ticks; returns its id."""
+    with open_store(path, **options) as store:
+        for _ in range(ticks):
+            assert store.append(host.tick(dt)) is None
+        assert store.session_id is not None
+        return store.session_id
+
+
+# --- file, schema, session -------------------------------------------------------------------
+
+
+def test_new_file_is_private_wal_with_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "history.db"
+    with open_store(path) as store:
+        store.append(FakeHost().tick())
+        for name in ("history.db", "history.db-wal", "history.db-shm"):
+            mode = stat.S_IMODE((path.parent / name).stat().st_mode)
+            assert mode == 0o600, f"{name} has mode {oct(mode)}"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 250
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"sessions", "gpu_ticks", "server_ticks", "gpu_rollup_1m",
+            "server_rollup_1m"} <= tables
+
+
+def test_existing_file_open_to_others_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    fill(path, FakeHost(), 1)
+    path.chmod(0o644)
+    open_store(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_session_row_records_host_version_config_and_end(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    before = time.time()
+    store = Store.open(path, host="gpu-box-7", version="9.9.9",
+                       config={"interval_s": 0.5, "cost": {"mode": "owned"}})
+    [session] = store.sessions()
+    assert (session.host, session.tokentop_version) == ("gpu-box-7", "9.9.9")
+    assert session.config == {"interval_s": 0.5, "cost": {"mode": "owned"}}
+    assert session.started_at >= before and session.ended_at is None
+    assert store.latest_session_id() == session.id == store.session_id
+    assert store.close() is None
+    assert store.close() is None  # idempotent
+    [(ended_at,)] = rows(path, "SELECT ended_at FROM sessions")
+    assert ended_at >= session.started_at
+    with pytest.raises(StoreError, match="closed"):
+        store.append(FakeHost().tick())
+    second = open_store(path)
+    assert [s.id for s in second.sessions()] == [session.id, session.id + 1]
+    second.close()
+
+
+# --- what append writes ------------------------------------------------------------------------
+
+
+def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=3, n_servers=2, jitter=0.3)
+    fill(path, host, 5)
+    snap = host.history[-1]
+    gpu_rows = rows(path, "SELECT uuid, gpu_index, name, status, util_pct, mem_used_bytes,"
+                          " mem_total_bytes, power_w, power_limit_w, energy_counter_mj,"
+                          " temperature_c, sm_clock_mhz, energy_method, engines, tokens_in_cum,"
+                          " tokens_out_cum, energy_j_cum, cost_usd_cum, busy_s_cum,"
+                          " busy_cost_usd_cum, usd_per_hour FROM gpu_ticks_v WHERE t = ?"
+                          " ORDER BY gpu_index", (snap.t_wall,))
+    assert gpu_rows == [
+        (g.sample.uuid, g.sample.index, g.sample.name, "ok", g.sample.utilization_pct,
+         g.sample.memory_used_bytes, g.sample.memory_total_bytes, g.sample.power_w,
+         g.sample.power_limit_w, g.sample.energy_counter_mj, g.sample.temperature_c,
+         g.sample.sm_clock_mhz, "counter", "srv0,srv1", g.totals.tokens_in, g.totals.tokens_out,
+         g.totals.energy_j, g.totals.cost_usd, g.totals.busy_s, g.totals.busy_cost_usd, 3.6)
+        for g in snap.gpus]
+    server_rows = rows(path, "SELECT name, url, kind, status, error, model, prompt_tokens_raw,"
+                             " generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
+                             " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s,"
+                             " ttft_p95_s, itl_p50_s, gpus FROM server_ticks_v WHERE t = ?"
+                             " ORDER BY name", (snap.t_wall,))
+    assert server_rows == [
+        (s.sample.name, s.sample.url, "vllm", "up", None, s.sample.model,
+         s.sample.prompt_tokens_total, s.sample.generation_tokens_total, s.tokens_in_total,
+         s.tokens_out_total, s.sample.running, s.sample.waiting, s.sample.kv_cache_fraction,
+         s.sample.requests_finished_total, 0.12, 0.48, 0.021, ",".join(s.gpus))
+        for s in snap.servers]
+    assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(15,)]
+    assert rows(path, "SELECT count(*) FROM server_ticks") == [(10,)]
+    # Repeated strings are stored once.
+    assert rows(path, "SELECT count(*) FROM gpus") == [(3,)]
+    assert rows(path, "SELECT count(*) FROM labels WHERE text LIKE 'GPU-%'") == [(1,)]
+
+
+def test_a_host_without_gpus_keeps_its_endpoints(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=0, n_servers=2)
+    sid = fill(path, host, 5)
+    assert rows(path, "SELECT count(*) FROM server_ticks") == [(10,)]
+    assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(0,)]
+    with Store.open_readonly(path) as store:
+        assert store.gpus(sid) == []
+        assert store.window_totals(sid, None, T0, T0 + 10) is None
+        assert {p.watts for p in store.gpu_series(sid, None, T0, T0 + 10, 1)} == {None}
+
+
+def test_rollups_equal_what_the_raw_rows_give(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=2, n_servers=2, jitter=0.5, seed=3)
+    with open_store(path) as store:
+        for k in range(200):  # a bit over three minutes; every 7th tick has no power reading
+            assert store.append(host.tick(1.0, power=k % 7 != 0)) is None
+    second = FakeHost(n_gpus=2, n_servers=2, jitter=0.5, seed=4)  # same GPUs, another session
+    fill(path, second, 90)
+
+    expected: dict[tuple, tuple] = {}
+    for session, uuid, minute in rows(path, "SELECT DISTINCT session_id, uuid, CAST(t / 60 AS"
+                                            " INTEGER) * 60 FROM gpu_ticks_v"):
+        raw = rows(path, "SELECT t, power_w, util_pct, tokens_in_cum, tokens_out_cum,"
+                         " energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum"
+                         " FROM gpu_ticks_v WHERE session_id = ? AND uuid = ? AND t >= ?"
+                         " AND t < ? ORDER BY t", (session, uuid, minute, minute + 60))
+        # The row the minute's differences start from: the last one before it, else its first.
+        base = rows(path, "SELECT t, tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum"
+                          " FROM gpu_ticks_v WHERE session_id = ? AND uuid = ? AND t < ?"
+                          " ORDER BY t DESC LIMIT 1", (session, uuid, minute))
+        base = base or [raw[0][:1] + raw[0][3:7]]
+        powers = [r[1] for r in raw if r[1] is not None]
+        expected[(session, uuid, minute)] = (
+            len(raw), pytest.approx(sum(powers) / len(powers)), max(powers),
+            pytest.approx(sum(r[2] for r in raw) / len(raw)), raw[-1][0], *raw[-1][3:],
+            *(pytest.approx(last - first)
+              for last, first in zip(raw[-1][3:7], base[0][1:], strict=True)),
+            pytest.approx(raw[-1][0] - base[0][0]))
+    actual = {(r[0], r[1], r[2]): r[3:] for r in rows(
+        path, "SELECT session_id, uuid, minute, samples, power_w_mean, power_w_max,"
+              " util_pct_mean, t_last, tokens_in_cum, tokens_out_cum, energy_j_cum,"
+              " cost_usd_cum, busy_s_cum, busy_cost_usd_cum, tokens_in_delta, tokens_out_delta,"
+              " energy_j_delta, cost_usd_delta, covered_s FROM gpu_rollup_1m_v")}
+    assert len(expected) == 2 * 4 + 2 * 2  # GPUs x minutes, for each session
+    assert actual == expected
+
+    server_expected = {}
+    for session, name, minute in rows(path, "SELECT DISTINCT session_id, name, CAST(t / 60 AS"
+                                            " INTEGER) * 60 FROM server_ticks_v"):
+        raw = rows(path, "SELECT t, running, waiting, kv_cache_fraction, tokens_in_cum,"
+                         " tokens_out_cum, status FROM server_ticks_v WHERE session_id = ?"
+                         " AND name = ? AND t >= ? AND t < ? ORDER BY t",
+                   (session, name, minute, minute + 60))
+        server_expected[(session, name, minute)] = (
+            len(raw), sum(r[6] == "up" for r in raw),
+            pytest.approx(sum(r[1] for r in raw) / len(raw)),
+            pytest.approx(sum(r[2] for r in raw) / len(raw)),
+            pytest.approx(sum(r[3] for r in raw) / len(raw)), max(r[3] for r in raw),
+            raw[-1][0], raw[-1][4], raw[-1][5])
+    server_actual = {(r[0], r[1], r[2]): r[3:] for r in rows(
+        path, "SELECT session_id, name, minute, samples, up_samples, running_mean, waiting_mean,"
+              " kv_cache_fraction_mean, kv_cache_fraction_max, t_last, tokens_in_cum,"
+              " tokens_out_cum FROM server_rollup_1m_v")}
+    assert server_actual == server_expected
+
+
+def test_writing_the_same_tick_twice_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    with open_store(path) as store:
+        snap = host.tick()
+        store.append(snap)
+        store.append(snap)  # e.g. a retry after an interrupted commit
+    assert rows(path, "SELECT count(*), sum(samples) FROM gpu_rollup_1m") == [(2, 2)]
+    assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(2,)]
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def test_window_totals_are_differences_of_the_nearest_rows(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=2, power_w=500, tok_s_in=1000, tok_s_out=100, usd_per_hour=3.6)
+    with open_store(path) as store:
+        for _ in range(300):
+            store.append(host.tick())
+        sid = store.session_id
+        assert sid is not None
+        # 100 s inside the session, bounds between ticks: the rows at T0+100 and T0+200.
+        window = store.window_totals(sid, host.uuid(1), T0 + 100.5, T0 + 200.5)
+        assert window is not None
+        assert window.span_s == pytest.approx(100)
+        assert window.energy_j == pytest.approx(500 * 100)
+        assert window.tokens_out == pytest.approx(100 * 100)
+        assert window.tokens_in == pytest.approx(1000 * 100)
+        assert window.cost_usd == pytest.approx(0.1)
+        assert window.busy_s == pytest.approx(100)
+        assert window.usd_per_mtok == pytest.approx(10.0)  # $3.6/h at 100 tok/s
+        # The whole host: sums over both GPUs.
+        host_window = store.window_totals(sid, None, T0 + 100.5, T0 + 200.5)
+        assert host_window is not None
+        assert host_window.watts == pytest.approx(1000)
+        assert host_window.tok_s_out == pytest.approx(200)
+        # From before the session started: counted from its first row.
+        early = store.window_totals(sid, None, T0 - 1000, T0 + 11)
+        assert early is not None and early.span_s == pytest.approx(10)
+        # Nothing in the window, or an unknown GPU.
+        assert store.window_totals(sid, None, T0 + 5000, T0 + 6000) is None
+        assert store.window_totals(sid, "GPU-nope", T0, T0 + 100) is None
+
+
+def test_window_totals_without_a_price_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    sid = fill(path, FakeHost(usd_per_hour=None), 30)
+    with Store.open_readonly(path) as store:
+        window = store.window_totals(sid, None, T0, T0 + 30)
+        assert window is not None and window.cost_usd is None and window.usd_per_mtok is None
+        assert window.energy_j == pytest.approx(2 * 500 * 29)
+
+
+def expected_series(host: FakeHost, since: float, until: float, step: float,
+                    per_minute: bool) -> list[tuple]:
+    """The chart computed in Python from the snapshots: per bucket, what all GPUs delivered
+    over the seconds it covers. Ticks fall in buckets by their time (raw rows) or by the start
+    of their minute (rollups)."""
+    buckets: list[dict[int, list[float]]] = [{} for _ in range(math.ceil((until - since) / step))]
+    for before, now in itertools.pairwise(host.history):
+        key = now.t_wall // 60 * 60 if per_minute else now.t_wall
+        if not since <= key < until:
+            continue
+        for i, (a, b) in enumerate(zip(before.gpus, now.gpus, strict=True)):
+            acc = buckets[int((key - since) // step)].setdefault(i, [0.0] * 5)
+            for k, d in enumerate((b.totals.tokens_in - a.totals.tokens_in,
+                                   b.totals.tokens_out - a.totals.tokens_out,
+                                   b.totals.energy_j - a.totals.energy_j,
+                                   b.totals.cost_usd - a.totals.cost_usd,
+                                   now.t_wall - before.t_wall)):
+                acc[k] += d
+    out = []
+    for b, per_gpu in enumerate(buckets):
+        if not per_gpu:
+            out.append((since + b * step, None, None, None, None))
+            continue
+        span = max(v[4] for v in per_gpu.values())
+        tin, tout, energy, cost = (sum(v[k] for v in per_gpu.values()) for k in range(4))
+        out.append((since + b * step, pytest.approx(tin / span), pytest.approx(tout / span),
+                    pytest.approx(energy / span), pytest.approx(cost / tout * 1e6)))
+    return out
+
+
+def as_tuples(points: list[SeriesPoint]) -> list[tuple]:
+    return [(p.t, p.tok_s_in, p.tok_s_out, p.watts, p.usd_per_mtok) for p in points]
+
+
+def test_gpu_series_short_window_reads_raw_rows(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=3, jitter=0.6, seed=9)
+    sid = fill(path, host, 700)
+    with Store.open_readonly(path) as store:
+        since, until = T0 + 100.5, T0 + 700.5
+        points = store.gpu_series(sid, None, since, until, 10)
+        assert as_tuples(points) == expected_series(host, since, until, 10, per_minute=False)
+        assert len(points) == 60 and all(p.watts is not None for p in points)  # finer than 1 min
+        one = store.gpu_series(sid, host.uuid(2), since, until, 60)
+        assert one[3].watts == pytest.approx(
+            (host.history[339].gpus[2].totals.energy_j - host.history[279].gpus[2].totals.energy_j)
+            / 60)  # bucket [T0 + 280.5, T0 + 340.5): the ticks at T0 + 281 ... T0 + 340
+        # Past the end of the data: buckets without rows are None, never zero.
+        tail = store.gpu_series(sid, None, T0 + 690, T0 + 720, 10)
+        assert tail[0].watts is not None and tail[-1] == SeriesPoint(T0 + 710, None, None, None,
+                                                                      None)
+
+
+def test_gpu_series_long_window_reads_only_rollups(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=2, jitter=0.6, seed=5)
+    sid = fill(path, host, 3 * 720, dt=5.0)  # three hours at one tick per 5 s
+    since, until = T0 + 610, T0 + 3 * 3600
+    with Store.open_readonly(path) as store:
+        before = store.gpu_series(sid, None, since, until, 300)
+        one_gpu = store.gpu_series(sid, host.uuid(1), since, until, 300)
+    execute(path, "DELETE FROM gpu_ticks")  # the long path must not need them
+    with Store.open_readonly(path) as store:
+        after = store.gpu_series(sid, None, since, until, 300)
+        all_sessions = store.gpu_series(None, None, since, until, 300)
+        assert store.gpu_series(sid, host.uuid(1), since, until, 300) == one_gpu
+        # Steps below a minute rise to a whole number of minutes.
+        assert len(store.gpu_series(sid, None, since, until, 45)) == math.ceil((until - since)
+                                                                               / 60)
+    assert after == before == all_sessions
+    assert as_tuples(after) == expected_series(host, since, until, 300, per_minute=True)
+    assert sum(p.watts or 0 for p in one_gpu) == pytest.approx(
+        sum(p.watts or 0 for p in after) / 2, rel=0.05)
+
+
+def test_gpu_series_has_known_figures_at_constant_rates(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=2, power_w=400, tok_s_out=50, usd_per_hour=1.8)
+    sid = fill(path, host, 2 * 720, dt=5.0)
+    with Store.open_readonly(path) as store:
+        for since, until, step in ((T0 + 600, T0 + 7200, 300), (T0 + 600, T0 + 1200, 30)):
+            points = store.gpu_series(sid, None, since, until, step)
+            assert [p.watts for p in points] == [pytest.approx(800)] * len(points)
+            assert [p.tok_s_out for p in points] == [pytest.approx(100)] * len(points)
+            assert [p.usd_per_mtok for p in points] == [pytest.approx(10.0)] * len(points)
+
+
+def test_gpu_series_counts_a_gpu_watched_by_two_sessions_once(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    a, b = FakeHost(power_w=300), FakeHost(power_w=300)
+    with open_store(path) as first, open_store(path) as second:
+        for _ in range(400):
+            first.append(a.tick())
+            second.append(b.tick())
+        points = first.gpu_series(None, None, T0 + 60, T0 + 360, 60)
+    assert [p.watts for p in points] == [pytest.approx(600)] * 5
+
+
+def test_gpus_lists_a_sessions_gpus(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=3)
+    sid = fill(path, host, 3)
+    with Store.open_readonly(path) as store:
+        assert [(g.uuid, g.index, g.name) for g in store.gpus(sid)] == [
+            (host.uuid(i), i, "NVIDIA H200") for i in range(3)]
+        assert store.gpus(sid + 1) == []
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(
+        tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    start = float(int(time.time() // 60) * 60)
+    old = FakeHost(t=start)
+    fill(path, old, 30)  # an earlier session, ended now
+    host = FakeHost(t=start)
+    options = {"raw_retention_h": 120 / 3600, "rollup_retention_d": 600 / 86400}
+    with open_store(path, **options) as store:
+        for _ in range(300):
+            store.append(host.tick())
+        now = host.t
+        raw_oldest = rows(path, "SELECT min(t) FROM gpu_ticks WHERE session_id = ?",
+                          (store.session_id,))[0][0]
+        # Retention runs once a minute: nothing older than 120 s + one minute is left.
+        assert now - 180 <= raw_oldest <= now - 120
+        assert rows(path, "SELECT min(t) FROM server_ticks WHERE session_id = ?",
+                    (store.session_id,))[0][0] == raw_oldest
+        assert rows(path, "SELECT min(minute) FROM gpu_rollup_1m WHERE session_id = ?",
+                    (store.session_id,)) == [(start,)]  # rollups outlive raw rows
+        # The window totals of a time whose raw rows are gone come from the rollups.
+        window = store.window_totals(store.session_id, host.uuid(0), start + 60, start + 120)
+        assert window is not None and window.energy_j == pytest.approx(500 * 60)
+
+        for _ in range(1000):
+            host.tick(1.0)  # skip time: the host keeps counting while we do not append
+        store.append(host.tick())
+        assert rows(path, "SELECT min(minute) FROM gpu_rollup_1m") == [(start + 1260,)]
+        assert rows(path, "SELECT count(*) FROM gpu_ticks WHERE t < ?", (host.t - 120,)) == [(0,)]
+        sessions = [s.id for s in store.sessions()]
+        assert sessions == [store.session_id]  # the old, now empty session is gone
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_locked_database_keeps_ticks_in_memory_and_writes_them_later(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=2, n_servers=1)
+    with open_store(path, busy_timeout_s=0.05) as store:
+        assert store.append(host.tick()) is None
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+        first = store.append(host.tick())
+        second = store.append(host.tick())
+        assert first is not None and second is not None
+        assert "locked by another process" in first and "1 tick waiting" in first
+        assert "2 ticks waiting" in second and "\n" not in second and str(path) in second
+        assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(2,)]
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert store.append(host.tick()) is None
+    assert rows(path, "SELECT count(*), count(DISTINCT t) FROM gpu_ticks") == [(8, 4)]
+    assert rows(path, "SELECT count(*) FROM server_ticks") == [(4,)]
+    assert rows(path, "SELECT sum(samples) FROM gpu_rollup_1m") == [(8,)]
+
+
+def test_queue_is_bounded_and_says_what_it_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    with open_store(path, busy_timeout_s=0.02, queue_ticks=2) as store:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        messages = [store.append(host.tick()) for _ in range(4)]
+        assert messages[-1] is not None and "2 oldest dropped" in messages[-1]
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert store.append(host.tick()) is None
+    kept = [s.t_wall for s in host.history[2:]]
+    assert [t for (t,) in rows(path, "SELECT DISTINCT t FROM gpu_ticks ORDER BY t")] == kept
+
+
+def test_full_disk_keeps_ticks_in_memory_and_writes_them_later(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=8, n_servers=4)
+    with open_store(path) as store:
+        store.append(host.tick())
+        # SQLite's own limit on the file size fails exactly like a full disk (SQLITE_FULL).
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        messages = [store.append(host.tick()) for _ in range(40)]
+        failed = [m for m in messages if m is not None]
+        assert failed and "disk is full" in failed[0] and "waiting in memory" in failed[0]
+        store._conn.execute("PRAGMA max_page_count = 1073741823")
+        assert store.append(host.tick()) is None
+    assert rows(path, "SELECT count(DISTINCT t), count(*) FROM gpu_ticks") == [(42, 42 * 8)]
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_close_on_a_locked_database_reports_instead_of_raising(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    store = open_store(path, busy_timeout_s=0.02)
+    store.append(host.tick())
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    assert store.append(host.tick()) is not None
+    message = store.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert message is not None and "locked" in message and "1 tick not written" in message
+    assert store.close() is None
+
+
+def test_a_snapshot_with_an_unstorable_value_is_skipped_alone(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    with open_store(path) as store:
+        assert store.append(host.tick()) is None
+        good = host.tick()
+        bad_sample = dataclasses.replace(good.gpus[0].sample, utilization_pct=complex(1, 2))
+        bad = dataclasses.replace(good, gpus=(dataclasses.replace(good.gpus[0],
+                                                                  sample=bad_sample),))
+        with pytest.raises(StoreError, match=f"tick {bad.seq} skipped, a value cannot be stored"):
+            store.append(bad)
+        assert store.append(host.tick()) is None
+    assert rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks") == [(2,)]
+
+
+def test_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    content = b"these are my notes, not a database\n" * 200
+    path.write_bytes(content)
+    with pytest.raises(StoreError) as info:
+        open_store(path)
+    assert str(info.value) == (f"history {path} is not a SQLite database; move it away or "
+                               "choose another db_path")
+    with pytest.raises(StoreError, match="is not a SQLite database"):
+        Store.open_readonly(path)
+    assert path.read_bytes() == content
+
+
+def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    execute(path, "CREATE TABLE recipes (name TEXT)")
+    with pytest.raises(StoreError, match="database of another program, not a tokentop history"):
+        open_store(path)
+    assert rows(path, "SELECT name FROM sqlite_master") == [("recipes",)]
+
+
+def test_newer_schema_is_refused_with_versions(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    fill(path, FakeHost(), 1)
+    execute(path, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for opener in (open_store, Store.open_readonly):
+        with pytest.raises(StoreError, match=f"newer tokentop .*schema {SCHEMA_VERSION + 1}; "
+                                             f"this version reads up to {SCHEMA_VERSION}"):
+            opener(path)
+    assert len(rows(path, "SELECT * FROM sessions")) == 1
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "system folder", "path is a folder"])
+def test_unwritable_paths_give_one_clear_line(tmp_path: Path, case: str) -> None:
+    if case == "parent is a file":
+        (tmp_path / "plain").write_text("x")
+        path = tmp_path / "plain" / "sub" / "history.db"
+        expected = f"cannot create the history folder {path.parent}: Not a directory"
+    elif case == "system folder":  # sysfs refuses new files, even to root
+        path = Path("/sys/tokentop-test-history.db")
+        expected = f"cannot write the history file {path}: Permission denied"
+    else:
+        path, expected = tmp_path, f"history {tmp_path} is a folder, not a file"
+    with pytest.raises(StoreError) as info:
+        open_store(path)
+    assert str(info.value) == expected
+
+
+def test_read_only_file_gives_a_clear_error_and_stays_as_it_was(tmp_path: Path) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="tokentop-test-"))
+    try:
+        path = folder / "history.db"
+        fill(path, FakeHost(), 3)
+        content = path.read_bytes()
+        path.chmod(0o444)
+        folder.chmod(0o555)
+        message = open_as_unprivileged_user(path)
+        assert message == f"cannot write the history file {path}: Permission denied"
+        assert path.read_bytes() == content
+    finally:
+        folder.chmod(0o700)
+        for child in folder.iterdir():
+            child.unlink()
+        folder.rmdir()
+
+
+def open_as_unprivileged_user(path: Path) -> str:
+    """``Store.open(path)``'s error message, as ``nobody`` when we run as root (root ignores
+    file permissions). Forked, not exec'd: root's interpreter may not be readable by nobody."""
+    if os.geteuid() != 0:
+        with pytest.raises(StoreError) as info:
+            open_store(path)
+        return str(info.value)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                open_store(path).close()
+                os.write(write_end, b"opened")
+            except StoreError as exc:
+                os.write(write_end, str(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        return reader.read().decode()
+
+
+def test_open_readonly_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    with pytest.raises(StoreError, match="no history at"):
+        Store.open_readonly(path)
+    assert not path.exists()
+    host = FakeHost()
+    with open_store(path) as writer:
+        writer.append(host.tick())
+        with Store.open_readonly(path) as reader:  # while the writer is running
+            assert reader.latest_session_id() == writer.session_id
+            with pytest.raises(StoreError, match="read-only"):
+                reader.append(host.tick())
+            writer.append(host.tick())
+            assert len(reader.gpus(writer.session_id or 0)) == 2
+    with Store.open_readonly(path) as reader:
+        assert len(reader.sessions()) == 1
+
+
+def test_no_secret_reaches_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "tt-Bearer-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+    monkeypatch.setenv("TOKENTOP_TEST_TOKEN", token)
+    endpoint = EndpointConfig(url="http://127.0.0.1:8000/metrics?x=1", name="srv0",
+                              token_env="TOKENTOP_TEST_TOKEN")
+    assert endpoint.bearer_token() == token
+    config = Config(endpoints=(endpoint,))
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    with Store.open(path, host="h", version="0.1.0", config=config.public_dict()) as store:
+        for _ in range(3):
+            store.append(host.tick())
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+        assert token.encode() not in on_disk
+    on_disk = path.read_bytes()
+    assert token.encode() not in on_disk
+    assert b"http://127.0.0.1:8000/metrics?x=1" in on_disk  # the URL as given
+    assert b"TOKENTOP_TEST_TOKEN" in on_disk  # only the variable's name
+
+
+# --- real processes ---------------------------------------------------------------------------
+
+
+def start_writer(path: Path, ticks: int, seed: int) -> subprocess.Popen[str]:
+    """Another tokentop-like process appending to ``path`` (``ticks=0``: until stopped). It
+    opens the file once it reads a line on stdin, so that several can start together."""
+    return subprocess.Popen(
+        [sys.executable, str(THIS_FILE), "writer", str(path), str(ticks), str(seed)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def go(*writers: subprocess.Popen[str]) -> None:
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+
+
+def check_consistent(path: Path) -> dict[int, int]:
+    """integrity_check, whole ticks only, rollups matching raw rows; ticks per session."""
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    ticks = {}
+    for session_id, n_rows, n_ticks in rows(
+            path, "SELECT session_id, count(*), count(DISTINCT t) FROM gpu_ticks"
+                  " GROUP BY session_id"):
+        assert n_rows == 4 * n_ticks  # four GPUs each tick: no tick half written
+        ticks[session_id] = n_ticks
+    assert rows(path, "SELECT session_id, count(*) / 2 FROM server_ticks GROUP BY session_id") \
+        == sorted(ticks.items())
+    assert rows(path, "SELECT session_id, gpu_id, count(*) FROM gpu_ticks"
+                      " GROUP BY session_id, gpu_id") == rows(
+        path, "SELECT session_id, gpu_id, sum(samples) FROM gpu_rollup_1m"
+              " GROUP BY session_id, gpu_id")
+    return ticks
+
+
+def test_two_processes_write_one_file_without_harm(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    writers = [start_writer(path, 1500, seed) for seed in (1, 2)]
+    go(*writers)  # both create the schema and append at the same time
+    spans = []
+    for writer in writers:
+        out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        last = out.splitlines()[-1].split()
+        assert last[:2] == ["done", "1500"]
+        spans.append((float(last[2]), float(last[3])))
+    (a_start, a_end), (b_start, b_end) = spans
+    assert a_start < b_end and b_start < a_end, "the two writers did not overlap"
+    assert list(check_consistent(path).values()) == [1500, 1500]
+    assert rows(path, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL") == [(2,)]
+
+
+def test_processes_opening_a_new_file_together_all_get_a_session(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    writers = [start_writer(path, 20, seed) for seed in range(4)]
+    go(*writers)  # all race to create the schema
+    for writer in writers:
+        _, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+    assert list(check_consistent(path).values()) == [20] * 4
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_killed_writer_keeps_what_it_committed(tmp_path: Path, signum: int) -> None:
+    path = tmp_path / "history.db"
+    seed = random.randrange(1_000_000)
+    chooser = random.Random(seed)
+    writer = start_writer(path, 0, seed)
+    go(writer)
+    assert writer.stdout is not None
+    stop_after = chooser.randint(20, 120)
+    acknowledged = 0
+    for line in writer.stdout:
+        acknowledged = int(line.split()[1])  # this tick's append had returned
+        if acknowledged >= stop_after:
+            break
+    time.sleep(chooser.random() * 0.02)  # land anywhere in the loop, mid-write likely
+    writer.send_signal(signum)
+    writer.communicate(timeout=30)
+    [committed] = check_consistent(path).values()
+    assert committed >= acknowledged > 0, f"seed {seed}"
+    [(ended_at,)] = rows(path, "SELECT ended_at FROM sessions")
+    assert (ended_at is None) == (signum == signal.SIGKILL), f"seed {seed}"
+    with open_store(path) as store:  # the file opens and takes new sessions afterwards
+        assert store.append(FakeHost(n_gpus=4, n_servers=2).tick()) is None
+
+
+def writer_main(db: str, ticks: str, seed: str) -> None:
+    """Append ticks as fast as possible, printing each acknowledged one; close on SIGINT and
+    SIGTERM the way tokentop does."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    host = FakeHost(n_gpus=4, n_servers=2, jitter=0.2, seed=int(seed))
+    sys.stdin.readline()
+    store = open_store(Path(db))
+    try:
+        started = time.time()
+        while int(ticks) == 0 or host.seq < int(ticks):
+            status = store.append(host.tick())
+            print("queued" if status else "ok", host.seq, flush=True)
+        print("done", host.seq, started, time.time(), flush=True)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "writer":
+        writer_main(*sys.argv[2:])
