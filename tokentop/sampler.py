@@ -66,6 +66,7 @@ class Sampler:
         self._probing: list[EndpointCollector] = []  # discovered, not yet confirmed servers
         self._rejected: dict[str, float] = {}  # url -> when a probe failed
         self._mapping: dict[str, EngineMapping] = {}
+        self._mapping_stale = False  # an endpoint was added since the mapping was made
         self._last_gpus: GpuReading | None = None
         self._last_process_read = -1e18
         self._lock = threading.Lock()
@@ -88,7 +89,7 @@ class Sampler:
             collectors = list(self._collectors) + list(self._probing)
         samples = poll_all(collectors, t, self.config.timeout_s) if collectors else ()
         samples = self._settle_probes(samples)
-        if with_processes and not self._background_running():
+        if self._mapping_stale or (with_processes and not self._background_running()):
             self.refresh_mapping()
         snapshot = self.deriver.step(reading, samples, self._mapping, self.wall_clock())
         snapshot = self._store(snapshot)
@@ -133,6 +134,7 @@ class Sampler:
                 if sample.status == "up" and sample.kind is not None:
                     log.info("found %s server at %s", sample.kind, sample.url)
                     self._collectors.append(probe)
+                    self._mapping_stale = True
                     kept.append(sample)
                 else:
                     self._rejected[probe.endpoint.url] = self.clock()
@@ -164,6 +166,7 @@ class Sampler:
         if sockets is None:
             sockets = listening_sockets() if needs_sockets else {}
         self._mapping = map_endpoints(endpoints, self._last_gpus, sockets)
+        self._mapping_stale = False
 
     # -- threads --
 
