@@ -66,7 +66,7 @@ class Sampler:
         self._probing: list[EndpointCollector] = []  # discovered, not yet confirmed servers
         self._rejected: dict[str, float] = {}  # url -> when a probe failed
         self._mapping: dict[str, EngineMapping] = {}
-        self._mapping_stale = False  # an endpoint was added since the mapping was made
+        self._mapping_stale = True  # no mapping yet, or an endpoint was added since it was made
         self._last_gpus: GpuReading | None = None
         self._last_process_read = -1e18
         self._lock = threading.Lock()
