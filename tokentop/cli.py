@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokentop import __version__
+from tokentop import __version__, exporter, summary
 from tokentop.config import Config, ConfigError, default_db_path, load_config, parse_endpoint_flag
 from tokentop.sampler import GpuSource, Sampler
 from tokentop.snapshot_json import snapshot_dict
@@ -64,9 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     record = sub.add_parser("record", help="sample into the history database until stopped")
     _common(record, sub=True)
     record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    record.add_argument("--no-summary", dest="summary", action="store_false",
+                        help="do not print the session summary at the end")
     snap = sub.add_parser("snapshot", help="print one complete reading")
     _common(snap, sub=True)
     snap.add_argument("--json", action="store_true", help="JSON (the only format for now; documented in README)")
+    summ = sub.add_parser("summary", help="what a session delivered and cost, from the history")
+    _common(summ, sub=True)
+    summary.add_arguments(summ)
+    export = sub.add_parser("export", help="serve tokentop's figures as Prometheus /metrics")
+    _common(export, sub=True)
+    exporter.add_arguments(export)
     return parser
 
 
@@ -180,6 +188,8 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
             sampler.stop()
             runtime.close()
     print(f"tokentop: {ticks} ticks recorded in {where}", file=sys.stderr)
+    if args.summary and store is not None:
+        summary.print_session_summary(where, store.session_id, sys.stdout)
     return 0
 
 
@@ -199,7 +209,15 @@ def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-COMMANDS = {"record": cmd_record, "snapshot": cmd_snapshot}
+def cmd_summary(args: argparse.Namespace, config: Config) -> int:
+    return summary.run(args, config)
+
+
+def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    return exporter.run(args, build_runtime(config), config)
+
+
+COMMANDS = {"record": cmd_record, "snapshot": cmd_snapshot, "summary": cmd_summary, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,7 @@ class Sampler:
     # -- one tick --
 
     def tick(self) -> Snapshot:
-        t = self.clock()
+        t, t_wall = self.clock(), self.wall_clock()  # the same instant on both clocks
         with_processes = t - self._last_process_read >= self.config.process_interval_s
         if with_processes:
             self._last_process_read = t
@@ -91,7 +91,7 @@ class Sampler:
         samples = self._settle_probes(samples)
         if self._mapping_stale or (with_processes and not self._background_running()):
             self.refresh_mapping()
-        snapshot = self.deriver.step(reading, samples, self._mapping, self.wall_clock())
+        snapshot = self.deriver.step(reading, samples, self._mapping, t_wall)
         snapshot = self._store(snapshot)
         self.latest = snapshot
         if self.sink is not None:

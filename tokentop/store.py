@@ -35,6 +35,7 @@ its own session. Within a process, one ``Store`` may be used from several thread
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -115,6 +116,55 @@ class SeriesPoint:
     tok_s_out: float | None
     watts: float | None
     usd_per_mtok: float | None  # None also when no tokens flowed (idle) or a GPU has no price
+
+
+@dataclass(frozen=True)
+class GpuTrack:
+    """One GPU's cumulative figures at a series of ticks, column by column (tens of thousands
+    of points cost no more than a few tuples). ``energy_method`` is that of each tick's own
+    interval; ``energy_counter_mj`` the raw NVML counter (None where it was not read)."""
+
+    uuid: str
+    t: tuple[float, ...]
+    tokens_in_cum: tuple[float, ...]
+    tokens_out_cum: tuple[float, ...]
+    energy_j_cum: tuple[float, ...]
+    energy_counter_mj: tuple[int | None, ...]
+    energy_method: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class GpuMinutes:
+    """One GPU's 1-minute rollups: what each minute delivered and the seconds it covered."""
+
+    uuid: str
+    minute: tuple[int, ...]
+    covered_s: tuple[float, ...]
+    tokens_in_delta: tuple[float, ...]
+    tokens_out_delta: tuple[float, ...]
+    energy_j_delta: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ServerTrack:
+    """One endpoint's rows at a series of ticks, column by column. ``kind``, ``model`` and
+    ``gpus`` are those of its last row in the track."""
+
+    name: str
+    url: str
+    kind: str | None
+    model: str | None
+    gpus: tuple[str, ...]
+    t: tuple[float, ...]
+    status: tuple[str, ...]
+    tokens_in_cum: tuple[float, ...]
+    tokens_out_cum: tuple[float, ...]
+    prompt_tokens_raw: tuple[float | None, ...]
+    generation_tokens_raw: tuple[float | None, ...]
+    requests_finished_raw: tuple[float | None, ...]
+    ttft_p50_s: tuple[float | None, ...]
+    ttft_p95_s: tuple[float | None, ...]
+    itl_p50_s: tuple[float | None, ...]
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -364,6 +414,28 @@ FROM (
 GROUP BY b
 """
 
+
+# Tracks: for each boundary ``since + k * step`` (the last one clamped to ``until``), the rows of
+# the last tick in ``(boundary - step, boundary]``: one seek per boundary, then the tick's rows by
+# primary key (CROSS JOIN keeps the boundaries the outer loop), instead of a pass over every
+# row. Ticks write all their rows at one ``t``.
+_TRACK_SQL = """
+WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k WHERE b < :n),
+at(t) AS (
+    SELECT DISTINCT (SELECT t FROM {table} WHERE session_id = :session
+                     AND t <= min(:since + b * :step, :until)
+                     AND t > min(:since + b * :step, :until) - :step
+                     ORDER BY t DESC LIMIT 1) FROM k
+)
+SELECT {columns} FROM at CROSS JOIN {table} r ON r.session_id = :session AND r.t = at.t
+ORDER BY r.{key}, r.t
+"""
+_GPU_TRACK_COLUMNS = ("r.gpu_id, r.t, r.tokens_in_cum, r.tokens_out_cum, r.energy_j_cum,"
+                      " r.energy_counter_mj, r.energy_method_id")
+_SERVER_TRACK_COLUMNS = ("r.server_id, r.t, r.status, r.tokens_in_cum, r.tokens_out_cum,"
+                         " r.prompt_tokens_raw, r.generation_tokens_raw, r.requests_finished_raw,"
+                         " r.ttft_p50_s, r.ttft_p95_s, r.itl_p50_s, r.kind_id, r.model_id,"
+                         " r.gpus_id")
 
 # --- rows prepared from a snapshot (kept in the queue while the file is locked) ---------------
 
@@ -877,6 +949,150 @@ class Store:
         ) if row is not None]
         return min(found, key=lambda row: row[0]) if found else None
 
+    def session_bounds(self, session_id: int) -> tuple[float, float] | None:
+        """The times of a session's first and last data: raw rows, or rollups where raw rows
+        are gone (then the first is the start of the first minute). None: no data at all."""
+        with self._lock:
+            return self._read(lambda: self._session_bounds(session_id))
+
+    def _session_bounds(self, session_id: int) -> tuple[float, float] | None:
+        firsts, lasts = [], []
+        for raw, rollup in (("gpu_ticks", "gpu_rollup_1m"), ("server_ticks", "server_rollup_1m")):
+            raw_first, raw_last = (self._conn.execute(
+                f"SELECT t FROM {raw} WHERE session_id = ? ORDER BY t{order} LIMIT 1",
+                (session_id,)).fetchone() for order in ("", " DESC"))
+            first_minute, last_minute = (self._conn.execute(
+                f"SELECT minute FROM {rollup} WHERE session_id = ? ORDER BY minute{order}"
+                " LIMIT 1", (session_id,)).fetchone() for order in ("", " DESC"))
+            minute = first_minute[0] if first_minute is not None else None
+            t_last = None if last_minute is None else self._conn.execute(
+                f"SELECT max(t_last) FROM {rollup} WHERE session_id = ? AND minute = ?",
+                (session_id, last_minute[0])).fetchone()[0]
+            if raw_first is not None and (minute is None or raw_first[0] < minute + 60):
+                firsts.append(raw_first[0])  # raw rows reach back to the first minute
+            elif minute is not None:
+                firsts.append(float(minute))
+            lasts += [t for t in (raw_last and raw_last[0], t_last) if t is not None]
+        return (min(firsts), max(lasts)) if firsts else None
+
+    def raw_rows_cover(self, session_id: int, since: float) -> bool:
+        """Whether a session's per-tick GPU rows still reach back to ``since``'s minute, where
+        its rollups begin (retention deletes raw rows first, oldest first)."""
+        with self._lock:
+            return self._read(lambda: self._raw_rows_cover(session_id, since))
+
+    def _raw_rows_cover(self, session_id: int, since: float) -> bool:
+        first_raw = self._conn.execute(
+            "SELECT t FROM gpu_ticks WHERE session_id = ? AND t >= ? ORDER BY t LIMIT 1",
+            (session_id, _minute(since))).fetchone()
+        if first_raw is None:
+            return False
+        first_minute = self._conn.execute(
+            "SELECT minute FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ?"
+            " ORDER BY minute LIMIT 1", (session_id, _minute(since))).fetchone()
+        return first_minute is None or first_raw[0] < first_minute[0] + 60
+
+    def gpu_tracks(self, session_id: int, since: float, until: float,
+                   step_s: float) -> list[GpuTrack]:
+        """Each GPU's row of the last tick in ``(b - step_s, b]`` for every boundary
+        ``b = since, since + step_s, ...`` up to ``until`` (the last boundary). A few seeks per
+        boundary, however many rows lie between; the differences between consecutive points are
+        what each span delivered. GPUs in ``gpu_id`` order."""
+        if not (until >= since and step_s > 0):
+            raise ValueError("gpu_tracks needs until >= since and step_s > 0")
+        with self._lock:
+            return self._read(lambda: self._gpu_tracks(session_id, since, until, step_s))
+
+    def _gpu_tracks(self, session_id: int, since: float, until: float,
+                    step_s: float) -> list[GpuTrack]:
+        uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
+        labels = self._labels()
+        rows = self._conn.execute(
+            _TRACK_SQL.format(table="gpu_ticks", columns=_GPU_TRACK_COLUMNS, key="gpu_id"),
+            _track_params(session_id, since, until, step_s)).fetchall()
+        tracks = []
+        for gpu_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+            _, t, tin, tout, energy, counter, method = zip(*group, strict=True)
+            tracks.append(GpuTrack(uuids[gpu_id], t, tin, tout, energy, counter,
+                                   tuple(labels.get(m) for m in method)))
+        return tracks
+
+    def gpu_minutes(self, session_id: int, since: float, until: float) -> list[GpuMinutes]:
+        """Each GPU's 1-minute rollups for the minutes starting in ``[minute of since,
+        until)``: one range read. GPUs in ``gpu_id`` order."""
+        with self._lock:
+            return self._read(lambda: self._gpu_minutes(session_id, since, until))
+
+    def _gpu_minutes(self, session_id: int, since: float, until: float) -> list[GpuMinutes]:
+        uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
+        rows = self._conn.execute(
+            "SELECT gpu_id, minute, covered_s, tokens_in_delta, tokens_out_delta, energy_j_delta"
+            " FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? AND minute < ?"
+            " ORDER BY gpu_id, minute", (session_id, _minute(since), until)).fetchall()
+        return [GpuMinutes(uuids[gpu_id], *list(zip(*group, strict=True))[1:])
+                for gpu_id, group in itertools.groupby(rows, key=lambda row: row[0])]
+
+    def gpu_energy_methods(self, session_id: int, uuid: str, after: float,
+                           until: float) -> dict[str | None, int]:
+        """How many of one GPU's ticks in ``(after, until]`` measured their energy each way
+        (``counter``, ``power_integral``, None: no power at all). Reads every row of the span:
+        meant for the short spans where the counter does not explain the energy."""
+        with self._lock:
+            return self._read(lambda: self._gpu_energy_methods(session_id, uuid, after, until))
+
+    def _gpu_energy_methods(self, session_id: int, uuid: str, after: float,
+                            until: float) -> dict[str | None, int]:
+        gpu_id = self._gpu_id(uuid)
+        if gpu_id is None:
+            return {}
+        return dict(self._conn.execute(
+            "SELECT l.text, count(*) FROM gpu_ticks k LEFT JOIN labels l"
+            " ON l.id = k.energy_method_id WHERE k.session_id = ? AND k.t > ? AND k.t <= ?"
+            " AND k.gpu_id = ? GROUP BY k.energy_method_id",
+            (session_id, after, until, gpu_id)).fetchall())
+
+    def server_tracks(self, session_id: int, since: float, until: float,
+                      step_s: float) -> list[ServerTrack]:
+        """Each endpoint's row of the last tick in ``(b - step_s, b]`` for every boundary, as
+        ``gpu_tracks`` does for GPUs. Endpoints in ``server_id`` order."""
+        if not (until >= since and step_s > 0):
+            raise ValueError("server_tracks needs until >= since and step_s > 0")
+        with self._lock:
+            return self._read(lambda: self._server_tracks(
+                _TRACK_SQL.format(table="server_ticks", columns=_SERVER_TRACK_COLUMNS,
+                                  key="server_id"),
+                _track_params(session_id, since, until, step_s)))
+
+    def server_rows(self, session_id: int, name: str, url: str, after: float,
+                    until: float) -> ServerTrack | None:
+        """Every row of one endpoint in ``(after, until]``; None when there is none."""
+        with self._lock:
+            found = self._read(lambda: self._server_tracks(
+                f"SELECT {_SERVER_TRACK_COLUMNS} FROM server_ticks r JOIN servers s"
+                " ON s.id = r.server_id WHERE r.session_id = :session AND r.t > :after"
+                " AND r.t <= :until AND s.name = :name AND s.url = :url ORDER BY r.t",
+                {"session": session_id, "after": after, "until": until, "name": name,
+                 "url": url}))
+        return found[0] if found else None
+
+    def _server_tracks(self, sql: str, params: dict[str, Any]) -> list[ServerTrack]:
+        servers = {row[0]: row[1:] for row in self._conn.execute(
+            "SELECT id, name, url FROM servers")}
+        labels = self._labels()
+        tracks = []
+        for server_id, group in itertools.groupby(self._conn.execute(sql, params).fetchall(),
+                                                  key=lambda row: row[0]):
+            columns = list(zip(*group, strict=True))
+            kind, model, gpus = (next((labels[v] for v in reversed(column) if v is not None), None)
+                                 for column in columns[11:14])
+            tracks.append(ServerTrack(*servers[server_id], kind, model,
+                                      tuple(gpus.split(",")) if gpus else (),
+                                      *columns[1:11]))
+        return tracks
+
+    def _labels(self) -> dict[int, str]:
+        return dict(self._conn.execute("SELECT id, text FROM labels"))
+
     def _read(self, query: Any) -> Any:
         """Run a read, turning SQLite failures into ``StoreError``."""
         if self._closed:
@@ -885,6 +1101,11 @@ class Store:
             return query()
         except sqlite3.Error as exc:
             raise StoreError(_describe(self.path, exc)) from None
+
+
+def _track_params(session_id: int, since: float, until: float, step_s: float) -> dict[str, Any]:
+    return {"session": session_id, "since": since, "until": until, "step": step_s,
+            "n": max(0, math.ceil((until - since) / step_s))}
 
 
 def _sum_known(values: list[float | None]) -> float | None:

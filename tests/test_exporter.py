@@ -1,0 +1,239 @@
+"""``tokentop export``: real HTTP scrapes parsed by prometheus_client's own parser, the demo host
+behind the real reader and collectors, and the summary of the same history as the reference."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tokentop import exporter, summary
+from tokentop.cli import build_runtime
+from tokentop.config import Config
+from tokentop.sampler import Sampler
+from tokentop.store import Store
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> tuple[dict[str, str], Samples]:
+    """Family name -> type, and (sample name, sorted labels) -> value, as Prometheus reads it."""
+    response = httpx.get(url, timeout=5)
+    assert response.status_code == 200
+    types, samples = {}, {}
+    for family in text_string_to_metric_families(response.text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return types, samples
+
+
+def by_gpu(samples: Samples, name: str, **match: str) -> dict[str, float]:
+    """uuid -> value for one series name (and label values)."""
+    found = {}
+    for (sample, labels), value in samples.items():
+        labels_d = dict(labels)
+        if sample == name and all(labels_d.get(k) == v for k, v in match.items()):
+            found[labels_d["uuid"]] = value
+    return found
+
+
+def snapshot_time(samples: Samples) -> float:
+    [t] = [v for (name, _), v in samples.items() if name == "tokentop_snapshot_timestamp_seconds"]
+    return t
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path) -> Config:
+    return Config(demo=True, db_path=tmp_path / "h.db", interval_s=0.2)
+
+
+def test_increases_between_two_scrapes_equal_the_summary_of_that_range(
+        demo_config: Config) -> None:
+    runtime = build_runtime(demo_config)
+    config = runtime.config
+    store = Store.open(config.db_path, host="demo", version="0.1.0", config=config.public_dict())
+    sampler = Sampler(config, runtime.gpus, store=store)
+    server = exporter.serve(sampler, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        sampler.start()
+        deadline = time.monotonic() + 10
+        while sampler.latest is None or sampler.latest.seq < 3:
+            assert time.monotonic() < deadline, "the sampler did not tick"
+            time.sleep(0.05)
+        types, first = scrape(url)
+        time.sleep(1.0)
+        _, second = scrape(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        sampler.stop()
+        runtime.close()
+    assert types["tokentop_gpu_tokens"] == "counter"
+    assert types["tokentop_gpu_tokens_per_second"] == "gauge"
+    assert types["tokentop_gpu_info"] == "gauge"  # info families are gauges in the text format
+    since, until = snapshot_time(first), snapshot_time(second)
+    assert until > since
+
+    with Store.open_readonly(config.db_path) as history:
+        [session] = history.sessions()
+        result = summary.build_summary(history, session, since, until)
+    assert result.since == since and result.until == until
+    assert len(result.gpus) == 8
+    increases = {}
+    for name, labels in (("tokentop_gpu_tokens_total", {"direction": "in"}),
+                         ("tokentop_gpu_tokens_total", {"direction": "out"}),
+                         ("tokentop_gpu_energy_joules_total", {}),
+                         ("tokentop_gpu_cost_usd_total", {}),
+                         ("tokentop_gpu_busy_seconds_total", {})):
+        a, b = by_gpu(first, name, **labels), by_gpu(second, name, **labels)
+        assert set(a) == set(b) == {g.uuid for g in result.gpus}
+        increases[(name, labels.get("direction"))] = {uuid: b[uuid] - a[uuid] for uuid in a}
+    for g in result.gpus:
+        f = g.figures
+        assert increases[("tokentop_gpu_tokens_total", "in")][g.uuid] == pytest.approx(f.tokens_in)
+        assert increases[("tokentop_gpu_tokens_total", "out")][g.uuid] == pytest.approx(
+            f.tokens_out)
+        assert increases[("tokentop_gpu_energy_joules_total", None)][g.uuid] == pytest.approx(
+            f.energy_kwh * 3.6e6)
+        assert increases[("tokentop_gpu_cost_usd_total", None)][g.uuid] == pytest.approx(
+            f.cost_usd)
+        assert increases[("tokentop_gpu_busy_seconds_total", None)][g.uuid] == pytest.approx(
+            f.busy_s)
+    # The README's fleet query: sum of cost increases over sum of output-token increases.
+    fleet = (sum(increases[("tokentop_gpu_cost_usd_total", None)].values())
+             / sum(increases[("tokentop_gpu_tokens_total", "out")].values()) * 1e6)
+    assert result.host is not None and fleet == pytest.approx(result.host.usd_per_mtok)
+
+
+def test_a_scrape_reads_the_snapshot_only(demo_config: Config) -> None:
+    """Scraping never calls NVML nor the inference servers; before the first tick there is
+    nothing but tokentop's own info."""
+    runtime = build_runtime(replace(demo_config, history=False))
+    sampler = Sampler(runtime.config, runtime.gpus)
+    server = exporter.serve(sampler, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    host = runtime.demo_host
+    try:
+        types, samples = scrape(url)
+        assert list(types) == ["tokentop_info"]
+        sampler.tick()
+        sampler.tick()
+        nvml_calls = sum(sum(g.calls.values()) for g in host.fake.gpus) + sum(
+            host.fake.calls.values())
+        snapshot = sampler.latest
+        for _ in range(3):
+            types, samples = scrape(url)
+        assert sum(sum(g.calls.values()) for g in host.fake.gpus) + sum(
+            host.fake.calls.values()) == nvml_calls
+        assert sampler.latest is snapshot  # no tick, no HTTP read of the engines
+    finally:
+        server.shutdown()
+        server.server_close()
+        sampler.stop()
+        runtime.close()
+    # Every GPU and endpoint is there with its labels; the idle GPU has no $/Mtok.
+    power = by_gpu(samples, "tokentop_gpu_power_watts")
+    assert len(power) == 8 and all(72 * 0.99 <= w <= 700 for w in power.values())
+    assert {dict(labels)["gpu"] for (name, labels) in samples
+            if name == "tokentop_gpu_power_watts"} == {str(i) for i in range(8)}
+    assert set(by_gpu(samples, "tokentop_gpu_usd_per_million_tokens")) == set(
+        host.uuids[:7])
+    endpoints = {dict(labels)["endpoint"]: value for (name, labels), value in samples.items()
+                 if name == "tokentop_endpoint_up"}
+    assert endpoints == {"llama-70b": 1.0, "llama-8b": 1.0, "qwen-32b": 1.0}
+    assert all(dict(labels)["kind"] == "vllm" for (name, labels) in samples
+               if name.startswith("tokentop_endpoint_"))
+    assert samples[("tokentop_gpu_info", (
+        ("energy_method", "counter"), ("engines", "llama-8b"), ("gpu", "4"),
+        ("host", dict(next(iter(samples))[1])["host"]),
+        ("name", "NVIDIA H200"),
+        ("price_source", "built-in table: typical neocloud on-demand, spring 2026: H200"),
+        ("uuid", host.uuids[4])))] == 1.0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1:9464", ("127.0.0.1", 9464)), ("9464", ("127.0.0.1", 9464)),
+    ("0.0.0.0:9100", ("0.0.0.0", 9100)), ("[::1]:9464", ("::1", 9464)),
+    ("localhost:0", ("localhost", 0))])
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert exporter.parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", [":9464", "host", "host:port", "1.2.3.4:70000", ""])
+def test_bad_listen_addresses_say_what_to_give(text: str) -> None:
+    with pytest.raises(ValueError, match="--listen"):
+        exporter.parse_listen(text)
+
+
+EXPORT_MAIN = """
+import argparse, sys
+from tokentop import cli, exporter
+parser = argparse.ArgumentParser()
+cli._common(parser)
+exporter.add_arguments(parser)
+args = parser.parse_args(sys.argv[1:])
+try:
+    config = cli.config_from_args(args)
+    sys.exit(exporter.run(args, cli.build_runtime(config), config))
+except cli.UsageError as exc:
+    print(f"tokentop: {exc}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def start_export(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", EXPORT_MAIN, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_export_demo_serves_until_sigterm(tmp_path: Path) -> None:
+    process = start_export("--demo", "--listen", "127.0.0.1:0", "--interval", "0.2",
+                           "--db", str(tmp_path / "h.db"))
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        match = re.search(r"serving (http://127\.0\.0\.1:\d+/metrics)", line)
+        assert match, line
+        deadline = time.monotonic() + 20
+        while True:
+            types, samples = scrape(match.group(1))
+            if len(by_gpu(samples, "tokentop_gpu_tokens_per_second", direction="out")) == 8:
+                break
+            assert time.monotonic() < deadline, "no rates after 20 s"
+            time.sleep(0.2)
+        assert types["tokentop_endpoint_tokens"] == "counter"
+        assert sum(by_gpu(samples, "tokentop_gpu_tokens_total", direction="out").values()) > 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    with Store.open_readonly(tmp_path / "h.db") as history:
+        [session] = history.sessions()
+        assert session.ended_at is not None  # the history was closed cleanly
+
+
+def test_export_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_export("--demo", "--no-history", "--listen", f"127.0.0.1:{port}")
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert err.startswith(f"tokentop: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in err and err.count("\n") == 1

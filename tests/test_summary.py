@@ -1,0 +1,636 @@
+"""``tokentop summary``: figures checked against arithmetic done by hand, on real SQLite files
+written by the real Deriver and Store from scripted readings on a fake clock."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from tokentop import summary
+from tokentop.config import ApiPrice, Config, CostConfig
+from tokentop.demo import DemoGpuReader, DemoHost
+from tokentop.derive import Deriver, EngineMapping
+from tokentop.model import GpuReading, GpuSample, Histogram, ServerSample
+from tokentop.sampler import Sampler
+from tokentop.store import Store
+
+T0 = 1_700_000_040.0  # wall-clock time of the first tick (a whole minute)
+G0, G1, G2, G3 = (f"GPU-{i}0000000-aaaa-bbbb-cccc-00000000000{i}" for i in range(4))
+INF = float("inf")
+
+# Cost inputs chosen so the arithmetic is easy: $0.001 per H200-second, $0.0002 per L4-second,
+# electricity 0.10 $/kWh x node overhead 1.2 x PUE 1.5 = 0.18 $/kWh = 5e-8 $ per joule.
+COST = CostConfig(gpu_hour_usd={"H200": 3.6, "L4": 0.72}, electricity_usd_per_kwh=0.10,
+                  pue=1.5, node_overhead=1.2,
+                  api_prices=(ApiPrice("api-x", 0.5, 2.0, "2026-04-01"),))
+USD_PER_J = 5e-8
+H200_USD_S, L4_USD_S = 0.001, 0.0002
+
+
+# --- the scripted session ---------------------------------------------------------------------
+#
+# 41 ticks, one second apart (t = 0 .. 40; t = 0 is the baseline).
+#   GPU0, GPU1: H200 with the energy counter, engine "big" (tensor parallel over both).
+#   GPU2: L4 with no energy counter (power only: energy integrated), engine "small".
+#   GPU3: H200 with the counter, no engine (idle the whole time).
+# Engine "big": busy t = 1..20 (200 out, 1000 in per second, 4 running), idle t = 21..30
+# (counters still, nothing running), restarted at t = 31 (its counters start again from zero:
+# 150 out, 600 in, 1 request), busy t = 32..40 (300 out, 900 in per second).
+# Engine "small": 50 out, 100 in, 2 requests per second, 2 running, all along.
+# GPU0's energy counter is reset at t = 35 (driver reload): that tick is integrated from power.
+
+
+def big_busy(t: int) -> bool:
+    return 1 <= t <= 20 or t >= 31
+
+
+def power_big(t: int, gpu: int) -> float:
+    if gpu == 0 and t == 35:
+        return 600.0
+    return 500.0 if big_busy(t) or t == 0 else 100.0
+
+
+def power_l4(t: int) -> float:
+    return 40.0 + t
+
+
+def one_bucket(upper: float, count: float) -> Histogram:
+    """Every observation in (upper / 2, upper]: the median is 0.75 x upper, p95 0.975 x."""
+    return Histogram(buckets=((upper / 2, 0.0), (upper, count), (INF, count)), sum=0.0,
+                     count=count)
+
+
+@dataclass
+class Engines:
+    big_out: float = 5000.0
+    big_in: float = 20000.0
+    big_requests: float = 100.0
+    big_hist: float = 10.0
+    small_out: float = 1000.0
+    small_in: float = 3000.0
+    small_requests: float = 10.0
+
+    def advance(self, t: int) -> None:
+        if t == 31:  # restart: counters from zero
+            self.big_out, self.big_in, self.big_requests, self.big_hist = 150.0, 600.0, 1.0, 2.0
+        elif 32 <= t:
+            self.big_out += 300
+            self.big_in += 900
+            self.big_requests += 1
+            self.big_hist += 2
+        elif 1 <= t <= 20:
+            self.big_out += 200
+            self.big_in += 1000
+            self.big_requests += 1
+            self.big_hist += 2
+        if t >= 1:
+            self.small_out += 50
+            self.small_in += 100
+            self.small_requests += 2
+
+    def samples(self, t: int) -> tuple[ServerSample, ...]:
+        big = ServerSample(
+            name="big", url="http://127.0.0.1:8001/metrics", t_mono=float(t), status="up",
+            kind="vllm", model="m-big", prompt_tokens_total=self.big_in,
+            generation_tokens_total=self.big_out, running=4.0 if big_busy(t) else 0.0,
+            requests_finished_total=self.big_requests, ttft=one_bucket(0.2, self.big_hist),
+            itl=one_bucket(0.02, self.big_hist * 100))
+        small = ServerSample(
+            name="small", url="http://127.0.0.1:8002/metrics", t_mono=float(t), status="up",
+            kind="sglang", model="m-small", prompt_tokens_total=self.small_in,
+            generation_tokens_total=self.small_out, running=2.0,
+            requests_finished_total=self.small_requests)
+        return big, small
+
+
+MAPPING = {"big": EngineMapping(gpus=(G0, G1), source="config"),
+           "small": EngineMapping(gpus=(G2,), source="config")}
+
+
+def record_scripted(path: Path, ticks: int = 41, t0: float = T0) -> int:
+    """Write the scripted session through the real Deriver and Store, its first tick at wall
+    time ``t0``; returns its id."""
+    deriver = Deriver(COST)
+    engines = Engines()
+    counters = [1_000_000_000, 2_000_000_000, None, 3_000_000_000]
+    with Store.open(path, host="test-host", version="0.1.0",
+                    config=Config(cost=COST).public_dict()) as store:
+        for t in range(ticks):
+            engines.advance(t)
+            powers = [power_big(t, 0), power_big(t, 1), power_l4(t), 80.0]
+            for i in (0, 1, 3):
+                if t > 0:
+                    counters[i] += int(powers[i] * 1000)  # joules of this second, in mJ
+            if t == 35:
+                counters[0] = 2_000  # driver reload: the counter starts again
+            gpus = (
+                GpuSample(G0, 0, "NVIDIA H200", power_w=powers[0], energy_counter_mj=counters[0]),
+                GpuSample(G1, 1, "NVIDIA H200", power_w=powers[1], energy_counter_mj=counters[1]),
+                GpuSample(G2, 2, "NVIDIA L4", power_w=powers[2]),
+                GpuSample(G3, 3, "NVIDIA H200", power_w=powers[3], energy_counter_mj=counters[3]),
+            )
+            snapshot = deriver.step(GpuReading(float(t), gpus), engines.samples(t), MAPPING,
+                                    t0 + t)
+            assert store.append(snapshot) is None
+        assert store.session_id is not None
+        return store.session_id
+
+
+@pytest.fixture(scope="module")
+def scripted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("scripted") / "history.db"
+    record_scripted(path)
+    return path
+
+
+def summary_json(path: Path, **kwargs: object) -> dict:
+    data = summary.to_json_dict(summary.summarize(path, **kwargs))
+    json.dumps(data, allow_nan=False)  # plain JSON, no NaN or infinity
+    return data
+
+
+approx = pytest.approx
+
+
+# --- the hand arithmetic ----------------------------------------------------------------------
+
+
+def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
+    data = summary_json(scripted_db)
+    assert data["schema_version"] == summary.SCHEMA_VERSION
+    assert data["session"]["host"] == "test-host" and data["session"]["open"] is False
+    assert data["range"] == {"since_unix_s": T0, "since_utc": "2023-11-14T22:14:00Z",
+                             "until_unix_s": T0 + 40, "until_utc": "2023-11-14T22:14:40Z",
+                             "duration_s": 40.0, "whole_session": True}
+    assert data["rate_windows"] == {"length_s": 10.0, "source": "raw", "engine_step_s": 10.0}
+    gpus = {g["index"]: g for g in data["gpus"]}
+    assert [g["uuid"] for g in data["gpus"]] == [G0, G1, G2, G3]
+
+    # Tokens. "big" delivered 20 x 200 + 150 (restart: counted from zero) + 9 x 300 = 6,850 out
+    # and 20 x 1000 + 600 + 9 x 900 = 28,700 in, split equally over its two GPUs.
+    big_out, big_in = 20 * 200 + 150 + 9 * 300, 20 * 1000 + 600 + 9 * 900
+    small_out, small_in = 40 * 50, 40 * 100
+    expected_tokens = {0: (big_in / 2, big_out / 2), 1: (big_in / 2, big_out / 2),
+                       2: (small_in, small_out), 3: (0.0, 0.0)}
+    for index, (tokens_in, tokens_out) in expected_tokens.items():
+        g = gpus[index]
+        assert (g["tokens_in"], g["tokens_out"]) == approx((tokens_in, tokens_out))
+        assert g["duration_s"] == 40.0
+        assert g["tok_s_in_mean"] == approx(tokens_in / 40)
+        assert g["tok_s_out_mean"] == approx(tokens_out / 40)
+
+    # 10 s windows ending at t = 10, 20, 30, 40. GPU0 out: 100, 100, 0 (idle), (150 + 9 x 300)
+    # / 2 / 10 = 142.5 tok/s; sorted [0, 100, 100, 142.5]: p50 100, p95 100 + 0.85 x 42.5.
+    g0 = gpus[0]
+    assert g0["tok_s_out_p50"] == approx(100.0)
+    assert g0["tok_s_out_p95"] == approx(100 + 0.85 * 42.5)
+    assert g0["tok_s_out_peak"] == approx(142.5)
+    # in: 500, 500, 0, (600 + 8100) / 2 / 10 = 435; sorted [0, 435, 500, 500].
+    assert g0["tok_s_in_p50"] == approx((435 + 500) / 2)
+    assert g0["tok_s_in_p95"] == approx(500.0) and g0["tok_s_in_peak"] == approx(500.0)
+    g2 = gpus[2]
+    assert (g2["tok_s_out_p50"], g2["tok_s_out_p95"], g2["tok_s_out_peak"]) == approx((50, 50, 50))
+    assert gpus[3]["tok_s_out_peak"] == 0.0 and gpus[3]["tok_s_out_mean"] == 0.0
+
+    # Energy. GPU0: the counter's 500 J per busy second and 100 J per idle second, except t = 35
+    # where the counter was reset: the trapezoid of 500 W and 600 W over that second, 550 J.
+    energy = {0: 29 * 500 + 10 * 100 + (500 + 600) / 2, 1: 30 * 500 + 10 * 100,
+              2: sum((power_l4(t - 1) + power_l4(t)) / 2 for t in range(1, 41)),  # 2,400 J
+              3: 40 * 80.0}
+    assert energy[2] == 2400.0
+    for index, joules in energy.items():
+        assert gpus[index]["energy_kwh"] == approx(joules / 3.6e6)
+        assert gpus[index]["power_w_mean"] == approx(joules / 40)
+    assert [(gpus[i]["energy_method"], gpus[i]["energy_integrated_ticks"]) for i in range(4)] == [
+        ("mixed", 1), ("counter", 0), ("power_integral", 40), ("counter", 0)]
+    assert all(g["energy_unmeasured_ticks"] == 0 for g in gpus.values())
+    # Peak W over the 10 s windows: GPU0 window 4 is (9 x 500 + 550) / 10; the L4's windows
+    # average 39.5 + t over t = 1..10, 11..20, ...: 45, 55, 65, 75.
+    assert g0["power_w_peak"] == approx((9 * 500 + 550) / 10)
+    assert g2["power_w_peak"] == approx(75.0)
+    # Tokens per joule (output) and joules per output token.
+    assert g0["tok_per_j"] == approx(big_out / 2 / energy[0])
+    assert g0["j_per_tok_out"] == approx(energy[0] / (big_out / 2))
+    assert gpus[3]["tok_per_j"] == 0.0 and gpus[3]["j_per_tok_out"] is None
+
+    # Cost: the hourly rate for the 40 s plus energy at 5e-8 $/J. Busy: the seconds in which
+    # tokens flowed or requests ran (GPU0/1: 30 of 40; the L4 all 40; GPU3 none).
+    rate = {0: H200_USD_S, 1: H200_USD_S, 2: L4_USD_S, 3: H200_USD_S}
+    busy_s = {0: 30.0, 1: 30.0, 2: 40.0, 3: 0.0}
+    busy_energy = {0: 28 * 500 + 550 + 500, 1: 30 * 500, 2: energy[2], 3: 0.0}
+    cost = {i: 40 * rate[i] + energy[i] * USD_PER_J for i in range(4)}
+    busy_cost = {i: busy_s[i] * rate[i] + busy_energy[i] * USD_PER_J for i in range(4)}
+    assert cost[0] == approx(0.0408025)  # written out once, to be sure of the formula
+    for i in range(4):
+        g = gpus[i]
+        assert g["cost_usd"] == approx(cost[i])
+        assert g["usd_per_hour_mean"] == approx(cost[i] / 40 * 3600)
+        assert g["busy_s"] == approx(busy_s[i])
+        assert g["utilization_pct"] == approx(busy_s[i] / 40 * 100)
+        assert g["idle_usd"] == approx(cost[i] - busy_cost[i])
+        tokens_out = expected_tokens[i][1]
+        if tokens_out:
+            assert g["usd_per_mtok"] == approx(cost[i] / tokens_out * 1e6)
+            assert g["busy_usd_per_mtok"] == approx(busy_cost[i] / tokens_out * 1e6)
+        else:  # idle: no $/Mtok at all, never infinity
+            assert g["usd_per_mtok"] is None and g["busy_usd_per_mtok"] is None
+    assert gpus[2]["price_usd_per_gpu_hour"] == 0.72
+    assert gpus[2]["price_source"] == "config: cost.gpu_hour_usd.L4"
+
+    # The host: sums of the GPUs, and ratios of the sums (never an average of ratios).
+    host = data["host"]
+    total_out = big_out + small_out
+    total_in = big_in + small_in
+    total_energy = sum(energy.values())
+    total_cost = sum(cost.values())
+    total_busy_cost = sum(busy_cost.values())
+    assert host["gpu_count"] == 4 and host["unpriced_gpus"] == []
+    assert (host["tokens_in"], host["tokens_out"]) == approx((total_in, total_out))
+    assert host["duration_s"] == 40.0
+    assert host["tok_s_out_mean"] == approx(total_out / 40)
+    assert host["energy_kwh"] == approx(total_energy / 3.6e6)
+    assert host["power_w_mean"] == approx(total_energy / 40)
+    assert host["cost_usd"] == approx(total_cost)
+    assert host["usd_per_mtok"] == approx(total_cost / total_out * 1e6)
+    assert host["usd_per_mtok"] != approx(
+        sum(gpus[i]["usd_per_mtok"] for i in range(3)) / 3)  # the average of ratios differs
+    assert host["busy_usd_per_mtok"] == approx(total_busy_cost / total_out * 1e6)
+    assert host["utilization_pct"] == approx((30 + 30 + 40 + 0) / 160 * 100)  # GPU-seconds
+    assert host["idle_usd"] == approx(total_cost - total_busy_cost)
+    assert host["tok_per_j"] == approx(total_out / total_energy)
+    # Host windows: out 250, 250, 50, 335 tok/s; W 1125, 1135, 345, 1160.
+    assert host["tok_s_out_p50"] == approx(250.0)
+    assert host["tok_s_out_p95"] == approx(250 + 0.85 * 85)
+    assert host["tok_s_out_peak"] == approx(335.0)
+    assert host["power_w_peak"] == approx(505 + 500 + 75 + 80)
+
+    # Engines: the engine's own totals (counted once, not per GPU), requests through a restart.
+    engines = {e["name"]: e for e in data["engines"]}
+    big, small = engines["big"], engines["small"]
+    assert (big["kind"], big["model"], big["gpus"], big["gpu_indices"]) == (
+        "vllm", "m-big", [G0, G1], [0, 1])
+    assert (big["tokens_in"], big["tokens_out"]) == approx((big_in, big_out))
+    assert big["tok_s_out_mean"] == approx(big_out / 40)
+    assert big["requests_completed"] == 20 + 1 + 9
+    assert big["ttft_p50_s_mean"] == approx(0.15) and big["ttft_p95_s_mean"] == approx(0.195)
+    assert big["itl_p50_s_mean"] == approx(0.015)
+    assert (small["kind"], small["gpu_indices"], small["requests_completed"]) == (
+        "sglang", [2], 80)
+    assert small["ttft_p50_s_mean"] is None  # not published: unknown, not zero
+
+    # The API comparison and the cost inputs the figures rest on.
+    [api] = data["api_equivalent"]
+    api_cost = total_in / 1e6 * 0.5 + total_out / 1e6 * 2.0
+    assert api == approx({"name": "api-x", "date": "2026-04-01", "usd_per_mtok_in": 0.5,
+                          "usd_per_mtok_out": 2.0, "api_cost_usd": api_cost,
+                          "measured_cost_usd": total_cost, "saved_usd": api_cost - total_cost})
+    inputs = data["cost_inputs"]
+    assert (inputs["mode"], inputs["pue"], inputs["electricity_usd_per_kwh"],
+            inputs["node_overhead"], inputs["energy_charged"]) == ("cloud", 1.5, 0.10, 1.2, True)
+    assert inputs["prices"] == [
+        {"usd_per_gpu_hour": 3.6, "source": "config: cost.gpu_hour_usd.H200",
+         "gpu_indices": [0, 1, 3]},
+        {"usd_per_gpu_hour": 0.72, "source": "config: cost.gpu_hour_usd.L4", "gpu_indices": [2]}]
+    assert inputs["api_prices"] == [{"name": "api-x", "usd_per_mtok_in": 0.5,
+                                     "usd_per_mtok_out": 2.0, "date": "2026-04-01"}]
+    assert data["notes"] == []
+
+
+def test_a_range_inside_the_session_counts_only_its_ticks(scripted_db: Path) -> None:
+    data = summary_json(scripted_db, since=T0 + 10, until=T0 + 30)
+    assert data["range"]["whole_session"] is False and data["range"]["duration_s"] == 20.0
+    g0 = data["gpus"][0]
+    assert g0["tokens_out"] == approx(10 * 200 / 2)  # t = 11..20 busy, 21..30 idle
+    assert g0["energy_kwh"] == approx((10 * 500 + 10 * 100) / 3.6e6)
+    assert g0["utilization_pct"] == approx(50.0)
+    assert (g0["tok_s_out_p50"], g0["tok_s_out_peak"]) == approx((50.0, 100.0))
+    assert g0["energy_method"] == "counter"  # the reset at t = 35 is outside
+    assert {e["name"]: e["requests_completed"] for e in data["engines"]} == {
+        "big": 10, "small": 40}
+
+
+def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
+    result = summary.summarize(scripted_db)
+    text = summary.render(result, "md")
+    assert text.startswith(f"# tokentop session {result.session.id} on test-host (3x H200, "
+                           "1x L4)")
+    host_rows = [line for line in text.splitlines() if line.startswith("| **host**")]
+    assert len(host_rows) == 2  # one in each table
+    assert host_rows[0].startswith("| **host** | 4 GPUs | 32,700 | 8,850 | 818 |")
+    assert "| 250 | 322 | 335 |" in host_rows[0]  # out p50, p95, peak
+    assert "| $0.130 | $11.69 | $14.68 | $7.87 | 62.5% | $0.0603 |" in host_rows[1]
+    assert "| 3 H200 | counter |" in text and "idle" in text.split("| 3 H200 | counter |")[1]
+    assert "counter; 1 tick(s) power integrated" in text
+    assert "config: cost.gpu_hour_usd.L4" in text and "api-x" in text
+
+    rows = list(csv.DictReader(io.StringIO(summary.render(result, "csv"))))
+    assert [r["scope"] for r in rows] == ["gpu"] * 4 + ["total"]
+    assert all(column.endswith(("_s", "_usd", "_kwh", "_pct", "_w_mean", "_w_peak", "_j",
+                                "_in", "_out", "_mean", "_p50", "_p95", "_peak", "_mtok",
+                                "_hour", "_ticks", "_method", "_index"))
+               or column in ("scope", "uuid", "name", "engines") for column in rows[0])
+    assert float(rows[0]["tokens_out"]) == result.gpus[0].figures.tokens_out
+    assert float(rows[4]["cost_usd"]) == approx(result.host.cost_usd)
+    assert rows[3]["usd_per_mtok"] == ""  # the idle GPU: no figure
+    assert float(rows[4]["usd_per_mtok"]) == approx(result.host.usd_per_mtok)
+
+
+# --- choosing sessions and ranges; the command ------------------------------------------------
+
+
+def args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    summary.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def run(path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = summary.run(args(*argv), Config(db_path=path))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_prints_json_and_writes_files(scripted_db: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(scripted_db, "--format", "json", capsys=capsys)
+    assert code == 0 and err == ""
+    assert json.loads(out)["host"]["tokens_out"] == approx(8850)
+    target = tmp_path / "s.csv"
+    code, out, _ = run(scripted_db, "--format", "csv", "--output", str(target), capsys=capsys)
+    assert code == 0 and out == "" and target.read_text().startswith("scope,gpu_index")
+
+
+def test_list_shows_every_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "h.db"
+    first = record_scripted(path, ticks=5)
+    second = record_scripted(path, ticks=3)
+    code, out, _ = run(path, "--list", capsys=capsys)
+    assert code == 0
+    assert out.count("| test-host |") == 2 and "| 4s |" in out and "| 2s |" in out
+    code, out, _ = run(path, "--list", "--format", "json", capsys=capsys)
+    assert [s["id"] for s in json.loads(out)["sessions"]] == [first, second]
+    # The latest session is the default; --session picks another.
+    assert summary_json(path)["host"]["duration_s"] == 2.0
+    assert summary_json(path, session_id=first)["host"]["duration_s"] == 4.0
+
+
+def test_a_range_picks_the_latest_session_with_readings_in_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "h.db"
+    early = record_scripted(path, ticks=11, t0=T0)
+    late = record_scripted(path, ticks=21, t0=T0 + 3600)
+    assert summary_json(path)["session"]["id"] == late
+    assert summary_json(path, until=T0 + 60)["session"]["id"] == early
+    code, out, _ = run(path, "--until", "2023-11-14T22:15:00Z", "--format", "json",
+                       capsys=capsys)
+    assert code == 0 and json.loads(out)["session"]["id"] == early
+    assert json.loads(out)["range"]["duration_s"] == 10.0
+
+
+@pytest.mark.parametrize("case", ["missing", "empty file", "no sessions", "unknown session",
+                                  "range without data", "bad time", "until before since",
+                                  "not a history", "single reading"])
+def test_nothing_to_summarise_is_one_line_and_exit_2(
+        case: str, scripted_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, argv, expected = scripted_db, [], ""
+    if case == "missing":
+        path, expected = tmp_path / "nope.db", "no history at"
+    elif case == "empty file":
+        path, expected = tmp_path / "empty.db", "empty SQLite database"
+        path.touch()
+    elif case == "no sessions":
+        path, expected = tmp_path / "fresh.db", "has no sessions yet"
+        Store.open(path, host="h", version="v", config={}).close()
+        sqlite3.connect(path).execute("DELETE FROM sessions").connection.commit()
+    elif case == "unknown session":
+        argv, expected = ["--session", "999"], "no session 999"
+    elif case == "range without data":
+        argv, expected = ["--since", "2001-01-01T00:00", "--until", "2001-01-02T00:00"], \
+            "no session in"
+    elif case == "bad time":
+        argv, expected = ["--since", "yesterday-ish"], "cannot read the time 'yesterday-ish'"
+    elif case == "until before since":
+        argv, expected = ["--since", "1h", "--until", "2h"], "--until must be later"
+    elif case == "single reading":
+        path, expected = tmp_path / "one.db", "has a single reading"
+        record_scripted(path, ticks=1)
+    elif case == "not a history":
+        path, expected = tmp_path / "other.db", "another program"
+        sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+    code, out, err = run(path, *argv, capsys=capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("tokentop: ") and expected in err and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_a_range_in_the_session_with_no_readings_says_so(
+        scripted_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    session = summary.summarize(scripted_db).session.id
+    code, _, err = run(scripted_db, "--session", str(session), "--since",
+                       "2001-01-01T00:00", "--until", "2001-01-02T00:00", capsys=capsys)
+    assert code == 2 and f"session {session} has no readings between" in err
+
+
+def test_times_are_iso_or_a_time_ago() -> None:
+    now = 1_700_000_000.0
+    assert summary.parse_time("2h", now) == now - 7200
+    assert summary.parse_time("1h30m", now) == now - 5400
+    assert summary.parse_time("45s", now) == now - 45
+    assert summary.parse_time("2d", now) == now - 172800
+    assert summary.parse_time("2023-11-14T22:13:20Z", now) == now
+    assert summary.parse_time("2023-11-14T23:13:20+01:00", now) == now
+    local = time.mktime(time.strptime("2023-11-14 22:13:20", "%Y-%m-%d %H:%M:%S"))
+    assert summary.parse_time("2023-11-14 22:13:20", now) == local
+    for bad in ("", "h", "2x", "tomorrow"):
+        with pytest.raises(summary.SummaryError, match="cannot read the time"):
+            summary.parse_time(bad, now)
+
+
+def test_print_session_summary_for_the_live_view_and_record(
+        scripted_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    session = summary.summarize(scripted_db).session.id
+    stream = io.StringIO()
+    assert summary.print_session_summary(scripted_db, session, stream) == 0
+    assert stream.getvalue().startswith(f"# tokentop session {session} on test-host")
+    stream = io.StringIO()
+    assert summary.print_session_summary(scripted_db, session, stream, fmt="json") == 0
+    assert json.loads(stream.getvalue())["session"]["id"] == session
+    assert summary.print_session_summary(scripted_db, 999, io.StringIO()) == 2
+    assert "no session summary: no session 999" in capsys.readouterr().err
+
+
+# --- harder histories ---------------------------------------------------------------------------
+
+
+def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    deriver = Deriver(CostConfig())
+    with Store.open(path, host="h", version="v", config=Config().public_dict()) as store:
+        for t in range(11):
+            gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=300.0),
+                    GpuSample(G1, 1, "Mystery Accelerator 9000", power_w=200.0))
+            sample = ServerSample(name="e", url="http://x/metrics", t_mono=float(t),
+                                  status="up", generation_tokens_total=100.0 * t,
+                                  prompt_tokens_total=0.0, running=1.0)
+            mapping = {"e": EngineMapping(gpus=(G0, G1), source="config")}
+            store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, T0 + t))
+    data = summary_json(path)
+    assert data["host"]["unpriced_gpus"] == [G1]
+    assert data["host"]["cost_usd"] is None and data["host"]["usd_per_mtok"] is None
+    assert data["host"]["tokens_out"] == approx(1000.0)
+    assert data["gpus"][0]["usd_per_mtok"] == approx(
+        (10 * 3.5 / 3600 + 3000 * 0.10 * 1.25 * 1.3 / 3.6e6) / 500 * 1e6)
+    assert data["gpus"][1]["price_source"] is None
+    assert any("no price" in note for note in data["notes"])
+    text = summary.render(summary.summarize(path), "md")
+    host_row = next(line for line in text.splitlines() if line.startswith("| **host** | sum of"))
+    assert "| — | — |" in host_row  # cost and $/hour unknown, not zero
+
+
+def test_a_restart_hidden_between_two_read_points_is_still_counted(tmp_path: Path) -> None:
+    """Rows are read 10 s apart; an engine that restarts in between and whose request counter
+    is back above its old value by the next point is caught by its token counters."""
+    path = tmp_path / "h.db"
+    deriver = Deriver(CostConfig())
+    requests, generated = 100.0, 9000.0
+    with Store.open(path, host="h", version="v", config=Config().public_dict()) as store:
+        for t in range(11):
+            if 1 <= t <= 4:
+                requests, generated = requests + 1, generated + 10
+            elif t == 5:  # restart: both counters start again from zero
+                requests, generated = 1.0, 10.0
+            elif t > 5:
+                requests, generated = requests + 50, generated + 500
+            sample = ServerSample(name="e", url="http://x/metrics", t_mono=float(t),
+                                  status="up", generation_tokens_total=generated,
+                                  prompt_tokens_total=0.0, requests_finished_total=requests)
+            gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=100.0),)
+            mapping = {"e": EngineMapping(gpus=(G0,), source="config")}
+            store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, T0 + t))
+    [engine] = summary_json(path)["engines"]
+    assert requests == 251.0  # above the 100 it started from: the plain difference says 151
+    assert engine["requests_completed"] == 4 + 1 + 5 * 50
+    assert engine["tokens_out"] == 4 * 10 + 10 + 5 * 500
+
+
+def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> None:
+    """Per-tick rows older than a minute are deleted; totals come from the rollups and the
+    percentiles are over whole minutes, and the summary says so."""
+    path = tmp_path / "h.db"
+    deriver = Deriver(CostConfig())
+    start = T0 - 0.5  # ticks at xx:xx:59.5: minutes hold 60 ticks each
+    with Store.open(path, host="h", version="v", config=Config().public_dict(),
+                    raw_retention_h=1 / 60) as store:
+        for t in range(301):
+            gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=400.0),)
+            sample = ServerSample(name="e", url="http://x/metrics", t_mono=float(t),
+                                  status="up", generation_tokens_total=120.0 * t,
+                                  prompt_tokens_total=360.0 * t, running=1.0)
+            mapping = {"e": EngineMapping(gpus=(G0,), source="config")}
+            store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping,
+                                      start + t))
+    [(raw_first,)] = sqlite3.connect(path).execute("SELECT min(t) FROM gpu_ticks").fetchall()
+    assert raw_first > start + 200, "retention did not delete old rows"
+    data = summary_json(path)
+    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m",
+                                    "engine_step_s": 10.0}  # under an hour
+    assert any("retention" in note for note in data["notes"])
+    g = data["gpus"][0]
+    assert g["duration_s"] == approx(300.0, abs=0.5)
+    assert g["tokens_out"] == approx(120.0 * 300, rel=0.01)
+    assert (g["tok_s_out_p50"], g["tok_s_out_peak"]) == approx((120.0, 120.0))
+    assert g["power_w_peak"] == approx(400.0)
+
+
+def writer(path: Path) -> subprocess.Popen[str]:
+    """tests/test_store.py's writer: another process appending ticks as fast as it can."""
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("test_store.py")), "writer", str(path),
+         "0", "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    for line in process.stdout:
+        if int(line.split()[1]) >= 30:
+            break
+    return process
+
+
+def test_a_session_still_being_written_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    process = writer(path)
+    try:
+        seen = []
+        for _ in range(5):
+            data = summary_json(path)
+            assert data["session"]["open"] is True
+            assert any("still open" in note for note in data["notes"])
+            # Every figure comes from one consistent end point: the host's tokens are the GPUs'.
+            assert data["host"]["tokens_out"] == approx(sum(g["tokens_out"] for g in data["gpus"]))
+            seen.append(data["range"]["until_unix_s"])
+            time.sleep(0.05)
+        assert seen == sorted(seen) and seen[-1] > seen[0], "the writer did not move on"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+# --- the demo ------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> None:
+    """The demo through the real reader, HTTP collectors, derive and store, on a fake clock:
+    the summary's per-GPU figures are the simulation's own closed-form truth."""
+    clock = FakeClock()
+    host = DemoHost(seed=7, clock=clock)
+    config = replace(Config(demo=True, db_path=tmp_path / "h.db"), endpoints=host.serve())
+    store = Store.open(config.db_path, host="demo", version="0.1.0", config=config.public_dict())
+    sampler = Sampler(config, DemoGpuReader(host), store=store, clock=clock,
+                      wall_clock=lambda: T0 + clock.now)
+    try:
+        first = host.now()
+        for _ in range(31):
+            sampler.tick()
+            clock.now += 1.0
+        last = host.now() - 1.0
+    finally:
+        sampler.stop()
+        host.close()
+    truth = host.truth(first, last)
+    data = summary_json(config.db_path)
+    assert data["host"]["duration_s"] == approx(30.0)
+    for g in data["gpus"]:
+        i = g["index"]
+        engine = next((e for e in host.engines if i in e.gpus), None)
+        share = 1 / len(engine.gpus) if engine else 1.0
+        assert g["tokens_out"] == approx(truth.tokens_out[i], abs=1.0 * share)  # counters floor()ed
+        assert g["tokens_in"] == approx(truth.tokens_in[i], abs=1.0 * share)
+        assert g["energy_kwh"] * 3.6e6 == approx(truth.energy_j[i], abs=0.01)
+        assert g["energy_method"] == "counter"
+        cost = 3.5 * 30 / 3600 + truth.energy_j[i] * 0.10 * 1.25 * 1.3 / 3.6e6
+        assert g["cost_usd"] == approx(cost, rel=1e-6)
+        assert g["price_source"].startswith("built-in table")
+    assert data["gpus"][7]["engines"] == [] and data["gpus"][7]["usd_per_mtok"] is None
+    assert {e["name"]: e["kind"] for e in data["engines"]} == {
+        "llama-70b": "vllm", "llama-8b": "vllm", "qwen-32b": "vllm"}
