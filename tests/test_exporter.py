@@ -176,24 +176,8 @@ def test_bad_listen_addresses_say_what_to_give(text: str) -> None:
         exporter.parse_listen(text)
 
 
-EXPORT_MAIN = """
-import argparse, sys
-from tokentop import cli, exporter
-parser = argparse.ArgumentParser()
-cli._common(parser)
-exporter.add_arguments(parser)
-args = parser.parse_args(sys.argv[1:])
-try:
-    config = cli.config_from_args(args)
-    sys.exit(exporter.run(args, cli.build_runtime(config), config))
-except cli.UsageError as exc:
-    print(f"tokentop: {exc}", file=sys.stderr)
-    sys.exit(2)
-"""
-
-
 def start_export(*argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", EXPORT_MAIN, *argv], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "tokentop.cli", "export", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
