@@ -241,5 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the module by its package name, so there is one class per exception
+    from tokentop.cli import main as package_main
+
+    sys.exit(package_main())
