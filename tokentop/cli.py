@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     _common(parser)
+    parser.add_argument("--no-summary", dest="summary", action="store_false",
+                        help="do not print the session summary when the live view quits")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     record = sub.add_parser("record", help="sample into the history database until stopped")
     _common(record, sub=True)
@@ -209,6 +211,13 @@ def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace, config: Config) -> int:
+    from tokentop.tui import run_live
+
+    runtime = build_runtime(config)
+    return run_live(runtime, open_store(runtime.config, required=False), summary=args.summary)
+
+
 def cmd_summary(args: argparse.Namespace, config: Config) -> int:
     return summary.run(args, config)
 
@@ -217,7 +226,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     return exporter.run(args, build_runtime(config), config)
 
 
-COMMANDS = {"record": cmd_record, "snapshot": cmd_snapshot, "summary": cmd_summary, "export": cmd_export}
+COMMANDS = {"live": cmd_live, "record": cmd_record, "snapshot": cmd_snapshot, "summary": cmd_summary, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

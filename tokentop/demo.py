@@ -218,7 +218,7 @@ class DemoHost:
         engine = next(e for e in self.engines if e.name == name)
         server = ThreadingHTTPServer(("127.0.0.1", self._ports.get(name, 0)), _handler(self, engine))
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name=f"demo-{name}", daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.1,), name=f"demo-{name}", daemon=True).start()
         self._servers[name] = server
         self._ports[name] = server.server_address[1]
         return self._ports[name]

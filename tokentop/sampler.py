@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from tokentop.model import GpuReading, ServerSample, Snapshot
 log = logging.getLogger("tokentop.sampler")
 
 Sink = Callable[[Snapshot], None]
+SOCKETS_WHEN_MAPPED_S = 60.0  # socket-table reads when no endpoint needs it to find its GPUs
 
 
 class GpuSource(Protocol):
@@ -61,12 +63,16 @@ class Sampler:
         self.deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s)
         self.latest: Snapshot | None = None
         self.store_problem: str | None = None
-        self._client = httpx.Client(follow_redirects=False, trust_env=False)
+        # Certificates cost ~3 MB of memory to load: only when some endpoint is https.
+        https = any(e.url.startswith("https://") for e in config.endpoints)
+        self._client = httpx.Client(follow_redirects=False, trust_env=False, verify=https)
         self._collectors = [self._collector(e) for e in config.endpoints]
         self._probing: list[EndpointCollector] = []  # discovered, not yet confirmed servers
         self._rejected: dict[str, float] = {}  # url -> when a probe failed
         self._mapping: dict[str, EngineMapping] = {}
         self._mapping_stale = True  # no mapping yet, or an endpoint was added since it was made
+        self._sockets: dict[int, int] = {}  # listening port -> PID, as last read
+        self._sockets_read_at = -math.inf
         self._last_gpus: GpuReading | None = None
         self._last_process_read = -1e18
         self._lock = threading.Lock()
@@ -142,18 +148,24 @@ class Sampler:
 
     def discover_once(self) -> None:
         """Socket table, new local servers, endpoint-to-GPU mapping (slow: seconds apart)."""
-        sockets = listening_sockets()
+        discovering = self.config.discover and not self.config.endpoints
+        with self._lock:
+            unmapped = any(not c.endpoint.gpus for c in self._collectors)
+        now = self.clock()
+        # With every GPU set from config the socket table only names PIDs: read it rarely.
+        if discovering or unmapped or now - self._sockets_read_at >= SOCKETS_WHEN_MAPPED_S:
+            self._sockets = listening_sockets()
+            self._sockets_read_at = now
         reading = self._last_gpus
-        if reading is not None and self.config.discover and not self.config.endpoints:
-            now = self.clock()
+        if reading is not None and discovering:
             with self._lock:
                 known = {c.endpoint.url for c in self._collectors + self._probing}
-                for endpoint in candidate_endpoints(reading, sockets):
+                for endpoint in candidate_endpoints(reading, self._sockets):
                     rejected_at = self._rejected.get(endpoint.url)
                     if endpoint.url in known or (rejected_at is not None and now - rejected_at < 60):
                         continue
                     self._probing.append(self._collector(endpoint))
-        self.refresh_mapping(sockets)
+        self.refresh_mapping(self._sockets)
 
     def refresh_mapping(self, sockets: dict[int, int] | None = None) -> None:
         if self._last_gpus is None:
@@ -162,9 +174,8 @@ class Sampler:
             endpoints = [c.endpoint for c in self._collectors]
         if not endpoints:
             return
-        needs_sockets = any(not e.gpus for e in endpoints)
         if sockets is None:
-            sockets = listening_sockets() if needs_sockets else {}
+            sockets = listening_sockets() if any(not e.gpus for e in endpoints) else self._sockets
         self._mapping = map_endpoints(endpoints, self._last_gpus, sockets)
         self._mapping_stale = False
 

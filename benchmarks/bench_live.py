@@ -1,0 +1,188 @@
+"""CPU and memory of the live view and of ``record``, on the demo host, at the default 1 Hz.
+
+    python benchmarks/bench_live.py [--seconds 60] [--size 120x40]
+
+1. The live view runs in a real terminal (a detached tmux session), so Textual draws for real.
+2. ``tokentop record --demo --duration N --db TMP`` runs as a plain process.
+
+For each: CPU as % of one core from ``/proc/PID/stat`` (utime + stime) over the measured span
+(after a warm-up, so imports and the first draw are not counted), the median of its one-second
+slices (1 % steps at 100 clock ticks a second), the main thread alone (for the live view, the
+Textual event loop: what drawing costs) and peak RSS (``VmHWM``). The demo's simulated engines
+serve their pages from threads of the same process, so the figures include them.
+Targets: live <= 1.5 %, record <= 0.5 %, RSS <= 60 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WARMUP_S = 5.0
+SESSION = "tokentop-bench"
+
+# Until ``tokentop`` (no subcommand) runs the live view, the same steps by hand.
+LIVE_BY_HAND = (
+    "import sys; from tokentop import cli; from tokentop.tui import run_live; "
+    "args = cli.build_parser().parse_args(sys.argv[1:]); config = cli.config_from_args(args); "
+    "runtime = cli.build_runtime(config); store = cli.open_store(runtime.config, required=False); "
+    "sys.exit(run_live(runtime, store))"
+)
+
+
+@dataclass
+class Figures:
+    cpu_pct: float  # over the whole measured span
+    cpu_pct_median: float  # median of one-second slices
+    main_thread_pct: float  # the main thread alone: the event loop for the live view
+    peak_rss_mb: float
+    seconds: float
+
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def thread_ticks(pid: int, tid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def measure(pid: int, seconds: float) -> Figures:
+    """Sample the process once a second for ``seconds`` after the warm-up."""
+    time.sleep(WARMUP_S)
+    start_t, start = time.monotonic(), cpu_ticks(pid)
+    main_start = thread_ticks(pid, pid)
+    if start is None or main_start is None:
+        raise SystemExit(f"process {pid} ended during the warm-up")
+    last_t, last, main_last = start_t, start, main_start
+    slices = []
+    rss = peak_rss_mb(pid) or 0.0
+    while time.monotonic() - start_t < seconds:
+        time.sleep(1.0)
+        now_t, now, main_now = time.monotonic(), cpu_ticks(pid), thread_ticks(pid, pid)
+        if now is None or main_now is None:
+            break
+        main_last = main_now
+        rss = peak_rss_mb(pid) or rss
+        slices.append((now - last) / CLK_TCK / (now_t - last_t) * 100)
+        last_t, last = now_t, now
+    span = last_t - start_t
+    def pct(ticks: int) -> float:
+        return ticks / CLK_TCK / span * 100 if span > 0 else float("nan")
+
+    median = statistics.median(slices) if slices else float("nan")
+    return Figures(pct(last - start), median, pct(main_last - main_start), rss, span)
+
+
+def live_command(db: Path) -> list[str]:
+    from tokentop import cli
+
+    if "live" in getattr(cli, "COMMANDS", {}):
+        return [sys.executable, "-m", "tokentop.cli", "--demo", "--db", str(db)]
+    return [sys.executable, "-c", LIVE_BY_HAND, "--demo", "--db", str(db)]
+
+
+def bench_live(seconds: float, size: str, db: Path) -> tuple[Figures, str]:
+    if shutil.which("tmux") is None:
+        raise SystemExit("tmux is needed for the live view (apt-get install -y tmux)")
+    width, height = size.split("x")
+    command = " ".join(_quote(part) for part in live_command(db))
+    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", width, "-y", height,
+                    "-c", str(ROOT), f"exec {command}"], check=True)
+    subprocess.run(["tmux", "set-option", "-t", SESSION, "remain-on-exit", "on"], check=True)
+    pid = int(subprocess.run(["tmux", "display-message", "-p", "-t", SESSION, "#{pane_pid}"],
+                             capture_output=True, text=True, check=True).stdout)
+    try:
+        figures = measure(pid, seconds)
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True,
+                                text=True).stdout
+        subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], check=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and cpu_ticks(pid) is not None:
+            time.sleep(0.2)
+        after = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True,
+                               text=True).stdout
+        if cpu_ticks(pid) is not None:
+            raise SystemExit(f"the live view did not quit on 'q' within 15 s; its screen:\n{after}")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    return figures, screen + "\n--- after q ---\n" + after
+
+
+def bench_record(seconds: float, db: Path) -> Figures:
+    duration = seconds + WARMUP_S + 2
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokentop.cli", "record", "--demo", "--duration", f"{duration:g}", "--db", str(db)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        figures = measure(proc.pid, seconds)
+    finally:
+        _, err = proc.communicate(timeout=duration + 30)
+    if proc.returncode != 0:
+        raise SystemExit(f"record failed ({proc.returncode}): {err.strip()}")
+    return figures
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def report(name: str, figures: Figures, cpu_target: float) -> str:
+    ok = figures.cpu_pct <= cpu_target and figures.peak_rss_mb <= 60
+    return (f"{name:<8} CPU {figures.cpu_pct:5.2f} % of one core over {figures.seconds:.0f} s "
+            f"(median of 1 s slices {figures.cpu_pct_median:.2f} %, main thread {figures.main_thread_pct:.2f} %; "
+            f"target <= {cpu_target} %)   peak RSS {figures.peak_rss_mb:5.1f} MB (target <= 60)   "
+            f"{'OK' if ok else 'OVER TARGET'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--size", default="120x40", help="terminal size for the live view (WIDTHxHEIGHT)")
+    parser.add_argument("--show-screen", action="store_true", help="print the live view's last screen")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        live, screen = bench_live(args.seconds, args.size, Path(tmp) / "live.db")
+        record = bench_record(args.seconds, Path(tmp) / "record.db")
+    if args.show_screen:
+        print(screen)
+    print(f"demo host, 1 Hz, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(report("live", live, 1.5))
+    print(report("record", record, 0.5))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

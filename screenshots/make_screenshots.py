@@ -1,0 +1,114 @@
+"""Render the README pictures of the live view from the demo host (SVG, deterministic).
+
+    python screenshots/make_screenshots.py [--out screenshots]
+
+The demo runs its real code paths (fake NVML under the real reader, vLLM-like pages on
+loopback, the real sampler) on a fake clock with seed 7, so every run draws the same
+pictures; loopback ports are written as 8000-8002.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokentop.config import Config
+from tokentop.demo import DemoGpuReader, DemoHost
+from tokentop.model import Snapshot
+from tokentop.sampler import Sampler
+from tokentop.tui.app import TokentopApp
+
+WALL_START = 1_790_000_000.0  # 2026-09-21, a fixed date for the pictures
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return WALL_START + self.t
+
+
+def demo_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
+    """``ticks`` one-second readings of the demo host, ports normalised."""
+    clock = FakeClock()
+    host = DemoHost(seed=seed, clock=clock)
+    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
+    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
+    try:
+        ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
+        snapshots = []
+        for _ in range(ticks):
+            clock.t += 1.0
+            snap = sampler.tick()
+            servers = tuple(
+                dataclasses.replace(s, sample=dataclasses.replace(s.sample, url=ports.get(s.sample.url, s.sample.url)))
+                for s in snap.servers
+            )
+            snapshots.append(dataclasses.replace(snap, servers=servers))
+        return snapshots
+    finally:
+        sampler.stop()
+        host.close()
+
+
+@dataclass(frozen=True)
+class Picture:
+    name: str
+    size: tuple[int, int]
+    keys: tuple[str, ...] = ()
+    theme: str | None = None
+    caption: str = ""
+
+
+PICTURES = (
+    Picture("live.svg", (120, 40), caption="the live view of the demo host, 120x40"),
+    Picture("live-80x24.svg", (80, 24), caption="the same at 80x24: columns give way, every GPU stays"),
+    Picture("live-light.svg", (120, 40), theme="textual-light", caption="light theme (t)"),
+    Picture("host-10min.svg", (120, 40), keys=("g", "w"), caption="graph of the whole host over 10 minutes (g, w)"),
+    Picture("sorted-by-cost.svg", (120, 40), keys=("s",) * 10, caption="sorted by $/Mtok, dearest first (s)"),
+    Picture("details.svg", (120, 40), keys=("down", "down", "down", "down", "d"), caption="details of GPU 4 (d)"),
+    Picture("help.svg", (120, 48), keys=("question_mark",), caption="help (?)"),
+)
+
+
+async def render(picture: Picture, snapshots: Iterable[Snapshot], out: Path) -> Path:
+    app = TokentopApp(Config(), host_name="gpu-node-01", handle_signals=False)
+    async with app.run_test(size=picture.size) as pilot:
+        if picture.theme:
+            app.theme = picture.theme
+        for snapshot in snapshots:
+            app.post_snapshot(snapshot)
+        await pilot.pause()
+        for key in picture.keys:
+            await pilot.press(key)
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        path = out / picture.name
+        path.write_text(app.export_screenshot(title=f"tokentop: {picture.caption}"))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    snapshots = demo_snapshots(660)  # 11 minutes: enough for the 10-minute graph
+    for picture in PICTURES:
+        path = asyncio.run(render(picture, snapshots, args.out))
+        print(f"wrote {path}  ({picture.caption})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

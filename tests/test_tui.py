@@ -1,0 +1,750 @@
+"""The live view, driven by Pilot over the demo host (fake NVML, real loopback servers, real
+sampler ticked by hand with a fake clock), plus SVG snapshots of its look."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tokentop.config import Config
+from tokentop.demo import DemoGpuReader, DemoHost
+from tokentop.model import HostFigures, ServerFigures, ServerSample, Snapshot, Totals, Window
+from tokentop.sampler import Sampler
+from tokentop.store import Store
+from tokentop.tui import logs_on_screen
+from tokentop.tui.app import TokentopApp
+from tokentop.tui.columns import GPU_COLUMNS, Cell, engine_status, fit_columns, short_gpu_name
+from tokentop.tui.history import HOST, WINDOWS, LiveHistory
+from tokentop.tui.keys import KEYS
+from tokentop.tui.screens.details import DetailsScreen
+from tokentop.tui.screens.help import HelpScreen
+from tokentop.tui.widgets.messages import MessageBar
+from tokentop.units import fmt_tok_s
+
+WALL_START = 1_790_000_000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return WALL_START + self.t
+
+
+@dataclass
+class Rig:
+    host: DemoHost
+    sampler: Sampler
+    clock: FakeClock
+    config: Config
+
+    def tick(self, count: int = 1) -> Snapshot:
+        snapshot = None
+        for _ in range(count):
+            self.clock.t += 1.0
+            snapshot = self.sampler.tick()
+        assert snapshot is not None
+        return snapshot
+
+    def app(self, **kwargs: object) -> TokentopApp:
+        options: dict[str, object] = {"sampler": self.sampler, "host_name": "gpu-node-01",
+                                      "start_sampler": False, "handle_signals": False}
+        options.update(kwargs)
+        return TokentopApp(self.config, **options)  # type: ignore[arg-type]
+
+
+@dataclass
+class DemoUnderTest:
+    host: DemoHost
+    clock: FakeClock
+    endpoints: tuple
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoUnderTest]:
+    """One demo host for the module: its loopback servers take half a second each to stop."""
+    clock = FakeClock()
+    host = DemoHost(seed=7, clock=clock)
+    endpoints = host.serve()
+    yield DemoUnderTest(host, clock, endpoints)
+    host.close()
+
+
+@contextmanager
+def rig_on(demo: DemoUnderTest, store: Store | None = None, gpu_name: str | None = None) -> Iterator[Rig]:
+    """A fresh sampler over the shared demo; every fault knob is put back afterwards."""
+    config = Config(endpoints=demo.endpoints, http_timeout_s=5.0)
+    names = [gpu.name for gpu in demo.host.fake.gpus]
+    for gpu in demo.host.fake.gpus:
+        gpu.name = gpu_name or gpu.name  # NVML names are read when the sampler opens the reader
+    sampler = Sampler(config, DemoGpuReader(demo.host), store=store, clock=demo.clock, wall_clock=demo.clock.wall)
+    try:
+        yield Rig(demo.host, sampler, demo.clock, config)
+    finally:
+        sampler.stop()
+        for gpu, name in zip(demo.host.fake.gpus, names, strict=True):
+            gpu.lost, gpu.name = False, name
+        for engine in demo.host.engines:
+            if engine.name not in demo.host._servers:
+                demo.host.start_engine(engine.name)
+
+
+@pytest.fixture
+def rig(demo: DemoUnderTest) -> Iterator[Rig]:
+    with rig_on(demo) as r:
+        yield r
+
+
+def screen_text(app: TokentopApp) -> str:
+    """What a person sees, as plain text."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True,
+                      color_system=None)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def row_of(app: TokentopApp, index: int) -> str:
+    snapshot = app.latest
+    assert snapshot is not None
+    return next(g.sample.uuid for g in snapshot.gpus if g.sample.index == index)
+
+
+# --- what the screen shows ---------------------------------------------------------------------
+
+
+async def test_ticks_fill_every_panel_with_the_snapshot_figures(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        snapshot = rig.tick(15)
+        await pilot.pause()
+        table = app.gpu_table
+        assert len(table.row_keys) == 8
+        gpu6 = next(g for g in snapshot.gpus if g.sample.index == 6)
+        assert table.cell_text(gpu6.sample.uuid, "tok_out") == fmt_tok_s(gpu6.rate.tok_s_out)
+        assert table.cell_text(row_of(app, 7), "usd_mtok") == "—"  # serves no engine
+        port = rig.host.endpoints[0].url.split(":")[2].split("/")[0]
+        assert table.cell_text(row_of(app, 0), "engine") == f"llama-70b :{port} 1/4"
+        assert [app.engine_table.cell_text(k, "status") for k in app.engine_table.row_keys] == ["up · V1"] * 3
+        text = screen_text(app)
+        assert "8× NVIDIA H200" in text and "gpu-node-01" in text and "● live" in text
+        assert "$3.50/GPU·h" in text  # the price in use
+        assert "tok/s" in text and "$/Mtok" in text
+        assert app.graph.points and any(p.tok_s_out for p in app.graph.points)
+
+
+async def test_every_column_header_names_its_unit_and_window(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        rig.tick(3)
+        await pilot.pause()
+        assert app.gpu_table.visible_columns == [spec.key for spec in GPU_COLUMNS]
+        lines = screen_text(app).splitlines()
+        header = next(i for i, line in enumerate(lines) if "W/limit" in line)
+        assert "in 10s" in lines[header + 1] and "out 10s" in lines[header + 1]
+        for title in ("util%", "mem GiB", "W/limit", "°C", "tok/s", "tok/J", "$/h", "$/Mtok"):
+            assert title in lines[header]
+
+
+async def test_80x24_keeps_the_important_columns_and_every_gpu(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        visible = set(app.gpu_table.visible_columns)
+        assert {"index", "gpu", "tok_out", "usd_mtok", "power", "engine"} <= visible and "usd_h" not in visible
+        text = screen_text(app)
+        assert max(len(line) for line in text.splitlines()) <= 80
+        for index in range(8):  # every GPU row is on screen without scrolling
+            assert any(line.startswith(f"  {index}  ") for line in text.splitlines())
+        assert "History" in text  # the graph still has its title line
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def _server(**fields: object) -> ServerFigures:
+    given = {"name": "ollama", "url": "http://127.0.0.1:11434/api/ps", "t_mono": 1.0, "status": "up", **fields}
+    sample = ServerSample(**given)  # type: ignore[arg-type]
+    return ServerFigures(sample, (), None, None, 0.0, 0.0, None, None, None, None, None)
+
+
+def test_engine_status_says_up_stale_error_and_the_servers_note() -> None:
+    note = "Ollama publishes no token counters"
+    assert engine_status(_server(kind="ollama", note=note)) == Cell(f"up · {note}", "good")
+    assert engine_status(_server(status="stale", error="timed out")).text == "stale: timed out"
+    down = engine_status(_server(status="error", error="connection refused"))
+    assert down == Cell("error: connection refused", "bad")
+
+
+def test_columns_give_way_by_priority_and_flexible_ones_take_the_rest() -> None:
+    narrow = fit_columns(GPU_COLUMNS, 40, 1)
+    kept = [spec.key for spec, _ in narrow]
+    by_priority = [s.key for s in sorted(GPU_COLUMNS, key=lambda s: s.priority)]
+    assert set(kept) == set(by_priority[: len(kept)])  # the most important ones...
+    assert kept == [s.key for s in GPU_COLUMNS if s.key in kept]  # ...shown in their usual order
+    assert "index" in kept and "tok_out" in kept and "usd_h" not in kept
+    assert sum(w + 2 for _, w in narrow) <= 40
+    wide = fit_columns(GPU_COLUMNS, 300, 1)
+    assert [s.key for s, _ in wide] == [s.key for s in GPU_COLUMNS]
+    engine = next(s for s in GPU_COLUMNS if s.key == "engine")
+    assert dict((s.key, w) for s, w in wide)["engine"] == engine.flex_max > engine.width
+
+
+@pytest.mark.parametrize(("name", "short"), [("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+                                             ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"), ("Tesla T4", "T4")])
+def test_gpu_names_are_shortened_for_the_table(name: str, short: str) -> None:
+    assert short_gpu_name(name) == short
+
+
+def _host_tick(seq: int, t: float, tokens_out: float, cost_usd: float) -> Snapshot:
+    totals = Totals(tokens_in=0.0, tokens_out=tokens_out, energy_j=100.0 * t, cost_usd=cost_usd, elapsed_s=t)
+    window = Window(1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    host = HostFigures(0, None, None, totals, window, window)
+    return Snapshot(seq, WALL_START + t, t, 1.0, 10.0, 60.0, True, None, (), (), host)
+
+
+def test_graph_buckets_divide_sums_never_average_ratios() -> None:
+    history = LiveHistory()
+    # two ticks in one bucket: 1000 tokens for $1, then 9000 tokens for $1 -> $200/Mtok, not $556
+    for seq, (t, tokens, usd) in enumerate([(0, 0, 0), (1, 1000, 1.0), (2, 10_000, 2.0)]):
+        history.add(_host_tick(seq, t, tokens, usd))
+    (point,) = history.series(HOST, 4.0, 1, 4.0, 1.0)
+    assert point.usd_per_mtok == pytest.approx(200.0) and point.watts == pytest.approx(100.0)
+
+
+def test_one_bar_per_tick_even_when_ticks_jitter() -> None:
+    history = LiveHistory()
+    times = [0.0, 1.02, 1.97, 3.05, 3.96, 5.01, 6.03, 6.98]  # a loaded machine's ticks
+    for seq, t in enumerate(times):
+        history.add(_host_tick(seq, t, 100.0 * seq, 0.1 * seq))
+    points = history.series(HOST, 60.0, 60, times[-1], 1.0)
+    known = [p for p in points if p.tok_s_out is not None]
+    assert len(points) == 60 and len(known) == len(times) - 1  # no tick lost, no empty bar between
+    assert points[-len(known):] == known  # newest on the right, no gaps
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+async def test_q_quits(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test() as pilot:
+        rig.tick(2)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0 and app.ended_by is None
+
+
+async def test_ctrl_c_quits_too(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_help_lists_every_key_and_closes(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        rig.tick(2)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        for key in KEYS:
+            assert key.help[:40] in text.replace("\n", " ") or key.help[:30] in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_footer_shows_the_keys_from_the_table(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        footer = screen_text(app).splitlines()[-1]
+        for key in KEYS:
+            if key.footer:
+                assert f"{key.display} {key.footer}" in footer
+
+
+async def test_s_cycles_the_sort_column_and_S_reverses(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        snapshot = rig.tick(12)
+        await pilot.pause()
+        table = app.gpu_table
+        by_index = [g.sample.uuid for g in sorted(snapshot.gpus, key=lambda g: g.sample.index)]
+        assert table.row_keys == by_index and table.sort_key == "index"
+        await pilot.press("s")  # -> GPU name
+        await pilot.press("s")  # -> utilisation, highest first
+        await pilot.pause()
+        assert table.sort_key == "util" and table.sort_descending
+        utils = [next(g.sample.utilization_pct for g in snapshot.gpus if g.sample.uuid == k) for k in table.row_keys]
+        assert utils == sorted(utils, reverse=True) and utils[0] > utils[-1]
+        await pilot.press("S")
+        await pilot.pause()
+        utils = [next(g.sample.utilization_pct for g in snapshot.gpus if g.sample.uuid == k) for k in table.row_keys]
+        assert utils == sorted(utils)
+        assert "sorted by util% now ▲" in screen_text(app)
+        rig.tick()  # a new tick keeps the chosen order
+        await pilot.pause()
+        assert table.sort_key == "util" and not table.sort_descending
+
+
+async def test_arrows_select_a_gpu_and_the_graph_follows(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        assert app.selected == row_of(app, 0)
+        await pilot.press("down", "down")
+        await pilot.pause()
+        assert app.selected == row_of(app, 2)
+        assert "History · GPU 2 H200" in screen_text(app)
+        await pilot.press("up")
+        await pilot.pause()
+        assert app.selected == row_of(app, 1)
+
+
+async def test_w_cycles_windows_and_long_ones_say_the_database_is_off(rig: Rig) -> None:
+    app = rig.app(store=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        seen = []
+        for _ in WINDOWS:
+            seen.append(app.window_index)
+            text = screen_text(app)
+            window = WINDOWS[app.window_index]
+            assert f"last {window.label}" in text
+            if window.from_store:
+                assert "no history (database off)" in text
+            else:
+                assert "no history" not in text
+            await pilot.press("w")
+            await pilot.pause()
+        assert seen == [0, 1, 2, 3] and app.window_index == 0
+
+
+async def test_g_switches_the_graph_between_gpu_and_host(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(8)
+        await pilot.pause()
+        gpu_points = app.graph.points
+        await pilot.press("g")
+        await pilot.pause()
+        assert app.scope == "host" and "History · host (all GPUs)" in screen_text(app)
+        host_out = [p.tok_s_out for p in app.graph.points if p.tok_s_out is not None]
+        gpu_out = [p.tok_s_out for p in gpu_points if p.tok_s_out is not None]
+        assert host_out and gpu_out and host_out[-1] > gpu_out[-1]  # the host adds all GPUs
+        await pilot.press("g")
+        await pilot.pause()
+        assert app.scope == "gpu"
+
+
+async def test_d_shows_details_of_the_selected_gpu(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        rig.tick(6)
+        await pilot.press("down")
+        await pilot.press("d")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen) and app.screen.uuid == row_of(app, 1)
+        text = screen_text(app)
+        for words in ("GPU 1 · NVIDIA H200", "SM clock", "limit 700 W", "energy so far", "NVML energy counter",
+                      "$3.50/GPU·h", "price source", "built-in table", "llama-70b", "PID 4000"):
+            assert words in text, words
+        rig.tick()  # the details follow the live data
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DetailsScreen)
+
+
+async def test_p_pauses_drawing_while_sampling_goes_on(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        uuid = row_of(app, 0)
+        before = app.gpu_table.cell_text(uuid, "power")
+        await pilot.press("p")
+        last = rig.tick(40)  # the demo's load moves a lot in 40 s
+        await pilot.pause()
+        assert app.latest is last  # sampled
+        assert app.gpu_table.cell_text(uuid, "power") == before  # not drawn
+        assert "PAUSED" in screen_text(app) and app.ticks_while_paused >= 1
+        await pilot.press("p")
+        await pilot.pause()
+        assert app.gpu_table.cell_text(uuid, "power") != before
+        assert "● live" in screen_text(app)
+        # the graph kept every tick sampled while paused
+        assert sum(p.tok_s_out is not None for p in app.graph.points) >= 40
+
+
+async def test_e_writes_the_summary_and_says_where(rig: Rig, tmp_path: Path) -> None:
+    app = rig.app(summary_dir=tmp_path)
+    async with app.run_test() as pilot:
+        snapshot = rig.tick(10)
+        await pilot.pause()
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        files = list(tmp_path.glob("tokentop-summary-*.txt"))
+        assert len(files) == 1 and app.summary_path == files[0]
+        text = files[0].read_text()
+        assert "gpu-node-01" in text and "8× NVIDIA H200" in text
+        assert f"${snapshot.host.totals.cost_usd:.2f}"[:4] in text
+        assert any(str(files[0]) in a for a in app.announcements)
+
+
+async def test_e_reports_a_directory_it_cannot_write(rig: Rig, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    app = rig.app(summary_dir=blocker / "sub")
+    async with app.run_test() as pilot:
+        rig.tick(3)
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert any("summary not written" in a for a in app.announcements)
+        assert app.is_running
+
+
+async def test_t_switches_light_and_dark(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test() as pilot:
+        first = app.theme
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.theme != first and "light" in (app.theme + first)
+
+
+async def test_mouse_is_optional_but_works(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        table = app.gpu_table
+        await pilot.click("#gpus", offset=(5, 2 + 3))  # header is two lines; the fourth row
+        await pilot.pause()
+        assert app.selected == table.row_keys[3]
+        header = screen_text(app).splitlines()[3]
+        await pilot.click("#gpus", offset=(header.index("W/limit") + 2, 0))  # click a header: sort by it
+        await pilot.pause()
+        assert table.sort_key == "power" and table.sort_descending
+
+
+async def test_no_color_keeps_every_figure_readable(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = rig.app()
+    assert app.no_color
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(4)
+        rig.host.fake.gpus[2].lost = True
+        rig.tick()
+        await pilot.pause()
+        text = screen_text(app)
+        assert "LOST" in text and "▲" in text and "⚠" in text  # words and marks, not colours
+        svg = app.export_screenshot()
+        text_colours = re.findall(r"-r\d+ \{ fill: #([0-9a-f]{6})", svg)
+        cell_colours = re.findall(r'<rect fill="#([0-9a-f]{6})"', svg)  # the window's buttons are circles
+        colours = set(text_colours + cell_colours)
+        channels = [(int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)) for c in colours]
+        assert channels and all(max(rgb) - min(rgb) <= 4 for rgb in channels)  # greys only
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+async def test_endpoint_down_and_back(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        rig.tick(5)
+        rig.host.stop_engine("llama-8b")
+        rig.tick()
+        await pilot.pause()
+        assert app.engine_table.cell_text("llama-8b", "status").startswith("stale: ")  # a missed read or two
+        assert app.gpu_table.cell_text(row_of(app, 4), "engine").endswith("(stale)")
+        rig.tick(6)  # then the collector gives up on the old figures
+        await pilot.pause()
+        status = app.engine_table.cell_text("llama-8b", "status")
+        assert status.startswith("error: ")
+        assert app.gpu_table.cell_text(row_of(app, 4), "engine").endswith("(down)")
+        assert any(a.startswith("llama-8b is down") for a in app.announcements)
+        assert "llama-8b" in app.query_one(MessageBar).messages[0]
+        assert app.engine_table.cell_text("llama-70b", "status").startswith("up")
+        rig.host.start_engine("llama-8b")
+        rig.tick(2)
+        await pilot.pause()
+        assert app.engine_table.cell_text("llama-8b", "status").startswith("up")
+        assert "llama-8b is back up" in app.announcements
+        assert not app.query_one(MessageBar).messages
+
+
+async def test_gpu_lost_shows_in_its_row_and_comes_back(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(5)
+        rig.host.fake.gpus[3].lost = True
+        rig.tick()
+        await pilot.pause()
+        uuid = row_of(app, 3)
+        assert app.gpu_table.cell_text(uuid, "gpu") == "LOST"
+        assert app.gpu_table.cell_text(uuid, "power") == "N/A"
+        assert any(a.startswith("GPU 3 lost") for a in app.announcements)
+        assert "GPU 3 lost" in " ".join(app.query_one(MessageBar).messages)
+        assert app.gpu_table.cell_text(row_of(app, 2), "gpu") == "H200"  # the others go on
+        rig.host.fake.gpus[3].lost = False
+        rig.tick()
+        await pilot.pause()
+        assert app.gpu_table.cell_text(uuid, "gpu") == "H200"
+        assert "GPU 3 is back" in app.announcements
+
+
+async def test_database_that_cannot_be_written_is_said_once_and_shown_while_it_lasts(
+    demo: DemoUnderTest, tmp_path: Path
+) -> None:
+    store = Store.open(tmp_path / "history.db", host="test", version="0", config={})
+    with rig_on(demo, store) as rig:
+        app = rig.app(store=store)
+        async with app.run_test(size=(120, 40)) as pilot:
+            rig.tick(3)
+            await pilot.pause()
+            assert not app.query_one(MessageBar).messages
+            store.close()  # every append fails from now on
+            rig.tick(3)
+            await pilot.pause()
+            messages = app.query_one(MessageBar).messages
+            assert messages and messages[0].startswith("history not written")
+            assert sum(a.startswith("history not written") for a in app.announcements) == 1
+            assert "⚠ history not written" in screen_text(app)
+            assert app.is_running
+
+
+async def test_gpu_without_a_price_is_made_obvious(demo: DemoUnderTest) -> None:
+    with rig_on(demo, gpu_name="NVIDIA Mystery X1") as rig:
+        app = rig.app()
+        async with app.run_test(size=(140, 40)) as pilot:
+            rig.tick(4)
+            await pilot.pause()
+            text = screen_text(app)
+            assert "NO PRICE" in text and "NVIDIA Mystery X1 (8 GPUs)" in text
+            assert app.gpu_table.cell_text(row_of(app, 0), "usd_mtok") == "N/A"
+            assert app.gpu_table.cell_text(row_of(app, 0), "usd_h") == "N/A"
+
+
+async def test_long_windows_come_from_the_store_on_a_worker(demo: DemoUnderTest, tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "history.db", host="test", version="0", config={})
+    with rig_on(demo, store) as rig:
+        app = rig.app(store=store)
+        async with app.run_test(size=(120, 40)) as pilot:
+            rig.tick(150)
+            await pilot.pause()
+            await pilot.press("w", "w")  # -> 1 h
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert WINDOWS[app.window_index].label == "1 h"
+            assert app.graph.note is None
+            known = [p for p in app.graph.points if p.watts is not None]
+            assert 2 <= len(known) <= 4  # minutes of data among an hour of 1-minute buckets
+            await pilot.press("g")  # the host, from the store too
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert app._graph_key() == HOST and any(p.watts for p in app.graph.points)
+
+
+async def test_logging_goes_to_the_screen_not_the_terminal(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(2)
+        with logs_on_screen(app):
+            logging.getLogger("tokentop.test").warning("collector hiccup")
+            logging.getLogger("tokentop.test").error("collector broke")
+            await pilot.pause()
+            rig.tick()
+            await pilot.pause()
+        assert "collector hiccup" in app.query_one(MessageBar).messages
+        assert "collector broke" in app.announcements and "collector hiccup" not in app.announcements
+        await pilot.press("question_mark")  # the help screen keeps the recent log
+        await pilot.pause()
+        assert "WARNING collector hiccup" in screen_text(app)
+    captured = capsys.readouterr()
+    assert "collector hiccup" not in captured.err + captured.out
+
+
+async def test_sighup_ends_the_app_cleanly(rig: Rig) -> None:
+    app = rig.app(handle_signals=True)
+    async with app.run_test() as pilot:
+        rig.tick(2)
+        await pilot.pause()
+        os.kill(os.getpid(), signal.SIGHUP)
+        await pilot.pause()
+        await pilot.pause()
+    assert app.ended_by == "hangup" and app.return_code == 129
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # the handler went with the app
+
+
+async def test_a_lost_terminal_ends_the_app_even_without_sighup(rig: Rig) -> None:
+    """An SSH drop hangs the terminal up; a process that missed SIGHUP notices on its next tick."""
+    master, slave = os.openpty()
+    app = rig.app()
+    try:
+        async with app.run_test() as pilot:
+            rig.tick(2)
+            await pilot.pause()
+            app._tty_fd = slave
+            rig.tick()
+            await pilot.pause()
+            assert app.is_running  # the terminal is still there
+            os.close(master)  # the other end goes away: the kernel hangs the terminal up
+            master = -1
+            rig.tick()
+            await pilot.pause()
+            await pilot.pause()
+        assert app.ended_by == "terminal lost" and app.return_code == 129
+    finally:
+        os.close(slave)
+        if master >= 0:
+            os.close(master)
+
+
+async def test_a_newer_tick_replaces_one_not_yet_drawn(rig: Rig) -> None:
+    app = rig.app()
+    drawn: list[int] = []
+    async with app.run_test() as pilot:
+        original = app.draw
+
+        def counting_draw() -> None:
+            drawn.append(app.latest.seq if app.latest else -1)
+            original()
+
+        app.draw = counting_draw  # type: ignore[method-assign]
+        snapshots = [rig.tick() for _ in range(5)]  # all queued before the loop runs again
+        await pilot.pause()
+        assert app.latest is snapshots[-1]
+        assert len(drawn) < 5 and drawn[-1] == snapshots[-1].seq
+        # ...yet the graph history has every tick (the first only starts the differences)
+        points = app.history.series(HOST, 60.0, 60, snapshots[-1].t_mono, 1.0)
+        assert sum(p.watts is not None for p in points) == 4
+
+
+async def test_no_driver_says_why_there_are_no_gpus() -> None:
+    from tokentop.nvml.fake import FakeNvml
+    from tokentop.nvml.reader import NvmlReader
+
+    clock = FakeClock()
+    config = Config(discover=False)
+    sampler = Sampler(config, NvmlReader(lib=FakeNvml.no_driver()), clock=clock, wall_clock=clock.wall)
+    try:
+        app = TokentopApp(config, sampler=sampler, host_name="cpu-box", start_sampler=False, handle_signals=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(3):
+                clock.t += 1
+                sampler.tick()
+            await pilot.pause()
+            text = screen_text(app)
+            assert "⚠ GPUs: N/A" in text and sampler.gpus.reason and sampler.gpus.reason[:30] in text
+            assert "no GPU:" in text and "no inference endpoint" in text
+    finally:
+        sampler.stop()
+
+
+def test_run_live_stops_everything_and_prints_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The real entry point: sampler thread, store, app (headless here), then the summary."""
+    import threading
+
+    from tokentop.cli import build_runtime, open_store
+    from tokentop.tui import run_live
+
+    before = set(threading.enumerate())
+    config = Config(demo=True, db_path=tmp_path / "history.db", http_timeout_s=2.0)
+    runtime = build_runtime(config)
+    store = open_store(runtime.config, required=True)
+    original_run = TokentopApp.run
+
+    def headless_run(self: TokentopApp, **kwargs: object) -> None:
+        self.call_later(lambda: self.set_interval(0.1, lambda: self.latest and self.latest.seq >= 3 and self.exit()))
+        original_run(self, headless=True)
+
+    monkeypatch.setattr(TokentopApp, "run", headless_run)
+    assert run_live(runtime, store) == 0
+    out = capsys.readouterr().out
+    assert "# tokentop session 1 on" in out and "8x H200" in out and "$/Mtok" in out
+    assert "still open" not in out  # printed after the history was closed: every tick in it
+    # the sampler's and the demo's threads are gone (the collectors' idle pool is process-wide by design)
+    assert not [t for t in set(threading.enumerate()) - before
+                if t.name.startswith(("tokentop-sampler", "tokentop-discover", "demo-"))]
+    reader = Store.open_readonly(tmp_path / "history.db")
+    try:
+        sessions = reader.sessions()
+        assert len(sessions) == 1 and sessions[0].ended_at is not None  # closed cleanly
+    finally:
+        reader.close()
+
+
+# --- look ------------------------------------------------------------------------------------
+
+
+def demo_snapshots(ticks: int) -> list[Snapshot]:
+    """A fresh demo (seed 7, fake clock) over ``ticks`` seconds, with the loopback ports written
+    as 8000, 8001, 8002 so that pictures do not depend on which ports the system gave."""
+    clock = FakeClock()
+    host = DemoHost(seed=7, clock=clock)
+    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
+    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
+    try:
+        ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
+        snapshots = []
+        for _ in range(ticks):
+            clock.t += 1.0
+            snap = sampler.tick()
+            servers = tuple(
+                dataclasses.replace(s, sample=dataclasses.replace(s.sample, url=ports.get(s.sample.url, s.sample.url)))
+                for s in snap.servers
+            )
+            snapshots.append(dataclasses.replace(snap, servers=servers))
+        return snapshots
+    finally:
+        sampler.stop()
+        host.close()
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> list[Snapshot]:
+    return demo_snapshots(130)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
+def test_looks_the_same(snap_compare, demo_run: list[Snapshot], size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    app = TokentopApp(Config(), host_name="gpu-node-01", handle_signals=False)
+
+    async def feed(pilot) -> None:  # type: ignore[no-untyped-def]
+        for snapshot in demo_run:
+            app.post_snapshot(snapshot)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=feed)

@@ -1,0 +1,515 @@
+"""The live view: a thin Textual app that draws the latest Snapshot.
+
+Threads: the sampler ticks on its own thread and hands each snapshot to ``post_snapshot``,
+which records it for the graphs (so no tick is lost) and posts one replaceable message; the
+event loop draws the newest one inside ``batch_update``. Nothing here touches NVML, HTTP or
+SQLite on the event loop: history for the long graph windows is read on a worker thread.
+
+Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (or
+``post_snapshot``) from the test, with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+from textual.app import App, ComposeResult
+from textual.message import Message
+from textual.widgets import Footer
+
+from tokentop.config import Config
+from tokentop.model import GpuProcess, Snapshot
+from tokentop.tui.columns import (
+    ENGINE_COLUMNS,
+    GPU_COLUMNS,
+    EngineRow,
+    GpuRow,
+    engine_rows,
+    gpu_rows,
+    short_gpu_name,
+    window_labels,
+)
+from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for, points_from_store
+from tokentop.tui.keys import bindings
+from tokentop.tui.screens.details import DetailsScreen
+from tokentop.tui.screens.help import HelpScreen
+from tokentop.tui.session import short_summary, write_summary
+from tokentop.tui.widgets.graph import HistoryGraph
+from tokentop.tui.widgets.grid import GridTable
+from tokentop.tui.widgets.header import HeaderBar
+from tokentop.tui.widgets.messages import MessageBar
+from tokentop.units import fmt_window
+
+LONG_REFRESH_S = 60.0  # the store's rollups are per minute: reading them more often shows nothing new
+LOG_SHOWN_S = 30.0  # how long a logged warning stays in the message line
+LOG_LINES_IN_HELP = 20
+
+
+class LiveSource(Protocol):
+    """What the app needs from the sampler."""
+
+    sink: Callable[[Snapshot], None] | None
+
+    def start(self) -> None: ...
+
+
+class SeriesStore(Protocol):
+    def gpu_series(self, session_id: int | None, uuid: str | None, since: float, until: float,
+                   step_s: float) -> list[object]: ...
+
+
+class SnapshotReady(Message):
+    """A new tick. A newer one waiting in the queue replaces an older one not yet drawn."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SnapshotReady)
+
+
+class LogLine(Message):
+    """A log record from any thread, shown on screen instead of printed over it."""
+
+    def __init__(self, level: int, text: str, created: float) -> None:
+        super().__init__()
+        self.level, self.text, self.created = level, text, created
+
+
+class HistoryLoaded(Message):
+    def __init__(self, request: tuple[str, int, int, float], points: list[GraphPoint], note: str | None) -> None:
+        super().__init__()
+        self.request, self.points, self.note = request, points, note
+
+
+class ProcessNames(Message):
+    def __init__(self, names: dict[int, str]) -> None:
+        super().__init__()
+        self.names = names
+
+
+def _process_names(pids: list[int]) -> dict[int, str]:
+    import psutil
+
+    names = {}
+    for pid in pids:
+        try:
+            names[pid] = psutil.Process(pid).name()
+        except (psutil.Error, OSError):
+            names[pid] = "(not visible)"
+    return names
+
+
+class TokentopApp(App[None]):
+    CSS_PATH = "tokentop.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    TITLE = "tokentop"
+    BINDINGS = bindings()
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sampler: LiveSource | None = None,
+        store: SeriesStore | None = None,
+        host_name: str | None = None,
+        summary_dir: Path | None = None,
+        start_sampler: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.sampler = sampler
+        self.store = store
+        self.host_name = host_name or socket.gethostname()
+        self.summary_dir = summary_dir or Path.cwd()
+        self.start_sampler = start_sampler
+        self.handle_signals = handle_signals
+        self.history = LiveHistory()
+        self.latest: Snapshot | None = None
+        self.paused = False
+        self.ticks_while_paused = 0
+        self.window_index = 0
+        self.scope = "gpu"  # or "host"
+        self.selected: str | None = None  # UUID of the selected GPU
+        self.announcements: deque[str] = deque(maxlen=100)  # what was notified, newest last
+        self.log_lines: deque[tuple[float, int, str]] = deque(maxlen=100)
+        self.processes: dict[str, tuple[GpuProcess, ...]] = {}  # last list read, per UUID
+        self.process_names: dict[int, str] = {}
+        self.ended_by: str | None = None
+        self.summary_path: Path | None = None
+        self._long: dict[tuple[str, int, int], tuple[float, list[GraphPoint], str | None]] = {}
+        self._loading: set[tuple[str, int, int]] = set()
+        self._tty_fd: int | None = None
+        self._signals: list[int] = []
+
+    # -- structure --
+
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(self.host_name, self.config.cost, id="header")
+        yield GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
+        engines = GridTable(
+            ENGINE_COLUMNS, default_sort="name", id="engines", show_cursor=False, show_sort=False,
+            empty_text="no inference endpoint yet (looking for local servers)",
+        )
+        engines.can_focus = False
+        yield engines
+        yield HistoryGraph(id="graph")
+        yield MessageBar(id="messages")
+        yield Footer(compact=True, show_command_palette=False)
+
+    @property
+    def gpu_table(self) -> GridTable[GpuRow]:
+        return self.query_one("#gpus", GridTable)
+
+    @property
+    def engine_table(self) -> GridTable[EngineRow]:
+        return self.query_one("#engines", GridTable)
+
+    @property
+    def graph(self) -> HistoryGraph:
+        return self.query_one("#graph", HistoryGraph)
+
+    def on_mount(self) -> None:
+        self.gpu_table.focus()
+        self.query_one(HeaderBar).show(None, "starting")
+        if self.handle_signals:
+            self._install_signal_handlers()
+        if not self.is_headless:
+            fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else -1
+            self._tty_fd = fd if fd >= 0 and os.isatty(fd) else None
+        if self.sampler is not None:
+            self.sampler.sink = self.post_snapshot
+            if self.start_sampler:
+                self.sampler.start()
+
+    def on_unmount(self) -> None:
+        if self.sampler is not None:
+            self.sampler.sink = None
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+
+    # -- ending --
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, why, code in ((signal.SIGHUP, "hangup", 129), (signal.SIGTERM, "terminated", 143)):
+            try:
+                loop.add_signal_handler(sig, self.end, why, code)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal
+                continue
+            self._signals.append(sig)
+
+    def end(self, why: str, code: int) -> None:
+        """Leave the app because of something outside it (a signal, a lost terminal)."""
+        self.ended_by = why
+        self.exit(return_code=code)
+
+    def _terminal_alive(self) -> bool:
+        """False once the controlling terminal is gone (an SSH drop): its ioctls fail."""
+        if self._tty_fd is None:
+            return True
+        try:
+            os.get_terminal_size(self._tty_fd)
+        except OSError:
+            return False
+        return True
+
+    # -- data in (any thread) --
+
+    def post_snapshot(self, snapshot: Snapshot) -> None:
+        """The sampler's sink: keep what every tick brings (graph data, process lists, which
+        come only every few seconds), then ask the loop to draw the tick."""
+        self.history.add(snapshot)
+        for gpu in snapshot.gpus:
+            if gpu.sample.processes is not None:
+                self.processes[gpu.sample.uuid] = gpu.sample.processes  # one atomic dict store
+        self.post_message(SnapshotReady(snapshot))
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snapshot = message.snapshot
+        previous, self.latest = self.latest, snapshot
+        self._announce_changes(previous, snapshot)
+        if not self._terminal_alive():
+            self.end("terminal lost", 129)
+            return
+        if self.paused:
+            self.ticks_while_paused += 1
+            self.query_one(HeaderBar).show(self.latest, self._state())
+            return
+        self.draw()
+
+    def on_log_line(self, message: LogLine) -> None:
+        self.log_lines.append((message.created, message.level, message.text))
+        if message.level >= logging.ERROR:  # warnings stay in the message line; the screen says the rest
+            self._notify(message.text, "error")
+        if not self.paused:
+            self._draw_messages()
+
+    # -- drawing --
+
+    def _state(self) -> str:
+        if self.paused:
+            return f"PAUSED, sampling goes on ({self.ticks_while_paused} ticks since); p resumes"
+        return "live" if self.latest is not None else "starting"
+
+    def draw(self) -> None:
+        """Everything from the latest snapshot; each widget redraws only what changed."""
+        snapshot = self.latest
+        if snapshot is None:
+            return
+        windows = window_labels(snapshot)
+        with self.batch_update():
+            self.query_one(HeaderBar).show(snapshot, self._state())
+            gpus, engines = self.gpu_table, self.engine_table
+            gpus.windows = engines.windows = windows
+            gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
+            gpus.set_rows(gpu_rows(snapshot), lambda row: row.key)
+            engines.set_rows(engine_rows(snapshot), lambda row: row.key)
+            self.selected = gpus.cursor_key
+            self._draw_graph()
+            self._draw_messages()
+            if isinstance(self.screen, DetailsScreen):
+                self._show_details(self.screen)
+
+    def current_messages(self) -> tuple[str, ...]:
+        messages = tuple(self.latest.messages) if self.latest is not None else ()
+        if self.latest is not None:
+            messages += tuple(
+                f"{s.sample.name}: {s.sample.error or 'down'}" for s in self.latest.servers
+                if s.sample.status == "error"
+            )
+            messages += tuple(
+                f"GPU {g.sample.index} {g.sample.status}: {g.sample.error or 'no reading'}" for g in self.latest.gpus
+                if g.sample.status != "ok"
+            )
+        newest = self.latest.t_wall if self.latest is not None else None
+        messages += tuple(
+            text for created, level, text in self.log_lines
+            if level >= logging.WARNING and (newest is None or newest - created <= LOG_SHOWN_S)
+        )
+        return messages
+
+    def _draw_messages(self) -> None:
+        snapshot = self.latest
+        if snapshot is None:
+            quiet = "waiting for the first reading…"
+        else:
+            where = "history off" if self.store is None else f"history in {getattr(self.store, 'path', 'database')}"
+            quiet = (f"tick {snapshot.seq} · every {self.config.interval_s:g} s · {where} · "
+                     f"sorted by {self.gpu_table.sort_label}")
+        self.query_one(MessageBar).show(self.current_messages(), quiet)
+
+    def _graph_key(self) -> str:
+        if self.scope == "host" or self.selected is None:
+            return HOST
+        return self.selected
+
+    def _graph_title(self, buckets: int) -> str:
+        window = WINDOWS[self.window_index]
+        key = self._graph_key()
+        if key == HOST:
+            what = "host (all GPUs)"
+        else:
+            gpu = next((g for g in self.latest.gpus if g.sample.uuid == key), None) if self.latest else None
+            what = f"GPU {gpu.sample.index} {short_gpu_name(gpu.sample.name)}" if gpu else "GPU"
+        step_s = window.seconds / max(1, buckets)
+        if window.from_store:  # the store reads 1-minute rollups: whole minutes per bar
+            step_s = math.ceil(step_s / 60.0) * 60.0
+        step = fmt_window(step_s)
+        return f" History · {what} · last {window.label} · {step} per bar · w: window  g: GPU/host"
+
+    def _draw_graph(self) -> None:
+        snapshot = self.latest
+        graph = self.graph
+        if snapshot is None:
+            return
+        window = WINDOWS[self.window_index]
+        buckets = buckets_for(window, graph.plot_width, self.config.interval_s)
+        title = self._graph_title(buckets)
+        key = self._graph_key()
+        if not window.from_store:
+            points = self.history.series(key, window.seconds, buckets, snapshot.t_mono, self.config.interval_s)
+            graph.show(title, points)
+            return
+        if self.store is None:
+            graph.show(title, [], "no history (database off)")
+            return
+        cache_key = (key, self.window_index, buckets)
+        cached = self._long.get(cache_key)
+        if cached is None or snapshot.t_wall - cached[0] >= LONG_REFRESH_S:
+            self._load_long(cache_key, snapshot.t_wall)
+        if cached is None:
+            graph.show(title, [], "loading history…")
+        else:
+            graph.show(title, cached[1], cached[2])
+
+    def _load_long(self, cache_key: tuple[str, int, int], until: float) -> None:
+        if cache_key in self._loading:
+            return
+        self._loading.add(cache_key)
+        self.run_worker(partial(self._read_long, (*cache_key, until)), thread=True, group="history",
+                        exit_on_error=False)
+
+    def _read_long(self, request: tuple[str, int, int, float]) -> None:
+        """Worker thread: one store query; the answer comes back as a message."""
+        key, window_index, buckets, until = request
+        window = WINDOWS[window_index]
+        store = self.store
+        assert store is not None
+        try:
+            points = points_from_store(store.gpu_series(None, None if key == HOST else key,
+                                                        until - window.seconds, until, window.seconds / buckets))
+            note = None if any(p.watts is not None for p in points) else "no history in this window yet"
+        except Exception as exc:  # a closed, locked or broken file: say so in the graph
+            points, note = [], f"history unavailable: {exc}"
+        self.post_message(HistoryLoaded(request, points, note))
+
+    def on_history_loaded(self, message: HistoryLoaded) -> None:
+        key, window_index, buckets, until = message.request
+        self._loading.discard((key, window_index, buckets))
+        self._long[(key, window_index, buckets)] = (until, message.points, message.note)
+        if not self.paused:
+            self._draw_graph()
+
+    # -- notifications --
+
+    def _notify(self, text: str, severity: str = "information") -> None:
+        self.announcements.append(text)
+        self.notify(text, severity=severity, timeout=6)  # type: ignore[arg-type]
+
+    def _announce_changes(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
+        """Say once when an endpoint goes down or comes back, a GPU is lost or returns, or a
+        new message appears; the screen shows the lasting state."""
+        before = {s.sample.name: s.sample.status for s in previous.servers} if previous else {}
+        for server in snapshot.servers:
+            status, old = server.sample.status, before.get(server.sample.name)
+            if status == "error" and old != "error":
+                self._notify(f"{server.sample.name} is down: {server.sample.error or 'no answer'}", "error")
+            elif status == "up" and old == "error":
+                self._notify(f"{server.sample.name} is back up")
+        gpus_before = {g.sample.uuid: g.sample.status for g in previous.gpus} if previous else {}
+        for gpu in snapshot.gpus:
+            status, old = gpu.sample.status, gpus_before.get(gpu.sample.uuid, "ok")
+            if status != "ok" and old == "ok":
+                self._notify(f"GPU {gpu.sample.index} {status}: {gpu.sample.error or 'no reading'}", "error")
+            elif status == "ok" and old != "ok":
+                self._notify(f"GPU {gpu.sample.index} is back")
+        old_messages = set(previous.messages) if previous else set()
+        for text in snapshot.messages:
+            if text not in old_messages:
+                self._notify(text, "warning")
+
+    # -- keys --
+
+    def on_grid_table_selected(self, message: GridTable.Selected) -> None:
+        if message.table.id != "gpus":
+            return
+        self.selected = message.key
+        if self.latest is not None:
+            self._draw_graph()
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+            return
+        log = tuple(
+            f"{time.strftime('%H:%M:%S', time.localtime(created))} {logging.getLevelName(level)} {text}"
+            for created, level, text in list(self.log_lines)[-LOG_LINES_IN_HELP:]
+        )
+        self.push_screen(HelpScreen(window_labels(self.latest), self.current_messages(), log))
+
+    def action_sort_next(self) -> None:
+        self.gpu_table.sort_next()
+        self._draw_messages()
+
+    def action_sort_reverse(self) -> None:
+        self.gpu_table.sort_reverse()
+        self._draw_messages()
+
+    def action_next_window(self) -> None:
+        self.window_index = (self.window_index + 1) % len(WINDOWS)
+        self._draw_graph()
+
+    def action_toggle_scope(self) -> None:
+        self.scope = "host" if self.scope == "gpu" else "gpu"
+        self._draw_graph()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.ticks_while_paused = 0
+        self.query_one(HeaderBar).show(self.latest, self._state())
+        if not self.paused:
+            self.draw()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_details(self) -> None:
+        if isinstance(self.screen, DetailsScreen):
+            self.screen.dismiss()
+            return
+        if self.selected is None:
+            self._notify("no GPU to show", "warning")
+            return
+        screen = DetailsScreen(self.selected, self.config.cost)
+        self.push_screen(screen)
+        self.call_after_refresh(self._show_details, screen)
+
+    def _show_details(self, screen: DetailsScreen) -> None:
+        processes = self.processes.get(screen.uuid)
+        screen.process_names = self.process_names
+        screen.show(self.latest, processes)
+        unknown = [p.pid for p in processes or () if p.pid not in self.process_names]
+        if unknown:  # psutil reads /proc: off the loop
+            self.run_worker(partial(self._read_process_names, unknown), thread=True, group="processes",
+                            exit_on_error=False)
+
+    def _read_process_names(self, pids: list[int]) -> None:
+        self.post_message(ProcessNames(_process_names(pids)))
+
+    def on_process_names(self, message: ProcessNames) -> None:
+        self.process_names.update(message.names)
+        if isinstance(self.screen, DetailsScreen):
+            self.screen.process_names = self.process_names
+            self.screen.show(self.latest, self.processes.get(self.screen.uuid))
+
+    def action_write_summary(self) -> None:
+        short = short_summary(self.latest, self.host_name)
+        t_wall = self.latest.t_wall if self.latest is not None else 0.0
+        self.run_worker(partial(self._write_summary, short, t_wall), thread=True, group="summary",
+                        exit_on_error=False)
+
+    def _write_summary(self, short: str, t_wall: float) -> None:
+        """The full summary from the history (read here, off the event loop) when there is
+        one; the short one from the last snapshot otherwise."""
+        text, suffix = short, ".txt"
+        if self.store is not None and getattr(self.store, "session_id", None) is not None:
+            from tokentop.summary import SummaryError, render_markdown, summarize
+
+            try:
+                text = render_markdown(summarize(self.store.path, self.store.session_id))
+                suffix = ".md"
+            except SummaryError as exc:
+                text = f"{short}\n(full summary not available: {exc})\n"
+        try:
+            path = write_summary(text, self.summary_dir, t_wall, suffix)
+        except OSError as exc:
+            self.call_from_thread(self._notify, f"summary not written to {self.summary_dir}: {exc}", "error")
+            return
+        self.summary_path = path
+        self.call_from_thread(self._notify, f"summary written to {path}")

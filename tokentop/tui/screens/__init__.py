@@ -1,0 +1,1 @@
+"""Screens over the live view: help and GPU details."""

@@ -1,0 +1,132 @@
+"""Details of one GPU: status, clocks, limits, energy and cost so far, price and its source,
+the engines it serves and its processes. Follows the live data while open."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from tokentop.config import CostConfig
+from tokentop.cost import energy_is_charged
+from tokentop.model import GpuFigures, GpuProcess, Snapshot, Window
+from tokentop.tui.columns import url_port
+from tokentop.units import (
+    NA,
+    fmt_bytes,
+    fmt_duration,
+    fmt_energy,
+    fmt_pct,
+    fmt_tok_per_j,
+    fmt_tok_s,
+    fmt_tokens,
+    fmt_usd,
+    fmt_usd_per_mtok,
+    fmt_watts,
+    fmt_window,
+)
+
+
+def _window_line(window: Window, serving: bool) -> str:
+    return (f"in {fmt_tok_s(window.tok_s_in)} · out {fmt_tok_s(window.tok_s_out)} tok/s · "
+            f"{fmt_watts(window.watts)} · {fmt_tok_per_j(window.tok_per_j)} tok/J · "
+            f"{fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=serving)} $/Mtok · "
+            f"busy {fmt_pct(window.utilization, fraction=True)}")
+
+
+def details_table(
+    snapshot: Snapshot,
+    gpu: GpuFigures,
+    cost: CostConfig,
+    processes: tuple[GpuProcess, ...] | None,
+    process_names: dict[int, str],
+) -> Table:
+    s = gpu.sample
+    table = Table(show_header=False, box=None, padding=(0, 1), expand=True)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(ratio=1)
+    status = s.status.upper() if s.status != "ok" else "ok"
+    table.add_row("status", status + (f": {s.error}" if s.error else ""))
+    table.add_row("utilisation", fmt_pct(s.utilization_pct))
+    used, total = s.memory_used_bytes, s.memory_total_bytes
+    share = fmt_pct(used / total, fraction=True) if used is not None and total else NA
+    table.add_row("memory", f"{fmt_bytes(used)} of {fmt_bytes(total)} ({share})")
+    source = f" ({s.power_source.replace('_', ' ')})" if s.power_source else ""
+    table.add_row("power", f"{fmt_watts(s.power_w)}{source}, limit {fmt_watts(s.power_limit_w)}")
+    table.add_row("temperature", NA if s.temperature_c is None else f"{s.temperature_c:.0f} °C")
+    table.add_row("SM clock", NA if s.sm_clock_mhz is None else f"{s.sm_clock_mhz} MHz")
+    servers = {x.sample.name: x for x in snapshot.servers}
+    for name in gpu.engines or ("",):
+        server = servers.get(name)
+        if server is None:
+            table.add_row("engine", "none" if not name else f"{name} (not polled)")
+            continue
+        parts = len(server.gpus) or 1
+        mapped = {"process": "found by process", "config": "from the config"}.get(server.mapping or "", "not mapped")
+        table.add_row("engine", f"{name} {server.sample.kind or ''} {url_port(server.sample.url)} · "
+                                f"{parts} GPU{'s' if parts > 1 else ''} (this GPU gets 1/{parts} of its tokens) · "
+                                f"{server.sample.status} · {mapped}")
+    if processes is None:
+        table.add_row("processes", "not read yet (every few seconds)")
+    elif not processes:
+        table.add_row("processes", "none")
+    else:
+        for i, proc in enumerate(processes):
+            name = process_names.get(proc.pid, "")
+            table.add_row("processes" if i == 0 else "",
+                          f"PID {proc.pid} {name} · {fmt_bytes(proc.used_memory_bytes)}".replace("  ", " "))
+    totals = gpu.totals
+    method = {"counter": "NVML energy counter", "power_integral": "power readings integrated"}.get(
+        gpu.energy_method or "", "no power reading")
+    table.add_row("energy so far", f"{fmt_energy(totals.energy_j)} ({method}) over {fmt_duration(totals.elapsed_s)}")
+    table.add_row("tokens so far", f"in {fmt_tokens(totals.tokens_in)} · out {fmt_tokens(totals.tokens_out)}")
+    table.add_row("cost so far", f"{fmt_usd(totals.cost_usd)} (while busy {fmt_usd(totals.busy_cost_usd)})")
+    table.add_row("cost rate now", f"{fmt_usd(gpu.usd_per_hour_now)}/h")
+    if gpu.price is None:
+        table.add_row("price", Text("none for this GPU model: set cost.gpu_hour_usd in the config", style="bold"))
+    else:
+        table.add_row("price", f"{fmt_usd(gpu.price.usd_per_gpu_hour)}/GPU·h, {gpu.price.mode} mode")
+        table.add_row("price source", gpu.price.source)
+    if energy_is_charged(cost):
+        table.add_row("electricity", f"${cost.electricity_usd_per_kwh:.2f}/kWh × PUE {cost.pue:g} × node overhead "
+                                     f"{cost.node_overhead:g}, added to the rate")
+    else:
+        table.add_row("electricity", "included in the GPU-hour rate")
+    serving = bool(gpu.engines)
+    table.add_row(f"last {fmt_window(gpu.rate.span_s or snapshot.rate_window_s)}", _window_line(gpu.rate, serving))
+    table.add_row(f"last {fmt_window(gpu.cost.span_s or snapshot.cost_window_s)}", _window_line(gpu.cost, serving))
+    table.add_row("UUID", s.uuid)
+    return table
+
+
+class DetailsScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,d", "close", "close", key_display="Esc")]
+
+    def __init__(self, uuid: str, cost: CostConfig) -> None:
+        super().__init__()
+        self.uuid = uuid
+        self.cost = cost
+        self.process_names: dict[int, str] = {}
+        self._body = Static(id="details-text")
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="details-body") as body:
+            body.border_subtitle = "Esc or d closes"
+            yield self._body
+
+    def show(self, snapshot: Snapshot | None, processes: tuple[GpuProcess, ...] | None) -> None:
+        gpu = None if snapshot is None else next((g for g in snapshot.gpus if g.sample.uuid == self.uuid), None)
+        container = self.query_one("#details-body")
+        if snapshot is None or gpu is None:
+            container.border_title = "GPU details"
+            self._body.update("This GPU is no longer reported.")
+            return
+        container.border_title = f"GPU {gpu.sample.index} · {gpu.sample.name}"
+        self._body.update(details_table(snapshot, gpu, self.cost, processes, self.process_names))
+
+    def action_close(self) -> None:
+        self.dismiss()

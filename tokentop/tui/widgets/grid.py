@@ -1,0 +1,331 @@
+"""A small, cheap table drawn line by line (Textual's line API).
+
+Why not ``DataTable``: its render cache is dropped whenever any cell changes, and it sizes
+columns from content. A monitor redraws every second, so this table keeps one ready-made
+``Strip`` per row and rebuilds only rows whose text changed; columns have fixed widths and
+give way by priority on narrow terminals (``fit_columns``). The header is two lines (quantity
+and unit, then window) and stays put while the rows scroll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tokentop.tui.columns import Cell, ColumnSpec, fit_columns, sort_rows
+
+R = TypeVar("R")
+
+HEADER_HEIGHT = 2
+PADDING = 1
+
+
+def fit_text(text: str, width: int, right: bool) -> str:
+    """Exactly ``width`` cells: cropped with an ellipsis, or padded on the left or right."""
+    length = cell_len(text)
+    if length > width:
+        return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
+    return " " * (width - length) + text if right else text + " " * (width - length)
+
+
+class GridTable(ScrollView, Generic[R], can_focus=True):
+    """Rows of ``R`` under ``ColumnSpec`` columns, with a row cursor kept on a row *key*."""
+
+    COMPONENT_CLASSES = {
+        "grid--header",
+        "grid--sorted",
+        "grid--cursor",
+        "grid--bad",
+        "grid--warn",
+        "grid--dim",
+        "grid--good",
+        "grid--empty",
+        "grid--bar",
+    }
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", "up", show=False),
+        Binding("down", "cursor(1)", "down", show=False),
+        Binding("pageup", "cursor(-10)", show=False),
+        Binding("pagedown", "cursor(10)", show=False),
+        Binding("home", "cursor(-1000000)", show=False),
+        Binding("end", "cursor(1000000)", show=False),
+    ]
+
+    class Selected(Message):
+        """The cursor moved to another row."""
+
+        def __init__(self, table: GridTable[Any], key: str | None) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+    def __init__(
+        self,
+        specs: Sequence[ColumnSpec[R]],
+        *,
+        default_sort: str,
+        empty_text: str = "",
+        id: str | None = None,
+        show_cursor: bool = True,
+        show_sort: bool = True,
+    ) -> None:
+        super().__init__(id=id)
+        self.specs = tuple(specs)
+        self.sort_key = default_sort
+        self.sort_descending = self._spec(default_sort).descending if self._spec(default_sort) else False
+        self.empty_text = empty_text
+        self.show_cursor = show_cursor
+        self.show_sort = show_sort
+        self.cursor_key: str | None = None
+        self.windows: dict[str, str] = {"rate": "", "cost": ""}
+        self._items: dict[str, R] = {}
+        self._keys: list[str] = []
+        self._cells: dict[str, dict[str, Cell]] = {}  # row key -> column key -> cell
+        self._columns: list[tuple[ColumnSpec[R], int]] = []
+        self._fitted_for = -1
+        self._strips: dict[str, tuple[Any, Strip]] = {}  # row key -> (signature, strip)
+        self._header: tuple[Any, list[Strip]] | None = None
+        self._styles: dict[str, Style] = {}
+
+    # -- data in --
+
+    def _spec(self, key: str) -> ColumnSpec[R] | None:
+        return next((s for s in self.specs if s.key == key), None)
+
+    def set_rows(self, items: Sequence[R], key_of: Callable[[R], str]) -> None:
+        """New data for every row; only rows whose cells changed are redrawn."""
+        self._items = {key_of(item): item for item in items}
+        cells = {key: {spec.key: spec.cell(item) for spec in self.specs} for key, item in self._items.items()}
+        changed = [key for key, row in cells.items() if row != self._cells.get(key)]
+        self._cells = cells
+        order = self._sorted_keys()
+        if order != self._keys:
+            resized = len(order) != len(self._keys)
+            self._keys = order
+            self._update_virtual_size()
+            self.refresh(layout=resized)
+        else:  # same rows in the same order: repaint only the rows that changed
+            for key in changed:
+                self.refresh_lines(HEADER_HEIGHT + order.index(key))
+        if self.cursor_key not in cells:
+            self.cursor_key = order[0] if order else None
+            self.post_message(self.Selected(self, self.cursor_key))
+
+    def _sorted_keys(self) -> list[str]:
+        spec = self._spec(self.sort_key)
+        if spec is None or spec.sort_value is None:
+            return list(self._items)
+        value = spec.sort_value
+        return sort_rows(list(self._items), lambda key: value(self._items[key]), self.sort_descending)
+
+    def _resort(self) -> None:
+        self._keys = self._sorted_keys()
+        self._header = None
+        self._scroll_cursor_into_view()
+        self.refresh()
+
+    # -- sorting --
+
+    def sortable_keys(self) -> list[str]:
+        """Keys of the visible columns that can sort, in display order."""
+        return [spec.key for spec, _ in self._columns if spec.sort_value is not None] or [
+            s.key for s in self.specs if s.sort_value is not None
+        ]
+
+    def sort_by(self, key: str, descending: bool | None = None) -> None:
+        spec = self._spec(key)
+        if spec is None or spec.sort_value is None:
+            return
+        self.sort_key = key
+        self.sort_descending = spec.descending if descending is None else descending
+        self._resort()
+
+    def sort_next(self) -> None:
+        keys = self.sortable_keys()
+        position = keys.index(self.sort_key) if self.sort_key in keys else -1
+        self.sort_by(keys[(position + 1) % len(keys)])
+
+    def sort_reverse(self) -> None:
+        self.sort_by(self.sort_key, not self.sort_descending)
+
+    @property
+    def sort_label(self) -> str:
+        """What the table is sorted by, as its header says it: ``$/Mtok 1m ▼``."""
+        spec = self._spec(self.sort_key)
+        if spec is None:
+            return ""
+        words = f"{spec.title} {spec.window.format(**self.windows)}".strip()
+        return f"{words} {'▼' if self.sort_descending else '▲'}"
+
+    @property
+    def row_keys(self) -> list[str]:
+        """Row keys in display order."""
+        return list(self._keys)
+
+    @property
+    def visible_columns(self) -> list[str]:
+        return [spec.key for spec, _ in self._columns]
+
+    def cell_text(self, row_key: str, column_key: str) -> str:
+        return self._cells[row_key][column_key].text
+
+    # -- cursor --
+
+    def select(self, key: str | None) -> None:
+        if key == self.cursor_key or (key is not None and key not in self._cells):
+            return
+        self.cursor_key = key
+        self._scroll_cursor_into_view()
+        self.refresh()
+        self.post_message(self.Selected(self, key))
+
+    def action_cursor(self, step: int) -> None:
+        if not self._keys:
+            return
+        position = self._keys.index(self.cursor_key) if self.cursor_key in self._keys else 0
+        self.select(self._keys[max(0, min(len(self._keys) - 1, position + step))])
+
+    def _scroll_cursor_into_view(self) -> None:
+        if self.cursor_key not in self._keys:
+            return
+        position = self._keys.index(self.cursor_key)
+        body = max(1, self.size.height - HEADER_HEIGHT)
+        top = self.scroll_offset.y
+        if position < top:
+            self.scroll_to(y=position, animate=False)
+        elif position >= top + body:
+            self.scroll_to(y=position - body + 1, animate=False)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y < HEADER_HEIGHT:
+            x = 0
+            for spec, width in self._columns:
+                x += width + 2 * PADDING
+                if event.x < x:
+                    if spec.key == self.sort_key:
+                        self.sort_reverse()
+                    else:
+                        self.sort_by(spec.key)
+                    return
+            return
+        position = self.scroll_offset.y + event.y - HEADER_HEIGHT
+        if 0 <= position < len(self._keys):
+            self.select(self._keys[position])
+
+    # -- layout --
+
+    def _update_virtual_size(self) -> None:
+        self.virtual_size = Size(self.size.width, HEADER_HEIGHT + max(1, len(self._keys)))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return HEADER_HEIGHT + max(1, len(self._keys))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._update_virtual_size()
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._fitted_for:
+            self._fitted_for = width
+            self._columns = fit_columns(self.specs, width, PADDING)
+            self._strips.clear()
+            self._header = None
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+        self._header = None
+        self._styles = {}
+
+    # -- drawing --
+
+    def _style(self, name: str) -> Style:
+        """The widget's style plus a component class (cached: resolving styles is not cheap)."""
+        style = self._styles.get(name)
+        if style is None:
+            base = self.rich_style
+            for part in name.split("+") if name else ():
+                base += self.get_component_rich_style(f"grid--{part}")
+            style = self._styles[name] = base
+        return style
+
+    def _header_strips(self, width: int) -> list[Strip]:
+        signature = (width, self.sort_key, self.sort_descending, tuple(self.windows.items()), tuple(self._columns))
+        if self._header is not None and self._header[0] == signature:
+            return self._header[1]
+        base = self._style("header")
+        sorted_style = base + self.get_component_rich_style("grid--sorted")
+        lines: list[list[Segment]] = [[], []]
+        pad = " " * PADDING
+        for spec, col_width in self._columns:
+            is_sorted = self.show_sort and spec.key == self.sort_key
+            marker = ("▼" if self.sort_descending else "▲") if is_sorted else " "
+            style = sorted_style if is_sorted else base
+            lines[0].append(Segment(marker + fit_text(spec.title, col_width, spec.right) + pad, style))
+            window = spec.window.format(**self.windows)
+            lines[1].append(Segment(pad + fit_text(window, col_width, spec.right) + pad, style))
+        strips = [Strip(line).extend_cell_length(width, base).crop(0, width).simplify() for line in lines]
+        self._header = (signature, strips)
+        return strips
+
+    def _row_strip(self, key: str, width: int) -> Strip:
+        cursor = self.show_cursor and key == self.cursor_key and self.has_focus_within_app
+        cells = self._cells[key]
+        signature = (width, cursor, tuple(cells[spec.key] for spec, _ in self._columns), tuple(self._columns))
+        cached = self._strips.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        base = self._style("cursor" if cursor else "")
+        segments = []
+        pad = " " * PADDING
+        for spec, col_width in self._columns:
+            cell = cells[spec.key]
+            style = (self._style(f"cursor+{cell.style}") if cursor else self._style(cell.style)) if cell.style else base
+            if cell.bar:
+                text = fit_text(cell.bar + cell.text, col_width, spec.right)
+                split = max(0, len(text) - len(cell.text)) if spec.right else min(len(cell.bar), len(text))
+                bar_style = self._style("cursor+bar" if cursor else "bar")
+                segments += [Segment(pad, base), Segment(text[:split], bar_style), Segment(text[split:] + pad, style)]
+            else:
+                segments.append(Segment(pad + fit_text(cell.text, col_width, spec.right) + pad, style))
+        strip = Strip(segments).extend_cell_length(width, base).crop(0, width).simplify()
+        self._strips[key] = (signature, strip)
+        return strip
+
+    @property
+    def has_focus_within_app(self) -> bool:
+        """The cursor shows while this table is the focused one (or nothing else is)."""
+        focused = self.screen.focused if self.is_attached else None
+        return focused is None or focused is self
+
+    def render_line(self, y: int) -> Strip:
+        self._fit()
+        width = self.scrollable_content_region.width
+        if y < HEADER_HEIGHT:
+            return self._header_strips(width)[y]
+        position = self.scroll_offset.y + y - HEADER_HEIGHT
+        if 0 <= position < len(self._keys):
+            return self._row_strip(self._keys[position], width)
+        if position == 0 and self.empty_text:
+            return Strip([Segment(fit_text(" " + self.empty_text, width, False), self._style("empty"))])
+        return Strip.blank(width, self._style(""))
+
+    def on_focus(self) -> None:
+        self._strips.clear()
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._strips.clear()
+        self.refresh()

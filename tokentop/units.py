@@ -1,0 +1,231 @@
+"""How figures are written for people: watts, tok/s, $, $/Mtok, bytes, durations, N/A, idle.
+
+One place, so the live view and the summaries agree. Every function takes ``None`` for "not
+known" and writes ``N/A``; none of them raises on odd input (NaN and infinities are "N/A" too).
+Widths stay small and predictable: a number never needs more than 6 characters.
+"""
+
+from __future__ import annotations
+
+import math
+
+NA = "N/A"
+IDLE = "idle"
+DASH = "—"  # nothing to show: e.g. $/Mtok of a GPU that serves no engine
+
+_PARTIAL_BLOCKS = " ▏▎▍▌▋▊▉"
+_FULL_BLOCK = "█"
+
+
+def _known(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def fmt_number(value: float | None) -> str:
+    """A compact magnitude: ``0.42``, ``3.1``, ``850``, ``1.23k``, ``12.3k``, ``456k``, ``1.20M``."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    sign = "-" if value < 0 else ""
+    x = abs(value)
+    if x < 1:
+        return sign + f"{x:.2f}"
+    if x < 10:
+        return sign + f"{x:.1f}"
+    if x < 999.5:
+        return sign + f"{x:.0f}"
+    for scale, suffix in ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")):
+        y = x / scale
+        if y < 9.995:
+            return f"{sign}{y:.2f}{suffix}"
+        if y < 99.95:
+            return f"{sign}{y:.1f}{suffix}"
+        if y < 999.5:
+            return f"{sign}{y:.0f}{suffix}"
+    return f"{sign}{x:.0e}"
+
+
+def fmt_tok_s(value: float | None) -> str:
+    """Tokens per second, without the unit (the column header names it)."""
+    if value == 0:
+        return "0"
+    if _known(value) and value is not None and 0 < value < 0.05:
+        return "<0.1"
+    if _known(value) and value is not None and 0 < value < 1:
+        return f"{value:.1f}"
+    return fmt_number(value)
+
+
+def fmt_tokens(value: float | None) -> str:
+    """A count of tokens: ``850``, ``12.3k``, ``4.56M``."""
+    if _known(value) and value is not None and abs(value) < 1000:
+        return f"{value:.0f}"
+    return fmt_number(value)
+
+
+def fmt_watts(value: float | None) -> str:
+    """``612 W`` or ``3.21 kW``."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    if abs(value) < 999.5:
+        return f"{value:.0f} W"
+    return f"{value / 1000:.2f} kW"
+
+
+def fmt_power_over_limit(power_w: float | None, limit_w: float | None) -> str:
+    """``612/700``: the reading over the enforced limit, watts (limit left out when unknown)."""
+    if not _known(power_w):
+        return NA if not _known(limit_w) else f"{NA}/{limit_w:.0f}"
+    if not _known(limit_w):
+        return f"{power_w:.0f}"
+    return f"{power_w:.0f}/{limit_w:.0f}"
+
+
+def fmt_usd(value: float | None) -> str:
+    """Money with the precision that matters at its size: ``$0.0042``, ``$0.42``, ``$12.30``,
+    ``$123``, ``$12.3k``."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    sign = "-" if value < 0 else ""
+    x = abs(value)
+    if x == 0:
+        text = "0.00"
+    elif x < 0.01:
+        text = f"{x:.4f}"
+    elif x < 0.995:
+        text = f"{x:.3f}"
+    elif x < 99.95:
+        text = f"{x:.2f}"
+    elif x < 9_999.5:
+        text = f"{x:.0f}"
+    else:
+        text = fmt_number(x)
+    return f"{sign}${text}"
+
+
+def fmt_usd_per_mtok(value: float | None, *, tokens_out: float | None = None, serving: bool = True) -> str:
+    """Effective $ per million output tokens.
+
+    ``serving=False``: the GPU runs no engine, so there is nothing to divide by (an em dash).
+    A known zero ``tokens_out`` means the engine was idle over the window (``idle``); any
+    other missing value is unknown (``N/A``, e.g. no price for the GPU model).
+    """
+    if _known(value):
+        return fmt_usd(value)
+    if not serving:
+        return DASH
+    if tokens_out is not None and tokens_out <= 0:
+        return IDLE
+    return NA
+
+
+def fmt_bytes(value: float | None) -> str:
+    """Binary units, as ``nvidia-smi`` and ``free`` use: ``512 MiB``, ``131.6 GiB``."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    x = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(x) < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{x:.0f} B"
+            return f"{x:.1f} {unit}" if abs(x) < 100 else f"{x:.0f} {unit}"
+        x /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_gib(value: float | None) -> str:
+    """A byte count in whole GiB (``129``), for a column whose header says GiB."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    gib = value / 2**30
+    return f"{gib:.1f}" if gib < 9.95 else f"{gib:.0f}"
+
+
+def fmt_pct(fraction_or_pct: float | None, *, fraction: bool = False) -> str:
+    """``87%``. Pass ``fraction=True`` for 0-1 values."""
+    if not _known(fraction_or_pct):
+        return NA
+    assert fraction_or_pct is not None
+    pct = fraction_or_pct * 100 if fraction else fraction_or_pct
+    return f"{pct:.0f}%"
+
+
+def fmt_temp(value: float | None) -> str:
+    """Degrees Celsius without the unit (the header says °C)."""
+    return NA if not _known(value) else f"{value:.0f}"
+
+
+def fmt_latency(seconds: float | None) -> str:
+    """``35ms``, ``350ms``, ``1.2s``, ``12s``."""
+    if not _known(seconds):
+        return NA
+    assert seconds is not None
+    if seconds < 0.9995:
+        ms = seconds * 1000
+        return f"{ms:.1f}ms" if ms < 9.95 else f"{ms:.0f}ms"
+    return f"{seconds:.1f}s" if seconds < 9.95 else f"{seconds:.0f}s"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``45s``, ``3m05s``, ``1h02m``, ``2d03h``."""
+    if not _known(seconds):
+        return NA
+    assert seconds is not None
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def fmt_window(seconds: float) -> str:
+    """A window's length as a column header writes it: ``10s``, ``1m``, ``90s``, ``1h``, ``24h``."""
+    s = round(seconds)
+    if s % 3600 == 0 and s >= 3600:
+        return f"{s // 3600}h"
+    if s % 60 == 0 and s >= 60:
+        return f"{s // 60}m"
+    return f"{s}s"
+
+
+def fmt_energy(joules: float | None) -> str:
+    """Energy in the unit on an electricity bill: ``12.3 Wh``, ``4.56 kWh``, ``1.23 MWh``."""
+    if not _known(joules):
+        return NA
+    assert joules is not None
+    wh = joules / 3600.0
+    if abs(wh) < 999.5:
+        return f"{wh:.1f} Wh" if abs(wh) < 99.95 else f"{wh:.0f} Wh"
+    if abs(wh) < 999_500:
+        return f"{wh / 1e3:.2f} kWh" if abs(wh) < 99_950 else f"{wh / 1e3:.0f} kWh"
+    return f"{wh / 1e6:.2f} MWh"
+
+
+def fmt_tok_per_j(value: float | None) -> str:
+    """Output tokens per joule: ``0.42``, ``3.1``, ``12``."""
+    return fmt_number(value)
+
+
+def fmt_share(parts: int) -> str:
+    """An engine's share of one GPU when it spans ``parts`` GPUs (tensor parallel): ``1/4``."""
+    return "1/1" if parts <= 1 else f"1/{parts}"
+
+
+def bar(fraction: float | None, width: int) -> str:
+    """A horizontal bar of ``width`` cells in eighths; spaces when unknown. Shape, not colour."""
+    if width <= 0:
+        return ""
+    if not _known(fraction):
+        return " " * width
+    assert fraction is not None
+    eighths = round(min(1.0, max(0.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    text = _FULL_BLOCK * full + (_PARTIAL_BLOCKS[part] if part else "")
+    return text.ljust(width)
