@@ -118,3 +118,24 @@ def test_sampler_discovers_the_engine_and_attributes_its_gpus(engine) -> None:
     assert found.sample.kind == "vllm" and found.pid == pid
     assert found.gpus == (fake.gpus[0].uuid, fake.gpus[1].uuid) and found.mapping == "process"
     assert [g.engines for g in snap.gpus] == [(found.sample.name,), (found.sample.name,), ()]
+
+
+def test_socket_table_walks_processes_again_only_when_sockets_change(engine, monkeypatch) -> None:
+    import tokentop.discover as discover
+
+    port, pid, _ = engine
+    inodes = discover._listening_inodes()
+    assert inodes is not None and port in inodes  # the cheap read sees the real socket
+    walks = []
+    real = discover.listening_sockets
+    monkeypatch.setattr(discover, "listening_sockets", lambda: walks.append(1) or real())
+    # Other programs on this shared machine open sockets too: hold the cheap view still.
+    table_view = dict(inodes)
+    monkeypatch.setattr(discover, "_listening_inodes", lambda: dict(table_view))
+    table = discover.SocketTable()
+    assert table.read()[port] == pid
+    assert table.read()[port] == pid
+    assert len(walks) == 1  # nothing changed: no walk over every process's files
+    table_view[1] = "12345"  # a new listening socket
+    table.read()
+    assert len(walks) == 2

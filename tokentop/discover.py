@@ -35,6 +35,39 @@ def listening_sockets() -> dict[int, int]:
     return ports
 
 
+def _listening_inodes() -> dict[int, str] | None:
+    """Port -> socket inode of the listening TCP sockets, from ``/proc/net/tcp{,6}``: a cheap
+    read that tells whether the socket table changed. None where there is no such file."""
+    ports: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            return None
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":  # state 0A: LISTEN
+                ports.setdefault(int(fields[1].rsplit(":", 1)[1], 16), fields[9])
+    return ports
+
+
+class SocketTable:
+    """Listening port -> PID. Finding the PIDs walks every process's open files (tens of ms);
+    it is done again only when the set of listening sockets changed."""
+
+    def __init__(self) -> None:
+        self._inodes: dict[int, str] | None = None
+        self._pids: dict[int, int] = {}
+
+    def read(self) -> dict[int, int]:
+        inodes = _listening_inodes()
+        if inodes is None or inodes != self._inodes:
+            self._pids = listening_sockets()
+            self._inodes = inodes
+        return self._pids
+
+
 def process_tree(pid: int) -> set[int]:
     """The PID and all its descendants (vLLM workers, SGLang schedulers, TGI shards)."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,13 +19,12 @@ import httpx
 from tokentop.collectors import EndpointCollector, poll_all
 from tokentop.config import Config, EndpointConfig
 from tokentop.derive import Deriver, EngineMapping
-from tokentop.discover import candidate_endpoints, listening_sockets, map_endpoints
+from tokentop.discover import SocketTable, candidate_endpoints, map_endpoints
 from tokentop.model import GpuReading, ServerSample, Snapshot
 
 log = logging.getLogger("tokentop.sampler")
 
 Sink = Callable[[Snapshot], None]
-SOCKETS_WHEN_MAPPED_S = 60.0  # socket-table reads when no endpoint needs it to find its GPUs
 
 
 class GpuSource(Protocol):
@@ -71,8 +69,8 @@ class Sampler:
         self._rejected: dict[str, float] = {}  # url -> when a probe failed
         self._mapping: dict[str, EngineMapping] = {}
         self._mapping_stale = True  # no mapping yet, or an endpoint was added since it was made
-        self._sockets: dict[int, int] = {}  # listening port -> PID, as last read
-        self._sockets_read_at = -math.inf
+        self._sockets = SocketTable()
+        self._discovered_for: tuple | None = None  # what the last discovery round saw
         self._last_gpus: GpuReading | None = None
         self._last_process_read = -1e18
         self._lock = threading.Lock()
@@ -147,36 +145,38 @@ class Sampler:
             return tuple(kept)
 
     def discover_once(self) -> None:
-        """Socket table, new local servers, endpoint-to-GPU mapping (slow: seconds apart)."""
+        """Socket table, new local servers, endpoint-to-GPU mapping (slow: seconds apart).
+
+        Walking process trees costs tens of ms, so nothing is redone while the listening
+        sockets, the PIDs holding GPU memory and the endpoints stay the same."""
         discovering = self.config.discover and not self.config.endpoints
-        with self._lock:
-            unmapped = any(not c.endpoint.gpus for c in self._collectors)
-        now = self.clock()
-        # With every GPU set from config the socket table only names PIDs: read it rarely.
-        if discovering or unmapped or now - self._sockets_read_at >= SOCKETS_WHEN_MAPPED_S:
-            self._sockets = listening_sockets()
-            self._sockets_read_at = now
+        sockets = self._sockets.read()
         reading = self._last_gpus
+        with self._lock:
+            urls = tuple(c.endpoint.url for c in self._collectors + self._probing)
+        gpu_pids = frozenset(p.pid for g in reading.gpus for p in g.processes or ()) if reading else None
+        key = (tuple(sorted(sockets.items())), gpu_pids, urls)
+        if key == self._discovered_for and not self._mapping_stale:
+            return
+        self._discovered_for = key
         if reading is not None and discovering:
+            now = self.clock()
             with self._lock:
-                known = {c.endpoint.url for c in self._collectors + self._probing}
-                for endpoint in candidate_endpoints(reading, self._sockets):
+                for endpoint in candidate_endpoints(reading, sockets):
                     rejected_at = self._rejected.get(endpoint.url)
-                    if endpoint.url in known or (rejected_at is not None and now - rejected_at < 60):
+                    if endpoint.url in urls or (rejected_at is not None and now - rejected_at < 60):
                         continue
                     self._probing.append(self._collector(endpoint))
-        self.refresh_mapping(self._sockets)
+        self.refresh_mapping()
 
-    def refresh_mapping(self, sockets: dict[int, int] | None = None) -> None:
+    def refresh_mapping(self) -> None:
         if self._last_gpus is None:
             return
         with self._lock:
             endpoints = [c.endpoint for c in self._collectors]
         if not endpoints:
             return
-        if sockets is None:
-            sockets = listening_sockets() if any(not e.gpus for e in endpoints) else self._sockets
-        self._mapping = map_endpoints(endpoints, self._last_gpus, sockets)
+        self._mapping = map_endpoints(endpoints, self._last_gpus, self._sockets.read())
         self._mapping_stale = False
 
     # -- threads --
