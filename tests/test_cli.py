@@ -140,6 +140,11 @@ def test_record_refuses_an_unusable_database_with_one_clear_line(tmp_path: Path)
     assert "Traceback" not in result.stderr and "cannot record" in result.stderr
 
 
+def test_record_without_history_is_refused(capsys) -> None:
+    assert main(["record", "--demo", "--no-history"]) == 2
+    assert "--no-history" in capsys.readouterr().err
+
+
 def test_sigterm_during_record_ends_cleanly_and_keeps_what_was_committed(tmp_path: Path) -> None:
     db = tmp_path / "k.db"
     proc = subprocess.Popen([sys.executable, "-m", "tokentop.cli", "record", "--demo", "--db", str(db),
@@ -197,7 +202,9 @@ def test_one_slow_endpoint_does_not_delay_the_tick() -> None:
     status = {s.sample.name: s.sample for s in snap.servers}
     assert status["fast"].status == "up"
     assert status["slow"].status in ("stale", "error") and "timed out" in status["slow"].error
-    assert took < 0.5 + 0.25  # the deadline is 80 % of the interval, plus scheduling slack
+    # The deadline is 80 % of the 0.5 s interval; the slow server answers after 5 s. Far
+    # below both, with room for a loaded machine: the tick did not wait for it.
+    assert took < 2.5
 
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures folder {FIXTURES} not present")

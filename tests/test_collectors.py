@@ -305,12 +305,6 @@ def test_bearer_token_is_sent_and_never_shown(
     assert server.requests[0].headers["authorization"] == f"Bearer {token}"
 
 
-def test_unknown_kind_is_an_error_not_a_guess(server: LoopbackServer, client: httpx.Client) -> None:
-    server.route("/metrics", vllm_page(1, 2))
-    sample = make(server.url, client, kind="vlm").poll(1.0)
-    assert sample.status == "error" and "unknown kind 'vlm'" in (sample.error or "")
-
-
 def test_a_given_kind_skips_detection(server: LoopbackServer, client: httpx.Client) -> None:
     server.route("/metrics", vllm_page(1, 2))
     assert make(server.url, client, kind="vllm").poll(1.0).kind == "vllm"

@@ -11,22 +11,17 @@ from tokentop.cost import (
     model_key,
     price_for,
     tick_cost_usd,
-    usd_per_mtok,
 )
 from tokentop.model import Window
 
 
 def test_worked_example_h200_at_1_41_and_90_tok_s() -> None:
-    # COST_MODEL.md: 1.41 / (90 x 3600) x 1e6 = $4.35 per million tokens.
-    assert usd_per_mtok(1.41, 90) == pytest.approx(4.3518, abs=1e-4)
-    assert round(usd_per_mtok(1.41, 90), 2) == 4.35
-
-
-def test_worked_example_through_the_measured_window() -> None:
-    # The same figure the way tokentop measures it: an hour's cost over an hour's tokens.
+    # COST_MODEL.md: 1.41 / (90 x 3600) x 1e6 = $4.35 per million tokens, the way tokentop
+    # measures it: an hour's cost over an hour's output tokens.
     window = Window(span_s=3600, tokens_in=0, tokens_out=90 * 3600, energy_j=0,
                     cost_usd=1.41, busy_s=3600, busy_cost_usd=1.41)
     assert window.usd_per_mtok == pytest.approx(4.3518, abs=1e-4)
+    assert round(window.usd_per_mtok, 2) == 4.35
     assert window.tok_s_out == pytest.approx(90)
 
 

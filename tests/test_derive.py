@@ -241,3 +241,17 @@ def test_ttft_percentiles_over_the_cost_window() -> None:
     snap = d.step(_reading(1.0, []), (server("e", 1.0, 0, 0, ttft=full),), {}, 1)
     assert snap.servers[0].ttft_p50_s == pytest.approx(0.1)
     assert snap.servers[0].ttft_p95_s == pytest.approx(0.1 + 0.9 * 45 / 50)
+
+
+def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None:
+    d = Deriver(CostConfig())
+    mapping = {"local": EngineMapping(("a",), "process")}  # "remote" is mapped to nothing
+    for t in (0.0, 1.0, 2.0):
+        gpus = [gpu("a", 0), gpu("b", 1)]
+        snap = d.step(_reading(t, gpus), (server("local", t, 0, 100 * t, running=1),
+                                          server("remote", t, 0, 900 * t)), mapping, t)
+    assert snap.host.totals.tokens_out == sum(g.totals.tokens_out for g in snap.gpus) == 200
+    assert snap.host.totals.busy_s == pytest.approx(1.0)  # one of two GPUs busy for 2 s
+    assert snap.host.cost.utilization == pytest.approx(0.5)
+    assert any("remote" in m and "no known GPU" in m for m in snap.messages)
+    assert not any("local" in m for m in snap.messages)

@@ -634,3 +634,9 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
     assert data["gpus"][7]["engines"] == [] and data["gpus"][7]["usd_per_mtok"] is None
     assert {e["name"]: e["kind"] for e in data["engines"]} == {
         "llama-70b": "vllm", "llama-8b": "vllm", "qwen-32b": "vllm"}
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00", "9" * 400 + "d", "yesterday", ""])
+def test_times_out_of_range_or_unreadable_are_a_summary_error(text: str) -> None:
+    with pytest.raises(summary.SummaryError, match="cannot read the time"):
+        summary.parse_time(text, 1.7e9)

@@ -163,6 +163,8 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
+    if not config.history:
+        raise UsageError("record writes the history: --no-history leaves it nothing to do")
     runtime = build_runtime(config)
     store = open_store(runtime.config, required=True)
     sampler = Sampler(runtime.config, runtime.gpus, store=store)

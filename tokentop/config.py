@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -109,11 +110,24 @@ class EndpointConfig:
     """Name of the environment variable holding a bearer token (never the token itself)."""
 
     def __post_init__(self) -> None:
+        from tokentop.collectors.kinds import KINDS
+
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"endpoint URL must start with http:// or https://: {self.url!r}")
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ConfigError(f"endpoint URL {self.url!r} is not usable: {exc}") from None
+        if not parts.hostname:
+            raise ConfigError(f"endpoint URL {self.url!r} names no host")
+        if parts.username or parts.password:
+            raise ConfigError(f"endpoint URL {parts.hostname}:... carries credentials: put the token "
+                              "in an environment variable and name it with token_env=")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ConfigError(f"endpoint kind {self.kind!r} unknown; known: {', '.join(KINDS)}")
         if not self.name:
-            hostport = self.url.split("://", 1)[1].split("/", 1)[0]
-            object.__setattr__(self, "name", hostport)
+            object.__setattr__(self, "name", parts.netloc)
 
     def bearer_token(self) -> str | None:
         return os.environ.get(self.token_env) if self.token_env else None
@@ -132,6 +146,19 @@ def parse_endpoint_flag(text: str) -> EndpointConfig:
             )
         values[key] = tuple(v for v in value.split("+") if v) if key == "gpus" else value
     return EndpointConfig(url=url, **values)
+
+
+# (setting, lowest, highest) checked when a Config is made.
+_RANGES = (
+    ("interval_s", 0.05, 3600),
+    ("raw_retention_h", 0.1, 24 * 365),
+    ("rollup_retention_d", 1 / 24, 3650),
+    ("rate_window_s", 1, 86_400),
+    ("cost_window_s", 1, 86_400),
+    ("process_interval_s", 0.5, 3600),
+    ("http_timeout_s", 0.01, 60),
+    ("max_page_bytes", 1024, 1 << 30),
+)
 
 
 @dataclass(frozen=True)
@@ -167,12 +194,24 @@ class Config:
     """Seed of the demo's simulation."""
 
     def __post_init__(self) -> None:
-        if not 0.05 <= self.interval_s <= 3600:
-            raise ConfigError("interval must be between 0.05 and 3600 seconds")
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if value is None and name == "http_timeout_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"{name} must be a number between {low:g} and {high:g}, not {value!r}")
+        names = [e.name for e in self.endpoints]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            urls = [e.url for e in self.endpoints if e.name in repeated]
+            raise ConfigError(f"two endpoints are called {repeated[0]!r} ({', '.join(urls)}): "
+                              "give each its own name=")
 
     @property
     def timeout_s(self) -> float:
-        return self.http_timeout_s if self.http_timeout_s is not None else 0.8 * self.interval_s
+        """80 % of the interval, at most 10 s: a slow server never holds a tick or an exit long."""
+        return self.http_timeout_s if self.http_timeout_s is not None else min(0.8 * self.interval_s, 10.0)
+
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data, safe to store: no secrets (only variable names)."""
@@ -212,11 +251,11 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     try:
         config = _from_dict(data)
         given = {k: v for k, v in overrides.items() if v is not None}
-        if "endpoints" in given:
-            given["endpoints"] = tuple(config.endpoints) + tuple(given["endpoints"])
+        if "endpoints" in given:  # the file's and the flags'; the same one given twice counts once
+            given["endpoints"] = tuple(dict.fromkeys(tuple(config.endpoints) + tuple(given["endpoints"])))
         return replace(config, **given)
     except TypeError as exc:
-        raise ConfigError(f"unknown setting in {path}: {exc}") from None
+        raise ConfigError(f"setting not understood in {path}: {exc}") from None
 
 
 def _from_dict(data: dict[str, Any]) -> Config:

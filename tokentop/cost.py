@@ -22,14 +22,6 @@ BUILTIN_GPU_HOUR_USD: dict[str, float] = {
     "RTX 4090": 0.60,
 }
 
-# Reference points users may want to put in their config (same spring-2026 sources).
-REFERENCE_GPU_HOUR_USD: dict[str, float] = {
-    "SemiAnalysis owner TCO H100": 1.30,
-    "SemiAnalysis owner TCO H200": 1.41,
-    "SemiAnalysis owner TCO B200": 1.95,
-    "AWS g5.xlarge (1x A10G)": 1.006,
-}
-
 J_PER_KWH = 3.6e6
 
 
@@ -92,11 +84,6 @@ def tick_cost_usd(price: Price | None, dt_s: float, board_energy_j: float, cost:
     if energy_is_charged(cost):
         usd += energy_cost_usd(board_energy_j, cost)
     return usd
-
-
-def usd_per_mtok(usd_per_gpu_hour: float, tok_s_per_gpu: float) -> float:
-    """The public calculators' formula: $/GPU-hr / (tok/s/GPU x 3600) x 1e6."""
-    return usd_per_gpu_hour / (tok_s_per_gpu * 3600.0) * 1e6
 
 
 def api_equivalent_usd(tokens_in: float, tokens_out: float, usd_per_mtok_in: float, usd_per_mtok_out: float) -> float:

@@ -16,6 +16,9 @@ How each figure is computed (the README repeats this for users):
 * Cost: the GPU's hourly rate for the measured interval, plus electricity when charged
   (``tokentop.cost``). Host figures are sums of cost over sums of tokens, never an average
   of per-GPU ratios.
+* Host: the sum of its GPUs (tokens attributed to them; busy time as their mean share), so it
+  equals what the history and the summary add up. A host with no GPU reading counts what its
+  endpoints delivered. An endpoint mapped to no GPU is named in the snapshot's messages.
 """
 
 from __future__ import annotations
@@ -154,6 +157,14 @@ def histogram_quantile(q: float, hist: Histogram | None, base: Histogram | None 
     return prev_le
 
 
+def _windowed_quantile(q: float, hist: Histogram | None, base: Histogram | None, no_window: bool) -> float | None:
+    """A percentile over the window only: None until a reading at the window's start exists
+    (never the server's whole life under a "1 min" heading)."""
+    if no_window or base is None:
+        return None
+    return histogram_quantile(q, hist, base)
+
+
 def _diff(b: float | None, a: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
@@ -191,7 +202,10 @@ class _Ring:
 class _TickSums:
     """What all GPUs added up to in one tick."""
 
+    tokens_in: float = 0.0
+    tokens_out: float = 0.0
     energy_j: float = 0.0
+    busy_s: float = 0.0  # GPU-seconds
     cost_usd: float = 0.0
     busy_cost_usd: float = 0.0
     unpriced: list[str] = field(default_factory=list)
@@ -238,16 +252,20 @@ class Deriver:
         priced = bool(gpu_figs) and not unpriced
 
         host_prev = self._rings[HOST].points[-1][1] if HOST in self._rings else Totals()
-        in_tokens = sum(v[0] for v in tokens_by_endpoint.values())
-        out_tokens = sum(v[1] for v in tokens_by_endpoint.values())
-        host_busy = any(v[0] + v[1] > 0 or v[2] for v in tokens_by_endpoint.values())
         tick_dt = dt or 0.0
+        if gpu_figs:  # the host is its GPUs: their tokens, and busy as the mean of their busy time
+            in_tokens, out_tokens = sums.tokens_in, sums.tokens_out
+            busy_s = sums.busy_s / len(gpu_figs)
+        else:  # no GPU reading (no driver, a CPU server): what the endpoints delivered
+            in_tokens = sum(v[0] for v in tokens_by_endpoint.values())
+            out_tokens = sum(v[1] for v in tokens_by_endpoint.values())
+            busy_s = tick_dt if any(v[0] + v[1] > 0 or v[2] for v in tokens_by_endpoint.values()) else 0.0
         host_totals = Totals(
             tokens_in=host_prev.tokens_in + in_tokens,
             tokens_out=host_prev.tokens_out + out_tokens,
             energy_j=host_prev.energy_j + sums.energy_j,
             cost_usd=_add(host_prev.cost_usd, sums.cost_usd) if priced else None,
-            busy_s=host_prev.busy_s + (tick_dt if host_busy else 0.0),
+            busy_s=host_prev.busy_s + busy_s,
             busy_cost_usd=_add(host_prev.busy_cost_usd, sums.busy_cost_usd) if priced else None,
             elapsed_s=host_prev.elapsed_s + tick_dt,
         )
@@ -269,6 +287,11 @@ class Deriver:
         messages = tuple(
             f"no price for GPU model {self._name_of(uuid, gpus)!r}: set cost.gpu_hour_usd in the config"
             for uuid in unpriced
+        ) + tuple(
+            f"endpoint {f.sample.name} runs on no known GPU: its tokens are in no GPU's or the host's "
+            "$/Mtok; give it gpus= in the config"
+            for f in server_figs
+            if gpu_figs and not f.gpus and f.sample.status == "up"
         )
         return Snapshot(
             seq=self._seq,
@@ -315,9 +338,9 @@ class Deriver:
                     tokens_out_total=state.generation.delivered,
                     tok_s_in=(state.prompt.delivered - rate_start[1]) / span if span > 0 else None,
                     tok_s_out=(state.generation.delivered - rate_start[2]) / span if span > 0 else None,
-                    ttft_p50_s=histogram_quantile(0.5, sample.ttft, cost_start[3] if cost_start is not ring[-1] else None),
-                    ttft_p95_s=histogram_quantile(0.95, sample.ttft, cost_start[3] if cost_start is not ring[-1] else None),
-                    itl_p50_s=histogram_quantile(0.5, sample.itl, cost_start[4] if cost_start is not ring[-1] else None),
+                    ttft_p50_s=_windowed_quantile(0.5, sample.ttft, cost_start[3], cost_start is ring[-1]),
+                    ttft_p95_s=_windowed_quantile(0.95, sample.ttft, cost_start[3], cost_start is ring[-1]),
+                    itl_p50_s=_windowed_quantile(0.5, sample.itl, cost_start[4], cost_start is ring[-1]),
                 )
             )
         return figs, tokens
@@ -385,6 +408,9 @@ class Deriver:
             ring = self._ring(uuid)
             ring.push(t, totals)
             sums.energy_j += energy_j
+            sums.tokens_in += added_in
+            sums.tokens_out += added_out
+            sums.busy_s += dt if busy else 0.0
             if cost_now is None:
                 sums.unpriced.append(uuid)
             else:

@@ -577,16 +577,18 @@ def parse_time(text: str, now: float) -> float:
     ``30m``, ``1h30m``, ``45s``, ``2d``."""
     text = text.strip()
     match = _RELATIVE.match(text.lower())
-    if text and match and any(match.groups()):
-        days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-        return now - (days * 86400 + hours * 3600 + minutes * 60 + seconds)
     try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise SummaryError(f"cannot read the time {text!r}: give an ISO time "
+        if text and match and any(match.groups()):
+            days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+            when = now - (days * 86400 + hours * 3600 + minutes * 60 + seconds)
+        else:
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text).timestamp()
+        time.localtime(when)  # a time the summary can print
+    except (ValueError, OverflowError, OSError):
+        raise SummaryError(f"cannot read the time {text[:40]!r}: give an ISO time "
                            "(2026-04-01T12:00, local unless it has an offset) or a time ago "
                            "(2h, 30m, 1h30m, 45s, 2d)") from None
-    return moment.timestamp()
+    return when
 
 
 # --- rendering -------------------------------------------------------------------------------

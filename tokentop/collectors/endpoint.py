@@ -33,7 +33,7 @@ from tokentop.collectors.json_pages import (
     read_trtllm_iterations,
     slots_only_reading,
 )
-from tokentop.collectors.kinds import KINDS, Detection, KindSpec, Reading, detect, read_figures
+from tokentop.collectors.kinds import Detection, KindSpec, Reading, detect, read_figures
 from tokentop.config import EndpointConfig
 from tokentop.model import ServerSample
 
@@ -163,8 +163,6 @@ class EndpointCollector:
         return self.failed_sample(t_mono, reason)
 
     def _read(self, deadline: float) -> tuple[_Source, Reading]:
-        if self.endpoint.kind is not None and self.endpoint.kind not in KINDS:
-            raise _Failed(f"unknown kind {self.endpoint.kind!r} (known: {', '.join(KINDS)})")
         known = self._source
         if known is None:
             source, reading = self._probe(deadline)

@@ -499,12 +499,13 @@ class TokentopApp(App[None]):
         one; the short one from the last snapshot otherwise."""
         text, suffix = short, ".txt"
         if self.store is not None and getattr(self.store, "session_id", None) is not None:
+            from tokentop.store import StoreError
             from tokentop.summary import SummaryError, render_markdown, summarize
 
             try:
                 text = render_markdown(summarize(self.store.path, self.store.session_id))
                 suffix = ".md"
-            except SummaryError as exc:
+            except (SummaryError, StoreError) as exc:  # no readings yet, a locked or broken file
                 text = f"{short}\n(full summary not available: {exc})\n"
         try:
             path = write_summary(text, self.summary_dir, t_wall, suffix)

@@ -92,7 +92,7 @@ def details_table(
         table.add_row("price", f"{fmt_usd(gpu.price.usd_per_gpu_hour)}/GPU·h, {gpu.price.mode} mode")
         table.add_row("price source", gpu.price.source)
     if energy_is_charged(cost):
-        table.add_row("electricity", f"${cost.electricity_usd_per_kwh:.2f}/kWh × PUE {cost.pue:g} × node overhead "
+        table.add_row("electricity", f"{fmt_usd(cost.electricity_usd_per_kwh)}/kWh × PUE {cost.pue:g} × node overhead "
                                      f"{cost.node_overhead:g}, added to the rate")
     else:
         table.add_row("electricity", "included in the GPU-hour rate")

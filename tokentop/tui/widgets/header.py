@@ -64,7 +64,7 @@ def price_part(snapshot: Snapshot, cost: CostConfig) -> Part:
     else:
         pieces += [("no GPU to price", "label")]
     if energy_is_charged(cost):
-        pieces += [(" + energy ", "label"), (f"${cost.electricity_usd_per_kwh:.2f}/kWh", "value"),
+        pieces += [(" + energy ", "label"), (f"{fmt_usd(cost.electricity_usd_per_kwh)}/kWh", "value"),
                    (f" ×PUE {cost.pue:g} ×node {cost.node_overhead:g}", "label")]
     else:
         pieces += [(" · energy included in the rate", "label")]
