@@ -54,11 +54,17 @@ def _listening_inodes() -> dict[int, str] | None:
 
 class SocketTable:
     """Listening port -> PID. Finding the PIDs walks every process's open files (tens of ms);
-    it is done again only when the set of listening sockets changed."""
+    it is done again only when the set of listening sockets changed. Even that check reads the
+    kernel's socket table (several ms on a busy host), so callers space it out."""
 
     def __init__(self) -> None:
         self._inodes: dict[int, str] | None = None
         self._pids: dict[int, int] = {}
+
+    @property
+    def last(self) -> dict[int, int]:
+        """What the last ``read`` found, without reading."""
+        return self._pids
 
     def read(self) -> dict[int, int]:
         inodes = _listening_inodes()

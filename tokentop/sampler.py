@@ -25,6 +25,7 @@ from tokentop.model import GpuReading, ServerSample, Snapshot
 log = logging.getLogger("tokentop.sampler")
 
 Sink = Callable[[Snapshot], None]
+SOCKETS_EVERY_S = 15.0  # checks for new listening servers; a server coming back is seen at once
 
 
 class GpuSource(Protocol):
@@ -71,6 +72,8 @@ class Sampler:
         self._mapping_stale = True  # no mapping yet, or an endpoint was added since it was made
         self._sockets = SocketTable()
         self._discovered_for: tuple | None = None  # what the last discovery round saw
+        self._sockets_checked_at = -1e18
+        self._up: set[str] = set()  # endpoints that answered last tick
         self._last_gpus: GpuReading | None = None
         self._last_process_read = -1e18
         self._lock = threading.Lock()
@@ -93,6 +96,10 @@ class Sampler:
             collectors = list(self._collectors) + list(self._probing)
         samples = poll_all(collectors, t, self.config.timeout_s) if collectors else ()
         samples = self._settle_probes(samples)
+        up = {s.name for s in samples if s.status == "up"}
+        if up - self._up:  # a server (re)appeared: it may be a new process, on other GPUs
+            self._mapping_stale = True
+        self._up = up
         if self._mapping_stale or (with_processes and not self._background_running()):
             self.refresh_mapping()
         snapshot = self.deriver.step(reading, samples, self._mapping, t_wall)
@@ -150,7 +157,12 @@ class Sampler:
         Walking process trees costs tens of ms, so nothing is redone while the listening
         sockets, the PIDs holding GPU memory and the endpoints stay the same."""
         discovering = self.config.discover and not self.config.endpoints
-        sockets = self._sockets.read()
+        now = self.clock()
+        if self._mapping_stale or now - self._sockets_checked_at >= SOCKETS_EVERY_S:
+            sockets = self._sockets.read()
+            self._sockets_checked_at = now
+        else:
+            sockets = self._sockets.last
         reading = self._last_gpus
         with self._lock:
             urls = tuple(c.endpoint.url for c in self._collectors + self._probing)
@@ -160,7 +172,6 @@ class Sampler:
             return
         self._discovered_for = key
         if reading is not None and discovering:
-            now = self.clock()
             with self._lock:
                 for endpoint in candidate_endpoints(reading, sockets):
                     rejected_at = self._rejected.get(endpoint.url)
