@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,9 +217,8 @@ class DemoHost:
     def start_engine(self, name: str) -> int:
         """Serve one engine's page (again on its old port after ``stop_engine``)."""
         engine = next(e for e in self.engines if e.name == name)
-        server = ThreadingHTTPServer(("127.0.0.1", self._ports.get(name, 0)), _handler(self, engine))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.1,), name=f"demo-{name}", daemon=True).start()
+        server = _EngineServer(("127.0.0.1", self._ports.get(name, 0)), _handler(self, engine))
+        threading.Thread(target=server.serve_forever, name=f"demo-{name}", daemon=True).start()
         self._servers[name] = server
         self._ports[name] = server.server_address[1]
         return self._ports[name]
@@ -227,11 +227,16 @@ class DemoHost:
         server = self._servers.pop(name, None)
         if server is not None:
             server.shutdown()
+            server.drop_connections()
             server.server_close()
 
     def close(self) -> None:
-        for name in list(self._servers):
-            self.stop_engine(name)
+        """Stop every engine at once (each takes up to half a second to notice)."""
+        stopping = [threading.Thread(target=self.stop_engine, args=(name,)) for name in list(self._servers)]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     def truth(self, t0: float, t1: float) -> Truth:
         """Exact per-GPU tokens (split over each engine's GPUs) and energy between t0 and t1."""
@@ -247,8 +252,36 @@ class DemoHost:
         return Truth(tokens_in, tokens_out, energy, t1 - t0)
 
 
+class _EngineServer(ThreadingHTTPServer):
+    """Keeps connections open between requests, as real servers do; a stopped engine drops
+    them, so a client sees it go down at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        for connection in list(self._connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def _handler(host: DemoHost, engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers: no new connection per tick
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
