@@ -7,9 +7,9 @@ import logging
 import pynvml
 import pytest
 
-from tokentop.model import GpuProcess
+from tokentop.model import GpuProcess, MigSample
 from tokentop.nvml import NvmlReader
-from tokentop.nvml.fake import H200_MEMORY_BYTES, MIB, FakeGpu, FakeNvml, fake_uuid
+from tokentop.nvml.fake import H200_MEMORY_BYTES, MIB, FakeGpu, FakeMig, FakeNvml, fake_uuid
 from tokentop.nvml.reader import FUNCTION_MISSING, NO_PERMISSION, NOT_SUPPORTED
 
 PROCESS_CALLS = (
@@ -445,3 +445,90 @@ def test_close_before_open_and_reopen_after_close() -> None:
     assert reader.available
     assert reader.read(1.0, False).gpus[0].status == "ok"
     assert nvml.calls["nvmlInit"] == 2 and nvml.init_count == 1
+
+
+# --- MIG ---------------------------------------------------------------------------------
+
+
+def mig_host() -> FakeNvml:
+    """Two GPUs: GPU 0 with MIG instances in slots 0 and 2 (slot 1 empty), GPU 1 without MIG."""
+    nvml = FakeNvml.healthy(count=2)
+    nvml.gpus[0].mig_instances = [
+        FakeMig("MIG-aaaa", memory_total_bytes=18_000 * MIB, memory_used_bytes=2_000 * MIB),
+        None,
+        FakeMig("MIG-cccc", memory_total_bytes=35_000 * MIB, memory_used_bytes=9_000 * MIB),
+    ]
+    return nvml
+
+
+def test_mig_instances_read_with_uuid_and_memory_empty_slots_skipped() -> None:
+    nvml = mig_host()
+    reader = opened(nvml)
+    nvml.gpus[0].mig_instances[2].memory_used_bytes = 11_000 * MIB  # type: ignore[union-attr]
+
+    reading = reader.read(t_mono=1.0, with_processes=False)
+
+    with_mig, without_mig = reading.gpus
+    assert with_mig.status == "ok" and with_mig.power_w == pytest.approx(75.0)
+    assert with_mig.mig == (
+        MigSample("MIG-aaaa", 0, 2_000 * MIB, 18_000 * MIB),
+        MigSample("MIG-cccc", 2, 11_000 * MIB, 35_000 * MIB),
+    )
+    assert without_mig.mig == ()
+    assert without_mig.memory_used_bytes == 512 * MIB  # MIG calls never touch the other GPU
+    assert nvml.gpus[1].calls["nvmlDeviceGetMigMode"] == 1  # probed once, at open
+    assert nvml.gpus[1].calls["nvmlDeviceGetMigDeviceHandleByIndex"] == 0
+
+
+def test_mig_uuid_read_once_per_instance_and_again_for_a_new_one() -> None:
+    nvml = mig_host()
+    reader = opened(nvml)
+    for tick in range(3):
+        reader.read(t_mono=float(tick), with_processes=False)
+    assert nvml.calls["nvmlDeviceGetUUID"] == 2 + 2  # the two GPUs at open, each instance once
+
+    nvml.gpus[0].mig_instances[0] = FakeMig("MIG-dddd")  # the slot was reconfigured
+    reading = reader.read(t_mono=5.0, with_processes=False)
+    assert [m.uuid for m in reading.gpus[0].mig] == ["MIG-dddd", "MIG-cccc"]
+
+
+def test_mig_not_supported_means_no_mig_and_is_not_asked_again() -> None:
+    nvml = FakeNvml.healthy(count=1)
+    nvml.gpus[0].unsupported.add("nvmlDeviceGetMigMode")  # a GPU without MIG (consumer, pre-Ampere)
+    reader = opened(nvml)
+    for tick in range(3):
+        sample = reader.read(t_mono=float(tick), with_processes=False).gpus[0]
+        assert sample.status == "ok" and sample.mig == ()
+    assert nvml.gpus[0].calls["nvmlDeviceGetMigMode"] == 1
+    assert reader.unavailable_queries(sample.uuid) == {"nvmlDeviceGetMigMode": NOT_SUPPORTED}
+
+
+def test_mig_errors_never_break_the_physical_gpu() -> None:
+    nvml = mig_host()
+    reader = opened(nvml)
+    third = nvml.gpus[0].mig_instances[2]
+    assert third is not None
+    nvml.gpus[0].fail_next("nvmlDeviceGetMigDeviceHandleByIndex", pynvml.NVML_ERROR_UNKNOWN)  # slot 0
+    third.error = pynvml.NVML_ERROR_UNKNOWN  # every call on the slot-2 instance fails
+
+    sample = reader.read(t_mono=1.0, with_processes=False).gpus[0]
+
+    assert sample.status == "ok" and sample.error is None
+    assert sample.power_w == pytest.approx(75.0) and sample.memory_used_bytes == 512 * MIB
+    assert sample.mig == ()  # both instances left out this tick only
+    third.error = None
+    sample = reader.read(t_mono=2.0, with_processes=False).gpus[0]
+    assert [m.uuid for m in sample.mig] == ["MIG-aaaa", "MIG-cccc"]
+
+
+def test_mig_memory_not_supported_keeps_the_gpu_memory() -> None:
+    nvml = mig_host()
+    reader = opened(nvml)
+    third = nvml.gpus[0].mig_instances[2]
+    assert third is not None
+    third.error = pynvml.NVML_ERROR_NOT_SUPPORTED  # the UUID is cached, so memory is what fails
+    for tick in range(2):
+        sample = reader.read(t_mono=float(tick), with_processes=False).gpus[0]
+        assert sample.memory_used_bytes == 512 * MIB  # the physical GPU's own memory is still asked
+    assert [(m.uuid, m.memory_used_bytes) for m in sample.mig] == [
+        ("MIG-aaaa", None), ("MIG-cccc", None)]  # MIG memory is not asked again, for any instance

@@ -18,6 +18,7 @@ import pytest
 from tokentop.config import Config
 from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.model import HostFigures, ServerFigures, ServerSample, Snapshot, Totals, Window
+from tokentop.nvml.fake import MIB, FakeMig
 from tokentop.sampler import Sampler
 from tokentop.store import Store
 from tokentop.tui import logs_on_screen
@@ -28,7 +29,7 @@ from tokentop.tui.keys import KEYS
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
 from tokentop.tui.widgets.messages import MessageBar
-from tokentop.units import fmt_tok_s
+from tokentop.units import fmt_gib, fmt_tok_s
 
 WALL_START = 1_790_000_000.0
 
@@ -748,3 +749,49 @@ def test_looks_the_same(snap_compare, demo_run: list[Snapshot], size: tuple[int,
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=feed)
+
+
+# --- MIG ---------------------------------------------------------------------------------------
+
+
+async def test_mig_instances_are_sub_rows_that_follow_their_gpu(demo: DemoUnderTest) -> None:
+    parent = demo.host.fake.gpus[6]  # the only GPU at its utilisation: sorting moves it
+    parent.mig_instances = [FakeMig("MIG-first", memory_total_bytes=18 * 1024 * MIB,
+                                    memory_used_bytes=4 * 1024 * MIB),
+                            FakeMig("MIG-second", memory_total_bytes=35 * 1024 * MIB)]
+    try:
+        with rig_on(demo) as rig:
+            app = rig.app()
+            async with app.run_test(size=(120, 40)) as pilot:
+                snapshot = rig.tick(12)
+                await pilot.pause()
+                table = app.gpu_table
+                by_index = [g.sample.uuid for g in sorted(snapshot.gpus, key=lambda g: g.sample.index)]
+                assert table.row_keys == by_index[:7] + ["MIG-first", "MIG-second"] + by_index[7:]
+                assert table.cell_text("MIG-first", "gpu") == "MIG 0"
+                assert table.cell_text("MIG-second", "gpu") == "MIG 1"
+                assert table.cell_text("MIG-first", "mem").strip() == fmt_gib(4 * 1024 * MIB)
+                assert table.cell_text("MIG-first", "power") == ""  # power is the physical GPU's
+                screen = screen_text(app).splitlines()
+                row = next(i for i, line in enumerate(screen) if line.startswith("  6  H200"))
+                assert screen[row + 1].split() == ["└", "MIG", "0", "█▏", fmt_gib(4 * 1024 * MIB)]
+                assert screen[row + 2].split()[:3] == ["└", "MIG", "1"]
+
+                await pilot.press("s", "s", "S")  # utilisation, lowest first: the sub-rows move along
+                await pilot.pause()
+                assert table.sort_key == "util" and not table.sort_descending
+                keys = table.row_keys
+                at = keys.index(parent.uuid)
+                assert keys[at + 1:at + 3] == ["MIG-first", "MIG-second"]
+                assert keys.index(parent.uuid) != by_index.index(parent.uuid)  # the order did change
+
+                table.focus()
+                table.select("MIG-second")  # a sub-row selects its GPU
+                await pilot.pause()
+                assert app.selected == parent.uuid
+                await pilot.press("down")  # the cursor skips the sub-rows
+                await pilot.pause()
+                assert app.selected == keys[at + 3]
+                assert table.parent_of("MIG-first") == parent.uuid
+    finally:
+        parent.mig_instances = []

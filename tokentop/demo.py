@@ -121,6 +121,11 @@ def vllm_page(engine: Engine, t: float) -> str:
         "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
         "# TYPE vllm:generation_tokens_total counter",
         f"vllm:generation_tokens_total{{{labels}}} {math.floor(engine.tokens_out(t))}.0",
+        "# HELP vllm:request_success_total Count of successfully processed requests.",
+        "# TYPE vllm:request_success_total counter",
+        f'vllm:request_success_total{{{labels},finished_reason="stop"}} {math.floor(finished * 0.9)}.0',
+        f'vllm:request_success_total{{{labels},finished_reason="length"}} '
+        f"{math.floor(finished) - math.floor(finished * 0.9)}.0",
     ]
     lines += _histogram_lines("vllm:time_to_first_token_seconds", labels, TTFT_BOUNDS, engine.ttft_median_s, finished)
     lines += _histogram_lines("vllm:inter_token_latency_seconds", labels, ITL_BOUNDS, engine.itl_median_s,

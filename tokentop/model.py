@@ -20,6 +20,16 @@ class GpuProcess:
 
 
 @dataclass(frozen=True)
+class MigSample:
+    """One MIG instance of a physical GPU: memory only (NVML gives MIG no power or utilisation)."""
+
+    uuid: str
+    index: int  # the slot under its parent GPU (nvmlDeviceGetMigDeviceHandleByIndex)
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+
+
+@dataclass(frozen=True)
 class GpuSample:
     """One physical GPU read once through NVML."""
 
@@ -39,6 +49,7 @@ class GpuSample:
     sm_clock_mhz: int | None = None
     # None when the process list was not read this tick (it has a slower cadence).
     processes: tuple[GpuProcess, ...] | None = None
+    mig: tuple[MigSample, ...] = ()  # MIG instances, when MIG mode is enabled
 
 
 @dataclass(frozen=True)

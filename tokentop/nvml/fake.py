@@ -14,6 +14,9 @@ power, utilisation and processes, moves time with ``advance``, and turns fault k
                            pynvml.NVML_ERROR_INSUFFICIENT_SIZE)       # list grew, once
     nvml.gpus[4].unsupported |= {83, "nvmlDeviceGetTotalEnergyConsumption"}  # no counter
 
+MIG: ``nvml.gpus[0].mig_instances = [FakeMig(uuid), None, FakeMig(uuid2)]`` turns MIG mode on
+(``None`` is an empty slot, NOT_FOUND); ``FakeMig.error`` makes every call on that instance fail.
+
 Fault keys are function names, or field ids (ints) for ``nvmlDeviceGetFieldValues``.
 Every call is counted per GPU in ``FakeGpu.calls`` (field ids counted as asked), library-wide
 calls in ``FakeNvml.calls``.
@@ -42,6 +45,20 @@ _MISMATCH_WRAPPED = {
 _NOT_AVAILABLE_ID = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId outside MIG
 
 
+MAX_MIG_DEVICES = 7  # nvmlDeviceGetMaxMigDeviceCount of an A100 / H100 / H200
+
+
+@dataclass(eq=False)
+class FakeMig:
+    """One simulated MIG instance (its handle is this object)."""
+
+    uuid: str
+    memory_total_bytes: int = 16_384 * MIB
+    memory_used_bytes: int = 0
+    error: int | None = None
+    """Every call on this instance fails with this NVML code while set."""
+
+
 @dataclass
 class FakeGpu:
     """One simulated GPU: its readings and its fault knobs."""
@@ -59,6 +76,8 @@ class FakeGpu:
     compute_processes: list[tuple[int, int | None]] = field(default_factory=list)
     """``(pid, used bytes or None)`` as NVML lists compute processes."""
     graphics_processes: list[tuple[int, int | None]] = field(default_factory=list)
+    mig_instances: list[FakeMig | None] = field(default_factory=list)
+    """MIG instances by slot (``None``: empty slot); MIG mode is on while any is set."""
     unsupported: set[FaultKey] = field(default_factory=set)
     """Calls and fields answered NOT_SUPPORTED."""
     no_permission: set[FaultKey] = field(default_factory=set)
@@ -232,7 +251,9 @@ class FakeNvml:
 
     # --- device ------------------------------------------------------------------------
 
-    def nvmlDeviceGetUUID(self, gpu: FakeGpu) -> str:
+    def nvmlDeviceGetUUID(self, gpu: FakeGpu | FakeMig) -> str:
+        if isinstance(gpu, FakeMig):
+            return self._mig_call(gpu, "nvmlDeviceGetUUID").uuid
         self._device_call(gpu, "nvmlDeviceGetUUID")
         return gpu.uuid
 
@@ -244,8 +265,11 @@ class FakeNvml:
         self._device_call(gpu, "nvmlDeviceGetUtilizationRates")
         return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization_pct, memory=0)
 
-    def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu) -> pynvml.c_nvmlMemory_t:
-        self._device_call(gpu, "nvmlDeviceGetMemoryInfo")
+    def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu | FakeMig) -> pynvml.c_nvmlMemory_t:
+        if isinstance(gpu, FakeMig):
+            self._mig_call(gpu, "nvmlDeviceGetMemoryInfo")
+        else:
+            self._device_call(gpu, "nvmlDeviceGetMemoryInfo")
         free = gpu.memory_total_bytes - gpu.memory_used_bytes
         return pynvml.c_nvmlMemory_t(
             total=gpu.memory_total_bytes, free=free, used=gpu.memory_used_bytes
@@ -309,7 +333,33 @@ class FakeNvml:
         self._device_call(gpu, "nvmlDeviceGetGraphicsRunningProcesses_v2")
         return _process_objects(gpu.graphics_processes)
 
+    def nvmlDeviceGetMigMode(self, gpu: FakeGpu) -> list[int]:
+        """``[current, pending]``: enabled while the GPU has any MIG instance."""
+        self._device_call(gpu, "nvmlDeviceGetMigMode")
+        on = any(gpu.mig_instances)
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if on else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, gpu: FakeGpu) -> int:
+        self._device_call(gpu, "nvmlDeviceGetMaxMigDeviceCount")
+        return max(MAX_MIG_DEVICES, len(gpu.mig_instances))
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, gpu: FakeGpu, slot: int) -> FakeMig:
+        self._device_call(gpu, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if not 0 <= slot < max(MAX_MIG_DEVICES, len(gpu.mig_instances)):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        instance = gpu.mig_instances[slot] if slot < len(gpu.mig_instances) else None
+        if instance is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return instance
+
     # --- internals -----------------------------------------------------------------------
+
+    def _mig_call(self, instance: FakeMig, name: str) -> FakeMig:
+        self._library_call(name)
+        if instance.error is not None:
+            raise pynvml.NVMLError(instance.error)
+        return instance
 
     def _library_call(self, name: str) -> None:
         self.calls[name] += 1

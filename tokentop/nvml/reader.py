@@ -11,12 +11,13 @@ NVML reads driver state only: it never creates a CUDA context.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokentop.model import GpuProcess, GpuReading, GpuSample
+from tokentop.model import GpuProcess, GpuReading, GpuSample, MigSample
 
 log = logging.getLogger("tokentop.nvml")
 
@@ -45,6 +46,11 @@ NOT_SUPPORTED = "not supported"
 NO_PERMISSION = "no permission"
 FUNCTION_MISSING = "function not found (driver older than the binding)"
 
+# Query keys of calls made on a MIG instance's handle, kept apart from the parent's own calls so
+# that what a MIG instance does not support never silences the physical GPU's reading.
+MIG_UUID_QUERY = "MIG nvmlDeviceGetUUID"
+MIG_MEMORY_QUERY = "MIG nvmlDeviceGetMemoryInfo"
+
 
 def field_key(field_id: int) -> str:
     """How a field id is named among the queries of a GPU."""
@@ -72,6 +78,8 @@ class _Gpu:
     not_asked: dict[str, str] = field(default_factory=dict)  # query -> why it is not asked
     fields: list[int] = field(default_factory=lambda: list(POWER_FIELDS))
     lost: bool = False
+    mig_slots: int = 0  # nvmlDeviceGetMaxMigDeviceCount when MIG mode is on, else 0
+    mig_uuids: dict[int, tuple[Any, str]] = field(default_factory=dict)  # slot -> (handle key, UUID)
 
 
 class NvmlReader:
@@ -126,6 +134,7 @@ class NvmlReader:
         self.available = True
         self.reason = None
         for gpu in self._gpus:  # the probe: the first read remembers what is not supported
+            self._probe_mig(gpu)
             self._read_gpu(gpu, with_processes=True)
 
     def close(self) -> None:
@@ -176,6 +185,8 @@ class NvmlReader:
         self._no_permission = lib.NVML_ERROR_NO_PERMISSION
         self._function_not_found = lib.NVML_ERROR_FUNCTION_NOT_FOUND
         self._insufficient_size = lib.NVML_ERROR_INSUFFICIENT_SIZE
+        self._not_found = lib.NVML_ERROR_NOT_FOUND
+        self._mig_enabled = lib.NVML_DEVICE_MIG_ENABLE
         self._lost_codes = {
             lib.NVML_ERROR_GPU_IS_LOST: "it fell off the bus or stopped answering",
             lib.NVML_ERROR_RESET_REQUIRED: "it needs a reset",
@@ -237,26 +248,30 @@ class NvmlReader:
         self._gpus.append(_Gpu(index=index, handle=handle, uuid=uuid, name=name))
         return None
 
-    def _call(self, gpu: _Gpu, name: str, *args: Any) -> Any:
-        """The one place a GPU is asked anything. ``None``: not known (this tick or for good)."""
-        if name in gpu.not_asked:
+    def _call(self, gpu: _Gpu, name: str, *args: Any, query: str | None = None) -> Any:
+        """The one place a GPU is asked anything. ``None``: not known (this tick or for good).
+
+        ``query`` names the question when it differs from the function (calls on a MIG handle).
+        """
+        query = query or name
+        if query in gpu.not_asked:
             return None
         function = getattr(self._lib, name, None)
         if function is None:
-            self._on_error(gpu, name, self._function_not_found, "absent from the NVML binding")
+            self._on_error(gpu, query, self._function_not_found, "absent from the NVML binding")
             return None
         for attempt in (1, 2):
             try:
                 return function(*args)
             # pynvml turns FUNCTION_NOT_FOUND into this on its unversioned process-list calls
             except self._mismatch_error as exc:
-                self._on_error(gpu, name, self._function_not_found, str(exc))
+                self._on_error(gpu, query, self._function_not_found, str(exc))
                 return None
             except self._nvml_error as exc:
                 code = getattr(exc, "value", None)
                 if code == self._insufficient_size and attempt == 1:
                     continue  # the process list grew between NVML's two calls: ask again
-                self._on_error(gpu, name, code, str(exc))
+                self._on_error(gpu, query, code, str(exc))
                 return None
         return None
 
@@ -291,6 +306,7 @@ class NvmlReader:
             )
             sm_clock = self._call(gpu, "nvmlDeviceGetClockInfo", handle, self._sm_clock)
             processes = self._read_processes(gpu) if with_processes else None
+            mig = self._read_mig(gpu) if gpu.mig_slots else ()
         except _GpuFailure as failure:
             if failure.status == "lost" and not gpu.lost:
                 log.warning(failure.message)
@@ -331,7 +347,77 @@ class NvmlReader:
             temperature_c=None if temperature is None else float(temperature),
             sm_clock_mhz=None if sm_clock is None else int(sm_clock),
             processes=processes,
+            mig=mig,
         )
+
+    def _probe_mig(self, gpu: _Gpu) -> None:
+        """Once at open: is MIG mode on, and how many instance slots are there to look at?"""
+        try:
+            mode = self._call(gpu, "nvmlDeviceGetMigMode", gpu.handle)
+            if mode is None or int(mode[0]) != self._mig_enabled:
+                return  # off, or not a MIG-capable GPU (NOT_SUPPORTED is remembered)
+            slots = self._call(gpu, "nvmlDeviceGetMaxMigDeviceCount", gpu.handle)
+        except Exception as exc:  # the GPU's own reading decides what a failing GPU shows
+            log.debug("GPU %d MIG mode not readable: %s", gpu.index, _describe(exc))
+            return
+        gpu.mig_slots = int(slots or 0)
+        if gpu.mig_slots:
+            log.info("GPU %d has MIG mode on (%d instance slots)", gpu.index, gpu.mig_slots)
+
+    def _read_mig(self, gpu: _Gpu) -> tuple[MigSample, ...]:
+        """The MIG instances now. A failing instance is left out this tick; the GPU reads on."""
+        instances = []
+        for slot in range(gpu.mig_slots):
+            handle = self._mig_handle(gpu, slot)
+            if handle is None:
+                continue
+            try:
+                uuid = self._mig_uuid(gpu, slot, handle)
+                if uuid is None:
+                    continue  # an instance without a UUID cannot be keyed
+                memory = self._call(gpu, "nvmlDeviceGetMemoryInfo", handle, query=MIG_MEMORY_QUERY)
+            except Exception as exc:  # _GpuFailure included: the parent GPU's reading stands
+                log.debug("GPU %d MIG slot %d: %s", gpu.index, slot, exc)
+                continue
+            instances.append(
+                MigSample(
+                    uuid=uuid,
+                    index=slot,
+                    memory_used_bytes=None if memory is None else int(memory.used),
+                    memory_total_bytes=None if memory is None else int(memory.total),
+                )
+            )
+        return tuple(instances)
+
+    def _mig_handle(self, gpu: _Gpu, slot: int) -> Any:
+        """The handle of the instance in ``slot``; None for an empty slot or a failed call."""
+        try:
+            return self._lib.nvmlDeviceGetMigDeviceHandleByIndex(gpu.handle, slot)
+        except self._nvml_error as exc:
+            code = getattr(exc, "value", None)
+            if code == self._not_found:
+                gpu.mig_uuids.pop(slot, None)  # no instance there (any more)
+            elif code in (self._not_supported, self._function_not_found):
+                log.info("GPU %d: MIG instances not readable (%s); not asked again", gpu.index, exc)
+                gpu.mig_slots = 0
+            else:
+                log.debug("GPU %d MIG slot %d: %s", gpu.index, slot, exc)
+            return None
+        except Exception as exc:
+            log.debug("GPU %d MIG slot %d: %s", gpu.index, slot, _describe(exc))
+            return None
+
+    def _mig_uuid(self, gpu: _Gpu, slot: int, handle: Any) -> str | None:
+        """The instance's UUID, read once per instance (a new handle in the slot reads again)."""
+        key = _handle_key(handle)
+        cached = gpu.mig_uuids.get(slot)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        uuid = self._call(gpu, "nvmlDeviceGetUUID", handle, query=MIG_UUID_QUERY)
+        if uuid is None:
+            return None
+        gpu.mig_uuids[slot] = (key, _text(uuid))
+        return gpu.mig_uuids[slot][1]
 
     def _read_power(self, gpu: _Gpu) -> tuple[float | None, str | None, float | None, int | None]:
         """Power, its kind, limit and energy: one field-values call, single calls as fallback."""
@@ -420,6 +506,14 @@ class _NeverRaised(Exception):
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _handle_key(handle: Any) -> Any:
+    """What tells one device handle from another: the address a ctypes handle points to."""
+    try:
+        return ctypes.cast(handle, ctypes.c_void_p).value
+    except (ctypes.ArgumentError, TypeError):
+        return id(handle)
 
 
 def _describe(exc: BaseException) -> str:

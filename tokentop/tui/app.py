@@ -38,6 +38,7 @@ from tokentop.tui.columns import (
     GpuRow,
     engine_rows,
     gpu_rows,
+    gpu_sub_rows,
     short_gpu_name,
     window_labels,
 )
@@ -278,7 +279,7 @@ class TokentopApp(App[None]):
             gpus, engines = self.gpu_table, self.engine_table
             gpus.windows = engines.windows = windows
             gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
-            gpus.set_rows(gpu_rows(snapshot), lambda row: row.key)
+            gpus.set_rows(gpu_rows(snapshot), lambda row: row.key, gpu_sub_rows)
             engines.set_rows(engine_rows(snapshot), lambda row: row.key)
             self.selected = gpus.cursor_key
             self._draw_graph()

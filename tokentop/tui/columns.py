@@ -195,12 +195,25 @@ def _gpu_name_cell(row: GpuRow) -> Cell:
     return Cell(short_gpu_name(row.gpu.sample.name))
 
 
-def _memory_cell(row: GpuRow) -> Cell:
-    s = row.gpu.sample
-    if s.memory_used_bytes is None:
+def _memory(used_bytes: int | None, total_bytes: int | None) -> Cell:
+    if used_bytes is None:
         return Cell(NA, DIM)
-    fraction = s.memory_used_bytes / s.memory_total_bytes if s.memory_total_bytes else None
-    return Cell(f" {fmt_gib(s.memory_used_bytes):>3}", bar=bar(fraction, 5))
+    fraction = used_bytes / total_bytes if total_bytes else None
+    return Cell(f" {fmt_gib(used_bytes):>3}", bar=bar(fraction, 5))
+
+
+def _memory_cell(row: GpuRow) -> Cell:
+    return _memory(row.gpu.sample.memory_used_bytes, row.gpu.sample.memory_total_bytes)
+
+
+def gpu_sub_rows(row: GpuRow) -> list[tuple[str, dict[str, Cell]]]:
+    """One sub-row per MIG instance, keyed by its UUID: its memory only (NVML has no MIG
+    utilisation, and power, energy and tokens belong to the physical GPU)."""
+    return [
+        (mig.uuid, {"index": Cell("└", DIM), "gpu": Cell(f"MIG {mig.index}", DIM),
+                    "mem": _memory(mig.memory_used_bytes, mig.memory_total_bytes)})
+        for mig in row.gpu.sample.mig
+    ]
 
 
 def _power_cell(row: GpuRow) -> Cell:

@@ -5,6 +5,9 @@ columns from content. A monitor redraws every second, so this table keeps one re
 ``Strip`` per row and rebuilds only rows whose text changed; columns have fixed widths and
 give way by priority on narrow terminals (``fit_columns``). The header is two lines (quantity
 and unit, then window) and stays put while the rows scroll.
+
+A row may carry sub-rows (a GPU's MIG instances): drawn right under it, moved with it when
+sorting, never selected themselves (the cursor skips them; a click selects their parent).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from textual.strip import Strip
 from tokentop.tui.columns import Cell, ColumnSpec, fit_columns, sort_rows
 
 R = TypeVar("R")
+SubRows = Sequence[tuple[str, dict[str, Cell]]]  # (sub-row key, column key -> cell)
 
 HEADER_HEIGHT = 2
 PADDING = 1
@@ -92,6 +96,8 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self._items: dict[str, R] = {}
         self._keys: list[str] = []
         self._cells: dict[str, dict[str, Cell]] = {}  # row key -> column key -> cell
+        self._children: dict[str, list[str]] = {}  # row key -> its sub-row keys, in order
+        self._parent_of: dict[str, str] = {}  # sub-row key -> row key
         self._columns: list[tuple[ColumnSpec[R], int]] = []
         self._fitted_for = -1
         self._strips: dict[str, tuple[Any, Strip]] = {}  # row key -> (signature, strip)
@@ -103,10 +109,26 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
     def _spec(self, key: str) -> ColumnSpec[R] | None:
         return next((s for s in self.specs if s.key == key), None)
 
-    def set_rows(self, items: Sequence[R], key_of: Callable[[R], str]) -> None:
-        """New data for every row; only rows whose cells changed are redrawn."""
+    def set_rows(
+        self,
+        items: Sequence[R],
+        key_of: Callable[[R], str],
+        sub_rows_of: Callable[[R], SubRows] | None = None,
+    ) -> None:
+        """New data for every row; only rows whose cells changed are redrawn.
+
+        ``sub_rows_of`` gives a row's sub-rows; a column a sub-row does not fill is blank.
+        """
         self._items = {key_of(item): item for item in items}
         cells = {key: {spec.key: spec.cell(item) for spec in self.specs} for key, item in self._items.items()}
+        self._children, self._parent_of = {}, {}
+        if sub_rows_of is not None:
+            blank = Cell("")
+            for key, item in self._items.items():
+                for sub_key, sub_cells in sub_rows_of(item):
+                    self._children.setdefault(key, []).append(sub_key)
+                    self._parent_of[sub_key] = key
+                    cells[sub_key] = {spec.key: sub_cells.get(spec.key, blank) for spec in self.specs}
         changed = [key for key, row in cells.items() if row != self._cells.get(key)]
         self._cells = cells
         order = self._sorted_keys()
@@ -118,16 +140,21 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         else:  # same rows in the same order: repaint only the rows that changed
             for key in changed:
                 self.refresh_lines(HEADER_HEIGHT + order.index(key))
-        if self.cursor_key not in cells:
+        if self.cursor_key not in self._items:
             self.cursor_key = order[0] if order else None
             self.post_message(self.Selected(self, self.cursor_key))
 
     def _sorted_keys(self) -> list[str]:
+        """Display order: the rows sorted, each followed by its sub-rows."""
         spec = self._spec(self.sort_key)
         if spec is None or spec.sort_value is None:
-            return list(self._items)
-        value = spec.sort_value
-        return sort_rows(list(self._items), lambda key: value(self._items[key]), self.sort_descending)
+            rows = list(self._items)
+        else:
+            value = spec.sort_value
+            rows = sort_rows(list(self._items), lambda key: value(self._items[key]), self.sort_descending)
+        if not self._children:
+            return rows
+        return [shown for key in rows for shown in (key, *self._children.get(key, ()))]
 
     def _resort(self) -> None:
         self._keys = self._sorted_keys()
@@ -170,8 +197,12 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
 
     @property
     def row_keys(self) -> list[str]:
-        """Row keys in display order."""
+        """Row keys in display order, sub-rows included."""
         return list(self._keys)
+
+    def parent_of(self, key: str) -> str | None:
+        """The row a sub-row belongs to; None for a row."""
+        return self._parent_of.get(key)
 
     @property
     def visible_columns(self) -> list[str]:
@@ -183,7 +214,9 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
     # -- cursor --
 
     def select(self, key: str | None) -> None:
-        if key == self.cursor_key or (key is not None and key not in self._cells):
+        """Put the cursor on ``key`` (on its parent row when it is a sub-row)."""
+        key = self._parent_of.get(key, key) if key is not None else None
+        if key == self.cursor_key or (key is not None and key not in self._items):
             return
         self.cursor_key = key
         self._scroll_cursor_into_view()
@@ -191,10 +224,11 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self.post_message(self.Selected(self, key))
 
     def action_cursor(self, step: int) -> None:
-        if not self._keys:
+        rows = [key for key in self._keys if key not in self._parent_of] if self._parent_of else self._keys
+        if not rows:
             return
-        position = self._keys.index(self.cursor_key) if self.cursor_key in self._keys else 0
-        self.select(self._keys[max(0, min(len(self._keys) - 1, position + step))])
+        position = rows.index(self.cursor_key) if self.cursor_key in rows else 0
+        self.select(rows[max(0, min(len(rows) - 1, position + step))])
 
     def _scroll_cursor_into_view(self) -> None:
         if self.cursor_key not in self._keys:
