@@ -11,54 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokentop.config import Config
-from tokentop.demo import DemoGpuReader, DemoHost
+from tokentop.demo import simulated_snapshots
 from tokentop.model import Snapshot
-from tokentop.sampler import Sampler
 from tokentop.tui.app import TokentopApp
-
-WALL_START = 1_790_000_000.0  # 2026-09-21, a fixed date for the pictures
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return WALL_START + self.t
-
-
-def demo_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
-    """``ticks`` one-second readings of the demo host, ports normalised."""
-    clock = FakeClock()
-    host = DemoHost(seed=seed, clock=clock)
-    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
-    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
-    try:
-        ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
-        snapshots = []
-        for _ in range(ticks):
-            clock.t += 1.0
-            snap = sampler.tick()
-            servers = tuple(
-                dataclasses.replace(s, sample=dataclasses.replace(s.sample, url=ports.get(s.sample.url, s.sample.url)))
-                for s in snap.servers
-            )
-            snapshots.append(dataclasses.replace(snap, servers=servers))
-        return snapshots
-    finally:
-        sampler.stop()
-        host.close()
-
 
 @dataclass(frozen=True)
 class Picture:
@@ -103,7 +64,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    snapshots = demo_snapshots(660)  # 11 minutes: enough for the 10-minute graph
+    snapshots = simulated_snapshots(660)  # 11 minutes: enough for the 10-minute graph
     for picture in PICTURES:
         path = asyncio.run(render(picture, snapshots, args.out))
         print(f"wrote {path}  ({picture.caption})")

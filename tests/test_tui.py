@@ -3,7 +3,6 @@ sampler ticked by hand with a fake clock), plus SVG snapshots of its look."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tokentop.config import Config
-from tokentop.demo import DemoGpuReader, DemoHost
+from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
 from tokentop.model import HostFigures, ServerFigures, ServerSample, Snapshot, Totals, Window
 from tokentop.nvml.fake import MIB, FakeMig
 from tokentop.sampler import Sampler
@@ -31,18 +30,8 @@ from tokentop.tui.screens.help import HelpScreen
 from tokentop.tui.widgets.messages import MessageBar
 from tokentop.units import fmt_gib, fmt_tok_s
 
-WALL_START = 1_790_000_000.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return WALL_START + self.t
+FakeClock = SimulatedClock
+WALL_START = SimulatedClock.WALL_START
 
 
 @dataclass
@@ -710,33 +699,9 @@ def test_run_live_stops_everything_and_prints_the_summary(tmp_path: Path, monkey
 # --- look ------------------------------------------------------------------------------------
 
 
-def demo_snapshots(ticks: int) -> list[Snapshot]:
-    """A fresh demo (seed 7, fake clock) over ``ticks`` seconds, with the loopback ports written
-    as 8000, 8001, 8002 so that pictures do not depend on which ports the system gave."""
-    clock = FakeClock()
-    host = DemoHost(seed=7, clock=clock)
-    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
-    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
-    try:
-        ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
-        snapshots = []
-        for _ in range(ticks):
-            clock.t += 1.0
-            snap = sampler.tick()
-            servers = tuple(
-                dataclasses.replace(s, sample=dataclasses.replace(s.sample, url=ports.get(s.sample.url, s.sample.url)))
-                for s in snap.servers
-            )
-            snapshots.append(dataclasses.replace(snap, servers=servers))
-        return snapshots
-    finally:
-        sampler.stop()
-        host.close()
-
-
 @pytest.fixture(scope="module")
 def demo_run() -> list[Snapshot]:
-    return demo_snapshots(130)
+    return simulated_snapshots(130)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])

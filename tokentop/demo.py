@@ -16,11 +16,11 @@ import random
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tokentop.config import EndpointConfig
-from tokentop.model import GpuReading
+from tokentop.model import GpuReading, Snapshot
 from tokentop.nvml.fake import FakeNvml
 from tokentop.nvml.reader import NvmlReader
 
@@ -329,3 +329,47 @@ class DemoGpuReader:
 
     def close(self) -> None:
         self.reader.close()
+
+
+class SimulatedClock:
+    """A clock that moves only when told: one demo second per tick, for pictures and tests."""
+
+    WALL_START = 1_790_000_000.0  # 2026-09-21: a fixed date, so pictures do not change
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.WALL_START + self.t
+
+
+def simulated_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
+    """``ticks`` one-second readings of a fresh demo host on a simulated clock, with the
+    loopback ports written as 8000, 8001, 8002 so that pictures do not depend on which ports
+    the system gave. The same inputs give the same snapshots."""
+    from tokentop.config import Config
+    from tokentop.sampler import Sampler
+
+    clock = SimulatedClock()
+    host = DemoHost(seed=seed, clock=clock)
+    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
+    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
+    try:
+        ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
+        snapshots = []
+        for _ in range(ticks):
+            clock.t += 1.0
+            snap = sampler.tick()
+            servers = tuple(
+                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url)))
+                for s in snap.servers
+            )
+            snapshots.append(replace(snap, servers=servers))
+        return snapshots
+    finally:
+        sampler.stop()
+        host.close()
+
