@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tokentop import __version__, exporter, summary
 from tokentop.config import Config, ConfigError, default_db_path, load_config, parse_endpoint_flag
+from tokentop.model import Snapshot
 from tokentop.sampler import GpuSource, Sampler
 from tokentop.snapshot_json import snapshot_dict
 
@@ -174,20 +175,20 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     print(f"tokentop: recording to {where} every {runtime.config.interval_s:g} s; Ctrl-C to stop",
           file=sys.stderr)
     ticks = 0
+    said: set[str] = set()
+
+    def count_and_warn(snapshot: Snapshot) -> None:
+        nonlocal ticks
+        ticks += 1
+        for message in snapshot.messages:
+            if message not in said:  # each thing once, not every second
+                said.add(message)
+                log.warning(message)
+
     with stop_on_signals() as stop:
         sampler.start_background()
         try:
-            deadline = None if args.duration is None else sampler.clock() + args.duration
-            next_t = sampler.clock()
-            while not stop.is_set():
-                snap = sampler.tick()
-                ticks += 1
-                for message in snap.messages:
-                    log.warning(message)
-                next_t += runtime.config.interval_s
-                if deadline is not None and next_t > deadline + 1e-6:
-                    break
-                stop.wait(max(0.0, next_t - sampler.clock()))
+            sampler.run(stop, duration_s=args.duration, on_tick=count_and_warn)
         finally:
             sampler.stop()
             runtime.close()
@@ -204,10 +205,12 @@ def cmd_snapshot(args: argparse.Namespace, config: Config) -> int:
     try:
         if not runtime.config.endpoints and runtime.config.discover:
             sampler.discover_once()
-        snap = sampler.run_ticks(SNAPSHOT_TICKS)
+        snap = sampler.run(threading.Event(), ticks=SNAPSHOT_TICKS)
     finally:
         sampler.stop()
         runtime.close()
+    if snap is None:
+        raise UsageError("no reading could be taken (see the log above)")
     json.dump(snapshot_dict(snap, runtime.config.cost), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
     return 0

@@ -207,18 +207,40 @@ class Sampler:
         return self._background is not None and self._background.is_alive()
 
     def _run(self) -> None:
+        self.run(self._stop)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        duration_s: float | None = None,
+        ticks: int | None = None,
+        on_tick: Sink | None = None,
+    ) -> Snapshot | None:
+        """Tick every interval until ``stop`` is set, ``duration_s`` has passed or ``ticks``
+        were taken; returns the last snapshot. Late ticks are skipped, never made up in a burst."""
         interval = self.config.interval_s
-        next_t = self.clock()
-        while not self._stop.is_set():
+        start = next_t = self.clock()
+        last: Snapshot | None = None
+        count = 0
+        while not stop.is_set() and not self._stop.is_set():
             try:
-                self.tick()
+                last = self.tick()
+                if on_tick is not None:
+                    on_tick(last)
             except Exception:  # a bug must not kill the monitor: log it and go on
                 log.exception("tick failed")
+            count += 1
+            if ticks is not None and count >= ticks:
+                break
             next_t += interval
             now = self.clock()
             if next_t < now:  # fell behind (suspend, slow disk): skip, do not burst
                 next_t = now + interval
-            self._stop.wait(next_t - now)
+            if duration_s is not None and next_t > start + duration_s + 1e-6:
+                break
+            stop.wait(next_t - now)
+        return last
 
     def _run_background(self) -> None:
         while not self._stop.is_set():
@@ -241,12 +263,3 @@ class Sampler:
                 log.warning("closing the history failed: %s", exc)
         self._client.close()
         self.gpus.close()
-
-    def run_ticks(self, count: int) -> Snapshot:
-        """Tick ``count`` times an interval apart, in this thread; returns the last snapshot."""
-        snapshot = self.tick()
-        for _ in range(count - 1):
-            if self._stop.wait(self.config.interval_s):
-                break
-            snapshot = self.tick()
-        return snapshot
