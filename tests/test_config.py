@@ -22,11 +22,16 @@ def test_endpoint_flag_options() -> None:
     ("http://[::1", "not usable"),
     ("http://", "no host"),
     ("http://user:pw@h:1", "token_env"),
+    ("http://h:1/metrics?api_key=pw", "token_env"),
 ])
 def test_unusable_endpoint_urls_are_refused(url: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words) as info:
         EndpointConfig(url=url)
     assert "pw" not in str(info.value)  # a password in a URL is not repeated back
+
+
+def test_llamacpp_router_model_query_is_kept() -> None:
+    assert EndpointConfig(url="http://h:8080/metrics?model=gemma").url.endswith("?model=gemma")
 
 
 def test_unknown_kind_is_refused_with_the_known_ones() -> None:

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,6 +124,10 @@ class EndpointConfig:
         if parts.username or parts.password:
             raise ConfigError(f"endpoint URL {parts.hostname}:... carries credentials: put the token "
                               "in an environment variable and name it with token_env=")
+        extra = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - {"model"})
+        if extra:  # llama.cpp's router mode needs ?model=; anything else may be a credential
+            raise ConfigError(f"endpoint URL {parts.netloc}: query {', '.join(extra)} not accepted (only "
+                              "model=); put a token in an environment variable and name it with token_env=")
         if self.kind is not None and self.kind not in KINDS:
             raise ConfigError(f"endpoint kind {self.kind!r} unknown; known: {', '.join(KINDS)}")
         if not self.name:
