@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     record = sub.add_parser("record", help="sample into the history database until stopped")
     _common(record, sub=True)
     record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    record.add_argument("--no-summary", dest="summary", action="store_false",
+    record.add_argument("--no-summary", dest="summary", action="store_false", default=argparse.SUPPRESS,
                         help="do not print the session summary at the end")
     snap = sub.add_parser("snapshot", help="print one complete reading")
     _common(snap, sub=True)
