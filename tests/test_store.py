@@ -711,7 +711,7 @@ def test_open_readonly_creates_nothing(tmp_path: Path) -> None:
 def test_no_secret_reaches_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = "tt-Bearer-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
     monkeypatch.setenv("TOKENTOP_TEST_TOKEN", token)
-    endpoint = EndpointConfig(url="http://127.0.0.1:8000/metrics?x=1", name="srv0",
+    endpoint = EndpointConfig(url="http://127.0.0.1:8000/metrics?model=m1", name="srv0",
                               token_env="TOKENTOP_TEST_TOKEN")
     assert endpoint.bearer_token() == token
     config = Config(endpoints=(endpoint,))
@@ -724,7 +724,7 @@ def test_no_secret_reaches_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert token.encode() not in on_disk
     on_disk = path.read_bytes()
     assert token.encode() not in on_disk
-    assert b"http://127.0.0.1:8000/metrics?x=1" in on_disk  # the URL as given
+    assert b"http://127.0.0.1:8000/metrics?model=m1" in on_disk  # the URL as given
     assert b"TOKENTOP_TEST_TOKEN" in on_disk  # only the variable's name
 
 

@@ -46,9 +46,10 @@ AWAY_FROM_FINISH_S = 0.3  # rate window edges this far from any request's end (s
 
 # Varied prompts (4 to ~250 tokens) and lengths. Six requests for four slots: two wait in the
 # server's queue. The long one outlives all others by several seconds on any machine, since
-# they all start together and it has three times the tokens of the next longest.
+# they all start together and it has six times the tokens of the next longest: room for a whole
+# rate window with no request ending near its edges.
 LOAD = (
-    LoadRequest("Write a long story about a lighthouse keeper and a storm.", 300),
+    LoadRequest("Write a long story about a lighthouse keeper and a storm.", 600),
     LoadRequest("Summarise these words: " + words(250, seed=1), 100),
     LoadRequest("List ten colours.", 70),
     LoadRequest("Describe this: " + words(60, seed=2), 50),
