@@ -130,6 +130,24 @@ def window_between(old: tuple[float, Totals], new: tuple[float, Totals]) -> Wind
     )
 
 
+def sum_windows(windows: list[Window]) -> Window:
+    """Several GPUs' windows as one host window: sums, over the longest span. Cost is unknown
+    when any GPU's is (a host total that leaves a GPU out would lie)."""
+    return Window(
+        span_s=max(w.span_s for w in windows),
+        tokens_in=sum(w.tokens_in for w in windows),
+        tokens_out=sum(w.tokens_out for w in windows),
+        energy_j=sum(w.energy_j for w in windows),
+        cost_usd=_sum_known([w.cost_usd for w in windows]),
+        busy_s=sum(w.busy_s for w in windows),
+        busy_cost_usd=_sum_known([w.busy_cost_usd for w in windows]),
+    )
+
+
+def _sum_known(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
 def histogram_quantile(q: float, hist: Histogram | None, base: Histogram | None = None) -> float | None:
     """Prometheus ``histogram_quantile`` over the observations between ``base`` and ``hist``.
 

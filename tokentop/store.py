@@ -51,6 +51,7 @@ from urllib.parse import quote
 
 import sqlite_utils
 
+from tokentop.derive import sum_windows
 from tokentop.model import Snapshot, Window
 
 SCHEMA_VERSION = 1
@@ -902,17 +903,7 @@ class Store:
             end = self._cum_before(session_id, gpu_id, until, since)
             if start is not None and end is not None and end[0] > start[0]:
                 per_gpu.append(_difference(start, end))
-        if not per_gpu:
-            return None
-        return Window(
-            span_s=max(w.span_s for w in per_gpu),
-            tokens_in=sum(w.tokens_in for w in per_gpu),
-            tokens_out=sum(w.tokens_out for w in per_gpu),
-            energy_j=sum(w.energy_j for w in per_gpu),
-            cost_usd=_sum_known([w.cost_usd for w in per_gpu]),
-            busy_s=sum(w.busy_s for w in per_gpu),
-            busy_cost_usd=_sum_known([w.busy_cost_usd for w in per_gpu]),
-        )
+        return sum_windows(per_gpu) if per_gpu else None
 
     def _cum_before(self, session_id: int, gpu_id: int, at: float,
                     not_before: float) -> tuple | None:
@@ -1106,12 +1097,6 @@ class Store:
 def _track_params(session_id: int, since: float, until: float, step_s: float) -> dict[str, Any]:
     return {"session": session_id, "since": since, "until": until, "step": step_s,
             "n": max(0, math.ceil((until - since) / step_s))}
-
-
-def _sum_known(values: list[float | None]) -> float | None:
-    """The sum, or None when any part is unknown (a GPU without a price)."""
-    known = [v for v in values if v is not None]
-    return sum(known) if len(known) == len(values) else None
 
 
 def _difference(start: tuple, end: tuple) -> Window:

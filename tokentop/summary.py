@@ -30,6 +30,7 @@ from typing import Any, TextIO
 from tokentop import __version__
 from tokentop.config import ApiPrice, Config, CostConfig, default_db_path
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
+from tokentop.derive import sum_windows
 from tokentop.model import Window
 from tokentop.store import GpuTrack, ServerTrack, SessionInfo, Store, StoreError
 
@@ -365,10 +366,6 @@ def _engine(store: Store, session_id: int, track: ServerTrack,
         ttft_p95_s_mean=_mean(track.ttft_p95_s[1:]), itl_p50_s_mean=_mean(track.itl_p50_s[1:]))
 
 
-def _sum_known(values: list[float | None]) -> float | None:
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
-
-
 def cost_config_of(session: SessionInfo) -> CostConfig | None:
     """The cost settings the session recorded with; None when they are missing or unusable."""
     raw = session.config.get("cost") if isinstance(session.config, dict) else None
@@ -479,15 +476,7 @@ def build_summary(store: Store, session: SessionInfo, since: float | None = None
                      "config): host cost and $/Mtok are not shown")
     host = None
     if windows:
-        host_window = Window(
-            span_s=max(w.span_s for w in windows),
-            tokens_in=sum(w.tokens_in for w in windows),
-            tokens_out=sum(w.tokens_out for w in windows),
-            energy_j=sum(w.energy_j for w in windows),
-            cost_usd=_sum_known([w.cost_usd for w in windows]),
-            busy_s=sum(w.busy_s for w in windows),
-            busy_cost_usd=_sum_known([w.busy_cost_usd for w in windows]))
-        host = _figures(host_window, _host_spans([spans.get(g.uuid, {}) for g in gpus]),
+        host = _figures(sum_windows(windows), _host_spans([spans.get(g.uuid, {}) for g in gpus]),
                         gpu_seconds=sum(w.span_s for w in windows))
     engines = tuple(_engine(store, session.id, t, index_of) for t in server_tracks)
     if host is None and not engines:
