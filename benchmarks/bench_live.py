@@ -95,6 +95,7 @@ def measure(pid: int, seconds: float) -> Figures:
         slices.append((now - last) / CLK_TCK / (now_t - last_t) * 100)
         last_t, last = now_t, now
     span = last_t - start_t
+
     def pct(ticks: int) -> float:
         return ticks / CLK_TCK / span * 100 if span > 0 else float("nan")
 
@@ -116,21 +117,24 @@ def bench_live(seconds: float, size: str, db: Path) -> tuple[Figures, str]:
     width, height = size.split("x")
     command = " ".join(_quote(part) for part in live_command(db))
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-    subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", width, "-y", height,
-                    "-c", str(ROOT), f"exec {command}"], check=True)
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", SESSION, "-x", width, "-y", height, "-c", str(ROOT), f"exec {command}"],
+        check=True,
+    )
     subprocess.run(["tmux", "set-option", "-t", SESSION, "remain-on-exit", "on"], check=True)
-    pid = int(subprocess.run(["tmux", "display-message", "-p", "-t", SESSION, "#{pane_pid}"],
-                             capture_output=True, text=True, check=True).stdout)
+    pid = int(
+        subprocess.run(
+            ["tmux", "display-message", "-p", "-t", SESSION, "#{pane_pid}"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     try:
         figures = measure(pid, seconds)
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True,
-                                text=True).stdout
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True, text=True).stdout
         subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], check=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and cpu_ticks(pid) is not None:
             time.sleep(0.2)
-        after = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True,
-                               text=True).stdout
+        after = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True, text=True).stdout
         if cpu_ticks(pid) is not None:
             raise SystemExit(f"the live view did not quit on 'q' within 15 s; its screen:\n{after}")
     finally:
@@ -142,7 +146,10 @@ def bench_record(seconds: float, db: Path) -> Figures:
     duration = seconds + WARMUP_S + 2
     proc = subprocess.Popen(
         [sys.executable, "-m", "tokentop.cli", "record", "--demo", "--duration", f"{duration:g}", "--db", str(db)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         figures = measure(proc.pid, seconds)
@@ -161,10 +168,12 @@ def _quote(text: str) -> str:
 
 def report(name: str, figures: Figures, cpu_target: float) -> str:
     ok = figures.cpu_pct <= cpu_target and figures.peak_rss_mb <= 60
-    return (f"{name:<8} CPU {figures.cpu_pct:5.2f} % of one core over {figures.seconds:.0f} s "
-            f"(median of 1 s slices {figures.cpu_pct_median:.2f} %, main thread {figures.main_thread_pct:.2f} %; "
-            f"target <= {cpu_target} %)   peak RSS {figures.peak_rss_mb:5.1f} MB (target <= 60)   "
-            f"{'OK' if ok else 'OVER TARGET'}")
+    return (
+        f"{name:<8} CPU {figures.cpu_pct:5.2f} % of one core over {figures.seconds:.0f} s "
+        f"(median of 1 s slices {figures.cpu_pct_median:.2f} %, main thread {figures.main_thread_pct:.2f} %; "
+        f"target <= {cpu_target} %)   peak RSS {figures.peak_rss_mb:5.1f} MB (target <= 60)   "
+        f"{'OK' if ok else 'OVER TARGET'}"
+    )
 
 
 def main() -> int:

@@ -25,8 +25,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokentop.collectors import EndpointCollector, read_samples
-from tokentop.collectors import exposition
+from tokentop.collectors import EndpointCollector, exposition, read_samples
 from tokentop.collectors.kinds import VLLM, read_figures
 from tokentop.config import EndpointConfig
 
@@ -67,7 +66,7 @@ def busy_page(engines: int) -> str:
         created = series.split("{", 1)[0].endswith("_created")
         for engine in range(engines):
             scaled = float(value) if created else float(value) * (engine + 1)
-            out.append(f'{series.replace(chr(34) + "0" + chr(34), chr(34) + str(engine) + chr(34), 1)} {scaled!r}')
+            out.append(f"{series.replace(chr(34) + '0' + chr(34), chr(34) + str(engine) + chr(34), 1)} {scaled!r}")
     return "\n".join(out) + "\n"
 
 
@@ -92,7 +91,9 @@ def oracle(text: str, names: tuple[str, ...]) -> dict[str, dict[frozenset, float
 
 def identical(page: str) -> bool:
     expected = oracle(page, VLLM.names)
-    got = {n: {frozenset(l.items()): v for l, v in s} for n, s in read_samples(page, VLLM.names).series.items()}
+    got = {
+        n: {frozenset(labels.items()): v for labels, v in s} for n, s in read_samples(page, VLLM.names).series.items()
+    }
     return expected.keys() == got.keys() and all(
         got[n].keys() == expected[n].keys()
         and all(v == got[n][k] or (math.isnan(v) and math.isnan(got[n][k])) for k, v in expected[n].items())
@@ -110,8 +111,10 @@ def main() -> None:
     page = busy_page(args.engines)
     names = VLLM.names
     lines = sum(len(s) for s in read_samples(page, names).series.values())
-    print(f"page: {len(page) / 1024:.0f} KiB, {page.count(chr(10))} lines, {args.engines} engines; "
-          f"{len(names)} names asked for, {lines} sample lines read")
+    print(
+        f"page: {len(page) / 1024:.0f} KiB, {page.count(chr(10))} lines, {args.engines} engines; "
+        f"{len(names)} names asked for, {lines} sample lines read"
+    )
 
     exposition._label_cache.clear()
     started = time.perf_counter()
@@ -148,8 +151,10 @@ def main() -> None:
             server.terminate()
             server.wait()
     wall_ms, cpu_ms = statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3
-    print(f"EndpointCollector.poll median {wall_ms:7.3f} ms wall: {cpu_ms:.3f} ms CPU in this process "
-          f"(HTTP client + reading), {max(0.0, wall_ms - cpu_ms):.3f} ms waiting for the server (another process)")
+    print(
+        f"EndpointCollector.poll median {wall_ms:7.3f} ms wall: {cpu_ms:.3f} ms CPU in this process "
+        f"(HTTP client + reading), {max(0.0, wall_ms - cpu_ms):.3f} ms waiting for the server (another process)"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ class SyntheticHost:
         self.uuids = [f"GPU-{i}a7c3e91-4f2b-8d6e-1c0a-{i:012x}" for i in range(N_GPUS)]
         self.totals = [[0.0] * 6 for _ in range(N_GPUS)]
         self.energy_mj = [random.Random(i).randrange(10**9, 10**11) for i in range(N_GPUS)]
-        self.raw = [[float(self.rng.randrange(10**6, 10**8)), float(self.rng.randrange(10**6))]
-                    for _ in range(N_SERVERS)]
+        self.raw = [
+            [float(self.rng.randrange(10**6, 10**8)), float(self.rng.randrange(10**6))] for _ in range(N_SERVERS)
+        ]
         self.delivered = [[0.0, 0.0] for _ in range(N_SERVERS)]
         self.finished = [0.0] * N_SERVERS
 
@@ -60,8 +61,7 @@ class SyntheticHost:
         for i, totals in enumerate(self.totals):
             engine = i // 4
             busy = rng.random() < 0.8
-            power = rng.randrange(150_000, 700_000) / 1000 if busy else rng.randrange(70_000,
-                                                                                      90_000) / 1000
+            power = rng.randrange(150_000, 700_000) / 1000 if busy else rng.randrange(70_000, 90_000) / 1000
             tok_in = float(rng.randrange(0, 4000)) / 4 if busy else 0.0
             tok_out = float(rng.randrange(0, 1200)) / 4 if busy else 0.0
             servers_in[engine] += tok_in
@@ -75,16 +75,31 @@ class SyntheticHost:
             totals[4] += 1.0 if busy else 0.0
             totals[5] += usd if busy else 0.0
             sample = GpuSample(
-                uuid=self.uuids[i], index=i, name="NVIDIA H200",
+                uuid=self.uuids[i],
+                index=i,
+                name="NVIDIA H200",
                 utilization_pct=float(rng.randrange(60, 100) if busy else 0),
                 memory_used_bytes=120_000_000_000 + rng.randrange(0, 2**24) * 4096,
-                memory_total_bytes=150_754_820_096, power_w=power, power_source="average_1s",
-                power_limit_w=700.0, energy_counter_mj=self.energy_mj[i],
-                temperature_c=float(rng.randrange(45, 80)), sm_clock_mhz=rng.choice((1755, 1980)))
-            gpus.append(GpuFigures(
-                sample=sample, engines=(f"engine-{engine}",), price=None, energy_method="counter",
-                usd_per_hour_now=3.5, totals=Totals(*totals, elapsed_s=float(self.seq)),
-                rate=NO_WINDOW, cost=NO_WINDOW))
+                memory_total_bytes=150_754_820_096,
+                power_w=power,
+                power_source="average_1s",
+                power_limit_w=700.0,
+                energy_counter_mj=self.energy_mj[i],
+                temperature_c=float(rng.randrange(45, 80)),
+                sm_clock_mhz=rng.choice((1755, 1980)),
+            )
+            gpus.append(
+                GpuFigures(
+                    sample=sample,
+                    engines=(f"engine-{engine}",),
+                    price=None,
+                    energy_method="counter",
+                    usd_per_hour_now=3.5,
+                    totals=Totals(*totals, elapsed_s=float(self.seq)),
+                    rate=NO_WINDOW,
+                    cost=NO_WINDOW,
+                )
+            )
         servers = []
         for j in range(N_SERVERS):
             if j >= 2:  # remote endpoints: tokens of their own, no GPU here
@@ -95,23 +110,49 @@ class SyntheticHost:
                 self.delivered[j][k] += round(delta)
             self.finished[j] += rng.randrange(0, 4)
             sample = ServerSample(
-                name=f"engine-{j}", url=f"http://10.0.0.{j + 1}:8000/metrics", t_mono=self.t,
-                status="up", kind="vllm", model="meta-llama/Llama-3.3-70B-Instruct",
-                prompt_tokens_total=self.raw[j][0], generation_tokens_total=self.raw[j][1],
-                running=float(rng.randrange(0, 64)), waiting=float(rng.randrange(0, 8)),
-                kv_cache_fraction=rng.random(), requests_finished_total=self.finished[j])
-            servers.append(ServerFigures(
-                sample=sample, gpus=tuple(self.uuids[4 * j:4 * j + 4]) if j < 2 else (),
-                mapping="process" if j < 2 else None, pid=1000 + j,
-                tokens_in_total=self.delivered[j][0], tokens_out_total=self.delivered[j][1],
-                tok_s_in=None, tok_s_out=None, ttft_p50_s=rng.uniform(0.05, 0.4),
-                ttft_p95_s=rng.uniform(0.4, 2.0), itl_p50_s=rng.uniform(0.01, 0.05)))
+                name=f"engine-{j}",
+                url=f"http://10.0.0.{j + 1}:8000/metrics",
+                t_mono=self.t,
+                status="up",
+                kind="vllm",
+                model="meta-llama/Llama-3.3-70B-Instruct",
+                prompt_tokens_total=self.raw[j][0],
+                generation_tokens_total=self.raw[j][1],
+                running=float(rng.randrange(0, 64)),
+                waiting=float(rng.randrange(0, 8)),
+                kv_cache_fraction=rng.random(),
+                requests_finished_total=self.finished[j],
+            )
+            servers.append(
+                ServerFigures(
+                    sample=sample,
+                    gpus=tuple(self.uuids[4 * j : 4 * j + 4]) if j < 2 else (),
+                    mapping="process" if j < 2 else None,
+                    pid=1000 + j,
+                    tokens_in_total=self.delivered[j][0],
+                    tokens_out_total=self.delivered[j][1],
+                    tok_s_in=None,
+                    tok_s_out=None,
+                    ttft_p50_s=rng.uniform(0.05, 0.4),
+                    ttft_p95_s=rng.uniform(0.4, 2.0),
+                    itl_p50_s=rng.uniform(0.01, 0.05),
+                )
+            )
         return Snapshot(
-            seq=self.seq, t_wall=self.t, t_mono=self.t, dt_s=1.0, rate_window_s=10,
-            cost_window_s=60, gpu_available=True, gpu_reason=None, gpus=tuple(gpus),
+            seq=self.seq,
+            t_wall=self.t,
+            t_mono=self.t,
+            dt_s=1.0,
+            rate_window_s=10,
+            cost_window_s=60,
+            gpu_available=True,
+            gpu_reason=None,
+            gpus=tuple(gpus),
             servers=tuple(servers),
-            host=HostFigures(gpu_count=N_GPUS, power_w=None, usd_per_hour_now=None,
-                             totals=Totals(), rate=NO_WINDOW, cost=NO_WINDOW))
+            host=HostFigures(
+                gpu_count=N_GPUS, power_w=None, usd_per_hour_now=None, totals=Totals(), rate=NO_WINDOW, cost=NO_WINDOW
+            ),
+        )
 
 
 def used_bytes(path: Path) -> tuple[int, dict[str, int]]:
@@ -170,25 +211,31 @@ def main() -> None:
         per_day = (size - empty) * 86400 / ticks + empty
         raw_tables = ("gpu_ticks", "server_ticks")
         rollup_tables = ("gpu_rollup_1m", "server_rollup_1m")
-        print(f"ticks written: {ticks:,} ({args.hours:g} h of 8 GPUs + 4 endpoints at 1 Hz) "
-              f"in {wall:.1f} s")
-        print(f"append, one tick (8 GPU + 4 endpoint rows, rollups), median: "
-              f"{statistics.median(append_s) * 1e3:.3f} ms; over the last hour: "
-              f"{statistics.median(append_s[-3600:]) * 1e3:.3f} ms; "
-              f"p99: {sorted(append_s)[int(0.99 * len(append_s))] * 1e3:.3f} ms")
-        method = ("measured" if ticks == 86400
-                  else f"{args.hours:g} h measured, scaled x{24 / args.hours:g}")
-        print(f"file size per 24 h: {per_day / MIB:.1f} MiB ({method}; pages in use after a "
-              f"checkpoint; target <= 150 MiB)")
+        print(f"ticks written: {ticks:,} ({args.hours:g} h of 8 GPUs + 4 endpoints at 1 Hz) in {wall:.1f} s")
+        print(
+            f"append, one tick (8 GPU + 4 endpoint rows, rollups), median: "
+            f"{statistics.median(append_s) * 1e3:.3f} ms; over the last hour: "
+            f"{statistics.median(append_s[-3600:]) * 1e3:.3f} ms; "
+            f"p99: {sorted(append_s)[int(0.99 * len(append_s))] * 1e3:.3f} ms"
+        )
+        method = "measured" if ticks == 86400 else f"{args.hours:g} h measured, scaled x{24 / args.hours:g}"
+        print(
+            f"file size per 24 h: {per_day / MIB:.1f} MiB ({method}; pages in use after a "
+            f"checkpoint; target <= 150 MiB)"
+        )
         if per_table:
             scale = 86400 / ticks
             raw = sum(per_table.get(t, 0) for t in raw_tables) * scale
             rollups = sum(per_table.get(t, 0) for t in rollup_tables) * scale
-            print(f"  of which raw rows {raw / MIB:.1f} MiB "
-                  f"({raw / (ticks * scale * (N_GPUS + N_SERVERS)):.0f} B per row), "
-                  f"1-minute rollups {rollups / MIB:.2f} MiB")
-            print(f"  steady state with the default retention (24 h raw, 30 d rollups): "
-                  f"{(raw + 30 * rollups + empty) / MIB:.0f} MiB")
+            print(
+                f"  of which raw rows {raw / MIB:.1f} MiB "
+                f"({raw / (ticks * scale * (N_GPUS + N_SERVERS)):.0f} B per row), "
+                f"1-minute rollups {rollups / MIB:.2f} MiB"
+            )
+            print(
+                f"  steady state with the default retention (24 h raw, 30 d rollups): "
+                f"{(raw + 30 * rollups + empty) / MIB:.0f} MiB"
+            )
 
         span = min(86400.0, float(ticks))
         since = now - span
@@ -197,27 +244,30 @@ def main() -> None:
             points = store.gpu_series(session_id, uuid, since, now, step)
             assert points[-1].watts is not None
 
-        print(f"chart of the last {span / 3600:g} h from the rollups, median of 25 "
-              "(target < 20 ms):")
+        print(f"chart of the last {span / 3600:g} h from the rollups, median of 25 (target < 20 ms):")
         for label, session_id, uuid, step in (
-                ("whole host, 1-min steps", session, None, 60),
-                ("whole host, 5-min steps", session, None, 300),
-                ("one GPU, 1-min steps", session, host.uuids[3], 60),
-                ("all sessions, 1-min steps", None, None, 60)):
+            ("whole host, 1-min steps", session, None, 60),
+            ("whole host, 5-min steps", session, None, 300),
+            ("one GPU, 1-min steps", session, host.uuids[3], 60),
+            ("all sessions, 1-min steps", None, None, 60),
+        ):
             points = int(span // step)
             result = timed(lambda s=session_id, u=uuid, st=step: chart(s, u, st), 25)
             print(f"  {label} ({points:,} points): {result}")
-        print(f"chart of the last 10 min from raw rows (5 s steps), median of 25: "
-              f"{timed(lambda: store.gpu_series(session, None, now - 600, now, 5), 25)}")
+        print(
+            f"chart of the last 10 min from raw rows (5 s steps), median of 25: "
+            f"{timed(lambda: store.gpu_series(session, None, now - 600, now, 5), 25)}"
+        )
 
         rng = random.Random(1)
         windows = [sorted(rng.uniform(since, now) for _ in range(2)) for _ in range(200)]
         window_iter = iter(windows * 2)
         whole_host = timed(lambda: store.window_totals(session, None, *next(window_iter)), 200)
-        one_gpu = timed(lambda: store.window_totals(session, host.uuids[0], *next(window_iter)),
-                        200)
-        print(f"energy over a random window of the day (window_totals), median of 200: "
-              f"whole host {whole_host}, one GPU {one_gpu}")
+        one_gpu = timed(lambda: store.window_totals(session, host.uuids[0], *next(window_iter)), 200)
+        print(
+            f"energy over a random window of the day (window_totals), median of 200: "
+            f"whole host {whole_host}, one GPU {one_gpu}"
+        )
         store.close()
         print(f"load average during the run: {os.getloadavg()[1]:.1f} (1 = one busy core)")
 

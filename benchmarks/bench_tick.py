@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_reader import FIXTURE, SERVER, busy_page  # noqa: E402
+from bench_reader import FIXTURE, SERVER, busy_page
 
-from tokentop.config import Config, EndpointConfig  # noqa: E402
-from tokentop.nvml.fake import FakeNvml  # noqa: E402
-from tokentop.nvml.reader import NvmlReader  # noqa: E402
-from tokentop.sampler import Sampler  # noqa: E402
-from tokentop.store import Store  # noqa: E402
+from tokentop.config import Config, EndpointConfig
+from tokentop.nvml.fake import FakeNvml
+from tokentop.nvml.reader import NvmlReader
+from tokentop.sampler import Sampler
+from tokentop.store import Store
 
 
 def main() -> None:
@@ -40,13 +40,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(args.engines))
-        servers = [subprocess.Popen([sys.executable, "-c", SERVER, str(page)], stdout=subprocess.PIPE, text=True)
-                   for _ in range(4)]
+        servers = [
+            subprocess.Popen([sys.executable, "-c", SERVER, str(page)], stdout=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         try:
             ports = [int(s.stdout.readline()) for s in servers]
-            config = Config(endpoints=tuple(
-                EndpointConfig(url=f"http://127.0.0.1:{p}/metrics", name=f"e{i}", kind="vllm", gpus=(str(2 * i), str(2 * i + 1)))
-                for i, p in enumerate(ports)))
+            config = Config(
+                endpoints=tuple(
+                    EndpointConfig(
+                        url=f"http://127.0.0.1:{p}/metrics",
+                        name=f"e{i}",
+                        kind="vllm",
+                        gpus=(str(2 * i), str(2 * i + 1)),
+                    )
+                    for i, p in enumerate(ports)
+                )
+            )
             store = Store.open(Path(tmp) / "h.db", host="bench", version="bench", config={})
             sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=8)), store=store)
             cpu = []
@@ -62,8 +72,10 @@ def main() -> None:
                 server.kill()
     cpu.sort()
     print(f"page size: {page_size_kib(args.engines):.0f} KiB x 4 endpoints, 8 GPUs (fake NVML), SQLite append")
-    print(f"CPU per tick: median {statistics.median(cpu) * 1e3:.2f} ms, "
-          f"p95 {cpu[int(len(cpu) * 0.95)] * 1e3:.2f} ms over {len(cpu)} ticks (target <= 5 ms)")
+    print(
+        f"CPU per tick: median {statistics.median(cpu) * 1e3:.2f} ms, "
+        f"p95 {cpu[int(len(cpu) * 0.95)] * 1e3:.2f} ms over {len(cpu)} ticks (target <= 5 ms)"
+    )
 
 
 def page_size_kib(engines: int) -> float:

@@ -201,11 +201,7 @@ def run_smi(smi: str, args: list[str]) -> list[list[str]] | None:
         return None
     if done.returncode != 0:
         return None
-    return [
-        [cell.strip() for cell in line.split(",")]
-        for line in done.stdout.splitlines()
-        if line.strip()
-    ]
+    return [[cell.strip() for cell in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
 
 
 def smi_fields_known(smi: str, index: int) -> list[str]:
@@ -223,9 +219,7 @@ def smi_gpu(smi: str, index: int, names: list[str]) -> dict[str, float | None]:
     values: dict[str, float | None] = dict.fromkeys(SMI_GPU_FIELDS)
     if not names:
         return values
-    rows = run_smi(
-        smi, ["-i", str(index), f"--query-gpu={','.join(names)}", "--format=csv,noheader,nounits"]
-    )
+    rows = run_smi(smi, ["-i", str(index), f"--query-gpu={','.join(names)}", "--format=csv,noheader,nounits"])
     if rows and len(rows[0]) == len(names):
         values.update({name: number(cell) for name, cell in zip(names, rows[0], strict=True)})
     return values
@@ -248,9 +242,7 @@ def start_load(kind: str, seconds: float, uuid: str) -> Load | None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": uuid}
     print(f"starting load ({kind}) for {seconds:.0f} s on {uuid}")
     try:
-        process = subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as exc:
         print(f"  load could not start: {exc}")
         return None
@@ -367,9 +359,7 @@ def compare(ticks: list[Tick], load: Load | None) -> list[tuple[str, str, str]]:
 
     verdicts.extend(compare_energy(ok))
 
-    pairs = paired(
-        busy or ok, lambda t: t.sample.utilization_pct, lambda t: t.smi["utilization.gpu"]
-    )
+    pairs = paired(busy or ok, lambda t: t.sample.utilization_pct, lambda t: t.smi["utilization.gpu"])
     if pairs:
         diff = statistics.median(abs(a - b) for a, b in pairs)
         verdicts.append(
@@ -387,8 +377,7 @@ def compare(ticks: list[Tick], load: Load | None) -> list[tuple[str, str, str]]:
             (
                 "memory used vs nvidia-smi",
                 "OK" if abs(diff) <= 1024 else "FAIL",
-                f"median NVML - smi {diff:+.0f} MiB"
-                " (v1 memory info counts reserved memory as used)",
+                f"median NVML - smi {diff:+.0f} MiB (v1 memory info counts reserved memory as used)",
             )
         )
 
@@ -414,9 +403,7 @@ def compare_energy(ok: list[Tick]) -> list[tuple[str, str, str]]:
         if t.sample.power_w is not None and t.sample.energy_counter_mj is not None
     ]
     if len(points) < 3:
-        return [
-            ("energy counter vs power integral", "N/A", "energy counter or power not available")
-        ]
+        return [("energy counter vs power integral", "N/A", "energy counter or power not available")]
     (t_first, _, first_mj, smi_first), (t_last, _, last_mj, smi_last) = points[0], points[-1]
     counter_j = (last_mj - first_mj) / 1000
     if counter_j < 0:
@@ -438,8 +425,7 @@ def compare_energy(ok: list[Tick]) -> list[tuple[str, str, str]]:
             (
                 "energy counter vs nvidia-smi total_energy_consumption",
                 "OK" if close else "FAIL",
-                f"NVML {counter_j:.0f} J;"
-                f" nvidia-smi delta {smi_delta:.0f} (as reported; expected mJ)",
+                f"NVML {counter_j:.0f} J; nvidia-smi delta {smi_delta:.0f} (as reported; expected mJ)",
             )
         )
     return verdicts
@@ -466,12 +452,8 @@ def mib(value: int | None) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument(
-        "--seconds", type=float, default=60.0, help="length of the load (default 60)"
-    )
-    parser.add_argument(
-        "--idle", type=float, default=5.0, help="idle seconds before and after the load"
-    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the load (default 60)")
+    parser.add_argument("--idle", type=float, default=5.0, help="idle seconds before and after the load")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between ticks")
     parser.add_argument("--gpu", type=int, default=0, help="NVML index of the GPU to load")
     parser.add_argument("--load", choices=("auto", "torch", "cuda", "none"), default="auto")

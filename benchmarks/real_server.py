@@ -98,10 +98,20 @@ def measure(args: argparse.Namespace, server: LlamaServer, folder: Path) -> None
     steady_load(server.url, args.concurrency, args.n_predict, stop)
     db_path = folder / "bench.db"
     recorder = subprocess.Popen(
-        [*tokentop_command(), "record", "--endpoint", server.url, "--db", str(db_path),
-         "--interval", str(args.interval)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "XDG_DATA_HOME": str(folder / "data")})
+        [
+            *tokentop_command(),
+            "record",
+            "--endpoint",
+            server.url,
+            "--db",
+            str(db_path),
+            "--interval",
+            str(args.interval),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "XDG_DATA_HOME": str(folder / "data")},
+    )
     try:
         server.wait_until_generating()
         wait_for_rows(db_path, recorder, count=3)
@@ -129,9 +139,11 @@ def measure(args: argparse.Namespace, server: LlamaServer, folder: Path) -> None
     if recorder.returncode != 0:
         print(f"tokentop record exited with {recorder.returncode}: {err.decode(errors='replace')}", file=sys.stderr)
 
-    print(f"window {wall:.1f} s in {args.slices} slices; tokentop record --interval {args.interval:g}; "
-          f"{args.concurrency} clients, n_predict {args.n_predict}; server generated {tokens:.0f} tokens "
-          f"({tokens / wall:.1f} tok/s: counter + /slots progress)")
+    print(
+        f"window {wall:.1f} s in {args.slices} slices; tokentop record --interval {args.interval:g}; "
+        f"{args.concurrency} clients, n_predict {args.n_predict}; server generated {tokens:.0f} tokens "
+        f"({tokens / wall:.1f} tok/s: counter + /slots progress)"
+    )
     print("slice   tokentop %core   llama-server %core")
     for i, (ours_pct, theirs_pct) in enumerate(rows, 1):
         print(f"{i:5}   {ours_pct:14.2f}   {theirs_pct:18.1f}")
@@ -140,8 +152,10 @@ def measure(args: argparse.Namespace, server: LlamaServer, folder: Path) -> None
     ours_all, theirs_all = percent(ours - ours0, wall), percent(theirs - theirs0, wall)
     print(f"median  {ours_median:14.2f}   {theirs_median:18.1f}")
     print(f"window  {ours_all:14.2f}   {theirs_all:18.1f}")
-    print(f"ratio tokentop / server: {ours_all / theirs_all:.4f} over the window "
-          f"({ours_median / theirs_median:.4f} of the medians)")
+    print(
+        f"ratio tokentop / server: {ours_all / theirs_all:.4f} over the window "
+        f"({ours_median / theirs_median:.4f} of the medians)"
+    )
 
 
 def main() -> int:

@@ -21,6 +21,7 @@ from tokentop.demo import simulated_snapshots
 from tokentop.model import Snapshot
 from tokentop.tui.app import TokentopApp
 
+
 @dataclass(frozen=True)
 class Picture:
     name: str

@@ -38,14 +38,21 @@ VLLM_PAGE = "\n".join(
 def tokentop(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tokentop.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
 def counting_vllm(server: LoopbackServer, step: int = 100) -> None:
     """A vLLM page whose counters grow by ``step`` generated tokens per scrape."""
-    server.route("/metrics", lambda seen: Reply(body=VLLM_PAGE.format(
-        prompt=len(server.requests) * step // 2, gen=len(server.requests) * step)))
+    server.route(
+        "/metrics",
+        lambda seen: Reply(
+            body=VLLM_PAGE.format(prompt=len(server.requests) * step // 2, gen=len(server.requests) * step)
+        ),
+    )
 
 
 def test_snapshot_json_demo_prints_every_figure_with_units() -> None:
@@ -93,11 +100,13 @@ def test_snapshot_and_record_against_a_real_endpoint_report_its_kind_and_counter
         assert data["gpu_available"] is False and "driver" in data["gpu_unavailable_reason"]
 
         db = tmp_path / "r.db"
-        result = tokentop("record", "--endpoint", server.url, "--db", str(db), "--duration", "2",
-                          "--interval", "0.5")
+        result = tokentop("record", "--endpoint", server.url, "--db", str(db), "--duration", "2", "--interval", "0.5")
         assert result.returncode == 0, result.stderr
-        rows = sqlite3.connect(db).execute(
-            "SELECT kind, status, generation_tokens_raw FROM server_ticks_v ORDER BY t").fetchall()
+        rows = (
+            sqlite3.connect(db)
+            .execute("SELECT kind, status, generation_tokens_raw FROM server_ticks_v ORDER BY t")
+            .fetchall()
+        )
         assert len(rows) >= 3 and rows[-1][0] == "vllm" and rows[-1][1] == "up"
         assert rows[-1][2] > rows[0][2]
 
@@ -106,18 +115,37 @@ def test_bearer_token_is_sent_and_never_stored_logged_or_printed(tmp_path: Path)
     secret = "sk-tokentop-test-5ecret-value"
     db = tmp_path / "s.db"
     with LoopbackServer() as server:
+
         def guarded(seen):
             if seen.headers.get("authorization") != f"Bearer {secret}":
                 return Reply(status=401, body="unauthorized")
             return Reply(body=VLLM_PAGE.format(prompt=1, gen=len(server.requests)))
 
         server.route("/metrics", guarded)
-        result = tokentop("record", "-v", "--endpoint", f"{server.url},token_env=TT_SECRET", "--db", str(db),
-                          "--duration", "1.5", "--interval", "0.5", env={"TT_SECRET": secret})
+        result = tokentop(
+            "record",
+            "-v",
+            "--endpoint",
+            f"{server.url},token_env=TT_SECRET",
+            "--db",
+            str(db),
+            "--duration",
+            "1.5",
+            "--interval",
+            "0.5",
+            env={"TT_SECRET": secret},
+        )
         assert result.returncode == 0, result.stderr
         assert any(s.headers.get("authorization") == f"Bearer {secret}" for s in server.requests)
-        snap = tokentop("snapshot", "--json", "--endpoint", f"{server.url},token_env=TT_SECRET",
-                        "--interval", "0.3", env={"TT_SECRET": secret})
+        snap = tokentop(
+            "snapshot",
+            "--json",
+            "--endpoint",
+            f"{server.url},token_env=TT_SECRET",
+            "--interval",
+            "0.3",
+            env={"TT_SECRET": secret},
+        )
     assert json.loads(snap.stdout)["endpoints"][0]["status"] == "up"
     for text in (result.stdout, result.stderr, snap.stdout, snap.stderr):
         assert secret not in text
@@ -147,8 +175,12 @@ def test_record_without_history_is_refused(capsys) -> None:
 
 def test_sigterm_during_record_ends_cleanly_and_keeps_what_was_committed(tmp_path: Path) -> None:
     db = tmp_path / "k.db"
-    proc = subprocess.Popen([sys.executable, "-m", "tokentop.cli", "record", "--demo", "--db", str(db),
-                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokentop.cli", "record", "--demo", "--db", str(db), "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if db.exists() and _ticks(db) >= 5:
@@ -187,10 +219,13 @@ def test_one_slow_endpoint_does_not_delay_the_tick() -> None:
     with LoopbackServer() as fast, LoopbackServer() as slow:
         counting_vllm(fast)
         slow.route("/metrics", Reply(body=VLLM_PAGE.format(prompt=1, gen=1), delay_s=5))
-        config = Config(interval_s=0.5, endpoints=(
-            EndpointConfig(url=fast.url + "/metrics", name="fast"),
-            EndpointConfig(url=slow.url + "/metrics", name="slow"),
-        ))
+        config = Config(
+            interval_s=0.5,
+            endpoints=(
+                EndpointConfig(url=fast.url + "/metrics", name="fast"),
+                EndpointConfig(url=slow.url + "/metrics", name="slow"),
+            ),
+        )
         sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=2)))
         try:
             sampler.tick()

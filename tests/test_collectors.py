@@ -74,9 +74,14 @@ def test_data_parallel_engines_are_summed_kv_is_the_fullest(server: LoopbackServ
 
 
 def test_sglang_tensor_parallel_ranks_are_not_summed(server: LoopbackServer, client: httpx.Client) -> None:
-    page = "".join(
-        f'sglang:num_running_reqs{{dp_rank="{dp}",model_name="m",tp_rank="{tp}"}} 5\n' for dp in (0, 1) for tp in (0, 1, 2, 3)
-    ) + 'sglang:generation_tokens_total{model_name="m"} 9\n'
+    page = (
+        "".join(
+            f'sglang:num_running_reqs{{dp_rank="{dp}",model_name="m",tp_rank="{tp}"}} 5\n'
+            for dp in (0, 1)
+            for tp in (0, 1, 2, 3)
+        )
+        + 'sglang:generation_tokens_total{model_name="m"} 9\n'
+    )
     server.route("/metrics", page)
     sample = make(server.url, client).poll(1.0)
     assert (sample.kind, sample.running, sample.generation_tokens_total) == ("sglang", 10, 9)  # 2 DP ranks x 5
@@ -216,7 +221,10 @@ def test_a_dripping_server_cannot_hold_the_tick(server: LoopbackServer, client: 
     ("reply", "reason"),
     [
         (Reply(status=500, body="boom"), "HTTP 500"),
-        (Reply(body="<!doctype html><html><body>login</body></html>", content_type="text/html"), "not a metrics page (HTML)"),
+        (
+            Reply(body="<!doctype html><html><body>login</body></html>", content_type="text/html"),
+            "not a metrics page (HTML)",
+        ),
         (Reply(body=bytes(range(256)) * 8, content_type="application/octet-stream"), "binary data"),
         (Reply(body=vllm_page(1, 1), declared_length=10_000), "connection closed before the answer was complete"),
         (Reply(drop=True), "connection closed before the answer was complete"),
@@ -322,7 +330,7 @@ def test_a_full_url_is_used_as_given(server: LoopbackServer, client: httpx.Clien
 
 
 def test_a_base_url_is_probed_once_and_remembered(server: LoopbackServer, client: httpx.Client) -> None:
-    server.route("/v1/metrics", "num_requests_running{model_name=\"n\"} 2\ngpu_cache_usage_perc{model_name=\"n\"} 0.5\n")
+    server.route("/v1/metrics", 'num_requests_running{model_name="n"} 2\ngpu_cache_usage_perc{model_name="n"} 0.5\n')
     collector = make(server.url, client)
     assert collector.poll(1.0).kind == "nim"
     assert [seen.path for seen in server.requests] == ["/metrics", "/v1/metrics"]
@@ -331,8 +339,15 @@ def test_a_base_url_is_probed_once_and_remembered(server: LoopbackServer, client
 
 
 def test_trtllm_serve_prefers_prometheus_over_its_json(server: LoopbackServer, client: httpx.Client) -> None:
-    iterations = [{"iter": 1, "iterLatencyMS": 9, "numActiveRequests": 3, "numQueuedRequests": 1,
-                   "kvCacheStats": {"usedNumBlocks": 25, "maxNumBlocks": 100}}]
+    iterations = [
+        {
+            "iter": 1,
+            "iterLatencyMS": 9,
+            "numActiveRequests": 3,
+            "numQueuedRequests": 1,
+            "kvCacheStats": {"usedNumBlocks": 25, "maxNumBlocks": 100},
+        }
+    ]
     server.route("/metrics", Reply(body=json.dumps(iterations), content_type="application/json"))
     json_only = make(server.url, client).poll(1.0)
     assert (json_only.kind, json_only.kind_detail) == ("trtllm", "JSON iteration stats")
@@ -373,7 +388,13 @@ def test_llamacpp_prompt_progress_only_counts_when_metrics_are_off(
     server: LoopbackServer, client: httpx.Client
 ) -> None:
     slots = [
-        {"id": i, "n_ctx": 512, "is_processing": busy, "n_prompt_tokens_processed": read, "next_token": [{"n_decoded": n}]}
+        {
+            "id": i,
+            "n_ctx": 512,
+            "is_processing": busy,
+            "n_prompt_tokens_processed": read,
+            "next_token": [{"n_decoded": n}],
+        }
         for i, (busy, read, n) in enumerate([(True, 300, 0), (True, 80, 12), (False, 50, 9)])
     ]
     server.route("/metrics", "llamacpp:prompt_tokens_total 380\nllamacpp:tokens_predicted_total 0\n", Reply(status=501))
@@ -454,17 +475,22 @@ def test_poll_all_with_no_endpoints() -> None:
     assert poll_all([], 1.0, deadline_s=0.1) == ()
 
 
-
 def test_latency_histograms_are_read_every_few_seconds_and_carried_between(
     server: LoopbackServer, client: httpx.Client
 ) -> None:
     def page(observations: int) -> str:
-        return vllm_page(10, 20) + "\n".join([
-            f'vllm:time_to_first_token_seconds_bucket{{engine="0",model_name="m",le="0.5"}} {observations}',
-            f'vllm:time_to_first_token_seconds_bucket{{engine="0",model_name="m",le="+Inf"}} {observations}',
-            f'vllm:time_to_first_token_seconds_sum{{engine="0",model_name="m"}} {observations * 0.2}',
-            f'vllm:time_to_first_token_seconds_count{{engine="0",model_name="m"}} {observations}',
-        ]) + "\n"
+        return (
+            vllm_page(10, 20)
+            + "\n".join(
+                [
+                    f'vllm:time_to_first_token_seconds_bucket{{engine="0",model_name="m",le="0.5"}} {observations}',
+                    f'vllm:time_to_first_token_seconds_bucket{{engine="0",model_name="m",le="+Inf"}} {observations}',
+                    f'vllm:time_to_first_token_seconds_sum{{engine="0",model_name="m"}} {observations * 0.2}',
+                    f'vllm:time_to_first_token_seconds_count{{engine="0",model_name="m"}} {observations}',
+                ]
+            )
+            + "\n"
+        )
 
     server.route("/metrics", page(1), page(2), page(3))
     collector = make(server.url, client)

@@ -11,19 +11,27 @@ from tokentop.config import Config, ConfigError, EndpointConfig, load_config, pa
 
 def test_endpoint_flag_options() -> None:
     e = parse_endpoint_flag("http://10.0.0.5:8000,kind=vllm,name=big,gpus=0+GPU-ab,token_env=KEY")
-    assert (e.url, e.kind, e.name, e.gpus, e.token_env) == ("http://10.0.0.5:8000", "vllm", "big",
-                                                            ("0", "GPU-ab"), "KEY")
+    assert (e.url, e.kind, e.name, e.gpus, e.token_env) == (
+        "http://10.0.0.5:8000",
+        "vllm",
+        "big",
+        ("0", "GPU-ab"),
+        "KEY",
+    )
     assert parse_endpoint_flag("http://h:30000/metrics").name == "h:30000"
 
 
-@pytest.mark.parametrize(("url", "words"), [
-    ("h:8000", "http://"),
-    ("http://host:abc", "not usable"),
-    ("http://[::1", "not usable"),
-    ("http://", "no host"),
-    ("http://user:pw@h:1", "token_env"),
-    ("http://h:1/metrics?api_key=pw", "token_env"),
-])
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("h:8000", "http://"),
+        ("http://host:abc", "not usable"),
+        ("http://[::1", "not usable"),
+        ("http://", "no host"),
+        ("http://user:pw@h:1", "token_env"),
+        ("http://h:1/metrics?api_key=pw", "token_env"),
+    ],
+)
 def test_unusable_endpoint_urls_are_refused(url: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words) as info:
         EndpointConfig(url=url)
@@ -48,10 +56,18 @@ def test_two_endpoints_with_one_name_are_refused_but_the_same_one_twice_counts_o
     assert len(config.endpoints) == 1
 
 
-@pytest.mark.parametrize("setting", [
-    "interval_s = 0", "process_interval_s = \"a\"", "rate_window_s = -5", "raw_retention_h = -1",
-    "max_page_bytes = 0", "http_timeout_s = 1e9", "cost_window_s = true",
-])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "interval_s = 0",
+        'process_interval_s = "a"',
+        "rate_window_s = -5",
+        "raw_retention_h = -1",
+        "max_page_bytes = 0",
+        "http_timeout_s = 1e9",
+        "cost_window_s = true",
+    ],
+)
 def test_bad_numbers_name_the_setting(tmp_path: Path, setting: str) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text(setting + "\n")

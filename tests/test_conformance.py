@@ -123,7 +123,10 @@ def test_llamacpp_readme_slots_without_metrics(server: LoopbackServer, client: h
     sample = read_once(
         server,
         client,
-        {"/metrics": Reply(status=501), "/slots": (FIXTURES / "llamacpp" / "slots-readme-2slots-gptoss.json").read_text()},
+        {
+            "/metrics": Reply(status=501),
+            "/slots": (FIXTURES / "llamacpp" / "slots-readme-2slots-gptoss.json").read_text(),
+        },
     )
     assert (sample.status, sample.kind, sample.kind_detail) == ("up", "llamacpp", "metrics off: /slots")
     assert sample.prompt_tokens_total is None and sample.generation_tokens_total is None

@@ -18,8 +18,9 @@ from tokentop.model import Window
 def test_worked_example_h200_at_1_41_and_90_tok_s() -> None:
     # COST_MODEL.md: 1.41 / (90 x 3600) x 1e6 = $4.35 per million tokens, the way tokentop
     # measures it: an hour's cost over an hour's output tokens.
-    window = Window(span_s=3600, tokens_in=0, tokens_out=90 * 3600, energy_j=0,
-                    cost_usd=1.41, busy_s=3600, busy_cost_usd=1.41)
+    window = Window(
+        span_s=3600, tokens_in=0, tokens_out=90 * 3600, energy_j=0, cost_usd=1.41, busy_s=3600, busy_cost_usd=1.41
+    )
     assert window.usd_per_mtok == pytest.approx(4.3518, abs=1e-4)
     assert round(window.usd_per_mtok, 2) == 4.35
     assert window.tok_s_out == pytest.approx(90)
@@ -83,15 +84,15 @@ def test_tick_cost_adds_energy_unless_the_cloud_rate_includes_it() -> None:
 
 
 def test_idle_window_shows_no_cost_per_token_not_infinity() -> None:
-    window = Window(span_s=60, tokens_in=0, tokens_out=0, energy_j=4200, cost_usd=0.06,
-                    busy_s=0, busy_cost_usd=0.0)
+    window = Window(span_s=60, tokens_in=0, tokens_out=0, energy_j=4200, cost_usd=0.06, busy_s=0, busy_cost_usd=0.0)
     assert window.usd_per_mtok is None
     assert window.idle_cost_usd == pytest.approx(0.06)
     assert window.utilization == 0
 
 
-@pytest.mark.parametrize("bad", [{"mode": "lease"}, {"pue": 0.9}, {"life_years": 0}, {"residual": 1.0},
-                                 {"gpu_hour_usd": {"H200": -1}}])
+@pytest.mark.parametrize(
+    "bad", [{"mode": "lease"}, {"pue": 0.9}, {"life_years": 0}, {"residual": 1.0}, {"gpu_hour_usd": {"H200": -1}}]
+)
 def test_bad_cost_settings_are_refused_with_a_message(bad: dict) -> None:
     with pytest.raises(ConfigError):
         CostConfig(**bad)

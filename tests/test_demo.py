@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 
 from tokentop.config import Config, CostConfig
@@ -65,7 +66,7 @@ def test_demo_numbers_agree_with_the_simulated_truth(demo) -> None:
 
 
 def test_demo_endpoints_are_read_as_vllm_with_percentiles(demo) -> None:
-    host, sampler, clock = demo
+    _host, sampler, clock = demo
     snap = run(sampler, clock, 7)  # latency histograms are read every 5 s: two reads by now
     assert [s.sample.kind for s in snap.servers] == ["vllm", "vllm", "vllm"]
     assert all(s.sample.status == "up" for s in snap.servers)

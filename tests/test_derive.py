@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,16 +21,34 @@ from tokentop.model import GpuReading, GpuSample, Histogram, ServerSample
 H200 = "NVIDIA H200"
 
 
-def gpu(uuid: str, index: int, *, power: float | None = 500.0, energy_mj: int | None = None,
-        name: str = H200) -> GpuSample:
+def gpu(
+    uuid: str, index: int, *, power: float | None = 500.0, energy_mj: int | None = None, name: str = H200
+) -> GpuSample:
     return GpuSample(uuid=uuid, index=index, name=name, power_w=power, energy_counter_mj=energy_mj)
 
 
-def server(name: str, t: float, prompt: float | None, gen: float | None, *, running: float = 0,
-           gen_in_flight: float | None = None, ttft: Histogram | None = None) -> ServerSample:
-    return ServerSample(name=name, url=f"http://x/{name}", t_mono=t, status="up", kind="vllm",
-                        prompt_tokens_total=prompt, generation_tokens_total=gen, running=running,
-                        generation_tokens_in_flight=gen_in_flight, ttft=ttft)
+def server(
+    name: str,
+    t: float,
+    prompt: float | None,
+    gen: float | None,
+    *,
+    running: float = 0,
+    gen_in_flight: float | None = None,
+    ttft: Histogram | None = None,
+) -> ServerSample:
+    return ServerSample(
+        name=name,
+        url=f"http://x/{name}",
+        t_mono=t,
+        status="up",
+        kind="vllm",
+        prompt_tokens_total=prompt,
+        generation_tokens_total=gen,
+        running=running,
+        generation_tokens_in_flight=gen_in_flight,
+        ttft=ttft,
+    )
 
 
 # --- the delivered-tokens counter -------------------------------------------------------
@@ -89,7 +109,7 @@ def test_property_delivered_matches_prometheus_increase(values: list[int]) -> No
     """Delivered = sum of increases, a decrease counting the new value (Prometheus rate())."""
     c = DeliveredCounter()
     expected = 0
-    for prev, cur in zip(values, values[1:]):
+    for prev, cur in itertools.pairwise(values):
         expected += cur - prev if cur >= prev else cur
     total = sum(c.update(v, None) for v in values)
     assert total == expected == c.delivered
@@ -217,8 +237,7 @@ def test_unknown_gpu_model_has_no_cost_and_says_so() -> None:
 def test_no_gpus_still_counts_engine_tokens() -> None:
     d = Deriver(CostConfig())
     for t in (0.0, 1.0, 2.0):
-        snap = d.step(GpuReading(t, (), available=False, reason="no driver"), (server("cpu", t, 5 * t, 60 * t),),
-                      {}, t)
+        snap = d.step(GpuReading(t, (), available=False, reason="no driver"), (server("cpu", t, 5 * t, 60 * t),), {}, t)
     assert snap.host.rate.tok_s_out == pytest.approx(60)
     assert snap.host.cost.cost_usd is None and snap.gpu_reason == "no driver"
 
@@ -248,8 +267,9 @@ def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None
     mapping = {"local": EngineMapping(("a",), "process")}  # "remote" is mapped to nothing
     for t in (0.0, 1.0, 2.0):
         gpus = [gpu("a", 0), gpu("b", 1)]
-        snap = d.step(_reading(t, gpus), (server("local", t, 0, 100 * t, running=1),
-                                          server("remote", t, 0, 900 * t)), mapping, t)
+        snap = d.step(
+            _reading(t, gpus), (server("local", t, 0, 100 * t, running=1), server("remote", t, 0, 900 * t)), mapping, t
+        )
     assert snap.host.totals.tokens_out == sum(g.totals.tokens_out for g in snap.gpus) == 200
     assert snap.host.totals.busy_s == pytest.approx(1.0)  # one of two GPUs busy for 2 s
     assert snap.host.cost.utilization == pytest.approx(0.5)

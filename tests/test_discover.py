@@ -67,8 +67,9 @@ def engine() -> Iterator[tuple[int, int, int]]:
 
 def reading(child_pid: int) -> GpuReading:
     def gpu(index: int, pids: tuple[int, ...]) -> GpuSample:
-        return GpuSample(uuid=f"GPU-{index}", index=index, name="NVIDIA H200",
-                         processes=tuple(GpuProcess(p, 1 << 30) for p in pids))
+        return GpuSample(
+            uuid=f"GPU-{index}", index=index, name="NVIDIA H200", processes=tuple(GpuProcess(p, 1 << 30) for p in pids)
+        )
 
     return GpuReading(t_mono=0.0, gpus=(gpu(0, (child_pid,)), gpu(1, (child_pid,)), gpu(2, (99999999,))))
 
@@ -88,8 +89,10 @@ def test_engine_found_on_gpus_where_its_child_holds_memory(engine) -> None:
 
 def test_config_gpus_win_and_accept_indices_or_uuids(engine) -> None:
     port, _, child = engine
-    endpoints = [EndpointConfig(url=f"http://127.0.0.1:{port}", name="cfg", gpus=("2", "GPU-0")),
-                 EndpointConfig(url="http://10.1.2.3:8000", name="remote")]
+    endpoints = [
+        EndpointConfig(url=f"http://127.0.0.1:{port}", name="cfg", gpus=("2", "GPU-0")),
+        EndpointConfig(url="http://10.1.2.3:8000", name="remote"),
+    ]
     mapping = map_endpoints(endpoints, reading(child), listening_sockets())
     assert mapping["cfg"].gpus == ("GPU-2", "GPU-0") and mapping["cfg"].source == "config"
     assert mapping["remote"].gpus == () and mapping["remote"].pid is None  # not local: not mapped

@@ -57,8 +57,7 @@ def demo_config(tmp_path: Path) -> Config:
     return Config(demo=True, db_path=tmp_path / "h.db", interval_s=0.2)
 
 
-def test_increases_between_two_scrapes_equal_the_summary_of_that_range(
-        demo_config: Config) -> None:
+def test_increases_between_two_scrapes_equal_the_summary_of_that_range(demo_config: Config) -> None:
     runtime = build_runtime(demo_config)
     config = runtime.config
     store = Store.open(config.db_path, host="demo", version="0.1.0", config=config.public_dict())
@@ -91,28 +90,29 @@ def test_increases_between_two_scrapes_equal_the_summary_of_that_range(
     assert result.since == since and result.until == until
     assert len(result.gpus) == 8
     increases = {}
-    for name, labels in (("tokentop_gpu_tokens_total", {"direction": "in"}),
-                         ("tokentop_gpu_tokens_total", {"direction": "out"}),
-                         ("tokentop_gpu_energy_joules_total", {}),
-                         ("tokentop_gpu_cost_usd_total", {}),
-                         ("tokentop_gpu_busy_seconds_total", {})):
+    for name, labels in (
+        ("tokentop_gpu_tokens_total", {"direction": "in"}),
+        ("tokentop_gpu_tokens_total", {"direction": "out"}),
+        ("tokentop_gpu_energy_joules_total", {}),
+        ("tokentop_gpu_cost_usd_total", {}),
+        ("tokentop_gpu_busy_seconds_total", {}),
+    ):
         a, b = by_gpu(first, name, **labels), by_gpu(second, name, **labels)
         assert set(a) == set(b) == {g.uuid for g in result.gpus}
         increases[(name, labels.get("direction"))] = {uuid: b[uuid] - a[uuid] for uuid in a}
     for g in result.gpus:
         f = g.figures
         assert increases[("tokentop_gpu_tokens_total", "in")][g.uuid] == pytest.approx(f.tokens_in)
-        assert increases[("tokentop_gpu_tokens_total", "out")][g.uuid] == pytest.approx(
-            f.tokens_out)
-        assert increases[("tokentop_gpu_energy_joules_total", None)][g.uuid] == pytest.approx(
-            f.energy_kwh * 3.6e6)
-        assert increases[("tokentop_gpu_cost_usd_total", None)][g.uuid] == pytest.approx(
-            f.cost_usd)
-        assert increases[("tokentop_gpu_busy_seconds_total", None)][g.uuid] == pytest.approx(
-            f.busy_s)
+        assert increases[("tokentop_gpu_tokens_total", "out")][g.uuid] == pytest.approx(f.tokens_out)
+        assert increases[("tokentop_gpu_energy_joules_total", None)][g.uuid] == pytest.approx(f.energy_kwh * 3.6e6)
+        assert increases[("tokentop_gpu_cost_usd_total", None)][g.uuid] == pytest.approx(f.cost_usd)
+        assert increases[("tokentop_gpu_busy_seconds_total", None)][g.uuid] == pytest.approx(f.busy_s)
     # The README's fleet query: sum of cost increases over sum of output-token increases.
-    fleet = (sum(increases[("tokentop_gpu_cost_usd_total", None)].values())
-             / sum(increases[("tokentop_gpu_tokens_total", "out")].values()) * 1e6)
+    fleet = (
+        sum(increases[("tokentop_gpu_cost_usd_total", None)].values())
+        / sum(increases[("tokentop_gpu_tokens_total", "out")].values())
+        * 1e6
+    )
     assert result.host is not None and fleet == pytest.approx(result.host.usd_per_mtok)
 
 
@@ -129,13 +129,11 @@ def test_a_scrape_reads_the_snapshot_only(demo_config: Config) -> None:
         assert list(types) == ["tokentop_info"]
         sampler.tick()
         sampler.tick()
-        nvml_calls = sum(sum(g.calls.values()) for g in host.fake.gpus) + sum(
-            host.fake.calls.values())
+        nvml_calls = sum(sum(g.calls.values()) for g in host.fake.gpus) + sum(host.fake.calls.values())
         snapshot = sampler.latest
         for _ in range(3):
             types, samples = scrape(url)
-        assert sum(sum(g.calls.values()) for g in host.fake.gpus) + sum(
-            host.fake.calls.values()) == nvml_calls
+        assert sum(sum(g.calls.values()) for g in host.fake.gpus) + sum(host.fake.calls.values()) == nvml_calls
         assert sampler.latest is snapshot  # no tick, no HTTP read of the engines
     finally:
         server.shutdown()
@@ -145,27 +143,44 @@ def test_a_scrape_reads_the_snapshot_only(demo_config: Config) -> None:
     # Every GPU and endpoint is there with its labels; the idle GPU has no $/Mtok.
     power = by_gpu(samples, "tokentop_gpu_power_watts")
     assert len(power) == 8 and all(72 * 0.99 <= w <= 700 for w in power.values())
-    assert {dict(labels)["gpu"] for (name, labels) in samples
-            if name == "tokentop_gpu_power_watts"} == {str(i) for i in range(8)}
-    assert set(by_gpu(samples, "tokentop_gpu_usd_per_million_tokens")) == set(
-        host.uuids[:7])
-    endpoints = {dict(labels)["endpoint"]: value for (name, labels), value in samples.items()
-                 if name == "tokentop_endpoint_up"}
+    assert {dict(labels)["gpu"] for (name, labels) in samples if name == "tokentop_gpu_power_watts"} == {
+        str(i) for i in range(8)
+    }
+    assert set(by_gpu(samples, "tokentop_gpu_usd_per_million_tokens")) == set(host.uuids[:7])
+    endpoints = {
+        dict(labels)["endpoint"]: value for (name, labels), value in samples.items() if name == "tokentop_endpoint_up"
+    }
     assert endpoints == {"llama-70b": 1.0, "llama-8b": 1.0, "qwen-32b": 1.0}
-    assert all(dict(labels)["kind"] == "vllm" for (name, labels) in samples
-               if name.startswith("tokentop_endpoint_"))
-    assert samples[("tokentop_gpu_info", (
-        ("energy_method", "counter"), ("engines", "llama-8b"), ("gpu", "4"),
-        ("host", dict(next(iter(samples))[1])["host"]),
-        ("name", "NVIDIA H200"),
-        ("price_source", "built-in table: typical neocloud on-demand, spring 2026: H200"),
-        ("uuid", host.uuids[4])))] == 1.0
+    assert all(dict(labels)["kind"] == "vllm" for (name, labels) in samples if name.startswith("tokentop_endpoint_"))
+    assert (
+        samples[
+            (
+                "tokentop_gpu_info",
+                (
+                    ("energy_method", "counter"),
+                    ("engines", "llama-8b"),
+                    ("gpu", "4"),
+                    ("host", dict(next(iter(samples))[1])["host"]),
+                    ("name", "NVIDIA H200"),
+                    ("price_source", "built-in table: typical neocloud on-demand, spring 2026: H200"),
+                    ("uuid", host.uuids[4]),
+                ),
+            )
+        ]
+        == 1.0
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("127.0.0.1:9464", ("127.0.0.1", 9464)), ("9464", ("127.0.0.1", 9464)),
-    ("0.0.0.0:9100", ("0.0.0.0", 9100)), ("[::1]:9464", ("::1", 9464)),
-    ("localhost:0", ("localhost", 0))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
 def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
     assert exporter.parse_listen(text) == expected
 
@@ -177,14 +192,17 @@ def test_bad_listen_addresses_say_what_to_give(text: str) -> None:
 
 
 def start_export(*argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tokentop.cli", "export", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tokentop.cli", "export", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_export_demo_serves_until_sigterm(tmp_path: Path) -> None:
-    process = start_export("--demo", "--listen", "127.0.0.1:0", "--interval", "0.2",
-                           "--db", str(tmp_path / "h.db"))
+    process = start_export("--demo", "--listen", "127.0.0.1:0", "--interval", "0.2", "--db", str(tmp_path / "h.db"))
     try:
         assert process.stderr is not None
         line = process.stderr.readline()

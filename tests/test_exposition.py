@@ -37,8 +37,7 @@ def oracle(text: str) -> Found:
 def mine(text: str, names) -> Found:
     result = read_samples(text, names)
     return {
-        name: {frozenset(labels.items()): value for labels, value in series}
-        for name, series in result.series.items()
+        name: {frozenset(labels.items()): value for labels, value in series} for name, series in result.series.items()
     }
 
 
@@ -84,7 +83,7 @@ def test_reads_only_the_names_asked_for() -> None:
 
 def test_labels_with_escapes_commas_and_braces() -> None:
     page = (
-        '# HELP m help with a \\\\ backslash\n# TYPE m gauge\n'
+        "# HELP m help with a \\\\ backslash\n# TYPE m gauge\n"
         'm{path="C:\\\\dir\\\\",quote="say \\"hi\\"",nl="a\\nb",list="x,y}z{",eq="a=b",tab="\\t"} 1\n'
         'm{ spaced = "v" , trailing="comma", } 2\n'
     )
@@ -112,14 +111,14 @@ def test_value_spellings_and_timestamps() -> None:
 
 
 def test_page_that_starts_with_a_sample_and_names_that_share_a_prefix() -> None:
-    page = "a 1\na_total 2\na_sum{x=\"1\"} 3\nab 4\n# HELP a a is not a sample\n"
+    page = 'a 1\na_total 2\na_sum{x="1"} 3\nab 4\n# HELP a a is not a sample\n'
     result = read_samples(page, ["a", "a_sum"])
     assert result.get("a") == [({}, 1.0)]
     assert result.get("a_sum") == [({"x": "1"}, 3.0)]
 
 
 def test_crlf_line_endings() -> None:
-    page = "# TYPE c counter\r\nc_total{k=\"v\"} 7\r\nd 8\r\n"
+    page = '# TYPE c counter\r\nc_total{k="v"} 7\r\nd 8\r\n'
     assert mine(page, ["c_total", "d"]) == {"c_total": {frozenset({("k", "v")}): 7.0}, "d": {frozenset(): 8.0}}
 
 

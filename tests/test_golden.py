@@ -43,7 +43,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     result = summary.summarize(db)
     return {
         "summary.json": json.dumps(_scrub(summary.to_json_dict(result)), indent=1, sort_keys=True),
-                "summary.csv": summary.render_csv(result),
+        "summary.csv": summary.render_csv(result),
         "snapshot.json": json.dumps(_scrub(snapshot_dict(snapshots[-1], config.cost)), indent=1, sort_keys=True),
     }
 

@@ -165,10 +165,7 @@ def test_real_pynvml_on_this_machine_reports_no_driver() -> None:
     reader.open()
     try:
         assert reader.available is False
-        assert (
-            reader.reason
-            == "no NVIDIA driver found (NVML library not loaded): running without a GPU panel"
-        )
+        assert reader.reason == "no NVIDIA driver found (NVML library not loaded): running without a GPU panel"
     finally:
         reader.close()
 
@@ -275,9 +272,7 @@ def test_older_driver_without_field_values_falls_back_and_logs_once(
         assert sample.power_limit_w == pytest.approx(700.0)
     for gpu in nvml.gpus:
         assert gpu.calls["nvmlDeviceGetFieldValues"] == 1
-        assert reader.unavailable_queries(gpu.uuid) == {
-            "nvmlDeviceGetFieldValues": FUNCTION_MISSING
-        }
+        assert reader.unavailable_queries(gpu.uuid) == {"nvmlDeviceGetFieldValues": FUNCTION_MISSING}
     missing_logs = [r for r in caplog.records if "nvmlDeviceGetFieldValues" in r.getMessage()]
     assert [r.getMessage().split(" ")[1] for r in missing_logs] == ["0", "1"]  # once per GPU
 
@@ -307,9 +302,7 @@ def test_no_permission_reads_none_and_is_not_asked_again() -> None:
     assert all(s.status == "ok" and s.temperature_c is None for s in samples)
     assert all(s.power_w is not None for s in samples)
     assert nvml.gpus[0].calls["nvmlDeviceGetTemperature"] == 1
-    assert reader.unavailable_queries(nvml.gpus[0].uuid) == {
-        "nvmlDeviceGetTemperature": NO_PERMISSION
-    }
+    assert reader.unavailable_queries(nvml.gpus[0].uuid) == {"nvmlDeviceGetTemperature": NO_PERMISSION}
 
 
 # --- per-tick faults ----------------------------------------------------------------------
@@ -389,9 +382,7 @@ def test_process_list_still_growing_twice_is_unknown_this_tick_not_an_error() ->
     gpu = nvml.gpus[0]
     gpu.compute_processes = [(100, 1024 * MIB)]
     reader = opened(nvml)
-    gpu.fail_next(
-        "nvmlDeviceGetComputeRunningProcesses", pynvml.NVML_ERROR_INSUFFICIENT_SIZE, times=2
-    )
+    gpu.fail_next("nvmlDeviceGetComputeRunningProcesses", pynvml.NVML_ERROR_INSUFFICIENT_SIZE, times=2)
 
     growing = reader.read(1.0, with_processes=True).gpus[0]
     settled = reader.read(2.0, with_processes=True).gpus[0]
@@ -531,4 +522,6 @@ def test_mig_memory_not_supported_keeps_the_gpu_memory() -> None:
         sample = reader.read(t_mono=float(tick), with_processes=False).gpus[0]
         assert sample.memory_used_bytes == 512 * MIB  # the physical GPU's own memory is still asked
     assert [(m.uuid, m.memory_used_bytes) for m in sample.mig] == [
-        ("MIG-aaaa", None), ("MIG-cccc", None)]  # MIG memory is not asked again, for any instance
+        ("MIG-aaaa", None),
+        ("MIG-cccc", None),
+    ]  # MIG memory is not asked again, for any instance

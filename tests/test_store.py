@@ -38,8 +38,7 @@ from tokentop.model import (
 from tokentop.store import SCHEMA_VERSION, SeriesPoint, Store, StoreError
 
 T0 = 1_700_000_040.0  # a whole minute, so ticks at T0 + k fall in predictable minutes
-NO_WINDOW = Window(span_s=0, tokens_in=0, tokens_out=0, energy_j=0, cost_usd=0, busy_s=0,
-                   busy_cost_usd=0)
+NO_WINDOW = Window(span_s=0, tokens_in=0, tokens_out=0, energy_j=0, cost_usd=0, busy_s=0, busy_cost_usd=0)
 THIS_FILE = Path(__file__).resolve()
 
 
@@ -91,44 +90,90 @@ class FakeHost:
             cum[4] += dt if tok_out > 0 else 0.0
             cum[5] = None if cost is None else cum[5] + (cost if tok_out > 0 else 0.0)
             sample = GpuSample(
-                uuid=self.uuid(i), index=i, name="NVIDIA H200",
+                uuid=self.uuid(i),
+                index=i,
+                name="NVIDIA H200",
                 utilization_pct=float(self.rng.randint(0, 100)),
-                memory_used_bytes=100_000_000_000 + i, memory_total_bytes=150_754_820_096,
-                power_w=watts if power else None, power_source="average_1s",
-                power_limit_w=700.0, energy_counter_mj=int(9e9 + cum[2] * 1000),
-                temperature_c=61.0, sm_clock_mhz=1980)
-            gpus.append(GpuFigures(
-                sample=sample, engines=tuple(f"srv{j}" for j in range(self.n_servers)),
-                price=None, energy_method="counter", usd_per_hour_now=self.usd_per_hour,
-                totals=Totals(*cum, elapsed_s=self.seq * dt), rate=NO_WINDOW, cost=NO_WINDOW))
+                memory_used_bytes=100_000_000_000 + i,
+                memory_total_bytes=150_754_820_096,
+                power_w=watts if power else None,
+                power_source="average_1s",
+                power_limit_w=700.0,
+                energy_counter_mj=int(9e9 + cum[2] * 1000),
+                temperature_c=61.0,
+                sm_clock_mhz=1980,
+            )
+            gpus.append(
+                GpuFigures(
+                    sample=sample,
+                    engines=tuple(f"srv{j}" for j in range(self.n_servers)),
+                    price=None,
+                    energy_method="counter",
+                    usd_per_hour_now=self.usd_per_hour,
+                    totals=Totals(*cum, elapsed_s=self.seq * dt),
+                    rate=NO_WINDOW,
+                    cost=NO_WINDOW,
+                )
+            )
         servers = []
         for j in range(self.n_servers):
             tokens_in = sum(c[0] for c in self.cum) / self.n_servers
             tokens_out = sum(c[1] for c in self.cum) / self.n_servers
             sample = ServerSample(
-                name=f"srv{j}", url=f"http://127.0.0.1:{8000 + j}/metrics?x=1", t_mono=self.t,
-                status="up", kind="vllm", model="meta-llama/Llama-3.3-70B-Instruct",
-                prompt_tokens_total=1e6 + tokens_in, generation_tokens_total=2e5 + tokens_out,
-                running=float(self.seq % 7), waiting=float(self.seq % 3),
-                kv_cache_fraction=(self.seq % 10) / 10, requests_finished_total=float(self.seq))
-            servers.append(ServerFigures(
-                sample=sample, gpus=tuple(self.uuid(i) for i in range(self.n_gpus)),
-                mapping="process", pid=4242, tokens_in_total=tokens_in,
-                tokens_out_total=tokens_out, tok_s_in=None, tok_s_out=None,
-                ttft_p50_s=0.12, ttft_p95_s=0.48, itl_p50_s=0.021))
+                name=f"srv{j}",
+                url=f"http://127.0.0.1:{8000 + j}/metrics?x=1",
+                t_mono=self.t,
+                status="up",
+                kind="vllm",
+                model="meta-llama/Llama-3.3-70B-Instruct",
+                prompt_tokens_total=1e6 + tokens_in,
+                generation_tokens_total=2e5 + tokens_out,
+                running=float(self.seq % 7),
+                waiting=float(self.seq % 3),
+                kv_cache_fraction=(self.seq % 10) / 10,
+                requests_finished_total=float(self.seq),
+            )
+            servers.append(
+                ServerFigures(
+                    sample=sample,
+                    gpus=tuple(self.uuid(i) for i in range(self.n_gpus)),
+                    mapping="process",
+                    pid=4242,
+                    tokens_in_total=tokens_in,
+                    tokens_out_total=tokens_out,
+                    tok_s_in=None,
+                    tok_s_out=None,
+                    ttft_p50_s=0.12,
+                    ttft_p95_s=0.48,
+                    itl_p50_s=0.021,
+                )
+            )
         snapshot = Snapshot(
-            seq=self.seq, t_wall=self.t, t_mono=self.t, dt_s=dt, rate_window_s=10,
-            cost_window_s=60, gpu_available=True, gpu_reason=None, gpus=tuple(gpus),
+            seq=self.seq,
+            t_wall=self.t,
+            t_mono=self.t,
+            dt_s=dt,
+            rate_window_s=10,
+            cost_window_s=60,
+            gpu_available=True,
+            gpu_reason=None,
+            gpus=tuple(gpus),
             servers=tuple(servers),
-            host=HostFigures(gpu_count=self.n_gpus, power_w=None, usd_per_hour_now=None,
-                             totals=Totals(), rate=NO_WINDOW, cost=NO_WINDOW))
+            host=HostFigures(
+                gpu_count=self.n_gpus,
+                power_w=None,
+                usd_per_hour_now=None,
+                totals=Totals(),
+                rate=NO_WINDOW,
+                cost=NO_WINDOW,
+            ),
+        )
         self.history.append(snapshot)
         return snapshot
 
 
 def open_store(path: Path, **options: object) -> Store:
-    return Store.open(path, host="test-host", version="0.1.0",
-                      config={"interval_s": 1.0, "endpoints": []}, **options)
+    return Store.open(path, host="test-host", version="0.1.0", config={"interval_s": 1.0, "endpoints": []}, **options)
 
 
 def rows(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
@@ -172,8 +217,7 @@ def test_new_file_is_private_wal_with_schema_version(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"sessions", "gpu_ticks", "server_ticks", "gpu_rollup_1m",
-            "server_rollup_1m"} <= tables
+    assert {"sessions", "gpu_ticks", "server_ticks", "gpu_rollup_1m", "server_rollup_1m"} <= tables
 
 
 def test_existing_file_open_to_others_is_made_private(tmp_path: Path) -> None:
@@ -187,8 +231,7 @@ def test_existing_file_open_to_others_is_made_private(tmp_path: Path) -> None:
 def test_session_row_records_host_version_config_and_end(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     before = time.time()
-    store = Store.open(path, host="gpu-box-7", version="9.9.9",
-                       config={"interval_s": 0.5, "cost": {"mode": "owned"}})
+    store = Store.open(path, host="gpu-box-7", version="9.9.9", config={"interval_s": 0.5, "cost": {"mode": "owned"}})
     [session] = store.sessions()
     assert (session.host, session.tokentop_version) == ("gpu-box-7", "9.9.9")
     assert session.config == {"interval_s": 0.5, "cost": {"mode": "owned"}}
@@ -213,30 +256,74 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
     host = FakeHost(n_gpus=3, n_servers=2, jitter=0.3)
     fill(path, host, 5)
     snap = host.history[-1]
-    gpu_rows = rows(path, "SELECT uuid, gpu_index, name, status, util_pct, mem_used_bytes,"
-                          " mem_total_bytes, power_w, power_limit_w, energy_counter_mj,"
-                          " temperature_c, sm_clock_mhz, energy_method, engines, tokens_in_cum,"
-                          " tokens_out_cum, energy_j_cum, cost_usd_cum, busy_s_cum,"
-                          " busy_cost_usd_cum, usd_per_hour FROM gpu_ticks_v WHERE t = ?"
-                          " ORDER BY gpu_index", (snap.t_wall,))
+    gpu_rows = rows(
+        path,
+        "SELECT uuid, gpu_index, name, status, util_pct, mem_used_bytes,"
+        " mem_total_bytes, power_w, power_limit_w, energy_counter_mj,"
+        " temperature_c, sm_clock_mhz, energy_method, engines, tokens_in_cum,"
+        " tokens_out_cum, energy_j_cum, cost_usd_cum, busy_s_cum,"
+        " busy_cost_usd_cum, usd_per_hour FROM gpu_ticks_v WHERE t = ?"
+        " ORDER BY gpu_index",
+        (snap.t_wall,),
+    )
     assert gpu_rows == [
-        (g.sample.uuid, g.sample.index, g.sample.name, "ok", g.sample.utilization_pct,
-         g.sample.memory_used_bytes, g.sample.memory_total_bytes, g.sample.power_w,
-         g.sample.power_limit_w, g.sample.energy_counter_mj, g.sample.temperature_c,
-         g.sample.sm_clock_mhz, "counter", "srv0,srv1", g.totals.tokens_in, g.totals.tokens_out,
-         g.totals.energy_j, g.totals.cost_usd, g.totals.busy_s, g.totals.busy_cost_usd, 3.6)
-        for g in snap.gpus]
-    server_rows = rows(path, "SELECT name, url, kind, status, error, model, prompt_tokens_raw,"
-                             " generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
-                             " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s,"
-                             " ttft_p95_s, itl_p50_s, gpus FROM server_ticks_v WHERE t = ?"
-                             " ORDER BY name", (snap.t_wall,))
+        (
+            g.sample.uuid,
+            g.sample.index,
+            g.sample.name,
+            "ok",
+            g.sample.utilization_pct,
+            g.sample.memory_used_bytes,
+            g.sample.memory_total_bytes,
+            g.sample.power_w,
+            g.sample.power_limit_w,
+            g.sample.energy_counter_mj,
+            g.sample.temperature_c,
+            g.sample.sm_clock_mhz,
+            "counter",
+            "srv0,srv1",
+            g.totals.tokens_in,
+            g.totals.tokens_out,
+            g.totals.energy_j,
+            g.totals.cost_usd,
+            g.totals.busy_s,
+            g.totals.busy_cost_usd,
+            3.6,
+        )
+        for g in snap.gpus
+    ]
+    server_rows = rows(
+        path,
+        "SELECT name, url, kind, status, error, model, prompt_tokens_raw,"
+        " generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
+        " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s,"
+        " ttft_p95_s, itl_p50_s, gpus FROM server_ticks_v WHERE t = ?"
+        " ORDER BY name",
+        (snap.t_wall,),
+    )
     assert server_rows == [
-        (s.sample.name, s.sample.url, "vllm", "up", None, s.sample.model,
-         s.sample.prompt_tokens_total, s.sample.generation_tokens_total, s.tokens_in_total,
-         s.tokens_out_total, s.sample.running, s.sample.waiting, s.sample.kv_cache_fraction,
-         s.sample.requests_finished_total, 0.12, 0.48, 0.021, ",".join(s.gpus))
-        for s in snap.servers]
+        (
+            s.sample.name,
+            s.sample.url,
+            "vllm",
+            "up",
+            None,
+            s.sample.model,
+            s.sample.prompt_tokens_total,
+            s.sample.generation_tokens_total,
+            s.tokens_in_total,
+            s.tokens_out_total,
+            s.sample.running,
+            s.sample.waiting,
+            s.sample.kv_cache_fraction,
+            s.sample.requests_finished_total,
+            0.12,
+            0.48,
+            0.021,
+            ",".join(s.gpus),
+        )
+        for s in snap.servers
+    ]
     assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(15,)]
     assert rows(path, "SELECT count(*) FROM server_ticks") == [(10,)]
     # Repeated strings are stored once.
@@ -266,49 +353,81 @@ def test_rollups_equal_what_the_raw_rows_give(tmp_path: Path) -> None:
     fill(path, second, 90)
 
     expected: dict[tuple, tuple] = {}
-    for session, uuid, minute in rows(path, "SELECT DISTINCT session_id, uuid, CAST(t / 60 AS"
-                                            " INTEGER) * 60 FROM gpu_ticks_v"):
-        raw = rows(path, "SELECT t, power_w, util_pct, tokens_in_cum, tokens_out_cum,"
-                         " energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum"
-                         " FROM gpu_ticks_v WHERE session_id = ? AND uuid = ? AND t >= ?"
-                         " AND t < ? ORDER BY t", (session, uuid, minute, minute + 60))
+    for session, uuid, minute in rows(
+        path, "SELECT DISTINCT session_id, uuid, CAST(t / 60 AS INTEGER) * 60 FROM gpu_ticks_v"
+    ):
+        raw = rows(
+            path,
+            "SELECT t, power_w, util_pct, tokens_in_cum, tokens_out_cum,"
+            " energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum"
+            " FROM gpu_ticks_v WHERE session_id = ? AND uuid = ? AND t >= ?"
+            " AND t < ? ORDER BY t",
+            (session, uuid, minute, minute + 60),
+        )
         # The row the minute's differences start from: the last one before it, else its first.
-        base = rows(path, "SELECT t, tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum"
-                          " FROM gpu_ticks_v WHERE session_id = ? AND uuid = ? AND t < ?"
-                          " ORDER BY t DESC LIMIT 1", (session, uuid, minute))
+        base = rows(
+            path,
+            "SELECT t, tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum"
+            " FROM gpu_ticks_v WHERE session_id = ? AND uuid = ? AND t < ?"
+            " ORDER BY t DESC LIMIT 1",
+            (session, uuid, minute),
+        )
         base = base or [raw[0][:1] + raw[0][3:7]]
         powers = [r[1] for r in raw if r[1] is not None]
         expected[(session, uuid, minute)] = (
-            len(raw), pytest.approx(sum(powers) / len(powers)), max(powers),
-            pytest.approx(sum(r[2] for r in raw) / len(raw)), raw[-1][0], *raw[-1][3:],
-            *(pytest.approx(last - first)
-              for last, first in zip(raw[-1][3:7], base[0][1:], strict=True)),
-            pytest.approx(raw[-1][0] - base[0][0]))
-    actual = {(r[0], r[1], r[2]): r[3:] for r in rows(
-        path, "SELECT session_id, uuid, minute, samples, power_w_mean, power_w_max,"
-              " util_pct_mean, t_last, tokens_in_cum, tokens_out_cum, energy_j_cum,"
-              " cost_usd_cum, busy_s_cum, busy_cost_usd_cum, tokens_in_delta, tokens_out_delta,"
-              " energy_j_delta, cost_usd_delta, covered_s FROM gpu_rollup_1m_v")}
+            len(raw),
+            pytest.approx(sum(powers) / len(powers)),
+            max(powers),
+            pytest.approx(sum(r[2] for r in raw) / len(raw)),
+            raw[-1][0],
+            *raw[-1][3:],
+            *(pytest.approx(last - first) for last, first in zip(raw[-1][3:7], base[0][1:], strict=True)),
+            pytest.approx(raw[-1][0] - base[0][0]),
+        )
+    actual = {
+        (r[0], r[1], r[2]): r[3:]
+        for r in rows(
+            path,
+            "SELECT session_id, uuid, minute, samples, power_w_mean, power_w_max,"
+            " util_pct_mean, t_last, tokens_in_cum, tokens_out_cum, energy_j_cum,"
+            " cost_usd_cum, busy_s_cum, busy_cost_usd_cum, tokens_in_delta, tokens_out_delta,"
+            " energy_j_delta, cost_usd_delta, covered_s FROM gpu_rollup_1m_v",
+        )
+    }
     assert len(expected) == 2 * 4 + 2 * 2  # GPUs x minutes, for each session
     assert actual == expected
 
     server_expected = {}
-    for session, name, minute in rows(path, "SELECT DISTINCT session_id, name, CAST(t / 60 AS"
-                                            " INTEGER) * 60 FROM server_ticks_v"):
-        raw = rows(path, "SELECT t, running, waiting, kv_cache_fraction, tokens_in_cum,"
-                         " tokens_out_cum, status FROM server_ticks_v WHERE session_id = ?"
-                         " AND name = ? AND t >= ? AND t < ? ORDER BY t",
-                   (session, name, minute, minute + 60))
+    for session, name, minute in rows(
+        path, "SELECT DISTINCT session_id, name, CAST(t / 60 AS INTEGER) * 60 FROM server_ticks_v"
+    ):
+        raw = rows(
+            path,
+            "SELECT t, running, waiting, kv_cache_fraction, tokens_in_cum,"
+            " tokens_out_cum, status FROM server_ticks_v WHERE session_id = ?"
+            " AND name = ? AND t >= ? AND t < ? ORDER BY t",
+            (session, name, minute, minute + 60),
+        )
         server_expected[(session, name, minute)] = (
-            len(raw), sum(r[6] == "up" for r in raw),
+            len(raw),
+            sum(r[6] == "up" for r in raw),
             pytest.approx(sum(r[1] for r in raw) / len(raw)),
             pytest.approx(sum(r[2] for r in raw) / len(raw)),
-            pytest.approx(sum(r[3] for r in raw) / len(raw)), max(r[3] for r in raw),
-            raw[-1][0], raw[-1][4], raw[-1][5])
-    server_actual = {(r[0], r[1], r[2]): r[3:] for r in rows(
-        path, "SELECT session_id, name, minute, samples, up_samples, running_mean, waiting_mean,"
-              " kv_cache_fraction_mean, kv_cache_fraction_max, t_last, tokens_in_cum,"
-              " tokens_out_cum FROM server_rollup_1m_v")}
+            pytest.approx(sum(r[3] for r in raw) / len(raw)),
+            max(r[3] for r in raw),
+            raw[-1][0],
+            raw[-1][4],
+            raw[-1][5],
+        )
+    server_actual = {
+        (r[0], r[1], r[2]): r[3:]
+        for r in rows(
+            path,
+            "SELECT session_id, name, minute, samples, up_samples, running_mean, waiting_mean,"
+            " kv_cache_fraction_mean, kv_cache_fraction_max, t_last, tokens_in_cum,"
+            " tokens_out_cum FROM server_rollup_1m_v",
+        )
+    }
     assert server_actual == server_expected
 
 
@@ -366,8 +485,7 @@ def test_window_totals_without_a_price_say_so(tmp_path: Path) -> None:
         assert window.energy_j == pytest.approx(2 * 500 * 29)
 
 
-def expected_series(host: FakeHost, since: float, until: float, step: float,
-                    per_minute: bool) -> list[tuple]:
+def expected_series(host: FakeHost, since: float, until: float, step: float, per_minute: bool) -> list[tuple]:
     """The chart computed in Python from the snapshots: per bucket, what all GPUs delivered
     over the seconds it covers. Ticks fall in buckets by their time (raw rows) or by the start
     of their minute (rollups)."""
@@ -378,11 +496,15 @@ def expected_series(host: FakeHost, since: float, until: float, step: float,
             continue
         for i, (a, b) in enumerate(zip(before.gpus, now.gpus, strict=True)):
             acc = buckets[int((key - since) // step)].setdefault(i, [0.0] * 5)
-            for k, d in enumerate((b.totals.tokens_in - a.totals.tokens_in,
-                                   b.totals.tokens_out - a.totals.tokens_out,
-                                   b.totals.energy_j - a.totals.energy_j,
-                                   b.totals.cost_usd - a.totals.cost_usd,
-                                   now.t_wall - before.t_wall)):
+            for k, d in enumerate(
+                (
+                    b.totals.tokens_in - a.totals.tokens_in,
+                    b.totals.tokens_out - a.totals.tokens_out,
+                    b.totals.energy_j - a.totals.energy_j,
+                    b.totals.cost_usd - a.totals.cost_usd,
+                    now.t_wall - before.t_wall,
+                )
+            ):
                 acc[k] += d
     out = []
     for b, per_gpu in enumerate(buckets):
@@ -391,8 +513,15 @@ def expected_series(host: FakeHost, since: float, until: float, step: float,
             continue
         span = max(v[4] for v in per_gpu.values())
         tin, tout, energy, cost = (sum(v[k] for v in per_gpu.values()) for k in range(4))
-        out.append((since + b * step, pytest.approx(tin / span), pytest.approx(tout / span),
-                    pytest.approx(energy / span), pytest.approx(cost / tout * 1e6)))
+        out.append(
+            (
+                since + b * step,
+                pytest.approx(tin / span),
+                pytest.approx(tout / span),
+                pytest.approx(energy / span),
+                pytest.approx(cost / tout * 1e6),
+            )
+        )
     return out
 
 
@@ -411,12 +540,11 @@ def test_gpu_series_short_window_reads_raw_rows(tmp_path: Path) -> None:
         assert len(points) == 60 and all(p.watts is not None for p in points)  # finer than 1 min
         one = store.gpu_series(sid, host.uuid(2), since, until, 60)
         assert one[3].watts == pytest.approx(
-            (host.history[339].gpus[2].totals.energy_j - host.history[279].gpus[2].totals.energy_j)
-            / 60)  # bucket [T0 + 280.5, T0 + 340.5): the ticks at T0 + 281 ... T0 + 340
+            (host.history[339].gpus[2].totals.energy_j - host.history[279].gpus[2].totals.energy_j) / 60
+        )  # bucket [T0 + 280.5, T0 + 340.5): the ticks at T0 + 281 ... T0 + 340
         # Past the end of the data: buckets without rows are None, never zero.
         tail = store.gpu_series(sid, None, T0 + 690, T0 + 720, 10)
-        assert tail[0].watts is not None and tail[-1] == SeriesPoint(T0 + 710, None, None, None,
-                                                                      None)
+        assert tail[0].watts is not None and tail[-1] == SeriesPoint(T0 + 710, None, None, None, None)
 
 
 def test_gpu_series_long_window_reads_only_rollups(tmp_path: Path) -> None:
@@ -433,12 +561,10 @@ def test_gpu_series_long_window_reads_only_rollups(tmp_path: Path) -> None:
         all_sessions = store.gpu_series(None, None, since, until, 300)
         assert store.gpu_series(sid, host.uuid(1), since, until, 300) == one_gpu
         # Steps below a minute rise to a whole number of minutes.
-        assert len(store.gpu_series(sid, None, since, until, 45)) == math.ceil((until - since)
-                                                                               / 60)
+        assert len(store.gpu_series(sid, None, since, until, 45)) == math.ceil((until - since) / 60)
     assert after == before == all_sessions
     assert as_tuples(after) == expected_series(host, since, until, 300, per_minute=True)
-    assert sum(p.watts or 0 for p in one_gpu) == pytest.approx(
-        sum(p.watts or 0 for p in after) / 2, rel=0.05)
+    assert sum(p.watts or 0 for p in one_gpu) == pytest.approx(sum(p.watts or 0 for p in after) / 2, rel=0.05)
 
 
 def test_gpu_series_has_known_figures_at_constant_rates(tmp_path: Path) -> None:
@@ -470,15 +596,15 @@ def test_gpus_lists_a_sessions_gpus(tmp_path: Path) -> None:
     sid = fill(path, host, 3)
     with Store.open_readonly(path) as store:
         assert [(g.uuid, g.index, g.name) for g in store.gpus(sid)] == [
-            (host.uuid(i), i, "NVIDIA H200") for i in range(3)]
+            (host.uuid(i), i, "NVIDIA H200") for i in range(3)
+        ]
         assert store.gpus(sid + 1) == []
 
 
 # --- retention --------------------------------------------------------------------------------
 
 
-def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(
-        tmp_path: Path) -> None:
+def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     start = float(int(time.time() // 60) * 60)
     old = FakeHost(t=start)
@@ -489,14 +615,15 @@ def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(
         for _ in range(300):
             store.append(host.tick())
         now = host.t
-        raw_oldest = rows(path, "SELECT min(t) FROM gpu_ticks WHERE session_id = ?",
-                          (store.session_id,))[0][0]
+        raw_oldest = rows(path, "SELECT min(t) FROM gpu_ticks WHERE session_id = ?", (store.session_id,))[0][0]
         # Retention runs once a minute: nothing older than 120 s + one minute is left.
         assert now - 180 <= raw_oldest <= now - 120
-        assert rows(path, "SELECT min(t) FROM server_ticks WHERE session_id = ?",
-                    (store.session_id,))[0][0] == raw_oldest
-        assert rows(path, "SELECT min(minute) FROM gpu_rollup_1m WHERE session_id = ?",
-                    (store.session_id,)) == [(start,)]  # rollups outlive raw rows
+        assert (
+            rows(path, "SELECT min(t) FROM server_ticks WHERE session_id = ?", (store.session_id,))[0][0] == raw_oldest
+        )
+        assert rows(path, "SELECT min(minute) FROM gpu_rollup_1m WHERE session_id = ?", (store.session_id,)) == [
+            (start,)
+        ]  # rollups outlive raw rows
         # The window totals of a time whose raw rows are gone come from the rollups.
         window = store.window_totals(store.session_id, host.uuid(0), start + 60, start + 120)
         assert window is not None and window.energy_j == pytest.approx(500 * 60)
@@ -588,8 +715,7 @@ def test_a_snapshot_with_an_unstorable_value_is_skipped_alone(tmp_path: Path) ->
         assert store.append(host.tick()) is None
         good = host.tick()
         bad_sample = dataclasses.replace(good.gpus[0].sample, utilization_pct=complex(1, 2))
-        bad = dataclasses.replace(good, gpus=(dataclasses.replace(good.gpus[0],
-                                                                  sample=bad_sample),))
+        bad = dataclasses.replace(good, gpus=(dataclasses.replace(good.gpus[0], sample=bad_sample),))
         with pytest.raises(StoreError, match=f"tick {bad.seq} skipped, a value cannot be stored"):
             store.append(bad)
         assert store.append(host.tick()) is None
@@ -602,8 +728,7 @@ def test_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     path.write_bytes(content)
     with pytest.raises(StoreError) as info:
         open_store(path)
-    assert str(info.value) == (f"history {path} is not a SQLite database; move it away or "
-                               "choose another db_path")
+    assert str(info.value) == (f"history {path} is not a SQLite database; move it away or choose another db_path")
     with pytest.raises(StoreError, match="is not a SQLite database"):
         Store.open_readonly(path)
     assert path.read_bytes() == content
@@ -622,8 +747,9 @@ def test_newer_schema_is_refused_with_versions(tmp_path: Path) -> None:
     fill(path, FakeHost(), 1)
     execute(path, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     for opener in (open_store, Store.open_readonly):
-        with pytest.raises(StoreError, match=f"newer tokentop .*schema {SCHEMA_VERSION + 1}; "
-                                             f"this version reads up to {SCHEMA_VERSION}"):
+        with pytest.raises(
+            StoreError, match=f"newer tokentop .*schema {SCHEMA_VERSION + 1}; this version reads up to {SCHEMA_VERSION}"
+        ):
             opener(path)
     assert len(rows(path, "SELECT * FROM sessions")) == 1
 
@@ -711,8 +837,9 @@ def test_open_readonly_creates_nothing(tmp_path: Path) -> None:
 def test_no_secret_reaches_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = "tt-Bearer-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
     monkeypatch.setenv("TOKENTOP_TEST_TOKEN", token)
-    endpoint = EndpointConfig(url="http://127.0.0.1:8000/metrics?model=m1", name="srv0",
-                              token_env="TOKENTOP_TEST_TOKEN")
+    endpoint = EndpointConfig(
+        url="http://127.0.0.1:8000/metrics?model=m1", name="srv0", token_env="TOKENTOP_TEST_TOKEN"
+    )
     assert endpoint.bearer_token() == token
     config = Config(endpoints=(endpoint,))
     path = tmp_path / "history.db"
@@ -736,7 +863,11 @@ def start_writer(path: Path, ticks: int, seed: int) -> subprocess.Popen[str]:
     opens the file once it reads a line on stdin, so that several can start together."""
     return subprocess.Popen(
         [sys.executable, str(THIS_FILE), "writer", str(path), str(ticks), str(seed)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def go(*writers: subprocess.Popen[str]) -> None:
@@ -751,16 +882,14 @@ def check_consistent(path: Path) -> dict[int, int]:
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     ticks = {}
     for session_id, n_rows, n_ticks in rows(
-            path, "SELECT session_id, count(*), count(DISTINCT t) FROM gpu_ticks"
-                  " GROUP BY session_id"):
+        path, "SELECT session_id, count(*), count(DISTINCT t) FROM gpu_ticks GROUP BY session_id"
+    ):
         assert n_rows == 4 * n_ticks  # four GPUs each tick: no tick half written
         ticks[session_id] = n_ticks
-    assert rows(path, "SELECT session_id, count(*) / 2 FROM server_ticks GROUP BY session_id") \
-        == sorted(ticks.items())
-    assert rows(path, "SELECT session_id, gpu_id, count(*) FROM gpu_ticks"
-                      " GROUP BY session_id, gpu_id") == rows(
-        path, "SELECT session_id, gpu_id, sum(samples) FROM gpu_rollup_1m"
-              " GROUP BY session_id, gpu_id")
+    assert rows(path, "SELECT session_id, count(*) / 2 FROM server_ticks GROUP BY session_id") == sorted(ticks.items())
+    assert rows(path, "SELECT session_id, gpu_id, count(*) FROM gpu_ticks GROUP BY session_id, gpu_id") == rows(
+        path, "SELECT session_id, gpu_id, sum(samples) FROM gpu_rollup_1m GROUP BY session_id, gpu_id"
+    )
     return ticks
 
 
@@ -791,8 +920,9 @@ def test_processes_opening_a_new_file_together_all_get_a_session(tmp_path: Path)
     assert list(check_consistent(path).values()) == [20] * 4
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
-                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"]
+)
 def test_killed_writer_keeps_what_it_committed(tmp_path: Path, signum: int) -> None:
     path = tmp_path / "history.db"
     seed = random.randrange(1_000_000)

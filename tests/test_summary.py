@@ -32,9 +32,13 @@ INF = float("inf")
 
 # Cost inputs chosen so the arithmetic is easy: $0.001 per H200-second, $0.0002 per L4-second,
 # electricity 0.10 $/kWh x node overhead 1.2 x PUE 1.5 = 0.18 $/kWh = 5e-8 $ per joule.
-COST = CostConfig(gpu_hour_usd={"H200": 3.6, "L4": 0.72}, electricity_usd_per_kwh=0.10,
-                  pue=1.5, node_overhead=1.2,
-                  api_prices=(ApiPrice("api-x", 0.5, 2.0, "2026-04-01"),))
+COST = CostConfig(
+    gpu_hour_usd={"H200": 3.6, "L4": 0.72},
+    electricity_usd_per_kwh=0.10,
+    pue=1.5,
+    node_overhead=1.2,
+    api_prices=(ApiPrice("api-x", 0.5, 2.0, "2026-04-01"),),
+)
 USD_PER_J = 5e-8
 H200_USD_S, L4_USD_S = 0.001, 0.0002
 
@@ -68,8 +72,7 @@ def power_l4(t: int) -> float:
 
 def one_bucket(upper: float, count: float) -> Histogram:
     """Every observation in (upper / 2, upper]: the median is 0.75 x upper, p95 0.975 x."""
-    return Histogram(buckets=((upper / 2, 0.0), (upper, count), (INF, count)), sum=0.0,
-                     count=count)
+    return Histogram(buckets=((upper / 2, 0.0), (upper, count), (INF, count)), sum=0.0, count=count)
 
 
 @dataclass
@@ -85,7 +88,7 @@ class Engines:
     def advance(self, t: int) -> None:
         if t == 31:  # restart: counters from zero
             self.big_out, self.big_in, self.big_requests, self.big_hist = 150.0, 600.0, 1.0, 2.0
-        elif 32 <= t:
+        elif t >= 32:
             self.big_out += 300
             self.big_in += 900
             self.big_requests += 1
@@ -102,21 +105,35 @@ class Engines:
 
     def samples(self, t: int) -> tuple[ServerSample, ...]:
         big = ServerSample(
-            name="big", url="http://127.0.0.1:8001/metrics", t_mono=float(t), status="up",
-            kind="vllm", model="m-big", prompt_tokens_total=self.big_in,
-            generation_tokens_total=self.big_out, running=4.0 if big_busy(t) else 0.0,
-            requests_finished_total=self.big_requests, ttft=one_bucket(0.2, self.big_hist),
-            itl=one_bucket(0.02, self.big_hist * 100))
+            name="big",
+            url="http://127.0.0.1:8001/metrics",
+            t_mono=float(t),
+            status="up",
+            kind="vllm",
+            model="m-big",
+            prompt_tokens_total=self.big_in,
+            generation_tokens_total=self.big_out,
+            running=4.0 if big_busy(t) else 0.0,
+            requests_finished_total=self.big_requests,
+            ttft=one_bucket(0.2, self.big_hist),
+            itl=one_bucket(0.02, self.big_hist * 100),
+        )
         small = ServerSample(
-            name="small", url="http://127.0.0.1:8002/metrics", t_mono=float(t), status="up",
-            kind="sglang", model="m-small", prompt_tokens_total=self.small_in,
-            generation_tokens_total=self.small_out, running=2.0,
-            requests_finished_total=self.small_requests)
+            name="small",
+            url="http://127.0.0.1:8002/metrics",
+            t_mono=float(t),
+            status="up",
+            kind="sglang",
+            model="m-small",
+            prompt_tokens_total=self.small_in,
+            generation_tokens_total=self.small_out,
+            running=2.0,
+            requests_finished_total=self.small_requests,
+        )
         return big, small
 
 
-MAPPING = {"big": EngineMapping(gpus=(G0, G1), source="config"),
-           "small": EngineMapping(gpus=(G2,), source="config")}
+MAPPING = {"big": EngineMapping(gpus=(G0, G1), source="config"), "small": EngineMapping(gpus=(G2,), source="config")}
 
 
 def record_scripted(path: Path, ticks: int = 41, t0: float = T0) -> int:
@@ -125,8 +142,7 @@ def record_scripted(path: Path, ticks: int = 41, t0: float = T0) -> int:
     deriver = Deriver(COST)
     engines = Engines()
     counters = [1_000_000_000, 2_000_000_000, None, 3_000_000_000]
-    with Store.open(path, host="test-host", version="0.1.0",
-                    config=Config(cost=COST).public_dict()) as store:
+    with Store.open(path, host="test-host", version="0.1.0", config=Config(cost=COST).public_dict()) as store:
         for t in range(ticks):
             engines.advance(t)
             powers = [power_big(t, 0), power_big(t, 1), power_l4(t), 80.0]
@@ -141,8 +157,7 @@ def record_scripted(path: Path, ticks: int = 41, t0: float = T0) -> int:
                 GpuSample(G2, 2, "NVIDIA L4", power_w=powers[2]),
                 GpuSample(G3, 3, "NVIDIA H200", power_w=powers[3], energy_counter_mj=counters[3]),
             )
-            snapshot = deriver.step(GpuReading(float(t), gpus), engines.samples(t), MAPPING,
-                                    t0 + t)
+            snapshot = deriver.step(GpuReading(float(t), gpus), engines.samples(t), MAPPING, t0 + t)
             assert store.append(snapshot) is None
         assert store.session_id is not None
         return store.session_id
@@ -171,9 +186,14 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
     data = summary_json(scripted_db)
     assert data["schema_version"] == summary.SCHEMA_VERSION
     assert data["session"]["host"] == "test-host" and data["session"]["open"] is False
-    assert data["range"] == {"since_unix_s": T0, "since_utc": "2023-11-14T22:14:00Z",
-                             "until_unix_s": T0 + 40, "until_utc": "2023-11-14T22:14:40Z",
-                             "duration_s": 40.0, "whole_session": True}
+    assert data["range"] == {
+        "since_unix_s": T0,
+        "since_utc": "2023-11-14T22:14:00Z",
+        "until_unix_s": T0 + 40,
+        "until_utc": "2023-11-14T22:14:40Z",
+        "duration_s": 40.0,
+        "whole_session": True,
+    }
     assert data["rate_windows"] == {"length_s": 10.0, "source": "raw", "engine_step_s": 10.0}
     gpus = {g["index"]: g for g in data["gpus"]}
     assert [g["uuid"] for g in data["gpus"]] == [G0, G1, G2, G3]
@@ -182,8 +202,12 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
     # and 20 x 1000 + 600 + 9 x 900 = 28,700 in, split equally over its two GPUs.
     big_out, big_in = 20 * 200 + 150 + 9 * 300, 20 * 1000 + 600 + 9 * 900
     small_out, small_in = 40 * 50, 40 * 100
-    expected_tokens = {0: (big_in / 2, big_out / 2), 1: (big_in / 2, big_out / 2),
-                       2: (small_in, small_out), 3: (0.0, 0.0)}
+    expected_tokens = {
+        0: (big_in / 2, big_out / 2),
+        1: (big_in / 2, big_out / 2),
+        2: (small_in, small_out),
+        3: (0.0, 0.0),
+    }
     for index, (tokens_in, tokens_out) in expected_tokens.items():
         g = gpus[index]
         assert (g["tokens_in"], g["tokens_out"]) == approx((tokens_in, tokens_out))
@@ -206,15 +230,22 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
 
     # Energy. GPU0: the counter's 500 J per busy second and 100 J per idle second, except t = 35
     # where the counter was reset: the trapezoid of 500 W and 600 W over that second, 550 J.
-    energy = {0: 29 * 500 + 10 * 100 + (500 + 600) / 2, 1: 30 * 500 + 10 * 100,
-              2: sum((power_l4(t - 1) + power_l4(t)) / 2 for t in range(1, 41)),  # 2,400 J
-              3: 40 * 80.0}
+    energy = {
+        0: 29 * 500 + 10 * 100 + (500 + 600) / 2,
+        1: 30 * 500 + 10 * 100,
+        2: sum((power_l4(t - 1) + power_l4(t)) / 2 for t in range(1, 41)),  # 2,400 J
+        3: 40 * 80.0,
+    }
     assert energy[2] == 2400.0
     for index, joules in energy.items():
         assert gpus[index]["energy_kwh"] == approx(joules / 3.6e6)
         assert gpus[index]["power_w_mean"] == approx(joules / 40)
     assert [(gpus[i]["energy_method"], gpus[i]["energy_integrated_ticks"]) for i in range(4)] == [
-        ("mixed", 1), ("counter", 0), ("power_integral", 40), ("counter", 0)]
+        ("mixed", 1),
+        ("counter", 0),
+        ("power_integral", 40),
+        ("counter", 0),
+    ]
     assert all(g["energy_unmeasured_ticks"] == 0 for g in gpus.values())
     # Peak W over the 10 s windows: GPU0 window 4 is (9 x 500 + 550) / 10; the L4's windows
     # average 39.5 + t over t = 1..10, 11..20, ...: 45, 55, 65, 75.
@@ -265,7 +296,8 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
     assert host["cost_usd"] == approx(total_cost)
     assert host["usd_per_mtok"] == approx(total_cost / total_out * 1e6)
     assert host["usd_per_mtok"] != approx(
-        sum(gpus[i]["usd_per_mtok"] for i in range(3)) / 3)  # the average of ratios differs
+        sum(gpus[i]["usd_per_mtok"] for i in range(3)) / 3
+    )  # the average of ratios differs
     assert host["busy_usd_per_mtok"] == approx(total_busy_cost / total_out * 1e6)
     assert host["utilization_pct"] == approx((30 + 30 + 40 + 0) / 160 * 100)  # GPU-seconds
     assert host["idle_usd"] == approx(total_cost - total_busy_cost)
@@ -279,32 +311,44 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
     # Engines: the engine's own totals (counted once, not per GPU), requests through a restart.
     engines = {e["name"]: e for e in data["engines"]}
     big, small = engines["big"], engines["small"]
-    assert (big["kind"], big["model"], big["gpus"], big["gpu_indices"]) == (
-        "vllm", "m-big", [G0, G1], [0, 1])
+    assert (big["kind"], big["model"], big["gpus"], big["gpu_indices"]) == ("vllm", "m-big", [G0, G1], [0, 1])
     assert (big["tokens_in"], big["tokens_out"]) == approx((big_in, big_out))
     assert big["tok_s_out_mean"] == approx(big_out / 40)
     assert big["requests_completed"] == 20 + 1 + 9
     assert big["ttft_p50_s_mean"] == approx(0.15) and big["ttft_p95_s_mean"] == approx(0.195)
     assert big["itl_p50_s_mean"] == approx(0.015)
-    assert (small["kind"], small["gpu_indices"], small["requests_completed"]) == (
-        "sglang", [2], 80)
+    assert (small["kind"], small["gpu_indices"], small["requests_completed"]) == ("sglang", [2], 80)
     assert small["ttft_p50_s_mean"] is None  # not published: unknown, not zero
 
     # The API comparison and the cost inputs the figures rest on.
     [api] = data["api_equivalent"]
     api_cost = total_in / 1e6 * 0.5 + total_out / 1e6 * 2.0
-    assert api == approx({"name": "api-x", "date": "2026-04-01", "usd_per_mtok_in": 0.5,
-                          "usd_per_mtok_out": 2.0, "api_cost_usd": api_cost,
-                          "measured_cost_usd": total_cost, "saved_usd": api_cost - total_cost})
+    assert api == approx(
+        {
+            "name": "api-x",
+            "date": "2026-04-01",
+            "usd_per_mtok_in": 0.5,
+            "usd_per_mtok_out": 2.0,
+            "api_cost_usd": api_cost,
+            "measured_cost_usd": total_cost,
+            "saved_usd": api_cost - total_cost,
+        }
+    )
     inputs = data["cost_inputs"]
-    assert (inputs["mode"], inputs["pue"], inputs["electricity_usd_per_kwh"],
-            inputs["node_overhead"], inputs["energy_charged"]) == ("cloud", 1.5, 0.10, 1.2, True)
+    assert (
+        inputs["mode"],
+        inputs["pue"],
+        inputs["electricity_usd_per_kwh"],
+        inputs["node_overhead"],
+        inputs["energy_charged"],
+    ) == ("cloud", 1.5, 0.10, 1.2, True)
     assert inputs["prices"] == [
-        {"usd_per_gpu_hour": 3.6, "source": "config: cost.gpu_hour_usd.H200",
-         "gpu_indices": [0, 1, 3]},
-        {"usd_per_gpu_hour": 0.72, "source": "config: cost.gpu_hour_usd.L4", "gpu_indices": [2]}]
-    assert inputs["api_prices"] == [{"name": "api-x", "usd_per_mtok_in": 0.5,
-                                     "usd_per_mtok_out": 2.0, "date": "2026-04-01"}]
+        {"usd_per_gpu_hour": 3.6, "source": "config: cost.gpu_hour_usd.H200", "gpu_indices": [0, 1, 3]},
+        {"usd_per_gpu_hour": 0.72, "source": "config: cost.gpu_hour_usd.L4", "gpu_indices": [2]},
+    ]
+    assert inputs["api_prices"] == [
+        {"name": "api-x", "usd_per_mtok_in": 0.5, "usd_per_mtok_out": 2.0, "date": "2026-04-01"}
+    ]
     assert data["notes"] == []
 
 
@@ -317,15 +361,13 @@ def test_a_range_inside_the_session_counts_only_its_ticks(scripted_db: Path) -> 
     assert g0["utilization_pct"] == approx(50.0)
     assert (g0["tok_s_out_p50"], g0["tok_s_out_peak"]) == approx((50.0, 100.0))
     assert g0["energy_method"] == "counter"  # the reset at t = 35 is outside
-    assert {e["name"]: e["requests_completed"] for e in data["engines"]} == {
-        "big": 10, "small": 40}
+    assert {e["name"]: e["requests_completed"] for e in data["engines"]} == {"big": 10, "small": 40}
 
 
 def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
     result = summary.summarize(scripted_db)
     text = summary.render(result, "md")
-    assert text.startswith(f"# tokentop session {result.session.id} on test-host (3x H200, "
-                           "1x L4)")
+    assert text.startswith(f"# tokentop session {result.session.id} on test-host (3x H200, 1x L4)")
     host_rows = [line for line in text.splitlines() if line.startswith("| **host**")]
     assert len(host_rows) == 2  # one in each table
     assert host_rows[0].startswith("| **host** | 4 GPUs | 32,700 | 8,850 | 818 |")
@@ -337,10 +379,32 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
 
     rows = list(csv.DictReader(io.StringIO(summary.render(result, "csv"))))
     assert [r["scope"] for r in rows] == ["gpu"] * 4 + ["total"]
-    assert all(column.endswith(("_s", "_usd", "_kwh", "_pct", "_w_mean", "_w_peak", "_j",
-                                "_in", "_out", "_mean", "_p50", "_p95", "_peak", "_mtok",
-                                "_hour", "_ticks", "_method", "_index"))
-               or column in ("scope", "uuid", "name", "engines") for column in rows[0])
+    assert all(
+        column.endswith(
+            (
+                "_s",
+                "_usd",
+                "_kwh",
+                "_pct",
+                "_w_mean",
+                "_w_peak",
+                "_j",
+                "_in",
+                "_out",
+                "_mean",
+                "_p50",
+                "_p95",
+                "_peak",
+                "_mtok",
+                "_hour",
+                "_ticks",
+                "_method",
+                "_index",
+            )
+        )
+        or column in ("scope", "uuid", "name", "engines")
+        for column in rows[0]
+    )
     assert float(rows[0]["tokens_out"]) == result.gpus[0].figures.tokens_out
     assert float(rows[4]["cost_usd"]) == approx(result.host.cost_usd)
     assert rows[3]["usd_per_mtok"] == ""  # the idle GPU: no figure
@@ -362,8 +426,9 @@ def run(path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int
     return code, out, err
 
 
-def test_run_prints_json_and_writes_files(scripted_db: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_prints_json_and_writes_files(
+    scripted_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run(scripted_db, "--format", "json", capsys=capsys)
     assert code == 0 and err == ""
     assert json.loads(out)["host"]["tokens_out"] == approx(8850)
@@ -387,23 +452,35 @@ def test_list_shows_every_session(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_a_range_picks_the_latest_session_with_readings_in_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "h.db"
     early = record_scripted(path, ticks=11, t0=T0)
     late = record_scripted(path, ticks=21, t0=T0 + 3600)
     assert summary_json(path)["session"]["id"] == late
     assert summary_json(path, until=T0 + 60)["session"]["id"] == early
-    code, out, _ = run(path, "--until", "2023-11-14T22:15:00Z", "--format", "json",
-                       capsys=capsys)
+    code, out, _ = run(path, "--until", "2023-11-14T22:15:00Z", "--format", "json", capsys=capsys)
     assert code == 0 and json.loads(out)["session"]["id"] == early
     assert json.loads(out)["range"]["duration_s"] == 10.0
 
 
-@pytest.mark.parametrize("case", ["missing", "empty file", "no sessions", "unknown session",
-                                  "range without data", "bad time", "until before since",
-                                  "not a history", "single reading"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "empty file",
+        "no sessions",
+        "unknown session",
+        "range without data",
+        "bad time",
+        "until before since",
+        "not a history",
+        "single reading",
+    ],
+)
 def test_nothing_to_summarise_is_one_line_and_exit_2(
-        case: str, scripted_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case: str, scripted_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, argv, expected = scripted_db, [], ""
     if case == "missing":
         path, expected = tmp_path / "nope.db", "no history at"
@@ -417,8 +494,7 @@ def test_nothing_to_summarise_is_one_line_and_exit_2(
     elif case == "unknown session":
         argv, expected = ["--session", "999"], "no session 999"
     elif case == "range without data":
-        argv, expected = ["--since", "2001-01-01T00:00", "--until", "2001-01-02T00:00"], \
-            "no session in"
+        argv, expected = ["--since", "2001-01-01T00:00", "--until", "2001-01-02T00:00"], "no session in"
     elif case == "bad time":
         argv, expected = ["--since", "yesterday-ish"], "cannot read the time 'yesterday-ish'"
     elif case == "until before since":
@@ -435,11 +511,18 @@ def test_nothing_to_summarise_is_one_line_and_exit_2(
     assert "Traceback" not in err
 
 
-def test_a_range_in_the_session_with_no_readings_says_so(
-        scripted_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_range_in_the_session_with_no_readings_says_so(scripted_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     session = summary.summarize(scripted_db).session.id
-    code, _, err = run(scripted_db, "--session", str(session), "--since",
-                       "2001-01-01T00:00", "--until", "2001-01-02T00:00", capsys=capsys)
+    code, _, err = run(
+        scripted_db,
+        "--session",
+        str(session),
+        "--since",
+        "2001-01-01T00:00",
+        "--until",
+        "2001-01-02T00:00",
+        capsys=capsys,
+    )
     assert code == 2 and f"session {session} has no readings between" in err
 
 
@@ -459,7 +542,8 @@ def test_times_are_iso_or_a_time_ago() -> None:
 
 
 def test_print_session_summary_for_the_live_view_and_record(
-        scripted_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scripted_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     session = summary.summarize(scripted_db).session.id
     stream = io.StringIO()
     assert summary.print_session_summary(scripted_db, session, stream) == 0
@@ -479,19 +563,26 @@ def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None
     deriver = Deriver(CostConfig())
     with Store.open(path, host="h", version="v", config=Config().public_dict()) as store:
         for t in range(11):
-            gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=300.0),
-                    GpuSample(G1, 1, "Mystery Accelerator 9000", power_w=200.0))
-            sample = ServerSample(name="e", url="http://x/metrics", t_mono=float(t),
-                                  status="up", generation_tokens_total=100.0 * t,
-                                  prompt_tokens_total=0.0, running=1.0)
+            gpus = (
+                GpuSample(G0, 0, "NVIDIA H200", power_w=300.0),
+                GpuSample(G1, 1, "Mystery Accelerator 9000", power_w=200.0),
+            )
+            sample = ServerSample(
+                name="e",
+                url="http://x/metrics",
+                t_mono=float(t),
+                status="up",
+                generation_tokens_total=100.0 * t,
+                prompt_tokens_total=0.0,
+                running=1.0,
+            )
             mapping = {"e": EngineMapping(gpus=(G0, G1), source="config")}
             store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, T0 + t))
     data = summary_json(path)
     assert data["host"]["unpriced_gpus"] == [G1]
     assert data["host"]["cost_usd"] is None and data["host"]["usd_per_mtok"] is None
     assert data["host"]["tokens_out"] == approx(1000.0)
-    assert data["gpus"][0]["usd_per_mtok"] == approx(
-        (10 * 3.5 / 3600 + 3000 * 0.10 * 1.25 * 1.3 / 3.6e6) / 500 * 1e6)
+    assert data["gpus"][0]["usd_per_mtok"] == approx((10 * 3.5 / 3600 + 3000 * 0.10 * 1.25 * 1.3 / 3.6e6) / 500 * 1e6)
     assert data["gpus"][1]["price_source"] is None
     assert any("no price" in note for note in data["notes"])
     text = summary.render(summary.summarize(path), "md")
@@ -513,9 +604,15 @@ def test_a_restart_hidden_between_two_read_points_is_still_counted(tmp_path: Pat
                 requests, generated = 1.0, 10.0
             elif t > 5:
                 requests, generated = requests + 50, generated + 500
-            sample = ServerSample(name="e", url="http://x/metrics", t_mono=float(t),
-                                  status="up", generation_tokens_total=generated,
-                                  prompt_tokens_total=0.0, requests_finished_total=requests)
+            sample = ServerSample(
+                name="e",
+                url="http://x/metrics",
+                t_mono=float(t),
+                status="up",
+                generation_tokens_total=generated,
+                prompt_tokens_total=0.0,
+                requests_finished_total=requests,
+            )
             gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=100.0),)
             mapping = {"e": EngineMapping(gpus=(G0,), source="config")}
             store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, T0 + t))
@@ -531,21 +628,24 @@ def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> Non
     path = tmp_path / "h.db"
     deriver = Deriver(CostConfig())
     start = T0 - 0.5  # ticks at xx:xx:59.5: minutes hold 60 ticks each
-    with Store.open(path, host="h", version="v", config=Config().public_dict(),
-                    raw_retention_h=1 / 60) as store:
+    with Store.open(path, host="h", version="v", config=Config().public_dict(), raw_retention_h=1 / 60) as store:
         for t in range(301):
             gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=400.0),)
-            sample = ServerSample(name="e", url="http://x/metrics", t_mono=float(t),
-                                  status="up", generation_tokens_total=120.0 * t,
-                                  prompt_tokens_total=360.0 * t, running=1.0)
+            sample = ServerSample(
+                name="e",
+                url="http://x/metrics",
+                t_mono=float(t),
+                status="up",
+                generation_tokens_total=120.0 * t,
+                prompt_tokens_total=360.0 * t,
+                running=1.0,
+            )
             mapping = {"e": EngineMapping(gpus=(G0,), source="config")}
-            store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping,
-                                      start + t))
+            store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, start + t))
     [(raw_first,)] = sqlite3.connect(path).execute("SELECT min(t) FROM gpu_ticks").fetchall()
     assert raw_first > start + 200, "retention did not delete old rows"
     data = summary_json(path)
-    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m",
-                                    "engine_step_s": 10.0}  # under an hour
+    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m", "engine_step_s": 10.0}  # under an hour
     assert any("retention" in note for note in data["notes"])
     g = data["gpus"][0]
     assert g["duration_s"] == approx(300.0, abs=0.5)
@@ -557,9 +657,13 @@ def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> Non
 def writer(path: Path) -> subprocess.Popen[str]:
     """tests/test_store.py's writer: another process appending ticks as fast as it can."""
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("test_store.py")), "writer", str(path),
-         "0", "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+        [sys.executable, str(Path(__file__).with_name("test_store.py")), "writer", str(path), "0", "5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write("go\n")
     process.stdin.flush()
@@ -606,8 +710,7 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
     host = DemoHost(seed=7, clock=clock)
     config = replace(Config(demo=True, db_path=tmp_path / "h.db"), endpoints=host.serve())
     store = Store.open(config.db_path, host="demo", version="0.1.0", config=config.public_dict())
-    sampler = Sampler(config, DemoGpuReader(host), store=store, clock=clock,
-                      wall_clock=lambda: T0 + clock.now)
+    sampler = Sampler(config, DemoGpuReader(host), store=store, clock=clock, wall_clock=lambda: T0 + clock.now)
     try:
         first = host.now()
         for _ in range(31):
@@ -633,7 +736,10 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
         assert g["price_source"].startswith("built-in table")
     assert data["gpus"][7]["engines"] == [] and data["gpus"][7]["usd_per_mtok"] is None
     assert {e["name"]: e["kind"] for e in data["engines"]} == {
-        "llama-70b": "vllm", "llama-8b": "vllm", "qwen-32b": "vllm"}
+        "llama-70b": "vllm",
+        "llama-8b": "vllm",
+        "qwen-32b": "vllm",
+    }
 
 
 @pytest.mark.parametrize("text", ["0001-01-01T00:00", "9" * 400 + "d", "yesterday", ""])

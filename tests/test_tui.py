@@ -50,8 +50,12 @@ class Rig:
         return snapshot
 
     def app(self, **kwargs: object) -> TokentopApp:
-        options: dict[str, object] = {"sampler": self.sampler, "host_name": "gpu-node-01",
-                                      "start_sampler": False, "handle_signals": False}
+        options: dict[str, object] = {
+            "sampler": self.sampler,
+            "host_name": "gpu-node-01",
+            "start_sampler": False,
+            "handle_signals": False,
+        }
         options.update(kwargs)
         return TokentopApp(self.config, **options)  # type: ignore[arg-type]
 
@@ -104,8 +108,7 @@ def screen_text(app: TokentopApp) -> str:
 
     from rich.console import Console
 
-    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True,
-                      color_system=None)
+    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True, color_system=None)
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 
@@ -197,8 +200,15 @@ def test_columns_give_way_by_priority_and_flexible_ones_take_the_rest() -> None:
     assert dict((s.key, w) for s, w in wide)["engine"] == engine.flex_max > engine.width
 
 
-@pytest.mark.parametrize(("name", "short"), [("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA GeForce RTX 4090", "RTX 4090"),
-                                             ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"), ("Tesla T4", "T4")])
+@pytest.mark.parametrize(
+    ("name", "short"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
+        ("Tesla T4", "T4"),
+    ],
+)
 def test_gpu_names_are_shortened_for_the_table(name: str, short: str) -> None:
     assert short_gpu_name(name) == short
 
@@ -227,7 +237,7 @@ def test_one_bar_per_tick_even_when_ticks_jitter() -> None:
     points = history.series(HOST, 60.0, 60, times[-1], 1.0)
     known = [p for p in points if p.tok_s_out is not None]
     assert len(points) == 60 and len(known) == len(times) - 1  # no tick lost, no empty bar between
-    assert points[-len(known):] == known  # newest on the right, no gaps
+    assert points[-len(known) :] == known  # newest on the right, no gaps
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -275,7 +285,7 @@ async def test_footer_shows_the_keys_from_the_table(rig: Rig) -> None:
                 assert f"{key.display} {key.footer}" in footer
 
 
-async def test_s_cycles_the_sort_column_and_S_reverses(rig: Rig) -> None:
+async def test_s_cycles_the_sort_column_and_shift_s_reverses(rig: Rig) -> None:
     app = rig.app()
     async with app.run_test(size=(120, 40)) as pilot:
         snapshot = rig.tick(12)
@@ -362,8 +372,18 @@ async def test_d_shows_details_of_the_selected_gpu(rig: Rig) -> None:
         await pilot.pause()
         assert isinstance(app.screen, DetailsScreen) and app.screen.uuid == row_of(app, 1)
         text = screen_text(app)
-        for words in ("GPU 1 · NVIDIA H200", "SM clock", "limit 700 W", "energy so far", "NVML energy counter",
-                      "$3.50/GPU·h", "price source", "built-in table", "llama-70b", "PID 4000"):
+        for words in (
+            "GPU 1 · NVIDIA H200",
+            "SM clock",
+            "limit 700 W",
+            "energy so far",
+            "NVML energy counter",
+            "$3.50/GPU·h",
+            "price source",
+            "built-in table",
+            "llama-70b",
+            "PID 4000",
+        ):
             assert words in text, words
         rig.tick()  # the details follow the live data
         await pilot.pause()
@@ -662,8 +682,9 @@ async def test_no_driver_says_why_there_are_no_gpus() -> None:
         sampler.stop()
 
 
-def test_run_live_stops_everything_and_prints_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_live_stops_everything_and_prints_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The real entry point: sampler thread, store, app (headless here), then the summary."""
     import threading
 
@@ -686,8 +707,11 @@ def test_run_live_stops_everything_and_prints_the_summary(tmp_path: Path, monkey
     assert "# tokentop session 1 on" in out and "8x H200" in out and "$/Mtok" in out
     assert "still open" not in out  # printed after the history was closed: every tick in it
     # the sampler's and the demo's threads are gone (the collectors' idle pool is process-wide by design)
-    assert not [t for t in set(threading.enumerate()) - before
-                if t.name.startswith(("tokentop-sampler", "tokentop-discover", "demo-"))]
+    assert not [
+        t
+        for t in set(threading.enumerate()) - before
+        if t.name.startswith(("tokentop-sampler", "tokentop-discover", "demo-"))
+    ]
     reader = Store.open_readonly(tmp_path / "history.db")
     try:
         sessions = reader.sessions()
@@ -721,9 +745,10 @@ def test_looks_the_same(snap_compare, demo_run: list[Snapshot], size: tuple[int,
 
 async def test_mig_instances_are_sub_rows_that_follow_their_gpu(demo: DemoUnderTest) -> None:
     parent = demo.host.fake.gpus[6]  # the only GPU at its utilisation: sorting moves it
-    parent.mig_instances = [FakeMig("MIG-first", memory_total_bytes=18 * 1024 * MIB,
-                                    memory_used_bytes=4 * 1024 * MIB),
-                            FakeMig("MIG-second", memory_total_bytes=35 * 1024 * MIB)]
+    parent.mig_instances = [
+        FakeMig("MIG-first", memory_total_bytes=18 * 1024 * MIB, memory_used_bytes=4 * 1024 * MIB),
+        FakeMig("MIG-second", memory_total_bytes=35 * 1024 * MIB),
+    ]
     try:
         with rig_on(demo) as rig:
             app = rig.app()
@@ -747,7 +772,7 @@ async def test_mig_instances_are_sub_rows_that_follow_their_gpu(demo: DemoUnderT
                 assert table.sort_key == "util" and not table.sort_descending
                 keys = table.row_keys
                 at = keys.index(parent.uuid)
-                assert keys[at + 1:at + 3] == ["MIG-first", "MIG-second"]
+                assert keys[at + 1 : at + 3] == ["MIG-first", "MIG-second"]
                 assert keys.index(parent.uuid) != by_index.index(parent.uuid)  # the order did change
 
                 table.focus()

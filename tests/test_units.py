@@ -34,8 +34,19 @@ from tokentop.units import (
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0.42, "0.42"), (3.14, "3.1"), (850, "850"), (999.4, "999"), (999.6, "1.00k"), (1234, "1.23k"),
-     (12_345, "12.3k"), (456_000, "456k"), (1_200_000, "1.20M"), (45_600_000, "45.6M"), (-1234, "-1.23k")],
+    [
+        (0.42, "0.42"),
+        (3.14, "3.1"),
+        (850, "850"),
+        (999.4, "999"),
+        (999.6, "1.00k"),
+        (1234, "1.23k"),
+        (12_345, "12.3k"),
+        (456_000, "456k"),
+        (1_200_000, "1.20M"),
+        (45_600_000, "45.6M"),
+        (-1234, "-1.23k"),
+    ],
 )
 def test_numbers_are_compact(value: float, text: str) -> None:
     assert fmt_number(value) == text
@@ -43,8 +54,20 @@ def test_numbers_are_compact(value: float, text: str) -> None:
 
 @pytest.mark.parametrize(
     "formatter",
-    [fmt_number, fmt_tok_s, fmt_tokens, fmt_watts, fmt_usd, fmt_bytes, fmt_gib, fmt_pct, fmt_temp, fmt_latency,
-     fmt_duration, fmt_energy],
+    [
+        fmt_number,
+        fmt_tok_s,
+        fmt_tokens,
+        fmt_watts,
+        fmt_usd,
+        fmt_bytes,
+        fmt_gib,
+        fmt_pct,
+        fmt_temp,
+        fmt_latency,
+        fmt_duration,
+        fmt_energy,
+    ],
 )
 @pytest.mark.parametrize("unknown", [None, math.nan, math.inf])
 def test_unknown_is_na_everywhere(formatter, unknown) -> None:  # type: ignore[no-untyped-def]
@@ -68,8 +91,16 @@ def test_watts_switch_to_kilowatts() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0, "$0.00"), (0.0042, "$0.0042"), (0.4231, "$0.423"), (1.114, "$1.11"), (28.66, "$28.66"),
-     (123.4, "$123"), (12_345, "$12.3k"), (-2.5, "-$2.50")],
+    [
+        (0, "$0.00"),
+        (0.0042, "$0.0042"),
+        (0.4231, "$0.423"),
+        (1.114, "$1.11"),
+        (28.66, "$28.66"),
+        (123.4, "$123"),
+        (12_345, "$12.3k"),
+        (-2.5, "-$2.50"),
+    ],
 )
 def test_money_keeps_the_digits_that_matter(value: float, text: str) -> None:
     assert fmt_usd(value) == text

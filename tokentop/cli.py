@@ -38,20 +38,35 @@ def _common(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
     """Options every command takes. On subcommands they default to "not given", so that
     ``tokentop --demo record`` and ``tokentop record --demo`` mean the same."""
     unset = argparse.SUPPRESS if sub else None
-    parser.add_argument("--demo", action="store_true", default=unset,
-                        help="simulate a host (8x H200, three vLLM engines); no GPU needed")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=unset,
+        help="simulate a host (8x H200, three vLLM engines); no GPU needed",
+    )
     parser.add_argument("--db", type=Path, default=unset, help=f"history database (default {default_db_path()})")
-    parser.add_argument("--no-history", dest="history", action="store_false", default=unset,
-                        help="do not keep a history database")
-    parser.add_argument("--endpoint", action="append", default=unset,
-                        metavar="URL[,kind=K][,name=N][,gpus=0+1][,token_env=VAR]",
-                        help="an inference server's stats endpoint (repeatable); none: discover local ones")
-    parser.add_argument("--interval", type=float, default=unset, metavar="SECONDS",
-                        help="seconds between readings (default 1)")
+    parser.add_argument(
+        "--no-history", dest="history", action="store_false", default=unset, help="do not keep a history database"
+    )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=unset,
+        metavar="URL[,kind=K][,name=N][,gpus=0+1][,token_env=VAR]",
+        help="an inference server's stats endpoint (repeatable); none: discover local ones",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=unset, metavar="SECONDS", help="seconds between readings (default 1)"
+    )
     parser.add_argument("--config", type=Path, default=unset, metavar="FILE", help="TOML settings file (see README)")
     parser.add_argument("--seed", type=int, default=unset, help="seed of the --demo simulation")
-    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS if sub else False,
-                        help="log to stderr what happens")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if sub else False,
+        help="log to stderr what happens",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,14 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     _common(parser)
-    parser.add_argument("--no-summary", dest="summary", action="store_false",
-                        help="do not print the session summary when the live view quits")
+    parser.add_argument(
+        "--no-summary",
+        dest="summary",
+        action="store_false",
+        help="do not print the session summary when the live view quits",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     record = sub.add_parser("record", help="sample into the history database until stopped")
     _common(record, sub=True)
     record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    record.add_argument("--no-summary", dest="summary", action="store_false", default=argparse.SUPPRESS,
-                        help="do not print the session summary at the end")
+    record.add_argument(
+        "--no-summary",
+        dest="summary",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="do not print the session summary at the end",
+    )
     snap = sub.add_parser("snapshot", help="print one complete reading")
     _common(snap, sub=True)
     snap.add_argument("--json", action="store_true", help="JSON (the only format for now; documented in README)")
@@ -172,8 +196,7 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     if not sampler.gpus.available:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
     where = runtime.config.db_path or default_db_path()
-    print(f"tokentop: recording to {where} every {runtime.config.interval_s:g} s; Ctrl-C to stop",
-          file=sys.stderr)
+    print(f"tokentop: recording to {where} every {runtime.config.interval_s:g} s; Ctrl-C to stop", file=sys.stderr)
     ticks = 0
     said: set[str] = set()
 
@@ -231,7 +254,13 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     return exporter.run(args, build_runtime(config), config)
 
 
-COMMANDS = {"live": cmd_live, "record": cmd_record, "snapshot": cmd_snapshot, "summary": cmd_summary, "export": cmd_export}
+COMMANDS = {
+    "live": cmd_live,
+    "record": cmd_record,
+    "snapshot": cmd_snapshot,
+    "summary": cmd_summary,
+    "export": cmd_export,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,12 +122,16 @@ class EndpointConfig:
         if not parts.hostname:
             raise ConfigError(f"endpoint URL {self.url!r} names no host")
         if parts.username or parts.password:
-            raise ConfigError(f"endpoint URL {parts.hostname}:... carries credentials: put the token "
-                              "in an environment variable and name it with token_env=")
+            raise ConfigError(
+                f"endpoint URL {parts.hostname}:... carries credentials: put the token "
+                "in an environment variable and name it with token_env="
+            )
         extra = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - {"model"})
         if extra:  # llama.cpp's router mode needs ?model=; anything else may be a credential
-            raise ConfigError(f"endpoint URL {parts.netloc}: query {', '.join(extra)} not accepted (only "
-                              "model=); put a token in an environment variable and name it with token_env=")
+            raise ConfigError(
+                f"endpoint URL {parts.netloc}: query {', '.join(extra)} not accepted (only "
+                "model=); put a token in an environment variable and name it with token_env="
+            )
         if self.kind is not None and self.kind not in KINDS:
             raise ConfigError(f"endpoint kind {self.kind!r} unknown; known: {', '.join(KINDS)}")
         if not self.name:
@@ -145,9 +149,7 @@ def parse_endpoint_flag(text: str) -> EndpointConfig:
         key, sep, value = option.partition("=")
         key = key.replace("-", "_")
         if not sep or key not in ("kind", "name", "gpus", "token_env"):
-            raise ConfigError(
-                f"--endpoint option {option!r} not understood; use kind=, name=, gpus=, token_env="
-            )
+            raise ConfigError(f"--endpoint option {option!r} not understood; use kind=, name=, gpus=, token_env=")
         values[key] = tuple(v for v in value.split("+") if v) if key == "gpus" else value
     return EndpointConfig(url=url, **values)
 
@@ -208,14 +210,12 @@ class Config:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             urls = [e.url for e in self.endpoints if e.name in repeated]
-            raise ConfigError(f"two endpoints are called {repeated[0]!r} ({', '.join(urls)}): "
-                              "give each its own name=")
+            raise ConfigError(f"two endpoints are called {repeated[0]!r} ({', '.join(urls)}): give each its own name=")
 
     @property
     def timeout_s(self) -> float:
         """80 % of the interval, at most 10 s: a slow server never holds a tick or an exit long."""
         return self.http_timeout_s if self.http_timeout_s is not None else min(0.8 * self.interval_s, 10.0)
-
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data, safe to store: no secrets (only variable names)."""
@@ -224,8 +224,7 @@ class Config:
             value = getattr(self, f.name)
             if f.name == "endpoints":
                 value = [
-                    {"url": e.url, "name": e.name, "kind": e.kind, "gpus": list(e.gpus),
-                     "token_env": e.token_env}
+                    {"url": e.url, "name": e.name, "kind": e.kind, "gpus": list(e.gpus), "token_env": e.token_env}
                     for e in value
                 ]
             elif f.name == "cost":
@@ -267,8 +266,7 @@ def _from_dict(data: dict[str, Any]) -> Config:
     cost = dict(data.pop("cost", {}))
     cost["api_prices"] = tuple(ApiPrice(**p) for p in cost.get("api_prices", ()))
     endpoints = tuple(
-        EndpointConfig(**{**e, "gpus": tuple(str(g) for g in e.get("gpus", ()))})
-        for e in data.pop("endpoints", ())
+        EndpointConfig(**{**e, "gpus": tuple(str(g) for g in e.get("gpus", ()))}) for e in data.pop("endpoints", ())
     )
     if "db_path" in data:
         data["db_path"] = Path(data["db_path"]).expanduser()

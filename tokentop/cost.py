@@ -56,8 +56,7 @@ def price_for(gpu_name: str, uuid: str, index: int, cost: CostConfig) -> Price |
         hourly = cost.capex_usd * (1 - cost.residual) / (cost.life_years * 8760)
         return Price(
             hourly + cost.opex_usd_per_gpu_hour,
-            f"owned: capex ${cost.capex_usd:,.0f} over {cost.life_years:g} y"
-            f" + opex ${cost.opex_usd_per_gpu_hour:g}/h",
+            f"owned: capex ${cost.capex_usd:,.0f} over {cost.life_years:g} y + opex ${cost.opex_usd_per_gpu_hour:g}/h",
             "owned",
         )
     key = model_key(gpu_name, list(BUILTIN_GPU_HOUR_USD))

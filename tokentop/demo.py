@@ -11,6 +11,7 @@ GPU 6, GPU 7 idle. Each engine's load follows its own slow wave between busy and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import socket
@@ -71,12 +72,39 @@ class Engine:
 def engines_for(seed: int) -> tuple[Engine, ...]:
     rng = random.Random(seed)
     return (
-        Engine("llama-70b", "meta-llama/Llama-3.3-70B-Instruct", (0, 1, 2, 3), 2400.0, 3.0,
-               rng.uniform(150, 240), rng.uniform(0, 2 * math.pi), ttft_median_s=0.35, itl_median_s=0.04),
-        Engine("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", (4, 5), 5200.0, 1.5,
-               rng.uniform(80, 140), rng.uniform(0, 2 * math.pi), ttft_median_s=0.08, itl_median_s=0.012),
-        Engine("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", (6,), 1100.0, 2.0,
-               rng.uniform(60, 100), rng.uniform(0, 2 * math.pi), mid=0.5, swing=0.5),
+        Engine(
+            "llama-70b",
+            "meta-llama/Llama-3.3-70B-Instruct",
+            (0, 1, 2, 3),
+            2400.0,
+            3.0,
+            rng.uniform(150, 240),
+            rng.uniform(0, 2 * math.pi),
+            ttft_median_s=0.35,
+            itl_median_s=0.04,
+        ),
+        Engine(
+            "llama-8b",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            (4, 5),
+            5200.0,
+            1.5,
+            rng.uniform(80, 140),
+            rng.uniform(0, 2 * math.pi),
+            ttft_median_s=0.08,
+            itl_median_s=0.012,
+        ),
+        Engine(
+            "qwen-32b",
+            "Qwen/Qwen2.5-32B-Instruct",
+            (6,),
+            1100.0,
+            2.0,
+            rng.uniform(60, 100),
+            rng.uniform(0, 2 * math.pi),
+            mid=0.5,
+            swing=0.5,
+        ),
     )
 
 
@@ -128,8 +156,9 @@ def vllm_page(engine: Engine, t: float) -> str:
         f"{math.floor(finished) - math.floor(finished * 0.9)}.0",
     ]
     lines += _histogram_lines("vllm:time_to_first_token_seconds", labels, TTFT_BOUNDS, engine.ttft_median_s, finished)
-    lines += _histogram_lines("vllm:inter_token_latency_seconds", labels, ITL_BOUNDS, engine.itl_median_s,
-                              engine.tokens_out(t))
+    lines += _histogram_lines(
+        "vllm:inter_token_latency_seconds", labels, ITL_BOUNDS, engine.itl_median_s, engine.tokens_out(t)
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -277,17 +306,15 @@ class _EngineServer(ThreadingHTTPServer):
 
     def drop_connections(self) -> None:
         for connection in list(self._connections):
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _handler(host: DemoHost, engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real servers: no new connection per tick
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
@@ -364,12 +391,10 @@ def simulated_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
             clock.t += 1.0
             snap = sampler.tick()
             servers = tuple(
-                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url)))
-                for s in snap.servers
+                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url))) for s in snap.servers
             )
             snapshots.append(replace(snap, servers=servers))
         return snapshots
     finally:
         sampler.stop()
         host.close()
-

@@ -99,9 +99,7 @@ class DeliveredCounter:
         return added
 
 
-def energy_delta_j(
-    prev: GpuSample | None, cur: GpuSample, dt_s: float
-) -> tuple[float, str | None]:
+def energy_delta_j(prev: GpuSample | None, cur: GpuSample, dt_s: float) -> tuple[float, str | None]:
     """Board energy between two readings of one GPU and how it was measured."""
     if (
         prev is not None
@@ -294,8 +292,7 @@ class Deriver:
             gpu_count=len(gpu_figs),
             power_w=sum(powers) if powers else None,
             usd_per_hour_now=(
-                sum(f.usd_per_hour_now for f in gpu_figs if f.usd_per_hour_now is not None)
-                if priced else None
+                sum(f.usd_per_hour_now for f in gpu_figs if f.usd_per_hour_now is not None) if priced else None
             ),
             totals=host_totals,
             rate=host_ring.window(self.rate_window_s),
@@ -406,8 +403,11 @@ class Deriver:
             prev = self._prev_gpu.get(uuid)
             energy_j, method = energy_delta_j(prev, sample, dt) if prev is not None else (0.0, None)
             if prev is None:
-                method = "counter" if sample.energy_counter_mj is not None else (
-                    "power_integral" if sample.power_w is not None else None)
+                method = (
+                    "counter"
+                    if sample.energy_counter_mj is not None
+                    else ("power_integral" if sample.power_w is not None else None)
+                )
             added_in, added_out, running, engines = gpu_tokens.get(uuid, (0.0, 0.0, False, ()))
             busy = added_in + added_out > 0 or running
             cost_now = tick_cost_usd(price, dt, energy_j, self.cost)
@@ -442,7 +442,8 @@ class Deriver:
                     energy_method=method,
                     usd_per_hour_now=(
                         tick_cost_usd(price, 3600.0, (sample.power_w or 0.0) * 3600.0, self.cost)
-                        if price is not None else None
+                        if price is not None
+                        else None
                     ),
                     totals=totals,
                     rate=ring.window(self.rate_window_s),

@@ -125,8 +125,6 @@ def map_endpoints(
             result[endpoint.name] = EngineMapping()
             continue
         tree = process_tree(pid)
-        uuids = tuple(
-            g.uuid for g in gpus.gpus if any(p.pid in tree for p in g.processes or ())
-        )
+        uuids = tuple(g.uuid for g in gpus.gpus if any(p.pid in tree for p in g.processes or ()))
         result[endpoint.name] = EngineMapping(uuids, "process" if uuids else None, pid)
     return result

@@ -58,46 +58,49 @@ class SnapshotCollector(Collector):
 
     def _general(self, snap: Snapshot) -> Iterator[Metric]:
         for name, value, text in (
-                ("tokentop_snapshot_timestamp_seconds", snap.t_wall,
-                 "Unix time of the reading the other series come from"),
-                ("tokentop_rate_window_seconds", snap.rate_window_s,
-                 "Window of the tokens-per-second gauges"),
-                ("tokentop_cost_window_seconds", snap.cost_window_s,
-                 "Window of the $/Mtok, tokens-per-joule and busy-ratio gauges")):
+            ("tokentop_snapshot_timestamp_seconds", snap.t_wall, "Unix time of the reading the other series come from"),
+            ("tokentop_rate_window_seconds", snap.rate_window_s, "Window of the tokens-per-second gauges"),
+            (
+                "tokentop_cost_window_seconds",
+                snap.cost_window_s,
+                "Window of the $/Mtok, tokens-per-joule and busy-ratio gauges",
+            ),
+        ):
             family = GaugeMetricFamily(name, text, labels=("host",))
             family.add_metric([self._host], value)
             yield family
 
     def _gpus(self, snap: Snapshot) -> Iterator[Metric]:
         def counter(name: str, text: str, *, direction: bool = False) -> CounterMetricFamily:
-            return CounterMetricFamily(name, text,
-                                       labels=GPU_LABELS + (("direction",) if direction else ()))
+            return CounterMetricFamily(name, text, labels=GPU_LABELS + (("direction",) if direction else ()))
 
         def gauge(name: str, text: str, *, direction: bool = False) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, text,
-                                     labels=GPU_LABELS + (("direction",) if direction else ()))
+            return GaugeMetricFamily(name, text, labels=GPU_LABELS + (("direction",) if direction else ()))
 
-        info = InfoMetricFamily("tokentop_gpu", "A GPU as tokentop sees it",
-                                labels=GPU_LABELS)
-        tokens = counter("tokentop_gpu_tokens",
-                         "Tokens attributed to the GPU since tokentop started (an engine's tokens "
-                         "split equally over its GPUs)", direction=True)
+        info = InfoMetricFamily("tokentop_gpu", "A GPU as tokentop sees it", labels=GPU_LABELS)
+        tokens = counter(
+            "tokentop_gpu_tokens",
+            "Tokens attributed to the GPU since tokentop started (an engine's tokens split equally over its GPUs)",
+            direction=True,
+        )
         energy = counter("tokentop_gpu_energy_joules", "Board energy since tokentop started")
-        cost = counter("tokentop_gpu_cost_usd",
-                       "Cost since tokentop started (hourly rate plus charged energy); absent "
-                       "for a GPU without a price")
-        busy = counter("tokentop_gpu_busy_seconds",
-                       "Seconds in which tokens flowed or requests ran on the GPU's engines")
+        cost = counter(
+            "tokentop_gpu_cost_usd",
+            "Cost since tokentop started (hourly rate plus charged energy); absent for a GPU without a price",
+        )
+        busy = counter(
+            "tokentop_gpu_busy_seconds", "Seconds in which tokens flowed or requests ran on the GPU's engines"
+        )
         busy_cost = counter("tokentop_gpu_busy_cost_usd", "Cost of the busy seconds")
-        watched = counter("tokentop_gpu_watched_seconds",
-                          "Seconds the GPU has been watched (the denominator of utilisation)")
-        tok_s = gauge("tokentop_gpu_tokens_per_second",
-                      "Tokens per second over the rate window", direction=True)
-        per_mtok = gauge("tokentop_gpu_usd_per_million_tokens",
-                         "Cost per million output tokens over the cost window, idle included; "
-                         "absent while idle or unpriced")
-        tok_j = gauge("tokentop_gpu_tokens_per_joule",
-                      "Output tokens per joule of board energy over the cost window")
+        watched = counter(
+            "tokentop_gpu_watched_seconds", "Seconds the GPU has been watched (the denominator of utilisation)"
+        )
+        tok_s = gauge("tokentop_gpu_tokens_per_second", "Tokens per second over the rate window", direction=True)
+        per_mtok = gauge(
+            "tokentop_gpu_usd_per_million_tokens",
+            "Cost per million output tokens over the cost window, idle included; absent while idle or unpriced",
+        )
+        tok_j = gauge("tokentop_gpu_tokens_per_joule", "Output tokens per joule of board energy over the cost window")
         busy_ratio = gauge("tokentop_gpu_busy_ratio", "Busy share of the cost window (0-1)")
         power = gauge("tokentop_gpu_power_watts", "Board power, latest reading")
         util = gauge("tokentop_gpu_utilization_ratio", "NVML GPU utilisation, latest (0-1)")
@@ -105,10 +108,15 @@ class SnapshotCollector(Collector):
         for fig in snap.gpus:
             s, totals = fig.sample, fig.totals
             labels = [str(s.index), s.uuid, self._host]
-            info.add_metric(labels, {
-                "name": s.name, "energy_method": fig.energy_method or "none",
-                "engines": ",".join(fig.engines),
-                "price_source": fig.price.source if fig.price else "none"})
+            info.add_metric(
+                labels,
+                {
+                    "name": s.name,
+                    "energy_method": fig.energy_method or "none",
+                    "engines": ",".join(fig.engines),
+                    "price_source": fig.price.source if fig.price else "none",
+                },
+            )
             tokens.add_metric(labels + ["in"], totals.tokens_in)
             tokens.add_metric(labels + ["out"], totals.tokens_out)
             energy.add_metric(labels, totals.energy_j)
@@ -121,35 +129,59 @@ class SnapshotCollector(Collector):
             for direction, value in (("in", fig.rate.tok_s_in), ("out", fig.rate.tok_s_out)):
                 if value is not None:
                     tok_s.add_metric(labels + [direction], value)
-            for family, value in ((per_mtok, fig.cost.usd_per_mtok), (tok_j, fig.cost.tok_per_j),
-                                  (busy_ratio, fig.cost.utilization), (power, s.power_w),
-                                  (usd_hour, fig.usd_per_hour_now),
-                                  (util, None if s.utilization_pct is None
-                                   else s.utilization_pct / 100.0)):
+            for family, value in (
+                (per_mtok, fig.cost.usd_per_mtok),
+                (tok_j, fig.cost.tok_per_j),
+                (busy_ratio, fig.cost.utilization),
+                (power, s.power_w),
+                (usd_hour, fig.usd_per_hour_now),
+                (util, None if s.utilization_pct is None else s.utilization_pct / 100.0),
+            ):
                 if value is not None:
                     family.add_metric(labels, value)
-        yield from (info, tokens, energy, cost, busy, busy_cost, watched, tok_s, per_mtok, tok_j,
-                    busy_ratio, power, util, usd_hour)
+        yield from (
+            info,
+            tokens,
+            energy,
+            cost,
+            busy,
+            busy_cost,
+            watched,
+            tok_s,
+            per_mtok,
+            tok_j,
+            busy_ratio,
+            power,
+            util,
+            usd_hour,
+        )
 
     def _endpoints(self, snap: Snapshot) -> Iterator[Metric]:
-        up = GaugeMetricFamily("tokentop_endpoint_up",
-                               "1 when the endpoint's last read succeeded", labels=ENDPOINT_LABELS)
+        up = GaugeMetricFamily(
+            "tokentop_endpoint_up", "1 when the endpoint's last read succeeded", labels=ENDPOINT_LABELS
+        )
         tokens = CounterMetricFamily(
-            "tokentop_endpoint_tokens", "Tokens the endpoint delivered since tokentop started "
-            "(restarts handled)", labels=ENDPOINT_LABELS + ("direction",))
-        tok_s = GaugeMetricFamily("tokentop_endpoint_tokens_per_second",
-                                  "Tokens per second over the rate window",
-                                  labels=ENDPOINT_LABELS + ("direction",))
-        running = GaugeMetricFamily("tokentop_endpoint_requests_running", "Requests running",
-                                    labels=ENDPOINT_LABELS)
-        waiting = GaugeMetricFamily("tokentop_endpoint_requests_waiting", "Requests waiting",
-                                    labels=ENDPOINT_LABELS)
-        ttft = GaugeMetricFamily("tokentop_endpoint_ttft_seconds",
-                                 "Time to first token over the cost window, by quantile",
-                                 labels=ENDPOINT_LABELS + ("quantile",))
-        itl = GaugeMetricFamily("tokentop_endpoint_itl_seconds",
-                                "Inter-token latency over the cost window, by quantile",
-                                labels=ENDPOINT_LABELS + ("quantile",))
+            "tokentop_endpoint_tokens",
+            "Tokens the endpoint delivered since tokentop started (restarts handled)",
+            labels=ENDPOINT_LABELS + ("direction",),
+        )
+        tok_s = GaugeMetricFamily(
+            "tokentop_endpoint_tokens_per_second",
+            "Tokens per second over the rate window",
+            labels=ENDPOINT_LABELS + ("direction",),
+        )
+        running = GaugeMetricFamily("tokentop_endpoint_requests_running", "Requests running", labels=ENDPOINT_LABELS)
+        waiting = GaugeMetricFamily("tokentop_endpoint_requests_waiting", "Requests waiting", labels=ENDPOINT_LABELS)
+        ttft = GaugeMetricFamily(
+            "tokentop_endpoint_ttft_seconds",
+            "Time to first token over the cost window, by quantile",
+            labels=ENDPOINT_LABELS + ("quantile",),
+        )
+        itl = GaugeMetricFamily(
+            "tokentop_endpoint_itl_seconds",
+            "Inter-token latency over the cost window, by quantile",
+            labels=ENDPOINT_LABELS + ("quantile",),
+        )
         for fig in snap.servers:
             s = fig.sample
             labels = [s.name, s.kind or "unknown", self._host]
@@ -159,11 +191,13 @@ class SnapshotCollector(Collector):
             for direction, value in (("in", fig.tok_s_in), ("out", fig.tok_s_out)):
                 if value is not None:
                     tok_s.add_metric(labels + [direction], value)
-            for family, value, quantile in ((running, s.running, None),
-                                            (waiting, s.waiting, None),
-                                            (ttft, fig.ttft_p50_s, "0.5"),
-                                            (ttft, fig.ttft_p95_s, "0.95"),
-                                            (itl, fig.itl_p50_s, "0.5")):
+            for family, value, quantile in (
+                (running, s.running, None),
+                (waiting, s.waiting, None),
+                (ttft, fig.ttft_p50_s, "0.5"),
+                (ttft, fig.ttft_p95_s, "0.95"),
+                (itl, fig.itl_p50_s, "0.5"),
+            ):
                 if value is not None:
                     family.add_metric(labels + ([quantile] if quantile else []), value)
         yield from (up, tokens, tok_s, running, waiting, ttft, itl)
@@ -178,8 +212,10 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
         host = host.removeprefix("[").removesuffix("]")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"--listen {text!r}: give HOST:PORT, e.g. 127.0.0.1:9464 (this "
-                             "machine only) or 0.0.0.0:9464 (every interface)")
+            raise ValueError(
+                f"--listen {text!r}: give HOST:PORT, e.g. 127.0.0.1:9464 (this "
+                "machine only) or 0.0.0.0:9464 (every interface)"
+            )
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"--listen {text!r}: the port must be between 0 and 65535")
     return host, int(port)
@@ -196,9 +232,13 @@ def serve(sampler: Sampler, host: str, port: int) -> WSGIServer:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``tokentop export`` (the common ones come from the CLI)."""
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                        help=f"where to serve /metrics (default {DEFAULT_LISTEN}: this machine "
-                             "only; 0.0.0.0:9464 or [::]:9464 to let other machines scrape)")
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"where to serve /metrics (default {DEFAULT_LISTEN}: this machine "
+        "only; 0.0.0.0:9464 or [::]:9464 to let other machines scrape)",
+    )
 
 
 def run(args: argparse.Namespace, runtime: Runtime, config: Config) -> int:
@@ -220,8 +260,11 @@ def run(args: argparse.Namespace, runtime: Runtime, config: Config) -> int:
         raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
     bound = server.server_address[1]
     where = f"[{host}]" if ":" in host else host
-    print(f"tokentop: serving http://{where}:{bound}/metrics every "
-          f"{runtime.config.interval_s:g} s; Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(
+        f"tokentop: serving http://{where}:{bound}/metrics every {runtime.config.interval_s:g} s; Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
     if not sampler.gpus.available:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
     with stop_on_signals() as stop:

@@ -170,8 +170,7 @@ class ServerTrack:
 
 # --- schema ----------------------------------------------------------------------------------
 
-_CUM_COLUMNS = ("tokens_in_cum", "tokens_out_cum", "energy_j_cum", "cost_usd_cum",
-                "busy_s_cum", "busy_cost_usd_cum")
+_CUM_COLUMNS = ("tokens_in_cum", "tokens_out_cum", "energy_j_cum", "cost_usd_cum", "busy_s_cum", "busy_cost_usd_cum")
 _CUM_SELECT = ", ".join(_CUM_COLUMNS)
 
 _SCHEMA = """
@@ -431,12 +430,15 @@ at(t) AS (
 SELECT {columns} FROM at CROSS JOIN {table} r ON r.session_id = :session AND r.t = at.t
 ORDER BY r.{key}, r.t
 """
-_GPU_TRACK_COLUMNS = ("r.gpu_id, r.t, r.tokens_in_cum, r.tokens_out_cum, r.energy_j_cum,"
-                      " r.energy_counter_mj, r.energy_method_id")
-_SERVER_TRACK_COLUMNS = ("r.server_id, r.t, r.status, r.tokens_in_cum, r.tokens_out_cum,"
-                         " r.prompt_tokens_raw, r.generation_tokens_raw, r.requests_finished_raw,"
-                         " r.ttft_p50_s, r.ttft_p95_s, r.itl_p50_s, r.kind_id, r.model_id,"
-                         " r.gpus_id")
+_GPU_TRACK_COLUMNS = (
+    "r.gpu_id, r.t, r.tokens_in_cum, r.tokens_out_cum, r.energy_j_cum, r.energy_counter_mj, r.energy_method_id"
+)
+_SERVER_TRACK_COLUMNS = (
+    "r.server_id, r.t, r.status, r.tokens_in_cum, r.tokens_out_cum,"
+    " r.prompt_tokens_raw, r.generation_tokens_raw, r.requests_finished_raw,"
+    " r.ttft_p50_s, r.ttft_p95_s, r.itl_p50_s, r.kind_id, r.model_id,"
+    " r.gpus_id"
+)
 
 # --- rows prepared from a snapshot (kept in the queue while the file is locked) ---------------
 
@@ -482,22 +484,66 @@ def _prepare(snapshot: Snapshot) -> _Tick:
     gpus = []
     for fig in snapshot.gpus:
         s, tot = fig.sample, fig.totals
-        cum = (tot.tokens_in, tot.tokens_out, tot.energy_j, tot.cost_usd, tot.busy_s,
-               tot.busy_cost_usd)
-        sample = (s.index, s.status, s.error, s.utilization_pct, s.memory_used_bytes,
-                  s.memory_total_bytes, s.power_w, s.power_limit_w, s.energy_counter_mj,
-                  s.temperature_c, s.sm_clock_mhz)
-        gpus.append(_GpuRow(s.uuid, s.name, fig.energy_method, ",".join(fig.engines), sample,
-                            cum, fig.usd_per_hour_now, s.power_w, s.utilization_pct))
+        cum = (tot.tokens_in, tot.tokens_out, tot.energy_j, tot.cost_usd, tot.busy_s, tot.busy_cost_usd)
+        sample = (
+            s.index,
+            s.status,
+            s.error,
+            s.utilization_pct,
+            s.memory_used_bytes,
+            s.memory_total_bytes,
+            s.power_w,
+            s.power_limit_w,
+            s.energy_counter_mj,
+            s.temperature_c,
+            s.sm_clock_mhz,
+        )
+        gpus.append(
+            _GpuRow(
+                s.uuid,
+                s.name,
+                fig.energy_method,
+                ",".join(fig.engines),
+                sample,
+                cum,
+                fig.usd_per_hour_now,
+                s.power_w,
+                s.utilization_pct,
+            )
+        )
     servers = []
     for fig in snapshot.servers:
         s = fig.sample
-        values = (s.prompt_tokens_total, s.generation_tokens_total, fig.tokens_in_total,
-                    fig.tokens_out_total, s.running, s.waiting, s.kv_cache_fraction,
-                    s.requests_finished_total, fig.ttft_p50_s, fig.ttft_p95_s, fig.itl_p50_s)
-        servers.append(_ServerRow(s.name, s.url, s.kind, s.model, ",".join(fig.gpus), s.status,
-                                  s.error, values, fig.tokens_in_total, fig.tokens_out_total,
-                                  s.running, s.waiting, s.kv_cache_fraction))
+        values = (
+            s.prompt_tokens_total,
+            s.generation_tokens_total,
+            fig.tokens_in_total,
+            fig.tokens_out_total,
+            s.running,
+            s.waiting,
+            s.kv_cache_fraction,
+            s.requests_finished_total,
+            fig.ttft_p50_s,
+            fig.ttft_p95_s,
+            fig.itl_p50_s,
+        )
+        servers.append(
+            _ServerRow(
+                s.name,
+                s.url,
+                s.kind,
+                s.model,
+                ",".join(fig.gpus),
+                s.status,
+                s.error,
+                values,
+                fig.tokens_in_total,
+                fig.tokens_out_total,
+                s.running,
+                s.waiting,
+                s.kv_cache_fraction,
+            )
+        )
     return _Tick(snapshot.t_wall, tuple(gpus), tuple(servers))
 
 
@@ -526,9 +572,17 @@ class Store:
     Thread-safe: the sampler thread appends while another thread may query or close.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, *, session_id: int | None,
-                 raw_retention_h: float, rollup_retention_d: float, busy_timeout_s: float,
-                 queue_ticks: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        *,
+        session_id: int | None,
+        raw_retention_h: float,
+        rollup_retention_d: float,
+        busy_timeout_s: float,
+        queue_ticks: int,
+    ) -> None:
         self.path = path
         self._conn = conn
         self._db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -548,9 +602,18 @@ class Store:
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, host: str, version: str, config: dict[str, Any],
-             raw_retention_h: float = 24, rollup_retention_d: float = 30,
-             busy_timeout_s: float = 0.25, queue_ticks: int = 600) -> Store:
+    def open(
+        cls,
+        path: Path,
+        *,
+        host: str,
+        version: str,
+        config: dict[str, Any],
+        raw_retention_h: float = 24,
+        rollup_retention_d: float = 30,
+        busy_timeout_s: float = 0.25,
+        queue_ticks: int = 600,
+    ) -> Store:
         """Open (creating when needed) ``path`` for writing and start a session in it.
 
         ``busy_timeout_s`` is how long one append waits for another writer before the tick is
@@ -570,9 +633,15 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, session_id=session_id, raw_retention_h=raw_retention_h,
-                   rollup_retention_d=rollup_retention_d, busy_timeout_s=busy_timeout_s,
-                   queue_ticks=queue_ticks)
+        return cls(
+            path,
+            conn,
+            session_id=session_id,
+            raw_retention_h=raw_retention_h,
+            rollup_retention_d=rollup_retention_d,
+            busy_timeout_s=busy_timeout_s,
+            queue_ticks=queue_ticks,
+        )
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:
@@ -584,13 +653,19 @@ class Store:
         try:
             _set_pragma(conn, path, f"busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
             if not _check_schema(conn, path):
-                raise StoreError(f"history {path} is an empty SQLite database, not a tokentop "
-                                 "history")
+                raise StoreError(f"history {path} is an empty SQLite database, not a tokentop history")
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, session_id=None, raw_retention_h=24, rollup_retention_d=30,
-                   busy_timeout_s=OPEN_TIMEOUT_S, queue_ticks=1)
+        return cls(
+            path,
+            conn,
+            session_id=None,
+            raw_retention_h=24,
+            rollup_retention_d=30,
+            busy_timeout_s=OPEN_TIMEOUT_S,
+            queue_ticks=1,
+        )
 
     def __enter__(self) -> Store:
         return self
@@ -616,16 +691,16 @@ class Store:
                 self._flush()
             except (sqlite3.InterfaceError, sqlite3.ProgrammingError) as exc:
                 self._pending.pop()  # this snapshot holds a value SQLite cannot store
-                raise StoreError(f"history {self.path}: tick {snapshot.seq} skipped, a value "
-                                 f"cannot be stored ({exc})") from None
+                raise StoreError(
+                    f"history {self.path}: tick {snapshot.seq} skipped, a value cannot be stored ({exc})"
+                ) from None
             except sqlite3.Error as exc:
                 while len(self._pending) > self._queue_ticks:
                     self._pending.popleft()
                     self._dropped += 1
                 if _error_code(exc) in _TRANSIENT:
                     return self._waiting_message(exc)
-                raise StoreError(f"{_describe(self.path, exc)}; "
-                                 f"{len(self._pending)} ticks kept in memory") from None
+                raise StoreError(f"{_describe(self.path, exc)}; {len(self._pending)} ticks kept in memory") from None
             self._dropped = 0
             if abs(snapshot.t_wall - self._last_retention) >= RETENTION_EVERY_S:
                 self._apply_retention(snapshot.t_wall)
@@ -650,7 +725,8 @@ class Store:
             except Exception as exc:  # closing must never raise
                 lost = len(self._pending)
                 message = _describe(self.path, exc) + (
-                    f"; {lost} tick{'s' if lost != 1 else ''} not written" if lost else "")
+                    f"; {lost} tick{'s' if lost != 1 else ''} not written" if lost else ""
+                )
             finally:
                 with contextlib.suppress(Exception):  # nothing more can be done
                     self._conn.close()
@@ -665,8 +741,7 @@ class Store:
             for tick in self._pending:
                 self._write_tick(tick)
             if ended_at is not None:
-                conn.execute("UPDATE sessions SET ended_at = ? WHERE id = ?",
-                             (ended_at, self.session_id))
+                conn.execute("UPDATE sessions SET ended_at = ? WHERE id = ?", (ended_at, self.session_id))
             conn.execute("COMMIT")
         except BaseException:
             self._ids.clear()  # ids handed out in the failed transaction may not exist
@@ -687,28 +762,63 @@ class Store:
             if not inserted:
                 continue  # written before (a retry): counted once already
             if previous is None:
-                conn.execute("INSERT OR IGNORE INTO session_gpus (session_id, gpu_id, gpu_index)"
-                             " VALUES (?, ?, ?)", (sid, gpu_id, g.sample[0]))
+                conn.execute(
+                    "INSERT OR IGNORE INTO session_gpus (session_id, gpu_id, gpu_index) VALUES (?, ?, ?)",
+                    (sid, gpu_id, g.sample[0]),
+                )
                 previous = (t, g.cum)
             prev_t, prev_cum = previous
-            deltas = [None if a is None or b is None else b - a
-                      for a, b in zip(prev_cum[:4], g.cum[:4], strict=True)]
-            conn.execute(_UPSERT_GPU_ROLLUP, (
-                sid, minute, gpu_id, t, *g.cum,
-                g.power_w or 0.0, int(g.power_w is not None), g.power_w,
-                g.util_pct or 0.0, int(g.util_pct is not None),
-                *deltas, max(0.0, t - prev_t)))
+            deltas = [None if a is None or b is None else b - a for a, b in zip(prev_cum[:4], g.cum[:4], strict=True)]
+            conn.execute(
+                _UPSERT_GPU_ROLLUP,
+                (
+                    sid,
+                    minute,
+                    gpu_id,
+                    t,
+                    *g.cum,
+                    g.power_w or 0.0,
+                    int(g.power_w is not None),
+                    g.power_w,
+                    g.util_pct or 0.0,
+                    int(g.util_pct is not None),
+                    *deltas,
+                    max(0.0, t - prev_t),
+                ),
+            )
         for s in tick.servers:
             server_id = self._intern("servers", s.name, s.url)
-            row = (sid, server_id, t, self._label(s.kind), s.status, s.error,
-                   self._label(s.model), *s.values, self._label(s.gpus))
+            row = (
+                sid,
+                server_id,
+                t,
+                self._label(s.kind),
+                s.status,
+                s.error,
+                self._label(s.model),
+                *s.values,
+                self._label(s.gpus),
+            )
             if conn.execute(_INSERT_SERVER_TICK, row).rowcount == 1:
-                conn.execute(_UPSERT_SERVER_ROLLUP, (
-                    sid, minute, server_id, t, s.tokens_in_cum, s.tokens_out_cum,
-                    int(s.status == "up"),
-                    s.running or 0.0, int(s.running is not None),
-                    s.waiting or 0.0, int(s.waiting is not None),
-                    s.kv or 0.0, int(s.kv is not None), s.kv))
+                conn.execute(
+                    _UPSERT_SERVER_ROLLUP,
+                    (
+                        sid,
+                        minute,
+                        server_id,
+                        t,
+                        s.tokens_in_cum,
+                        s.tokens_out_cum,
+                        int(s.status == "up"),
+                        s.running or 0.0,
+                        int(s.running is not None),
+                        s.waiting or 0.0,
+                        int(s.waiting is not None),
+                        s.kv or 0.0,
+                        int(s.kv is not None),
+                        s.kv,
+                    ),
+                )
 
     def _label(self, text: str | None) -> int | None:
         return None if text is None else self._intern("labels", text)
@@ -720,14 +830,23 @@ class Store:
         if found is not None:
             return found
         if table == "gpus":  # keyed by uuid; the name is stored from the first sighting
-            sql_in, sql_get, params = ("INSERT OR IGNORE INTO gpus (uuid, name) VALUES (?, ?)",
-                                       "SELECT id FROM gpus WHERE uuid = ?", key[:1])
+            sql_in, sql_get, params = (
+                "INSERT OR IGNORE INTO gpus (uuid, name) VALUES (?, ?)",
+                "SELECT id FROM gpus WHERE uuid = ?",
+                key[:1],
+            )
         elif table == "servers":
-            sql_in, sql_get, params = ("INSERT OR IGNORE INTO servers (name, url) VALUES (?, ?)",
-                                       "SELECT id FROM servers WHERE name = ? AND url = ?", key)
+            sql_in, sql_get, params = (
+                "INSERT OR IGNORE INTO servers (name, url) VALUES (?, ?)",
+                "SELECT id FROM servers WHERE name = ? AND url = ?",
+                key,
+            )
         else:
-            sql_in, sql_get, params = ("INSERT OR IGNORE INTO labels (text) VALUES (?)",
-                                       "SELECT id FROM labels WHERE text = ?", key)
+            sql_in, sql_get, params = (
+                "INSERT OR IGNORE INTO labels (text) VALUES (?)",
+                "SELECT id FROM labels WHERE text = ?",
+                key,
+            )
         self._conn.execute(sql_in, key)
         found = self._conn.execute(sql_get, params).fetchone()[0]
         self._ids[cache_key] = found
@@ -735,8 +854,10 @@ class Store:
 
     def _waiting_message(self, exc: sqlite3.Error) -> str:
         waiting = len(self._pending)
-        message = (f"{_describe(self.path, exc)}: {waiting} tick{'s' if waiting != 1 else ''} "
-                   f"waiting in memory (up to {self._queue_ticks}), written when it frees up")
+        message = (
+            f"{_describe(self.path, exc)}: {waiting} tick{'s' if waiting != 1 else ''} "
+            f"waiting in memory (up to {self._queue_ticks}), written when it frees up"
+        )
         if self._dropped:
             message += f"; {self._dropped} oldest dropped"
         return message
@@ -748,21 +869,23 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for table, time_column, cutoff in (
-                    ("gpu_ticks", "t", raw_cut), ("server_ticks", "t", raw_cut),
-                    ("gpu_rollup_1m", "minute", rollup_cut),
-                    ("server_rollup_1m", "minute", rollup_cut)):
+                ("gpu_ticks", "t", raw_cut),
+                ("server_ticks", "t", raw_cut),
+                ("gpu_rollup_1m", "minute", rollup_cut),
+                ("server_rollup_1m", "minute", rollup_cut),
+            ):
                 session = self._next_session(table, -1)
                 while session is not None:  # a range delete per session that has rows
-                    conn.execute(f"DELETE FROM {table} WHERE session_id = ?"
-                                 f" AND {time_column} < ?", (session, cutoff))
+                    conn.execute(f"DELETE FROM {table} WHERE session_id = ? AND {time_column} < ?", (session, cutoff))
                     session = self._next_session(table, session)
             conn.execute(
                 "DELETE FROM sessions WHERE id != ? AND coalesce(ended_at, started_at) < ?"
-                + "".join(f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE session_id = sessions.id)"
-                          for table in _DATA_TABLES),
-                (self.session_id, rollup_cut))
-            conn.execute("DELETE FROM session_gpus"
-                         " WHERE session_id NOT IN (SELECT id FROM sessions)")
+                + "".join(
+                    f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE session_id = sessions.id)" for table in _DATA_TABLES
+                ),
+                (self.session_id, rollup_cut),
+            )
+            conn.execute("DELETE FROM session_gpus WHERE session_id NOT IN (SELECT id FROM sessions)")
             conn.execute("COMMIT")
         except sqlite3.Error:
             _rollback(conn)
@@ -770,8 +893,9 @@ class Store:
         self._last_retention = now
 
     def _next_session(self, table: str, after: int) -> int | None:
-        row = self._conn.execute(f"SELECT session_id FROM {table} WHERE session_id > ?"
-                                 " ORDER BY session_id LIMIT 1", (after,)).fetchone()
+        row = self._conn.execute(
+            f"SELECT session_id FROM {table} WHERE session_id > ? ORDER BY session_id LIMIT 1", (after,)
+        ).fetchone()
         return row[0] if row else None
 
     # --- reading ------------------------------------------------------------------------------
@@ -779,16 +903,20 @@ class Store:
     def sessions(self) -> list[SessionInfo]:
         with self._lock:
             return [
-                SessionInfo(row["id"], row["started_at"], row["ended_at"], row["host"],
-                            row["tokentop_version"], json.loads(row["config_json"]))
-                for row in self._read(lambda: list(self._db.query(
-                    "SELECT * FROM sessions ORDER BY id")))
+                SessionInfo(
+                    row["id"],
+                    row["started_at"],
+                    row["ended_at"],
+                    row["host"],
+                    row["tokentop_version"],
+                    json.loads(row["config_json"]),
+                )
+                for row in self._read(lambda: list(self._db.query("SELECT * FROM sessions ORDER BY id")))
             ]
 
     def latest_session_id(self) -> int | None:
         with self._lock:
-            return self._read(
-                lambda: self._conn.execute("SELECT max(id) FROM sessions").fetchone()[0])
+            return self._read(lambda: self._conn.execute("SELECT max(id) FROM sessions").fetchone()[0])
 
     def gpus(self, session_id: int) -> list[GpuInfo]:
         """The GPUs a session has rows for, by NVML index (unknown indices last)."""
@@ -796,22 +924,30 @@ class Store:
             return self._read(lambda: self._gpus(session_id))
 
     def _gpus(self, session_id: int) -> list[GpuInfo]:
-        return [GpuInfo(*row) for row in self._conn.execute(
-            "SELECT g.uuid, g.name, s.gpu_index FROM session_gpus s JOIN gpus g ON g.id = s.gpu_id"
-            " WHERE s.session_id = ? ORDER BY s.gpu_index IS NULL, s.gpu_index, g.uuid",
-            (session_id,))]
+        return [
+            GpuInfo(*row)
+            for row in self._conn.execute(
+                "SELECT g.uuid, g.name, s.gpu_index FROM session_gpus s JOIN gpus g ON g.id = s.gpu_id"
+                " WHERE s.session_id = ? ORDER BY s.gpu_index IS NULL, s.gpu_index, g.uuid",
+                (session_id,),
+            )
+        ]
 
     def _gpu_ids(self, session_id: int) -> list[int]:
-        return [gpu_id for (gpu_id,) in self._conn.execute(
-            "SELECT gpu_id FROM session_gpus WHERE session_id = ? ORDER BY gpu_id",
-            (session_id,))]
+        return [
+            gpu_id
+            for (gpu_id,) in self._conn.execute(
+                "SELECT gpu_id FROM session_gpus WHERE session_id = ? ORDER BY gpu_id", (session_id,)
+            )
+        ]
 
     def _gpu_id(self, uuid: str) -> int | None:
         row = self._conn.execute("SELECT id FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
         return row[0] if row else None
 
-    def gpu_series(self, session_id: int | None, uuid: str | None, since: float, until: float,
-                   step_s: float) -> list[SeriesPoint]:
+    def gpu_series(
+        self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
+    ) -> list[SeriesPoint]:
         """Chart points over ``[since, until)`` in buckets of ``step_s``: one GPU, or the whole
         host when ``uuid`` is None; one session, or all when ``session_id`` is None.
 
@@ -827,8 +963,9 @@ class Store:
         with self._lock:
             return self._read(lambda: self._series(session_id, uuid, since, until, step_s))
 
-    def _series(self, session_id: int | None, uuid: str | None, since: float, until: float,
-                step_s: float) -> list[SeriesPoint]:
+    def _series(
+        self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
+    ) -> list[SeriesPoint]:
         gpu_id = None
         if uuid is not None:
             gpu_id = self._gpu_id(uuid)
@@ -839,11 +976,11 @@ class Store:
             if buckets:
                 return _points(buckets, since, until, step_s)
         step_s = math.ceil(step_s / 60.0) * 60.0
-        return _points(self._buckets(True, session_id, gpu_id, since, until, step_s),
-                       since, until, step_s)
+        return _points(self._buckets(True, session_id, gpu_id, since, until, step_s), since, until, step_s)
 
-    def _buckets(self, rollups: bool, session_id: int | None, gpu_id: int | None, since: float,
-                 until: float, step_s: float) -> dict[int, _Bucket]:
+    def _buckets(
+        self, rollups: bool, session_id: int | None, gpu_id: int | None, since: float, until: float, step_s: float
+    ) -> dict[int, _Bucket]:
         read = self._session_buckets_from_rollups if rollups else self._session_buckets_from_raw
         chosen: dict[int, _Bucket] = {}
         for session in self._sessions_between(session_id, since, until):
@@ -852,31 +989,41 @@ class Store:
                     chosen[b] = bucket
         return chosen
 
-    def _sessions_between(self, session_id: int | None, since: float,
-                          until: float) -> list[int]:
+    def _sessions_between(self, session_id: int | None, since: float, until: float) -> list[int]:
         if session_id is not None:
             return [session_id]
         sessions = self._conn.execute("SELECT DISTINCT session_id FROM session_gpus").fetchall()
-        return [s for (s,) in sessions if self._conn.execute(
-                    "SELECT 1 FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ?"
-                    " AND minute < ? LIMIT 1", (s, _minute(since) - 60, until)).fetchone()]
+        return [
+            s
+            for (s,) in sessions
+            if self._conn.execute(
+                "SELECT 1 FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? AND minute < ? LIMIT 1",
+                (s, _minute(since) - 60, until),
+            ).fetchone()
+        ]
 
-    def _session_buckets_from_raw(self, session: int, gpu_id: int | None, since: float,
-                                  until: float, step_s: float) -> dict[int, _Bucket]:
+    def _session_buckets_from_raw(
+        self, session: int, gpu_id: int | None, since: float, until: float, step_s: float
+    ) -> dict[int, _Bucket]:
         sql = _SERIES_RAW_SQL.format(gpu_filter="" if gpu_id is None else "AND gpu_id = :gpu")
-        params = {"session": session, "since": since, "until": until, "step": step_s,
-                  "lo": since - RAW_LOOKBACK_S, "gpu": gpu_id}
+        params = {
+            "session": session,
+            "since": since,
+            "until": until,
+            "step": step_s,
+            "lo": since - RAW_LOOKBACK_S,
+            "gpu": gpu_id,
+        }
         return {row[0]: row[1:] for row in self._conn.execute(sql, params)}
 
-    def _session_buckets_from_rollups(self, session: int, gpu_id: int | None, since: float,
-                                      until: float, step_s: float) -> dict[int, _Bucket]:
+    def _session_buckets_from_rollups(
+        self, session: int, gpu_id: int | None, since: float, until: float, step_s: float
+    ) -> dict[int, _Bucket]:
         sql = _SERIES_ROLLUP_SQL.format(gpu_filter="" if gpu_id is None else "AND gpu_id = :gpu")
-        params = {"session": session, "since": since, "until": until, "step": step_s,
-                  "gpu": gpu_id}
+        params = {"session": session, "since": since, "until": until, "step": step_s, "gpu": gpu_id}
         return {row[0]: row[1:] for row in self._conn.execute(sql, params)}
 
-    def window_totals(self, session_id: int, uuid: str | None, since: float,
-                      until: float) -> Window | None:
+    def window_totals(self, session_id: int, uuid: str | None, since: float, until: float) -> Window | None:
         """Totals over ``[since, until]``: per GPU, the difference of the cumulative columns
         of two rows, the last one at or before ``until`` and the last one at or before
         ``since`` (at most ``RAW_LOOKBACK_S`` earlier), else the first one after ``since`` (the
@@ -889,8 +1036,7 @@ class Store:
         with self._lock:
             return self._read(lambda: self._window_totals(session_id, uuid, since, until))
 
-    def _window_totals(self, session_id: int, uuid: str | None, since: float,
-                       until: float) -> Window | None:
+    def _window_totals(self, session_id: int, uuid: str | None, since: float, until: float) -> Window | None:
         if uuid is None:
             gpu_ids = self._gpu_ids(session_id)
         else:
@@ -898,15 +1044,15 @@ class Store:
             gpu_ids = [found] if found is not None else []
         per_gpu = []
         for gpu_id in gpu_ids:
-            start = (self._cum_before(session_id, gpu_id, since, since - RAW_LOOKBACK_S)
-                     or self._cum_after(session_id, gpu_id, since, until))
+            start = self._cum_before(session_id, gpu_id, since, since - RAW_LOOKBACK_S) or self._cum_after(
+                session_id, gpu_id, since, until
+            )
             end = self._cum_before(session_id, gpu_id, until, since)
             if start is not None and end is not None and end[0] > start[0]:
                 per_gpu.append(_difference(start, end))
         return sum_windows(per_gpu) if per_gpu else None
 
-    def _cum_before(self, session_id: int, gpu_id: int, at: float,
-                    not_before: float) -> tuple | None:
+    def _cum_before(self, session_id: int, gpu_id: int, at: float, not_before: float) -> tuple | None:
         """The GPU's last (t, *cumulative) at or before ``at``, not older than ``not_before``.
 
         Raw rows first, searched back at most ``RAW_LOOKBACK_S``; then the rollups, whose last
@@ -914,30 +1060,37 @@ class Store:
         row = self._conn.execute(
             f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t <= ? AND t >= ?"
             " AND gpu_id = ? ORDER BY t DESC LIMIT 1",
-            (session_id, at, max(not_before, at - RAW_LOOKBACK_S), gpu_id)).fetchone()
+            (session_id, at, max(not_before, at - RAW_LOOKBACK_S), gpu_id),
+        ).fetchone()
         if row is not None:
             return row
         return self._conn.execute(
             f"SELECT t_last, {_CUM_SELECT} FROM gpu_rollup_1m WHERE session_id = ?"
             " AND minute <= ? AND minute >= ? AND gpu_id = ? AND t_last <= ? AND t_last >= ?"
             " ORDER BY minute DESC LIMIT 1",
-            (session_id, at, _minute(not_before), gpu_id, at, not_before)).fetchone()
+            (session_id, at, _minute(not_before), gpu_id, at, not_before),
+        ).fetchone()
 
-    def _cum_after(self, session_id: int, gpu_id: int, at: float,
-                   not_after: float) -> tuple | None:
+    def _cum_after(self, session_id: int, gpu_id: int, at: float, not_after: float) -> tuple | None:
         """The GPU's first (t, *cumulative) in ``[at, not_after]``: the first raw row, or the
         first minute's last values when raw rows of that time are gone."""
-        found = [row for row in (
-            self._conn.execute(
-                f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t >= ?"
-                " AND t <= ? AND gpu_id = ? ORDER BY t LIMIT 1",
-                (session_id, at, not_after, gpu_id)).fetchone(),
-            self._conn.execute(
-                f"SELECT t_last, {_CUM_SELECT} FROM gpu_rollup_1m WHERE session_id = ?"
-                " AND minute >= ? AND minute <= ? AND gpu_id = ? AND t_last >= ?"
-                " AND t_last <= ? ORDER BY minute LIMIT 1",
-                (session_id, _minute(at), not_after, gpu_id, at, not_after)).fetchone(),
-        ) if row is not None]
+        found = [
+            row
+            for row in (
+                self._conn.execute(
+                    f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t >= ?"
+                    " AND t <= ? AND gpu_id = ? ORDER BY t LIMIT 1",
+                    (session_id, at, not_after, gpu_id),
+                ).fetchone(),
+                self._conn.execute(
+                    f"SELECT t_last, {_CUM_SELECT} FROM gpu_rollup_1m WHERE session_id = ?"
+                    " AND minute >= ? AND minute <= ? AND gpu_id = ? AND t_last >= ?"
+                    " AND t_last <= ? ORDER BY minute LIMIT 1",
+                    (session_id, _minute(at), not_after, gpu_id, at, not_after),
+                ).fetchone(),
+            )
+            if row is not None
+        ]
         return min(found, key=lambda row: row[0]) if found else None
 
     def session_bounds(self, session_id: int) -> tuple[float, float] | None:
@@ -949,16 +1102,27 @@ class Store:
     def _session_bounds(self, session_id: int) -> tuple[float, float] | None:
         firsts, lasts = [], []
         for raw, rollup in (("gpu_ticks", "gpu_rollup_1m"), ("server_ticks", "server_rollup_1m")):
-            raw_first, raw_last = (self._conn.execute(
-                f"SELECT t FROM {raw} WHERE session_id = ? ORDER BY t{order} LIMIT 1",
-                (session_id,)).fetchone() for order in ("", " DESC"))
-            first_minute, last_minute = (self._conn.execute(
-                f"SELECT minute FROM {rollup} WHERE session_id = ? ORDER BY minute{order}"
-                " LIMIT 1", (session_id,)).fetchone() for order in ("", " DESC"))
+            raw_first, raw_last = (
+                self._conn.execute(
+                    f"SELECT t FROM {raw} WHERE session_id = ? ORDER BY t{order} LIMIT 1", (session_id,)
+                ).fetchone()
+                for order in ("", " DESC")
+            )
+            first_minute, last_minute = (
+                self._conn.execute(
+                    f"SELECT minute FROM {rollup} WHERE session_id = ? ORDER BY minute{order} LIMIT 1", (session_id,)
+                ).fetchone()
+                for order in ("", " DESC")
+            )
             minute = first_minute[0] if first_minute is not None else None
-            t_last = None if last_minute is None else self._conn.execute(
-                f"SELECT max(t_last) FROM {rollup} WHERE session_id = ? AND minute = ?",
-                (session_id, last_minute[0])).fetchone()[0]
+            t_last = (
+                None
+                if last_minute is None
+                else self._conn.execute(
+                    f"SELECT max(t_last) FROM {rollup} WHERE session_id = ? AND minute = ?",
+                    (session_id, last_minute[0]),
+                ).fetchone()[0]
+            )
             if raw_first is not None and (minute is None or raw_first[0] < minute + 60):
                 firsts.append(raw_first[0])  # raw rows reach back to the first minute
             elif minute is not None:
@@ -974,17 +1138,17 @@ class Store:
 
     def _raw_rows_cover(self, session_id: int, since: float) -> bool:
         first_raw = self._conn.execute(
-            "SELECT t FROM gpu_ticks WHERE session_id = ? AND t >= ? ORDER BY t LIMIT 1",
-            (session_id, _minute(since))).fetchone()
+            "SELECT t FROM gpu_ticks WHERE session_id = ? AND t >= ? ORDER BY t LIMIT 1", (session_id, _minute(since))
+        ).fetchone()
         if first_raw is None:
             return False
         first_minute = self._conn.execute(
-            "SELECT minute FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ?"
-            " ORDER BY minute LIMIT 1", (session_id, _minute(since))).fetchone()
+            "SELECT minute FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? ORDER BY minute LIMIT 1",
+            (session_id, _minute(since)),
+        ).fetchone()
         return first_minute is None or first_raw[0] < first_minute[0] + 60
 
-    def gpu_tracks(self, session_id: int, since: float, until: float,
-                   step_s: float) -> list[GpuTrack]:
+    def gpu_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[GpuTrack]:
         """Each GPU's row of the last tick in ``(b - step_s, b]`` for every boundary
         ``b = since, since + step_s, ...`` up to ``until`` (the last boundary). A few seeks per
         boundary, however many rows lie between; the differences between consecutive points are
@@ -994,18 +1158,17 @@ class Store:
         with self._lock:
             return self._read(lambda: self._gpu_tracks(session_id, since, until, step_s))
 
-    def _gpu_tracks(self, session_id: int, since: float, until: float,
-                    step_s: float) -> list[GpuTrack]:
+    def _gpu_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[GpuTrack]:
         uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
         labels = self._labels()
         rows = self._conn.execute(
             _TRACK_SQL.format(table="gpu_ticks", columns=_GPU_TRACK_COLUMNS, key="gpu_id"),
-            _track_params(session_id, since, until, step_s)).fetchall()
+            _track_params(session_id, since, until, step_s),
+        ).fetchall()
         tracks = []
         for gpu_id, group in itertools.groupby(rows, key=lambda row: row[0]):
             _, t, tin, tout, energy, counter, method = zip(*group, strict=True)
-            tracks.append(GpuTrack(uuids[gpu_id], t, tin, tout, energy, counter,
-                                   tuple(labels.get(m) for m in method)))
+            tracks.append(GpuTrack(uuids[gpu_id], t, tin, tout, energy, counter, tuple(labels.get(m) for m in method)))
         return tracks
 
     def gpu_minutes(self, session_id: int, since: float, until: float) -> list[GpuMinutes]:
@@ -1019,66 +1182,72 @@ class Store:
         rows = self._conn.execute(
             "SELECT gpu_id, minute, covered_s, tokens_in_delta, tokens_out_delta, energy_j_delta"
             " FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? AND minute < ?"
-            " ORDER BY gpu_id, minute", (session_id, _minute(since), until)).fetchall()
-        return [GpuMinutes(uuids[gpu_id], *list(zip(*group, strict=True))[1:])
-                for gpu_id, group in itertools.groupby(rows, key=lambda row: row[0])]
+            " ORDER BY gpu_id, minute",
+            (session_id, _minute(since), until),
+        ).fetchall()
+        return [
+            GpuMinutes(uuids[gpu_id], *list(zip(*group, strict=True))[1:])
+            for gpu_id, group in itertools.groupby(rows, key=lambda row: row[0])
+        ]
 
-    def gpu_energy_methods(self, session_id: int, uuid: str, after: float,
-                           until: float) -> dict[str | None, int]:
+    def gpu_energy_methods(self, session_id: int, uuid: str, after: float, until: float) -> dict[str | None, int]:
         """How many of one GPU's ticks in ``(after, until]`` measured their energy each way
         (``counter``, ``power_integral``, None: no power at all). Reads every row of the span:
         meant for the short spans where the counter does not explain the energy."""
         with self._lock:
             return self._read(lambda: self._gpu_energy_methods(session_id, uuid, after, until))
 
-    def _gpu_energy_methods(self, session_id: int, uuid: str, after: float,
-                            until: float) -> dict[str | None, int]:
+    def _gpu_energy_methods(self, session_id: int, uuid: str, after: float, until: float) -> dict[str | None, int]:
         gpu_id = self._gpu_id(uuid)
         if gpu_id is None:
             return {}
-        return dict(self._conn.execute(
-            "SELECT l.text, count(*) FROM gpu_ticks k LEFT JOIN labels l"
-            " ON l.id = k.energy_method_id WHERE k.session_id = ? AND k.t > ? AND k.t <= ?"
-            " AND k.gpu_id = ? GROUP BY k.energy_method_id",
-            (session_id, after, until, gpu_id)).fetchall())
+        return dict(
+            self._conn.execute(
+                "SELECT l.text, count(*) FROM gpu_ticks k LEFT JOIN labels l"
+                " ON l.id = k.energy_method_id WHERE k.session_id = ? AND k.t > ? AND k.t <= ?"
+                " AND k.gpu_id = ? GROUP BY k.energy_method_id",
+                (session_id, after, until, gpu_id),
+            ).fetchall()
+        )
 
-    def server_tracks(self, session_id: int, since: float, until: float,
-                      step_s: float) -> list[ServerTrack]:
+    def server_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[ServerTrack]:
         """Each endpoint's row of the last tick in ``(b - step_s, b]`` for every boundary, as
         ``gpu_tracks`` does for GPUs. Endpoints in ``server_id`` order."""
         if not (until >= since and step_s > 0):
             raise ValueError("server_tracks needs until >= since and step_s > 0")
         with self._lock:
-            return self._read(lambda: self._server_tracks(
-                _TRACK_SQL.format(table="server_ticks", columns=_SERVER_TRACK_COLUMNS,
-                                  key="server_id"),
-                _track_params(session_id, since, until, step_s)))
+            return self._read(
+                lambda: self._server_tracks(
+                    _TRACK_SQL.format(table="server_ticks", columns=_SERVER_TRACK_COLUMNS, key="server_id"),
+                    _track_params(session_id, since, until, step_s),
+                )
+            )
 
-    def server_rows(self, session_id: int, name: str, url: str, after: float,
-                    until: float) -> ServerTrack | None:
+    def server_rows(self, session_id: int, name: str, url: str, after: float, until: float) -> ServerTrack | None:
         """Every row of one endpoint in ``(after, until]``; None when there is none."""
         with self._lock:
-            found = self._read(lambda: self._server_tracks(
-                f"SELECT {_SERVER_TRACK_COLUMNS} FROM server_ticks r JOIN servers s"
-                " ON s.id = r.server_id WHERE r.session_id = :session AND r.t > :after"
-                " AND r.t <= :until AND s.name = :name AND s.url = :url ORDER BY r.t",
-                {"session": session_id, "after": after, "until": until, "name": name,
-                 "url": url}))
+            found = self._read(
+                lambda: self._server_tracks(
+                    f"SELECT {_SERVER_TRACK_COLUMNS} FROM server_ticks r JOIN servers s"
+                    " ON s.id = r.server_id WHERE r.session_id = :session AND r.t > :after"
+                    " AND r.t <= :until AND s.name = :name AND s.url = :url ORDER BY r.t",
+                    {"session": session_id, "after": after, "until": until, "name": name, "url": url},
+                )
+            )
         return found[0] if found else None
 
     def _server_tracks(self, sql: str, params: dict[str, Any]) -> list[ServerTrack]:
-        servers = {row[0]: row[1:] for row in self._conn.execute(
-            "SELECT id, name, url FROM servers")}
+        servers = {row[0]: row[1:] for row in self._conn.execute("SELECT id, name, url FROM servers")}
         labels = self._labels()
         tracks = []
-        for server_id, group in itertools.groupby(self._conn.execute(sql, params).fetchall(),
-                                                  key=lambda row: row[0]):
+        for server_id, group in itertools.groupby(self._conn.execute(sql, params).fetchall(), key=lambda row: row[0]):
             columns = list(zip(*group, strict=True))
-            kind, model, gpus = (next((labels[v] for v in reversed(column) if v is not None), None)
-                                 for column in columns[11:14])
-            tracks.append(ServerTrack(*servers[server_id], kind, model,
-                                      tuple(gpus.split(",")) if gpus else (),
-                                      *columns[1:11]))
+            kind, model, gpus = (
+                next((labels[v] for v in reversed(column) if v is not None), None) for column in columns[11:14]
+            )
+            tracks.append(
+                ServerTrack(*servers[server_id], kind, model, tuple(gpus.split(",")) if gpus else (), *columns[1:11])
+            )
         return tracks
 
     def _labels(self) -> dict[int, str]:
@@ -1095,18 +1264,28 @@ class Store:
 
 
 def _track_params(session_id: int, since: float, until: float, step_s: float) -> dict[str, Any]:
-    return {"session": session_id, "since": since, "until": until, "step": step_s,
-            "n": max(0, math.ceil((until - since) / step_s))}
+    return {
+        "session": session_id,
+        "since": since,
+        "until": until,
+        "step": step_s,
+        "n": max(0, math.ceil((until - since) / step_s)),
+    }
 
 
 def _difference(start: tuple, end: tuple) -> Window:
     """One GPU's window between two rows of (t, *_CUM_COLUMNS)."""
     (t0, *a), (t1, *b) = start, end
-    cost, busy_cost = ((None if x is None or y is None else y - x) for x, y in
-                       ((a[3], b[3]), (a[5], b[5])))
-    return Window(span_s=t1 - t0, tokens_in=b[0] - a[0], tokens_out=b[1] - a[1],
-                  energy_j=b[2] - a[2], cost_usd=cost, busy_s=b[4] - a[4],
-                  busy_cost_usd=busy_cost)
+    cost, busy_cost = ((None if x is None or y is None else y - x) for x, y in ((a[3], b[3]), (a[5], b[5])))
+    return Window(
+        span_s=t1 - t0,
+        tokens_in=b[0] - a[0],
+        tokens_out=b[1] - a[1],
+        energy_j=b[2] - a[2],
+        cost_usd=cost,
+        busy_s=b[4] - a[4],
+        busy_cost_usd=busy_cost,
+    )
 
 
 # A chart bucket: (tokens_in, tokens_out, energy_j, cost_usd or None, wall-clock seconds covered).
@@ -1114,8 +1293,7 @@ _Bucket = tuple[float, float, float, float | None, float]
 _NO_BUCKET: _Bucket = (0.0, 0.0, 0.0, None, 0.0)
 
 
-def _points(buckets: dict[int, _Bucket], since: float, until: float,
-            step_s: float) -> list[SeriesPoint]:
+def _points(buckets: dict[int, _Bucket], since: float, until: float, step_s: float) -> list[SeriesPoint]:
     points = []
     for b in range(math.ceil((until - since) / step_s)):
         start = since + b * step_s
@@ -1124,8 +1302,7 @@ def _points(buckets: dict[int, _Bucket], since: float, until: float,
             points.append(SeriesPoint(start, None, None, None, None))
             continue
         per_mtok = cost_usd / tokens_out * 1e6 if cost_usd is not None and tokens_out > 0 else None
-        points.append(SeriesPoint(start, tokens_in / span, tokens_out / span, energy_j / span,
-                                  per_mtok))
+        points.append(SeriesPoint(start, tokens_in / span, tokens_out / span, energy_j / span, per_mtok))
     return points
 
 
@@ -1140,8 +1317,7 @@ def _create_private_file(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the history folder {path.parent}: "
-                         f"{exc.strerror or exc}") from None
+        raise StoreError(f"cannot create the history folder {path.parent}: {exc.strerror or exc}") from None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -1190,8 +1366,9 @@ def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
                 raise StoreError(_describe(path, exc)) from None
             time.sleep(0.01)
     if mode is None or str(mode[0]).lower() != "wal":
-        raise StoreError(f"history {path} cannot use WAL mode (its folder must be writable "
-                         "for the -wal and -shm files)")
+        raise StoreError(
+            f"history {path} cannot use WAL mode (its folder must be writable for the -wal and -shm files)"
+        )
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path) -> bool:
@@ -1208,12 +1385,15 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> bool:
         hint = "; move it away or choose another db_path" if _error_code(exc) == _NOTADB else ""
         raise StoreError(_describe(path, exc) + hint) from None
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
-        raise StoreError(f"history {path} is a SQLite database of another program, not a "
-                         "tokentop history; choose another db_path")
+        raise StoreError(
+            f"history {path} is a SQLite database of another program, not a tokentop history; choose another db_path"
+        )
     if version > SCHEMA_VERSION:
-        raise StoreError(f"history {path} was written by a newer tokentop (history schema "
-                         f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade "
-                         "tokentop or choose another db_path")
+        raise StoreError(
+            f"history {path} was written by a newer tokentop (history schema "
+            f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade "
+            "tokentop or choose another db_path"
+        )
     return version > 0
 
 
@@ -1243,11 +1423,14 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise StoreError(_describe(path, exc)) from None
 
 
-def _start_session(conn: sqlite3.Connection, path: Path, host: str, version: str,
-                   config: dict[str, Any]) -> int:
-    row = {"started_at": time.time(), "ended_at": None, "host": host,
-           "tokentop_version": version,
-           "config_json": json.dumps(config, sort_keys=True, default=str)}
+def _start_session(conn: sqlite3.Connection, path: Path, host: str, version: str, config: dict[str, Any]) -> int:
+    row = {
+        "started_at": time.time(),
+        "ended_at": None,
+        "host": host,
+        "tokentop_version": version,
+        "config_json": json.dumps(config, sort_keys=True, default=str),
+    }
     try:
         table = sqlite_utils.Database(conn, execute_plugins=False).table("sessions")
         session_id = table.insert(row).last_pk

@@ -225,9 +225,11 @@ def _spans_from_track(track: GpuTrack, length_s: float) -> dict[float, _Span]:
     windows shorter than ``MIN_WINDOW_SHARE`` of the length (the range's end) left out."""
     t, tin, tout, energy = track.t, track.tokens_in_cum, track.tokens_out_cum, track.energy_j_cum
     shortest = length_s * MIN_WINDOW_SHARE
-    return {t[i]: (t[i] - t[i - 1], tin[i] - tin[i - 1], tout[i] - tout[i - 1],
-                   energy[i] - energy[i - 1])
-            for i in range(1, len(t)) if t[i] - t[i - 1] >= shortest}
+    return {
+        t[i]: (t[i] - t[i - 1], tin[i] - tin[i - 1], tout[i] - tout[i - 1], energy[i] - energy[i - 1])
+        for i in range(1, len(t))
+        if t[i] - t[i - 1] >= shortest
+    }
 
 
 def _host_spans(per_gpu: list[dict[float, _Span]]) -> list[_Span]:
@@ -275,8 +277,7 @@ def _energy_method(store: Store, session_id: int, track: GpuTrack) -> _EnergyMet
         if i < len(track.t) and not explained:
             start = track.t[i - 1] if start is None else start
         elif start is not None:
-            for method, n in store.gpu_energy_methods(session_id, track.uuid, start,
-                                                      track.t[i - 1]).items():
+            for method, n in store.gpu_energy_methods(session_id, track.uuid, start, track.t[i - 1]).items():
                 counts[method] = counts.get(method, 0) + n
             start = None
     integrated, unmeasured = counts.get("power_integral", 0), counts.get(None, 0)
@@ -316,8 +317,7 @@ def _requests_completed(store: Store, session_id: int, track: ServerTrack) -> fl
     pending = None  # first point of a run of windows to read row by row
     for i in range(1, len(values)):
         a, b = values[i - 1], values[i]
-        if (a is None) != (b is None) or (a is not None and b is not None and (
-                b < a or _restart_suspected(track, i))):
+        if (a is None) != (b is None) or (a is not None and b is not None and (b < a or _restart_suspected(track, i))):
             pending = i - 1 if pending is None else pending
             continue
         if pending is not None:
@@ -332,13 +332,14 @@ def _requests_completed(store: Store, session_id: int, track: ServerTrack) -> fl
 
 
 def _restart_suspected(track: ServerTrack, i: int) -> bool:
-    for raw, delivered in ((track.prompt_tokens_raw, track.tokens_in_cum),
-                           (track.generation_tokens_raw, track.tokens_out_cum)):
+    for raw, delivered in (
+        (track.prompt_tokens_raw, track.tokens_in_cum),
+        (track.generation_tokens_raw, track.tokens_out_cum),
+    ):
         a, b = raw[i - 1], raw[i]
         if a is None or b is None:
             continue
-        if b < a or not math.isclose(b - a, delivered[i] - delivered[i - 1], rel_tol=1e-9,
-                                     abs_tol=1e-6):
+        if b < a or not math.isclose(b - a, delivered[i] - delivered[i - 1], rel_tol=1e-9, abs_tol=1e-6):
             return True
     return False
 
@@ -351,19 +352,27 @@ def _mean(values: tuple[float | None, ...]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def _engine(store: Store, session_id: int, track: ServerTrack,
-            index_of: dict[str, int | None]) -> EngineSummary:
+def _engine(store: Store, session_id: int, track: ServerTrack, index_of: dict[str, int | None]) -> EngineSummary:
     duration = track.t[-1] - track.t[0]
     tokens_in = track.tokens_in_cum[-1] - track.tokens_in_cum[0]
     tokens_out = track.tokens_out_cum[-1] - track.tokens_out_cum[0]
     return EngineSummary(
-        name=track.name, url=track.url, kind=track.kind, model=track.model, gpus=track.gpus,
+        name=track.name,
+        url=track.url,
+        kind=track.kind,
+        model=track.model,
+        gpus=track.gpus,
         gpu_indices=tuple(index_of.get(uuid) for uuid in track.gpus),
-        duration_s=duration, tokens_in=tokens_in, tokens_out=tokens_out,
-        tok_s_in_mean=_ratio(tokens_in, duration), tok_s_out_mean=_ratio(tokens_out, duration),
+        duration_s=duration,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        tok_s_in_mean=_ratio(tokens_in, duration),
+        tok_s_out_mean=_ratio(tokens_out, duration),
         requests_completed=_requests_completed(store, session_id, track),
         ttft_p50_s_mean=_mean(track.ttft_p50_s[1:]),
-        ttft_p95_s_mean=_mean(track.ttft_p95_s[1:]), itl_p50_s_mean=_mean(track.itl_p50_s[1:]))
+        ttft_p95_s_mean=_mean(track.ttft_p95_s[1:]),
+        itl_p50_s_mean=_mean(track.itl_p50_s[1:]),
+    )
 
 
 def cost_config_of(session: SessionInfo) -> CostConfig | None:
@@ -388,36 +397,43 @@ def _cost_inputs(cost: CostConfig | None, gpus: list[tuple[str, str, int | None]
         if price is not None:
             prices.setdefault((price.usd_per_gpu_hour, price.source), []).append(index)
     return CostInputs(
-        recorded=True, mode=cost.mode, electricity_usd_per_kwh=cost.electricity_usd_per_kwh,
-        pue=cost.pue, node_overhead=cost.node_overhead, energy_in_rate=cost.energy_in_rate,
+        recorded=True,
+        mode=cost.mode,
+        electricity_usd_per_kwh=cost.electricity_usd_per_kwh,
+        pue=cost.pue,
+        node_overhead=cost.node_overhead,
+        energy_in_rate=cost.energy_in_rate,
         energy_charged=energy_is_charged(cost),
-        prices=tuple(PriceInUse(usd, source, tuple(indices))
-                     for (usd, source), indices in prices.items()),
-        api_prices=cost.api_prices)
+        prices=tuple(PriceInUse(usd, source, tuple(indices)) for (usd, source), indices in prices.items()),
+        api_prices=cost.api_prices,
+    )
 
 
 # --- building a summary ----------------------------------------------------------------------
 
 
-def build_summary(store: Store, session: SessionInfo, since: float | None = None,
-                  until: float | None = None) -> SessionSummary:
+def build_summary(
+    store: Store, session: SessionInfo, since: float | None = None, until: float | None = None
+) -> SessionSummary:
     """Summarise ``session`` over ``[since, until]`` (default: all of it)."""
     bounds = store.session_bounds(session.id)
     if bounds is None:
         raise SummaryError(f"session {session.id} has no readings")
     if bounds[0] == bounds[1]:
-        raise SummaryError(f"session {session.id} has a single reading ({_when(bounds[0])}); "
-                           "a summary needs two")
+        raise SummaryError(f"session {session.id} has a single reading ({_when(bounds[0])}); a summary needs two")
     start = bounds[0] if since is None else max(since, bounds[0])
     end = bounds[1] if until is None else min(until, bounds[1])
     if end <= start:
-        raise SummaryError(f"session {session.id} has no readings between {_when(since or start)}"
-                           f" and {_when(until or end)} (it ran {_when(bounds[0])} to "
-                           f"{_when(bounds[1])})")
+        raise SummaryError(
+            f"session {session.id} has no readings between {_when(since or start)}"
+            f" and {_when(until or end)} (it ran {_when(bounds[0])} to "
+            f"{_when(bounds[1])})"
+        )
     notes: list[str] = []
     if session.ended_at is None:
-        notes.append("the session was still open: still recording, or it ended without "
-                     f"closing; figures up to {_when(end)}")
+        notes.append(
+            f"the session was still open: still recording, or it ended without closing; figures up to {_when(end)}"
+        )
     gpu_infos = store.gpus(session.id)
     index_of = {g.uuid: g.index for g in gpu_infos}
     cost = cost_config_of(session)
@@ -427,25 +443,32 @@ def build_summary(store: Store, session: SessionInfo, since: float | None = None
     if raw:
         spans = {uuid: _spans_from_track(t, length) for uuid, t in tracks.items()}
     else:
-        notes.append("per-tick rows are gone for part of the range (retention): peaks and "
-                     "percentiles are over whole minutes of the 1-minute rollups; the energy "
-                     "method and the engine figures cover the per-tick rows that remain")
-        spans = {m.uuid: {float(minute): (cov, tin, tout, e) for minute, cov, tin, tout, e
-                          in zip(m.minute, m.covered_s, m.tokens_in_delta, m.tokens_out_delta,
-                                 m.energy_j_delta, strict=True)
-                          if cov >= length * MIN_WINDOW_SHARE}
-                 for m in store.gpu_minutes(session.id, start, end)}
+        notes.append(
+            "per-tick rows are gone for part of the range (retention): peaks and "
+            "percentiles are over whole minutes of the 1-minute rollups; the energy "
+            "method and the engine figures cover the per-tick rows that remain"
+        )
+        spans = {
+            m.uuid: {
+                float(minute): (cov, tin, tout, e)
+                for minute, cov, tin, tout, e in zip(
+                    m.minute, m.covered_s, m.tokens_in_delta, m.tokens_out_delta, m.energy_j_delta, strict=True
+                )
+                if cov >= length * MIN_WINDOW_SHARE
+            }
+            for m in store.gpu_minutes(session.id, start, end)
+        }
 
     engine_step = ENGINE_STEP_S if end - start > SHORT_RANGE_S else RATE_WINDOW_S
-    server_tracks = [t for t in store.server_tracks(session.id, start, end, engine_step)
-                     if len(t.t) >= 2]
+    server_tracks = [t for t in store.server_tracks(session.id, start, end, engine_step) if len(t.t) >= 2]
     engines_of: dict[str, list[str]] = {}
     for track in server_tracks:
         for uuid in track.gpus:
             engines_of.setdefault(uuid, []).append(track.name)
         if not track.gpus:
-            notes.append(f"engine {track.name} is not mapped to a GPU here: its tokens are not "
-                         "in the GPU and host figures")
+            notes.append(
+                f"engine {track.name} is not mapped to a GPU here: its tokens are not in the GPU and host figures"
+            )
 
     gpus: list[GpuSummary] = []
     windows: list[Window] = []
@@ -456,53 +479,78 @@ def build_summary(store: Store, session: SessionInfo, since: float | None = None
             continue
         windows.append(window)
         track = tracks.get(info.uuid)
-        method = (_energy_method(store, session.id, track) if track is not None
-                  else _EnergyMethod(None, 0, 0))
-        price = (price_for(info.name, info.uuid, -1 if info.index is None else info.index, cost)
-                 if cost is not None else None)
+        method = _energy_method(store, session.id, track) if track is not None else _EnergyMethod(None, 0, 0)
+        price = (
+            price_for(info.name, info.uuid, -1 if info.index is None else info.index, cost)
+            if cost is not None
+            else None
+        )
         gpu_spans = list(spans.get(info.uuid, {}).values())
-        gpus.append(GpuSummary(
-            index=info.index, uuid=info.uuid, name=info.name,
-            engines=tuple(engines_of.get(info.uuid, ())), energy_method=method.method,
-            energy_integrated_ticks=method.integrated_ticks,
-            energy_unmeasured_ticks=method.unmeasured_ticks,
-            price_usd_per_gpu_hour=price.usd_per_gpu_hour if price is not None else None,
-            price_source=price.source if price is not None else None,
-            figures=_figures(window, gpu_spans, gpu_seconds=window.span_s)))
+        gpus.append(
+            GpuSummary(
+                index=info.index,
+                uuid=info.uuid,
+                name=info.name,
+                engines=tuple(engines_of.get(info.uuid, ())),
+                energy_method=method.method,
+                energy_integrated_ticks=method.integrated_ticks,
+                energy_unmeasured_ticks=method.unmeasured_ticks,
+                price_usd_per_gpu_hour=price.usd_per_gpu_hour if price is not None else None,
+                price_source=price.source if price is not None else None,
+                figures=_figures(window, gpu_spans, gpu_seconds=window.span_s),
+            )
+        )
 
     unpriced = tuple(g.uuid for g in gpus if g.figures.cost_usd is None)
     if unpriced:
-        notes.append(f"{len(unpriced)} GPU(s) have no price (set cost.gpu_hour_usd in the "
-                     "config): host cost and $/Mtok are not shown")
+        notes.append(
+            f"{len(unpriced)} GPU(s) have no price (set cost.gpu_hour_usd in the "
+            "config): host cost and $/Mtok are not shown"
+        )
     host = None
     if windows:
-        host = _figures(sum_windows(windows), _host_spans([spans.get(g.uuid, {}) for g in gpus]),
-                        gpu_seconds=sum(w.span_s for w in windows))
+        host = _figures(
+            sum_windows(windows),
+            _host_spans([spans.get(g.uuid, {}) for g in gpus]),
+            gpu_seconds=sum(w.span_s for w in windows),
+        )
     engines = tuple(_engine(store, session.id, t, index_of) for t in server_tracks)
     if host is None and not engines:
-        raise SummaryError(f"session {session.id} has no readings between {_when(start)} and "
-                           f"{_when(end)}")
+        raise SummaryError(f"session {session.id} has no readings between {_when(start)} and {_when(end)}")
 
     api = ()
     if cost is not None and host is not None:
         api = tuple(_compare(p, host) for p in cost.api_prices)
     return SessionSummary(
-        db_path=str(store.path), session=session, since=start, until=end,
-        whole_session=since is None and until is None, windows_length_s=length,
-        windows_source="raw" if raw else "rollup_1m", engine_step_s=engine_step,
+        db_path=str(store.path),
+        session=session,
+        since=start,
+        until=end,
+        whole_session=since is None and until is None,
+        windows_length_s=length,
+        windows_source="raw" if raw else "rollup_1m",
+        engine_step_s=engine_step,
         cost_inputs=_cost_inputs(cost, [(g.uuid, g.name, g.index) for g in gpu_infos]),
-        host=host, unpriced_gpus=unpriced, gpus=tuple(gpus), engines=engines, api=api,
-        notes=tuple(notes))
+        host=host,
+        unpriced_gpus=unpriced,
+        gpus=tuple(gpus),
+        engines=engines,
+        api=api,
+        notes=tuple(notes),
+    )
 
 
 def _compare(price: ApiPrice, host: Figures) -> ApiComparison:
-    api_usd = api_equivalent_usd(host.tokens_in, host.tokens_out, price.usd_per_mtok_in,
-                                 price.usd_per_mtok_out)
+    api_usd = api_equivalent_usd(host.tokens_in, host.tokens_out, price.usd_per_mtok_in, price.usd_per_mtok_out)
     return ApiComparison(
-        name=price.name, date=price.date, usd_per_mtok_in=price.usd_per_mtok_in,
-        usd_per_mtok_out=price.usd_per_mtok_out, api_cost_usd=api_usd,
+        name=price.name,
+        date=price.date,
+        usd_per_mtok_in=price.usd_per_mtok_in,
+        usd_per_mtok_out=price.usd_per_mtok_out,
+        api_cost_usd=api_usd,
         measured_cost_usd=host.cost_usd,
-        saved_usd=None if host.cost_usd is None else api_usd - host.cost_usd)
+        saved_usd=None if host.cost_usd is None else api_usd - host.cost_usd,
+    )
 
 
 # --- choosing what to summarise ---------------------------------------------------------------
@@ -513,8 +561,7 @@ def open_history(db_path: Path) -> Iterator[Store]:
     """The history opened read-only, with a message that says what to do when it is missing."""
     path = Path(db_path).expanduser()
     if not path.exists():
-        raise SummaryError(f"no history at {path}; record one with `tokentop record` (or give "
-                           "--db)")
+        raise SummaryError(f"no history at {path}; record one with `tokentop record` (or give --db)")
     store = Store.open_readonly(path)
     try:
         yield store
@@ -522,20 +569,19 @@ def open_history(db_path: Path) -> Iterator[Store]:
         store.close()
 
 
-def choose_session(store: Store, session_id: int | None, since: float | None,
-                   until: float | None) -> SessionInfo:
+def choose_session(store: Store, session_id: int | None, since: float | None, until: float | None) -> SessionInfo:
     """The session asked for; else the latest one with readings in the range."""
     sessions = store.sessions()
     if not sessions:
-        raise SummaryError(f"history {store.path} has no sessions yet; record one with "
-                           "`tokentop record`")
+        raise SummaryError(f"history {store.path} has no sessions yet; record one with `tokentop record`")
     if session_id is not None:
         for session in sessions:
             if session.id == session_id:
                 return session
         known = ", ".join(str(s.id) for s in sessions[-10:])
-        raise SummaryError(f"no session {session_id} in {store.path} (latest: {known}; "
-                           "`tokentop summary --list` lists them)")
+        raise SummaryError(
+            f"no session {session_id} in {store.path} (latest: {known}; `tokentop summary --list` lists them)"
+        )
     for session in reversed(sessions):
         bounds = store.session_bounds(session.id)
         if bounds is None:
@@ -544,21 +590,25 @@ def choose_session(store: Store, session_id: int | None, since: float | None,
             return session
     if since is None and until is None:
         raise SummaryError(f"history {store.path} has no readings yet")
-    raise SummaryError(f"no session in {store.path} has readings between "
-                       f"{_when(since) if since is not None else 'the start'} and "
-                       f"{_when(until) if until is not None else 'now'}")
+    raise SummaryError(
+        f"no session in {store.path} has readings between "
+        f"{_when(since) if since is not None else 'the start'} and "
+        f"{_when(until) if until is not None else 'now'}"
+    )
 
 
-def summarize(db_path: Path, session_id: int | None = None, since: float | None = None,
-              until: float | None = None) -> SessionSummary:
+def summarize(
+    db_path: Path, session_id: int | None = None, since: float | None = None, until: float | None = None
+) -> SessionSummary:
     """Open the history read-only (another process may be writing it) and summarise."""
     with open_history(db_path) as store:
-        return build_summary(store, choose_session(store, session_id, since, until), since,
-                             until)
+        return build_summary(store, choose_session(store, session_id, since, until), since, until)
 
 
-_RELATIVE = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
-                       r"(?:(\d+(?:\.\d+)?)s)?$")
+_RELATIVE = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+    r"(?:(\d+(?:\.\d+)?)s)?$"
+)
 
 
 def parse_time(text: str, now: float) -> float:
@@ -574,9 +624,11 @@ def parse_time(text: str, now: float) -> float:
             when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text).timestamp()
         time.localtime(when)  # a time the summary can print
     except (ValueError, OverflowError, OSError):
-        raise SummaryError(f"cannot read the time {text[:40]!r}: give an ISO time "
-                           "(2026-04-01T12:00, local unless it has an offset) or a time ago "
-                           "(2h, 30m, 1h30m, 45s, 2d)") from None
+        raise SummaryError(
+            f"cannot read the time {text[:40]!r}: give an ISO time "
+            "(2026-04-01T12:00, local unless it has an offset) or a time ago "
+            "(2h, 30m, 1h30m, 45s, 2d)"
+        ) from None
     return when
 
 
@@ -586,8 +638,7 @@ def parse_time(text: str, now: float) -> float:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _when(t: float) -> str:
@@ -608,60 +659,118 @@ def to_json_dict(summary: SessionSummary) -> dict[str, Any]:
         "tokentop_version": __version__,
         "db_path": summary.db_path,
         "session": {
-            "id": s.id, "host": s.host, "tokentop_version": s.tokentop_version,
-            "started_unix_s": s.started_at, "started_utc": _iso(s.started_at),
-            "ended_unix_s": s.ended_at, "ended_utc": _iso(s.ended_at),
+            "id": s.id,
+            "host": s.host,
+            "tokentop_version": s.tokentop_version,
+            "started_unix_s": s.started_at,
+            "started_utc": _iso(s.started_at),
+            "ended_unix_s": s.ended_at,
+            "ended_utc": _iso(s.ended_at),
             "open": s.ended_at is None,
         },
         "range": {
-            "since_unix_s": summary.since, "since_utc": _iso(summary.since),
-            "until_unix_s": summary.until, "until_utc": _iso(summary.until),
-            "duration_s": summary.until - summary.since, "whole_session": summary.whole_session,
+            "since_unix_s": summary.since,
+            "since_utc": _iso(summary.since),
+            "until_unix_s": summary.until,
+            "until_utc": _iso(summary.until),
+            "duration_s": summary.until - summary.since,
+            "whole_session": summary.whole_session,
         },
-        "rate_windows": {"length_s": summary.windows_length_s, "source": summary.windows_source,
-                         "engine_step_s": summary.engine_step_s},
+        "rate_windows": {
+            "length_s": summary.windows_length_s,
+            "source": summary.windows_source,
+            "engine_step_s": summary.engine_step_s,
+        },
         "cost_inputs": {
-            "recorded": c.recorded, "mode": c.mode,
-            "electricity_usd_per_kwh": c.electricity_usd_per_kwh, "pue": c.pue,
-            "node_overhead": c.node_overhead, "energy_in_rate": c.energy_in_rate,
+            "recorded": c.recorded,
+            "mode": c.mode,
+            "electricity_usd_per_kwh": c.electricity_usd_per_kwh,
+            "pue": c.pue,
+            "node_overhead": c.node_overhead,
+            "energy_in_rate": c.energy_in_rate,
             "energy_charged": c.energy_charged,
-            "prices": [{"usd_per_gpu_hour": p.usd_per_gpu_hour, "source": p.source,
-                        "gpu_indices": list(p.gpu_indices)} for p in c.prices],
-            "api_prices": [{"name": p.name, "usd_per_mtok_in": p.usd_per_mtok_in,
-                            "usd_per_mtok_out": p.usd_per_mtok_out, "date": p.date}
-                           for p in c.api_prices],
+            "prices": [
+                {"usd_per_gpu_hour": p.usd_per_gpu_hour, "source": p.source, "gpu_indices": list(p.gpu_indices)}
+                for p in c.prices
+            ],
+            "api_prices": [
+                {
+                    "name": p.name,
+                    "usd_per_mtok_in": p.usd_per_mtok_in,
+                    "usd_per_mtok_out": p.usd_per_mtok_out,
+                    "date": p.date,
+                }
+                for p in c.api_prices
+            ],
         },
-        "host": None if summary.host is None else {
-            "gpu_count": len(summary.gpus), "unpriced_gpus": list(summary.unpriced_gpus),
+        "host": None
+        if summary.host is None
+        else {
+            "gpu_count": len(summary.gpus),
+            "unpriced_gpus": list(summary.unpriced_gpus),
             **(_figures_dict(summary.host) or {}),
         },
-        "gpus": [{
-            "index": g.index, "uuid": g.uuid, "name": g.name, "engines": list(g.engines),
-            "energy_method": g.energy_method,
-            "energy_integrated_ticks": g.energy_integrated_ticks,
-            "energy_unmeasured_ticks": g.energy_unmeasured_ticks,
-            "price_usd_per_gpu_hour": g.price_usd_per_gpu_hour, "price_source": g.price_source,
-            **(_figures_dict(g.figures) or {}),
-        } for g in summary.gpus],
-        "engines": [{
-            "name": e.name, "url": e.url, "kind": e.kind, "model": e.model, "gpus": list(e.gpus),
-            "gpu_indices": list(e.gpu_indices), "duration_s": e.duration_s,
-            "tokens_in": e.tokens_in, "tokens_out": e.tokens_out,
-            "tok_s_in_mean": e.tok_s_in_mean, "tok_s_out_mean": e.tok_s_out_mean,
-            "requests_completed": e.requests_completed, "ttft_p50_s_mean": e.ttft_p50_s_mean,
-            "ttft_p95_s_mean": e.ttft_p95_s_mean, "itl_p50_s_mean": e.itl_p50_s_mean,
-        } for e in summary.engines],
-        "api_equivalent": [{
-            "name": a.name, "date": a.date, "usd_per_mtok_in": a.usd_per_mtok_in,
-            "usd_per_mtok_out": a.usd_per_mtok_out, "api_cost_usd": a.api_cost_usd,
-            "measured_cost_usd": a.measured_cost_usd, "saved_usd": a.saved_usd,
-        } for a in summary.api],
+        "gpus": [
+            {
+                "index": g.index,
+                "uuid": g.uuid,
+                "name": g.name,
+                "engines": list(g.engines),
+                "energy_method": g.energy_method,
+                "energy_integrated_ticks": g.energy_integrated_ticks,
+                "energy_unmeasured_ticks": g.energy_unmeasured_ticks,
+                "price_usd_per_gpu_hour": g.price_usd_per_gpu_hour,
+                "price_source": g.price_source,
+                **(_figures_dict(g.figures) or {}),
+            }
+            for g in summary.gpus
+        ],
+        "engines": [
+            {
+                "name": e.name,
+                "url": e.url,
+                "kind": e.kind,
+                "model": e.model,
+                "gpus": list(e.gpus),
+                "gpu_indices": list(e.gpu_indices),
+                "duration_s": e.duration_s,
+                "tokens_in": e.tokens_in,
+                "tokens_out": e.tokens_out,
+                "tok_s_in_mean": e.tok_s_in_mean,
+                "tok_s_out_mean": e.tok_s_out_mean,
+                "requests_completed": e.requests_completed,
+                "ttft_p50_s_mean": e.ttft_p50_s_mean,
+                "ttft_p95_s_mean": e.ttft_p95_s_mean,
+                "itl_p50_s_mean": e.itl_p50_s_mean,
+            }
+            for e in summary.engines
+        ],
+        "api_equivalent": [
+            {
+                "name": a.name,
+                "date": a.date,
+                "usd_per_mtok_in": a.usd_per_mtok_in,
+                "usd_per_mtok_out": a.usd_per_mtok_out,
+                "api_cost_usd": a.api_cost_usd,
+                "measured_cost_usd": a.measured_cost_usd,
+                "saved_usd": a.saved_usd,
+            }
+            for a in summary.api
+        ],
         "notes": list(summary.notes),
     }
 
 
-CSV_LEAD = ("scope", "gpu_index", "uuid", "name", "engines", "energy_method",
-            "energy_integrated_ticks", "price_usd_per_gpu_hour")
+CSV_LEAD = (
+    "scope",
+    "gpu_index",
+    "uuid",
+    "name",
+    "engines",
+    "energy_method",
+    "energy_integrated_ticks",
+    "price_usd_per_gpu_hour",
+)
 CSV_COLUMNS = CSV_LEAD + tuple(f.name for f in fields(Figures))
 
 
@@ -671,14 +780,33 @@ def render_csv(summary: SessionSummary) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for g in summary.gpus:
-        writer.writerow(["gpu", g.index, g.uuid, g.name, " ".join(g.engines),
-                         g.energy_method or "", g.energy_integrated_ticks,
-                         _csv(g.price_usd_per_gpu_hour),
-                         *(_csv(getattr(g.figures, f.name)) for f in fields(Figures))])
+        writer.writerow(
+            [
+                "gpu",
+                g.index,
+                g.uuid,
+                g.name,
+                " ".join(g.engines),
+                g.energy_method or "",
+                g.energy_integrated_ticks,
+                _csv(g.price_usd_per_gpu_hour),
+                *(_csv(getattr(g.figures, f.name)) for f in fields(Figures)),
+            ]
+        )
     if summary.host is not None:
-        writer.writerow(["total", "", "", f"{len(summary.gpus)} GPUs", "", "",
-                         sum(g.energy_integrated_ticks for g in summary.gpus), "",
-                         *(_csv(getattr(summary.host, f.name)) for f in fields(Figures))])
+        writer.writerow(
+            [
+                "total",
+                "",
+                "",
+                f"{len(summary.gpus)} GPUs",
+                "",
+                "",
+                sum(g.energy_integrated_ticks for g in summary.gpus),
+                "",
+                *(_csv(getattr(summary.host, f.name)) for f in fields(Figures)),
+            ]
+        )
     return out.getvalue()
 
 
@@ -736,8 +864,7 @@ def _short(name: str) -> str:
 def _method(g: GpuSummary) -> str:
     if g.energy_method is None:
         return "no power reading"
-    text = {"counter": "counter", "power_integral": "power integrated",
-            "mixed": "counter"}[g.energy_method]
+    text = {"counter": "counter", "power_integral": "power integrated", "mixed": "counter"}[g.energy_method]
     if g.energy_method == "mixed":
         text += f"; {g.energy_integrated_ticks} tick(s) power integrated"
     if g.energy_unmeasured_ticks:
@@ -747,9 +874,10 @@ def _method(g: GpuSummary) -> str:
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 2) -> list[str]:
     """A Markdown table; columns after the first ``text_columns`` hold numbers (right-aligned)."""
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < text_columns else "---:"
-                            for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
@@ -759,81 +887,175 @@ def render_markdown(summary: SessionSummary) -> str:
     models: dict[str, int] = {}
     for g in summary.gpus:
         models[_short(g.name)] = models.get(_short(g.name), 0) + 1
-    gpus = (", ".join(f"{n}x {name}" for name, n in models.items()) if summary.gpus
-            else "no GPU readings")
-    window = (f"{summary.windows_length_s:g} s windows of the per-tick rows"
-              if summary.windows_source == "raw"
-              else f"{summary.windows_length_s:g} s windows of the 1-minute rollups")
+    gpus = ", ".join(f"{n}x {name}" for name, n in models.items()) if summary.gpus else "no GPU readings"
+    window = (
+        f"{summary.windows_length_s:g} s windows of the per-tick rows"
+        if summary.windows_source == "raw"
+        else f"{summary.windows_length_s:g} s windows of the 1-minute rollups"
+    )
     status = "closed" if s.ended_at is not None else "still open"
     out = [
         f"# tokentop session {s.id} on {s.host} ({gpus})",
         "",
         f"- Range: {_when(summary.since)} to {_when(summary.until)} "
-        f"({_duration(summary.until - summary.since)})"
-        + (", the whole session" if summary.whole_session else ""),
+        f"({_duration(summary.until - summary.since)})" + (", the whole session" if summary.whole_session else ""),
         f"- Session: started {_when(s.started_at)}, {status}; recorded by tokentop "
         f"{s.tokentop_version}; history {summary.db_path}",
         f"- p50, p95 and peak: over {window}. $/Mtok: cost per million output tokens, idle "
         "time included (effective) or busy seconds only (busy).",
     ]
-    rows = [(f"{g.index} {_short(g.name)}", ", ".join(g.engines) or "idle", g.figures, g)
-            for g in summary.gpus]
+    rows = [(f"{g.index} {_short(g.name)}", ", ".join(g.engines) or "idle", g.figures, g) for g in summary.gpus]
     if summary.host is not None:
         rows.append(("**host**", f"{len(summary.gpus)} GPUs", summary.host, None))
     if rows:
         out += ["", "## Tokens", ""]
         out += _table(
-            ["GPU", "engines", "tokens in", "tokens out", "tok/s in mean", "in p50", "in p95",
-             "in peak", "tok/s out mean", "out p50", "out p95", "out peak"],
-            [[label, engines, _count(f.tokens_in), _count(f.tokens_out),
-              _sig(f.tok_s_in_mean), _sig(f.tok_s_in_p50), _sig(f.tok_s_in_p95),
-              _sig(f.tok_s_in_peak), _sig(f.tok_s_out_mean), _sig(f.tok_s_out_p50),
-              _sig(f.tok_s_out_p95), _sig(f.tok_s_out_peak)] for label, engines, f, _ in rows])
+            [
+                "GPU",
+                "engines",
+                "tokens in",
+                "tokens out",
+                "tok/s in mean",
+                "in p50",
+                "in p95",
+                "in peak",
+                "tok/s out mean",
+                "out p50",
+                "out p95",
+                "out peak",
+            ],
+            [
+                [
+                    label,
+                    engines,
+                    _count(f.tokens_in),
+                    _count(f.tokens_out),
+                    _sig(f.tok_s_in_mean),
+                    _sig(f.tok_s_in_p50),
+                    _sig(f.tok_s_in_p95),
+                    _sig(f.tok_s_in_peak),
+                    _sig(f.tok_s_out_mean),
+                    _sig(f.tok_s_out_p50),
+                    _sig(f.tok_s_out_p95),
+                    _sig(f.tok_s_out_peak),
+                ]
+                for label, engines, f, _ in rows
+            ],
+        )
         out += ["", "## Energy and cost", ""]
         out += _table(
-            ["GPU", "energy measured by", "energy kWh", "W mean", "W peak", "tok/J",
-             "J/tok out", "cost", "$/hour", "$/Mtok", "busy $/Mtok", "utilisation", "idle $"],
-            [[label, _method(g) if g is not None else "sum of GPUs", _sig(f.energy_kwh, 4),
-              _sig(f.power_w_mean), _sig(f.power_w_peak), _sig(f.tok_per_j),
-              _sig(f.j_per_tok_out), _usd(f.cost_usd), _usd(f.usd_per_hour_mean),
-              _per_mtok(f.usd_per_mtok, f.tokens_out, f.cost_usd is not None),
-              _per_mtok(f.busy_usd_per_mtok, f.tokens_out, f.cost_usd is not None),
-              _pct(f.utilization_pct), _usd(f.idle_usd)] for label, _, f, g in rows])
+            [
+                "GPU",
+                "energy measured by",
+                "energy kWh",
+                "W mean",
+                "W peak",
+                "tok/J",
+                "J/tok out",
+                "cost",
+                "$/hour",
+                "$/Mtok",
+                "busy $/Mtok",
+                "utilisation",
+                "idle $",
+            ],
+            [
+                [
+                    label,
+                    _method(g) if g is not None else "sum of GPUs",
+                    _sig(f.energy_kwh, 4),
+                    _sig(f.power_w_mean),
+                    _sig(f.power_w_peak),
+                    _sig(f.tok_per_j),
+                    _sig(f.j_per_tok_out),
+                    _usd(f.cost_usd),
+                    _usd(f.usd_per_hour_mean),
+                    _per_mtok(f.usd_per_mtok, f.tokens_out, f.cost_usd is not None),
+                    _per_mtok(f.busy_usd_per_mtok, f.tokens_out, f.cost_usd is not None),
+                    _pct(f.utilization_pct),
+                    _usd(f.idle_usd),
+                ]
+                for label, _, f, g in rows
+            ],
+        )
     if summary.engines:
         out += ["", "## Engines", ""]
         out += _table(
-            ["engine", "kind", "model", "GPUs", "tokens in", "tokens out", "tok/s out",
-             "requests", "TTFT p50", "TTFT p95", "ITL p50"],
-            [[e.name, e.kind or "—", e.model or "—",
-              ",".join("?" if i is None else str(i) for i in e.gpu_indices) or "not mapped",
-              _count(e.tokens_in), _count(e.tokens_out), _sig(e.tok_s_out_mean),
-              _count(e.requests_completed), _seconds(e.ttft_p50_s_mean),
-              _seconds(e.ttft_p95_s_mean), _seconds(e.itl_p50_s_mean)]
-             for e in summary.engines], text_columns=4)
-        out += ["", "TTFT and ITL: mean of the engine's rolling 1-minute percentiles, read "
-                    f"every {summary.engine_step_s:g} s."]
+            [
+                "engine",
+                "kind",
+                "model",
+                "GPUs",
+                "tokens in",
+                "tokens out",
+                "tok/s out",
+                "requests",
+                "TTFT p50",
+                "TTFT p95",
+                "ITL p50",
+            ],
+            [
+                [
+                    e.name,
+                    e.kind or "—",
+                    e.model or "—",
+                    ",".join("?" if i is None else str(i) for i in e.gpu_indices) or "not mapped",
+                    _count(e.tokens_in),
+                    _count(e.tokens_out),
+                    _sig(e.tok_s_out_mean),
+                    _count(e.requests_completed),
+                    _seconds(e.ttft_p50_s_mean),
+                    _seconds(e.ttft_p95_s_mean),
+                    _seconds(e.itl_p50_s_mean),
+                ]
+                for e in summary.engines
+            ],
+            text_columns=4,
+        )
+        out += [
+            "",
+            f"TTFT and ITL: mean of the engine's rolling 1-minute percentiles, read every {summary.engine_step_s:g} s.",
+        ]
     if summary.api:
         out += ["", "## The same tokens through an API", ""]
         out += _table(
             ["API", "price date", "$/M in", "$/M out", "API cost", "measured cost", "saved"],
-            [[a.name, a.date or "—", _usd(a.usd_per_mtok_in), _usd(a.usd_per_mtok_out),
-              _usd(a.api_cost_usd), _usd(a.measured_cost_usd), _usd(a.saved_usd)]
-             for a in summary.api], text_columns=2)
+            [
+                [
+                    a.name,
+                    a.date or "—",
+                    _usd(a.usd_per_mtok_in),
+                    _usd(a.usd_per_mtok_out),
+                    _usd(a.api_cost_usd),
+                    _usd(a.measured_cost_usd),
+                    _usd(a.saved_usd),
+                ]
+                for a in summary.api
+            ],
+            text_columns=2,
+        )
     out += ["", "## Cost inputs", ""]
     c = summary.cost_inputs
     if not c.recorded:
         out.append("- not recorded with this session; cost figures are those stored per tick")
     else:
-        energy = ("energy charged on top: board energy x node overhead x PUE x tariff"
-                  if c.energy_charged else "energy included in the hourly rate (shown, not added)")
-        out.append(f"- mode {c.mode}; electricity {_usd(c.electricity_usd_per_kwh)}/kWh; PUE "
-                   f"{c.pue:g}; node overhead {c.node_overhead:g}; {energy}")
+        energy = (
+            "energy charged on top: board energy x node overhead x PUE x tariff"
+            if c.energy_charged
+            else "energy included in the hourly rate (shown, not added)"
+        )
+        out.append(
+            f"- mode {c.mode}; electricity {_usd(c.electricity_usd_per_kwh)}/kWh; PUE "
+            f"{c.pue:g}; node overhead {c.node_overhead:g}; {energy}"
+        )
         for p in c.prices:
             which = ", ".join("?" if i is None else str(i) for i in p.gpu_indices)
             out.append(f"- {_usd(p.usd_per_gpu_hour)} per GPU-hour for GPU {which}: {p.source}")
         for p in c.api_prices:
-            out.append(f"- API {p.name}: {_usd(p.usd_per_mtok_in)}/M in, "
-                       f"{_usd(p.usd_per_mtok_out)}/M out ({p.date or 'no date given'})")
+            out.append(
+                f"- API {p.name}: {_usd(p.usd_per_mtok_in)}/M in, "
+                f"{_usd(p.usd_per_mtok_out)}/M out ({p.date or 'no date given'})"
+            )
     if summary.notes:
         out += ["", "## Notes", ""] + [f"- {note}" for note in summary.notes]
     return "\n".join(out) + "\n"
@@ -859,16 +1081,20 @@ def render_session_list(store: Store, fmt: str) -> str:
     items = []
     for session in store.sessions():
         bounds = store.session_bounds(session.id)
-        items.append({
-            "id": session.id, "host": session.host, "tokentop_version": session.tokentop_version,
-            "started_unix_s": session.started_at, "ended_unix_s": session.ended_at,
-            "first_reading_unix_s": bounds[0] if bounds else None,
-            "last_reading_unix_s": bounds[1] if bounds else None,
-            "gpu_count": len(store.gpus(session.id)),
-        })
+        items.append(
+            {
+                "id": session.id,
+                "host": session.host,
+                "tokentop_version": session.tokentop_version,
+                "started_unix_s": session.started_at,
+                "ended_unix_s": session.ended_at,
+                "first_reading_unix_s": bounds[0] if bounds else None,
+                "last_reading_unix_s": bounds[1] if bounds else None,
+                "gpu_count": len(store.gpus(session.id)),
+            }
+        )
     if not items:
-        raise SummaryError(f"history {store.path} has no sessions yet; record one with "
-                           "`tokentop record`")
+        raise SummaryError(f"history {store.path} has no sessions yet; record one with `tokentop record`")
     if fmt == "json":
         return json.dumps({"schema_version": SCHEMA_VERSION, "sessions": items}, indent=2) + "\n"
     if fmt == "csv":
@@ -880,12 +1106,23 @@ def render_session_list(store: Store, fmt: str) -> str:
     rows = []
     for item in items:
         first, last = item["first_reading_unix_s"], item["last_reading_unix_s"]
-        rows.append([str(item["id"]), item["host"], _when(item["started_unix_s"]),
-                     "open" if item["ended_unix_s"] is None else _when(item["ended_unix_s"]),
-                     _duration(last - first) if first is not None else "no readings",
-                     str(item["gpu_count"]), item["tokentop_version"]])
-    return "\n".join(_table(["session", "host", "started", "ended", "readings span", "GPUs",
-                             "tokentop"], rows, text_columns=5)) + "\n"
+        rows.append(
+            [
+                str(item["id"]),
+                item["host"],
+                _when(item["started_unix_s"]),
+                "open" if item["ended_unix_s"] is None else _when(item["ended_unix_s"]),
+                _duration(last - first) if first is not None else "no readings",
+                str(item["gpu_count"]),
+                item["tokentop_version"],
+            ]
+        )
+    return (
+        "\n".join(
+            _table(["session", "host", "started", "ended", "readings span", "GPUs", "tokentop"], rows, text_columns=5)
+        )
+        + "\n"
+    )
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -894,18 +1131,23 @@ def render_session_list(store: Store, fmt: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``tokentop summary`` (the common ones, ``--db`` among them, come from the
     CLI)."""
-    parser.add_argument("--session", type=int, metavar="ID",
-                        help="session to summarise (default: the latest with readings)")
-    parser.add_argument("--since", metavar="TIME",
-                        help="start of the range: ISO time (local unless it has an offset) or a "
-                             "time ago such as 2h, 30m, 1h30m")
+    parser.add_argument(
+        "--session", type=int, metavar="ID", help="session to summarise (default: the latest with readings)"
+    )
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help="start of the range: ISO time (local unless it has an offset) or a time ago such as 2h, 30m, 1h30m",
+    )
     parser.add_argument("--until", metavar="TIME", help="end of the range, as --since")
     parser.add_argument("--list", action="store_true", help="list the sessions in the history")
-    parser.add_argument("--format", choices=FORMATS, default="md",
-                        help="Markdown (default), JSON (schema in the README) or CSV "
-                             "(one row per GPU and a total row)")
-    parser.add_argument("--output", type=Path, metavar="FILE",
-                        help="write to FILE instead of standard output")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="md",
+        help="Markdown (default), JSON (schema in the README) or CSV (one row per GPU and a total row)",
+    )
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead of standard output")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -937,8 +1179,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def print_session_summary(db_path: Path, session_id: int, stream: TextIO,
-                          fmt: str = "md") -> int:
+def print_session_summary(db_path: Path, session_id: int, stream: TextIO, fmt: str = "md") -> int:
     """Print one session's summary to ``stream`` (when the live view or ``record`` ends).
 
     Never raises: with nothing to show, one line goes to stderr and 2 is returned."""

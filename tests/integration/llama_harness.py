@@ -103,8 +103,10 @@ def _model_path(cache_dir: Path) -> Path:
             recorded = json.loads(stamp.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             recorded = {}
-        if recorded == {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": gguf.EXPECTED_SHA256} \
-                and info.st_size == expected_size:
+        if (
+            recorded == {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": gguf.EXPECTED_SHA256}
+            and info.st_size == expected_size
+        ):
             return target
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +114,10 @@ def _model_path(cache_dir: Path) -> Path:
         gguf.assemble(partial, overwrite=True)  # verifies the sha256
         os.replace(partial, target)
         info = target.stat()
-        stamp.write_text(json.dumps({"size": info.st_size, "mtime_ns": info.st_mtime_ns,
-                                     "sha256": gguf.EXPECTED_SHA256}), encoding="utf-8")
+        stamp.write_text(
+            json.dumps({"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": gguf.EXPECTED_SHA256}),
+            encoding="utf-8",
+        )
     except (OSError, ValueError) as exc:
         raise ServerUnavailable(f"cannot assemble the model into {cache_dir}: {exc}") from None
     return target
@@ -169,13 +173,23 @@ class LlamaServer:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in (str(self.files.library_dir), env.get("LD_LIBRARY_PATH", "")) if p)
-        command = [str(self.files.binary), "-m", str(self.files.model), "--host", "127.0.0.1",
-                   "--port", str(self.port), *SERVER_ARGS]
+            p for p in (str(self.files.library_dir), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        command = [
+            str(self.files.binary),
+            "-m",
+            str(self.files.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *SERVER_ARGS,
+        ]
         with open(self.log_path, "wb") as log:
             try:
-                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env=env)
+                self.process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                )
             except OSError as exc:
                 raise ServerUnavailable(f"cannot run {self.files.binary}: {exc}") from None
         try:
@@ -192,8 +206,8 @@ class LlamaServer:
                 code = self.process.poll() if self.process else None
                 if code is not None:
                     raise ServerUnavailable(
-                        f"llama-server exited with code {code} while starting; log {self.log_path}:\n"
-                        f"{self.log_tail()}")
+                        f"llama-server exited with code {code} while starting; log {self.log_path}:\n{self.log_tail()}"
+                    )
                 try:
                     answer = client.get(self.url + "/health")
                     if answer.status_code == 200:
@@ -203,7 +217,8 @@ class LlamaServer:
                     last = type(exc).__name__
                 time.sleep(0.2)
         raise ServerUnavailable(
-            f"llama-server not healthy after {timeout_s:g} s ({last}); log {self.log_path}:\n{self.log_tail()}")
+            f"llama-server not healthy after {timeout_s:g} s ({last}); log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def log_tail(self) -> str:
         try:
@@ -307,8 +322,10 @@ def complete(url: str, request: LoadRequest, *, timeout_s: float = 300.0) -> Com
     }
     done = Completion(request, sent_at=time.monotonic())
     try:
-        with httpx.Client(trust_env=False, timeout=timeout_s) as client, \
-                client.stream("POST", url + "/completion", json=body) as answer:
+        with (
+            httpx.Client(trust_env=False, timeout=timeout_s) as client,
+            client.stream("POST", url + "/completion", json=body) as answer,
+        ):
             if answer.status_code != 200:
                 answer.read()
                 done.error = f"HTTP {answer.status_code}: {answer.text[:200]}"
@@ -316,7 +333,7 @@ def complete(url: str, request: LoadRequest, *, timeout_s: float = 300.0) -> Com
             for line in answer.iter_lines():
                 if not line.startswith("data: "):
                     continue
-                chunk = json.loads(line[len("data: "):])
+                chunk = json.loads(line[len("data: ") :])
                 now = time.monotonic()
                 if "tokens_predicted" in chunk:
                     done.progress.append((now, int(chunk["tokens_predicted"])))
@@ -348,6 +365,26 @@ def start_load(url: str, requests: Sequence[LoadRequest]) -> tuple[threading.Thr
 
 def words(n: int, seed: int = 0) -> str:
     """A prompt of about ``n`` tokens of plain English, different for each seed."""
-    vocabulary = ("river stone lantern orchard copper meadow harbor violin winter maple signal "
-                  "garden candle thunder pepper island marble falcon bridge velvet").split()
+    vocabulary = [
+        "river",
+        "stone",
+        "lantern",
+        "orchard",
+        "copper",
+        "meadow",
+        "harbor",
+        "violin",
+        "winter",
+        "maple",
+        "signal",
+        "garden",
+        "candle",
+        "thunder",
+        "pepper",
+        "island",
+        "marble",
+        "falcon",
+        "bridge",
+        "velvet",
+    ]
     return " ".join(vocabulary[(i * 7 + seed * 3) % len(vocabulary)] for i in range(n))

@@ -16,6 +16,7 @@ Facts about llama.cpp these tests rely on, checked on the real server:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -70,8 +71,9 @@ class Watch:
     db_path: Path
     snapshots: list[Snapshot]
 
-    def wait_for(self, what: str, predicate: Callable[[Snapshot], bool], *, count: int = 2,
-                 after: float = float("-inf")) -> list[Snapshot]:
+    def wait_for(
+        self, what: str, predicate: Callable[[Snapshot], bool], *, count: int = 2, after: float = float("-inf")
+    ) -> list[Snapshot]:
         """Wait until ``count`` snapshots taken after ``after`` satisfy ``predicate``."""
         deadline = time.monotonic() + TICK_WAIT_S
         while time.monotonic() < deadline:
@@ -91,12 +93,17 @@ class Watch:
 def watching(server: LlamaServer, folder: Path) -> Iterator[Watch]:
     endpoint = EndpointConfig(url=server.url)  # no kind: tokentop must find out
     db_path = folder / "history.db"
-    config = Config(interval_s=INTERVAL_S, endpoints=(endpoint,), rate_window_s=RATE_WINDOW_S,
-                    cost_window_s=COST_WINDOW_S, process_interval_s=INTERVAL_S,
-                    http_timeout_s=2.0, db_path=db_path)
+    config = Config(
+        interval_s=INTERVAL_S,
+        endpoints=(endpoint,),
+        rate_window_s=RATE_WINDOW_S,
+        cost_window_s=COST_WINDOW_S,
+        process_interval_s=INTERVAL_S,
+        http_timeout_s=2.0,
+        db_path=db_path,
+    )
     nvml = FakeNvml.healthy(count=1)  # no GPU here: NVML is faked underneath the real reader
-    store = Store.open(db_path, host="integration-test", version=tokentop.__version__,
-                       config=config.public_dict())
+    store = Store.open(db_path, host="integration-test", version=tokentop.__version__, config=config.public_dict())
     snapshots: list[Snapshot] = []
     sampler = Sampler(config, NvmlReader(lib=nvml), store=store, sink=snapshots.append)
     watch = Watch(sampler, nvml, db_path, snapshots)
@@ -153,10 +160,12 @@ def trace(snapshots: Sequence[Snapshot], since: float = float("-inf")) -> str:
             continue
         fig = figures(snap)
         s = fig.sample
-        lines.append(f"{snap.t_mono - since if since > float('-inf') else snap.t_mono:7.2f} {s.status:6} "
-                     f"{s.prompt_tokens_total}+{s.prompt_tokens_in_flight}  "
-                     f"{s.generation_tokens_total}+{s.generation_tokens_in_flight}  "
-                     f"{fig.tokens_in_total:g}  {fig.tokens_out_total:g}  {s.error or ''}")
+        lines.append(
+            f"{snap.t_mono - since if since > float('-inf') else snap.t_mono:7.2f} {s.status:6} "
+            f"{s.prompt_tokens_total}+{s.prompt_tokens_in_flight}  "
+            f"{s.generation_tokens_total}+{s.generation_tokens_in_flight}  "
+            f"{fig.tokens_in_total:g}  {fig.tokens_out_total:g}  {s.error or ''}"
+        )
     return "\n".join(lines)
 
 
@@ -216,9 +225,17 @@ def observed(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory
         done_at = max(c.finished_at for c in completions if c.finished_at is not None)
         watch.wait_for("the server up after the load", is_up, after=done_at)
         metrics_after = llama_server.metrics()
-    return ObservedLoad(llama_server.pid, watch.nvml.gpus[0].uuid, completions,
-                        list(watch.snapshots), watch.db_path, metrics_before, metrics_after,
-                        sent_at, done_at)
+    return ObservedLoad(
+        llama_server.pid,
+        watch.nvml.gpus[0].uuid,
+        completions,
+        list(watch.snapshots),
+        watch.db_path,
+        metrics_before,
+        metrics_after,
+        sent_at,
+        done_at,
+    )
 
 
 def test_kind_detected_and_server_process_found(observed: ObservedLoad) -> None:
@@ -236,11 +253,14 @@ def test_kind_detected_and_server_process_found(observed: ObservedLoad) -> None:
 def test_generation_tokens_match_the_responses_exactly(observed: ObservedLoad) -> None:
     expected = observed.tokens_predicted
     assert expected == sum(r.n_predict for r in LOAD)  # ignore_eos: every request ran to its length
-    assert observed.metrics_after["tokens_predicted_total"] - observed.metrics_before[
-        "tokens_predicted_total"] == expected  # the oracle agrees with itself
+    assert (
+        observed.metrics_after["tokens_predicted_total"] - observed.metrics_before["tokens_predicted_total"] == expected
+    )  # the oracle agrees with itself
     last = observed.snapshots[-1]
-    print(f"\ngeneration tokens: responses {expected}, tokentop {figures(last).tokens_out_total:g}, "
-          f"history {server_rows(observed.db_path)[-1]['tokens_out_cum']:g}")
+    print(
+        f"\ngeneration tokens: responses {expected}, tokentop {figures(last).tokens_out_total:g}, "
+        f"history {server_rows(observed.db_path)[-1]['tokens_out_cum']:g}"
+    )
     assert figures(last).tokens_out_total == expected, trace(observed.snapshots, observed.load_sent_at)
     assert last.host.totals.tokens_out == expected
     assert [g.totals.tokens_out for g in last.gpus] == [expected]  # all on the server's one GPU
@@ -250,14 +270,18 @@ def test_prompt_tokens_match_the_server_exactly(observed: ObservedLoad) -> None:
     counter_moved = observed.metrics_after["prompt_tokens_total"] - observed.metrics_before["prompt_tokens_total"]
     assert counter_moved == observed.prompt_n  # prompt_tokens_total moves by timings.prompt_n ...
     assert sum(c.tokens_evaluated for c in observed.completions) == observed.prompt_n + sum(
-        int(c.timings["cache_n"]) for c in observed.completions)  # ... not by tokens_evaluated
+        int(c.timings["cache_n"]) for c in observed.completions
+    )  # ... not by tokens_evaluated
     last = observed.snapshots[-1]
-    print(f"\nprompt tokens: responses prompt_n {observed.prompt_n} (tokens_evaluated "
-          f"{sum(c.tokens_evaluated for c in observed.completions)}), counter moved {counter_moved:g}, "
-          f"tokentop {figures(last).tokens_in_total:g}, history {server_rows(observed.db_path)[-1]['tokens_in_cum']:g}")
+    print(
+        f"\nprompt tokens: responses prompt_n {observed.prompt_n} (tokens_evaluated "
+        f"{sum(c.tokens_evaluated for c in observed.completions)}), counter moved {counter_moved:g}, "
+        f"tokentop {figures(last).tokens_in_total:g}, history {server_rows(observed.db_path)[-1]['tokens_in_cum']:g}"
+    )
     assert figures(last).tokens_in_total == observed.prompt_n, (
         f"{[(c.timings['prompt_n'], c.timings['cache_n']) for c in observed.completions]}\n"
-        + trace(observed.snapshots, observed.load_sent_at))
+        + trace(observed.snapshots, observed.load_sent_at)
+    )
     assert last.host.totals.tokens_in == observed.prompt_n
 
 
@@ -280,10 +304,15 @@ def test_live_rate_during_the_long_request_and_no_double_count_at_its_end(observ
     # Ticks while the long request ran alone (by the client's clock): llama.cpp's counter stands
     # still, so any tokens tokentop adds between two of them came from /slots.
     alone = [s for s in observed.snapshots if others_done < s.t_mono < long.finished_at]
-    live = [(a, b) for a, b in zip(alone, alone[1:])
-            if figures(a).sample.generation_tokens_total == figures(b).sample.generation_tokens_total
-            and figures(b).tokens_out_total > figures(a).tokens_out_total]
-    assert live, "no tokens counted while the long request ran alone\n" + trace(observed.snapshots, observed.load_sent_at)
+    live = [
+        (a, b)
+        for a, b in itertools.pairwise(alone)
+        if figures(a).sample.generation_tokens_total == figures(b).sample.generation_tokens_total
+        and figures(b).tokens_out_total > figures(a).tokens_out_total
+    ]
+    assert live, "no tokens counted while the long request ran alone\n" + trace(
+        observed.snapshots, observed.load_sent_at
+    )
     for _, snap in live:
         assert figures(snap).sample.generation_tokens_in_flight > 0
         assert figures(snap).tok_s_out > 0
@@ -293,8 +322,9 @@ def test_live_rate_during_the_long_request_and_no_double_count_at_its_end(observ
     before, after = tick_before(observed.snapshots, long.finished_at), tick_after(observed.snapshots, long.finished_at)
     added = figures(after).tokens_out_total - figures(before).tokens_out_total
     streamed = generated_by(observed.completions, after.t_mono) - generated_by(observed.completions, before.t_mono)
-    assert added <= streamed + 10, (f"{added} tokens added at the end of a request, {streamed} generated\n"
-                                    + trace(observed.snapshots, observed.load_sent_at))
+    assert added <= streamed + 10, f"{added} tokens added at the end of a request, {streamed} generated\n" + trace(
+        observed.snapshots, observed.load_sent_at
+    )
     assert_never_decreasing(observed.snapshots)
 
 
@@ -310,11 +340,14 @@ def test_mean_rate_over_the_load_window_within_5_percent(observed: ObservedLoad)
     responses_rate = observed.tokens_predicted / span
     # What the server's timings say it sustained while generating, for the report only:
     # from the earliest start (end minus prompt and generation time) to the last end.
-    began = min(c.finished_at - (c.timings["prompt_ms"] + c.timings["predicted_ms"]) / 1000
-                for c in observed.completions)
-    print(f"\nload window {span:.2f} s: tokentop {tokentop_rate:.2f} tok/s, responses "
-          f"{responses_rate:.2f} tok/s; server busy {observed.load_done_at - began:.2f} s at "
-          f"{observed.tokens_predicted / (observed.load_done_at - began):.2f} tok/s")
+    began = min(
+        c.finished_at - (c.timings["prompt_ms"] + c.timings["predicted_ms"]) / 1000 for c in observed.completions
+    )
+    print(
+        f"\nload window {span:.2f} s: tokentop {tokentop_rate:.2f} tok/s, responses "
+        f"{responses_rate:.2f} tok/s; server busy {observed.load_done_at - began:.2f} s at "
+        f"{observed.tokens_predicted / (observed.load_done_at - began):.2f} tok/s"
+    )
     assert tokentop_rate == pytest.approx(responses_rate, rel=0.05)
 
 
@@ -338,17 +371,24 @@ def test_live_rate_inside_the_load_within_5_percent(observed: ObservedLoad) -> N
     for snap in snaps:
         window = snap.host.rate
         start = snap.t_mono - window.span_s
-        if (start >= first_token and snap.t_mono <= observed.load_done_at and window.span_s >= RATE_WINDOW_S
-                and clear_of_finishes(start) and clear_of_finishes(snap.t_mono)):
+        if (
+            start >= first_token
+            and snap.t_mono <= observed.load_done_at
+            and window.span_s >= RATE_WINDOW_S
+            and clear_of_finishes(start)
+            and clear_of_finishes(snap.t_mono)
+        ):
             streamed = generated_by(observed.completions, snap.t_mono) - generated_by(observed.completions, start)
             candidates.append((streamed, snap, window))
     assert candidates, "no tick had its whole rate window inside the load"
     streamed, snap, window = max(candidates, key=lambda c: c[0])
     reference = streamed / window.span_s
     assert figures(snap).tok_s_out == pytest.approx(window.tok_s_out)  # one endpoint: host = server
-    print(f"\nlive rate over {window.span_s:.2f} s ending {snap.t_mono - observed.load_sent_at:.2f} s "
-          f"into the load: tokentop {window.tok_s_out:.2f} tok/s, streamed {reference:.2f} tok/s "
-          f"({streamed} tokens)")
+    print(
+        f"\nlive rate over {window.span_s:.2f} s ending {snap.t_mono - observed.load_sent_at:.2f} s "
+        f"into the load: tokentop {window.tok_s_out:.2f} tok/s, streamed {reference:.2f} tok/s "
+        f"({streamed} tokens)"
+    )
     assert window.tok_s_out == pytest.approx(reference, rel=0.05)
 
 
@@ -379,8 +419,7 @@ def test_restart_between_loads_neither_loses_nor_doubles(llama_server: LlamaServ
         llama_server.restart()  # same port; the counters start again from zero
         watch.server_on_gpu(llama_server.pid)
         new_pid = llama_server.pid
-        watch.wait_for("the new server's process", lambda s: is_up(s) and figures(s).pid == new_pid,
-                       after=restarted_at)
+        watch.wait_for("the new server's process", lambda s: is_up(s) and figures(s).pid == new_pid, after=restarted_at)
         second = run_load(llama_server.url, PHASE_TWO)
         check_completions(second)
         watch.wait_for("phase two counted", is_up, after=max(c.finished_at for c in second))
@@ -390,7 +429,7 @@ def test_restart_between_loads_neither_loses_nor_doubles(llama_server: LlamaServ
     during = [s for s in snaps if s.t_mono > restarted_at]
     assert any(not is_up(s) for s in during), "the outage was never seen\n" + trace(snaps)
     raw = [figures(s).sample.generation_tokens_total for s in snaps if is_up(s)]
-    assert any(b < a for a, b in zip(raw, raw[1:])), "the counter reset was never seen\n" + trace(snaps)
+    assert any(b < a for a, b in itertools.pairwise(raw)), "the counter reset was never seen\n" + trace(snaps)
     assert_never_decreasing(snaps)
 
     expected_out = sum(c.tokens_predicted for c in (*first, *second))
@@ -427,7 +466,11 @@ def test_cli_snapshot_reports_kind_and_counters(llama_server: LlamaServer, tmp_p
         before = llama_server.metrics()
         done = subprocess.run(
             [*tokentop_command(), "snapshot", "--json", "--endpoint", llama_server.url, "--interval", "0.5"],
-            capture_output=True, text=True, timeout=120, env=command_env(tmp_path))
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=command_env(tmp_path),
+        )
     finally:
         thread.join(300)
     check_completions(running)
@@ -436,8 +479,10 @@ def test_cli_snapshot_reports_kind_and_counters(llama_server: LlamaServer, tmp_p
     report = json.loads(done.stdout)
     [endpoint] = report["endpoints"]
     assert (endpoint["kind"], endpoint["status"], endpoint["pid"]) == ("llamacpp", "up", llama_server.pid)
-    for key, name in (("generation_tokens_counter", "tokens_predicted_total"),
-                      ("prompt_tokens_counter", "prompt_tokens_total")):
+    for key, name in (
+        ("generation_tokens_counter", "tokens_predicted_total"),
+        ("prompt_tokens_counter", "prompt_tokens_total"),
+    ):
         assert before[name] <= endpoint[key] <= after[name], (key, before[name], endpoint[key], after[name])
     assert endpoint["generation_tokens_in_flight"] is not None
     # tokens generated during its three ticks, seen live (or at the request's end, should it
@@ -481,9 +526,23 @@ def test_cli_record_stores_kind_and_counters(llama_server: LlamaServer, tmp_path
     db_path = tmp_path / "record.db"
     duration = record_duration_s(llama_server)
     process = subprocess.Popen(
-        [*tokentop_command(), "record", "--endpoint", llama_server.url, "--db", str(db_path),
-         "--duration", f"{duration:.1f}", "--interval", str(INTERVAL_S)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=command_env(tmp_path))
+        [
+            *tokentop_command(),
+            "record",
+            "--endpoint",
+            llama_server.url,
+            "--db",
+            str(db_path),
+            "--duration",
+            f"{duration:.1f}",
+            "--interval",
+            str(INTERVAL_S),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=command_env(tmp_path),
+    )
     try:
         wait_for_rows(db_path, 2, process)
         completions = run_load(llama_server.url, RECORD_LOAD)
@@ -503,7 +562,9 @@ def test_cli_record_stores_kind_and_counters(llama_server: LlamaServer, tmp_path
     assert last["tokens_out_cum"] == sum(c.tokens_predicted for c in completions)
     assert last["tokens_in_cum"] == sum(int(c.timings["prompt_n"]) for c in completions)
     assert (last["generation_tokens_raw"], last["prompt_tokens_raw"]) == (
-        metrics["tokens_predicted_total"], metrics["prompt_tokens_total"])
+        metrics["tokens_predicted_total"],
+        metrics["prompt_tokens_total"],
+    )
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         assert conn.execute("SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL").fetchone() == (1,)

@@ -96,9 +96,7 @@ class FakeGpu:
         """What a driver reload does to the energy counter."""
         self.energy_mj = 0.0
 
-    def fail_next(
-        self, what: FaultKey, code: int = pynvml.NVML_ERROR_UNKNOWN, times: int = 1
-    ) -> None:
+    def fail_next(self, what: FaultKey, code: int = pynvml.NVML_ERROR_UNKNOWN, times: int = 1) -> None:
         """The next ``times`` calls (or field reads) of ``what`` fail with ``code``."""
         self.pending_faults.setdefault(what, []).extend([code] * times)
 
@@ -190,9 +188,7 @@ class FakeNvml:
     @classmethod
     def binding_mismatch(cls) -> FakeNvml:
         """``NVMLLibraryMismatchError``, which is not an ``NVMLError``."""
-        error = pynvml.NVMLLibraryMismatchError(
-            "pyNVML version does not match the NVML lib version"
-        )
+        error = pynvml.NVMLLibraryMismatchError("pyNVML version does not match the NVML lib version")
         return cls([], init_error=error)
 
     @classmethod
@@ -271,9 +267,7 @@ class FakeNvml:
         else:
             self._device_call(gpu, "nvmlDeviceGetMemoryInfo")
         free = gpu.memory_total_bytes - gpu.memory_used_bytes
-        return pynvml.c_nvmlMemory_t(
-            total=gpu.memory_total_bytes, free=free, used=gpu.memory_used_bytes
-        )
+        return pynvml.c_nvmlMemory_t(total=gpu.memory_total_bytes, free=free, used=gpu.memory_used_bytes)
 
     def nvmlDeviceGetPowerUsage(self, gpu: FakeGpu) -> int:
         self._device_call(gpu, "nvmlDeviceGetPowerUsage")
@@ -371,9 +365,7 @@ class FakeNvml:
         self._library_call(name)
         if name in self.missing_functions:
             if name in _MISMATCH_WRAPPED:
-                raise pynvml.NVMLLibraryMismatchError(
-                    f"{name}: unversioned function not in the NVML lib"
-                )
+                raise pynvml.NVMLLibraryMismatchError(f"{name}: unversioned function not in the NVML lib")
             raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
         code = gpu.fault(name)
         if code is not None:

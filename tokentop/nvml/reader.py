@@ -177,9 +177,7 @@ class NvmlReader:
     def _bind(self, lib: Any) -> None:
         """Take the error classes and constants from the binding once."""
         self._nvml_error: type[BaseException] = lib.NVMLError
-        self._mismatch_error: type[BaseException] = getattr(
-            lib, "NVMLLibraryMismatchError", _NeverRaised
-        )
+        self._mismatch_error: type[BaseException] = getattr(lib, "NVMLLibraryMismatchError", _NeverRaised)
         self._success = lib.NVML_SUCCESS
         self._not_supported = lib.NVML_ERROR_NOT_SUPPORTED
         self._no_permission = lib.NVML_ERROR_NO_PERMISSION
@@ -206,18 +204,14 @@ class NvmlReader:
             lib.NVML_ERROR_LIBRARY_NOT_FOUND: "no NVIDIA driver found (NVML library not loaded)",
             lib.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded",
             lib.NVML_ERROR_LIB_RM_VERSION_MISMATCH: (
-                "the NVIDIA driver and its NVML library differ in version"
-                " (driver upgraded without a reboot?)"
+                "the NVIDIA driver and its NVML library differ in version (driver upgraded without a reboot?)"
             ),
             lib.NVML_ERROR_NO_PERMISSION: "no permission to open the NVIDIA devices",
         }
 
     def _init_failure(self, exc: BaseException) -> str:
         if isinstance(exc, self._mismatch_error):
-            return (
-                f"the nvidia-ml-py binding does not match the installed NVML library ({exc}):"
-                f" {NO_GPU_PANEL}"
-            )
+            return f"the nvidia-ml-py binding does not match the installed NVML library ({exc}): {NO_GPU_PANEL}"
         if isinstance(exc, self._nvml_error):
             code = getattr(exc, "value", None)
             known = self._init_reasons.get(code)
@@ -283,15 +277,11 @@ class NvmlReader:
             log.debug("GPU %d %s: %s; not asked again", gpu.index, query, reason)
         elif code == self._function_not_found:
             gpu.not_asked[query] = FUNCTION_MISSING
-            log.info(
-                "GPU %d %s: %s (%s); falling back", gpu.index, query, FUNCTION_MISSING, message
-            )
+            log.info("GPU %d %s: %s (%s); falling back", gpu.index, query, FUNCTION_MISSING, message)
         elif code == self._insufficient_size:
             log.debug("GPU %d %s: list still growing; skipped this tick", gpu.index, query)
         elif code in self._lost_codes:
-            raise _GpuFailure(
-                "lost", f"GPU {gpu.index} is lost: {self._lost_codes[code]} ({message})"
-            )
+            raise _GpuFailure("lost", f"GPU {gpu.index} is lost: {self._lost_codes[code]} ({message})")
         else:
             raise _GpuFailure("error", f"{query}: {message} (NVML error {code})")
 
@@ -301,9 +291,7 @@ class NvmlReader:
             power_w, power_source, power_limit_w, energy_mj = self._read_power(gpu)
             utilization = self._call(gpu, "nvmlDeviceGetUtilizationRates", handle)
             memory = self._call(gpu, "nvmlDeviceGetMemoryInfo", handle)
-            temperature = self._call(
-                gpu, "nvmlDeviceGetTemperature", handle, self._temperature_sensor
-            )
+            temperature = self._call(gpu, "nvmlDeviceGetTemperature", handle, self._temperature_sensor)
             sm_clock = self._call(gpu, "nvmlDeviceGetClockInfo", handle, self._sm_clock)
             processes = self._read_processes(gpu) if with_processes else None
             mig = self._read_mig(gpu) if gpu.mig_slots else ()
@@ -484,9 +472,7 @@ class NvmlReader:
                 pid = int(process.pid)
                 if pid not in by_pid:
                     used = process.usedGpuMemory
-                    by_pid[pid] = GpuProcess(
-                        pid=pid, used_memory_bytes=None if used is None else int(used)
-                    )
+                    by_pid[pid] = GpuProcess(pid=pid, used_memory_bytes=None if used is None else int(used))
         return tuple(by_pid.values()) if known else None
 
     def _first_available(self, gpu: _Gpu, calls: tuple[str, ...]) -> Any:

@@ -87,9 +87,13 @@ def _print_summary(app: Any) -> None:
     from tokentop.tui.session import short_summary
 
     store = app.store
-    if store is not None and store.session_id is not None and app.latest is not None:
-        if print_session_summary(store.path, store.session_id, sys.stdout) == 0:
-            return
+    if (
+        store is not None
+        and store.session_id is not None
+        and app.latest is not None
+        and print_session_summary(store.path, store.session_id, sys.stdout) == 0
+    ):
+        return
     try:
         sys.stdout.write(short_summary(app.latest, app.host_name))
         if app.summary_path is not None:

@@ -67,8 +67,9 @@ class LiveSource(Protocol):
 
 
 class SeriesStore(Protocol):
-    def gpu_series(self, session_id: int | None, uuid: str | None, since: float, until: float,
-                   step_s: float) -> list[object]: ...
+    def gpu_series(
+        self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
+    ) -> list[object]: ...
 
 
 class SnapshotReady(Message):
@@ -163,7 +164,11 @@ class TokentopApp(App[None]):
         yield HeaderBar(self.host_name, self.config.cost, id="header")
         yield GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
         engines = GridTable(
-            ENGINE_COLUMNS, default_sort="name", id="engines", show_cursor=False, show_sort=False,
+            ENGINE_COLUMNS,
+            default_sort="name",
+            id="engines",
+            show_cursor=False,
+            show_sort=False,
             empty_text="no inference endpoint yet (looking for local servers)",
         )
         engines.can_focus = False
@@ -291,16 +296,19 @@ class TokentopApp(App[None]):
         messages = tuple(self.latest.messages) if self.latest is not None else ()
         if self.latest is not None:
             messages += tuple(
-                f"{s.sample.name}: {s.sample.error or 'down'}" for s in self.latest.servers
+                f"{s.sample.name}: {s.sample.error or 'down'}"
+                for s in self.latest.servers
                 if s.sample.status == "error"
             )
             messages += tuple(
-                f"GPU {g.sample.index} {g.sample.status}: {g.sample.error or 'no reading'}" for g in self.latest.gpus
+                f"GPU {g.sample.index} {g.sample.status}: {g.sample.error or 'no reading'}"
+                for g in self.latest.gpus
                 if g.sample.status != "ok"
             )
         newest = self.latest.t_wall if self.latest is not None else None
         messages += tuple(
-            text for created, level, text in self.log_lines
+            text
+            for created, level, text in self.log_lines
             if level >= logging.WARNING and (newest is None or newest - created <= LOG_SHOWN_S)
         )
         return messages
@@ -311,8 +319,10 @@ class TokentopApp(App[None]):
             quiet = "waiting for the first reading…"
         else:
             where = "history off" if self.store is None else f"history in {getattr(self.store, 'path', 'database')}"
-            quiet = (f"tick {snapshot.seq} · every {self.config.interval_s:g} s · {where} · "
-                     f"sorted by {self.gpu_table.sort_label}")
+            quiet = (
+                f"tick {snapshot.seq} · every {self.config.interval_s:g} s · {where} · "
+                f"sorted by {self.gpu_table.sort_label}"
+            )
         self.query_one(MessageBar).show(self.current_messages(), quiet)
 
     def _graph_key(self) -> str:
@@ -363,8 +373,9 @@ class TokentopApp(App[None]):
         if cache_key in self._loading:
             return
         self._loading.add(cache_key)
-        self.run_worker(partial(self._read_long, (*cache_key, until)), thread=True, group="history",
-                        exit_on_error=False)
+        self.run_worker(
+            partial(self._read_long, (*cache_key, until)), thread=True, group="history", exit_on_error=False
+        )
 
     def _read_long(self, request: tuple[str, int, int, float]) -> None:
         """Worker thread: one store query; the answer comes back as a message."""
@@ -373,8 +384,11 @@ class TokentopApp(App[None]):
         store = self.store
         assert store is not None
         try:
-            points = points_from_store(store.gpu_series(None, None if key == HOST else key,
-                                                        until - window.seconds, until, window.seconds / buckets))
+            points = points_from_store(
+                store.gpu_series(
+                    None, None if key == HOST else key, until - window.seconds, until, window.seconds / buckets
+                )
+            )
             note = None if any(p.watts is not None for p in points) else "no history in this window yet"
         except Exception as exc:  # a closed, locked or broken file: say so in the graph
             points, note = [], f"history unavailable: {exc}"
@@ -477,8 +491,9 @@ class TokentopApp(App[None]):
         screen.show(self.latest, processes)
         unknown = [p.pid for p in processes or () if p.pid not in self.process_names]
         if unknown:  # psutil reads /proc: off the loop
-            self.run_worker(partial(self._read_process_names, unknown), thread=True, group="processes",
-                            exit_on_error=False)
+            self.run_worker(
+                partial(self._read_process_names, unknown), thread=True, group="processes", exit_on_error=False
+            )
 
     def _read_process_names(self, pids: list[int]) -> None:
         self.post_message(ProcessNames(_process_names(pids)))
@@ -492,8 +507,7 @@ class TokentopApp(App[None]):
     def action_write_summary(self) -> None:
         short = short_summary(self.latest, self.host_name)
         t_wall = self.latest.t_wall if self.latest is not None else 0.0
-        self.run_worker(partial(self._write_summary, short, t_wall), thread=True, group="summary",
-                        exit_on_error=False)
+        self.run_worker(partial(self._write_summary, short, t_wall), thread=True, group="summary", exit_on_error=False)
 
     def _write_summary(self, short: str, t_wall: float) -> None:
         """The full summary from the history (read here, off the event loop) when there is

@@ -80,14 +80,16 @@ class LiveHistory:
         t0, before = previous
         cost = None if totals.cost_usd is None or before.cost_usd is None else totals.cost_usd - before.cost_usd
         ticks = self._ticks.setdefault(key, deque())
-        ticks.append(_Tick(
-            t=t,
-            dt=t - t0,
-            tokens_in=max(0.0, totals.tokens_in - before.tokens_in),
-            tokens_out=max(0.0, totals.tokens_out - before.tokens_out),
-            energy_j=max(0.0, totals.energy_j - before.energy_j),
-            cost_usd=None if cost is None else max(0.0, cost),
-        ))
+        ticks.append(
+            _Tick(
+                t=t,
+                dt=t - t0,
+                tokens_in=max(0.0, totals.tokens_in - before.tokens_in),
+                tokens_out=max(0.0, totals.tokens_out - before.tokens_out),
+                energy_j=max(0.0, totals.energy_j - before.energy_j),
+                cost_usd=None if cost is None else max(0.0, cost),
+            )
+        )
         while ticks and t - ticks[0].t > self.keep_s:
             ticks.popleft()
 

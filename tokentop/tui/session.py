@@ -24,8 +24,7 @@ def short_summary(snapshot: Snapshot | None, host_name: str) -> str:
     serving = bool(snapshot.servers)
     start = time.strftime("%Y-%m-%d %H:%M", time.localtime(snapshot.t_wall - totals.elapsed_s))
     lines = [
-        f"tokentop session on {host_name} ({gpu_summary(snapshot)}), from {start}, "
-        f"{fmt_duration(totals.elapsed_s)}",
+        f"tokentop session on {host_name} ({gpu_summary(snapshot)}), from {start}, {fmt_duration(totals.elapsed_s)}",
         f"  tokens       in {fmt_tokens(totals.tokens_in)}, out {fmt_tokens(totals.tokens_out)}",
         f"  energy       {fmt_energy(totals.energy_j)} (GPU boards)",
         f"  cost         {fmt_usd(totals.cost_usd)}"

@@ -32,10 +32,12 @@ from tokentop.units import (
 
 
 def _window_line(window: Window, serving: bool) -> str:
-    return (f"in {fmt_tok_s(window.tok_s_in)} · out {fmt_tok_s(window.tok_s_out)} tok/s · "
-            f"{fmt_watts(window.watts)} · {fmt_tok_per_j(window.tok_per_j)} tok/J · "
-            f"{fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=serving)} $/Mtok · "
-            f"busy {fmt_pct(window.utilization, fraction=True)}")
+    return (
+        f"in {fmt_tok_s(window.tok_s_in)} · out {fmt_tok_s(window.tok_s_out)} tok/s · "
+        f"{fmt_watts(window.watts)} · {fmt_tok_per_j(window.tok_per_j)} tok/J · "
+        f"{fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=serving)} $/Mtok · "
+        f"busy {fmt_pct(window.utilization, fraction=True)}"
+    )
 
 
 def details_table(
@@ -67,9 +69,12 @@ def details_table(
             continue
         parts = len(server.gpus) or 1
         mapped = {"process": "found by process", "config": "from the config"}.get(server.mapping or "", "not mapped")
-        table.add_row("engine", f"{name} {server.sample.kind or ''} {url_port(server.sample.url)} · "
-                                f"{parts} GPU{'s' if parts > 1 else ''} (this GPU gets 1/{parts} of its tokens) · "
-                                f"{server.sample.status} · {mapped}")
+        table.add_row(
+            "engine",
+            f"{name} {server.sample.kind or ''} {url_port(server.sample.url)} · "
+            f"{parts} GPU{'s' if parts > 1 else ''} (this GPU gets 1/{parts} of its tokens) · "
+            f"{server.sample.status} · {mapped}",
+        )
     if processes is None:
         table.add_row("processes", "not read yet (every few seconds)")
     elif not processes:
@@ -77,11 +82,14 @@ def details_table(
     else:
         for i, proc in enumerate(processes):
             name = process_names.get(proc.pid, "")
-            table.add_row("processes" if i == 0 else "",
-                          f"PID {proc.pid} {name} · {fmt_bytes(proc.used_memory_bytes)}".replace("  ", " "))
+            table.add_row(
+                "processes" if i == 0 else "",
+                f"PID {proc.pid} {name} · {fmt_bytes(proc.used_memory_bytes)}".replace("  ", " "),
+            )
     totals = gpu.totals
     method = {"counter": "NVML energy counter", "power_integral": "power readings integrated"}.get(
-        gpu.energy_method or "", "no power reading")
+        gpu.energy_method or "", "no power reading"
+    )
     table.add_row("energy so far", f"{fmt_energy(totals.energy_j)} ({method}) over {fmt_duration(totals.elapsed_s)}")
     table.add_row("tokens so far", f"in {fmt_tokens(totals.tokens_in)} · out {fmt_tokens(totals.tokens_out)}")
     table.add_row("cost so far", f"{fmt_usd(totals.cost_usd)} (while busy {fmt_usd(totals.busy_cost_usd)})")
@@ -92,8 +100,11 @@ def details_table(
         table.add_row("price", f"{fmt_usd(gpu.price.usd_per_gpu_hour)}/GPU·h, {gpu.price.mode} mode")
         table.add_row("price source", gpu.price.source)
     if energy_is_charged(cost):
-        table.add_row("electricity", f"{fmt_usd(cost.electricity_usd_per_kwh)}/kWh × PUE {cost.pue:g} × node overhead "
-                                     f"{cost.node_overhead:g}, added to the rate")
+        table.add_row(
+            "electricity",
+            f"{fmt_usd(cost.electricity_usd_per_kwh)}/kWh × PUE {cost.pue:g} × node overhead "
+            f"{cost.node_overhead:g}, added to the rate",
+        )
     else:
         table.add_row("electricity", "included in the GPU-hour rate")
     serving = bool(gpu.engines)

@@ -17,10 +17,15 @@ NOTES = (
     ("N/A", "not known: unsupported, failed this tick, or not published by that server"),
     ("idle", "the engine delivered no tokens in the window, so there is no $/Mtok"),
     ("—", "nothing to show: the GPU serves no engine"),
-    ("$/Mtok", "effective cost: everything the GPUs cost over the window, idle time included, "
-               "per million output tokens"),
-    ("windows", "'now' is the last reading; '{rate}' and '{cost}' are the rate and cost windows "
-                "(rate_window_s and cost_window_s in the config)"),
+    (
+        "$/Mtok",
+        "effective cost: everything the GPUs cost over the window, idle time included, per million output tokens",
+    ),
+    (
+        "windows",
+        "'now' is the last reading; '{rate}' and '{cost}' are the rate and cost windows "
+        "(rate_window_s and cost_window_s in the config)",
+    ),
 )
 
 
@@ -41,8 +46,9 @@ def help_renderables(windows: dict[str, str], messages: tuple[str, ...], log: tu
     for key in KEYS:
         keys.add_row(key.display, key.help)
     keys.add_row("Esc", "Close this screen (or the details).")
-    notes = Table(title="Reading the figures", title_justify="left", show_header=False, box=None,
-                  padding=(0, 1), expand=True)
+    notes = Table(
+        title="Reading the figures", title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True
+    )
     notes.add_column(style="bold", no_wrap=True)
     notes.add_column(ratio=1)
     for word, meaning in NOTES:
@@ -52,9 +58,15 @@ def help_renderables(windows: dict[str, str], messages: tuple[str, ...], log: tu
         parts += [Text("Messages now", style="bold")] + [Text(f"⚠ {m}") for m in messages] + [Text("")]
     if log:
         parts += [Text("Recent log", style="bold")] + [Text(line) for line in log] + [Text("")]
-    parts += [keys, Text(""), notes, Text(""),
-              _columns_table("GPU table", GPU_COLUMNS, windows), Text(""),
-              _columns_table("Engine table", ENGINE_COLUMNS, windows)]
+    parts += [
+        keys,
+        Text(""),
+        notes,
+        Text(""),
+        _columns_table("GPU table", GPU_COLUMNS, windows),
+        Text(""),
+        _columns_table("Engine table", ENGINE_COLUMNS, windows),
+    ]
     return parts
 
 

@@ -158,11 +158,15 @@ class HistoryGraph(Widget):
             for i in range(lines):
                 label = labels[i] if i < len(labels) else ""
                 strips.append(
-                    Strip([
-                        Segment(label.ljust(LABEL_WIDTH)[:LABEL_WIDTH], label_style),
-                        Segment(" ", base),
-                        Segment(bars[i], self._style(series.style) if known else self._style("note")),
-                    ]).extend_cell_length(width, base).crop(0, width)
+                    Strip(
+                        [
+                            Segment(label.ljust(LABEL_WIDTH)[:LABEL_WIDTH], label_style),
+                            Segment(" ", base),
+                            Segment(bars[i], self._style(series.style) if known else self._style("note")),
+                        ]
+                    )
+                    .extend_cell_length(width, base)
+                    .crop(0, width)
                 )
         return strips
 

@@ -51,8 +51,9 @@ def price_part(snapshot: Snapshot, cost: CostConfig) -> Part:
     if unpriced:
         names = Counter(g.sample.name for g in snapshot.gpus if g.sample.uuid in unpriced)
         which = ", ".join(f"{name} ({n} GPU{'s' if n > 1 else ''})" for name, n in names.items())
-        return part(("⚠ NO PRICE", "bad"), (f" for {which}: $ figures are N/A; "
-                                             "set cost.gpu_hour_usd in the config", "warn"))
+        return part(
+            ("⚠ NO PRICE", "bad"), (f" for {which}: $ figures are N/A; set cost.gpu_hour_usd in the config", "warn")
+        )
     prices = {(g.price.usd_per_gpu_hour, g.price.source) for g in snapshot.gpus if g.price is not None}
     pieces: list[tuple[str, str]] = [("cost ", "label"), (cost.mode, "value"), (" · ", "")]
     source = ""
@@ -64,8 +65,11 @@ def price_part(snapshot: Snapshot, cost: CostConfig) -> Part:
     else:
         pieces += [("no GPU to price", "label")]
     if energy_is_charged(cost):
-        pieces += [(" + energy ", "label"), (f"{fmt_usd(cost.electricity_usd_per_kwh)}/kWh", "value"),
-                   (f" ×PUE {cost.pue:g} ×node {cost.node_overhead:g}", "label")]
+        pieces += [
+            (" + energy ", "label"),
+            (f"{fmt_usd(cost.electricity_usd_per_kwh)}/kWh", "value"),
+            (f" ×PUE {cost.pue:g} ×node {cost.node_overhead:g}", "label"),
+        ]
     else:
         pieces += [(" · energy included in the rate", "label")]
     if source:
@@ -80,8 +84,13 @@ def figure_parts(snapshot: Snapshot) -> list[Part]:
     serving = any(g.engines for g in snapshot.gpus) or bool(snapshot.servers)
     per_mtok = fmt_usd_per_mtok(host.cost.usd_per_mtok, tokens_out=host.cost.tokens_out, serving=serving)
     return [
-        part(("in ", "label"), (fmt_tok_s(host.rate.tok_s_in), "value"), (" out ", "label"),
-             (fmt_tok_s(host.rate.tok_s_out), "value"), (f" tok/s {rate_w}", "label")),
+        part(
+            ("in ", "label"),
+            (fmt_tok_s(host.rate.tok_s_in), "value"),
+            (" out ", "label"),
+            (fmt_tok_s(host.rate.tok_s_out), "value"),
+            (f" tok/s {rate_w}", "label"),
+        ),
         part((fmt_watts(host.power_w), "value")),
         part((fmt_usd(host.usd_per_hour_now), "value"), ("/h", "label")),
         part((per_mtok, "value"), (f"{'/Mtok' if per_mtok.startswith('$') else ' $/Mtok'} {cost_w}", "label")),
@@ -150,8 +159,11 @@ class HeaderBar(Widget):
         snap = self.snapshot
         identity = [part(("tokentop", "title")), part((self.host_name, "value"))]
         if snap is not None:
-            identity += [part((gpu_summary(snap), "value")), utilisation_part(snap),
-                         part(("up ", "label"), (fmt_duration(snap.host.totals.elapsed_s), "value"))]
+            identity += [
+                part((gpu_summary(snap), "value")),
+                utilisation_part(snap),
+                part(("up ", "label"), (fmt_duration(snap.host.totals.elapsed_s), "value")),
+            ]
         live = self.state == "live"
         identity.append(part((f"● {self.state}" if live else f"‖ {self.state}", "value" if live else "warn")))
         rows = wrap_parts(identity, width)
