@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from tokentop.model import (
+    EndpointFigures,
+    EndpointSample,
     GpuFigures,
     GpuSample,
     HostFigures,
-    ServerFigures,
-    ServerSample,
     Snapshot,
     Totals,
     Window,
@@ -96,8 +96,8 @@ class SyntheticHost:
                     energy_method="counter",
                     usd_per_hour_now=3.5,
                     totals=Totals(*totals, elapsed_s=float(self.seq)),
-                    rate=NO_WINDOW,
-                    cost=NO_WINDOW,
+                    rate_window=NO_WINDOW,
+                    cost_window=NO_WINDOW,
                 )
             )
         servers = []
@@ -109,7 +109,7 @@ class SyntheticHost:
                 self.raw[j][k] += round(delta)
                 self.delivered[j][k] += round(delta)
             self.finished[j] += rng.randrange(0, 4)
-            sample = ServerSample(
+            sample = EndpointSample(
                 name=f"engine-{j}",
                 url=f"http://10.0.0.{j + 1}:8000/metrics",
                 t_mono=self.t,
@@ -124,7 +124,7 @@ class SyntheticHost:
                 requests_finished_total=self.finished[j],
             )
             servers.append(
-                ServerFigures(
+                EndpointFigures(
                     sample=sample,
                     gpus=tuple(self.uuids[4 * j : 4 * j + 4]) if j < 2 else (),
                     mapping="process" if j < 2 else None,
@@ -148,7 +148,7 @@ class SyntheticHost:
             gpu_available=True,
             gpu_reason=None,
             gpus=tuple(gpus),
-            servers=tuple(servers),
+            endpoints=tuple(servers),
             host=HostFigures(
                 gpu_count=N_GPUS, power_w=None, usd_per_hour_now=None, totals=Totals(), rate=NO_WINDOW, cost=NO_WINDOW
             ),

@@ -234,7 +234,7 @@ def test_one_slow_endpoint_does_not_delay_the_tick() -> None:
             took = time.monotonic() - started
         finally:
             sampler.stop()
-    status = {s.sample.name: s.sample for s in snap.servers}
+    status = {s.sample.name: s.sample for s in snap.endpoints}
     assert status["fast"].status == "up"
     assert status["slow"].status in ("stale", "error") and "timed out" in status["slow"].error
     # The deadline is 80 % of the 0.5 s interval; the slow server answers after 5 s. Far

@@ -16,7 +16,7 @@ from loopback import LoopbackServer, Reply
 
 from tokentop.collectors import EndpointCollector
 from tokentop.config import EndpointConfig
-from tokentop.model import ServerSample
+from tokentop.model import EndpointSample
 
 FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures" / "metrics"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixture folder {FIXTURES} is absent")
@@ -62,7 +62,7 @@ def client() -> Iterator[httpx.Client]:
         yield http
 
 
-def read_once(server: LoopbackServer, client: httpx.Client, routes: dict[str, str | Reply]) -> ServerSample:
+def read_once(server: LoopbackServer, client: httpx.Client, routes: dict[str, str | Reply]) -> EndpointSample:
     server.reset()
     for path, reply in routes.items():
         server.route(path, reply)

@@ -87,7 +87,7 @@ def test_idle_window_shows_no_cost_per_token_not_infinity() -> None:
     window = Window(span_s=60, tokens_in=0, tokens_out=0, energy_j=4200, cost_usd=0.06, busy_s=0, busy_cost_usd=0.0)
     assert window.usd_per_mtok is None
     assert window.idle_cost_usd == pytest.approx(0.06)
-    assert window.utilization == 0
+    assert window.busy_share == 0
 
 
 @pytest.mark.parametrize(

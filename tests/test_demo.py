@@ -47,19 +47,19 @@ def test_demo_numbers_agree_with_the_simulated_truth(demo) -> None:
     by_index = {g.sample.index: g for g in snap.gpus}
     assert len(by_index) == GPU_COUNT
     for index, gpu in by_index.items():
-        assert gpu.rate.span_s == pytest.approx(10.0)
+        assert gpu.rate_window.span_s == pytest.approx(10.0)
         # Counters are whole tokens: allow one token per engine GPU share at each end.
-        assert gpu.rate.tok_s_out == pytest.approx(truth.tok_s_out(index), abs=0.2)
-        assert gpu.rate.tok_s_in == pytest.approx(truth.tok_s_in(index), abs=0.2)
-        assert gpu.rate.watts == pytest.approx(truth.watts(index), rel=1e-3)
+        assert gpu.rate_window.tok_s_out == pytest.approx(truth.tok_s_out(index), abs=0.2)
+        assert gpu.rate_window.tok_s_in == pytest.approx(truth.tok_s_in(index), abs=0.2)
+        assert gpu.rate_window.watts == pytest.approx(truth.watts(index), rel=1e-3)
         assert gpu.energy_method == "counter"
-    assert by_index[7].engines == () and by_index[7].rate.tok_s_out == 0
-    assert by_index[7].cost.usd_per_mtok is None
+    assert by_index[7].engines == () and by_index[7].rate_window.tok_s_out == 0
+    assert by_index[7].cost_window.usd_per_mtok is None
     assert by_index[0].engines == ("llama-70b",) and by_index[6].engines == ("qwen-32b",)
     total_out = sum(truth.tokens_out.values()) / truth.seconds
-    assert snap.host.rate.tok_s_out == pytest.approx(total_out, abs=1.0)
+    assert snap.host.rate_window.tok_s_out == pytest.approx(total_out, abs=1.0)
     # Cost: 8 H200 at $3.50/h, power included in the rate; host $/Mtok = cost / tokens.
-    cost_window = snap.host.cost
+    cost_window = snap.host.cost_window
     assert cost_window.usd_per_hour == pytest.approx(8 * 3.50)
     assert cost_window.usd_per_mtok == pytest.approx(cost_window.cost_usd / cost_window.tokens_out * 1e6)
     assert by_index[0].price.usd_per_gpu_hour == 3.50
@@ -68,9 +68,9 @@ def test_demo_numbers_agree_with_the_simulated_truth(demo) -> None:
 def test_demo_endpoints_are_read_as_vllm_with_percentiles(demo) -> None:
     _host, sampler, clock = demo
     snap = run(sampler, clock, 7)  # latency histograms are read every 5 s: two reads by now
-    assert [s.sample.kind for s in snap.servers] == ["vllm", "vllm", "vllm"]
-    assert all(s.sample.status == "up" for s in snap.servers)
-    tp4 = snap.servers[0]
+    assert [s.sample.kind for s in snap.endpoints] == ["vllm", "vllm", "vllm"]
+    assert all(s.sample.status == "up" for s in snap.endpoints)
+    tp4 = snap.endpoints[0]
     assert tp4.mapping == "config" and len(tp4.gpus) == 4
     assert tp4.sample.model == "meta-llama/Llama-3.3-70B-Instruct"
     assert tp4.ttft_p50_s is not None and 0.1 < tp4.ttft_p50_s < 1.0
@@ -89,13 +89,13 @@ def test_engine_going_down_and_coming_back(demo) -> None:
     run(sampler, clock, 3)
     host.stop_engine("llama-8b")
     snap = run(sampler, clock, 2)
-    down = {s.sample.name: s for s in snap.servers}["llama-8b"]
+    down = {s.sample.name: s for s in snap.endpoints}["llama-8b"]
     assert down.sample.status in ("stale", "error") and down.sample.error
-    assert {s.sample.name: s.sample.status for s in snap.servers}["llama-70b"] == "up"
+    assert {s.sample.name: s.sample.status for s in snap.endpoints}["llama-70b"] == "up"
     assert all(g.sample.status == "ok" for g in snap.gpus)  # GPUs are read regardless
     host.start_engine("llama-8b")
     snap = run(sampler, clock, 4)
-    back = {s.sample.name: s for s in snap.servers}["llama-8b"]
+    back = {s.sample.name: s for s in snap.endpoints}["llama-8b"]
     assert back.sample.status == "up"
     # Tokens served while it was unreachable are still in its counter: they arrive once it is
     # back, and the session total equals the truth since the first tick, not more.

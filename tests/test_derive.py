@@ -16,7 +16,7 @@ from tokentop.derive import (
     energy_delta_j,
     histogram_quantile,
 )
-from tokentop.model import GpuReading, GpuSample, Histogram, ServerSample
+from tokentop.model import EndpointSample, GpuReading, GpuSample, Histogram
 
 H200 = "NVIDIA H200"
 
@@ -36,8 +36,8 @@ def server(
     running: float = 0,
     gen_in_flight: float | None = None,
     ttft: Histogram | None = None,
-) -> ServerSample:
-    return ServerSample(
+) -> EndpointSample:
+    return EndpointSample(
         name=name,
         url=f"http://x/{name}",
         t_mono=t,
@@ -178,19 +178,19 @@ def test_tp2_engine_split_over_its_gpus_idle_gpu_gets_none_and_host_is_sum() -> 
         gpus = [gpu(u, i, power=500, energy_mj=int(500_000 * t)) for i, u in enumerate("abc")]
         snap = d.step(_reading(t, gpus), (server("tp2", t, 300 * t, 1000 * t, running=8),), mapping, 1e9 + t)
     a, b, c = snap.gpus
-    assert a.rate.tok_s_out == pytest.approx(500) and b.rate.tok_s_out == pytest.approx(500)
-    assert c.rate.tok_s_out == 0 and c.cost.usd_per_mtok is None  # idle: "idle", not infinity
+    assert a.rate_window.tok_s_out == pytest.approx(500) and b.rate_window.tok_s_out == pytest.approx(500)
+    assert c.rate_window.tok_s_out == 0 and c.cost_window.usd_per_mtok is None  # idle: "idle", not infinity
     assert a.engines == ("tp2",) and c.engines == ()
-    assert a.energy_method == "counter" and a.rate.watts == pytest.approx(500)
-    assert a.cost.tok_per_j == pytest.approx(1.0)
+    assert a.energy_method == "counter" and a.rate_window.watts == pytest.approx(500)
+    assert a.cost_window.tok_per_j == pytest.approx(1.0)
     # $3.60/h = $0.001/s; 500 tok/s -> $2/Mtok on each engine GPU.
-    assert a.cost.usd_per_mtok == pytest.approx(2.0)
+    assert a.cost_window.usd_per_mtok == pytest.approx(2.0)
     # Host: 3 GPUs' cost over the engine's 1000 tok/s: 3 x 0.001 / 1000 x 1e6 = $3/Mtok.
-    assert snap.host.cost.usd_per_mtok == pytest.approx(3.0)
-    assert snap.host.rate.tok_s_out == pytest.approx(1000)
+    assert snap.host.cost_window.usd_per_mtok == pytest.approx(3.0)
+    assert snap.host.rate_window.tok_s_out == pytest.approx(1000)
     assert snap.host.totals.tokens_out == pytest.approx(10_000)
-    assert c.cost.idle_cost_usd == pytest.approx(c.cost.cost_usd)
-    assert a.cost.utilization == pytest.approx(1.0) and c.cost.utilization == 0
+    assert c.cost_window.idle_cost_usd == pytest.approx(c.cost_window.cost_usd)
+    assert a.cost_window.busy_share == pytest.approx(1.0) and c.cost_window.busy_share == 0
 
 
 def test_data_parallel_endpoints_add_up_on_the_host() -> None:
@@ -199,8 +199,8 @@ def test_data_parallel_endpoints_add_up_on_the_host() -> None:
     for t in (0.0, 1.0, 2.0):
         gpus = [gpu("a", 0), gpu("b", 1)]
         snap = d.step(_reading(t, gpus), (server("r0", t, 0, 100 * t), server("r1", t, 0, 300 * t)), mapping, t)
-    assert snap.host.rate.tok_s_out == pytest.approx(400)
-    assert [g.rate.tok_s_out for g in snap.gpus] == pytest.approx([100, 300])
+    assert snap.host.rate_window.tok_s_out == pytest.approx(400)
+    assert [g.rate_window.tok_s_out for g in snap.gpus] == pytest.approx([100, 300])
 
 
 def test_rates_divide_by_measured_interval_not_configured() -> None:
@@ -209,7 +209,7 @@ def test_rates_divide_by_measured_interval_not_configured() -> None:
     d.step(_reading(0.0, [gpu("a", 0)]), (server("e", 0.0, 0, 0),), m, 0)
     snap = d.step(_reading(2.5, [gpu("a", 0)]), (server("e", 2.5, 0, 500),), m, 2.5)  # a late tick
     assert snap.dt_s == 2.5
-    assert snap.gpus[0].rate.tok_s_out == pytest.approx(200)
+    assert snap.gpus[0].rate_window.tok_s_out == pytest.approx(200)
 
 
 def test_engine_restart_mid_run_neither_loses_nor_doubles() -> None:
@@ -218,7 +218,7 @@ def test_engine_restart_mid_run_neither_loses_nor_doubles() -> None:
     counters = [1000, 1100, 1200, 50, 150]  # restarted between t=2 and t=3
     for t, value in enumerate(counters):
         snap = d.step(_reading(float(t), [gpu("a", 0)]), (server("e", float(t), 0, value),), m, t)
-    assert snap.servers[0].tokens_out_total == 100 + 100 + 50 + 100
+    assert snap.endpoints[0].tokens_out_total == 100 + 100 + 50 + 100
     assert snap.gpus[0].totals.tokens_out == 350
 
 
@@ -227,7 +227,7 @@ def test_unknown_gpu_model_has_no_cost_and_says_so() -> None:
     for t in (0.0, 1.0):
         snap = d.step(_reading(t, [gpu("a", 0, name="Tesla T4"), gpu("b", 1)]), (), {}, t)
     t4, h200 = snap.gpus
-    assert t4.price is None and t4.totals.cost_usd is None and t4.cost.usd_per_mtok is None
+    assert t4.price is None and t4.totals.cost_usd is None and t4.cost_window.usd_per_mtok is None
     assert h200.price is not None and h200.totals.cost_usd > 0
     assert snap.host.totals.cost_usd is None  # a host total that leaves a GPU out would lie
     assert snap.host.unpriced_gpus == ("a",)
@@ -238,8 +238,8 @@ def test_no_gpus_still_counts_engine_tokens() -> None:
     d = Deriver(CostConfig())
     for t in (0.0, 1.0, 2.0):
         snap = d.step(GpuReading(t, (), available=False, reason="no driver"), (server("cpu", t, 5 * t, 60 * t),), {}, t)
-    assert snap.host.rate.tok_s_out == pytest.approx(60)
-    assert snap.host.cost.cost_usd is None and snap.gpu_reason == "no driver"
+    assert snap.host.rate_window.tok_s_out == pytest.approx(60)
+    assert snap.host.cost_window.cost_usd is None and snap.gpu_reason == "no driver"
 
 
 def test_lost_gpu_keeps_costing_and_others_keep_counting() -> None:
@@ -247,7 +247,7 @@ def test_lost_gpu_keeps_costing_and_others_keep_counting() -> None:
     d.step(_reading(0.0, [gpu("a", 0, energy_mj=0), gpu("b", 1, energy_mj=0)]), (), {}, 0)
     lost = GpuSample(uuid="b", index=1, name=H200, status="lost", error="GPU is lost")
     snap = d.step(_reading(1.0, [gpu("a", 0, energy_mj=500_000), lost]), (), {}, 1)
-    assert snap.gpus[0].rate.energy_j == pytest.approx(500)
+    assert snap.gpus[0].rate_window.energy_j == pytest.approx(500)
     assert snap.gpus[1].sample.status == "lost"
     assert snap.gpus[1].totals.cost_usd == pytest.approx(0.001)  # rent does not stop
 
@@ -258,8 +258,8 @@ def test_ttft_percentiles_over_the_cost_window() -> None:
     full = Histogram(((0.1, 50), (1.0, 100), (float("inf"), 100)), 20, 100)
     d.step(_reading(0.0, []), (server("e", 0.0, 0, 0, ttft=empty),), {}, 0)
     snap = d.step(_reading(1.0, []), (server("e", 1.0, 0, 0, ttft=full),), {}, 1)
-    assert snap.servers[0].ttft_p50_s == pytest.approx(0.1)
-    assert snap.servers[0].ttft_p95_s == pytest.approx(0.1 + 0.9 * 45 / 50)
+    assert snap.endpoints[0].ttft_p50_s == pytest.approx(0.1)
+    assert snap.endpoints[0].ttft_p95_s == pytest.approx(0.1 + 0.9 * 45 / 50)
 
 
 def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None:
@@ -272,6 +272,6 @@ def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None
         )
     assert snap.host.totals.tokens_out == sum(g.totals.tokens_out for g in snap.gpus) == 200
     assert snap.host.totals.busy_s == pytest.approx(1.0)  # one of two GPUs busy for 2 s
-    assert snap.host.cost.utilization == pytest.approx(0.5)
+    assert snap.host.cost_window.busy_share == pytest.approx(0.5)
     assert any("remote" in m and "no known GPU" in m for m in snap.messages)
     assert not any("local" in m for m in snap.messages)

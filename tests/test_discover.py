@@ -117,7 +117,7 @@ def test_sampler_discovers_the_engine_and_attributes_its_gpus(engine) -> None:
         snap = sampler.tick()
     finally:
         sampler.stop()
-    (found,) = [s for s in snap.servers if s.sample.url == f"http://127.0.0.1:{port}"]
+    (found,) = [s for s in snap.endpoints if s.sample.url == f"http://127.0.0.1:{port}"]
     assert found.sample.kind == "vllm" and found.pid == pid
     assert found.gpus == (fake.gpus[0].uuid, fake.gpus[1].uuid) and found.mapping == "process"
     assert [g.engines for g in snap.gpus] == [(found.sample.name,), (found.sample.name,), ()]

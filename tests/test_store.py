@@ -26,11 +26,11 @@ import pytest
 
 from tokentop.config import Config, EndpointConfig
 from tokentop.model import (
+    EndpointFigures,
+    EndpointSample,
     GpuFigures,
     GpuSample,
     HostFigures,
-    ServerFigures,
-    ServerSample,
     Snapshot,
     Totals,
     Window,
@@ -111,15 +111,15 @@ class FakeHost:
                     energy_method="counter",
                     usd_per_hour_now=self.usd_per_hour,
                     totals=Totals(*cum, elapsed_s=self.seq * dt),
-                    rate=NO_WINDOW,
-                    cost=NO_WINDOW,
+                    rate_window=NO_WINDOW,
+                    cost_window=NO_WINDOW,
                 )
             )
         servers = []
         for j in range(self.n_servers):
             tokens_in = sum(c[0] for c in self.cum) / self.n_servers
             tokens_out = sum(c[1] for c in self.cum) / self.n_servers
-            sample = ServerSample(
+            sample = EndpointSample(
                 name=f"srv{j}",
                 url=f"http://127.0.0.1:{8000 + j}/metrics?x=1",
                 t_mono=self.t,
@@ -134,7 +134,7 @@ class FakeHost:
                 requests_finished_total=float(self.seq),
             )
             servers.append(
-                ServerFigures(
+                EndpointFigures(
                     sample=sample,
                     gpus=tuple(self.uuid(i) for i in range(self.n_gpus)),
                     mapping="process",
@@ -158,14 +158,14 @@ class FakeHost:
             gpu_available=True,
             gpu_reason=None,
             gpus=tuple(gpus),
-            servers=tuple(servers),
+            endpoints=tuple(servers),
             host=HostFigures(
                 gpu_count=self.n_gpus,
                 power_w=None,
                 usd_per_hour_now=None,
                 totals=Totals(),
-                rate=NO_WINDOW,
-                cost=NO_WINDOW,
+                rate_window=NO_WINDOW,
+                cost_window=NO_WINDOW,
             ),
         )
         self.history.append(snapshot)
@@ -322,7 +322,7 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
             0.021,
             ",".join(s.gpus),
         )
-        for s in snap.servers
+        for s in snap.endpoints
     ]
     assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(15,)]
     assert rows(path, "SELECT count(*) FROM server_ticks") == [(10,)]

@@ -22,7 +22,7 @@ from tokentop import summary
 from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.derive import Deriver, EngineMapping
-from tokentop.model import GpuReading, GpuSample, Histogram, ServerSample
+from tokentop.model import EndpointSample, GpuReading, GpuSample, Histogram
 from tokentop.sampler import Sampler
 from tokentop.store import Store
 
@@ -103,8 +103,8 @@ class Engines:
             self.small_in += 100
             self.small_requests += 2
 
-    def samples(self, t: int) -> tuple[ServerSample, ...]:
-        big = ServerSample(
+    def samples(self, t: int) -> tuple[EndpointSample, ...]:
+        big = EndpointSample(
             name="big",
             url="http://127.0.0.1:8001/metrics",
             t_mono=float(t),
@@ -118,7 +118,7 @@ class Engines:
             ttft=one_bucket(0.2, self.big_hist),
             itl=one_bucket(0.02, self.big_hist * 100),
         )
-        small = ServerSample(
+        small = EndpointSample(
             name="small",
             url="http://127.0.0.1:8002/metrics",
             t_mono=float(t),
@@ -567,7 +567,7 @@ def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None
                 GpuSample(G0, 0, "NVIDIA H200", power_w=300.0),
                 GpuSample(G1, 1, "Mystery Accelerator 9000", power_w=200.0),
             )
-            sample = ServerSample(
+            sample = EndpointSample(
                 name="e",
                 url="http://x/metrics",
                 t_mono=float(t),
@@ -604,7 +604,7 @@ def test_a_restart_hidden_between_two_read_points_is_still_counted(tmp_path: Pat
                 requests, generated = 1.0, 10.0
             elif t > 5:
                 requests, generated = requests + 50, generated + 500
-            sample = ServerSample(
+            sample = EndpointSample(
                 name="e",
                 url="http://x/metrics",
                 t_mono=float(t),
@@ -631,7 +631,7 @@ def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> Non
     with Store.open(path, host="h", version="v", config=Config().public_dict(), raw_retention_h=1 / 60) as store:
         for t in range(301):
             gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=400.0),)
-            sample = ServerSample(
+            sample = EndpointSample(
                 name="e",
                 url="http://x/metrics",
                 t_mono=float(t),

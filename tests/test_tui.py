@@ -16,7 +16,7 @@ import pytest
 
 from tokentop.config import Config
 from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
-from tokentop.model import HostFigures, ServerFigures, ServerSample, Snapshot, Totals, Window
+from tokentop.model import EndpointFigures, EndpointSample, HostFigures, Snapshot, Totals, Window
 from tokentop.nvml.fake import MIB, FakeMig
 from tokentop.sampler import Sampler
 from tokentop.store import Store
@@ -130,7 +130,7 @@ async def test_ticks_fill_every_panel_with_the_snapshot_figures(rig: Rig) -> Non
         table = app.gpu_table
         assert len(table.row_keys) == 8
         gpu6 = next(g for g in snapshot.gpus if g.sample.index == 6)
-        assert table.cell_text(gpu6.sample.uuid, "tok_out") == fmt_tok_s(gpu6.rate.tok_s_out)
+        assert table.cell_text(gpu6.sample.uuid, "tok_out") == fmt_tok_s(gpu6.rate_window.tok_s_out)
         assert table.cell_text(row_of(app, 7), "usd_mtok") == "—"  # serves no engine
         port = rig.host.endpoints[0].url.split(":")[2].split("/")[0]
         assert table.cell_text(row_of(app, 0), "engine") == f"llama-70b :{port} 1/4"
@@ -172,10 +172,10 @@ async def test_80x24_keeps_the_important_columns_and_every_gpu(rig: Rig) -> None
 # --- pieces -------------------------------------------------------------------------------
 
 
-def _server(**fields: object) -> ServerFigures:
+def _server(**fields: object) -> EndpointFigures:
     given = {"name": "ollama", "url": "http://127.0.0.1:11434/api/ps", "t_mono": 1.0, "status": "up", **fields}
-    sample = ServerSample(**given)  # type: ignore[arg-type]
-    return ServerFigures(sample, (), None, None, 0.0, 0.0, None, None, None, None, None)
+    sample = EndpointSample(**given)  # type: ignore[arg-type]
+    return EndpointFigures(sample, (), None, None, 0.0, 0.0, None, None, None, None, None)
 
 
 def test_engine_status_says_up_stale_error_and_the_servers_note() -> None:

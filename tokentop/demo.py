@@ -391,9 +391,9 @@ def simulated_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
             clock.t += 1.0
             snap = sampler.tick()
             servers = tuple(
-                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url))) for s in snap.servers
+                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url))) for s in snap.endpoints
             )
-            snapshots.append(replace(snap, servers=servers))
+            snapshots.append(replace(snap, endpoints=servers))
         return snapshots
     finally:
         sampler.stop()

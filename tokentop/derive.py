@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from tokentop.config import CostConfig
 from tokentop.cost import price_for, tick_cost_usd
 from tokentop.model import (
+    EndpointFigures,
+    EndpointSample,
     GpuFigures,
     GpuReading,
     GpuSample,
     Histogram,
     HostFigures,
     Price,
-    ServerFigures,
-    ServerSample,
     Snapshot,
     Totals,
     Window,
@@ -252,7 +252,7 @@ class Deriver:
     def step(
         self,
         gpus: GpuReading,
-        servers: tuple[ServerSample, ...],
+        servers: tuple[EndpointSample, ...],
         mapping: dict[str, EngineMapping],
         t_wall: float,
     ) -> Snapshot:
@@ -261,7 +261,7 @@ class Deriver:
         self._t_prev = t
         self._seq += 1
 
-        server_figs, tokens_by_endpoint = self._step_servers(servers, mapping)
+        endpoint_figs, tokens_by_endpoint = self._step_servers(servers, mapping)
         gpu_tokens = self._attribute(servers, mapping, tokens_by_endpoint)
         gpu_figs, sums = self._step_gpus(gpus, gpu_tokens, dt or 0.0, t)
         unpriced = sums.unpriced
@@ -295,8 +295,8 @@ class Deriver:
                 sum(f.usd_per_hour_now for f in gpu_figs if f.usd_per_hour_now is not None) if priced else None
             ),
             totals=host_totals,
-            rate=host_ring.window(self.rate_window_s),
-            cost=host_ring.window(self.cost_window_s),
+            rate_window=host_ring.window(self.rate_window_s),
+            cost_window=host_ring.window(self.cost_window_s),
             unpriced_gpus=tuple(unpriced),
         )
         messages = tuple(
@@ -305,7 +305,7 @@ class Deriver:
         ) + tuple(
             f"endpoint {f.sample.name} runs on no known GPU: its tokens are in no GPU's or the host's "
             "$/Mtok; give it gpus= in the config"
-            for f in server_figs
+            for f in endpoint_figs
             if gpu_figs and not f.gpus and f.sample.status == "up"
         )
         return Snapshot(
@@ -318,7 +318,7 @@ class Deriver:
             gpu_available=gpus.available,
             gpu_reason=gpus.reason,
             gpus=tuple(gpu_figs),
-            servers=tuple(server_figs),
+            endpoints=tuple(endpoint_figs),
             host=host,
             messages=messages,
         )
@@ -326,9 +326,9 @@ class Deriver:
     # -- servers --
 
     def _step_servers(
-        self, servers: tuple[ServerSample, ...], mapping: dict[str, EngineMapping]
-    ) -> tuple[list[ServerFigures], dict[str, tuple[float, float, bool]]]:
-        figs: list[ServerFigures] = []
+        self, servers: tuple[EndpointSample, ...], mapping: dict[str, EngineMapping]
+    ) -> tuple[list[EndpointFigures], dict[str, tuple[float, float, bool]]]:
+        figs: list[EndpointFigures] = []
         tokens: dict[str, tuple[float, float, bool]] = {}
         for sample in servers:
             state = self._servers.setdefault(sample.name, _ServerState())
@@ -344,7 +344,7 @@ class Deriver:
             cost_start = _start_of(ring, self.cost_window_s)
             m = mapping.get(sample.name, EngineMapping())
             figs.append(
-                ServerFigures(
+                EndpointFigures(
                     sample=sample,
                     gpus=m.gpus,
                     mapping=m.source,
@@ -362,7 +362,7 @@ class Deriver:
 
     @staticmethod
     def _attribute(
-        servers: tuple[ServerSample, ...],
+        servers: tuple[EndpointSample, ...],
         mapping: dict[str, EngineMapping],
         tokens: dict[str, tuple[float, float, bool]],
     ) -> dict[str, tuple[float, float, bool, tuple[str, ...]]]:
@@ -446,8 +446,8 @@ class Deriver:
                         else None
                     ),
                     totals=totals,
-                    rate=ring.window(self.rate_window_s),
-                    cost=ring.window(self.cost_window_s),
+                    rate_window=ring.window(self.rate_window_s),
+                    cost_window=ring.window(self.cost_window_s),
                 )
             )
         return figs, sums

@@ -126,13 +126,13 @@ class SnapshotCollector(Collector):
                 busy_cost.add_metric(labels, totals.busy_cost_usd)
             busy.add_metric(labels, totals.busy_s)
             watched.add_metric(labels, totals.elapsed_s)
-            for direction, value in (("in", fig.rate.tok_s_in), ("out", fig.rate.tok_s_out)):
+            for direction, value in (("in", fig.rate_window.tok_s_in), ("out", fig.rate_window.tok_s_out)):
                 if value is not None:
                     tok_s.add_metric(labels + [direction], value)
             for family, value in (
-                (per_mtok, fig.cost.usd_per_mtok),
-                (tok_j, fig.cost.tok_per_j),
-                (busy_ratio, fig.cost.utilization),
+                (per_mtok, fig.cost_window.usd_per_mtok),
+                (tok_j, fig.cost_window.tok_per_j),
+                (busy_ratio, fig.cost_window.busy_share),
                 (power, s.power_w),
                 (usd_hour, fig.usd_per_hour_now),
                 (util, None if s.utilization_pct is None else s.utilization_pct / 100.0),
@@ -182,7 +182,7 @@ class SnapshotCollector(Collector):
             "Inter-token latency over the cost window, by quantile",
             labels=ENDPOINT_LABELS + ("quantile",),
         )
-        for fig in snap.servers:
+        for fig in snap.endpoints:
             s = fig.sample
             labels = [s.name, s.kind or "unknown", self._host]
             up.add_metric(labels, 1.0 if s.status == "up" else 0.0)

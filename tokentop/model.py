@@ -1,6 +1,6 @@
 """Frozen data that crosses module boundaries.
 
-Readings come in (``GpuReading`` from ``tokentop.nvml``, ``ServerSample`` from
+Readings come in (``GpuReading`` from ``tokentop.nvml``, ``EndpointSample`` from
 ``tokentop.collectors``); ``tokentop.derive`` turns them into a ``Snapshot``; the store,
 the CLI and the TUI only ever read snapshots. ``None`` always means "not known"
 (unsupported, failed this tick, or not published by that server), never zero.
@@ -76,7 +76,7 @@ class Histogram:
 
 
 @dataclass(frozen=True)
-class ServerSample:
+class EndpointSample:
     """One endpoint read once.
 
     ``*_tokens_total`` are the server's own cumulative counters (summed over data-parallel
@@ -180,8 +180,9 @@ class Window:
         return self.busy_cost_usd / self.tokens_out * 1e6
 
     @property
-    def utilization(self) -> float | None:
-        """Share of the window in which tokens flowed or requests were running."""
+    def busy_share(self) -> float | None:
+        """Share of the window in which tokens flowed or requests were running (not NVML's
+        GPU utilisation)."""
         return self.busy_s / self.span_s if self.span_s > 0 else None
 
     @property
@@ -199,13 +200,13 @@ class GpuFigures:
     energy_method: str | None  # "counter" | "power_integral" | None (no power at all)
     usd_per_hour_now: float | None  # cost rate of the last tick
     totals: Totals
-    rate: Window  # short window for tok/s and W (``Snapshot.rate_window_s``)
-    cost: Window  # longer window for $/Mtok, tok/J, utilisation (``Snapshot.cost_window_s``)
+    rate_window: Window  # short window for tok/s and W (``Snapshot.rate_window_s``)
+    cost_window: Window  # longer window for $/Mtok, tok/J, busy share (``Snapshot.cost_window_s``)
 
 
 @dataclass(frozen=True)
-class ServerFigures:
-    sample: ServerSample
+class EndpointFigures:
+    sample: EndpointSample
     gpus: tuple[str, ...]  # GPU UUIDs this endpoint runs on
     mapping: str | None  # "process" | "config" | None (not mapped to a GPU)
     pid: int | None  # the listening process, when found
@@ -224,8 +225,8 @@ class HostFigures:
     power_w: float | None  # sum of the GPUs' latest readings
     usd_per_hour_now: float | None
     totals: Totals
-    rate: Window
-    cost: Window
+    rate_window: Window
+    cost_window: Window
     unpriced_gpus: tuple[str, ...] = ()  # UUIDs with no known price
 
 
@@ -240,6 +241,6 @@ class Snapshot:
     gpu_available: bool
     gpu_reason: str | None
     gpus: tuple[GpuFigures, ...]
-    servers: tuple[ServerFigures, ...]
+    endpoints: tuple[EndpointFigures, ...]
     host: HostFigures
     messages: tuple[str, ...] = field(default=())  # things the user should know this tick

@@ -20,7 +20,7 @@ from tokentop.collectors import EndpointCollector, poll_all
 from tokentop.config import Config, EndpointConfig
 from tokentop.derive import Deriver, EngineMapping
 from tokentop.discover import SocketTable, candidate_endpoints, map_endpoints
-from tokentop.model import GpuReading, ServerSample, Snapshot
+from tokentop.model import EndpointSample, GpuReading, Snapshot
 
 log = logging.getLogger("tokentop.sampler")
 
@@ -129,13 +129,13 @@ class Sampler:
             endpoint, self._client, timeout_s=self.config.timeout_s, max_page_bytes=self.config.max_page_bytes
         )
 
-    def _settle_probes(self, samples: tuple[ServerSample, ...]) -> tuple[ServerSample, ...]:
+    def _settle_probes(self, samples: tuple[EndpointSample, ...]) -> tuple[EndpointSample, ...]:
         """Keep discovered endpoints that turned out to be inference servers; drop the rest."""
         with self._lock:
             if not self._probing:
                 return samples
             probe_names = {c.endpoint.name: c for c in self._probing}
-            kept: list[ServerSample] = []
+            kept: list[EndpointSample] = []
             for sample in samples:
                 probe = probe_names.get(sample.name)
                 if probe is None:

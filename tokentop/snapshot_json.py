@@ -10,7 +10,7 @@ from typing import Any
 
 from tokentop import __version__
 from tokentop.config import CostConfig
-from tokentop.model import GpuFigures, HostFigures, ServerFigures, Snapshot, Window
+from tokentop.model import EndpointFigures, GpuFigures, HostFigures, Snapshot, Window
 
 SCHEMA_VERSION = 1
 
@@ -29,7 +29,7 @@ def window_dict(window: Window) -> dict[str, Any]:
         "usd_per_hour": window.usd_per_hour,
         "usd_per_mtok": window.usd_per_mtok,
         "busy_usd_per_mtok": window.busy_usd_per_mtok,
-        "busy_pct": _pct(window.utilization),
+        "busy_pct": _pct(window.busy_share),
         "idle_usd": window.idle_cost_usd,
         "tokens_in": window.tokens_in,
         "tokens_out": window.tokens_out,
@@ -60,13 +60,13 @@ def gpu_dict(gpu: GpuFigures) -> dict[str, Any]:
         "price_usd_per_gpu_hour": gpu.price.usd_per_gpu_hour if gpu.price else None,
         "price_source": gpu.price.source if gpu.price else None,
         "usd_per_hour_now": gpu.usd_per_hour_now,
-        "rate_window": window_dict(gpu.rate),
-        "cost_window": window_dict(gpu.cost),
+        "rate_window": window_dict(gpu.rate_window),
+        "cost_window": window_dict(gpu.cost_window),
         "session": asdict(gpu.totals),
     }
 
 
-def server_dict(server: ServerFigures) -> dict[str, Any]:
+def endpoint_dict(server: EndpointFigures) -> dict[str, Any]:
     s = server.sample
     return {
         "name": s.name,
@@ -103,8 +103,8 @@ def host_dict(host: HostFigures) -> dict[str, Any]:
         "power_w_now": host.power_w,
         "usd_per_hour_now": host.usd_per_hour_now,
         "unpriced_gpus": list(host.unpriced_gpus),
-        "rate_window": window_dict(host.rate),
-        "cost_window": window_dict(host.cost),
+        "rate_window": window_dict(host.rate_window),
+        "cost_window": window_dict(host.cost_window),
         "session": asdict(host.totals),
     }
 
@@ -129,6 +129,6 @@ def snapshot_dict(snapshot: Snapshot, cost: CostConfig) -> dict[str, Any]:
         },
         "host": host_dict(snapshot.host),
         "gpus": [gpu_dict(g) for g in snapshot.gpus],
-        "endpoints": [server_dict(s) for s in snapshot.servers],
+        "endpoints": [endpoint_dict(s) for s in snapshot.endpoints],
         "messages": list(snapshot.messages),
     }

@@ -477,7 +477,7 @@ class _ServerRow:
 class _Tick:
     t: float
     gpus: tuple[_GpuRow, ...]
-    servers: tuple[_ServerRow, ...]
+    endpoints: tuple[_ServerRow, ...]
 
 
 def _prepare(snapshot: Snapshot) -> _Tick:
@@ -512,7 +512,7 @@ def _prepare(snapshot: Snapshot) -> _Tick:
             )
         )
     servers = []
-    for fig in snapshot.servers:
+    for fig in snapshot.endpoints:
         s = fig.sample
         values = (
             s.prompt_tokens_total,
@@ -786,7 +786,7 @@ class Store:
                     max(0.0, t - prev_t),
                 ),
             )
-        for s in tick.servers:
+        for s in tick.endpoints:
             server_id = self._intern("servers", s.name, s.url)
             row = (
                 sid,

@@ -33,7 +33,7 @@ from llama_harness import Completion, LlamaServer, LoadRequest, run_load, start_
 
 import tokentop
 from tokentop.config import Config, EndpointConfig
-from tokentop.model import ServerFigures, Snapshot
+from tokentop.model import EndpointFigures, Snapshot
 from tokentop.nvml.fake import MIB, FakeNvml
 from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import Sampler
@@ -81,7 +81,7 @@ class Watch:
             if len(found) >= count:
                 return found
             time.sleep(0.05)
-        last = self.snapshots[-1].servers[0].sample if self.snapshots and self.snapshots[-1].servers else None
+        last = self.snapshots[-1].endpoints[0].sample if self.snapshots and self.snapshots[-1].endpoints else None
         pytest.fail(f"no {count} ticks with {what} within {TICK_WAIT_S:g} s; last sample: {last}")
 
     def server_on_gpu(self, pid: int) -> None:
@@ -115,13 +115,13 @@ def watching(server: LlamaServer, folder: Path) -> Iterator[Watch]:
         sampler.stop()
 
 
-def figures(snapshot: Snapshot) -> ServerFigures:
-    assert len(snapshot.servers) == 1, snapshot.servers
-    return snapshot.servers[0]
+def figures(snapshot: Snapshot) -> EndpointFigures:
+    assert len(snapshot.endpoints) == 1, snapshot.endpoints
+    return snapshot.endpoints[0]
 
 
 def is_up(snapshot: Snapshot) -> bool:
-    return bool(snapshot.servers) and figures(snapshot).sample.status == "up"
+    return bool(snapshot.endpoints) and figures(snapshot).sample.status == "up"
 
 
 def check_completions(completions: Sequence[Completion]) -> None:
@@ -156,7 +156,7 @@ def trace(snapshots: Sequence[Snapshot], since: float = float("-inf")) -> str:
     """Tick by tick, what tokentop read and made of it: shown when an exact check fails."""
     lines = ["t       status  prompt_raw+in_flight  gen_raw+in_flight  tokens_in  tokens_out"]
     for snap in snapshots:
-        if snap.t_mono < since or not snap.servers:
+        if snap.t_mono < since or not snap.endpoints:
             continue
         fig = figures(snap)
         s = fig.sample
@@ -174,7 +174,7 @@ def assert_never_decreasing(snapshots: Sequence[Snapshot]) -> None:
     previous: Snapshot | None = None
     for snap in snapshots:
         fig = figures(snap)
-        for rate in (fig.tok_s_in, fig.tok_s_out, snap.host.rate.tok_s_out, snap.host.cost.tok_s_out):
+        for rate in (fig.tok_s_in, fig.tok_s_out, snap.host.rate_window.tok_s_out, snap.host.cost_window.tok_s_out):
             assert rate is None or rate >= 0, f"negative rate at tick {snap.seq}: {rate}"
         if previous is not None:
             before = figures(previous)
@@ -369,7 +369,7 @@ def test_live_rate_inside_the_load_within_5_percent(observed: ObservedLoad) -> N
 
     candidates = []
     for snap in snaps:
-        window = snap.host.rate
+        window = snap.host.rate_window
         start = snap.t_mono - window.span_s
         if (
             start >= first_token

@@ -1,4 +1,4 @@
-"""Inference servers' stats endpoints -> ``ServerSample`` (see ``shared/docs/SERVERS.md``)."""
+"""Inference servers' stats endpoints -> ``EndpointSample`` (see ``shared/docs/SERVERS.md``)."""
 
 from tokentop.collectors.endpoint import EndpointCollector, poll_all
 from tokentop.collectors.exposition import PageSamples, read_samples

@@ -35,7 +35,7 @@ from tokentop.collectors.json_pages import (
 )
 from tokentop.collectors.kinds import Detection, KindSpec, Reading, detect, read_figures
 from tokentop.config import EndpointConfig
-from tokentop.model import ServerSample
+from tokentop.model import EndpointSample
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class _Problem:
 
 
 class EndpointCollector:
-    """Reads one inference server's stats endpoint into a ``ServerSample``."""
+    """Reads one inference server's stats endpoint into a ``EndpointSample``."""
 
     def __init__(
         self,
@@ -105,16 +105,16 @@ class EndpointCollector:
         self._candidates = _candidate_urls(endpoint.url)
         self._source: _Source | None = None
         self._api_model: str | None = None  # from llama.cpp /props or TGI /info, once per source
-        self._last_good: ServerSample | None = None
+        self._last_good: EndpointSample | None = None
         self._kind = endpoint.kind
-        self._pending: Future[ServerSample] | None = None  # poll_all's read in progress
+        self._pending: Future[EndpointSample] | None = None  # poll_all's read in progress
         self._latency_read_at = -math.inf
         self._tick_t = -math.inf  # the time of the tick being read
 
     def __repr__(self) -> str:
         return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
 
-    def poll(self, t_mono: float) -> ServerSample:
+    def poll(self, t_mono: float) -> EndpointSample:
         """Read the endpoint once. Never raises; ``t_mono`` is the tick's time."""
         deadline = time.monotonic() + self._timeout_s
         self._tick_t = t_mono
@@ -132,7 +132,7 @@ class EndpointCollector:
         fields = reading.as_fields()
         kind_detail = fields.pop("kind_detail") or source.detail
         fields["model"] = fields["model"] or self._api_model
-        sample = ServerSample(
+        sample = EndpointSample(
             name=self.endpoint.name,
             url=self.endpoint.url,
             t_mono=t_mono,
@@ -144,18 +144,18 @@ class EndpointCollector:
         self._last_good = sample
         return sample
 
-    def failed_sample(self, t_mono: float, reason: str) -> ServerSample:
+    def failed_sample(self, t_mono: float, reason: str) -> EndpointSample:
         """This tick's sample when the endpoint gave nothing usable: "stale" or "error"."""
         last = self._last_good
         if last is not None and 0 <= t_mono - last.t_mono <= self._stale_after_s:
             return replace(last, t_mono=t_mono, status="stale", error=reason)
-        return ServerSample(
+        return EndpointSample(
             name=self.endpoint.name, url=self.endpoint.url, t_mono=t_mono, status="error", error=reason, kind=self._kind
         )
 
     # --- reading ---------------------------------------------------------------
 
-    def _forget_and_fail(self, t_mono: float, reason: str) -> ServerSample:
+    def _forget_and_fail(self, t_mono: float, reason: str) -> EndpointSample:
         if self._source is not None:
             log.info("%s: %s", self.endpoint.name, reason)
         self._source = None  # probe afresh when it answers again: it may be another server
@@ -421,7 +421,7 @@ class _Pool:
 _pool = _Pool()
 
 
-def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s: float) -> tuple[ServerSample, ...]:
+def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s: float) -> tuple[EndpointSample, ...]:
     """Poll every endpoint concurrently; return within about ``deadline_s`` whatever happens.
 
     An endpoint that has not answered by then (or is still busy with an earlier tick's read)
@@ -430,7 +430,7 @@ def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s:
     if not collectors:
         return ()
     executor = _pool.get(len(collectors))
-    started: list[Future[ServerSample] | None] = []
+    started: list[Future[EndpointSample] | None] = []
     for collector in collectors:
         pending = collector._pending
         if pending is not None and not pending.done():

@@ -278,7 +278,7 @@ def _join(*parts: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Reading:
-    """What one answer says, in ``ServerSample``'s terms (same field names)."""
+    """What one answer says, in ``EndpointSample``'s terms (same field names)."""
 
     model: str | None = None
     prompt_tokens_total: float | None = None

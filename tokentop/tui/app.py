@@ -297,7 +297,7 @@ class TokentopApp(App[None]):
         if self.latest is not None:
             messages += tuple(
                 f"{s.sample.name}: {s.sample.error or 'down'}"
-                for s in self.latest.servers
+                for s in self.latest.endpoints
                 if s.sample.status == "error"
             )
             messages += tuple(
@@ -410,8 +410,8 @@ class TokentopApp(App[None]):
     def _announce_changes(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """Say once when an endpoint goes down or comes back, a GPU is lost or returns, or a
         new message appears; the screen shows the lasting state."""
-        before = {s.sample.name: s.sample.status for s in previous.servers} if previous else {}
-        for server in snapshot.servers:
+        before = {s.sample.name: s.sample.status for s in previous.endpoints} if previous else {}
+        for server in snapshot.endpoints:
             status, old = server.sample.status, before.get(server.sample.name)
             if status == "error" and old != "error":
                 self._notify(f"{server.sample.name} is down: {server.sample.error or 'no answer'}", "error")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from tokentop.model import GpuFigures, ServerFigures, Snapshot
+from tokentop.model import EndpointFigures, GpuFigures, Snapshot
 from tokentop.units import (
     DASH,
     NA,
@@ -147,7 +147,7 @@ def url_port(url: str) -> str:
 
 
 def gpu_rows(snapshot: Snapshot) -> list[GpuRow]:
-    servers = {s.sample.name: s for s in snapshot.servers}
+    servers = {s.sample.name: s for s in snapshot.endpoints}
     rows = []
     for gpu in snapshot.gpus:
         refs = []
@@ -231,7 +231,7 @@ def _power_cell(row: GpuRow) -> Cell:
 
 
 def _usd_per_mtok_cell(row: GpuRow) -> Cell:
-    window = row.gpu.cost
+    window = row.gpu.cost_window
     text = fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=row.serving)
     return Cell(text, PLAIN if window.usd_per_mtok is not None else DIM)
 
@@ -320,8 +320,8 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "in {rate}",
         6,
         7,
-        lambda r: _value(fmt_tok_s(r.gpu.rate.tok_s_in)),
-        lambda r: r.gpu.rate.tok_s_in,
+        lambda r: _value(fmt_tok_s(r.gpu.rate_window.tok_s_in)),
+        lambda r: r.gpu.rate_window.tok_s_in,
         help="prompt (input) tokens per second, this GPU's share",
     ),
     ColumnSpec(
@@ -330,8 +330,8 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "out {rate}",
         7,
         1,
-        lambda r: _value(fmt_tok_s(r.gpu.rate.tok_s_out)),
-        lambda r: r.gpu.rate.tok_s_out,
+        lambda r: _value(fmt_tok_s(r.gpu.rate_window.tok_s_out)),
+        lambda r: r.gpu.rate_window.tok_s_out,
         help="generated (output) tokens per second, this GPU's share",
     ),
     ColumnSpec(
@@ -340,8 +340,8 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "{cost}",
         5,
         10,
-        lambda r: _value(fmt_tok_per_j(r.gpu.cost.tok_per_j)),
-        lambda r: r.gpu.cost.tok_per_j,
+        lambda r: _value(fmt_tok_per_j(r.gpu.cost_window.tok_per_j)),
+        lambda r: r.gpu.cost_window.tok_per_j,
         help="output tokens per joule of board energy",
     ),
     ColumnSpec(
@@ -361,7 +361,7 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         7,
         2,
         _usd_per_mtok_cell,
-        lambda r: r.gpu.cost.usd_per_mtok,
+        lambda r: r.gpu.cost_window.usd_per_mtok,
         help="all cost over the window (idle included) per million output tokens; "
         "'idle': no tokens in the window, '—': serves no engine",
     ),
@@ -386,7 +386,7 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
 
 @dataclass(frozen=True)
 class EngineRow:
-    server: ServerFigures
+    server: EndpointFigures
     gpu_indices: str  # "0-3", "4,5", "" when not mapped
 
     @property
@@ -406,10 +406,10 @@ def _index_list(indices: list[int]) -> str:
 
 def engine_rows(snapshot: Snapshot) -> list[EngineRow]:
     index_of = {g.sample.uuid: g.sample.index for g in snapshot.gpus}
-    return [EngineRow(s, _index_list([index_of[u] for u in s.gpus if u in index_of])) for s in snapshot.servers]
+    return [EngineRow(s, _index_list([index_of[u] for u in s.gpus if u in index_of])) for s in snapshot.endpoints]
 
 
-def engine_status(server: ServerFigures) -> Cell:
+def engine_status(server: EndpointFigures) -> Cell:
     s = server.sample
     if s.status == "error":
         return Cell(f"error: {s.error}" if s.error else "error", BAD)
@@ -422,7 +422,7 @@ def engine_status(server: ServerFigures) -> Cell:
     return Cell(text, WARN if s.status == "stale" else GOOD)
 
 
-def _model_name(server: ServerFigures) -> str:
+def _model_name(server: EndpointFigures) -> str:
     model = server.sample.model
     return model.rsplit("/", 1)[-1] if model else NA
 

@@ -21,7 +21,7 @@ def short_summary(snapshot: Snapshot | None, host_name: str) -> str:
     per_mtok = None
     if totals.cost_usd is not None and totals.tokens_out > 0:
         per_mtok = totals.cost_usd / totals.tokens_out * 1e6
-    serving = bool(snapshot.servers)
+    serving = bool(snapshot.endpoints)
     start = time.strftime("%Y-%m-%d %H:%M", time.localtime(snapshot.t_wall - totals.elapsed_s))
     lines = [
         f"tokentop session on {host_name} ({gpu_summary(snapshot)}), from {start}, {fmt_duration(totals.elapsed_s)}",

@@ -36,7 +36,7 @@ def _window_line(window: Window, serving: bool) -> str:
         f"in {fmt_tok_s(window.tok_s_in)} · out {fmt_tok_s(window.tok_s_out)} tok/s · "
         f"{fmt_watts(window.watts)} · {fmt_tok_per_j(window.tok_per_j)} tok/J · "
         f"{fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=serving)} $/Mtok · "
-        f"busy {fmt_pct(window.utilization, fraction=True)}"
+        f"busy {fmt_pct(window.busy_share, fraction=True)}"
     )
 
 
@@ -61,7 +61,7 @@ def details_table(
     table.add_row("power", f"{fmt_watts(s.power_w)}{source}, limit {fmt_watts(s.power_limit_w)}")
     table.add_row("temperature", NA if s.temperature_c is None else f"{s.temperature_c:.0f} °C")
     table.add_row("SM clock", NA if s.sm_clock_mhz is None else f"{s.sm_clock_mhz} MHz")
-    servers = {x.sample.name: x for x in snapshot.servers}
+    servers = {x.sample.name: x for x in snapshot.endpoints}
     for name in gpu.engines or ("",):
         server = servers.get(name)
         if server is None:
@@ -108,8 +108,12 @@ def details_table(
     else:
         table.add_row("electricity", "included in the GPU-hour rate")
     serving = bool(gpu.engines)
-    table.add_row(f"last {fmt_window(gpu.rate.span_s or snapshot.rate_window_s)}", _window_line(gpu.rate, serving))
-    table.add_row(f"last {fmt_window(gpu.cost.span_s or snapshot.cost_window_s)}", _window_line(gpu.cost, serving))
+    table.add_row(
+        f"last {fmt_window(gpu.rate_window.span_s or snapshot.rate_window_s)}", _window_line(gpu.rate_window, serving)
+    )
+    table.add_row(
+        f"last {fmt_window(gpu.cost_window.span_s or snapshot.cost_window_s)}", _window_line(gpu.cost_window, serving)
+    )
     table.add_row("UUID", s.uuid)
     return table
 

@@ -81,20 +81,22 @@ def figure_parts(snapshot: Snapshot) -> list[Part]:
     host = snapshot.host
     rate_w = fmt_window(snapshot.rate_window_s)
     cost_w = fmt_window(snapshot.cost_window_s)
-    serving = any(g.engines for g in snapshot.gpus) or bool(snapshot.servers)
-    per_mtok = fmt_usd_per_mtok(host.cost.usd_per_mtok, tokens_out=host.cost.tokens_out, serving=serving)
+    serving = any(g.engines for g in snapshot.gpus) or bool(snapshot.endpoints)
+    per_mtok = fmt_usd_per_mtok(host.cost_window.usd_per_mtok, tokens_out=host.cost_window.tokens_out, serving=serving)
     return [
         part(
             ("in ", "label"),
-            (fmt_tok_s(host.rate.tok_s_in), "value"),
+            (fmt_tok_s(host.rate_window.tok_s_in), "value"),
             (" out ", "label"),
-            (fmt_tok_s(host.rate.tok_s_out), "value"),
+            (fmt_tok_s(host.rate_window.tok_s_out), "value"),
             (f" tok/s {rate_w}", "label"),
         ),
         part((fmt_watts(host.power_w), "value")),
         part((fmt_usd(host.usd_per_hour_now), "value"), ("/h", "label")),
         part((per_mtok, "value"), (f"{'/Mtok' if per_mtok.startswith('$') else ' $/Mtok'} {cost_w}", "label")),
-        part(("busy ", "label"), (fmt_pct(host.cost.utilization, fraction=True), "value"), (f" {cost_w}", "label")),
+        part(
+            ("busy ", "label"), (fmt_pct(host.cost_window.busy_share, fraction=True), "value"), (f" {cost_w}", "label")
+        ),
     ]
 
 
