@@ -29,7 +29,7 @@ from tokentop.model import (
     Totals,
     Window,
 )
-from tokentop.store import Store
+from tokentop.history import Store
 
 N_GPUS, N_SERVERS = 8, 4
 MIB = 1024 * 1024

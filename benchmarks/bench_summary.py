@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_store import SyntheticHost
 
-from tokentop import summary
-from tokentop.store import Store
+from tokentop import report
+from tokentop.history import Store
 
 
 def build(path: Path, hours: float) -> None:
@@ -66,19 +66,19 @@ def main() -> None:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
             rows = conn.execute("SELECT count(*) FROM gpu_ticks WHERE session_id = ?", (session,)).fetchone()[0]
         print(f"session {session}: {(last - first) / 3600:.1f} h, {rows:,} GPU rows")
-        result = summary.summarize(path)
+        result = report.summarize(path)
         print(
             f"windows: {result.windows_length_s:g} s from {result.windows_source}; "
             f"{len(result.gpus)} GPUs, {len(result.engines)} engines"
         )
         for fmt in ("json", "md", "csv"):
-            median, fastest = timed(lambda f=fmt: summary.render(summary.summarize(path), f), args.repeat)
+            median, fastest = timed(lambda f=fmt: report.render(report.summarize(path), f), args.repeat)
             print(
                 f"summary of the whole session, {fmt}: median {median * 1e3:.0f} ms "
                 f"(fastest {fastest * 1e3:.0f} ms) of {args.repeat}; target <= 1000 ms"
             )
         middle = first + (last - first) / 3
-        median, fastest = timed(lambda: summary.summarize(path, since=middle, until=middle + 3600), args.repeat)
+        median, fastest = timed(lambda: report.summarize(path, since=middle, until=middle + 3600), args.repeat)
         print(f"summary of one hour inside it: median {median * 1e3:.0f} ms (fastest {fastest * 1e3:.0f} ms)")
         print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (figures are wall time)")
 

@@ -27,7 +27,7 @@ from tokentop.config import Config, EndpointConfig
 from tokentop.nvml.fake import FakeNvml
 from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import Sampler
-from tokentop.store import Store
+from tokentop.history import Store
 
 
 def main() -> None:

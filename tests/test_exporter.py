@@ -16,11 +16,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokentop import exporter, summary
+from tokentop import exporter, report
 from tokentop.cli import build_runtime
 from tokentop.config import Config
 from tokentop.sampler import Sampler
-from tokentop.store import Store
+from tokentop.history import Store
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -86,7 +86,7 @@ def test_increases_between_two_scrapes_equal_the_summary_of_that_range(demo_conf
 
     with Store.open_readonly(config.db_path) as history:
         [session] = history.sessions()
-        result = summary.build_summary(history, session, since, until)
+        result = report.build_summary(history, session, since, until)
     assert result.since == since and result.until == until
     assert len(result.gpus) == 8
     increases = {}

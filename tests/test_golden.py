@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tokentop import summary
+from tokentop import report
 from tokentop.config import Config
 from tokentop.demo import simulated_snapshots
 from tokentop.snapshot_json import snapshot_dict
-from tokentop.store import Store
+from tokentop.history import Store
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 TICKS, SEED = 130, 5
@@ -40,10 +40,10 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for snap in snapshots:
         store.append(snap)
     store.close()
-    result = summary.summarize(db)
+    result = report.summarize(db)
     return {
-        "summary.json": json.dumps(_scrub(summary.to_json_dict(result)), indent=1, sort_keys=True),
-        "summary.csv": summary.render_csv(result),
+        "summary.json": json.dumps(_scrub(report.to_json_dict(result)), indent=1, sort_keys=True),
+        "summary.csv": report.render_csv(result),
         "snapshot.json": json.dumps(_scrub(snapshot_dict(snapshots[-1], config.cost)), indent=1, sort_keys=True),
     }
 

@@ -35,7 +35,7 @@ from tokentop.model import (
     Totals,
     Window,
 )
-from tokentop.store import SCHEMA_VERSION, SeriesPoint, Store, StoreError
+from tokentop.history import SCHEMA_VERSION, SeriesPoint, Store, StoreError
 
 T0 = 1_700_000_040.0  # a whole minute, so ticks at T0 + k fall in predictable minutes
 NO_WINDOW = Window(span_s=0, tokens_in=0, tokens_out=0, energy_j=0, cost_usd=0, busy_s=0, busy_cost_usd=0)

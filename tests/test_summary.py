@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tokentop import summary
+from tokentop import report
 from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.derive import Deriver, EngineMapping
 from tokentop.model import EndpointSample, GpuReading, GpuSample, Histogram
 from tokentop.sampler import Sampler
-from tokentop.store import Store
+from tokentop.history import Store
 
 T0 = 1_700_000_040.0  # wall-clock time of the first tick (a whole minute)
 G0, G1, G2, G3 = (f"GPU-{i}0000000-aaaa-bbbb-cccc-00000000000{i}" for i in range(4))
@@ -171,7 +171,7 @@ def scripted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def summary_json(path: Path, **kwargs: object) -> dict:
-    data = summary.to_json_dict(summary.summarize(path, **kwargs))
+    data = report.to_json_dict(report.summarize(path, **kwargs))
     json.dumps(data, allow_nan=False)  # plain JSON, no NaN or infinity
     return data
 
@@ -365,8 +365,8 @@ def test_a_range_inside_the_session_counts_only_its_ticks(scripted_db: Path) -> 
 
 
 def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
-    result = summary.summarize(scripted_db)
-    text = summary.render(result, "md")
+    result = report.summarize(scripted_db)
+    text = report.render(result, "md")
     assert text.startswith(f"# tokentop session {result.session.id} on test-host (3x H200, 1x L4)")
     host_rows = [line for line in text.splitlines() if line.startswith("| **host**")]
     assert len(host_rows) == 2  # one in each table
@@ -377,7 +377,7 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
     assert "counter; 1 tick(s) power integrated" in text
     assert "config: cost.gpu_hour_usd.L4" in text and "api-x" in text
 
-    rows = list(csv.DictReader(io.StringIO(summary.render(result, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(report.render(result, "csv"))))
     assert [r["scope"] for r in rows] == ["gpu"] * 4 + ["total"]
     assert all(
         column.endswith(
@@ -416,12 +416,12 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
 
 def args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    summary.add_arguments(parser)
+    report.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def run(path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = summary.run(args(*argv), Config(db_path=path))
+    code = report.run(args(*argv), Config(db_path=path))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -512,7 +512,7 @@ def test_nothing_to_summarise_is_one_line_and_exit_2(
 
 
 def test_a_range_in_the_session_with_no_readings_says_so(scripted_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    session = summary.summarize(scripted_db).session.id
+    session = report.summarize(scripted_db).session.id
     code, _, err = run(
         scripted_db,
         "--session",
@@ -528,30 +528,30 @@ def test_a_range_in_the_session_with_no_readings_says_so(scripted_db: Path, caps
 
 def test_times_are_iso_or_a_time_ago() -> None:
     now = 1_700_000_000.0
-    assert summary.parse_time("2h", now) == now - 7200
-    assert summary.parse_time("1h30m", now) == now - 5400
-    assert summary.parse_time("45s", now) == now - 45
-    assert summary.parse_time("2d", now) == now - 172800
-    assert summary.parse_time("2023-11-14T22:13:20Z", now) == now
-    assert summary.parse_time("2023-11-14T23:13:20+01:00", now) == now
+    assert report.parse_time("2h", now) == now - 7200
+    assert report.parse_time("1h30m", now) == now - 5400
+    assert report.parse_time("45s", now) == now - 45
+    assert report.parse_time("2d", now) == now - 172800
+    assert report.parse_time("2023-11-14T22:13:20Z", now) == now
+    assert report.parse_time("2023-11-14T23:13:20+01:00", now) == now
     local = time.mktime(time.strptime("2023-11-14 22:13:20", "%Y-%m-%d %H:%M:%S"))
-    assert summary.parse_time("2023-11-14 22:13:20", now) == local
+    assert report.parse_time("2023-11-14 22:13:20", now) == local
     for bad in ("", "h", "2x", "tomorrow"):
-        with pytest.raises(summary.SummaryError, match="cannot read the time"):
-            summary.parse_time(bad, now)
+        with pytest.raises(report.SummaryError, match="cannot read the time"):
+            report.parse_time(bad, now)
 
 
 def test_print_session_summary_for_the_live_view_and_record(
     scripted_db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    session = summary.summarize(scripted_db).session.id
+    session = report.summarize(scripted_db).session.id
     stream = io.StringIO()
-    assert summary.print_session_summary(scripted_db, session, stream) == 0
+    assert report.print_session_summary(scripted_db, session, stream) == 0
     assert stream.getvalue().startswith(f"# tokentop session {session} on test-host")
     stream = io.StringIO()
-    assert summary.print_session_summary(scripted_db, session, stream, fmt="json") == 0
+    assert report.print_session_summary(scripted_db, session, stream, fmt="json") == 0
     assert json.loads(stream.getvalue())["session"]["id"] == session
-    assert summary.print_session_summary(scripted_db, 999, io.StringIO()) == 2
+    assert report.print_session_summary(scripted_db, 999, io.StringIO()) == 2
     assert "no session summary: no session 999" in capsys.readouterr().err
 
 
@@ -585,7 +585,7 @@ def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None
     assert data["gpus"][0]["usd_per_mtok"] == approx((10 * 3.5 / 3600 + 3000 * 0.10 * 1.25 * 1.3 / 3.6e6) / 500 * 1e6)
     assert data["gpus"][1]["price_source"] is None
     assert any("no price" in note for note in data["notes"])
-    text = summary.render(summary.summarize(path), "md")
+    text = report.render(report.summarize(path), "md")
     host_row = next(line for line in text.splitlines() if line.startswith("| **host** | sum of"))
     assert "| — | — |" in host_row  # cost and $/hour unknown, not zero
 
@@ -744,5 +744,5 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("text", ["0001-01-01T00:00", "9" * 400 + "d", "yesterday", ""])
 def test_times_out_of_range_or_unreadable_are_a_summary_error(text: str) -> None:
-    with pytest.raises(summary.SummaryError, match="cannot read the time"):
-        summary.parse_time(text, 1.7e9)
+    with pytest.raises(report.SummaryError, match="cannot read the time"):
+        report.parse_time(text, 1.7e9)

@@ -19,7 +19,7 @@ from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_sna
 from tokentop.model import EndpointFigures, EndpointSample, HostFigures, Snapshot, Totals, Window
 from tokentop.nvml.fake import MIB, FakeMig
 from tokentop.sampler import Sampler
-from tokentop.store import Store
+from tokentop.history import Store
 from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
 from tokentop.tui.columns import GPU_COLUMNS, Cell, engine_status, fit_columns, short_gpu_name

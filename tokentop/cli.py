@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokentop import __version__, exporter, summary
+from tokentop import __version__, exporter, report
 from tokentop.config import Config, ConfigError, default_db_path, load_config, parse_endpoint_flag
 from tokentop.model import Snapshot
 from tokentop.sampler import GpuSource, Sampler
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--json", action="store_true", help="JSON (the only format for now; documented in README)")
     summ = sub.add_parser("summary", help="what a session delivered and cost, from the history")
     _common(summ, sub=True)
-    summary.add_arguments(summ)
+    report.add_arguments(summ)
     export = sub.add_parser("export", help="serve tokentop's figures as Prometheus /metrics")
     _common(export, sub=True)
     exporter.add_arguments(export)
@@ -150,7 +150,7 @@ def open_store(config: Config, *, required: bool):
     """The history store, or None when history is off. ``required``: failing is fatal."""
     if not config.history:
         return None
-    from tokentop.store import Store, StoreError
+    from tokentop.history import Store, StoreError
 
     path = config.db_path or default_db_path()
     try:
@@ -217,7 +217,7 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
             runtime.close()
     print(f"tokentop: {ticks} ticks recorded in {where}", file=sys.stderr)
     if args.summary and store is not None:
-        summary.print_session_summary(where, store.session_id, sys.stdout)
+        report.print_session_summary(where, store.session_id, sys.stdout)
     return 0
 
 
@@ -247,7 +247,7 @@ def cmd_live(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_summary(args: argparse.Namespace, config: Config) -> int:
-    return summary.run(args, config)
+    return report.run(args, config)
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:

@@ -118,6 +118,14 @@ class Price:
     mode: str  # "cloud" | "owned"
 
 
+def usd_per_mtok(cost_usd: float | None, tokens_out: float) -> float | None:
+    """$ per million output tokens: the one place this ratio is computed. None when the cost is
+    unknown or no token was delivered (idle is never infinity)."""
+    if cost_usd is None or tokens_out <= 0:
+        return None
+    return cost_usd / tokens_out * 1e6
+
+
 @dataclass(frozen=True)
 class Totals:
     """Cumulative since the session started (monotonic; survive counter resets)."""
@@ -169,15 +177,11 @@ class Window:
     @property
     def usd_per_mtok(self) -> float | None:
         """Effective $ per million output tokens: all cost, idle included. None when idle."""
-        if self.cost_usd is None or self.tokens_out <= 0:
-            return None
-        return self.cost_usd / self.tokens_out * 1e6
+        return usd_per_mtok(self.cost_usd, self.tokens_out)
 
     @property
     def busy_usd_per_mtok(self) -> float | None:
-        if self.busy_cost_usd is None or self.tokens_out <= 0:
-            return None
-        return self.busy_cost_usd / self.tokens_out * 1e6
+        return usd_per_mtok(self.busy_cost_usd, self.tokens_out)
 
     @property
     def busy_share(self) -> float | None:

@@ -83,7 +83,7 @@ def run_live(runtime: Runtime, store: Any | None, *, summary: bool = True) -> in
 
 def _print_summary(app: Any) -> None:
     """The full summary from the history when there is one, else the short one."""
-    from tokentop.summary import print_session_summary
+    from tokentop.report import print_session_summary
     from tokentop.tui.session import short_summary
 
     store = app.store

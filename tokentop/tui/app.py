@@ -514,8 +514,8 @@ class TokentopApp(App[None]):
         one; the short one from the last snapshot otherwise."""
         text, suffix = short, ".txt"
         if self.store is not None and getattr(self.store, "session_id", None) is not None:
-            from tokentop.store import StoreError
-            from tokentop.summary import SummaryError, render_markdown, summarize
+            from tokentop.history import StoreError
+            from tokentop.report import SummaryError, render_markdown, summarize
 
             try:
                 text = render_markdown(summarize(self.store.path, self.store.session_id))

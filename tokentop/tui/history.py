@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tokentop.model import Snapshot, Totals
+from tokentop.model import Snapshot, Totals, usd_per_mtok
 
 HOST = ""  # key of the host series (GPU series are keyed by UUID)
 
@@ -114,8 +114,7 @@ class LiveHistory:
 def _point(t: float, dt: float, tokens_in: float, tokens_out: float, joules: float, usd: float | None) -> GraphPoint:
     if dt <= 0:
         return GraphPoint(t, None, None, None, None)
-    per_mtok = None if usd is None or tokens_out <= 0 else usd / tokens_out * 1e6
-    return GraphPoint(t, tokens_in / dt, tokens_out / dt, joules / dt, per_mtok)
+    return GraphPoint(t, tokens_in / dt, tokens_out / dt, joules / dt, usd_per_mtok(usd, tokens_out))
 
 
 def bucket_ticks(ticks: Iterable[_Tick], window_s: float, buckets: int, now: float) -> list[GraphPoint]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tokentop.model import Snapshot
+from tokentop.model import Snapshot, usd_per_mtok
 from tokentop.tui.columns import gpu_summary
 from tokentop.units import fmt_duration, fmt_energy, fmt_tokens, fmt_usd, fmt_usd_per_mtok
 
@@ -18,9 +18,7 @@ def short_summary(snapshot: Snapshot | None, host_name: str) -> str:
     if snapshot is None:
         return f"tokentop on {host_name}: no reading was taken.\n"
     totals = snapshot.host.totals
-    per_mtok = None
-    if totals.cost_usd is not None and totals.tokens_out > 0:
-        per_mtok = totals.cost_usd / totals.tokens_out * 1e6
+    per_mtok = usd_per_mtok(totals.cost_usd, totals.tokens_out)
     serving = bool(snapshot.endpoints)
     start = time.strftime("%Y-%m-%d %H:%M", time.localtime(snapshot.t_wall - totals.elapsed_s))
     lines = [

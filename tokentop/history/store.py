@@ -52,7 +52,7 @@ from urllib.parse import quote
 import sqlite_utils
 
 from tokentop.derive import sum_windows
-from tokentop.model import Snapshot, Window
+from tokentop.model import Snapshot, Window, usd_per_mtok
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x546F6B54  # "TokT": marks the file as a tokentop history
@@ -1301,7 +1301,7 @@ def _points(buckets: dict[int, _Bucket], since: float, until: float, step_s: flo
         if span <= 0:
             points.append(SeriesPoint(start, None, None, None, None))
             continue
-        per_mtok = cost_usd / tokens_out * 1e6 if cost_usd is not None and tokens_out > 0 else None
+        per_mtok = usd_per_mtok(cost_usd, tokens_out)
         points.append(SeriesPoint(start, tokens_in / span, tokens_out / span, energy_j / span, per_mtok))
     return points
 

@@ -1,0 +1,25 @@
+"""The history: the only code that imports sqlite3 and sqlite_utils."""
+
+from tokentop.history.store import (
+    SCHEMA_VERSION,
+    GpuInfo,
+    GpuMinutes,
+    GpuTrack,
+    SeriesPoint,
+    ServerTrack,
+    SessionInfo,
+    Store,
+    StoreError,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "GpuInfo",
+    "GpuMinutes",
+    "GpuTrack",
+    "SeriesPoint",
+    "ServerTrack",
+    "SessionInfo",
+    "Store",
+    "StoreError",
+]

@@ -1,0 +1,35 @@
+"""Session summaries from the history: the figures, then Markdown, JSON or CSV."""
+
+from tokentop.report.summary import (
+    SessionSummary,
+    SummaryError,
+    add_arguments,
+    build_summary,
+    parse_time,
+    percentile,
+    print_session_summary,
+    render,
+    render_csv,
+    render_markdown,
+    render_session_list,
+    run,
+    summarize,
+    to_json_dict,
+)
+
+__all__ = [
+    "SessionSummary",
+    "SummaryError",
+    "add_arguments",
+    "build_summary",
+    "parse_time",
+    "percentile",
+    "print_session_summary",
+    "render",
+    "render_csv",
+    "render_markdown",
+    "render_session_list",
+    "run",
+    "summarize",
+    "to_json_dict",
+]
