@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tokentop.history import Store
 from tokentop.model import (
     EndpointFigures,
     EndpointSample,
@@ -29,7 +30,6 @@ from tokentop.model import (
     Totals,
     Window,
 )
-from tokentop.history import Store
 
 N_GPUS, N_SERVERS = 8, 4
 MIB = 1024 * 1024

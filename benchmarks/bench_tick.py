@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_reader import FIXTURE, SERVER, busy_page
 
 from tokentop.config import Config, EndpointConfig
+from tokentop.history import Store
 from tokentop.nvml.fake import FakeNvml
 from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import Sampler
-from tokentop.history import Store
 
 
 def main() -> None:

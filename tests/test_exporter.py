@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tokentop import exporter, report
 from tokentop.cli import build_runtime
 from tokentop.config import Config
-from tokentop.sampler import Sampler
 from tokentop.history import Store
+from tokentop.sampler import Sampler
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

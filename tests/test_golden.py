@@ -13,8 +13,8 @@ import pytest
 from tokentop import report
 from tokentop.config import Config
 from tokentop.demo import simulated_snapshots
-from tokentop.snapshot_json import snapshot_dict
 from tokentop.history import Store
+from tokentop.snapshot_json import snapshot_dict
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 TICKS, SEED = 130, 5

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tokentop.config import Config, EndpointConfig
+from tokentop.history import SCHEMA_VERSION, SeriesPoint, Store, StoreError
 from tokentop.model import (
     EndpointFigures,
     EndpointSample,
@@ -35,7 +36,6 @@ from tokentop.model import (
     Totals,
     Window,
 )
-from tokentop.history import SCHEMA_VERSION, SeriesPoint, Store, StoreError
 
 T0 = 1_700_000_040.0  # a whole minute, so ticks at T0 + k fall in predictable minutes
 NO_WINDOW = Window(span_s=0, tokens_in=0, tokens_out=0, energy_j=0, cost_usd=0, busy_s=0, busy_cost_usd=0)

@@ -22,9 +22,9 @@ from tokentop import report
 from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.derive import Deriver, EngineMapping
+from tokentop.history import Store
 from tokentop.model import EndpointSample, GpuReading, GpuSample, Histogram
 from tokentop.sampler import Sampler
-from tokentop.history import Store
 
 T0 = 1_700_000_040.0  # wall-clock time of the first tick (a whole minute)
 G0, G1, G2, G3 = (f"GPU-{i}0000000-aaaa-bbbb-cccc-00000000000{i}" for i in range(4))
@@ -184,7 +184,7 @@ approx = pytest.approx
 
 def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
     data = summary_json(scripted_db)
-    assert data["schema_version"] == summary.SCHEMA_VERSION
+    assert data["schema_version"] == report.SCHEMA_VERSION
     assert data["session"]["host"] == "test-host" and data["session"]["open"] is False
     assert data["range"] == {
         "since_unix_s": T0,

@@ -16,10 +16,10 @@ import pytest
 
 from tokentop.config import Config
 from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
+from tokentop.history import Store
 from tokentop.model import EndpointFigures, EndpointSample, HostFigures, Snapshot, Totals, Window
 from tokentop.nvml.fake import MIB, FakeMig
 from tokentop.sampler import Sampler
-from tokentop.history import Store
 from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
 from tokentop.tui.columns import GPU_COLUMNS, Cell, engine_status, fit_columns, short_gpu_name

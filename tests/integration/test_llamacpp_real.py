@@ -33,11 +33,11 @@ from llama_harness import Completion, LlamaServer, LoadRequest, run_load, start_
 
 import tokentop
 from tokentop.config import Config, EndpointConfig
+from tokentop.history import Store
 from tokentop.model import EndpointFigures, Snapshot
 from tokentop.nvml.fake import MIB, FakeNvml
 from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import Sampler
-from tokentop.history import Store
 
 INTERVAL_S = 0.5
 RATE_WINDOW_S = 5.0  # long enough that a few tokens' timing at its edges is ~1 % of it

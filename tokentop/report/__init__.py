@@ -1,6 +1,7 @@
 """Session summaries from the history: the figures, then Markdown, JSON or CSV."""
 
 from tokentop.report.summary import (
+    SCHEMA_VERSION,
     SessionSummary,
     SummaryError,
     add_arguments,
@@ -18,6 +19,7 @@ from tokentop.report.summary import (
 )
 
 __all__ = [
+    "SCHEMA_VERSION",
     "SessionSummary",
     "SummaryError",
     "add_arguments",

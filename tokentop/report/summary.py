@@ -31,8 +31,8 @@ from tokentop import __version__
 from tokentop.config import ApiPrice, Config, CostConfig, default_db_path
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
 from tokentop.derive import sum_windows
-from tokentop.model import Window
 from tokentop.history import GpuTrack, ServerTrack, SessionInfo, Store, StoreError
+from tokentop.model import Window
 
 SCHEMA_VERSION = 1
 RATE_WINDOW_S = 10.0
