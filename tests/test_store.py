@@ -292,7 +292,7 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
         )
         for g in snap.gpus
     ]
-    server_rows = rows(
+    endpoint_rows = rows(
         path,
         "SELECT name, url, kind, status, error, model, prompt_tokens_raw,"
         " generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
@@ -301,7 +301,7 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
         " ORDER BY name",
         (snap.t_wall,),
     )
-    assert server_rows == [
+    assert endpoint_rows == [
         (
             s.sample.name,
             s.sample.url,

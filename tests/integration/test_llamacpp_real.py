@@ -142,7 +142,7 @@ def tick_after(snapshots: Sequence[Snapshot], t: float) -> Snapshot:
     return next(s for s in snapshots if s.t_mono >= t)
 
 
-def server_rows(db_path: Path) -> list[sqlite3.Row]:
+def endpoint_rows(db_path: Path) -> list[sqlite3.Row]:
     """The endpoint's rows as stored (``server_ticks_v``), read with plain sqlite3, read-only."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
@@ -259,7 +259,7 @@ def test_generation_tokens_match_the_responses_exactly(observed: ObservedLoad) -
     last = observed.snapshots[-1]
     print(
         f"\ngeneration tokens: responses {expected}, tokentop {figures(last).tokens_out_total:g}, "
-        f"history {server_rows(observed.db_path)[-1]['tokens_out_cum']:g}"
+        f"history {endpoint_rows(observed.db_path)[-1]['tokens_out_cum']:g}"
     )
     assert figures(last).tokens_out_total == expected, trace(observed.snapshots, observed.load_sent_at)
     assert last.host.totals.tokens_out == expected
@@ -276,7 +276,7 @@ def test_prompt_tokens_match_the_server_exactly(observed: ObservedLoad) -> None:
     print(
         f"\nprompt tokens: responses prompt_n {observed.prompt_n} (tokens_evaluated "
         f"{sum(c.tokens_evaluated for c in observed.completions)}), counter moved {counter_moved:g}, "
-        f"tokentop {figures(last).tokens_in_total:g}, history {server_rows(observed.db_path)[-1]['tokens_in_cum']:g}"
+        f"tokentop {figures(last).tokens_in_total:g}, history {endpoint_rows(observed.db_path)[-1]['tokens_in_cum']:g}"
     )
     assert figures(last).tokens_in_total == observed.prompt_n, (
         f"{[(c.timings['prompt_n'], c.timings['cache_n']) for c in observed.completions]}\n"
@@ -286,7 +286,7 @@ def test_prompt_tokens_match_the_server_exactly(observed: ObservedLoad) -> None:
 
 
 def test_history_rows_hold_the_same_totals(observed: ObservedLoad) -> None:
-    rows = server_rows(observed.db_path)
+    rows = endpoint_rows(observed.db_path)
     assert len(rows) == len(observed.snapshots)
     up = [r for r in rows if r["status"] == "up"]
     assert up and all(r["kind"] == "llamacpp" for r in up)
@@ -441,7 +441,7 @@ def test_restart_between_loads_neither_loses_nor_doubles(llama_server: LlamaServ
     assert [g.totals.tokens_out for g in last.gpus] == [expected_out]
     assert figures(last).pid == new_pid and figures(last).mapping == "process"
 
-    rows = server_rows(watch.db_path)
+    rows = endpoint_rows(watch.db_path)
     assert (rows[-1]["tokens_out_cum"], rows[-1]["tokens_in_cum"]) == (expected_out, expected_in)
     cumulative = [(r["tokens_in_cum"], r["tokens_out_cum"]) for r in rows]
     assert cumulative == sorted(cumulative), "stored totals went down"
@@ -495,7 +495,7 @@ def wait_for_rows(db_path: Path, count: int, process: subprocess.Popen[str]) -> 
     while time.monotonic() < deadline:
         assert process.poll() is None, f"tokentop record ended early: {process.communicate()[1]}"
         try:
-            if sum(r["status"] == "up" for r in server_rows(db_path)) >= count:
+            if sum(r["status"] == "up" for r in endpoint_rows(db_path)) >= count:
                 return
         except sqlite3.Error:
             pass  # not created yet
@@ -555,7 +555,7 @@ def test_cli_record_stores_kind_and_counters(llama_server: LlamaServer, tmp_path
         process.communicate()  # reaps it and closes its pipes (a no-op when done above)
     assert process.returncode == 0, stderr
     metrics = llama_server.metrics()
-    rows = server_rows(db_path)
+    rows = endpoint_rows(db_path)
     assert all(r["kind"] == "llamacpp" for r in rows)
     last = rows[-1]
     assert last["status"] == "up"

@@ -2,11 +2,11 @@
 
 from tokentop.history.store import (
     SCHEMA_VERSION,
+    EndpointTrack,
     GpuInfo,
     GpuMinutes,
     GpuTrack,
     SeriesPoint,
-    ServerTrack,
     SessionInfo,
     Store,
     StoreError,
@@ -14,11 +14,11 @@ from tokentop.history.store import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "EndpointTrack",
     "GpuInfo",
     "GpuMinutes",
     "GpuTrack",
     "SeriesPoint",
-    "ServerTrack",
     "SessionInfo",
     "Store",
     "StoreError",

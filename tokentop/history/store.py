@@ -147,7 +147,7 @@ class GpuMinutes:
 
 
 @dataclass(frozen=True)
-class ServerTrack:
+class EndpointTrack:
     """One endpoint's rows at a series of ticks, column by column. ``kind``, ``model`` and
     ``gpus`` are those of its last row in the track."""
 
@@ -1210,11 +1210,11 @@ class Store:
             ).fetchall()
         )
 
-    def server_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[ServerTrack]:
+    def endpoint_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[EndpointTrack]:
         """Each endpoint's row of the last tick in ``(b - step_s, b]`` for every boundary, as
         ``gpu_tracks`` does for GPUs. Endpoints in ``server_id`` order."""
         if not (until >= since and step_s > 0):
-            raise ValueError("server_tracks needs until >= since and step_s > 0")
+            raise ValueError("endpoint_tracks needs until >= since and step_s > 0")
         with self._lock:
             return self._read(
                 lambda: self._server_tracks(
@@ -1223,7 +1223,7 @@ class Store:
                 )
             )
 
-    def server_rows(self, session_id: int, name: str, url: str, after: float, until: float) -> ServerTrack | None:
+    def endpoint_rows(self, session_id: int, name: str, url: str, after: float, until: float) -> EndpointTrack | None:
         """Every row of one endpoint in ``(after, until]``; None when there is none."""
         with self._lock:
             found = self._read(
@@ -1236,7 +1236,7 @@ class Store:
             )
         return found[0] if found else None
 
-    def _server_tracks(self, sql: str, params: dict[str, Any]) -> list[ServerTrack]:
+    def _server_tracks(self, sql: str, params: dict[str, Any]) -> list[EndpointTrack]:
         servers = {row[0]: row[1:] for row in self._conn.execute("SELECT id, name, url FROM servers")}
         labels = self._labels()
         tracks = []
@@ -1246,7 +1246,7 @@ class Store:
                 next((labels[v] for v in reversed(column) if v is not None), None) for column in columns[11:14]
             )
             tracks.append(
-                ServerTrack(*servers[server_id], kind, model, tuple(gpus.split(",")) if gpus else (), *columns[1:11])
+                EndpointTrack(*servers[server_id], kind, model, tuple(gpus.split(",")) if gpus else (), *columns[1:11])
             )
         return tracks
 

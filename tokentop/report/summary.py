@@ -31,7 +31,7 @@ from tokentop import __version__
 from tokentop.config import ApiPrice, Config, CostConfig, default_db_path
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
 from tokentop.derive import sum_windows
-from tokentop.history import GpuTrack, ServerTrack, SessionInfo, Store, StoreError
+from tokentop.history import EndpointTrack, GpuTrack, SessionInfo, Store, StoreError
 from tokentop.model import Window
 
 SCHEMA_VERSION = 1
@@ -293,7 +293,7 @@ def _energy_method(store: Store, session_id: int, track: GpuTrack) -> _EnergyMet
     return _EnergyMethod(method, integrated, unmeasured)
 
 
-def _requests_completed(store: Store, session_id: int, track: ServerTrack) -> float | None:
+def _requests_completed(store: Store, session_id: int, track: EndpointTrack) -> float | None:
     """Increase of the finished-requests counter, a restart counting its new value from zero.
 
     Between two boundary points the plain difference is right unless the engine restarted in
@@ -304,7 +304,7 @@ def _requests_completed(store: Store, session_id: int, track: ServerTrack) -> fl
 
     def exact(first: int, last: int) -> None:
         nonlocal total, known
-        rows = store.server_rows(session_id, track.name, track.url, track.t[first], track.t[last])
+        rows = store.endpoint_rows(session_id, track.name, track.url, track.t[first], track.t[last])
         previous = values[first]
         for raw in rows.requests_finished_raw if rows is not None else ():
             if raw is None:
@@ -331,7 +331,7 @@ def _requests_completed(store: Store, session_id: int, track: ServerTrack) -> fl
     return total if known else None
 
 
-def _restart_suspected(track: ServerTrack, i: int) -> bool:
+def _restart_suspected(track: EndpointTrack, i: int) -> bool:
     for raw, delivered in (
         (track.prompt_tokens_raw, track.tokens_in_cum),
         (track.generation_tokens_raw, track.tokens_out_cum),
@@ -352,7 +352,7 @@ def _mean(values: tuple[float | None, ...]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def _engine(store: Store, session_id: int, track: ServerTrack, index_of: dict[str, int | None]) -> EngineSummary:
+def _engine(store: Store, session_id: int, track: EndpointTrack, index_of: dict[str, int | None]) -> EngineSummary:
     duration = track.t[-1] - track.t[0]
     tokens_in = track.tokens_in_cum[-1] - track.tokens_in_cum[0]
     tokens_out = track.tokens_out_cum[-1] - track.tokens_out_cum[0]
@@ -460,9 +460,9 @@ def build_summary(
         }
 
     engine_step = ENGINE_STEP_S if end - start > SHORT_RANGE_S else RATE_WINDOW_S
-    server_tracks = [t for t in store.server_tracks(session.id, start, end, engine_step) if len(t.t) >= 2]
+    endpoint_tracks = [t for t in store.endpoint_tracks(session.id, start, end, engine_step) if len(t.t) >= 2]
     engines_of: dict[str, list[str]] = {}
-    for track in server_tracks:
+    for track in endpoint_tracks:
         for uuid in track.gpus:
             engines_of.setdefault(uuid, []).append(track.name)
         if not track.gpus:
@@ -514,7 +514,7 @@ def build_summary(
             _host_spans([spans.get(g.uuid, {}) for g in gpus]),
             gpu_seconds=sum(w.span_s for w in windows),
         )
-    engines = tuple(_engine(store, session.id, t, index_of) for t in server_tracks)
+    engines = tuple(_engine(store, session.id, t, index_of) for t in endpoint_tracks)
     if host is None and not engines:
         raise SummaryError(f"session {session.id} has no readings between {_when(start)} and {_when(end)}")
 
