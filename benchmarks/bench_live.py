@@ -31,14 +31,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARMUP_S = 5.0
 SESSION = "tokentop-bench"
 
-# Until ``tokentop`` (no subcommand) runs the live view, the same steps by hand.
-LIVE_BY_HAND = (
-    "import sys; from tokentop import cli; from tokentop.tui import run_live; "
-    "args = cli.build_parser().parse_args(sys.argv[1:]); config = cli.config_from_args(args); "
-    "runtime = cli.build_runtime(config); store = cli.open_store(runtime.config, required=False); "
-    "sys.exit(run_live(runtime, store))"
-)
-
 
 @dataclass
 class Figures:
@@ -104,11 +96,7 @@ def measure(pid: int, seconds: float) -> Figures:
 
 
 def live_command(db: Path) -> list[str]:
-    from tokentop import cli
-
-    if "live" in getattr(cli, "COMMANDS", {}):
-        return [sys.executable, "-m", "tokentop.cli", "--demo", "--db", str(db)]
-    return [sys.executable, "-c", LIVE_BY_HAND, "--demo", "--db", str(db)]
+    return [sys.executable, "-m", "tokentop.cli", "--demo", "--db", str(db)]
 
 
 def bench_live(seconds: float, size: str, db: Path) -> tuple[Figures, str]:

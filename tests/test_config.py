@@ -95,3 +95,10 @@ def test_public_dict_holds_the_variable_name_never_a_token(monkeypatch: pytest.M
 def test_timeout_is_80_percent_of_the_interval_and_capped() -> None:
     assert Config(interval_s=1.0).timeout_s == pytest.approx(0.8)
     assert Config(interval_s=600).timeout_s == 10.0
+
+
+def test_every_kind_the_config_accepts_has_a_reader_and_no_reader_is_unreachable() -> None:
+    from tokentop.collectors.kinds import DEFAULT_SPECS
+    from tokentop.config import ENDPOINT_KINDS
+
+    assert set(ENDPOINT_KINDS) == set(DEFAULT_SPECS) | {"ollama"}

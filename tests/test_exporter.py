@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokentop import exporter, report
-from tokentop.cli import build_runtime
+from tokentop.cli.runtime import build_runtime
 from tokentop.config import Config
 from tokentop.history import Store
 from tokentop.sampler import Sampler

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tokentop import report
+from tokentop.cli import summary as summary_command
 from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.derive import Deriver, EngineMapping
@@ -416,12 +417,12 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
 
 def args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    report.add_arguments(parser)
+    summary_command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def run(path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = report.run(args(*argv), Config(db_path=path))
+    code = summary_command.run(args(*argv), Config(db_path=path))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -546,12 +547,12 @@ def test_print_session_summary_for_the_live_view_and_record(
 ) -> None:
     session = report.summarize(scripted_db).session.id
     stream = io.StringIO()
-    assert report.print_session_summary(scripted_db, session, stream) == 0
+    assert summary_command.print_session_summary(scripted_db, session, stream) == 0
     assert stream.getvalue().startswith(f"# tokentop session {session} on test-host")
     stream = io.StringIO()
-    assert report.print_session_summary(scripted_db, session, stream, fmt="json") == 0
+    assert summary_command.print_session_summary(scripted_db, session, stream, fmt="json") == 0
     assert json.loads(stream.getvalue())["session"]["id"] == session
-    assert report.print_session_summary(scripted_db, 999, io.StringIO()) == 2
+    assert summary_command.print_session_summary(scripted_db, 999, io.StringIO()) == 2
     assert "no session summary: no session 999" in capsys.readouterr().err
 
 

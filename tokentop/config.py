@@ -94,6 +94,10 @@ class CostConfig:
                 raise ConfigError(f"cost.gpu_hour_usd.{key} cannot be negative")
 
 
+ENDPOINT_KINDS = ("vllm", "sglang", "tgi", "llamacpp", "triton", "trtllm", "nim", "lmdeploy", "dynamo", "ray", "ollama")
+"""The kinds ``kind=`` accepts; ``tokentop.collectors`` reads each of them (a test checks)."""
+
+
 @dataclass(frozen=True)
 class EndpointConfig:
     """One inference server's stats endpoint."""
@@ -110,8 +114,6 @@ class EndpointConfig:
     """Name of the environment variable holding a bearer token (never the token itself)."""
 
     def __post_init__(self) -> None:
-        from tokentop.collectors.kinds import KINDS
-
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"endpoint URL must start with http:// or https://: {self.url!r}")
         try:
@@ -132,8 +134,8 @@ class EndpointConfig:
                 f"endpoint URL {parts.netloc}: query {', '.join(extra)} not accepted (only "
                 "model=); put a token in an environment variable and name it with token_env="
             )
-        if self.kind is not None and self.kind not in KINDS:
-            raise ConfigError(f"endpoint kind {self.kind!r} unknown; known: {', '.join(KINDS)}")
+        if self.kind is not None and self.kind not in ENDPOINT_KINDS:
+            raise ConfigError(f"endpoint kind {self.kind!r} unknown; known: {', '.join(ENDPOINT_KINDS)}")
         if not self.name:
             object.__setattr__(self, "name", parts.netloc)
 

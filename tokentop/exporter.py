@@ -12,9 +12,7 @@ of per-GPU ratios (README, "Prometheus exporter").
 
 from __future__ import annotations
 
-import argparse
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -24,14 +22,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from tokentop import __version__
-from tokentop.config import Config
 from tokentop.model import Snapshot
 from tokentop.sampler import Sampler
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
-
-    from tokentop.cli import Runtime
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 GPU_LABELS = ("gpu", "uuid", "host")
@@ -228,53 +223,3 @@ def serve(sampler: Sampler, host: str, port: int) -> WSGIServer:
     registry.register(SnapshotCollector(lambda: sampler.latest, socket.gethostname()))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``tokentop export`` (the common ones come from the CLI)."""
-    parser.add_argument(
-        "--listen",
-        default=DEFAULT_LISTEN,
-        metavar="HOST:PORT",
-        help=f"where to serve /metrics (default {DEFAULT_LISTEN}: this machine "
-        "only; 0.0.0.0:9464 or [::]:9464 to let other machines scrape)",
-    )
-
-
-def run(args: argparse.Namespace, runtime: Runtime, config: Config) -> int:
-    """Sample and serve until SIGINT, SIGTERM or SIGHUP; closes the runtime."""
-    from tokentop.cli import UsageError, open_store, stop_on_signals
-
-    try:
-        host, port = parse_listen(args.listen)
-    except ValueError as exc:
-        runtime.close()
-        raise UsageError(str(exc)) from None
-    store = open_store(runtime.config, required=False)
-    sampler = Sampler(runtime.config, runtime.gpus, store=store)
-    try:
-        server = serve(sampler, host, port)
-    except OSError as exc:
-        sampler.stop()
-        runtime.close()
-        raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
-    bound = server.server_address[1]
-    where = f"[{host}]" if ":" in host else host
-    print(
-        f"tokentop: serving http://{where}:{bound}/metrics every {runtime.config.interval_s:g} s; Ctrl-C to stop",
-        file=sys.stderr,
-        flush=True,
-    )
-    if not sampler.gpus.available:
-        print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
-    with stop_on_signals() as stop:
-        sampler.start()
-        try:
-            while not stop.wait(1.0):
-                pass
-        finally:
-            server.shutdown()
-            server.server_close()
-            sampler.stop()
-            runtime.close()
-    return 0

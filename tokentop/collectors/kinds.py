@@ -197,7 +197,6 @@ DYNAMO = KindSpec(
 DEFAULT_SPECS: dict[str, KindSpec] = {
     spec.kind: spec for spec in (VLLM, SGLANG, TGI, LLAMACPP, TRITON, TRTLLM, NIM, LMDEPLOY, DYNAMO, RAY)
 }
-KINDS = (*DEFAULT_SPECS, "ollama")
 
 
 @dataclass(frozen=True)

@@ -12,26 +12,24 @@ $/Mtok counts output tokens. The JSON layout is versioned (``SCHEMA_VERSION``, R
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from tokentop import __version__
-from tokentop.config import ApiPrice, Config, CostConfig, default_db_path
+from tokentop.config import ApiPrice, CostConfig
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
 from tokentop.derive import sum_windows
-from tokentop.history import EndpointTrack, GpuTrack, SessionInfo, Store, StoreError
+from tokentop.history import EndpointTrack, GpuTrack, SessionInfo, Store
 from tokentop.model import Window
 
 SCHEMA_VERSION = 1
@@ -41,7 +39,6 @@ ENGINE_STEP_S = 60.0  # engine rows are read a minute apart (10 s apart under an
 SHORT_RANGE_S = 3600.0
 MIN_WINDOW_SHARE = 0.5  # a window covering less than this share of its length is left out
 FORMATS = ("md", "json", "csv")
-EXIT_NO_SUMMARY = 2
 
 
 class SummaryError(Exception):
@@ -1123,74 +1120,3 @@ def render_session_list(store: Store, fmt: str) -> str:
         )
         + "\n"
     )
-
-
-# --- command line ----------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``tokentop summary`` (the common ones, ``--db`` among them, come from the
-    CLI)."""
-    parser.add_argument(
-        "--session", type=int, metavar="ID", help="session to summarise (default: the latest with readings)"
-    )
-    parser.add_argument(
-        "--since",
-        metavar="TIME",
-        help="start of the range: ISO time (local unless it has an offset) or a time ago such as 2h, 30m, 1h30m",
-    )
-    parser.add_argument("--until", metavar="TIME", help="end of the range, as --since")
-    parser.add_argument("--list", action="store_true", help="list the sessions in the history")
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="md",
-        help="Markdown (default), JSON (schema in the README) or CSV (one row per GPU and a total row)",
-    )
-    parser.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead of standard output")
-
-
-def run(args: argparse.Namespace, config: Config) -> int:
-    """``tokentop summary``: 0, or 2 with one line on stderr when there is nothing to show."""
-    db_path = config.db_path or default_db_path()
-    try:
-        now = time.time()
-        since = parse_time(args.since, now) if args.since else None
-        until = parse_time(args.until, now) if args.until else None
-        if since is not None and until is not None and until <= since:
-            raise SummaryError("--until must be later than --since")
-        with open_history(db_path) as store:
-            if args.list:
-                text = render_session_list(store, args.format)
-            else:
-                session = choose_session(store, args.session, since, until)
-                text = render(build_summary(store, session, since, until), args.format)
-        if args.output is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        else:
-            args.output.write_text(text)
-    except (SummaryError, StoreError) as exc:
-        print(f"tokentop: {exc}", file=sys.stderr)
-        return EXIT_NO_SUMMARY
-    except OSError as exc:
-        print(f"tokentop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_NO_SUMMARY
-    return 0
-
-
-def print_session_summary(db_path: Path, session_id: int, stream: TextIO, fmt: str = "md") -> int:
-    """Print one session's summary to ``stream`` (when the live view or ``record`` ends).
-
-    Never raises: with nothing to show, one line goes to stderr and 2 is returned."""
-    try:
-        text = render(summarize(db_path, session_id), fmt)
-    except (SummaryError, StoreError) as exc:
-        print(f"tokentop: no session summary: {exc}", file=sys.stderr)
-        return EXIT_NO_SUMMARY
-    try:
-        stream.write(text)
-        stream.flush()
-    except OSError:  # the terminal went away as we ended
-        return EXIT_NO_SUMMARY
-    return 0

@@ -1,18 +1,20 @@
 """The live view (Textual). Only this package imports Textual.
 
-``run_live(runtime, store)`` is what ``tokentop`` (no subcommand) runs.
+``tokentop.cli.live`` runs ``TokentopApp`` inside ``logs_on_screen`` and prints ``short_summary``
+when there is no history to summarise.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tokentop.cli import Runtime
+from tokentop.tui.app import LogLine, TokentopApp
+from tokentop.tui.session import short_summary
+
+__all__ = ["TokentopApp", "logs_on_screen", "short_summary"]
 
 
 class _ScreenLogHandler(logging.Handler):
@@ -26,8 +28,6 @@ class _ScreenLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tokentop.tui.app import LogLine
-
         try:
             text = self.format(record)
             if not self.app.is_running or not self.app.post_message(LogLine(record.levelno, text, record.created)):
@@ -51,53 +51,3 @@ def logs_on_screen(app: Any) -> Iterator[_ScreenLogHandler]:
         for record in handler.left_over:
             if record.levelno >= logging.WARNING:
                 root.handle(record)
-
-
-def run_live(runtime: Runtime, store: Any | None, *, summary: bool = True) -> int:
-    """Run the live view until the user quits, a signal or a lost terminal ends it.
-
-    Stops the sampler (which closes ``store``) whatever happened, then, once the terminal is
-    back from the alternate screen (not after a hangup: there is no terminal), prints the
-    session summary: the full one from the history, or a short one from the last snapshot
-    when there is no history. Returns the exit code: 0 on quit, 129 on hangup or a lost
-    terminal, 143 on SIGTERM.
-    """
-    from tokentop.config import default_db_path
-    from tokentop.sampler import Sampler
-    from tokentop.tui.app import TokentopApp
-
-    config = runtime.config
-    sampler = Sampler(config, runtime.gpus, store=store)
-    summary_dir = (config.db_path or default_db_path()).parent if store is not None else None
-    app = TokentopApp(config, sampler=sampler, store=store, summary_dir=summary_dir)
-    try:
-        with logs_on_screen(app):
-            app.run()
-    finally:
-        sampler.stop()  # closes the history: the summary below then covers every tick
-        runtime.close()
-    if summary and app.ended_by not in ("hangup", "terminal lost"):  # a terminal to print on
-        _print_summary(app)
-    return app.return_code or 0
-
-
-def _print_summary(app: Any) -> None:
-    """The full summary from the history when there is one, else the short one."""
-    from tokentop.report import print_session_summary
-    from tokentop.tui.session import short_summary
-
-    store = app.store
-    if (
-        store is not None
-        and store.session_id is not None
-        and app.latest is not None
-        and print_session_summary(store.path, store.session_id, sys.stdout) == 0
-    ):
-        return
-    try:
-        sys.stdout.write(short_summary(app.latest, app.host_name))
-        if app.summary_path is not None:
-            sys.stdout.write(f"  summary file {app.summary_path}\n")
-        sys.stdout.flush()
-    except OSError:  # the terminal went away as we left
-        pass

@@ -1,0 +1,87 @@
+"""What every command runs on: the settings, the GPU source (NVML or the demo's), the history,
+and the signals that end a run cleanly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from tokentop import __version__
+from tokentop.config import Config, default_db_path
+from tokentop.demo import DemoGpuReader, DemoHost
+from tokentop.history import Store, StoreError
+from tokentop.nvml.reader import NvmlReader
+from tokentop.sampler import GpuSource
+
+
+class UsageError(Exception):
+    """Something the user can fix; printed as one line, exit code 2."""
+
+
+@dataclass
+class Runtime:
+    """What a command runs on: the settings, the GPU source and, with --demo, the simulation."""
+
+    config: Config
+    gpus: GpuSource
+    demo_host: DemoHost | None = None
+
+    def close(self) -> None:
+        if self.demo_host is not None:
+            self.demo_host.close()
+
+
+def build_runtime(config: Config) -> Runtime:
+    """The real host, or with ``--demo`` a simulated one whose engines serve on loopback."""
+    if config.demo:
+        host = DemoHost(seed=config.seed)
+        config = replace(config, endpoints=tuple(config.endpoints) + host.serve())
+        return Runtime(config, DemoGpuReader(host), host)
+    return Runtime(config, NvmlReader())
+
+
+def history_path(config: Config) -> str:
+    return str(config.db_path or default_db_path())
+
+
+def open_store(config: Config, *, required: bool) -> Store | None:
+    """The history store, or None when history is off. ``required``: failing is fatal."""
+    if not config.history:
+        return None
+    try:
+        return Store.open(
+            config.db_path or default_db_path(),
+            host=socket.gethostname(),
+            version=__version__,
+            config=config.public_dict(),
+            raw_retention_h=config.raw_retention_h,
+            rollup_retention_d=config.rollup_retention_d,
+        )
+    except StoreError as exc:
+        if required:
+            raise UsageError(f"cannot record: {exc}") from None
+        print(f"tokentop: {exc}; monitoring without history", file=sys.stderr)
+        return None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT, SIGTERM and SIGHUP set the event (so a clean stop flushes the store)."""
+    stop = threading.Event()
+    previous = {}
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,91 @@
+"""``tokentop summary``: one session's figures from the history, as Markdown, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from tokentop.config import Config, default_db_path
+from tokentop.history import StoreError
+from tokentop.report import (
+    FORMATS,
+    SummaryError,
+    build_summary,
+    choose_session,
+    open_history,
+    parse_time,
+    render,
+    render_session_list,
+    summarize,
+)
+
+EXIT_NO_SUMMARY = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--session", type=int, metavar="ID", help="session to summarise (default: the latest with readings)"
+    )
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help="start of the range: ISO time (local unless it has an offset) or a time ago such as 2h, 30m, 1h30m",
+    )
+    parser.add_argument("--until", metavar="TIME", help="end of the range, as --since")
+    parser.add_argument("--list", action="store_true", help="list the sessions in the history")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="md",
+        help="Markdown (default), JSON (schema in the README) or CSV (one row per GPU and a total row)",
+    )
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead of standard output")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """0, or 2 with one line on stderr when there is nothing to show."""
+    db_path = config.db_path or default_db_path()
+    try:
+        now = time.time()
+        since = parse_time(args.since, now) if args.since else None
+        until = parse_time(args.until, now) if args.until else None
+        if since is not None and until is not None and until <= since:
+            raise SummaryError("--until must be later than --since")
+        with open_history(db_path) as store:
+            if args.list:
+                text = render_session_list(store, args.format)
+            else:
+                session = choose_session(store, args.session, since, until)
+                text = render(build_summary(store, session, since, until), args.format)
+        if args.output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            args.output.write_text(text)
+    except (SummaryError, StoreError) as exc:
+        print(f"tokentop: {exc}", file=sys.stderr)
+        return EXIT_NO_SUMMARY
+    except OSError as exc:
+        print(f"tokentop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NO_SUMMARY
+    return 0
+
+
+def print_session_summary(db_path: Path, session_id: int, stream: TextIO, fmt: str = "md") -> int:
+    """Print one session's summary to ``stream`` (when the live view or ``record`` ends).
+
+    Never raises: with nothing to show, one line goes to stderr and 2 is returned."""
+    try:
+        text = render(summarize(db_path, session_id), fmt)
+    except (SummaryError, StoreError) as exc:
+        print(f"tokentop: no session summary: {exc}", file=sys.stderr)
+        return EXIT_NO_SUMMARY
+    try:
+        stream.write(text)
+        stream.flush()
+    except OSError:  # the terminal went away as we ended
+        return EXIT_NO_SUMMARY
+    return 0
