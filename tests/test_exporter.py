@@ -9,17 +9,20 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokentop import exporter, report
+from tokentop import __version__, exporter, report
 from tokentop.cli.runtime import build_runtime
 from tokentop.config import Config
+from tokentop.demo import simulated_snapshots
 from tokentop.history import Store
+from tokentop.model import GpuFigures, Snapshot, Window
 from tokentop.sampler import Sampler
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -239,3 +242,82 @@ def test_export_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert process.returncode == 2
     assert err.startswith(f"tokentop: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+# --- the collector alone, the way prometheus_client tests collectors: a registry, no HTTP -------
+
+
+@pytest.fixture(scope="module")
+def demo_snapshot() -> Snapshot:
+    return simulated_snapshots(12, seed=3)[-1]
+
+
+def registry_of(snapshot: Snapshot | None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.SnapshotCollector(lambda: snapshot, "host-a"))
+    return registry
+
+
+def gpu_labels(gpu: GpuFigures, **extra: str) -> dict[str, str]:
+    return {"gpu": str(gpu.sample.index), "uuid": gpu.sample.uuid, "host": "host-a", **extra}
+
+
+def test_before_the_first_tick_only_tokentop_info_is_published() -> None:
+    registry = registry_of(None)
+    assert [family.name for family in registry.collect()] == ["tokentop"]
+    assert registry.get_sample_value("tokentop_info", {"host": "host-a", "version": __version__}) == 1.0
+
+
+def test_gpu_counters_are_the_snapshot_totals(demo_snapshot: Snapshot) -> None:
+    registry = registry_of(demo_snapshot)
+    for gpu in demo_snapshot.gpus:
+        totals = gpu.totals
+        read = registry.get_sample_value
+        assert read("tokentop_gpu_tokens_total", gpu_labels(gpu, direction="in")) == totals.tokens_in
+        assert read("tokentop_gpu_tokens_total", gpu_labels(gpu, direction="out")) == totals.tokens_out
+        assert read("tokentop_gpu_energy_joules_total", gpu_labels(gpu)) == totals.energy_j
+        assert read("tokentop_gpu_cost_usd_total", gpu_labels(gpu)) == totals.cost_usd
+        assert read("tokentop_gpu_watched_seconds_total", gpu_labels(gpu)) == totals.elapsed_s
+        assert read("tokentop_gpu_busy_ratio", gpu_labels(gpu)) == gpu.cost_window.busy_share
+    [served] = [e for e in demo_snapshot.endpoints if e.sample.name == "llama-70b"]
+    labels = {"endpoint": "llama-70b", "kind": "vllm", "host": "host-a"}
+    assert registry.get_sample_value("tokentop_endpoint_up", labels) == 1.0
+    assert registry.get_sample_value("tokentop_endpoint_tokens_total", {**labels, "direction": "out"}) == (
+        served.tokens_out_total
+    )
+
+
+def test_no_cost_series_for_a_gpu_without_a_price(demo_snapshot: Snapshot) -> None:
+    unpriced, *rest = demo_snapshot.gpus
+    no_cost = Window(**{**asdict(unpriced.cost_window), "cost_usd": None, "busy_cost_usd": None})
+    unpriced = replace(
+        unpriced,
+        price=None,
+        usd_per_hour_now=None,
+        totals=replace(unpriced.totals, cost_usd=None, busy_cost_usd=None),
+        cost_window=no_cost,
+    )
+    registry = registry_of(replace(demo_snapshot, gpus=(unpriced, *rest)))
+    read = registry.get_sample_value
+    for name in (
+        "tokentop_gpu_cost_usd_total",
+        "tokentop_gpu_busy_cost_usd_total",
+        "tokentop_gpu_usd_per_hour",
+        "tokentop_gpu_usd_per_million_tokens",
+    ):
+        assert read(name, gpu_labels(unpriced)) is None, name
+        assert read(name, gpu_labels(rest[0])) is not None, name
+    # Its tokens, energy and time are still published, and it says it has no price.
+    assert read("tokentop_gpu_tokens_total", gpu_labels(unpriced, direction="out")) == unpriced.totals.tokens_out
+    assert read("tokentop_gpu_energy_joules_total", gpu_labels(unpriced)) == unpriced.totals.energy_j
+    info = gpu_labels(unpriced, name=unpriced.sample.name, price_source="none")
+    assert read("tokentop_gpu_info", {**info, "energy_method": "counter", "engines": "llama-70b"}) == 1.0
+
+
+def test_an_unknown_reading_is_left_out_never_written_as_zero(demo_snapshot: Snapshot) -> None:
+    gpu = demo_snapshot.gpus[0]
+    blind = replace(gpu, sample=replace(gpu.sample, power_w=None, utilization_pct=None))
+    registry = registry_of(replace(demo_snapshot, gpus=(blind,)))
+    assert registry.get_sample_value("tokentop_gpu_power_watts", gpu_labels(blind)) is None
+    assert registry.get_sample_value("tokentop_gpu_utilization_ratio", gpu_labels(blind)) is None
+    assert registry.get_sample_value("tokentop_gpu_energy_joules_total", gpu_labels(blind)) == gpu.totals.energy_j

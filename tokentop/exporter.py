@@ -13,8 +13,9 @@ of per-GPU ratios (README, "Prometheus exporter").
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -22,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from tokentop import __version__
-from tokentop.model import Snapshot
+from tokentop.model import EndpointFigures, GpuFigures, Snapshot
 from tokentop.sampler import Sampler
 
 if TYPE_CHECKING:
@@ -31,6 +32,147 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:9464"
 GPU_LABELS = ("gpu", "uuid", "host")
 ENDPOINT_LABELS = ("endpoint", "kind", "host")
+T = TypeVar("T")
+
+
+Value = Callable[[T], "float | None"]
+
+
+@dataclass(frozen=True)
+class Series(Generic[T]):
+    """One metric family: its name (without ``_total``), help text, type, and how each of its
+    samples is read off a GPU's or an endpoint's figures. ``label`` names the one extra label
+    (``direction``, ``quantile``) whose values key ``values``; None for a single sample."""
+
+    name: str
+    help: str
+    counter: bool
+    values: tuple[tuple[str | None, Value[T]], ...]
+    label: str | None = None
+
+
+def _in_out(name: str, text: str, counter: bool, tok_in: Value[T], tok_out: Value[T]) -> Series[T]:
+    return Series(name, text, counter, (("in", tok_in), ("out", tok_out)), "direction")
+
+
+def _one(name: str, text: str, counter: bool, value: Value[T]) -> Series[T]:
+    return Series(name, text, counter, ((None, value),))
+
+
+GPU_SERIES: tuple[Series[GpuFigures], ...] = (
+    _in_out(
+        "tokentop_gpu_tokens",
+        "Tokens attributed to the GPU since tokentop started (an engine's tokens split equally over its GPUs)",
+        True,
+        lambda f: f.totals.tokens_in,
+        lambda f: f.totals.tokens_out,
+    ),
+    _one("tokentop_gpu_energy_joules", "Board energy since tokentop started", True, lambda f: f.totals.energy_j),
+    _one(
+        "tokentop_gpu_cost_usd",
+        "Cost since tokentop started (hourly rate plus charged energy); absent for a GPU without a price",
+        True,
+        lambda f: f.totals.cost_usd,
+    ),
+    _one(
+        "tokentop_gpu_busy_seconds",
+        "Seconds in which tokens flowed or requests ran on the GPU's engines",
+        True,
+        lambda f: f.totals.busy_s,
+    ),
+    _one("tokentop_gpu_busy_cost_usd", "Cost of the busy seconds", True, lambda f: f.totals.busy_cost_usd),
+    _one(
+        "tokentop_gpu_watched_seconds",
+        "Seconds the GPU has been watched (the denominator of the busy share)",
+        True,
+        lambda f: f.totals.elapsed_s,
+    ),
+    _in_out(
+        "tokentop_gpu_tokens_per_second",
+        "Tokens per second over the rate window",
+        False,
+        lambda f: f.rate_window.tok_s_in,
+        lambda f: f.rate_window.tok_s_out,
+    ),
+    _one(
+        "tokentop_gpu_usd_per_million_tokens",
+        "Cost per million output tokens over the cost window, idle included; absent while idle or unpriced",
+        False,
+        lambda f: f.cost_window.usd_per_mtok,
+    ),
+    _one(
+        "tokentop_gpu_tokens_per_joule",
+        "Output tokens per joule of board energy over the cost window",
+        False,
+        lambda f: f.cost_window.tok_per_j,
+    ),
+    _one("tokentop_gpu_busy_ratio", "Busy share of the cost window (0-1)", False, lambda f: f.cost_window.busy_share),
+    _one("tokentop_gpu_power_watts", "Board power, latest reading", False, lambda f: f.sample.power_w),
+    _one(
+        "tokentop_gpu_utilization_ratio",
+        "NVML GPU utilisation, latest (0-1)",
+        False,
+        lambda f: None if f.sample.utilization_pct is None else f.sample.utilization_pct / 100.0,
+    ),
+    _one("tokentop_gpu_usd_per_hour", "Cost rate at the latest power reading", False, lambda f: f.usd_per_hour_now),
+)
+
+ENDPOINT_SERIES: tuple[Series[EndpointFigures], ...] = (
+    _one(
+        "tokentop_endpoint_up",
+        "1 when the endpoint's last read succeeded",
+        False,
+        lambda f: 1.0 if f.sample.status == "up" else 0.0,
+    ),
+    _in_out(
+        "tokentop_endpoint_tokens",
+        "Tokens the endpoint delivered since tokentop started (restarts handled)",
+        True,
+        lambda f: f.tokens_in_total,
+        lambda f: f.tokens_out_total,
+    ),
+    _in_out(
+        "tokentop_endpoint_tokens_per_second",
+        "Tokens per second over the rate window",
+        False,
+        lambda f: f.tok_s_in,
+        lambda f: f.tok_s_out,
+    ),
+    _one("tokentop_endpoint_requests_running", "Requests running", False, lambda f: f.sample.running),
+    _one("tokentop_endpoint_requests_waiting", "Requests waiting", False, lambda f: f.sample.waiting),
+    Series(
+        "tokentop_endpoint_ttft_seconds",
+        "Time to first token over the cost window, by quantile",
+        False,
+        (("0.5", lambda f: f.ttft_p50_s), ("0.95", lambda f: f.ttft_p95_s)),
+        "quantile",
+    ),
+    Series(
+        "tokentop_endpoint_itl_seconds",
+        "Inter-token latency over the cost window, by quantile",
+        False,
+        (("0.5", lambda f: f.itl_p50_s),),
+        "quantile",
+    ),
+)
+
+
+def families(
+    table: tuple[Series[T], ...], items: Sequence[T], label_names: tuple[str, ...], labels: Callable[[T], list[str]]
+) -> Iterator[Metric]:
+    """One family per series of ``table``, a sample per item (and per extra label value); an
+    unknown value (None) is left out, never written as zero."""
+    for series in table:
+        extra = (series.label,) if series.label else ()
+        kind = CounterMetricFamily if series.counter else GaugeMetricFamily
+        family = kind(series.name, series.help, labels=label_names + extra)
+        for item in items:
+            base = labels(item)
+            for label_value, read in series.values:
+                value = read(item)
+                if value is not None:
+                    family.add_metric(base + ([label_value] if label_value else []), value)
+        yield family
 
 
 class SnapshotCollector(Collector):
@@ -48,8 +190,15 @@ class SnapshotCollector(Collector):
         if snapshot is None:
             return
         yield from self._general(snapshot)
-        yield from self._gpus(snapshot)
-        yield from self._endpoints(snapshot)
+        yield self._gpu_info(snapshot)
+        yield from families(GPU_SERIES, snapshot.gpus, GPU_LABELS, self._gpu_labels)
+        yield from families(ENDPOINT_SERIES, snapshot.endpoints, ENDPOINT_LABELS, self._endpoint_labels)
+
+    def _gpu_labels(self, fig: GpuFigures) -> list[str]:
+        return [str(fig.sample.index), fig.sample.uuid, self._host]
+
+    def _endpoint_labels(self, fig: EndpointFigures) -> list[str]:
+        return [fig.sample.name, fig.sample.kind or "unknown", self._host]
 
     def _general(self, snap: Snapshot) -> Iterator[Metric]:
         for name, value, text in (
@@ -65,137 +214,19 @@ class SnapshotCollector(Collector):
             family.add_metric([self._host], value)
             yield family
 
-    def _gpus(self, snap: Snapshot) -> Iterator[Metric]:
-        def counter(name: str, text: str, *, direction: bool = False) -> CounterMetricFamily:
-            return CounterMetricFamily(name, text, labels=GPU_LABELS + (("direction",) if direction else ()))
-
-        def gauge(name: str, text: str, *, direction: bool = False) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, text, labels=GPU_LABELS + (("direction",) if direction else ()))
-
+    def _gpu_info(self, snap: Snapshot) -> Metric:
         info = InfoMetricFamily("tokentop_gpu", "A GPU as tokentop sees it", labels=GPU_LABELS)
-        tokens = counter(
-            "tokentop_gpu_tokens",
-            "Tokens attributed to the GPU since tokentop started (an engine's tokens split equally over its GPUs)",
-            direction=True,
-        )
-        energy = counter("tokentop_gpu_energy_joules", "Board energy since tokentop started")
-        cost = counter(
-            "tokentop_gpu_cost_usd",
-            "Cost since tokentop started (hourly rate plus charged energy); absent for a GPU without a price",
-        )
-        busy = counter(
-            "tokentop_gpu_busy_seconds", "Seconds in which tokens flowed or requests ran on the GPU's engines"
-        )
-        busy_cost = counter("tokentop_gpu_busy_cost_usd", "Cost of the busy seconds")
-        watched = counter(
-            "tokentop_gpu_watched_seconds", "Seconds the GPU has been watched (the denominator of utilisation)"
-        )
-        tok_s = gauge("tokentop_gpu_tokens_per_second", "Tokens per second over the rate window", direction=True)
-        per_mtok = gauge(
-            "tokentop_gpu_usd_per_million_tokens",
-            "Cost per million output tokens over the cost window, idle included; absent while idle or unpriced",
-        )
-        tok_j = gauge("tokentop_gpu_tokens_per_joule", "Output tokens per joule of board energy over the cost window")
-        busy_ratio = gauge("tokentop_gpu_busy_ratio", "Busy share of the cost window (0-1)")
-        power = gauge("tokentop_gpu_power_watts", "Board power, latest reading")
-        util = gauge("tokentop_gpu_utilization_ratio", "NVML GPU utilisation, latest (0-1)")
-        usd_hour = gauge("tokentop_gpu_usd_per_hour", "Cost rate at the latest power reading")
         for fig in snap.gpus:
-            s, totals = fig.sample, fig.totals
-            labels = [str(s.index), s.uuid, self._host]
             info.add_metric(
-                labels,
+                self._gpu_labels(fig),
                 {
-                    "name": s.name,
+                    "name": fig.sample.name,
                     "energy_method": fig.energy_method or "none",
                     "engines": ",".join(fig.engines),
                     "price_source": fig.price.source if fig.price else "none",
                 },
             )
-            tokens.add_metric(labels + ["in"], totals.tokens_in)
-            tokens.add_metric(labels + ["out"], totals.tokens_out)
-            energy.add_metric(labels, totals.energy_j)
-            if totals.cost_usd is not None:
-                cost.add_metric(labels, totals.cost_usd)
-            if totals.busy_cost_usd is not None:
-                busy_cost.add_metric(labels, totals.busy_cost_usd)
-            busy.add_metric(labels, totals.busy_s)
-            watched.add_metric(labels, totals.elapsed_s)
-            for direction, value in (("in", fig.rate_window.tok_s_in), ("out", fig.rate_window.tok_s_out)):
-                if value is not None:
-                    tok_s.add_metric(labels + [direction], value)
-            for family, value in (
-                (per_mtok, fig.cost_window.usd_per_mtok),
-                (tok_j, fig.cost_window.tok_per_j),
-                (busy_ratio, fig.cost_window.busy_share),
-                (power, s.power_w),
-                (usd_hour, fig.usd_per_hour_now),
-                (util, None if s.utilization_pct is None else s.utilization_pct / 100.0),
-            ):
-                if value is not None:
-                    family.add_metric(labels, value)
-        yield from (
-            info,
-            tokens,
-            energy,
-            cost,
-            busy,
-            busy_cost,
-            watched,
-            tok_s,
-            per_mtok,
-            tok_j,
-            busy_ratio,
-            power,
-            util,
-            usd_hour,
-        )
-
-    def _endpoints(self, snap: Snapshot) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "tokentop_endpoint_up", "1 when the endpoint's last read succeeded", labels=ENDPOINT_LABELS
-        )
-        tokens = CounterMetricFamily(
-            "tokentop_endpoint_tokens",
-            "Tokens the endpoint delivered since tokentop started (restarts handled)",
-            labels=ENDPOINT_LABELS + ("direction",),
-        )
-        tok_s = GaugeMetricFamily(
-            "tokentop_endpoint_tokens_per_second",
-            "Tokens per second over the rate window",
-            labels=ENDPOINT_LABELS + ("direction",),
-        )
-        running = GaugeMetricFamily("tokentop_endpoint_requests_running", "Requests running", labels=ENDPOINT_LABELS)
-        waiting = GaugeMetricFamily("tokentop_endpoint_requests_waiting", "Requests waiting", labels=ENDPOINT_LABELS)
-        ttft = GaugeMetricFamily(
-            "tokentop_endpoint_ttft_seconds",
-            "Time to first token over the cost window, by quantile",
-            labels=ENDPOINT_LABELS + ("quantile",),
-        )
-        itl = GaugeMetricFamily(
-            "tokentop_endpoint_itl_seconds",
-            "Inter-token latency over the cost window, by quantile",
-            labels=ENDPOINT_LABELS + ("quantile",),
-        )
-        for fig in snap.endpoints:
-            s = fig.sample
-            labels = [s.name, s.kind or "unknown", self._host]
-            up.add_metric(labels, 1.0 if s.status == "up" else 0.0)
-            tokens.add_metric(labels + ["in"], fig.tokens_in_total)
-            tokens.add_metric(labels + ["out"], fig.tokens_out_total)
-            for direction, value in (("in", fig.tok_s_in), ("out", fig.tok_s_out)):
-                if value is not None:
-                    tok_s.add_metric(labels + [direction], value)
-            for family, value, quantile in (
-                (running, s.running, None),
-                (waiting, s.waiting, None),
-                (ttft, fig.ttft_p50_s, "0.5"),
-                (ttft, fig.ttft_p95_s, "0.95"),
-                (itl, fig.itl_p50_s, "0.5"),
-            ):
-                if value is not None:
-                    family.add_metric(labels + ([quantile] if quantile else []), value)
-        yield from (up, tokens, tok_s, running, waiting, ttft, itl)
+        return info
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -7,6 +7,10 @@ SQLite on the event loop: history for the long graph windows is read on a worker
 
 Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (or
 ``post_snapshot``) from the test, with a fake clock.
+
+Beside it: ``events.py`` (the messages that cross threads), ``workers.py`` (what runs on worker
+threads: store reads, process names, the summary file) and ``notices.py`` (the message line,
+notifications of changes, the log for the help screen).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -26,7 +29,6 @@ from pathlib import Path
 from typing import Protocol
 
 from textual.app import App, ComposeResult
-from textual.message import Message
 from textual.widgets import Footer
 
 from tokentop.config import Config
@@ -42,20 +44,23 @@ from tokentop.tui.columns import (
     short_gpu_name,
     window_labels,
 )
-from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for, points_from_store
+from tokentop.tui.events import HistoryLoaded, HistoryRequest, LogLine, ProcessNames, SnapshotReady
+from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for
 from tokentop.tui.keys import bindings
+from tokentop.tui.notices import changes, current_messages, help_log
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
-from tokentop.tui.session import short_summary, write_summary
+from tokentop.tui.session import short_summary
 from tokentop.tui.widgets.graph import HistoryGraph
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
+from tokentop.tui.workers import SeriesStore, process_names, read_long_history, write_summary_file
 from tokentop.units import fmt_window
 
+__all__ = ["LiveSource", "LogLine", "SeriesStore", "TokentopApp"]
+
 LONG_REFRESH_S = 60.0  # the store's rollups are per minute: reading them more often shows nothing new
-LOG_SHOWN_S = 30.0  # how long a logged warning stays in the message line
-LOG_LINES_IN_HELP = 20
 
 
 class LiveSource(Protocol):
@@ -64,55 +69,6 @@ class LiveSource(Protocol):
     sink: Callable[[Snapshot], None] | None
 
     def start(self) -> None: ...
-
-
-class SeriesStore(Protocol):
-    def gpu_series(
-        self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
-    ) -> list[object]: ...
-
-
-class SnapshotReady(Message):
-    """A new tick. A newer one waiting in the queue replaces an older one not yet drawn."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, SnapshotReady)
-
-
-class LogLine(Message):
-    """A log record from any thread, shown on screen instead of printed over it."""
-
-    def __init__(self, level: int, text: str, created: float) -> None:
-        super().__init__()
-        self.level, self.text, self.created = level, text, created
-
-
-class HistoryLoaded(Message):
-    def __init__(self, request: tuple[str, int, int, float], points: list[GraphPoint], note: str | None) -> None:
-        super().__init__()
-        self.request, self.points, self.note = request, points, note
-
-
-class ProcessNames(Message):
-    def __init__(self, names: dict[int, str]) -> None:
-        super().__init__()
-        self.names = names
-
-
-def _process_names(pids: list[int]) -> dict[int, str]:
-    import psutil
-
-    names = {}
-    for pid in pids:
-        try:
-            names[pid] = psutil.Process(pid).name()
-        except (psutil.Error, OSError):
-            names[pid] = "(not visible)"
-    return names
 
 
 class TokentopApp(App[None]):
@@ -293,25 +249,7 @@ class TokentopApp(App[None]):
                 self._show_details(self.screen)
 
     def current_messages(self) -> tuple[str, ...]:
-        messages = tuple(self.latest.messages) if self.latest is not None else ()
-        if self.latest is not None:
-            messages += tuple(
-                f"{s.sample.name}: {s.sample.error or 'down'}"
-                for s in self.latest.endpoints
-                if s.sample.status == "error"
-            )
-            messages += tuple(
-                f"GPU {g.sample.index} {g.sample.status}: {g.sample.error or 'no reading'}"
-                for g in self.latest.gpus
-                if g.sample.status != "ok"
-            )
-        newest = self.latest.t_wall if self.latest is not None else None
-        messages += tuple(
-            text
-            for created, level, text in self.log_lines
-            if level >= logging.WARNING and (newest is None or newest - created <= LOG_SHOWN_S)
-        )
-        return messages
+        return current_messages(self.latest, self.log_lines)
 
     def _draw_messages(self) -> None:
         snapshot = self.latest
@@ -377,21 +315,11 @@ class TokentopApp(App[None]):
             partial(self._read_long, (*cache_key, until)), thread=True, group="history", exit_on_error=False
         )
 
-    def _read_long(self, request: tuple[str, int, int, float]) -> None:
+    def _read_long(self, request: HistoryRequest) -> None:
         """Worker thread: one store query; the answer comes back as a message."""
-        key, window_index, buckets, until = request
-        window = WINDOWS[window_index]
         store = self.store
         assert store is not None
-        try:
-            points = points_from_store(
-                store.gpu_series(
-                    None, None if key == HOST else key, until - window.seconds, until, window.seconds / buckets
-                )
-            )
-            note = None if any(p.watts is not None for p in points) else "no history in this window yet"
-        except Exception as exc:  # a closed, locked or broken file: say so in the graph
-            points, note = [], f"history unavailable: {exc}"
+        points, note = read_long_history(store, request)
         self.post_message(HistoryLoaded(request, points, note))
 
     def on_history_loaded(self, message: HistoryLoaded) -> None:
@@ -410,24 +338,8 @@ class TokentopApp(App[None]):
     def _announce_changes(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """Say once when an endpoint goes down or comes back, a GPU is lost or returns, or a
         new message appears; the screen shows the lasting state."""
-        before = {s.sample.name: s.sample.status for s in previous.endpoints} if previous else {}
-        for server in snapshot.endpoints:
-            status, old = server.sample.status, before.get(server.sample.name)
-            if status == "error" and old != "error":
-                self._notify(f"{server.sample.name} is down: {server.sample.error or 'no answer'}", "error")
-            elif status == "up" and old == "error":
-                self._notify(f"{server.sample.name} is back up")
-        gpus_before = {g.sample.uuid: g.sample.status for g in previous.gpus} if previous else {}
-        for gpu in snapshot.gpus:
-            status, old = gpu.sample.status, gpus_before.get(gpu.sample.uuid, "ok")
-            if status != "ok" and old == "ok":
-                self._notify(f"GPU {gpu.sample.index} {status}: {gpu.sample.error or 'no reading'}", "error")
-            elif status == "ok" and old != "ok":
-                self._notify(f"GPU {gpu.sample.index} is back")
-        old_messages = set(previous.messages) if previous else set()
-        for text in snapshot.messages:
-            if text not in old_messages:
-                self._notify(text, "warning")
+        for text, severity in changes(previous, snapshot):
+            self._notify(text, severity)
 
     # -- keys --
 
@@ -442,10 +354,7 @@ class TokentopApp(App[None]):
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss()
             return
-        log = tuple(
-            f"{time.strftime('%H:%M:%S', time.localtime(created))} {logging.getLevelName(level)} {text}"
-            for created, level, text in list(self.log_lines)[-LOG_LINES_IN_HELP:]
-        )
+        log = help_log(self.log_lines)
         self.push_screen(HelpScreen(window_labels(self.latest), self.current_messages(), log))
 
     def action_sort_next(self) -> None:
@@ -496,7 +405,7 @@ class TokentopApp(App[None]):
             )
 
     def _read_process_names(self, pids: list[int]) -> None:
-        self.post_message(ProcessNames(_process_names(pids)))
+        self.post_message(ProcessNames(process_names(pids)))
 
     def on_process_names(self, message: ProcessNames) -> None:
         self.process_names.update(message.names)
@@ -510,22 +419,9 @@ class TokentopApp(App[None]):
         self.run_worker(partial(self._write_summary, short, t_wall), thread=True, group="summary", exit_on_error=False)
 
     def _write_summary(self, short: str, t_wall: float) -> None:
-        """The full summary from the history (read here, off the event loop) when there is
-        one; the short one from the last snapshot otherwise."""
-        text, suffix = short, ".txt"
-        if self.store is not None and getattr(self.store, "session_id", None) is not None:
-            from tokentop.history import StoreError
-            from tokentop.report import SummaryError, render_markdown, summarize
-
-            try:
-                text = render_markdown(summarize(self.store.path, self.store.session_id))
-                suffix = ".md"
-            except (SummaryError, StoreError) as exc:  # no readings yet, a locked or broken file
-                text = f"{short}\n(full summary not available: {exc})\n"
-        try:
-            path = write_summary(text, self.summary_dir, t_wall, suffix)
-        except OSError as exc:
-            self.call_from_thread(self._notify, f"summary not written to {self.summary_dir}: {exc}", "error")
-            return
-        self.summary_path = path
-        self.call_from_thread(self._notify, f"summary written to {path}")
+        """Worker thread: the full summary from the history (read here, off the event loop)
+        when there is one; the short one from the last snapshot otherwise."""
+        path, notice, severity = write_summary_file(self.store, short, self.summary_dir, t_wall)
+        if path is not None:
+            self.summary_path = path
+        self.call_from_thread(self._notify, notice, severity)

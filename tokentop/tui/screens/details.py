@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 from tokentop.config import CostConfig
 from tokentop.cost import energy_is_charged
-from tokentop.model import GpuFigures, GpuProcess, Snapshot, Window
+from tokentop.model import GpuFigures, GpuProcess, GpuSample, Snapshot, Window
 from tokentop.tui.columns import url_port
 from tokentop.units import (
     NA,
@@ -47,10 +47,28 @@ def details_table(
     processes: tuple[GpuProcess, ...] | None,
     process_names: dict[int, str],
 ) -> Table:
-    s = gpu.sample
+    """The details of one GPU as a two-column table, section after section."""
     table = Table(show_header=False, box=None, padding=(0, 1), expand=True)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(ratio=1)
+    _add_readings(table, gpu.sample)
+    _add_engines(table, snapshot, gpu)
+    _add_processes(table, processes, process_names)
+    _add_totals(table, gpu)
+    _add_price(table, gpu, cost)
+    serving = bool(gpu.engines)
+    table.add_row(
+        f"last {fmt_window(gpu.rate_window.span_s or snapshot.rate_window_s)}", _window_line(gpu.rate_window, serving)
+    )
+    table.add_row(
+        f"last {fmt_window(gpu.cost_window.span_s or snapshot.cost_window_s)}", _window_line(gpu.cost_window, serving)
+    )
+    table.add_row("UUID", gpu.sample.uuid)
+    return table
+
+
+def _add_readings(table: Table, s: GpuSample) -> None:
+    """What NVML reads now: status, utilisation, memory, power, temperature, clock."""
     status = s.status.upper() if s.status != "ok" else "ok"
     table.add_row("status", status + (f": {s.error}" if s.error else ""))
     table.add_row("utilisation", fmt_pct(s.utilization_pct))
@@ -61,6 +79,10 @@ def details_table(
     table.add_row("power", f"{fmt_watts(s.power_w)}{source}, limit {fmt_watts(s.power_limit_w)}")
     table.add_row("temperature", NA if s.temperature_c is None else f"{s.temperature_c:.0f} °C")
     table.add_row("SM clock", NA if s.sm_clock_mhz is None else f"{s.sm_clock_mhz} MHz")
+
+
+def _add_engines(table: Table, snapshot: Snapshot, gpu: GpuFigures) -> None:
+    """One row per engine this GPU serves, with how the GPU was mapped to it."""
     servers = {x.sample.name: x for x in snapshot.endpoints}
     for name in gpu.engines or ("",):
         server = servers.get(name)
@@ -75,6 +97,10 @@ def details_table(
             f"{parts} GPU{'s' if parts > 1 else ''} (this GPU gets 1/{parts} of its tokens) · "
             f"{server.sample.status} · {mapped}",
         )
+
+
+def _add_processes(table: Table, processes: tuple[GpuProcess, ...] | None, process_names: dict[int, str]) -> None:
+    """One row per process on the GPU, named where /proc told us."""
     if processes is None:
         table.add_row("processes", "not read yet (every few seconds)")
     elif not processes:
@@ -86,6 +112,10 @@ def details_table(
                 "processes" if i == 0 else "",
                 f"PID {proc.pid} {name} · {fmt_bytes(proc.used_memory_bytes)}".replace("  ", " "),
             )
+
+
+def _add_totals(table: Table, gpu: GpuFigures) -> None:
+    """Energy, tokens and cost since the session began, and the cost rate now."""
     totals = gpu.totals
     method = {"counter": "NVML energy counter", "power_integral": "power readings integrated"}.get(
         gpu.energy_method or "", "no power reading"
@@ -94,6 +124,10 @@ def details_table(
     table.add_row("tokens so far", f"in {fmt_tokens(totals.tokens_in)} · out {fmt_tokens(totals.tokens_out)}")
     table.add_row("cost so far", f"{fmt_usd(totals.cost_usd)} (while busy {fmt_usd(totals.busy_cost_usd)})")
     table.add_row("cost rate now", f"{fmt_usd(gpu.usd_per_hour_now)}/h")
+
+
+def _add_price(table: Table, gpu: GpuFigures, cost: CostConfig) -> None:
+    """The GPU-hour price, its source, and whether electricity is added to it."""
     if gpu.price is None:
         table.add_row("price", Text("none for this GPU model: set cost.gpu_hour_usd in the config", style="bold"))
     else:
@@ -107,15 +141,6 @@ def details_table(
         )
     else:
         table.add_row("electricity", "included in the GPU-hour rate")
-    serving = bool(gpu.engines)
-    table.add_row(
-        f"last {fmt_window(gpu.rate_window.span_s or snapshot.rate_window_s)}", _window_line(gpu.rate_window, serving)
-    )
-    table.add_row(
-        f"last {fmt_window(gpu.cost_window.span_s or snapshot.cost_window_s)}", _window_line(gpu.cost_window, serving)
-    )
-    table.add_row("UUID", s.uuid)
-    return table
 
 
 class DetailsScreen(ModalScreen[None]):

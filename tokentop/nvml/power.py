@@ -1,0 +1,73 @@
+"""Power, power limit and energy of one GPU: one ``nvmlDeviceGetFieldValues`` call, each field's
+own return checked, and the single calls as fallback for what the fields do not give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokentop.nvml.calls import GpuState, NvmlCalls
+
+# Field ids asked for in one nvmlDeviceGetFieldValues call per GPU (nvml.h).
+POWER_AVERAGE_FIELD = 185  # NVML_FI_DEV_POWER_AVERAGE, mW, 1 s average (Ampere+ except A100)
+ENERGY_FIELD = 83  # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION, mJ since driver load (Volta+)
+POWER_LIMIT_FIELD = 190  # NVML_FI_DEV_POWER_CURRENT_LIMIT, mW, the limit enforced now
+POWER_FIELDS = (POWER_AVERAGE_FIELD, ENERGY_FIELD, POWER_LIMIT_FIELD)
+
+PowerReading = tuple[float | None, str | None, float | None, int | None]  # W, kind, limit W, mJ
+
+
+def field_key(field_id: int) -> str:
+    """How a field id is named among the queries of a GPU."""
+    return f"field {field_id}"
+
+
+def read_power(nvml: NvmlCalls, gpu: GpuState) -> PowerReading:
+    """Power, its kind, limit and energy: one field-values call, single calls as fallback."""
+    found: dict[int, float | int] = {}
+    if gpu.fields:
+        values = nvml.call(gpu, "nvmlDeviceGetFieldValues", gpu.handle, gpu.fields)
+        if values is None:
+            if "nvmlDeviceGetFieldValues" in gpu.not_asked:
+                gpu.fields = []
+        else:
+            take_fields(nvml, gpu, values, found)
+    handle = gpu.handle
+
+    power_w: float | None = None
+    power_source: str | None = None
+    if POWER_AVERAGE_FIELD in found:
+        power_w, power_source = found[POWER_AVERAGE_FIELD] / 1000.0, "average_1s"
+    elif POWER_AVERAGE_FIELD not in gpu.fields:
+        milliwatts = nvml.call(gpu, "nvmlDeviceGetPowerUsage", handle)
+        if milliwatts is not None:
+            power_w, power_source = milliwatts / 1000.0, "instant"
+
+    energy_mj: int | None = None
+    if ENERGY_FIELD in found:
+        energy_mj = int(found[ENERGY_FIELD])
+    elif ENERGY_FIELD not in gpu.fields:
+        counter = nvml.call(gpu, "nvmlDeviceGetTotalEnergyConsumption", handle)
+        energy_mj = None if counter is None else int(counter)
+
+    power_limit_w: float | None = None
+    if POWER_LIMIT_FIELD in found:
+        power_limit_w = found[POWER_LIMIT_FIELD] / 1000.0
+    elif POWER_LIMIT_FIELD not in gpu.fields:
+        limit = nvml.call(gpu, "nvmlDeviceGetEnforcedPowerLimit", handle)
+        power_limit_w = None if limit is None else limit / 1000.0
+    return power_w, power_source, power_limit_w, energy_mj
+
+
+def take_fields(nvml: NvmlCalls, gpu: GpuState, values: Any, found: dict[int, float | int]) -> None:
+    """Check each field's own return: the call can succeed while single fields fail."""
+    for value in values:
+        field_id = int(value.fieldId)
+        code = value.nvmlReturn
+        if code == nvml.success:
+            member = nvml.value_members.get(value.valueType, "ullVal")
+            found[field_id] = getattr(value.value, member)
+            continue
+        key = field_key(field_id)
+        nvml.on_error(gpu, key, code, nvml.error_text(code))
+        if key in gpu.not_asked:
+            gpu.fields = [f for f in gpu.fields if f != field_id]
