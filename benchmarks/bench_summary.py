@@ -69,7 +69,7 @@ def main() -> None:
         result = report.summarize(path)
         print(
             f"windows: {result.windows_length_s:g} s from {result.windows_source}; "
-            f"{len(result.gpus)} GPUs, {len(result.engines)} engines"
+            f"{len(result.gpus)} GPUs, {len(result.endpoints)} endpoints"
         )
         for fmt in ("json", "md", "csv"):
             median, fastest = timed(lambda f=fmt: report.render(report.summarize(path), f), args.repeat)

@@ -8,12 +8,14 @@ import csv
 import io
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,10 @@ from tokentop import report
 from tokentop.cli import summary as summary_command
 from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost
-from tokentop.derive import Deriver, EngineMapping
-from tokentop.history import Store
-from tokentop.model import EndpointSample, GpuReading, GpuSample, Histogram
+from tokentop.derive import Deriver, Point, sum_windows, window_between
+from tokentop.history import GpuTrack, Store
+from tokentop.model import EndpointSample, EngineMapping, GpuReading, GpuSample, Histogram, Totals, Window
+from tokentop.report.tracks import host_windows, windows_from_track
 from tokentop.sampler import Sampler
 
 T0 = 1_700_000_040.0  # wall-clock time of the first tick (a whole minute)
@@ -195,7 +198,7 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
         "duration_s": 40.0,
         "whole_session": True,
     }
-    assert data["rate_windows"] == {"length_s": 10.0, "source": "raw", "engine_step_s": 10.0}
+    assert data["rate_windows"] == {"length_s": 10.0, "source": "raw", "endpoint_step_s": 10.0}
     gpus = {g["index"]: g for g in data["gpus"]}
     assert [g["uuid"] for g in data["gpus"]] == [G0, G1, G2, G3]
 
@@ -270,7 +273,7 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
         assert g["cost_usd"] == approx(cost[i])
         assert g["usd_per_hour_mean"] == approx(cost[i] / 40 * 3600)
         assert g["busy_s"] == approx(busy_s[i])
-        assert g["utilization_pct"] == approx(busy_s[i] / 40 * 100)
+        assert g["busy_pct"] == approx(busy_s[i] / 40 * 100)
         assert g["idle_usd"] == approx(cost[i] - busy_cost[i])
         tokens_out = expected_tokens[i][1]
         if tokens_out:
@@ -300,7 +303,7 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
         sum(gpus[i]["usd_per_mtok"] for i in range(3)) / 3
     )  # the average of ratios differs
     assert host["busy_usd_per_mtok"] == approx(total_busy_cost / total_out * 1e6)
-    assert host["utilization_pct"] == approx((30 + 30 + 40 + 0) / 160 * 100)  # GPU-seconds
+    assert host["busy_pct"] == approx((30 + 30 + 40 + 0) / 160 * 100)  # GPU-seconds
     assert host["idle_usd"] == approx(total_cost - total_busy_cost)
     assert host["tok_per_j"] == approx(total_out / total_energy)
     # Host windows: out 250, 250, 50, 335 tok/s; W 1125, 1135, 345, 1160.
@@ -310,7 +313,7 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
     assert host["power_w_peak"] == approx(505 + 500 + 75 + 80)
 
     # Engines: the engine's own totals (counted once, not per GPU), requests through a restart.
-    engines = {e["name"]: e for e in data["engines"]}
+    engines = {e["name"]: e for e in data["endpoints"]}
     big, small = engines["big"], engines["small"]
     assert (big["kind"], big["model"], big["gpus"], big["gpu_indices"]) == ("vllm", "m-big", [G0, G1], [0, 1])
     assert (big["tokens_in"], big["tokens_out"]) == approx((big_in, big_out))
@@ -359,22 +362,29 @@ def test_a_range_inside_the_session_counts_only_its_ticks(scripted_db: Path) -> 
     g0 = data["gpus"][0]
     assert g0["tokens_out"] == approx(10 * 200 / 2)  # t = 11..20 busy, 21..30 idle
     assert g0["energy_kwh"] == approx((10 * 500 + 10 * 100) / 3.6e6)
-    assert g0["utilization_pct"] == approx(50.0)
+    assert g0["busy_pct"] == approx(50.0)
     assert (g0["tok_s_out_p50"], g0["tok_s_out_peak"]) == approx((50.0, 100.0))
     assert g0["energy_method"] == "counter"  # the reset at t = 35 is outside
-    assert {e["name"]: e["requests_completed"] for e in data["engines"]} == {"big": 10, "small": 40}
+    assert {e["name"]: e["requests_completed"] for e in data["endpoints"]} == {"big": 10, "small": 40}
 
 
 def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
     result = report.summarize(scripted_db)
     text = report.render(result, "md")
-    assert text.startswith(f"# tokentop session {result.session.id} on test-host (3x H200, 1x L4)")
+    assert text.startswith(f"# tokentop session {result.session.id} on test-host (4 GPUs: 3× H200, 1× L4)")
     host_rows = [line for line in text.splitlines() if line.startswith("| **host**")]
     assert len(host_rows) == 2  # one in each table
     assert host_rows[0].startswith("| **host** | 4 GPUs | 32,700 | 8,850 | 818 |")
     assert "| 250 | 322 | 335 |" in host_rows[0]  # out p50, p95, peak
-    assert "| $0.130 | $11.69 | $14.68 | $7.87 | 62.5% | $0.0603 |" in host_rows[1]
-    assert "| 3 H200 | counter |" in text and "idle" in text.split("| 3 H200 | counter |")[1]
+    # Written by tokentop.units, as on screen: money, $/Mtok, the busy share.
+    assert "| $0.130 | $11.69 | $14.68 | $7.87 | 62% | $0.060 |" in host_rows[1]
+    # GPU 3 serves no endpoint: no $/Mtok to show (an em dash, as on screen), its cost still counted.
+    assert "| 3 H200 | counter | 0.0008889 | 80.0 | 80.0 | 0 | N/A | $0.040 | $3.61 | — | — | 0% | $0.040 |" in text
+    assert "| 3 H200 | idle |" in text
+    assert "| big | vllm | m-big | 0,1 | 28,700 | 6,850 | 171 | 30 | 150ms | 195ms | 15ms |" in text
+    assert "| small | sglang | m-small | 2 | 4,000 | 2,000 | 50.0 | 80 | N/A | N/A | N/A |" in text
+    assert "(40s), the whole session" in text and "## Endpoints" in text and "| busy |" in text
+    assert "—" not in text.replace("| — | — |", "")  # unknown is N/A everywhere else
     assert "counter; 1 tick(s) power integrated" in text
     assert "config: cost.gpu_hour_usd.L4" in text and "api-x" in text
 
@@ -403,13 +413,59 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
                 "_index",
             )
         )
-        or column in ("scope", "uuid", "name", "engines")
+        or column in ("scope", "uuid", "name", "endpoints")
         for column in rows[0]
     )
     assert float(rows[0]["tokens_out"]) == result.gpus[0].figures.tokens_out
     assert float(rows[4]["cost_usd"]) == approx(result.host.cost_usd)
     assert rows[3]["usd_per_mtok"] == ""  # the idle GPU: no figure
     assert float(rows[4]["usd_per_mtok"]) == approx(result.host.usd_per_mtok)
+
+
+# --- the fixed windows follow derive's rules ---------------------------------------------------
+
+
+def _track(uuid: str, t: list[float], rng: random.Random) -> GpuTrack:
+    tin, tout, energy = [0.0], [0.0], [0.0]
+    for _ in t[1:]:
+        tin.append(tin[-1] + rng.choice([0.0, rng.uniform(0, 5000)]))
+        tout.append(tout[-1] + rng.uniform(0, 900))
+        energy.append(energy[-1] + rng.uniform(500, 7000))
+    none = (None,) * len(t)
+    return GpuTrack(uuid, tuple(t), tuple(tin), tuple(tout), tuple(energy), none, none)
+
+
+def _by_derive(track: GpuTrack) -> dict[float, Window]:
+    """Each window between consecutive points by ``window_between``, short ones left out."""
+    points = [
+        Point(t, Totals(tokens_in=a, tokens_out=b, energy_j=e, cost_usd=None))
+        for t, a, b, e in zip(track.t, track.tokens_in_cum, track.tokens_out_cum, track.energy_j_cum)
+    ]
+    windows = {new.t: window_between(old, new) for old, new in pairwise(points)}
+    return {end: w for end, w in windows.items() if w.span_s >= 10.0 * 0.5}
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["same ticks", "a GPU missing ticks"])
+def test_fixed_windows_are_window_between_and_the_host_sum_windows(aligned: bool) -> None:
+    """The columns behind peaks and percentiles hold exactly what derive's functions give."""
+    rng = random.Random(11)
+    ticks = [T0 + 10.0 * i + rng.uniform(-0.2, 0.2) for i in range(60)] + [T0 + 593.0]  # a short last window
+    gaps = ticks if aligned else [t for i, t in enumerate(ticks) if i % 7 != 3]
+    late = ticks if aligned else ticks[20:]
+    tracks = [_track(G0, ticks, rng), _track(G1, gaps, rng), _track(G2, late, rng)]
+    per_gpu = [windows_from_track(track, 10.0) for track in tracks]
+    expected = [_by_derive(track) for track in tracks]
+    for got, want in zip(per_gpu, expected):
+        assert got.ends == list(want)
+        assert list(zip(got.span_s, got.tokens_in, got.tokens_out, got.energy_j)) == [
+            (w.span_s, w.tokens_in, w.tokens_out, w.energy_j) for w in want.values()
+        ]
+    host = host_windows(per_gpu)
+    ends = sorted({end for windows in expected for end in windows})
+    summed = {end: sum_windows([w[end] for w in expected if end in w]) for end in ends}
+    assert sorted(host.ends) == ends
+    got_host = {end: (span, a, b, e) for end, span, a, b, e in zip(*host)}
+    assert got_host == {end: (w.span_s, w.tokens_in, w.tokens_out, w.energy_j) for end, w in summed.items()}
 
 
 # --- choosing sessions and ranges; the command ------------------------------------------------
@@ -588,7 +644,7 @@ def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None
     assert any("no price" in note for note in data["notes"])
     text = report.render(report.summarize(path), "md")
     host_row = next(line for line in text.splitlines() if line.startswith("| **host** | sum of"))
-    assert "| — | — |" in host_row  # cost and $/hour unknown, not zero
+    assert "| N/A | N/A |" in host_row  # cost and $/hour unknown, not zero
 
 
 def test_a_restart_hidden_between_two_read_points_is_still_counted(tmp_path: Path) -> None:
@@ -617,10 +673,10 @@ def test_a_restart_hidden_between_two_read_points_is_still_counted(tmp_path: Pat
             gpus = (GpuSample(G0, 0, "NVIDIA H200", power_w=100.0),)
             mapping = {"e": EngineMapping(gpus=(G0,), source="config")}
             store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, T0 + t))
-    [engine] = summary_json(path)["engines"]
+    [endpoint] = summary_json(path)["endpoints"]
     assert requests == 251.0  # above the 100 it started from: the plain difference says 151
-    assert engine["requests_completed"] == 4 + 1 + 5 * 50
-    assert engine["tokens_out"] == 4 * 10 + 10 + 5 * 500
+    assert endpoint["requests_completed"] == 4 + 1 + 5 * 50
+    assert endpoint["tokens_out"] == 4 * 10 + 10 + 5 * 500
 
 
 def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> None:
@@ -646,7 +702,7 @@ def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> Non
     [(raw_first,)] = sqlite3.connect(path).execute("SELECT min(t) FROM gpu_ticks").fetchall()
     assert raw_first > start + 200, "retention did not delete old rows"
     data = summary_json(path)
-    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m", "engine_step_s": 10.0}  # under an hour
+    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m", "endpoint_step_s": 10.0}  # under an hour
     assert any("retention" in note for note in data["notes"])
     g = data["gpus"][0]
     assert g["duration_s"] == approx(300.0, abs=0.5)
@@ -735,8 +791,8 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
         cost = 3.5 * 30 / 3600 + truth.energy_j[i] * 0.10 * 1.25 * 1.3 / 3.6e6
         assert g["cost_usd"] == approx(cost, rel=1e-6)
         assert g["price_source"].startswith("built-in table")
-    assert data["gpus"][7]["engines"] == [] and data["gpus"][7]["usd_per_mtok"] is None
-    assert {e["name"]: e["kind"] for e in data["engines"]} == {
+    assert data["gpus"][7]["endpoints"] == [] and data["gpus"][7]["usd_per_mtok"] is None
+    assert {e["name"]: e["kind"] for e in data["endpoints"]} == {
         "llama-70b": "vllm",
         "llama-8b": "vllm",
         "qwen-32b": "vllm",

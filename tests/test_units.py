@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from hypothesis import given
@@ -14,14 +15,19 @@ from tokentop.units import (
     NA,
     bar,
     fmt_bytes,
+    fmt_count,
     fmt_duration,
     fmt_energy,
     fmt_gib,
+    fmt_gpu_models,
+    fmt_kwh,
     fmt_latency,
+    fmt_local_time,
     fmt_number,
     fmt_pct,
     fmt_power_over_limit,
     fmt_share,
+    fmt_sig,
     fmt_temp,
     fmt_tok_s,
     fmt_tokens,
@@ -29,6 +35,7 @@ from tokentop.units import (
     fmt_usd_per_mtok,
     fmt_watts,
     fmt_window,
+    short_gpu_name,
 )
 
 
@@ -67,6 +74,10 @@ def test_numbers_are_compact(value: float, text: str) -> None:
         fmt_latency,
         fmt_duration,
         fmt_energy,
+        fmt_count,
+        fmt_sig,
+        fmt_kwh,
+        fmt_local_time,
     ],
 )
 @pytest.mark.parametrize("unknown", [None, math.nan, math.inf])
@@ -154,3 +165,72 @@ def test_compact_formatters_never_raise_and_stay_short(value: float | None) -> N
         text = formatter(value)
         assert isinstance(text, str) and 0 < len(text) <= 8
     assert len(bar(value, 6)) == 6
+
+
+# --- report styles ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "0"), (850.4, "850"), (1_301_987, "1,301,987"), (1_301_987.6, "1,301,988"), (-4_200, "-4,200")],
+)
+def test_counts_are_whole_and_grouped(value: float, text: str) -> None:
+    assert fmt_count(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "text"),
+    [
+        (0, 3, "0"),
+        (0.0012345, 3, "0.00123"),
+        (0.2134, 3, "0.213"),
+        (1.2345, 3, "1.23"),
+        (85.6, 3, "85.6"),
+        (818.4, 3, "818"),
+        (32_712.3, 3, "32,712"),  # more integer digits than asked: all kept, none invented
+        (999.7, 3, "1,000"),
+        (-4.689, 3, "-4.69"),
+        (1.3, 3, "1.30"),
+        (0.0044583, 4, "0.004458"),
+    ],
+)
+def test_significant_figures(value: float, digits: int, text: str) -> None:
+    assert fmt_sig(value, digits) == text
+
+
+def test_kwh_keeps_four_significant_figures() -> None:
+    assert fmt_kwh(0.015437276) == "0.01544"
+    assert fmt_kwh(1.23456) == "1.235"
+    assert fmt_kwh(1234.56) == "1,235"
+
+
+def test_local_time_to_the_second() -> None:
+    t = 1_700_000_000.0
+    assert fmt_local_time(t) == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    assert fmt_local_time(1e300) == NA  # beyond what the platform can write
+
+
+@pytest.mark.parametrize(
+    ("name", "short"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("Tesla T4", "T4"),
+        ("NVIDIA", "NVIDIA"),
+    ],
+)
+def test_gpu_names_lose_the_vendor_words(name: str, short: str) -> None:
+    assert short_gpu_name(name) == short
+
+
+def test_a_host_s_gpus_by_model() -> None:
+    assert fmt_gpu_models(["NVIDIA H200"] * 8) == "8× NVIDIA H200"
+    assert fmt_gpu_models(["NVIDIA L4", "NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"]) == "3 GPUs: 2× H100, 1× L4"
+    assert fmt_gpu_models(iter(())) == "no GPU"
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.none(), st.integers(min_value=1, max_value=6))
+def test_report_formatters_never_raise(value: float | None, digits: int) -> None:
+    for text in (fmt_count(value), fmt_sig(value, digits), fmt_kwh(value), fmt_local_time(value)):
+        assert isinstance(text, str) and text

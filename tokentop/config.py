@@ -107,9 +107,9 @@ class EndpointConfig:
     name: str = ""
     """Shown on screen and stored; defaults to ``host:port``."""
     kind: str | None = None
-    """Server kind; detected from what the endpoint serves when not given."""
+    """Engine kind (vllm, sglang, ...); detected from what the endpoint serves when not given."""
     gpus: tuple[str, ...] = ()
-    """GPUs this server runs on (NVML indices or UUIDs); found by process when empty."""
+    """GPUs the engine behind this endpoint runs on (NVML indices or UUIDs); found by process when empty."""
     token_env: str | None = None
     """Name of the environment variable holding a bearer token (never the token itself)."""
 
@@ -174,7 +174,7 @@ class Config:
     interval_s: float = 1.0
     """Seconds between ticks. Rates always divide by the measured interval, not this."""
     endpoints: tuple[EndpointConfig, ...] = ()
-    """Servers to watch. Empty: discover local ones in the background."""
+    """Stats endpoints to read. Empty: discover local ones in the background."""
     discover: bool = True
     """Look for local servers when no endpoint is given."""
     db_path: Path | None = None
@@ -188,7 +188,7 @@ class Config:
     rate_window_s: float = 10.0
     """Window for tok/s and W on screen."""
     cost_window_s: float = 60.0
-    """Window for $/Mtok, tok/J and utilisation on screen."""
+    """Window for $/Mtok, tok/J and busy share on screen."""
     process_interval_s: float = 5.0
     """Seconds between reads of each GPU's process list."""
     http_timeout_s: float | None = None

@@ -390,10 +390,10 @@ def simulated_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
         for _ in range(ticks):
             clock.t += 1.0
             snap = sampler.tick()
-            servers = tuple(
+            endpoints = tuple(
                 replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url))) for s in snap.endpoints
             )
-            snapshots.append(replace(snap, endpoints=servers))
+            snapshots.append(replace(snap, endpoints=endpoints))
         return snapshots
     finally:
         sampler.stop()

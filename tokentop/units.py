@@ -2,12 +2,17 @@
 
 One place, so the live view and the summaries agree. Every function takes ``None`` for "not
 known" and writes ``N/A``; none of them raises on odd input (NaN and infinities are "N/A" too).
-Widths stay small and predictable: a number never needs more than 6 characters.
+The screen's styles stay small and predictable (a number never needs more than 6 characters);
+the report styles at the end (``fmt_count``, ``fmt_sig``, ``fmt_kwh``, ``fmt_local_time``) keep
+every digit a table in a file has room for. GPU names are shortened here too, for both.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
+from collections.abc import Iterable
 
 NA = "N/A"
 IDLE = "idle"
@@ -229,3 +234,71 @@ def bar(fraction: float | None, width: int) -> str:
     full, part = divmod(eighths, 8)
     text = _FULL_BLOCK * full + (_PARTIAL_BLOCKS[part] if part else "")
     return text.ljust(width)
+
+
+# --- report styles: tables in a file, where width is not scarce ------------------------------
+
+
+def fmt_count(value: float | None) -> str:
+    """A count rounded to a whole number, thousands grouped: ``1,301,987``."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    return f"{value:,.0f}"
+
+
+def fmt_sig(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant figures (all the integer digits when there are more), thousands
+    grouped, never an exponent: ``0.00123``, ``1.23``, ``818``, ``32,700``."""
+    if not _known(value):
+        return NA
+    assert value is not None
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
+def fmt_kwh(kwh: float | None) -> str:
+    """Energy in kWh without the unit (the header says kWh), 4 significant figures:
+    ``0.01544``, ``1.235``, ``123.5``."""
+    return fmt_sig(kwh, 4)
+
+
+def fmt_local_time(unix_s: float | None) -> str:
+    """A Unix time as local wall-clock time to the second: ``2026-04-01 12:00:00``."""
+    if not _known(unix_s):
+        return NA
+    assert unix_s is not None
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+    except (OverflowError, OSError, ValueError):
+        return NA
+
+
+# --- GPU names --------------------------------------------------------------------------------
+
+_VENDOR_WORDS = {"NVIDIA", "GEFORCE", "TESLA", "QUADRO"}
+
+
+def short_gpu_name(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``H100``; ``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``."""
+    words = [w for w in name.split() if w.upper() not in _VENDOR_WORDS]
+    if not words:
+        return name
+    if words[0].isalpha() and len(words) > 1:
+        return f"{words[0]} {words[1]}"
+    return words[0]
+
+
+def fmt_gpu_models(names: Iterable[str]) -> str:
+    """A host's GPUs by model, one name per GPU: ``8× NVIDIA H200``, or ``3 GPUs: 2× H100, 1× L4``
+    on a mixed host (most common first), or ``no GPU``."""
+    counts = Counter(names)
+    if not counts:
+        return "no GPU"
+    if len(counts) == 1:
+        name, count = next(iter(counts.items()))
+        return f"{count}× {name}"
+    inner = ", ".join(f"{n}× {short_gpu_name(name)}" for name, n in counts.most_common())
+    return f"{sum(counts.values())} GPUs: {inner}"

@@ -7,7 +7,6 @@ longer), how to write a cell and how to sort by it. ``fit_columns`` picks the co
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -19,6 +18,7 @@ from tokentop.units import (
     NA,
     bar,
     fmt_gib,
+    fmt_gpu_models,
     fmt_latency,
     fmt_pct,
     fmt_power_over_limit,
@@ -29,6 +29,7 @@ from tokentop.units import (
     fmt_usd,
     fmt_usd_per_mtok,
     fmt_window,
+    short_gpu_name,
 )
 
 R = TypeVar("R")
@@ -161,29 +162,9 @@ def gpu_rows(snapshot: Snapshot) -> list[GpuRow]:
     return rows
 
 
-_VENDOR_WORDS = {"NVIDIA", "GEFORCE", "TESLA", "QUADRO"}
-
-
-def short_gpu_name(name: str) -> str:
-    """``NVIDIA H100 80GB HBM3`` -> ``H100``; ``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``."""
-    words = [w for w in name.split() if w.upper() not in _VENDOR_WORDS]
-    if not words:
-        return name
-    if words[0].isalpha() and len(words) > 1:
-        return f"{words[0]} {words[1]}"
-    return words[0]
-
-
 def gpu_summary(snapshot: Snapshot) -> str:
     """``8× NVIDIA H200``, or ``3 GPUs: 2× H100, 1× L4`` on a mixed host."""
-    names = Counter(g.sample.name for g in snapshot.gpus)
-    if not names:
-        return "no GPU"
-    if len(names) == 1:
-        name, count = next(iter(names.items()))
-        return f"{count}× {name}"
-    inner = ", ".join(f"{n}× {short_gpu_name(name)}" for name, n in names.most_common())
-    return f"{sum(names.values())} GPUs: {inner}"
+    return fmt_gpu_models(g.sample.name for g in snapshot.gpus)
 
 
 def _gpu_name_cell(row: GpuRow) -> Cell:

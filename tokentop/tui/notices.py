@@ -43,12 +43,12 @@ def changes(previous: Snapshot | None, snapshot: Snapshot) -> list[tuple[str, st
     back, a new message; the screen shows the lasting state."""
     out: list[tuple[str, str]] = []
     before = {s.sample.name: s.sample.status for s in previous.endpoints} if previous else {}
-    for server in snapshot.endpoints:
-        status, old = server.sample.status, before.get(server.sample.name)
+    for endpoint in snapshot.endpoints:
+        status, old = endpoint.sample.status, before.get(endpoint.sample.name)
         if status == "error" and old != "error":
-            out.append((f"{server.sample.name} is down: {server.sample.error or 'no answer'}", "error"))
+            out.append((f"{endpoint.sample.name} is down: {endpoint.sample.error or 'no answer'}", "error"))
         elif status == "up" and old == "error":
-            out.append((f"{server.sample.name} is back up", "information"))
+            out.append((f"{endpoint.sample.name} is back up", "information"))
     gpus_before = {g.sample.uuid: g.sample.status for g in previous.gpus} if previous else {}
     for gpu in snapshot.gpus:
         status, old = gpu.sample.status, gpus_before.get(gpu.sample.uuid, "ok")

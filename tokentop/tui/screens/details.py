@@ -83,19 +83,19 @@ def _add_readings(table: Table, s: GpuSample) -> None:
 
 def _add_engines(table: Table, snapshot: Snapshot, gpu: GpuFigures) -> None:
     """One row per engine this GPU serves, with how the GPU was mapped to it."""
-    servers = {x.sample.name: x for x in snapshot.endpoints}
+    endpoints = {x.sample.name: x for x in snapshot.endpoints}
     for name in gpu.engines or ("",):
-        server = servers.get(name)
-        if server is None:
+        endpoint = endpoints.get(name)
+        if endpoint is None:
             table.add_row("engine", "none" if not name else f"{name} (not polled)")
             continue
-        parts = len(server.gpus) or 1
-        mapped = {"process": "found by process", "config": "from the config"}.get(server.mapping or "", "not mapped")
+        parts = len(endpoint.gpus) or 1
+        mapped = {"process": "found by process", "config": "from the config"}.get(endpoint.mapping or "", "not mapped")
         table.add_row(
             "engine",
-            f"{name} {server.sample.kind or ''} {url_port(server.sample.url)} · "
+            f"{name} {endpoint.sample.kind or ''} {url_port(endpoint.sample.url)} · "
             f"{parts} GPU{'s' if parts > 1 else ''} (this GPU gets 1/{parts} of its tokens) · "
-            f"{server.sample.status} · {mapped}",
+            f"{endpoint.sample.status} · {mapped}",
         )
 
 

@@ -18,6 +18,7 @@ from tokentop.cost import energy_is_charged
 from tokentop.model import Snapshot
 from tokentop.tui.columns import gpu_summary
 from tokentop.units import (
+    NA,
     fmt_duration,
     fmt_pct,
     fmt_tok_s,
@@ -102,7 +103,7 @@ def figure_parts(snapshot: Snapshot) -> list[Part]:
 
 def utilisation_part(snapshot: Snapshot) -> Part:
     utils = [g.sample.utilization_pct for g in snapshot.gpus if g.sample.utilization_pct is not None]
-    return part(("util ", "label"), (fmt_pct(sum(utils) / len(utils)) if utils else "N/A", "value"))
+    return part(("util ", "label"), (fmt_pct(sum(utils) / len(utils)) if utils else NA, "value"))
 
 
 def wrap_parts(parts: list[Part], width: int) -> list[list[Part]]:

@@ -1,0 +1,327 @@
+"""A session summary from the history: all the arithmetic, no words for people.
+
+Totals over any range are differences of the store's cumulative columns (a few index seeks per
+GPU), so they equal what the live view and the exporter counted. Peaks and percentiles of tok/s
+and W are taken over fixed windows (10 s from the per-tick rows; whole minutes from the 1-minute
+rollups where retention has deleted the per-tick rows), read at the window boundaries only: a
+day of 8 GPUs at 1 Hz is summarised in well under a second (``benchmarks/bench_summary.py``).
+
+Host figures are sums over the GPUs (``tokentop.derive.sum_windows``): cost over tokens, never
+an average of per-GPU ratios. $/Mtok counts output tokens (``tokentop.model.usd_per_mtok``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from tokentop.config import ApiPrice, CostConfig
+from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
+from tokentop.derive import Point, sum_windows, window_between
+from tokentop.history import EndpointTrack, GpuInfo, GpuTrack, SessionInfo, Store
+from tokentop.model import Totals, Window
+from tokentop.report.errors import SummaryError
+from tokentop.report.figures import (
+    NOT_RECORDED,
+    ApiComparison,
+    CostInputs,
+    EndpointSummary,
+    EndpointUnmapped,
+    Figures,
+    GpuSummary,
+    GpusUnpriced,
+    GpuWithoutReadings,
+    Note,
+    PriceInUse,
+    RollupWindows,
+    SessionStillOpen,
+    SessionSummary,
+)
+from tokentop.report.tracks import (
+    NO_ENERGY_METHOD,
+    NO_WINDOWS,
+    RateWindows,
+    distribution,
+    energy_method,
+    host_windows,
+    mean_known,
+    requests_completed,
+    windows_from_minutes,
+    windows_from_track,
+)
+from tokentop.units import fmt_local_time
+
+RATE_WINDOW_S = 10.0
+ROLLUP_WINDOW_S = 60.0
+ENDPOINT_STEP_S = 60.0  # endpoint rows are read a minute apart (10 s apart under an hour)
+SHORT_RANGE_S = 3600.0
+
+
+@dataclass(frozen=True)
+class _FixedWindows:
+    """The fixed windows of peaks and percentiles, per GPU UUID."""
+
+    length_s: float
+    source: str  # "raw" | "rollup_1m"
+    per_gpu: dict[str, RateWindows]
+    tracks: dict[str, GpuTrack]  # boundary points of the per-tick rows (energy method)
+
+
+def build_summary(
+    store: Store, session: SessionInfo, since: float | None = None, until: float | None = None
+) -> SessionSummary:
+    """Summarise ``session`` over ``[since, until]`` (default: all of it)."""
+    start, end = _clip_range(store, session.id, since, until)
+    notes: list[Note] = []
+    if session.ended_at is None:
+        notes.append(SessionStillOpen(end))
+    gpu_infos = store.gpus(session.id)
+    cost = cost_config_of(session)
+    fixed = _fixed_windows(store, session.id, gpu_infos, start, end)
+    if fixed.source != "raw":
+        notes.append(RollupWindows())
+    endpoint_step = ENDPOINT_STEP_S if end - start > SHORT_RANGE_S else RATE_WINDOW_S
+    tracks = [t for t in store.endpoint_tracks(session.id, start, end, endpoint_step) if len(t.t) >= 2]
+    notes += [EndpointUnmapped(t.name) for t in tracks if not t.gpus]
+    gpus, windows = _gpu_summaries(store, session.id, gpu_infos, (start, end), fixed, cost, tracks, notes)
+    unpriced = tuple(g.uuid for g in gpus if g.figures.cost_usd is None)
+    if unpriced:
+        notes.append(GpusUnpriced(len(unpriced)))
+    host = _host_figures(windows, [fixed.per_gpu.get(g.uuid, NO_WINDOWS) for g in gpus])
+    index_of = {g.uuid: g.index for g in gpu_infos}
+    endpoints = tuple(_endpoint_summary(store, session.id, t, index_of) for t in tracks)
+    if host is None and not endpoints:
+        raise SummaryError(
+            f"session {session.id} has no readings between {fmt_local_time(start)} and {fmt_local_time(end)}"
+        )
+    return SessionSummary(
+        db_path=str(store.path),
+        session=session,
+        since=start,
+        until=end,
+        whole_session=since is None and until is None,
+        windows_length_s=fixed.length_s,
+        windows_source=fixed.source,
+        endpoint_step_s=endpoint_step,
+        cost_inputs=cost_inputs(cost, gpu_infos),
+        host=host,
+        unpriced_gpus=unpriced,
+        gpus=tuple(gpus),
+        endpoints=endpoints,
+        api=api_comparisons(cost, host),
+        notes=tuple(notes),
+    )
+
+
+def _clip_range(store: Store, session_id: int, since: float | None, until: float | None) -> tuple[float, float]:
+    """The asked range within the session's readings; a ``SummaryError`` when nothing is left."""
+    bounds = store.session_bounds(session_id)
+    if bounds is None:
+        raise SummaryError(f"session {session_id} has no readings")
+    first, last = bounds
+    if first == last:
+        raise SummaryError(f"session {session_id} has a single reading ({fmt_local_time(first)}); a summary needs two")
+    start = first if since is None else max(since, first)
+    end = last if until is None else min(until, last)
+    if end <= start:
+        raise SummaryError(
+            f"session {session_id} has no readings between {fmt_local_time(since or start)}"
+            f" and {fmt_local_time(until or end)} (it ran {fmt_local_time(first)} to "
+            f"{fmt_local_time(last)})"
+        )
+    return start, end
+
+
+def _fixed_windows(store: Store, session_id: int, gpu_infos: list[GpuInfo], start: float, end: float) -> _FixedWindows:
+    """10 s windows of the per-tick rows where they cover the range, else whole minutes of the
+    1-minute rollups."""
+    raw = not gpu_infos or store.raw_rows_cover(session_id, start)
+    length = RATE_WINDOW_S if raw else ROLLUP_WINDOW_S
+    tracks = {t.uuid: t for t in store.gpu_tracks(session_id, start, end, length)}
+    if raw:
+        per_gpu = {uuid: windows_from_track(t, length) for uuid, t in tracks.items()}
+    else:
+        per_gpu = {m.uuid: windows_from_minutes(m, length) for m in store.gpu_minutes(session_id, start, end)}
+    return _FixedWindows(length, "raw" if raw else "rollup_1m", per_gpu, tracks)
+
+
+def _gpu_summaries(
+    store: Store,
+    session_id: int,
+    gpu_infos: list[GpuInfo],
+    span: tuple[float, float],
+    fixed: _FixedWindows,
+    cost: CostConfig | None,
+    tracks: list[EndpointTrack],
+    notes: list[Note],
+) -> tuple[list[GpuSummary], list[Window]]:
+    """Each GPU with readings in the range, and its window over the range (a note for the others)."""
+    endpoints_of: dict[str, list[str]] = {}
+    for endpoint in tracks:
+        for uuid in endpoint.gpus:
+            endpoints_of.setdefault(uuid, []).append(endpoint.name)
+    gpus: list[GpuSummary] = []
+    windows: list[Window] = []
+    for info in gpu_infos:
+        window = store.window_totals(session_id, info.uuid, *span)
+        if window is None:
+            notes.append(GpuWithoutReadings(info.index, info.uuid))
+            continue
+        windows.append(window)
+        track = fixed.tracks.get(info.uuid)
+        method = energy_method(store, session_id, track) if track is not None else NO_ENERGY_METHOD
+        price = price_for(info.name, info.uuid, _index(info), cost) if cost is not None else None
+        gpus.append(
+            GpuSummary(
+                index=info.index,
+                uuid=info.uuid,
+                name=info.name,
+                endpoints=tuple(endpoints_of.get(info.uuid, ())),
+                energy_method=method.method,
+                energy_integrated_ticks=method.integrated_ticks,
+                energy_unmeasured_ticks=method.unmeasured_ticks,
+                price_usd_per_gpu_hour=price.usd_per_gpu_hour if price is not None else None,
+                price_source=price.source if price is not None else None,
+                figures=figures_of(window, fixed.per_gpu.get(info.uuid, NO_WINDOWS), gpu_seconds=window.span_s),
+            )
+        )
+    return gpus, windows
+
+
+def _index(info: GpuInfo) -> int:
+    return -1 if info.index is None else info.index
+
+
+def _host_figures(windows: list[Window], per_gpu: list[RateWindows]) -> Figures | None:
+    """The host as the sum of its GPUs; None when no GPU has readings in the range."""
+    if not windows:
+        return None
+    return figures_of(sum_windows(windows), host_windows(per_gpu), gpu_seconds=sum(w.span_s for w in windows))
+
+
+def figures_of(window: Window, fixed: RateWindows, *, gpu_seconds: float) -> Figures:
+    """``window``: the totals over the range; ``fixed``: its fixed windows (peaks and
+    percentiles). ``gpu_seconds``: the time the window's GPUs were watched, summed (the busy
+    share's denominator: the host's busy seconds are GPU-seconds too)."""
+    tok_s_in = distribution(fixed.per_second(fixed.tokens_in))
+    tok_s_out = distribution(fixed.per_second(fixed.tokens_out))
+    watts_peak = max(fixed.per_second(fixed.energy_j), default=None)
+    busy_share = _ratio(window.busy_s, gpu_seconds)
+    return Figures(
+        duration_s=window.span_s,
+        tokens_in=window.tokens_in,
+        tokens_out=window.tokens_out,
+        tok_s_in_mean=window.tok_s_in,
+        tok_s_in_p50=tok_s_in.p50,
+        tok_s_in_p95=tok_s_in.p95,
+        tok_s_in_peak=tok_s_in.peak,
+        tok_s_out_mean=window.tok_s_out,
+        tok_s_out_p50=tok_s_out.p50,
+        tok_s_out_p95=tok_s_out.p95,
+        tok_s_out_peak=tok_s_out.peak,
+        energy_kwh=window.energy_j / J_PER_KWH,
+        power_w_mean=window.watts,
+        power_w_peak=watts_peak,
+        tok_per_j=window.tok_per_j,
+        j_per_tok_out=_ratio(window.energy_j, window.tokens_out),
+        cost_usd=window.cost_usd,
+        usd_per_hour_mean=window.usd_per_hour,
+        usd_per_mtok=window.usd_per_mtok,
+        busy_usd_per_mtok=window.busy_usd_per_mtok,
+        busy_s=window.busy_s,
+        busy_pct=None if busy_share is None else busy_share * 100.0,
+        idle_usd=window.idle_cost_usd,
+    )
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den <= 0 else num / den
+
+
+def _endpoint_summary(
+    store: Store, session_id: int, track: EndpointTrack, index_of: dict[str, int | None]
+) -> EndpointSummary:
+    """The endpoint's own totals between its first and last point in the range."""
+    window = window_between(_endpoint_point(track, 0), _endpoint_point(track, -1))
+    return EndpointSummary(
+        name=track.name,
+        url=track.url,
+        kind=track.kind,
+        model=track.model,
+        gpus=track.gpus,
+        gpu_indices=tuple(index_of.get(uuid) for uuid in track.gpus),
+        duration_s=window.span_s,
+        tokens_in=window.tokens_in,
+        tokens_out=window.tokens_out,
+        tok_s_in_mean=window.tok_s_in,
+        tok_s_out_mean=window.tok_s_out,
+        requests_completed=requests_completed(store, session_id, track),
+        # Latency points after the range's first only: the first one's percentiles cover the
+        # minute before it (or the server's whole life, on a session's first tick).
+        ttft_p50_s_mean=mean_known(track.ttft_p50_s[1:]),
+        ttft_p95_s_mean=mean_known(track.ttft_p95_s[1:]),
+        itl_p50_s_mean=mean_known(track.itl_p50_s[1:]),
+    )
+
+
+def _endpoint_point(track: EndpointTrack, i: int) -> Point:
+    """An endpoint's cumulative tokens at its ``i``-th point (it has no energy or cost)."""
+    totals = Totals(track.tokens_in_cum[i], track.tokens_out_cum[i], cost_usd=None, busy_cost_usd=None)
+    return Point(track.t[i], totals)
+
+
+# --- cost settings and comparisons ----------------------------------------------------------
+
+
+def cost_config_of(session: SessionInfo) -> CostConfig | None:
+    """The cost settings the session recorded with; None when they are missing or unusable."""
+    raw = session.config.get("cost") if isinstance(session.config, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    known = {f.name for f in fields(CostConfig)} - {"api_prices"}
+    try:
+        api = tuple(ApiPrice(**p) for p in raw.get("api_prices") or ())
+        return CostConfig(**{k: v for k, v in raw.items() if k in known}, api_prices=api)
+    except (TypeError, ValueError):
+        return None
+
+
+def cost_inputs(cost: CostConfig | None, gpus: list[GpuInfo]) -> CostInputs:
+    """The settings the cost figures used, with the GPUs each hourly rate applies to."""
+    if cost is None:
+        return NOT_RECORDED
+    prices: dict[tuple[float, str], list[int | None]] = {}
+    for info in gpus:
+        price = price_for(info.name, info.uuid, _index(info), cost)
+        if price is not None:
+            prices.setdefault((price.usd_per_gpu_hour, price.source), []).append(info.index)
+    return CostInputs(
+        recorded=True,
+        mode=cost.mode,
+        electricity_usd_per_kwh=cost.electricity_usd_per_kwh,
+        pue=cost.pue,
+        node_overhead=cost.node_overhead,
+        energy_in_rate=cost.energy_in_rate,
+        energy_charged=energy_is_charged(cost),
+        prices=tuple(PriceInUse(usd, source, tuple(indices)) for (usd, source), indices in prices.items()),
+        api_prices=cost.api_prices,
+    )
+
+
+def api_comparisons(cost: CostConfig | None, host: Figures | None) -> tuple[ApiComparison, ...]:
+    """The host's tokens at each configured API price, against what they cost here."""
+    if cost is None or host is None:
+        return ()
+    return tuple(_compare(price, host) for price in cost.api_prices)
+
+
+def _compare(price: ApiPrice, host: Figures) -> ApiComparison:
+    api_usd = api_equivalent_usd(host.tokens_in, host.tokens_out, price.usd_per_mtok_in, price.usd_per_mtok_out)
+    return ApiComparison(
+        name=price.name,
+        date=price.date,
+        usd_per_mtok_in=price.usd_per_mtok_in,
+        usd_per_mtok_out=price.usd_per_mtok_out,
+        api_cost_usd=api_usd,
+        measured_cost_usd=host.cost_usd,
+        saved_usd=None if host.cost_usd is None else api_usd - host.cost_usd,
+    )

@@ -1,0 +1,37 @@
+"""The summary's notes in words, the same in Markdown and JSON."""
+
+from __future__ import annotations
+
+from tokentop.report.figures import (
+    EndpointUnmapped,
+    GpusUnpriced,
+    GpuWithoutReadings,
+    Note,
+    RollupWindows,
+    SessionStillOpen,
+)
+from tokentop.units import fmt_count, fmt_local_time
+
+
+def note_text(note: Note) -> str:
+    if isinstance(note, SessionStillOpen):
+        return (
+            "the session was still open: still recording, or it ended without closing; "
+            f"figures up to {fmt_local_time(note.figures_until)}"
+        )
+    if isinstance(note, RollupWindows):
+        return (
+            "per-tick rows are gone for part of the range (retention): peaks and "
+            "percentiles are over whole minutes of the 1-minute rollups; the energy "
+            "method and the endpoint figures cover the per-tick rows that remain"
+        )
+    if isinstance(note, EndpointUnmapped):
+        return f"endpoint {note.name} is not mapped to a GPU here: its tokens are not in the GPU and host figures"
+    if isinstance(note, GpuWithoutReadings):
+        return f"GPU {note.index} ({note.uuid}) has no readings in the range"
+    if isinstance(note, GpusUnpriced):
+        return (
+            f"{fmt_count(note.count)} GPU(s) have no price (set cost.gpu_hour_usd in the "
+            "config): host cost and $/Mtok are not shown"
+        )
+    raise AssertionError(f"unknown note {note!r}")
