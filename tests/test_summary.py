@@ -413,7 +413,7 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
                 "_index",
             )
         )
-        or column in ("scope", "uuid", "name", "endpoints")
+        or column in ("scope", "uuid", "name", "engines")
         for column in rows[0]
     )
     assert float(rows[0]["tokens_out"]) == result.gpus[0].figures.tokens_out
@@ -791,7 +791,7 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
         cost = 3.5 * 30 / 3600 + truth.energy_j[i] * 0.10 * 1.25 * 1.3 / 3.6e6
         assert g["cost_usd"] == approx(cost, rel=1e-6)
         assert g["price_source"].startswith("built-in table")
-    assert data["gpus"][7]["endpoints"] == [] and data["gpus"][7]["usd_per_mtok"] is None
+    assert data["gpus"][7]["engines"] == [] and data["gpus"][7]["usd_per_mtok"] is None
     assert {e["name"]: e["kind"] for e in data["endpoints"]} == {
         "llama-70b": "vllm",
         "llama-8b": "vllm",

@@ -155,10 +155,10 @@ def _gpu_summaries(
     notes: list[Note],
 ) -> tuple[list[GpuSummary], list[Window]]:
     """Each GPU with readings in the range, and its window over the range (a note for the others)."""
-    endpoints_of: dict[str, list[str]] = {}
+    engines_of: dict[str, list[str]] = {}
     for endpoint in tracks:
         for uuid in endpoint.gpus:
-            endpoints_of.setdefault(uuid, []).append(endpoint.name)
+            engines_of.setdefault(uuid, []).append(endpoint.name)
     gpus: list[GpuSummary] = []
     windows: list[Window] = []
     for info in gpu_infos:
@@ -175,7 +175,7 @@ def _gpu_summaries(
                 index=info.index,
                 uuid=info.uuid,
                 name=info.name,
-                endpoints=tuple(endpoints_of.get(info.uuid, ())),
+                engines=tuple(engines_of.get(info.uuid, ())),
                 energy_method=method.method,
                 energy_integrated_ticks=method.integrated_ticks,
                 energy_unmeasured_ticks=method.unmeasured_ticks,

@@ -47,7 +47,7 @@ class GpuSummary:
     index: int | None
     uuid: str
     name: str
-    endpoints: tuple[str, ...]  # names of the endpoints whose tokens are attributed here
+    engines: tuple[str, ...]  # the engines running on this GPU, by their endpoints' names
     energy_method: str | None  # "counter" | "power_integral" | "mixed" | None (no power)
     energy_integrated_ticks: int  # ticks whose energy came from power readings
     energy_unmeasured_ticks: int  # ticks with neither counter nor power (counted as 0 J)

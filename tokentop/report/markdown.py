@@ -36,7 +36,7 @@ class _Row(NamedTuple):
     """One line of the GPU tables: a GPU, or the host (``gpu`` None)."""
 
     label: str
-    endpoints: str
+    engines: str
     figures: Figures
     serving: bool  # some endpoint's tokens are attributed here
     gpu: GpuSummary | None
@@ -88,11 +88,11 @@ def _head(summary: SessionSummary) -> list[str]:
 
 def _rows(summary: SessionSummary) -> list[_Row]:
     rows = [
-        _Row(f"{g.index} {short_gpu_name(g.name)}", ", ".join(g.endpoints) or "idle", g.figures, bool(g.endpoints), g)
+        _Row(f"{g.index} {short_gpu_name(g.name)}", ", ".join(g.engines) or "idle", g.figures, bool(g.engines), g)
         for g in summary.gpus
     ]
     if summary.host is not None:
-        serving = any(g.endpoints for g in summary.gpus)
+        serving = any(g.engines for g in summary.gpus)
         rows.append(_Row("**host**", f"{len(summary.gpus)} GPUs", summary.host, serving, None))
     return rows
 
@@ -109,7 +109,7 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 2) -> l
 
 _TOKENS_HEADER = [
     "GPU",
-    "endpoints",
+    "engines",
     "tokens in",
     "tokens out",
     "tok/s in mean",
@@ -124,13 +124,13 @@ _TOKENS_HEADER = [
 
 
 def _tokens_table(rows: list[_Row]) -> list[str]:
-    return _table(_TOKENS_HEADER, [_tokens_cells(row.label, row.endpoints, row.figures) for row in rows])
+    return _table(_TOKENS_HEADER, [_tokens_cells(row.label, row.engines, row.figures) for row in rows])
 
 
-def _tokens_cells(label: str, endpoints: str, f: Figures) -> list[str]:
+def _tokens_cells(label: str, engines: str, f: Figures) -> list[str]:
     return [
         label,
-        endpoints,
+        engines,
         fmt_count(f.tokens_in),
         fmt_count(f.tokens_out),
         fmt_sig(f.tok_s_in_mean),

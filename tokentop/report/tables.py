@@ -2,9 +2,9 @@
 and CSV (one row per GPU, then a ``total`` row for the host). Figures are written as they are,
 never rounded; a figure that is not known is ``null`` (JSON) or an empty cell (CSV).
 
-``SCHEMA_VERSION`` 2: ``engines`` became ``endpoints`` (the list, and each GPU's
-names), ``utilization_pct`` became ``busy_pct``, ``rate_windows.engine_step_s`` became
-``rate_windows.endpoint_step_s``; CSV columns likewise.
+``SCHEMA_VERSION`` 2: the list ``engines`` became ``endpoints`` (each GPU keeps ``engines``,
+the names of the endpoints whose engines run on it), ``utilization_pct`` became ``busy_pct`` (JSON
+and CSV), ``rate_windows.engine_step_s`` became ``rate_windows.endpoint_step_s``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _gpu_json(g: GpuSummary) -> dict[str, Any]:
         "index": g.index,
         "uuid": g.uuid,
         "name": g.name,
-        "endpoints": list(g.endpoints),
+        "engines": list(g.engines),
         "energy_method": g.energy_method,
         "energy_integrated_ticks": g.energy_integrated_ticks,
         "energy_unmeasured_ticks": g.energy_unmeasured_ticks,
@@ -163,7 +163,7 @@ CSV_LEAD = (
     "gpu_index",
     "uuid",
     "name",
-    "endpoints",
+    "engines",
     "energy_method",
     "energy_integrated_ticks",
     "price_usd_per_gpu_hour",
@@ -182,7 +182,7 @@ def render_csv(summary: SessionSummary) -> str:
             g.index,
             g.uuid,
             g.name,
-            " ".join(g.endpoints),
+            " ".join(g.engines),
             g.energy_method or "",
             g.energy_integrated_ticks,
             _csv(g.price_usd_per_gpu_hour),
