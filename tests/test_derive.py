@@ -12,11 +12,13 @@ from tokentop.config import CostConfig
 from tokentop.derive import (
     DeliveredCounter,
     Deriver,
-    EngineMapping,
+    Point,
+    Ring,
     energy_delta_j,
     histogram_quantile,
+    host_tick,
 )
-from tokentop.model import EndpointSample, GpuReading, GpuSample, Histogram
+from tokentop.model import EndpointSample, EngineMapping, GpuReading, GpuSample, Histogram, Totals, Window
 
 H200 = "NVIDIA H200"
 
@@ -275,3 +277,36 @@ def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None
     assert snap.host.cost_window.busy_share == pytest.approx(0.5)
     assert any("remote" in m and "no known GPU" in m for m in snap.messages)
     assert not any("local" in m for m in snap.messages)
+
+
+def test_endpoint_and_gpu_rates_share_one_window_even_when_it_outlasts_the_cost_window() -> None:
+    d = Deriver(CostConfig(), rate_window_s=30, cost_window_s=10)
+    m = {"e": EngineMapping(("a",), "config")}
+    for step in range(31):
+        t = float(step)
+        snap = d.step(_reading(t, [gpu("a", 0)]), (server("e", t, 0, 100 * min(t, 20.0)),), m, t)
+    assert snap.endpoints[0].tok_s_out == pytest.approx(2000 / 30)
+    assert snap.gpus[0].rate_window.tok_s_out == pytest.approx(2000 / 30)
+
+
+# --- the pieces of the step -------------------------------------------------------------
+
+
+def test_ring_window_starts_at_the_newest_point_old_enough_else_the_oldest() -> None:
+    ring = Ring(keep_s=5.0)
+    for t in range(8):
+        ring.push(Point(float(t), Totals(tokens_out=10.0 * t)))
+    assert [p.t for p in ring.points] == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # one point older than 5 s kept
+    assert ring.start_of(2.0).t == 5.0 and ring.start_of(2.5).t == 4.0
+    assert ring.start_of(60.0).t == 2.0  # the ring is still filling: the oldest point
+    assert ring.window(3.0).tok_s_out == pytest.approx(10.0)
+
+
+def test_host_tick_sums_its_gpus_with_busy_time_as_their_mean() -> None:
+    busy = Window(1.0, 10.0, 90.0, 500.0, 0.002, 1.0, 0.002)
+    idle = Window(1.0, 0.0, 0.0, 100.0, 0.001, 0.0, 0.0)
+    host = host_tick([busy, idle])
+    assert (host.tokens_out, host.energy_j, host.cost_usd) == (90.0, 600.0, pytest.approx(0.003))
+    assert host.busy_s == 0.5 and host.busy_cost_usd == pytest.approx(0.002)
+    unpriced = host_tick([busy, Window(1.0, 0.0, 0.0, 100.0, None, 0.0, 0.0)])
+    assert unpriced.cost_usd is None and unpriced.busy_cost_usd is None  # never a partial host cost

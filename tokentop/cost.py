@@ -46,10 +46,9 @@ def price_for(gpu_name: str, uuid: str, index: int, cost: CostConfig) -> Price |
     mode the rate is capex straight-line over the life, plus opex; energy comes per tick.
     """
     overrides = cost.gpu_hour_usd
-    for key in (uuid, str(index)):
-        if key in overrides:
-            return Price(overrides[key], f"config: cost.gpu_hour_usd.{key}", cost.mode)
-    key = model_key(gpu_name, list(overrides))
+    key = next((k for k in (uuid, str(index)) if k in overrides), None)
+    if key is None:
+        key = model_key(gpu_name, list(overrides))
     if key is not None:
         return Price(overrides[key], f"config: cost.gpu_hour_usd.{key}", cost.mode)
     if cost.mode == "owned":

@@ -16,22 +16,27 @@ How each figure is computed (the README repeats this for users):
 * Cost: the GPU's hourly rate for the measured interval, plus electricity when charged
   (``tokentop.cost``). Host figures are sums of cost over sums of tokens, never an average
   of per-GPU ratios.
-* Host: the sum of its GPUs (tokens attributed to them; busy time as their mean share), so it
-  equals what the history and the summary add up. A host with no GPU reading counts what its
-  endpoints delivered. An endpoint mapped to no GPU is named in the snapshot's messages.
+* Host: the sum of its GPUs (tokens attributed to them; busy time as their mean share), summed
+  by ``sum_windows`` like the history and the summary do, so it equals what they add up. A host
+  with no GPU reading counts what its endpoints delivered. An endpoint mapped to no GPU is named
+  in the snapshot's messages.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from tokentop.config import CostConfig
 from tokentop.cost import price_for, tick_cost_usd
 from tokentop.model import (
     EndpointFigures,
     EndpointSample,
+    EngineMapping,
     GpuFigures,
     GpuReading,
     GpuSample,
@@ -43,16 +48,7 @@ from tokentop.model import (
     Window,
 )
 
-HOST = "host"
-
-
-@dataclass(frozen=True)
-class EngineMapping:
-    """Which GPUs one endpoint runs on, and how we know."""
-
-    gpus: tuple[str, ...] = ()  # UUIDs
-    source: str | None = None  # "process" | "config"
-    pid: int | None = None
+HOST = "host"  # key of the host's series; a GPU's series is keyed by its UUID
 
 
 # --- pure arithmetic -----------------------------------------------------------------
@@ -99,6 +95,12 @@ class DeliveredCounter:
         return added
 
 
+def _energy_method(sample: GpuSample) -> str | None:
+    if sample.energy_counter_mj is not None:
+        return "counter"
+    return "power_integral" if sample.power_w is not None else None
+
+
 def energy_delta_j(prev: GpuSample | None, cur: GpuSample, dt_s: float) -> tuple[float, str | None]:
     """Board energy between two readings of one GPU and how it was measured."""
     if (
@@ -114,11 +116,46 @@ def energy_delta_j(prev: GpuSample | None, cur: GpuSample, dt_s: float) -> tuple
     return (before + cur.power_w) / 2.0 * dt_s, "power_integral"
 
 
-def window_between(old: tuple[float, Totals], new: tuple[float, Totals]) -> Window:
+class Point(NamedTuple):
+    """Cumulative figures of a GPU, the host or an endpoint at one instant (monotonic ``t``).
+    An endpoint's point also keeps its latency histograms, for percentiles over a window."""
+
+    t: float
+    totals: Totals
+    ttft: Histogram | None = None
+    itl: Histogram | None = None
+
+
+class TickTokens(NamedTuple):
+    """Tokens delivered in one tick: by one endpoint, or attributed to one GPU."""
+
+    tokens_in: float = 0.0
+    tokens_out: float = 0.0
+    running: bool = False  # requests were running, whether or not a token came out
+    engines: tuple[str, ...] = ()  # the endpoints the tokens came from
+
+    @property
+    def busy(self) -> bool:
+        return self.tokens_in + self.tokens_out > 0 or self.running
+
+    def plus_share(self, other: TickTokens, share: float) -> TickTokens:
+        """These tokens and ``share`` of ``other``'s (an engine split over its GPUs)."""
+        return TickTokens(
+            self.tokens_in + other.tokens_in * share,
+            self.tokens_out + other.tokens_out * share,
+            self.running or other.running,
+            self.engines + other.engines,
+        )
+
+
+_NO_TOKENS = TickTokens()
+
+
+def window_between(old: Point, new: Point) -> Window:
     """Figures over the span between two cumulative points."""
-    (t0, a), (t1, b) = old, new
+    a, b = old.totals, new.totals
     return Window(
-        span_s=max(0.0, t1 - t0),
+        span_s=max(0.0, new.t - old.t),
         tokens_in=b.tokens_in - a.tokens_in,
         tokens_out=b.tokens_out - a.tokens_out,
         energy_j=b.energy_j - a.energy_j,
@@ -139,6 +176,34 @@ def sum_windows(windows: list[Window]) -> Window:
         cost_usd=_sum_known([w.cost_usd for w in windows]),
         busy_s=sum(w.busy_s for w in windows),
         busy_cost_usd=_sum_known([w.busy_cost_usd for w in windows]),
+    )
+
+
+def host_tick(gpu_ticks: list[Window]) -> Window:
+    """The host's tick from its GPUs' ticks: their sum (``sum_windows``), with busy time as
+    their mean (the busy share of the host) and no busy cost when any GPU has no price."""
+    total = sum_windows(gpu_ticks)
+    busy_cost = total.busy_cost_usd if total.cost_usd is not None else None
+    return replace(total, busy_s=total.busy_s / len(gpu_ticks), busy_cost_usd=busy_cost)
+
+
+def endpoints_tick(delivered: Collection[TickTokens], dt_s: float) -> Window:
+    """The host's tick when no GPU was read: what its endpoints delivered; no energy, no cost."""
+    tokens_in, tokens_out = sum(d.tokens_in for d in delivered), sum(d.tokens_out for d in delivered)
+    busy_s = dt_s if any(d.busy for d in delivered) else 0.0
+    return Window(dt_s, tokens_in, tokens_out, energy_j=0.0, cost_usd=None, busy_s=busy_s, busy_cost_usd=None)
+
+
+def advance(totals: Totals, tick: Window) -> Totals:
+    """Cumulative totals one tick later."""
+    return Totals(
+        tokens_in=totals.tokens_in + tick.tokens_in,
+        tokens_out=totals.tokens_out + tick.tokens_out,
+        energy_j=totals.energy_j + tick.energy_j,
+        cost_usd=_add(totals.cost_usd, tick.cost_usd),
+        busy_s=totals.busy_s + tick.busy_s,
+        busy_cost_usd=_add(totals.busy_cost_usd, tick.busy_cost_usd),
+        elapsed_s=totals.elapsed_s + tick.span_s,
     )
 
 
@@ -193,45 +258,44 @@ def _add(a: float | None, b: float | None) -> float | None:
 
 
 @dataclass
-class _Ring:
-    """Cumulative points over the longest on-screen window."""
+class Ring:
+    """Cumulative points, in time order, over the longest on-screen window (two at least)."""
 
     keep_s: float
-    points: deque[tuple[float, Totals]] = field(default_factory=deque)
+    points: deque[Point] = field(default_factory=deque)
 
-    def push(self, t: float, totals: Totals) -> None:
-        self.points.append((t, totals))
-        while len(self.points) > 2 and t - self.points[1][0] >= self.keep_s:
-            self.points.popleft()
+    def push(self, point: Point) -> None:
+        points = self.points
+        points.append(point)
+        while len(points) > 2 and point.t - points[1].t >= self.keep_s:
+            points.popleft()
+
+    @property
+    def last(self) -> Point:
+        return self.points[-1]
+
+    def start_of(self, seconds: float) -> Point:
+        """Where a window of ``seconds`` that ends at the last point starts: the newest point at
+        least that old, else the oldest (the window is shorter while the ring fills)."""
+        points = self.points
+        now_t = points[-1].t
+        # Points come in time order, so "now_t - t >= seconds" holds for a prefix of them.
+        i = bisect_right(points, -seconds, key=lambda p: p.t - now_t)
+        return points[i - 1] if i else points[0]
 
     def window(self, seconds: float) -> Window:
-        now = self.points[-1]
-        start = self.points[0]
-        for point in reversed(self.points):
-            if now[0] - point[0] >= seconds:
-                start = point
-                break
-        return window_between(start, now)
-
-
-@dataclass
-class _TickSums:
-    """What all GPUs added up to in one tick."""
-
-    tokens_in: float = 0.0
-    tokens_out: float = 0.0
-    energy_j: float = 0.0
-    busy_s: float = 0.0  # GPU-seconds
-    cost_usd: float = 0.0
-    busy_cost_usd: float = 0.0
-    unpriced: list[str] = field(default_factory=list)
+        return window_between(self.start_of(seconds), self.points[-1])
 
 
 @dataclass
 class _ServerState:
+    ring: Ring
     prompt: DeliveredCounter = field(default_factory=DeliveredCounter)
     generation: DeliveredCounter = field(default_factory=DeliveredCounter)
-    ring: deque[tuple[float, float, float, Histogram | None, Histogram | None]] = field(default_factory=deque)
+
+
+_NO_MAPPING = EngineMapping()
+_ZERO = Totals()
 
 
 class Deriver:
@@ -241,73 +305,27 @@ class Deriver:
         self.cost = cost
         self.rate_window_s = rate_window_s
         self.cost_window_s = cost_window_s
+        self._keep_s = max(rate_window_s, cost_window_s)
         self._seq = 0
         self._t_prev: float | None = None
         self._prev_gpu: dict[str, GpuSample] = {}
         self._gpu_totals: dict[str, Totals] = {}
         self._prices: dict[str, Price | None] = {}
-        self._rings: dict[str, _Ring] = {}
+        self._rings: dict[str, Ring] = {}  # by GPU UUID, and HOST
         self._servers: dict[str, _ServerState] = {}
 
     def step(
-        self,
-        gpus: GpuReading,
-        servers: tuple[EndpointSample, ...],
-        mapping: dict[str, EngineMapping],
-        t_wall: float,
+        self, gpus: GpuReading, servers: tuple[EndpointSample, ...], mapping: dict[str, EngineMapping], t_wall: float
     ) -> Snapshot:
         t = gpus.t_mono
         dt = None if self._t_prev is None else max(0.0, t - self._t_prev)
         self._t_prev = t
         self._seq += 1
 
-        endpoint_figs, tokens_by_endpoint = self._step_servers(servers, mapping)
-        gpu_tokens = self._attribute(servers, mapping, tokens_by_endpoint)
-        gpu_figs, sums = self._step_gpus(gpus, gpu_tokens, dt or 0.0, t)
-        unpriced = sums.unpriced
-        priced = bool(gpu_figs) and not unpriced
-
-        host_prev = self._rings[HOST].points[-1][1] if HOST in self._rings else Totals()
-        tick_dt = dt or 0.0
-        if gpu_figs:  # the host is its GPUs: their tokens, and busy as the mean of their busy time
-            in_tokens, out_tokens = sums.tokens_in, sums.tokens_out
-            busy_s = sums.busy_s / len(gpu_figs)
-        else:  # no GPU reading (no driver, a CPU server): what the endpoints delivered
-            in_tokens = sum(v[0] for v in tokens_by_endpoint.values())
-            out_tokens = sum(v[1] for v in tokens_by_endpoint.values())
-            busy_s = tick_dt if any(v[0] + v[1] > 0 or v[2] for v in tokens_by_endpoint.values()) else 0.0
-        host_totals = Totals(
-            tokens_in=host_prev.tokens_in + in_tokens,
-            tokens_out=host_prev.tokens_out + out_tokens,
-            energy_j=host_prev.energy_j + sums.energy_j,
-            cost_usd=_add(host_prev.cost_usd, sums.cost_usd) if priced else None,
-            busy_s=host_prev.busy_s + busy_s,
-            busy_cost_usd=_add(host_prev.busy_cost_usd, sums.busy_cost_usd) if priced else None,
-            elapsed_s=host_prev.elapsed_s + tick_dt,
-        )
-        host_ring = self._ring(HOST)
-        host_ring.push(t, host_totals)
-        powers = [f.sample.power_w for f in gpu_figs if f.sample.power_w is not None]
-        host = HostFigures(
-            gpu_count=len(gpu_figs),
-            power_w=sum(powers) if powers else None,
-            usd_per_hour_now=(
-                sum(f.usd_per_hour_now for f in gpu_figs if f.usd_per_hour_now is not None) if priced else None
-            ),
-            totals=host_totals,
-            rate_window=host_ring.window(self.rate_window_s),
-            cost_window=host_ring.window(self.cost_window_s),
-            unpriced_gpus=tuple(unpriced),
-        )
-        messages = tuple(
-            f"no price for GPU model {self._name_of(uuid, gpus)!r}: set cost.gpu_hour_usd in the config"
-            for uuid in unpriced
-        ) + tuple(
-            f"endpoint {f.sample.name} runs on no known GPU: its tokens are in no GPU's or the host's "
-            "$/Mtok; give it gpus= in the config"
-            for f in endpoint_figs
-            if gpu_figs and not f.gpus and f.sample.status == "up"
-        )
+        endpoint_figs, delivered = self._step_servers(servers, mapping)
+        gpu_tokens = self._attribute(servers, mapping, delivered)
+        gpu_figs, gpu_ticks = self._step_gpus(gpus, gpu_tokens, dt or 0.0, t)
+        tick = host_tick(gpu_ticks) if gpu_ticks else endpoints_tick(delivered.values(), dt or 0.0)
         return Snapshot(
             seq=self._seq,
             t_wall=t_wall,
@@ -319,152 +337,149 @@ class Deriver:
             gpu_reason=gpus.reason,
             gpus=tuple(gpu_figs),
             endpoints=tuple(endpoint_figs),
-            host=host,
-            messages=messages,
+            host=self._step_host(gpu_figs, tick, t),
+            messages=_messages(gpu_figs, endpoint_figs),
         )
 
     # -- servers --
 
     def _step_servers(
         self, servers: tuple[EndpointSample, ...], mapping: dict[str, EngineMapping]
-    ) -> tuple[list[EndpointFigures], dict[str, tuple[float, float, bool]]]:
+    ) -> tuple[list[EndpointFigures], dict[str, TickTokens]]:
+        """Each endpoint's figures, and the tokens it delivered this tick."""
         figs: list[EndpointFigures] = []
-        tokens: dict[str, tuple[float, float, bool]] = {}
+        delivered: dict[str, TickTokens] = {}
         for sample in servers:
-            state = self._servers.setdefault(sample.name, _ServerState())
+            state = self._servers.get(sample.name)
+            if state is None:
+                state = self._servers[sample.name] = _ServerState(Ring(self._keep_s))
             added_in = state.prompt.update(sample.prompt_tokens_total, sample.prompt_tokens_in_flight)
             added_out = state.generation.update(sample.generation_tokens_total, sample.generation_tokens_in_flight)
-            tokens[sample.name] = (added_in, added_out, bool(sample.running))
-            ring = state.ring
-            ring.append((sample.t_mono, state.prompt.delivered, state.generation.delivered, sample.ttft, sample.itl))
-            while len(ring) > 2 and sample.t_mono - ring[1][0] >= self.cost_window_s:
-                ring.popleft()
-            rate_start = _start_of(ring, self.rate_window_s)
-            span = sample.t_mono - rate_start[0]
-            cost_start = _start_of(ring, self.cost_window_s)
-            m = mapping.get(sample.name, EngineMapping())
-            figs.append(
-                EndpointFigures(
-                    sample=sample,
-                    gpus=m.gpus,
-                    mapping=m.source,
-                    pid=m.pid,
-                    tokens_in_total=state.prompt.delivered,
-                    tokens_out_total=state.generation.delivered,
-                    tok_s_in=(state.prompt.delivered - rate_start[1]) / span if span > 0 else None,
-                    tok_s_out=(state.generation.delivered - rate_start[2]) / span if span > 0 else None,
-                    ttft_p50_s=_windowed_quantile(0.5, sample.ttft, cost_start[3], cost_start is ring[-1]),
-                    ttft_p95_s=_windowed_quantile(0.95, sample.ttft, cost_start[3], cost_start is ring[-1]),
-                    itl_p50_s=_windowed_quantile(0.5, sample.itl, cost_start[4], cost_start is ring[-1]),
-                )
-            )
-        return figs, tokens
+            delivered[sample.name] = TickTokens(added_in, added_out, bool(sample.running), (sample.name,))
+            totals = Totals(tokens_in=state.prompt.delivered, tokens_out=state.generation.delivered)
+            state.ring.push(Point(sample.t_mono, totals, sample.ttft, sample.itl))
+            figs.append(self._endpoint_figures(sample, state.ring, mapping.get(sample.name, _NO_MAPPING)))
+        return figs, delivered
+
+    def _endpoint_figures(self, sample: EndpointSample, ring: Ring, m: EngineMapping) -> EndpointFigures:
+        now = ring.last
+        rate = ring.window(self.rate_window_s)
+        base = ring.start_of(self.cost_window_s)  # latency percentiles are over the cost window
+        no_window = base is now
+        return EndpointFigures(
+            sample=sample,
+            gpus=m.gpus,
+            mapping=m.source,
+            pid=m.pid,
+            tokens_in_total=now.totals.tokens_in,
+            tokens_out_total=now.totals.tokens_out,
+            tok_s_in=rate.tok_s_in,
+            tok_s_out=rate.tok_s_out,
+            ttft_p50_s=_windowed_quantile(0.5, sample.ttft, base.ttft, no_window),
+            ttft_p95_s=_windowed_quantile(0.95, sample.ttft, base.ttft, no_window),
+            itl_p50_s=_windowed_quantile(0.5, sample.itl, base.itl, no_window),
+        )
 
     @staticmethod
     def _attribute(
-        servers: tuple[EndpointSample, ...],
-        mapping: dict[str, EngineMapping],
-        tokens: dict[str, tuple[float, float, bool]],
-    ) -> dict[str, tuple[float, float, bool, tuple[str, ...]]]:
+        servers: tuple[EndpointSample, ...], mapping: dict[str, EngineMapping], delivered: dict[str, TickTokens]
+    ) -> dict[str, TickTokens]:
         """Tokens per GPU UUID this tick: each endpoint's split equally over its GPUs."""
-        per_gpu: dict[str, tuple[float, float, bool, tuple[str, ...]]] = {}
+        per_gpu: dict[str, TickTokens] = {}
         for sample in servers:
-            gpus = mapping.get(sample.name, EngineMapping()).gpus
+            gpus = mapping.get(sample.name, _NO_MAPPING).gpus
             if not gpus:
                 continue
-            added_in, added_out, running = tokens[sample.name]
+            tokens = delivered[sample.name]
             share = 1.0 / len(gpus)
             for uuid in gpus:
-                t_in, t_out, busy, names = per_gpu.get(uuid, (0.0, 0.0, False, ()))
-                per_gpu[uuid] = (
-                    t_in + added_in * share,
-                    t_out + added_out * share,
-                    busy or running,
-                    names + (sample.name,),
-                )
+                per_gpu[uuid] = per_gpu.get(uuid, _NO_TOKENS).plus_share(tokens, share)
         return per_gpu
 
     # -- GPUs --
 
     def _step_gpus(
-        self,
-        reading: GpuReading,
-        gpu_tokens: dict[str, tuple[float, float, bool, tuple[str, ...]]],
-        dt: float,
-        t: float,
-    ) -> tuple[list[GpuFigures], _TickSums]:
+        self, reading: GpuReading, gpu_tokens: dict[str, TickTokens], dt: float, t: float
+    ) -> tuple[list[GpuFigures], list[Window]]:
+        """Each GPU's figures, and what it added this tick."""
         figs: list[GpuFigures] = []
-        sums = _TickSums()
+        ticks: list[Window] = []
         for sample in reading.gpus:
             uuid = sample.uuid
             if uuid not in self._prices:
                 self._prices[uuid] = price_for(sample.name, uuid, sample.index, self.cost)
             price = self._prices[uuid]
-            prev = self._prev_gpu.get(uuid)
-            energy_j, method = energy_delta_j(prev, sample, dt) if prev is not None else (0.0, None)
-            if prev is None:
-                method = (
-                    "counter"
-                    if sample.energy_counter_mj is not None
-                    else ("power_integral" if sample.power_w is not None else None)
-                )
-            added_in, added_out, running, engines = gpu_tokens.get(uuid, (0.0, 0.0, False, ()))
-            busy = added_in + added_out > 0 or running
-            cost_now = tick_cost_usd(price, dt, energy_j, self.cost)
-            before = self._gpu_totals.get(uuid, Totals())
-            totals = Totals(
-                tokens_in=before.tokens_in + added_in,
-                tokens_out=before.tokens_out + added_out,
-                energy_j=before.energy_j + energy_j,
-                cost_usd=_add(before.cost_usd, cost_now),
-                busy_s=before.busy_s + (dt if busy else 0.0),
-                busy_cost_usd=_add(before.busy_cost_usd, cost_now if busy else 0.0),
-                elapsed_s=before.elapsed_s + dt,
-            )
+            tokens = gpu_tokens.get(uuid, _NO_TOKENS)
+            tick, method = self._gpu_tick(sample, price, tokens, dt)
+            totals = advance(self._gpu_totals.get(uuid, _ZERO), tick)
             self._gpu_totals[uuid] = totals
-            self._prev_gpu[uuid] = sample
             ring = self._ring(uuid)
-            ring.push(t, totals)
-            sums.energy_j += energy_j
-            sums.tokens_in += added_in
-            sums.tokens_out += added_out
-            sums.busy_s += dt if busy else 0.0
-            if cost_now is None:
-                sums.unpriced.append(uuid)
-            else:
-                sums.cost_usd += cost_now
-                sums.busy_cost_usd += cost_now if busy else 0.0
+            ring.push(Point(t, totals))
+            ticks.append(tick)
             figs.append(
                 GpuFigures(
                     sample=sample,
-                    engines=engines,
+                    engines=tokens.engines,
                     price=price,
                     energy_method=method,
-                    usd_per_hour_now=(
-                        tick_cost_usd(price, 3600.0, (sample.power_w or 0.0) * 3600.0, self.cost)
-                        if price is not None
-                        else None
-                    ),
+                    usd_per_hour_now=tick_cost_usd(price, 3600.0, (sample.power_w or 0.0) * 3600.0, self.cost),
                     totals=totals,
                     rate_window=ring.window(self.rate_window_s),
                     cost_window=ring.window(self.cost_window_s),
                 )
             )
-        return figs, sums
+        return figs, ticks
 
-    def _ring(self, key: str) -> _Ring:
-        if key not in self._rings:
-            self._rings[key] = _Ring(keep_s=max(self.rate_window_s, self.cost_window_s))
-        return self._rings[key]
+    def _gpu_tick(
+        self, sample: GpuSample, price: Price | None, tokens: TickTokens, dt: float
+    ) -> tuple[Window, str | None]:
+        """What one GPU added this tick (its tokens, energy, cost), and how its energy is measured."""
+        prev = self._prev_gpu.get(sample.uuid)
+        self._prev_gpu[sample.uuid] = sample
+        if prev is not None:
+            energy_j, method = energy_delta_j(prev, sample, dt)
+        else:  # the first reading measures nothing yet; name the method the next ones will use
+            energy_j, method = 0.0, _energy_method(sample)
+        cost = tick_cost_usd(price, dt, energy_j, self.cost)
+        busy_s, busy_cost = (dt, cost) if tokens.busy else (0.0, 0.0)
+        return Window(dt, tokens.tokens_in, tokens.tokens_out, energy_j, cost, busy_s, busy_cost), method
 
-    @staticmethod
-    def _name_of(uuid: str, reading: GpuReading) -> str:
-        return next((g.name for g in reading.gpus if g.uuid == uuid), uuid)
+    # -- the host --
+
+    def _step_host(self, gpu_figs: list[GpuFigures], tick: Window, t: float) -> HostFigures:
+        ring = self._ring(HOST)
+        totals = advance(ring.last.totals if ring.points else _ZERO, tick)
+        ring.push(Point(t, totals))
+        priced = tick.cost_usd is not None  # every GPU has a price (and there is a GPU)
+        powers = [f.sample.power_w for f in gpu_figs if f.sample.power_w is not None]
+        rates = [f.usd_per_hour_now for f in gpu_figs if f.usd_per_hour_now is not None]
+        return HostFigures(
+            gpu_count=len(gpu_figs),
+            power_w=sum(powers) if powers else None,
+            usd_per_hour_now=sum(rates) if priced else None,
+            totals=totals,
+            rate_window=ring.window(self.rate_window_s),
+            cost_window=ring.window(self.cost_window_s),
+            unpriced_gpus=tuple(f.sample.uuid for f in gpu_figs if f.price is None),
+        )
+
+    def _ring(self, key: str) -> Ring:
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._rings[key] = Ring(self._keep_s)
+        return ring
 
 
-def _start_of(ring: deque, seconds: float) -> tuple:
-    now_t = ring[-1][0]
-    for point in reversed(ring):
-        if now_t - point[0] >= seconds:
-            return point
-    return ring[0]
+def _messages(gpu_figs: list[GpuFigures], endpoint_figs: list[EndpointFigures]) -> tuple[str, ...]:
+    """What the user should know this tick: GPUs without a price, endpoints on no known GPU."""
+    unpriced = tuple(
+        f"no price for GPU model {f.sample.name!r}: set cost.gpu_hour_usd in the config"
+        for f in gpu_figs
+        if f.price is None
+    )
+    return unpriced + tuple(
+        f"endpoint {f.sample.name} runs on no known GPU: its tokens are in no GPU's or the host's "
+        "$/Mtok; give it gpus= in the config"
+        for f in endpoint_figs
+        if gpu_figs and not f.gpus and f.sample.status == "up"
+    )

@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from tokentop.config import EndpointConfig
-from tokentop.derive import EngineMapping
-from tokentop.model import GpuReading
+from tokentop.model import EngineMapping, GpuReading
 
 log = logging.getLogger("tokentop.discover")
 

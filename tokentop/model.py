@@ -106,6 +106,15 @@ class EndpointSample:
     note: str | None = None  # plain words for the user, e.g. "Ollama publishes no token counters"
 
 
+@dataclass(frozen=True)
+class EngineMapping:
+    """Which GPUs one endpoint runs on, and how we know (``tokentop.discover`` finds it)."""
+
+    gpus: tuple[str, ...] = ()  # UUIDs
+    source: str | None = None  # "process" | "config"
+    pid: int | None = None
+
+
 # --- derived figures ---------------------------------------------------------
 
 

@@ -18,9 +18,9 @@ import httpx
 
 from tokentop.collectors import EndpointCollector, poll_all
 from tokentop.config import Config, EndpointConfig
-from tokentop.derive import Deriver, EngineMapping
+from tokentop.derive import Deriver
 from tokentop.discover import SocketTable, candidate_endpoints, map_endpoints
-from tokentop.model import EndpointSample, GpuReading, Snapshot
+from tokentop.model import EndpointSample, EngineMapping, GpuReading, Snapshot
 
 log = logging.getLogger("tokentop.sampler")
 

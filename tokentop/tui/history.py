@@ -14,10 +14,10 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from tokentop.model import Snapshot, Totals, usd_per_mtok
-
-HOST = ""  # key of the host series (GPU series are keyed by UUID)
+from tokentop.derive import HOST, Point, window_between
+from tokentop.model import Snapshot, Window, usd_per_mtok
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,35 @@ class GraphPoint:
     usd_per_mtok: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Tick:
+class _Tick(NamedTuple):
     t: float  # monotonic end of the tick
-    dt: float
-    tokens_in: float
-    tokens_out: float
-    energy_j: float
-    cost_usd: float | None
+    added: Window  # what the tick added: the difference of two snapshots' totals
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """What the ticks of one bar added up to; rates are taken from the sums at the end."""
+
+    seconds: float = 0.0
+    tokens_in: float = 0.0
+    tokens_out: float = 0.0
+    energy_j: float = 0.0
+    cost_usd: float | None = 0.0  # None once a tick in it had no price
+
+    def add(self, tick: Window) -> None:
+        self.seconds += tick.span_s
+        self.tokens_in += tick.tokens_in
+        self.tokens_out += tick.tokens_out
+        self.energy_j += tick.energy_j
+        self.cost_usd = None if self.cost_usd is None or tick.cost_usd is None else self.cost_usd + tick.cost_usd
+
+    def point(self, t: float) -> GraphPoint:
+        if self.seconds <= 0:
+            return GraphPoint(t, None, None, None, None)
+        s = self.seconds
+        return GraphPoint(
+            t, self.tokens_in / s, self.tokens_out / s, self.energy_j / s, usd_per_mtok(self.cost_usd, self.tokens_out)
+        )
 
 
 class LiveHistory:
@@ -62,34 +83,24 @@ class LiveHistory:
     def __init__(self, keep_s: float = WINDOWS[1].seconds + 30.0) -> None:
         self.keep_s = keep_s
         self._ticks: dict[str, deque[_Tick]] = {}
-        self._last: dict[str, tuple[float, Totals]] = {}
+        self._last: dict[str, Point] = {}
         self._lock = threading.Lock()
 
     def add(self, snapshot: Snapshot) -> None:
         t = snapshot.t_mono
         with self._lock:
-            self._add(HOST, t, snapshot.host.totals)
+            self._add(HOST, Point(t, snapshot.host.totals))
             for gpu in snapshot.gpus:
-                self._add(gpu.sample.uuid, t, gpu.totals)
+                self._add(gpu.sample.uuid, Point(t, gpu.totals))
 
-    def _add(self, key: str, t: float, totals: Totals) -> None:
+    def _add(self, key: str, point: Point) -> None:
         previous = self._last.get(key)
-        self._last[key] = (t, totals)
-        if previous is None or t <= previous[0]:
+        self._last[key] = point
+        if previous is None or point.t <= previous.t:
             return
-        t0, before = previous
-        cost = None if totals.cost_usd is None or before.cost_usd is None else totals.cost_usd - before.cost_usd
+        t = point.t
         ticks = self._ticks.setdefault(key, deque())
-        ticks.append(
-            _Tick(
-                t=t,
-                dt=t - t0,
-                tokens_in=max(0.0, totals.tokens_in - before.tokens_in),
-                tokens_out=max(0.0, totals.tokens_out - before.tokens_out),
-                energy_j=max(0.0, totals.energy_j - before.energy_j),
-                cost_usd=None if cost is None else max(0.0, cost),
-            )
-        )
+        ticks.append(_Tick(t, window_between(previous, point)))  # totals only grow: no negative
         while ticks and t - ticks[0].t > self.keep_s:
             ticks.popleft()
 
@@ -106,39 +117,29 @@ class LiveHistory:
         if step < 1.5 * interval_s:
             recent = [t for t in ticks if t.t > now - window_s - 0.5 * interval_s][-buckets:]
             padding = [GraphPoint(now - window_s, None, None, None, None)] * (buckets - len(recent))
-            return padding + [_point(t.t, t.dt, t.tokens_in, t.tokens_out, t.energy_j, t.cost_usd) for t in recent]
+            return padding + [_one_tick(tick) for tick in recent]
         end = math.floor(now / step) * step
         return bucket_ticks(ticks, window_s, buckets, end)
 
 
-def _point(t: float, dt: float, tokens_in: float, tokens_out: float, joules: float, usd: float | None) -> GraphPoint:
-    if dt <= 0:
-        return GraphPoint(t, None, None, None, None)
-    return GraphPoint(t, tokens_in / dt, tokens_out / dt, joules / dt, usd_per_mtok(usd, tokens_out))
+def _one_tick(tick: _Tick) -> GraphPoint:
+    bucket = _Bucket()
+    bucket.add(tick.added)
+    return bucket.point(tick.t)
 
 
 def bucket_ticks(ticks: Iterable[_Tick], window_s: float, buckets: int, now: float) -> list[GraphPoint]:
+    """``buckets`` bars of ``window_s / buckets`` seconds ending at ``now``; a tick goes in the
+    bar its end falls in."""
     buckets = max(1, buckets)
     step = window_s / buckets
     start = now - window_s
-    sums = [[0.0, 0.0, 0.0, 0.0, 0.0, False] for _ in range(buckets)]  # dt, in, out, J, $, unpriced
+    sums = [_Bucket() for _ in range(buckets)]
     for tick in ticks:
         if tick.t <= start or tick.t > now:
             continue
-        index = min(buckets - 1, max(0, math.ceil((tick.t - start) / step) - 1))
-        acc = sums[index]
-        acc[0] += tick.dt
-        acc[1] += tick.tokens_in
-        acc[2] += tick.tokens_out
-        acc[3] += tick.energy_j
-        if tick.cost_usd is None:
-            acc[5] = True
-        else:
-            acc[4] += tick.cost_usd
-    return [
-        _point(start + i * step, dt, tin, tout, joules, None if unpriced else usd)
-        for i, (dt, tin, tout, joules, usd, unpriced) in enumerate(sums)
-    ]
+        sums[min(buckets - 1, max(0, math.ceil((tick.t - start) / step) - 1))].add(tick.added)
+    return [bucket.point(start + i * step) for i, bucket in enumerate(sums)]
 
 
 def buckets_for(window: GraphWindow, columns: int, interval_s: float) -> int:
