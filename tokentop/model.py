@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 # --- GPUs (NVML) -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuProcess:
     pid: int
     used_memory_bytes: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MigSample:
     """One MIG instance of a physical GPU: memory only (NVML gives MIG no power or utilisation)."""
 
@@ -29,7 +29,7 @@ class MigSample:
     memory_total_bytes: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuSample:
     """One physical GPU read once through NVML."""
 
@@ -52,7 +52,7 @@ class GpuSample:
     mig: tuple[MigSample, ...] = ()  # MIG instances, when MIG mode is enabled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuReading:
     """All GPUs at one instant. ``available`` is False when NVML cannot be used at all."""
 
@@ -66,7 +66,7 @@ class GpuReading:
 # --- inference servers --------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Histogram:
     """A Prometheus histogram: cumulative ``(upper_bound, count)`` pairs, +Inf last."""
 
@@ -75,7 +75,7 @@ class Histogram:
     count: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointSample:
     """One endpoint read once.
 
@@ -106,7 +106,7 @@ class EndpointSample:
     note: str | None = None  # plain words for the user, e.g. "Ollama publishes no token counters"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EngineMapping:
     """Which GPUs one endpoint runs on, and how we know (``tokentop.discover`` finds it)."""
 
@@ -118,7 +118,7 @@ class EngineMapping:
 # --- derived figures ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Price:
     """The hourly rate in use for one GPU and where it came from."""
 
@@ -135,7 +135,7 @@ def usd_per_mtok(cost_usd: float | None, tokens_out: float) -> float | None:
     return cost_usd / tokens_out * 1e6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Totals:
     """Cumulative since the session started (monotonic; survive counter resets)."""
 
@@ -148,7 +148,7 @@ class Totals:
     elapsed_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """Figures over a measured span that ends now. ``span_s`` is the span actually covered."""
 
@@ -205,7 +205,7 @@ class Window:
         return self.cost_usd - self.busy_cost_usd
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuFigures:
     sample: GpuSample
     engines: tuple[str, ...]  # names of the endpoints whose tokens are attributed here
@@ -217,7 +217,7 @@ class GpuFigures:
     cost_window: Window  # longer window for $/Mtok, tok/J, busy share (``Snapshot.cost_window_s``)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointFigures:
     sample: EndpointSample
     gpus: tuple[str, ...]  # GPU UUIDs this endpoint runs on
@@ -232,7 +232,7 @@ class EndpointFigures:
     itl_p50_s: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostFigures:
     gpu_count: int
     power_w: float | None  # sum of the GPUs' latest readings
@@ -243,7 +243,7 @@ class HostFigures:
     unpriced_gpus: tuple[str, ...] = ()  # UUIDs with no known price
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     seq: int
     t_wall: float  # Unix time of the reading
