@@ -2,7 +2,7 @@
 
     python benchmarks/bench_reader.py [--engines 7] [--repeat 200]
 
-The page is the real vLLM V1 capture in ``../shared/fixtures/metrics`` with every ``engine="0"``
+The page is the real vLLM V1 capture in ``tests/fixtures/metrics`` with every ``engine="0"``
 series repeated for N data-parallel engines (values scaled per engine), about 130 KiB for 7:
 the size of a busy multi-engine server's page. Prints medians: the reader vs
 ``prometheus_client`` (same values checked), and one whole ``EndpointCollector.poll`` against
@@ -29,8 +29,10 @@ from tokentop.collectors import EndpointCollector, exposition, read_samples
 from tokentop.collectors.kinds import VLLM, read_figures
 from tokentop.config import EndpointConfig
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "metrics"
-FIXTURE = FIXTURES / "vllm" / "v1-qwen3-0.6b-via-dynamo.txt"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import read_page  # tests/conftest.py names the fixtures folder
+
+FIXTURE = "vllm/v1-qwen3-0.6b-via-dynamo.txt"
 
 SERVER = textwrap.dedent(
     """
@@ -58,7 +60,7 @@ SERVER = textwrap.dedent(
 def busy_page(engines: int) -> str:
     """The V1 capture with each engine-0 series repeated for ``engines`` engines."""
     out: list[str] = []
-    for line in FIXTURE.read_text().splitlines():
+    for line in read_page(FIXTURE).splitlines():
         if line.startswith("#") or 'engine="0"' not in line:
             out.append(line)
             continue
@@ -106,8 +108,6 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
-    if not FIXTURE.is_file():
-        sys.exit(f"needs the captured vLLM page at {FIXTURE}")
     page = busy_page(args.engines)
     names = VLLM.names
     lines = sum(len(s) for s in read_samples(page, names).series.values())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_reader import FIXTURE, SERVER, busy_page
+from bench_reader import SERVER, busy_page
 
 from tokentop.config import Config, EndpointConfig
 from tokentop.history import Store
@@ -35,8 +35,6 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--engines", type=int, default=7, help="DP engines per page (7: about 130 KiB)")
     args = parser.parse_args()
-    if not FIXTURE.is_file():
-        sys.exit(f"needs the captured vLLM page at {FIXTURE}")
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(args.engines))

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,6 @@ from tokentop.nvml.fake import FakeNvml
 from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import Sampler
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "metrics"
 VLLM_PAGE = "\n".join(
     [
         "# TYPE vllm:prompt_tokens_total counter",
@@ -242,9 +242,8 @@ def test_one_slow_endpoint_does_not_delay_the_tick() -> None:
     assert took < 2.5
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures folder {FIXTURES} not present")
-def test_snapshot_reads_a_captured_llamacpp_page_as_llamacpp() -> None:
-    page = (FIXTURES / "llamacpp" / "metrics-idle-after-load-gemma3-270m-cpu.txt").read_text()
+def test_snapshot_reads_a_captured_llamacpp_page_as_llamacpp(fixture_page: Callable[[str], str]) -> None:
+    page = fixture_page("llamacpp/metrics-idle-after-load-gemma3-270m-cpu.txt")
     with LoopbackServer() as server:
         server.route("/metrics", page)
         server.route("/slots", "[]")

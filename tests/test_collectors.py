@@ -8,8 +8,7 @@ import math
 import socket
 import time
 import tracemalloc
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -17,9 +16,6 @@ from loopback import LoopbackServer, Reply, Seen
 
 from tokentop.collectors import EndpointCollector, poll_all
 from tokentop.config import EndpointConfig
-
-FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures" / "metrics"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixture folder {FIXTURES} is absent")
 
 
 def vllm_page(prompt: float | str, generation: float | str, running: float | str = 0, engines: int = 1) -> str:
@@ -361,14 +357,15 @@ def test_trtllm_serve_prefers_prometheus_over_its_json(server: LoopbackServer, c
 # --- llama.cpp ------------------------------------------------------------------------------
 
 
-@needs_fixtures
-def test_llamacpp_counters_plus_slots_progress(server: LoopbackServer, client: httpx.Client) -> None:
-    busy_slots = (FIXTURES / "llamacpp" / "slots-busy-4slots-gemma3-270m-cpu.json").read_text()
+def test_llamacpp_counters_plus_slots_progress(
+    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
+    busy_slots = fixture_page("llamacpp/slots-busy-4slots-gemma3-270m-cpu.json")
     idle_slots = json.dumps([{**slot, "is_processing": False} for slot in json.loads(busy_slots)])
     server.route(
         "/metrics",
-        (FIXTURES / "llamacpp" / "metrics-busy-4slots-gemma3-270m-cpu.txt").read_text(),
-        (FIXTURES / "llamacpp" / "metrics-idle-after-load-gemma3-270m-cpu.txt").read_text(),
+        fixture_page("llamacpp/metrics-busy-4slots-gemma3-270m-cpu.txt"),
+        fixture_page("llamacpp/metrics-idle-after-load-gemma3-270m-cpu.txt"),
     )
     server.route("/slots", busy_slots, idle_slots)
     props = {"model_alias": "", "model_path": "/models/gemma-3-270m-Q4_K_M.gguf", "build_info": "b1"}
@@ -420,10 +417,11 @@ def test_llamacpp_model_name_from_props(props: dict, model: str, server: Loopbac
     assert make(server.url, client).poll(1.0).model == model
 
 
-@needs_fixtures
-def test_llamacpp_with_metrics_off_runs_on_slots(server: LoopbackServer, client: httpx.Client) -> None:
+def test_llamacpp_with_metrics_off_runs_on_slots(
+    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
     server.route("/metrics", Reply(status=501, body="This server does not support metrics endpoint."))
-    server.route("/slots", (FIXTURES / "llamacpp" / "slots-busy-4slots-gemma3-270m-cpu.json").read_text())
+    server.route("/slots", fixture_page("llamacpp/slots-busy-4slots-gemma3-270m-cpu.json"))
     sample = make(server.url + "/metrics", client).poll(1.0)
     assert (sample.status, sample.kind, sample.kind_detail) == ("up", "llamacpp", "metrics off: /slots")
     assert (sample.prompt_tokens_total, sample.generation_tokens_total) == (None, None)
@@ -438,9 +436,8 @@ def test_llamacpp_without_slots_still_reports_counters(server: LoopbackServer, c
     assert "/slots is off" in (sample.note or "")
 
 
-@needs_fixtures
-def test_ollama(server: LoopbackServer, client: httpx.Client) -> None:
-    ps = (FIXTURES / "ollama" / "api-ps-docs-mistral.json").read_text()
+def test_ollama(server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]) -> None:
+    ps = fixture_page("ollama/api-ps-docs-mistral.json")
     server.route("/api/ps", Reply(body=ps, content_type="application/json"))
     sample = make(server.url, client).poll(1.0)
     assert (sample.status, sample.kind, sample.model) == ("up", "ollama", "mistral:latest")

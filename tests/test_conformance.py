@@ -1,13 +1,13 @@
 """Every real captured page, served on loopback, yields what EXPECTED.md says it should.
 
-The pages live beside the checkout in ``../shared/fixtures/metrics`` (SOURCES.md there says
-where each came from); they are not copied into the repository.
+The pages are in ``tests/fixtures/metrics`` (SOURCES.md there says where each came from); the
+``fixture_page`` and ``fixtures_dir`` fixtures of ``tests/conftest.py`` reach them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,9 +17,6 @@ from loopback import LoopbackServer, Reply
 from tokentop.collectors import EndpointCollector
 from tokentop.config import EndpointConfig
 from tokentop.model import EndpointSample
-
-FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures" / "metrics"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixture folder {FIXTURES} is absent")
 
 _ = None  # EXPECTED.md's "-": the page has no such figure, so it must be unknown, not zero
 
@@ -70,15 +67,17 @@ def read_once(server: LoopbackServer, client: httpx.Client, routes: dict[str, st
     return collector.poll(t_mono=1.0)
 
 
-def test_every_page_is_in_the_table() -> None:
-    on_disk = {str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*.txt")}
+def test_every_page_is_in_the_table(fixtures_dir: Path) -> None:
+    on_disk = {p.relative_to(fixtures_dir).as_posix() for p in fixtures_dir.glob("*/*.txt")}
     assert on_disk == set(EXPECTED), "a page was added or removed: extend EXPECTED here"
 
 
 @pytest.mark.parametrize("page", sorted(EXPECTED))
-def test_page_yields_the_expected_figures(page: str, server: LoopbackServer, client: httpx.Client) -> None:
+def test_page_yields_the_expected_figures(
+    page: str, server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
     kind, detail, prompt, generation, running, waiting = EXPECTED[page]
-    sample = read_once(server, client, {PATHS.get(kind, "/metrics"): (FIXTURES / page).read_text()})
+    sample = read_once(server, client, {PATHS.get(kind, "/metrics"): fixture_page(page)})
     assert sample.status == "up", sample.error
     assert (sample.kind, sample.kind_detail) == (kind, detail)
     assert sample.prompt_tokens_total == prompt
@@ -87,13 +86,17 @@ def test_page_yields_the_expected_figures(page: str, server: LoopbackServer, cli
     assert sample.waiting == waiting
 
 
-def test_triton_trtllm_kv_fraction(server: LoopbackServer, client: httpx.Client) -> None:
-    page = (FIXTURES / "trtllm" / "triton-trtllm-backend-ifb-readme.txt").read_text()
+def test_triton_trtllm_kv_fraction(
+    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
+    page = fixture_page("trtllm/triton-trtllm-backend-ifb-readme.txt")
     assert read_once(server, client, {"/metrics": page}).kv_cache_fraction == 0.4875
 
 
-def test_vllm_histograms_and_request_count(server: LoopbackServer, client: httpx.Client) -> None:
-    sample = read_once(server, client, {"/metrics": (FIXTURES / "vllm" / "v1-qwen3-0.6b-via-dynamo.txt").read_text()})
+def test_vllm_histograms_and_request_count(
+    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
+    sample = read_once(server, client, {"/metrics": fixture_page("vllm/v1-qwen3-0.6b-via-dynamo.txt")})
     assert sample.model == "Qwen/Qwen3-0.6B"
     assert sample.requests_finished_total == 2
     assert sample.ttft is not None and sample.itl is not None
@@ -104,13 +107,15 @@ def test_vllm_histograms_and_request_count(server: LoopbackServer, client: httpx
     assert uppers == sorted(uppers) and uppers[0] == 0.001
 
 
-def test_llamacpp_busy_page_with_its_slots(server: LoopbackServer, client: httpx.Client) -> None:
+def test_llamacpp_busy_page_with_its_slots(
+    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
     sample = read_once(
         server,
         client,
         {
-            "/metrics": (FIXTURES / "llamacpp" / "metrics-busy-4slots-gemma3-270m-cpu.txt").read_text(),
-            "/slots": (FIXTURES / "llamacpp" / "slots-busy-4slots-gemma3-270m-cpu.json").read_text(),
+            "/metrics": fixture_page("llamacpp/metrics-busy-4slots-gemma3-270m-cpu.txt"),
+            "/slots": fixture_page("llamacpp/slots-busy-4slots-gemma3-270m-cpu.json"),
         },
     )
     # four slots, each 79 tokens into its answer; their 39 prompt tokens are already in the
@@ -119,13 +124,15 @@ def test_llamacpp_busy_page_with_its_slots(server: LoopbackServer, client: httpx
     assert (sample.prompt_tokens_total, sample.prompt_tokens_in_flight) == (45, None)
 
 
-def test_llamacpp_readme_slots_without_metrics(server: LoopbackServer, client: httpx.Client) -> None:
+def test_llamacpp_readme_slots_without_metrics(
+    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+) -> None:
     sample = read_once(
         server,
         client,
         {
             "/metrics": Reply(status=501),
-            "/slots": (FIXTURES / "llamacpp" / "slots-readme-2slots-gptoss.json").read_text(),
+            "/slots": fixture_page("llamacpp/slots-readme-2slots-gptoss.json"),
         },
     )
     assert (sample.status, sample.kind, sample.kind_detail) == ("up", "llamacpp", "metrics off: /slots")
@@ -133,8 +140,8 @@ def test_llamacpp_readme_slots_without_metrics(server: LoopbackServer, client: h
     assert (sample.running, sample.generation_tokens_in_flight) == (2, 136)  # the old dict-shaped next_token
 
 
-def test_ollama_ps(server: LoopbackServer, client: httpx.Client) -> None:
-    text = (FIXTURES / "ollama" / "api-ps-docs-mistral.json").read_text()
+def test_ollama_ps(server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]) -> None:
+    text = fixture_page("ollama/api-ps-docs-mistral.json")
     size_vram = json.loads(text)["models"][0]["size_vram"]
     sample = read_once(server, client, {"/api/ps": Reply(body=text, content_type="application/json")})
     assert (sample.status, sample.kind, sample.model) == ("up", "ollama", "mistral:latest")

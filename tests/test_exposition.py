@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,6 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokentop.collectors.exposition import read_samples
-
-FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures" / "metrics"
-FIXTURE_PAGES = sorted(FIXTURES.glob("*/*.txt")) if FIXTURES.is_dir() else []
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixture folder {FIXTURES} is absent")
 
 Found = dict[str, dict[frozenset, float]]
 
@@ -54,21 +51,18 @@ def same(a: Found, b: Found) -> bool:
     return True
 
 
-# --- real pages ------------------------------------------------------------------------
+# --- real pages (tests/fixtures/metrics, reached through tests/conftest.py) ------------------
 
 
-@needs_fixtures
-@pytest.mark.parametrize("page", FIXTURE_PAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_fixture_page_reads_like_the_oracle(page: Path) -> None:
-    text = page.read_text()
+def test_every_fixture_page_reads_like_the_oracle(captured_page: Path) -> None:
+    text = captured_page.read_text()
     expected = oracle(text)
     assert expected, "the oracle found nothing: not a Prometheus page?"
     assert same(mine(text, expected), expected)
 
 
-@needs_fixtures
-def test_reads_only_the_names_asked_for() -> None:
-    text = (FIXTURES / "vllm" / "v1-qwen3-0.6b-via-dynamo.txt").read_text()
+def test_reads_only_the_names_asked_for(fixture_page: Callable[[str], str]) -> None:
+    text = fixture_page("vllm/v1-qwen3-0.6b-via-dynamo.txt")
     result = read_samples(text, ["vllm:prompt_tokens_total", "vllm:no_such_metric"])
     assert list(result.series) == ["vllm:prompt_tokens_total"]
     assert result.get("vllm:prompt_tokens_total") == [({"engine": "0", "model_name": "Qwen/Qwen3-0.6B"}, 66.0)]
@@ -122,9 +116,8 @@ def test_crlf_line_endings() -> None:
     assert mine(page, ["c_total", "d"]) == {"c_total": {frozenset({("k", "v")}): 7.0}, "d": {frozenset(): 8.0}}
 
 
-@needs_fixtures
-def test_garbage_lines_are_skipped_and_the_rest_still_counts() -> None:
-    clean = (FIXTURES / "vllm" / "v0-0.5-opt125m-datadog.txt").read_text()
+def test_garbage_lines_are_skipped_and_the_rest_still_counts(fixture_page: Callable[[str], str]) -> None:
+    clean = fixture_page("vllm/v0-0.5-opt125m-datadog.txt")
     garbage = "\n".join(
         [
             'vllm:prompt_tokens_total{model_name="x" 9',  # no closing brace

@@ -3,16 +3,18 @@ sampler ticked by hand with a fake clock), plus SVG snapshots of its look."""
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from tokentop.config import Config
 from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
@@ -40,6 +42,16 @@ class Rig:
     sampler: Sampler
     clock: FakeClock
     config: Config
+    stopped: set[str] = field(default_factory=set)
+    """Engines this test stopped and has not started again: rig_on starts them afterwards."""
+
+    def stop_engine(self, name: str) -> None:
+        self.host.stop_engine(name)
+        self.stopped.add(name)
+
+    def start_engine(self, name: str) -> None:
+        self.host.start_engine(name)
+        self.stopped.discard(name)
 
     def tick(self, count: int = 1) -> Snapshot:
         snapshot = None
@@ -85,15 +97,15 @@ def rig_on(demo: DemoUnderTest, store: Store | None = None, gpu_name: str | None
     for gpu in demo.host.fake.gpus:
         gpu.name = gpu_name or gpu.name  # NVML names are read when the sampler opens the reader
     sampler = Sampler(config, DemoGpuReader(demo.host), store=store, clock=demo.clock, wall_clock=demo.clock.wall)
+    rig = Rig(demo.host, sampler, demo.clock, config)
     try:
-        yield Rig(demo.host, sampler, demo.clock, config)
+        yield rig
     finally:
         sampler.stop()
         for gpu, name in zip(demo.host.fake.gpus, names, strict=True):
             gpu.lost, gpu.name = False, name
-        for engine in demo.host.engines:
-            if engine.name not in demo.host._servers:
-                demo.host.start_engine(engine.name)
+        for engine in sorted(rig.stopped):
+            rig.start_engine(engine)
 
 
 @pytest.fixture
@@ -102,15 +114,28 @@ def rig(demo: DemoUnderTest) -> Iterator[Rig]:
         yield r
 
 
+SVG_TEXT = re.compile(r'<text [^>]*\bx="([0-9.]+)"[^>]*\btextLength="([0-9.]+)"[^>]*-line-(\d+)\)"[^>]*>(.*?)</text>')
+
+
 def screen_text(app: TokentopApp) -> str:
-    """What a person sees, as plain text."""
-    import io
+    """What a person sees, as plain text: the characters of ``app.export_screenshot()``.
 
-    from rich.console import Console
-
-    console = Console(width=app.size.width, height=app.size.height, file=io.StringIO(), record=True, color_system=None)
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
+    The screenshot (Textual's public way to see the whole screen, modal screens over the ones
+    below included) places each run of text at ``x = column * cell width`` on a numbered line.
+    """
+    width, height = app.size
+    rows = [[" "] * width for _ in range(height)]
+    runs = SVG_TEXT.findall(app.export_screenshot())
+    assert runs, "no text found in the screenshot: has the layout of Rich's SVG changed?"
+    for x, length, line, escaped in runs:
+        text = html.unescape(escaped.replace("&#160;", " "))  # the SVG writes every space as &#160;
+        column = round(float(x) / (float(length) / len(text)))
+        for char in text:
+            rows[int(line)][column] = char
+            if cell_len(char) == 2:
+                rows[int(line)][column + 1] = ""
+            column += cell_len(char)
+    return "\n".join("".join(row) for row in rows)
 
 
 def row_of(app: TokentopApp, index: int) -> str:
@@ -492,7 +517,7 @@ async def test_endpoint_down_and_back(rig: Rig) -> None:
     app = rig.app()
     async with app.run_test(size=(140, 40)) as pilot:
         rig.tick(5)
-        rig.host.stop_engine("llama-8b")
+        rig.stop_engine("llama-8b")
         rig.tick()
         await pilot.pause()
         assert app.engine_table.cell_text("llama-8b", "status").startswith("stale: ")  # a missed read or two
@@ -505,7 +530,7 @@ async def test_endpoint_down_and_back(rig: Rig) -> None:
         assert any(a.startswith("llama-8b is down") for a in app.announcements)
         assert "llama-8b" in app.query_one(MessageBar).messages[0]
         assert app.engine_table.cell_text("llama-70b", "status").startswith("up")
-        rig.host.start_engine("llama-8b")
+        rig.start_engine("llama-8b")
         rig.tick(2)
         await pilot.pause()
         assert app.engine_table.cell_text("llama-8b", "status").startswith("up")
@@ -583,7 +608,8 @@ async def test_long_windows_come_from_the_store_on_a_worker(demo: DemoUnderTest,
             await pilot.press("g")  # the host, from the store too
             await app.workers.wait_for_complete()
             await pilot.pause()
-            assert app._graph_key() == HOST and any(p.watts for p in app.graph.points)
+            assert app.scope == "host" and "History · host (all GPUs)" in screen_text(app)
+            assert any(p.watts for p in app.graph.points)
 
 
 async def test_logging_goes_to_the_screen_not_the_terminal(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
@@ -620,12 +646,11 @@ async def test_sighup_ends_the_app_cleanly(rig: Rig) -> None:
 async def test_a_lost_terminal_ends_the_app_even_without_sighup(rig: Rig) -> None:
     """An SSH drop hangs the terminal up; a process that missed SIGHUP notices on its next tick."""
     master, slave = os.openpty()
-    app = rig.app()
+    app = rig.app(terminal_fd=slave)  # headless under run_test: it is told which terminal to watch
     try:
         async with app.run_test() as pilot:
             rig.tick(2)
             await pilot.pause()
-            app._tty_fd = slave
             rig.tick()
             await pilot.pause()
             assert app.is_running  # the terminal is still there
@@ -688,8 +713,8 @@ def test_run_live_stops_everything_and_prints_the_summary(
     """The real entry point: sampler thread, store, app (headless here), then the summary."""
     import threading
 
-    from tokentop.cli import build_runtime, open_store
-    from tokentop.tui import run_live
+    from tokentop.cli.live import run_live
+    from tokentop.cli.runtime import build_runtime, open_store
 
     before = set(threading.enumerate())
     config = Config(demo=True, db_path=tmp_path / "history.db", http_timeout_s=2.0)
@@ -704,7 +729,7 @@ def test_run_live_stops_everything_and_prints_the_summary(
     monkeypatch.setattr(TokentopApp, "run", headless_run)
     assert run_live(runtime, store) == 0
     out = capsys.readouterr().out
-    assert "# tokentop session 1 on" in out and "8x H200" in out and "$/Mtok" in out
+    assert "# tokentop session 1 on" in out and "8× NVIDIA H200" in out and "$/Mtok" in out
     assert "still open" not in out  # printed after the history was closed: every tick in it
     # the sampler's and the demo's threads are gone (the collectors' idle pool is process-wide by design)
     assert not [

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from tokentop.config import EndpointConfig
 from tokentop.model import GpuReading, Snapshot
@@ -196,7 +197,7 @@ class DemoHost:
         for gpu, uuid in zip(self.fake.gpus, self.uuids):
             gpu.uuid = uuid
         self._engine_of = {i: e for e in self.engines for i in e.gpus}
-        self._servers: dict[str, ThreadingHTTPServer] = {}
+        self._servers: dict[str, _EngineServer] = {}
         self._ports: dict[str, int] = {}
         self.endpoints: tuple[EndpointConfig, ...] = ()
 
@@ -296,11 +297,11 @@ class _EngineServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._connections: set[socket.socket] = set()
 
-    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def process_request(self, request: socket.socket, client_address: Any) -> None:  # type: ignore[override]
         self._connections.add(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
         self._connections.discard(request)
         super().shutdown_request(request)
 

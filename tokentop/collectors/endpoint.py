@@ -129,17 +129,25 @@ class EndpointCollector:
             log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
             self._source = source
         self._kind = source.kind
-        fields = reading.as_fields()
-        kind_detail = fields.pop("kind_detail") or source.detail
-        fields["model"] = fields["model"] or self._api_model
         sample = EndpointSample(
             name=self.endpoint.name,
             url=self.endpoint.url,
             t_mono=t_mono,
             status="up",
             kind=source.kind,
-            kind_detail=kind_detail,
-            **fields,
+            kind_detail=reading.kind_detail or source.detail,
+            model=reading.model or self._api_model,
+            prompt_tokens_total=reading.prompt_tokens_total,
+            generation_tokens_total=reading.generation_tokens_total,
+            prompt_tokens_in_flight=reading.prompt_tokens_in_flight,
+            generation_tokens_in_flight=reading.generation_tokens_in_flight,
+            running=reading.running,
+            waiting=reading.waiting,
+            kv_cache_fraction=reading.kv_cache_fraction,
+            requests_finished_total=reading.requests_finished_total,
+            ttft=reading.ttft,
+            itl=reading.itl,
+            note=reading.note,
         )
         self._last_good = sample
         return sample
@@ -210,6 +218,7 @@ class EndpointCollector:
         if isinstance(text, _Problem):
             return text.reason
         kind = self.endpoint.kind
+        detection: Detection | None
         if known is not None and known.spec is not None:
             detection = Detection(known.spec, known.detail)
         else:

@@ -128,7 +128,8 @@ def read_trtllm_iterations(data: Any) -> Reading:
     if not stats:
         return Reading(note="no engine iterations since the last read (or enable_iter_perf_stats is off)")
     last = stats[-1]
-    kv = last.get("kvCacheStats") if isinstance(last.get("kvCacheStats"), dict) else {}
+    kv_stats = last.get("kvCacheStats")
+    kv = kv_stats if isinstance(kv_stats, dict) else {}
     used, total = _number(kv.get("usedNumBlocks")), _number(kv.get("maxNumBlocks"))
     return Reading(
         running=_number(last.get("numActiveRequests")),

@@ -293,9 +293,6 @@ class Reading:
     note: str | None = None
     kind_detail: str | None = None  # when it changes from one answer to the next (Ollama)
 
-    def as_fields(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     @property
     def has_figures(self) -> bool:
         words = ("model", "note", "kind_detail")

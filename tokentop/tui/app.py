@@ -26,9 +26,10 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
+from textual.binding import BindingType
 from textual.widgets import Footer
 
 from tokentop.config import Config
@@ -75,7 +76,7 @@ class TokentopApp(App[None]):
     CSS_PATH = "tokentop.tcss"
     ENABLE_COMMAND_PALETTE = False
     TITLE = "tokentop"
-    BINDINGS = bindings()
+    BINDINGS: ClassVar[list[BindingType]] = [*bindings()]
 
     def __init__(
         self,
@@ -87,7 +88,10 @@ class TokentopApp(App[None]):
         summary_dir: Path | None = None,
         start_sampler: bool = True,
         handle_signals: bool = True,
+        terminal_fd: int | None = None,
     ) -> None:
+        """``terminal_fd``: the terminal to watch for an SSH drop (default: standard input when
+        it is a terminal and the app is not headless)."""
         super().__init__()
         self.config = config
         self.sampler = sampler
@@ -111,7 +115,7 @@ class TokentopApp(App[None]):
         self.summary_path: Path | None = None
         self._long: dict[tuple[str, int, int], tuple[float, list[GraphPoint], str | None]] = {}
         self._loading: set[tuple[str, int, int]] = set()
-        self._tty_fd: int | None = None
+        self._tty_fd = terminal_fd
         self._signals: list[int] = []
 
     # -- structure --
@@ -150,7 +154,7 @@ class TokentopApp(App[None]):
         self.query_one(HeaderBar).show(None, "starting")
         if self.handle_signals:
             self._install_signal_handlers()
-        if not self.is_headless:
+        if self._tty_fd is None and not self.is_headless:
             fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else -1
             self._tty_fd = fd if fd >= 0 and os.isatty(fd) else None
         if self.sampler is not None:

@@ -4,6 +4,7 @@ the app then posts back to the loop; none of them touches a widget."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from tokentop.tui.session import write_summary
 class SeriesStore(Protocol):
     def gpu_series(
         self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
-    ) -> list[object]: ...
+    ) -> Sequence[object]: ...
 
 
 def read_long_history(store: SeriesStore, request: HistoryRequest) -> tuple[list[GraphPoint], str | None]:

@@ -29,7 +29,7 @@ NOTES = (
 )
 
 
-def _columns_table(title: str, specs: tuple[ColumnSpec, ...], windows: dict[str, str]) -> Table:  # type: ignore[type-arg]
+def _columns_table(title: str, specs: tuple[ColumnSpec, ...], windows: dict[str, str]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(ratio=1)
