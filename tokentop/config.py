@@ -195,6 +195,9 @@ class Config:
     """Per-request timeout; default 80 % of the interval so one slow server never delays a tick."""
     max_page_bytes: int = 8 * 1024 * 1024
     """Stats pages larger than this are cut off and reported, never read whole."""
+    max_endpoint_tok_s: float = 1e6
+    """A counter step implying more tokens per second than this (per endpoint, in or out) is a
+    glitch: that tick counts nothing for the endpoint and says so."""
     cost: CostConfig = field(default_factory=CostConfig)
     demo: bool = False
     """Simulate a host (8x H200, three engines) instead of reading real ones."""

@@ -101,6 +101,7 @@ class EndpointSample:
     waiting: float | None = None
     kv_cache_fraction: float | None = None  # 0-1
     requests_finished_total: float | None = None
+    process_start_time_s: float | None = None  # the engine's own start (Unix s): restart evidence
     ttft: Histogram | None = None  # seconds
     itl: Histogram | None = None  # seconds
     note: str | None = None  # plain words for the user, e.g. "Ollama publishes no token counters"
