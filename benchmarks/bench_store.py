@@ -15,25 +15,19 @@ import os
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tokentop.history import Store
-from tokentop.model import (
-    EndpointFigures,
-    EndpointSample,
-    GpuFigures,
-    GpuSample,
-    HostFigures,
-    Snapshot,
-    Totals,
-    Window,
-)
+from tokentop.model import Snapshot, Totals
 
-N_GPUS, N_SERVERS = 8, 4
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from factories import build_snapshot  # the snapshot builder the tests use
+
+N_GPUS, N_ENDPOINTS = 8, 4
 MIB = 1024 * 1024
-NO_WINDOW = Window(0, 0, 0, 0, 0, 0, 0)
 
 
 class SyntheticHost:
@@ -47,112 +41,77 @@ class SyntheticHost:
         self.totals = [[0.0] * 6 for _ in range(N_GPUS)]
         self.energy_mj = [random.Random(i).randrange(10**9, 10**11) for i in range(N_GPUS)]
         self.raw = [
-            [float(self.rng.randrange(10**6, 10**8)), float(self.rng.randrange(10**6))] for _ in range(N_SERVERS)
+            [float(self.rng.randrange(10**6, 10**8)), float(self.rng.randrange(10**6))] for _ in range(N_ENDPOINTS)
         ]
-        self.delivered = [[0.0, 0.0] for _ in range(N_SERVERS)]
-        self.finished = [0.0] * N_SERVERS
+        self.delivered = [[0.0, 0.0] for _ in range(N_ENDPOINTS)]
+        self.finished = [0.0] * N_ENDPOINTS
 
     def tick(self) -> Snapshot:
-        rng = self.rng
-        self.t += 1.0 + rng.uniform(-0.002, 0.002)
+        self.t += 1.0 + self.rng.uniform(-0.002, 0.002)
         self.seq += 1
-        servers_in, servers_out = [0.0] * N_SERVERS, [0.0] * N_SERVERS
-        gpus = []
-        for i, totals in enumerate(self.totals):
-            engine = i // 4
-            busy = rng.random() < 0.8
-            power = rng.randrange(150_000, 700_000) / 1000 if busy else rng.randrange(70_000, 90_000) / 1000
-            tok_in = float(rng.randrange(0, 4000)) / 4 if busy else 0.0
-            tok_out = float(rng.randrange(0, 1200)) / 4 if busy else 0.0
-            servers_in[engine] += tok_in
-            servers_out[engine] += tok_out
-            self.energy_mj[i] += int(power * 1000)
-            usd = 3.5 / 3600
-            totals[0] += tok_in
-            totals[1] += tok_out
-            totals[2] += power
-            totals[3] += usd
-            totals[4] += 1.0 if busy else 0.0
-            totals[5] += usd if busy else 0.0
-            sample = GpuSample(
-                uuid=self.uuids[i],
-                index=i,
-                name="NVIDIA H200",
-                utilization_pct=float(rng.randrange(60, 100) if busy else 0),
-                memory_used_bytes=120_000_000_000 + rng.randrange(0, 2**24) * 4096,
-                memory_total_bytes=150_754_820_096,
-                power_w=power,
-                power_source="average_1s",
-                power_limit_w=700.0,
-                energy_counter_mj=self.energy_mj[i],
-                temperature_c=float(rng.randrange(45, 80)),
-                sm_clock_mhz=rng.choice((1755, 1980)),
-            )
-            gpus.append(
-                GpuFigures(
-                    sample=sample,
-                    engines=(f"engine-{engine}",),
-                    price=None,
-                    energy_method="counter",
-                    usd_per_hour_now=3.5,
-                    totals=Totals(*totals, elapsed_s=float(self.seq)),
-                    rate_window=NO_WINDOW,
-                    cost_window=NO_WINDOW,
-                )
-            )
-        servers = []
-        for j in range(N_SERVERS):
-            if j >= 2:  # remote endpoints: tokens of their own, no GPU here
-                servers_in[j] = float(rng.randrange(0, 3000))
-                servers_out[j] = float(rng.randrange(0, 300))
-            for k, delta in enumerate((servers_in[j], servers_out[j])):
-                self.raw[j][k] += round(delta)
-                self.delivered[j][k] += round(delta)
-            self.finished[j] += rng.randrange(0, 4)
-            sample = EndpointSample(
-                name=f"engine-{j}",
-                url=f"http://10.0.0.{j + 1}:8000/metrics",
-                t_mono=self.t,
-                status="up",
-                kind="vllm",
-                model="meta-llama/Llama-3.3-70B-Instruct",
-                prompt_tokens_total=self.raw[j][0],
-                generation_tokens_total=self.raw[j][1],
-                running=float(rng.randrange(0, 64)),
-                waiting=float(rng.randrange(0, 8)),
-                kv_cache_fraction=rng.random(),
-                requests_finished_total=self.finished[j],
-            )
-            servers.append(
-                EndpointFigures(
-                    sample=sample,
-                    gpus=tuple(self.uuids[4 * j : 4 * j + 4]) if j < 2 else (),
-                    mapping="process" if j < 2 else None,
-                    pid=1000 + j,
-                    tokens_in_total=self.delivered[j][0],
-                    tokens_out_total=self.delivered[j][1],
-                    tok_s_in=None,
-                    tok_s_out=None,
-                    ttft_p50_s=rng.uniform(0.05, 0.4),
-                    ttft_p95_s=rng.uniform(0.4, 2.0),
-                    itl_p50_s=rng.uniform(0.01, 0.05),
-                )
-            )
-        return Snapshot(
+        tokens = [[0.0, 0.0] for _ in range(N_ENDPOINTS)]
+        gpus = [self._gpu(i, tokens[i // 4]) for i in range(N_GPUS)]
+        endpoints = [self._endpoint(j, tokens[j]) for j in range(N_ENDPOINTS)]
+        return build_snapshot(
+            self.t,
+            [Totals(*totals, elapsed_s=float(self.seq)) for totals in self.totals],
+            [(d[0], d[1]) for d in self.delivered],
             seq=self.seq,
-            t_wall=self.t,
-            t_mono=self.t,
-            dt_s=1.0,
-            rate_window_s=10,
-            cost_window_s=60,
-            gpu_available=True,
-            gpu_reason=None,
-            gpus=tuple(gpus),
-            endpoints=tuple(servers),
-            host=HostFigures(
-                gpu_count=N_GPUS, power_w=None, usd_per_hour_now=None, totals=Totals(), rate=NO_WINDOW, cost=NO_WINDOW
-            ),
+            gpus=gpus,
+            endpoints=endpoints,
         )
+
+    def _gpu(self, i: int, engine_tokens: list[float]) -> dict[str, object]:
+        """Advance GPU ``i`` by one second (its tokens count towards its engine's)."""
+        rng, totals = self.rng, self.totals[i]
+        busy = rng.random() < 0.8
+        power = rng.randrange(150_000, 700_000) / 1000 if busy else rng.randrange(70_000, 90_000) / 1000
+        tok_in = float(rng.randrange(0, 4000)) / 4 if busy else 0.0
+        tok_out = float(rng.randrange(0, 1200)) / 4 if busy else 0.0
+        engine_tokens[0] += tok_in
+        engine_tokens[1] += tok_out
+        self.energy_mj[i] += int(power * 1000)
+        usd = 3.5 / 3600
+        for k, delta in enumerate((tok_in, tok_out, power, usd, 1.0 if busy else 0.0, usd if busy else 0.0)):
+            totals[k] += delta
+        return {
+            "uuid": self.uuids[i],
+            "utilization_pct": float(rng.randrange(60, 100) if busy else 0),
+            "memory_used_bytes": 120_000_000_000 + rng.randrange(0, 2**24) * 4096,
+            "power_w": power,
+            "energy_counter_mj": self.energy_mj[i],
+            "temperature_c": float(rng.randrange(45, 80)),
+            "sm_clock_mhz": rng.choice((1755, 1980)),
+            "engines": (f"engine-{i // 4}",),
+            "usd_per_hour_now": 3.5,
+        }
+
+    def _endpoint(self, j: int, tokens: list[float]) -> dict[str, object]:
+        """Advance endpoint ``j`` by one second: the first two serve the GPUs' tokens, the
+        others are remote endpoints with tokens of their own and no GPU here."""
+        rng = self.rng
+        if j >= 2:
+            tokens[:] = [float(rng.randrange(0, 3000)), float(rng.randrange(0, 300))]
+        for k, delta in enumerate(tokens):
+            self.raw[j][k] += round(delta)
+            self.delivered[j][k] += round(delta)
+        self.finished[j] += rng.randrange(0, 4)
+        return {
+            "name": f"engine-{j}",
+            "url": f"http://10.0.0.{j + 1}:8000/metrics",
+            "prompt_tokens_total": self.raw[j][0],
+            "generation_tokens_total": self.raw[j][1],
+            "running": float(rng.randrange(0, 64)),
+            "waiting": float(rng.randrange(0, 8)),
+            "kv_cache_fraction": rng.random(),
+            "requests_finished_total": self.finished[j],
+            "gpus": tuple(self.uuids[4 * j : 4 * j + 4]) if j < 2 else (),
+            "mapping": "process" if j < 2 else None,
+            "pid": 1000 + j,
+            "ttft_p50_s": rng.uniform(0.05, 0.4),
+            "ttft_p95_s": rng.uniform(0.4, 2.0),
+            "itl_p50_s": rng.uniform(0.01, 0.05),
+        }
 
 
 def used_bytes(path: Path) -> tuple[int, dict[str, int]]:
@@ -209,8 +168,8 @@ def main() -> None:
 
         size, per_table = used_bytes(path)
         per_day = (size - empty) * 86400 / ticks + empty
-        raw_tables = ("gpu_ticks", "server_ticks")
-        rollup_tables = ("gpu_rollup_1m", "server_rollup_1m")
+        raw_tables = ("gpu_ticks", "endpoint_ticks")
+        rollup_tables = ("gpu_rollup_1m", "endpoint_rollup_1m")
         print(f"ticks written: {ticks:,} ({args.hours:g} h of 8 GPUs + 4 endpoints at 1 Hz) in {wall:.1f} s")
         print(
             f"append, one tick (8 GPU + 4 endpoint rows, rollups), median: "
@@ -229,7 +188,7 @@ def main() -> None:
             rollups = sum(per_table.get(t, 0) for t in rollup_tables) * scale
             print(
                 f"  of which raw rows {raw / MIB:.1f} MiB "
-                f"({raw / (ticks * scale * (N_GPUS + N_SERVERS)):.0f} B per row), "
+                f"({raw / (ticks * scale * (N_GPUS + N_ENDPOINTS)):.0f} B per row), "
                 f"1-minute rollups {rollups / MIB:.2f} MiB"
             )
             print(

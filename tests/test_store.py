@@ -1,7 +1,7 @@
-"""The SQLite history (``tokentop.store``): real files in temporary folders, real processes.
+"""The SQLite history (``tokentop.history``): real files in temporary folders, real processes.
 
 This file is also a small program (``python tests/test_store.py writer DB ...``) so that the
-concurrency and kill tests can run real writer processes with the same snapshot factory.
+concurrency and kill tests can run real writer processes with the same fake host.
 """
 
 from __future__ import annotations
@@ -21,24 +21,18 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlite_utils
+from factories import build_snapshot, gpu_uuid
 
+from tokentop import report
 from tokentop.config import Config, EndpointConfig
 from tokentop.history import SCHEMA_VERSION, SeriesPoint, Store, StoreError
-from tokentop.model import (
-    EndpointFigures,
-    EndpointSample,
-    GpuFigures,
-    GpuSample,
-    HostFigures,
-    Snapshot,
-    Totals,
-    Window,
-)
+from tokentop.model import Snapshot, Totals
 
 T0 = 1_700_000_040.0  # a whole minute, so ticks at T0 + k fall in predictable minutes
-NO_WINDOW = Window(span_s=0, tokens_in=0, tokens_out=0, energy_j=0, cost_usd=0, busy_s=0, busy_cost_usd=0)
 THIS_FILE = Path(__file__).resolve()
 
 
@@ -54,7 +48,7 @@ class FakeHost:
     """
 
     n_gpus: int = 2
-    n_servers: int = 1
+    n_endpoints: int = 1
     t: float = T0
     power_w: float = 500.0
     tok_s_in: float = 1000.0
@@ -71,13 +65,13 @@ class FakeHost:
         self.cum = [[0.0] * 6 for _ in range(self.n_gpus)]
 
     def uuid(self, i: int) -> str:
-        return f"GPU-{i:02d}3b1f0c-5d2e-4a8b-9c1d-0e2f3a4b5c6d"
+        return gpu_uuid(i)
 
     def tick(self, dt: float = 1.0, *, power: bool = True) -> Snapshot:
         """Advance ``dt`` seconds. ``power=False``: this tick has no power reading."""
         self.t += dt
         self.seq += 1
-        gpus = []
+        totals, gpus = [], []
         for i, cum in enumerate(self.cum):
             watts = self.power_w * (1 + self.jitter * (self.rng.random() - 0.5))
             tok_in = self.tok_s_in * dt * (1 + self.jitter * (self.rng.random() - 0.5))
@@ -89,84 +83,40 @@ class FakeHost:
             cum[3] = None if cost is None else cum[3] + cost
             cum[4] += dt if tok_out > 0 else 0.0
             cum[5] = None if cost is None else cum[5] + (cost if tok_out > 0 else 0.0)
-            sample = GpuSample(
-                uuid=self.uuid(i),
-                index=i,
-                name="NVIDIA H200",
-                utilization_pct=float(self.rng.randint(0, 100)),
-                memory_used_bytes=100_000_000_000 + i,
-                memory_total_bytes=150_754_820_096,
-                power_w=watts if power else None,
-                power_source="average_1s",
-                power_limit_w=700.0,
-                energy_counter_mj=int(9e9 + cum[2] * 1000),
-                temperature_c=61.0,
-                sm_clock_mhz=1980,
-            )
+            totals.append(Totals(*cum, elapsed_s=self.seq * dt))
             gpus.append(
-                GpuFigures(
-                    sample=sample,
-                    engines=tuple(f"srv{j}" for j in range(self.n_servers)),
-                    price=None,
-                    energy_method="counter",
-                    usd_per_hour_now=self.usd_per_hour,
-                    totals=Totals(*cum, elapsed_s=self.seq * dt),
-                    rate_window=NO_WINDOW,
-                    cost_window=NO_WINDOW,
-                )
+                {
+                    "utilization_pct": float(self.rng.randint(0, 100)),
+                    "memory_used_bytes": 100_000_000_000 + i,
+                    "power_w": watts if power else None,
+                    "energy_counter_mj": int(9e9 + cum[2] * 1000),
+                    "temperature_c": 61.0,
+                    "sm_clock_mhz": 1980,
+                    "usd_per_hour_now": self.usd_per_hour,
+                }
             )
-        servers = []
-        for j in range(self.n_servers):
-            tokens_in = sum(c[0] for c in self.cum) / self.n_servers
-            tokens_out = sum(c[1] for c in self.cum) / self.n_servers
-            sample = EndpointSample(
-                name=f"srv{j}",
-                url=f"http://127.0.0.1:{8000 + j}/metrics?x=1",
-                t_mono=self.t,
-                status="up",
-                kind="vllm",
-                model="meta-llama/Llama-3.3-70B-Instruct",
-                prompt_tokens_total=1e6 + tokens_in,
-                generation_tokens_total=2e5 + tokens_out,
-                running=float(self.seq % 7),
-                waiting=float(self.seq % 3),
-                kv_cache_fraction=(self.seq % 10) / 10,
-                requests_finished_total=float(self.seq),
-            )
-            servers.append(
-                EndpointFigures(
-                    sample=sample,
-                    gpus=tuple(self.uuid(i) for i in range(self.n_gpus)),
-                    mapping="process",
-                    pid=4242,
-                    tokens_in_total=tokens_in,
-                    tokens_out_total=tokens_out,
-                    tok_s_in=None,
-                    tok_s_out=None,
-                    ttft_p50_s=0.12,
-                    ttft_p95_s=0.48,
-                    itl_p50_s=0.021,
-                )
-            )
-        snapshot = Snapshot(
+        tokens_in = sum(c[0] for c in self.cum) / max(1, self.n_endpoints)
+        tokens_out = sum(c[1] for c in self.cum) / max(1, self.n_endpoints)
+        endpoint = {
+            "prompt_tokens_total": 1e6 + tokens_in,
+            "generation_tokens_total": 2e5 + tokens_out,
+            "running": float(self.seq % 7),
+            "waiting": float(self.seq % 3),
+            "kv_cache_fraction": (self.seq % 10) / 10,
+            "requests_finished_total": float(self.seq),
+            "pid": 4242,
+            "ttft_p50_s": 0.12,
+            "ttft_p95_s": 0.48,
+            "itl_p50_s": 0.021,
+        }
+        snapshot = build_snapshot(
+            self.t,
+            totals,
+            [(tokens_in, tokens_out)] * self.n_endpoints,
             seq=self.seq,
-            t_wall=self.t,
-            t_mono=self.t,
             dt_s=dt,
-            rate_window_s=10,
-            cost_window_s=60,
-            gpu_available=True,
-            gpu_reason=None,
-            gpus=tuple(gpus),
-            endpoints=tuple(servers),
-            host=HostFigures(
-                gpu_count=self.n_gpus,
-                power_w=None,
-                usd_per_hour_now=None,
-                totals=Totals(),
-                rate_window=NO_WINDOW,
-                cost_window=NO_WINDOW,
-            ),
+            gpus=gpus,
+            endpoints=[endpoint] * self.n_endpoints,
         )
         self.history.append(snapshot)
         return snapshot
@@ -205,19 +155,36 @@ def fill(path: Path, host: FakeHost, ticks: int, dt: float = 1.0, **options: obj
 # --- file, schema, session -------------------------------------------------------------------
 
 
-def test_new_file_is_private_wal_with_schema_version(tmp_path: Path) -> None:
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[sqlite3.Connection]:
+    """Every connection opened during the test, the store's first. Some settings belong to a
+    connection (synchronous, busy_timeout, max_page_count): only the store's own shows them."""
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    return opened
+
+
+def test_new_file_is_private_wal_with_schema_version(tmp_path: Path, connections: list[sqlite3.Connection]) -> None:
     path = tmp_path / "deep" / "er" / "history.db"
     with open_store(path) as store:
+        [own] = connections
         store.append(FakeHost().tick())
         for name in ("history.db", "history.db-wal", "history.db-shm"):
             mode = stat.S_IMODE((path.parent / name).stat().st_mode)
             assert mode == 0o600, f"{name} has mode {oct(mode)}"
-        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 250
+        assert own.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert own.execute("PRAGMA busy_timeout").fetchone()[0] == 250
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"sessions", "gpu_ticks", "server_ticks", "gpu_rollup_1m", "server_rollup_1m"} <= tables
+    assert {"sessions", "gpu_ticks", "endpoint_ticks", "gpu_rollup_1m", "endpoint_rollup_1m"} <= tables
 
 
 def test_existing_file_open_to_others_is_made_private(tmp_path: Path) -> None:
@@ -253,7 +220,7 @@ def test_session_row_records_host_version_config_and_end(tmp_path: Path) -> None
 
 def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
-    host = FakeHost(n_gpus=3, n_servers=2, jitter=0.3)
+    host = FakeHost(n_gpus=3, n_endpoints=2, jitter=0.3)
     fill(path, host, 5)
     snap = host.history[-1]
     gpu_rows = rows(
@@ -297,7 +264,7 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
         "SELECT name, url, kind, status, error, model, prompt_tokens_raw,"
         " generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
         " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s,"
-        " ttft_p95_s, itl_p50_s, gpus FROM server_ticks_v WHERE t = ?"
+        " ttft_p95_s, itl_p50_s, gpus FROM endpoint_ticks_v WHERE t = ?"
         " ORDER BY name",
         (snap.t_wall,),
     )
@@ -325,7 +292,7 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
         for s in snap.endpoints
     ]
     assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(15,)]
-    assert rows(path, "SELECT count(*) FROM server_ticks") == [(10,)]
+    assert rows(path, "SELECT count(*) FROM endpoint_ticks") == [(10,)]
     # Repeated strings are stored once.
     assert rows(path, "SELECT count(*) FROM gpus") == [(3,)]
     assert rows(path, "SELECT count(*) FROM labels WHERE text LIKE 'GPU-%'") == [(1,)]
@@ -333,9 +300,9 @@ def test_append_writes_one_row_per_gpu_and_endpoint_as_given(tmp_path: Path) -> 
 
 def test_a_host_without_gpus_keeps_its_endpoints(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
-    host = FakeHost(n_gpus=0, n_servers=2)
+    host = FakeHost(n_gpus=0, n_endpoints=2)
     sid = fill(path, host, 5)
-    assert rows(path, "SELECT count(*) FROM server_ticks") == [(10,)]
+    assert rows(path, "SELECT count(*) FROM endpoint_ticks") == [(10,)]
     assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(0,)]
     with Store.open_readonly(path) as store:
         assert store.gpus(sid) == []
@@ -345,11 +312,11 @@ def test_a_host_without_gpus_keeps_its_endpoints(tmp_path: Path) -> None:
 
 def test_rollups_equal_what_the_raw_rows_give(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
-    host = FakeHost(n_gpus=2, n_servers=2, jitter=0.5, seed=3)
+    host = FakeHost(n_gpus=2, n_endpoints=2, jitter=0.5, seed=3)
     with open_store(path) as store:
         for k in range(200):  # a bit over three minutes; every 7th tick has no power reading
             assert store.append(host.tick(1.0, power=k % 7 != 0)) is None
-    second = FakeHost(n_gpus=2, n_servers=2, jitter=0.5, seed=4)  # same GPUs, another session
+    second = FakeHost(n_gpus=2, n_endpoints=2, jitter=0.5, seed=4)  # same GPUs, another session
     fill(path, second, 90)
 
     expected: dict[tuple, tuple] = {}
@@ -397,18 +364,18 @@ def test_rollups_equal_what_the_raw_rows_give(tmp_path: Path) -> None:
     assert len(expected) == 2 * 4 + 2 * 2  # GPUs x minutes, for each session
     assert actual == expected
 
-    server_expected = {}
+    endpoint_expected = {}
     for session, name, minute in rows(
-        path, "SELECT DISTINCT session_id, name, CAST(t / 60 AS INTEGER) * 60 FROM server_ticks_v"
+        path, "SELECT DISTINCT session_id, name, CAST(t / 60 AS INTEGER) * 60 FROM endpoint_ticks_v"
     ):
         raw = rows(
             path,
             "SELECT t, running, waiting, kv_cache_fraction, tokens_in_cum,"
-            " tokens_out_cum, status FROM server_ticks_v WHERE session_id = ?"
+            " tokens_out_cum, status FROM endpoint_ticks_v WHERE session_id = ?"
             " AND name = ? AND t >= ? AND t < ? ORDER BY t",
             (session, name, minute, minute + 60),
         )
-        server_expected[(session, name, minute)] = (
+        endpoint_expected[(session, name, minute)] = (
             len(raw),
             sum(r[6] == "up" for r in raw),
             pytest.approx(sum(r[1] for r in raw) / len(raw)),
@@ -419,16 +386,16 @@ def test_rollups_equal_what_the_raw_rows_give(tmp_path: Path) -> None:
             raw[-1][4],
             raw[-1][5],
         )
-    server_actual = {
+    endpoint_actual = {
         (r[0], r[1], r[2]): r[3:]
         for r in rows(
             path,
             "SELECT session_id, name, minute, samples, up_samples, running_mean, waiting_mean,"
             " kv_cache_fraction_mean, kv_cache_fraction_max, t_last, tokens_in_cum,"
-            " tokens_out_cum FROM server_rollup_1m_v",
+            " tokens_out_cum FROM endpoint_rollup_1m_v",
         )
     }
-    assert server_actual == server_expected
+    assert endpoint_actual == endpoint_expected
 
 
 def test_writing_the_same_tick_twice_changes_nothing(tmp_path: Path) -> None:
@@ -619,7 +586,8 @@ def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(tmp_
         # Retention runs once a minute: nothing older than 120 s + one minute is left.
         assert now - 180 <= raw_oldest <= now - 120
         assert (
-            rows(path, "SELECT min(t) FROM server_ticks WHERE session_id = ?", (store.session_id,))[0][0] == raw_oldest
+            rows(path, "SELECT min(t) FROM endpoint_ticks WHERE session_id = ?", (store.session_id,))[0][0]
+            == raw_oldest
         )
         assert rows(path, "SELECT min(minute) FROM gpu_rollup_1m WHERE session_id = ?", (store.session_id,)) == [
             (start,)
@@ -642,7 +610,7 @@ def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(tmp_
 
 def test_locked_database_keeps_ticks_in_memory_and_writes_them_later(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
-    host = FakeHost(n_gpus=2, n_servers=1)
+    host = FakeHost(n_gpus=2, n_endpoints=1)
     with open_store(path, busy_timeout_s=0.05) as store:
         assert store.append(host.tick()) is None
         blocker = sqlite3.connect(path, isolation_level=None)
@@ -657,7 +625,7 @@ def test_locked_database_keeps_ticks_in_memory_and_writes_them_later(tmp_path: P
         blocker.close()
         assert store.append(host.tick()) is None
     assert rows(path, "SELECT count(*), count(DISTINCT t) FROM gpu_ticks") == [(8, 4)]
-    assert rows(path, "SELECT count(*) FROM server_ticks") == [(4,)]
+    assert rows(path, "SELECT count(*) FROM endpoint_ticks") == [(4,)]
     assert rows(path, "SELECT sum(samples) FROM gpu_rollup_1m") == [(8,)]
 
 
@@ -676,18 +644,21 @@ def test_queue_is_bounded_and_says_what_it_dropped(tmp_path: Path) -> None:
     assert [t for (t,) in rows(path, "SELECT DISTINCT t FROM gpu_ticks ORDER BY t")] == kept
 
 
-def test_full_disk_keeps_ticks_in_memory_and_writes_them_later(tmp_path: Path) -> None:
+def test_full_disk_keeps_ticks_in_memory_and_writes_them_later(
+    tmp_path: Path, connections: list[sqlite3.Connection]
+) -> None:
     path = tmp_path / "history.db"
-    host = FakeHost(n_gpus=8, n_servers=4)
+    host = FakeHost(n_gpus=8, n_endpoints=4)
     with open_store(path) as store:
+        [own] = connections
         store.append(host.tick())
         # SQLite's own limit on the file size fails exactly like a full disk (SQLITE_FULL).
-        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
-        store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        pages = own.execute("PRAGMA page_count").fetchone()[0]
+        own.execute(f"PRAGMA max_page_count = {pages}")
         messages = [store.append(host.tick()) for _ in range(40)]
         failed = [m for m in messages if m is not None]
         assert failed and "disk is full" in failed[0] and "waiting in memory" in failed[0]
-        store._conn.execute("PRAGMA max_page_count = 1073741823")
+        own.execute("PRAGMA max_page_count = 1073741823")
         assert store.append(host.tick()) is None
     assert rows(path, "SELECT count(DISTINCT t), count(*) FROM gpu_ticks") == [(42, 42 * 8)]
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
@@ -752,6 +723,147 @@ def test_newer_schema_is_refused_with_versions(tmp_path: Path) -> None:
         ):
             opener(path)
     assert len(rows(path, "SELECT * FROM sessions")) == 1
+
+
+# --- schema versions ---------------------------------------------------------------------------
+
+V1_SQL = Path(__file__).parent / "fixtures" / "history_v1.sql"  # a file the schema-1 code wrote
+V1_SESSION = 1
+RENAMED_IN_V2 = {
+    "servers": "endpoints",
+    "server_ticks": "endpoint_ticks",
+    "server_rollup_1m": "endpoint_rollup_1m",
+    "server_ticks_v": "endpoint_ticks_v",
+    "server_rollup_1m_v": "endpoint_rollup_1m_v",
+}
+
+
+def write_version_1(path: Path) -> None:
+    """The fixture's history as the schema-1 code left it (in WAL mode, as it kept its files)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(V1_SQL.read_text())
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
+def contents(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table and view, under its schema-2 name."""
+    db = sqlite_utils.Database(path)
+    try:
+        names = db.table_names() + db.view_names()
+    finally:
+        db.close()
+    return {RENAMED_IN_V2.get(name, name): sorted(rows(path, f"SELECT * FROM {name}"), key=repr) for name in names}
+
+
+def shape(path: Path) -> dict[str, object]:
+    """Tables (columns, primary keys, foreign keys, WITHOUT ROWID) and views (columns)."""
+    db = sqlite_utils.Database(path)
+    try:
+        found: dict[str, object] = {}
+        for name in db.table_names():
+            table = db.table(name)
+            columns = [(c.name, c.type, c.notnull, c.is_pk) for c in table.columns]
+            keys = sorted((k.column, k.other_table, k.other_column) for k in table.foreign_keys)
+            found[name] = (columns, keys, "WITHOUT ROWID" in table.schema.upper())
+        for name in db.view_names():
+            found[name] = [c.name for c in db.view(name).columns]
+        return found
+    finally:
+        db.close()
+
+
+def summary_reads(store: Store) -> list[object]:
+    """Everything ``tokentop summary`` asks of a history, over the fixture's session."""
+    sid = V1_SESSION
+    bounds = store.session_bounds(sid)
+    assert bounds is not None
+    start, end = bounds
+    [endpoint] = store.endpoint_tracks(sid, start, end, 10)
+    return [
+        store.sessions()[0],
+        bounds,
+        store.gpus(sid),
+        store.raw_rows_cover(sid, start),
+        store.window_totals(sid, None, start, end),
+        [store.window_totals(sid, g.uuid, start, end) for g in store.gpus(sid)],
+        store.gpu_series(sid, None, start, end, 10),
+        store.gpu_tracks(sid, start, end, 10),
+        store.gpu_minutes(sid, start, end),
+        store.gpu_energy_methods(sid, gpu_uuid(0), start, end),
+        endpoint,
+        store.endpoint_rows(sid, endpoint.name, endpoint.url, start, end),
+    ]
+
+
+def test_a_version_1_file_is_read_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    write_version_1(path)
+    before = path.read_bytes()
+    with Store.open_readonly(path) as store:
+        bounds = store.session_bounds(V1_SESSION)
+        assert bounds == (T0 + 5, T0 + 120)
+        window = store.window_totals(V1_SESSION, None, *bounds)
+        [endpoint] = store.endpoint_tracks(V1_SESSION, *bounds, 10)
+    assert path.read_bytes() == before and rows(path, "PRAGMA user_version") == [(1,)]
+    # The figures are those of the rows: last minus first, summed over the GPUs.
+    [(first, last)] = rows(path, "SELECT min(t), max(t) FROM gpu_ticks")
+    [(tokens_out, energy_j)] = rows(
+        path,
+        "SELECT sum(b.tokens_out_cum - a.tokens_out_cum), sum(b.energy_j_cum - a.energy_j_cum)"
+        " FROM gpu_ticks a JOIN gpu_ticks b ON a.gpu_id = b.gpu_id AND a.t = ? AND b.t = ?",
+        (first, last),
+    )
+    assert window is not None and window.span_s == last - first
+    assert (window.tokens_out, window.energy_j) == (pytest.approx(tokens_out), pytest.approx(energy_j))
+    assert (endpoint.name, endpoint.kind, len(endpoint.t)) == ("srv0", "vllm", 13)  # 5, 15 ... 115, 120
+
+
+def test_a_version_1_file_migrates_to_version_2_without_losing_rows_or_figures(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    write_version_1(path)
+    old_contents = contents(path)
+    with Store.open_readonly(path) as store:
+        old_reads = summary_reads(store)
+    old_summary = report.to_json_dict(report.summarize(path, V1_SESSION))
+
+    with open_store(path) as store:  # opening to write migrates, then starts a session
+        assert store.session_id == V1_SESSION + 1
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    new_contents = contents(path)
+    assert new_contents.pop("sessions")[:-1] == old_contents.pop("sessions")
+    assert new_contents.pop("sqlite_sequence") == [("sessions", V1_SESSION + 1)]
+    old_contents.pop("sqlite_sequence")
+    assert new_contents == old_contents  # every row of every table and view, renamed
+    with Store.open_readonly(path) as store:
+        assert summary_reads(store) == old_reads
+    assert report.to_json_dict(report.summarize(path, V1_SESSION)) == old_summary
+
+
+def test_a_migrated_file_has_the_shape_of_a_new_one(tmp_path: Path) -> None:
+    migrated, new = tmp_path / "migrated.db", tmp_path / "new.db"
+    write_version_1(migrated)
+    open_store(migrated).close()
+    open_store(new).close()
+    assert shape(migrated) == shape(new)
+    assert [name for name in shape(new) if "server" in name] == []
+
+
+def test_a_migration_that_fails_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    write_version_1(path)
+    execute(path, "CREATE TABLE endpoints (note TEXT)")  # the new name is taken: the rename fails
+    schema_before = rows(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    with pytest.raises(StoreError, match="endpoints") as info:
+        open_store(path)
+    assert "\n" not in str(info.value)
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+    assert rows(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == schema_before
+    assert rows(path, "SELECT count(*) FROM sessions") == [(1,)]
+    with Store.open_readonly(path) as store:  # still readable as version 1
+        assert store.session_bounds(V1_SESSION) == (T0 + 5, T0 + 120)
 
 
 @pytest.mark.parametrize("case", ["parent is a file", "system folder", "path is a folder"])
@@ -886,7 +998,9 @@ def check_consistent(path: Path) -> dict[int, int]:
     ):
         assert n_rows == 4 * n_ticks  # four GPUs each tick: no tick half written
         ticks[session_id] = n_ticks
-    assert rows(path, "SELECT session_id, count(*) / 2 FROM server_ticks GROUP BY session_id") == sorted(ticks.items())
+    assert rows(path, "SELECT session_id, count(*) / 2 FROM endpoint_ticks GROUP BY session_id") == sorted(
+        ticks.items()
+    )
     assert rows(path, "SELECT session_id, gpu_id, count(*) FROM gpu_ticks GROUP BY session_id, gpu_id") == rows(
         path, "SELECT session_id, gpu_id, sum(samples) FROM gpu_rollup_1m GROUP BY session_id, gpu_id"
     )
@@ -920,6 +1034,26 @@ def test_processes_opening_a_new_file_together_all_get_a_session(tmp_path: Path)
     assert list(check_consistent(path).values()) == [20] * 4
 
 
+def test_processes_opening_a_version_1_file_together_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    write_version_1(path)
+    v1_rows = rows(path, "SELECT count(*) FROM gpu_ticks"), rows(path, "SELECT count(*) FROM server_ticks")
+    writers = [start_writer(path, 20, seed) for seed in range(3)]
+    go(*writers)  # all race to migrate
+    for writer in writers:
+        _, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert (
+        rows(path, "SELECT count(*) FROM gpu_ticks WHERE session_id = ?", (V1_SESSION,)),
+        rows(path, "SELECT count(*) FROM endpoint_ticks WHERE session_id = ?", (V1_SESSION,)),
+    ) == v1_rows
+    assert (
+        rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks WHERE session_id > ? GROUP BY session_id", (V1_SESSION,))
+        == [(20,)] * 3
+    )
+
+
 @pytest.mark.parametrize(
     "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"]
 )
@@ -944,14 +1078,14 @@ def test_killed_writer_keeps_what_it_committed(tmp_path: Path, signum: int) -> N
     [(ended_at,)] = rows(path, "SELECT ended_at FROM sessions")
     assert (ended_at is None) == (signum == signal.SIGKILL), f"seed {seed}"
     with open_store(path) as store:  # the file opens and takes new sessions afterwards
-        assert store.append(FakeHost(n_gpus=4, n_servers=2).tick()) is None
+        assert store.append(FakeHost(n_gpus=4, n_endpoints=2).tick()) is None
 
 
 def writer_main(db: str, ticks: str, seed: str) -> None:
     """Append ticks as fast as possible, printing each acknowledged one; close on SIGINT and
     SIGTERM the way tokentop does."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    host = FakeHost(n_gpus=4, n_servers=2, jitter=0.2, seed=int(seed))
+    host = FakeHost(n_gpus=4, n_endpoints=2, jitter=0.2, seed=int(seed))
     sys.stdin.readline()
     store = open_store(Path(db))
     try:

@@ -143,11 +143,11 @@ def tick_after(snapshots: Sequence[Snapshot], t: float) -> Snapshot:
 
 
 def endpoint_rows(db_path: Path) -> list[sqlite3.Row]:
-    """The endpoint's rows as stored (``server_ticks_v``), read with plain sqlite3, read-only."""
+    """The endpoint's rows as stored (``endpoint_ticks_v``), read with plain sqlite3, read-only."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         conn.row_factory = sqlite3.Row
-        return conn.execute("SELECT * FROM server_ticks_v ORDER BY session_id, t").fetchall()
+        return conn.execute("SELECT * FROM endpoint_ticks_v ORDER BY session_id, t").fetchall()
     finally:
         conn.close()
 

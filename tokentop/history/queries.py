@@ -1,0 +1,470 @@
+"""The read API: sessions, GPUs, chart series, window totals, tracks for the summary.
+
+``Reader`` runs the queries over a connection and raises ``sqlite3.Error`` as it comes;
+``Store`` holds the lock and turns those errors into ``StoreError``. It reads a file of any
+schema version it knows, through that version's ``TableNames``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sqlite3
+from operator import itemgetter
+from typing import Any, NamedTuple
+
+from tokentop.derive import Point, sum_windows, window_between
+from tokentop.history.records import (
+    EndpointTrack,
+    GpuInfo,
+    GpuMinutes,
+    GpuTrack,
+    SeriesPoint,
+    SessionInfo,
+)
+from tokentop.history.schema import TableNames, database, minute_of
+from tokentop.model import Totals, Window, usd_per_mtok
+
+ROLLUP_FOR_WINDOWS_S = 3600.0  # gpu_series reads rollups for windows at least this long
+RAW_LOOKBACK_S = 120.0  # how far before a raw chart's start to look for each GPU's previous row
+
+_CUM_SELECT = "tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum"
+
+# Chart queries. Both return, per bucket ``b`` of ``[since, until)``, the tokens, energy and
+# cost delivered and the wall-clock seconds covered (the longest any GPU covered).
+#
+# Raw rows: the last row of each GPU in each bucket (SQLite takes the bare columns from the
+# max(t) row), minus the last row of the bucket before (rows just before ``since`` form bucket -1).
+_SERIES_RAW_SQL = """
+WITH last AS (
+    SELECT gpu_id,
+           CASE WHEN t < :since THEN -1 ELSE CAST((t - :since) / :step AS INTEGER) END AS b,
+           max(t) AS t, tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum
+    FROM gpu_ticks
+    WHERE session_id = :session AND t >= :lo AND t < :until {gpu_filter}
+    GROUP BY gpu_id, b
+), d AS (
+    SELECT b, tokens_in_cum - LAG(tokens_in_cum) OVER w AS tin,
+           tokens_out_cum - LAG(tokens_out_cum) OVER w AS tout,
+           energy_j_cum - LAG(energy_j_cum) OVER w AS e,
+           cost_usd_cum - LAG(cost_usd_cum) OVER w AS cost, t - LAG(t) OVER w AS span
+    FROM last WINDOW w AS (PARTITION BY gpu_id ORDER BY b)
+)
+SELECT b, sum(tin), sum(tout), sum(e), CASE WHEN count(cost) = count(*) THEN sum(cost) END,
+       max(span)
+FROM d WHERE b >= 0 AND span > 0 GROUP BY b
+"""
+# Rollups: the per-minute differences summed (one streaming pass in key order), then the
+# minutes summed into buckets of whole minutes.
+_SERIES_ROLLUP_SQL = """
+SELECT CAST((minute - :since) / :step AS INTEGER) AS b, sum(tin), sum(tout), sum(e),
+       CASE WHEN count(cost) = count(*) THEN sum(cost) END, sum(covered)
+FROM (
+    SELECT minute, sum(tokens_in_delta) AS tin, sum(tokens_out_delta) AS tout,
+           sum(energy_j_delta) AS e, max(covered_s) AS covered,
+           CASE WHEN count(cost_usd_delta) = count(*) THEN sum(cost_usd_delta) END AS cost
+    FROM gpu_rollup_1m
+    WHERE session_id = :session AND minute >= :since AND minute < :until {gpu_filter}
+    GROUP BY minute
+)
+GROUP BY b
+"""
+
+# Tracks: for each boundary ``since + k * step`` (the last one clamped to ``until``), the rows of
+# the last tick in ``(boundary - step, boundary]``: one seek per boundary, then the tick's rows by
+# primary key (CROSS JOIN keeps the boundaries the outer loop), instead of a pass over every
+# row. Ticks write all their rows at one ``t``.
+_TRACK_SQL = """
+WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k WHERE b < :n),
+at(t) AS (
+    SELECT DISTINCT (SELECT t FROM {table} WHERE session_id = :session
+                     AND t <= min(:since + b * :step, :until)
+                     AND t > min(:since + b * :step, :until) - :step
+                     ORDER BY t DESC LIMIT 1) FROM k
+)
+SELECT {columns} FROM at CROSS JOIN {table} r ON r.session_id = :session AND r.t = at.t
+ORDER BY r.{key}, r.t
+"""
+
+
+class _GpuTrackColumns(NamedTuple):
+    """A GPU track's rows, transposed: one tuple per selected column."""
+
+    gpu_id: tuple[int, ...]
+    t: tuple[float, ...]
+    tokens_in_cum: tuple[float, ...]
+    tokens_out_cum: tuple[float, ...]
+    energy_j_cum: tuple[float, ...]
+    energy_counter_mj: tuple[int | None, ...]
+    energy_method_id: tuple[int | None, ...]
+
+
+class _EndpointTrackColumns(NamedTuple):
+    """An endpoint track's rows, transposed: one tuple per selected column."""
+
+    endpoint_id: tuple[int, ...]
+    t: tuple[float, ...]
+    status: tuple[str, ...]
+    tokens_in_cum: tuple[float, ...]
+    tokens_out_cum: tuple[float, ...]
+    prompt_tokens_raw: tuple[float | None, ...]
+    generation_tokens_raw: tuple[float | None, ...]
+    requests_finished_raw: tuple[float | None, ...]
+    ttft_p50_s: tuple[float | None, ...]
+    ttft_p95_s: tuple[float | None, ...]
+    itl_p50_s: tuple[float | None, ...]
+    kind_id: tuple[int | None, ...]
+    model_id: tuple[int | None, ...]
+    gpus_id: tuple[int | None, ...]
+
+
+def _select(fields: tuple[str, ...], key: str, key_column: str) -> str:
+    """``r.<field>, ...``, with ``key`` read from the column ``key_column`` (the file's name)."""
+    return ", ".join(f"r.{key_column if name == key else name}" for name in fields)
+
+
+class _Bucket(NamedTuple):
+    """One chart bucket's deliveries and the wall-clock seconds they cover."""
+
+    tokens_in: float
+    tokens_out: float
+    energy_j: float
+    cost_usd: float | None
+    covered_s: float
+
+
+_NO_BUCKET = _Bucket(0.0, 0.0, 0.0, None, 0.0)
+
+
+class Reader:
+    """The queries, over one connection; documented on ``Store``, which calls them."""
+
+    def __init__(self, conn: sqlite3.Connection, names: TableNames) -> None:
+        self._conn = conn
+        self._db = database(conn)  # sqlite-utils where it reads well; the rest is plain SQL
+        self._names = names
+        ticks, key = names.endpoint_ticks, names.endpoint_id
+        endpoint_columns = _select(_EndpointTrackColumns._fields, "endpoint_id", key)
+        self._gpu_track_sql = _TRACK_SQL.format(
+            table="gpu_ticks", columns=_select(_GpuTrackColumns._fields, "gpu_id", "gpu_id"), key="gpu_id"
+        )
+        self._endpoint_track_sql = _TRACK_SQL.format(table=ticks, columns=endpoint_columns, key=key)
+        self._endpoint_rows_sql = (
+            f"SELECT {endpoint_columns} FROM {ticks} r JOIN {names.endpoints} p ON p.id = r.{key}"
+            " WHERE r.session_id = :session AND r.t > :after AND r.t <= :until"
+            " AND p.name = :name AND p.url = :url ORDER BY r.t"
+        )
+
+    # --- sessions and GPUs ----------------------------------------------------------------------
+
+    def sessions(self) -> list[SessionInfo]:
+        return [
+            SessionInfo(
+                row["id"],
+                row["started_at"],
+                row["ended_at"],
+                row["host"],
+                row["tokentop_version"],
+                json.loads(row["config_json"]),
+            )
+            for row in self._db.query("SELECT * FROM sessions ORDER BY id")
+        ]
+
+    def latest_session_id(self) -> int | None:
+        found: int | None = self._conn.execute("SELECT max(id) FROM sessions").fetchone()[0]
+        return found
+
+    def gpus(self, session_id: int) -> list[GpuInfo]:
+        return [
+            GpuInfo(*row)
+            for row in self._conn.execute(
+                "SELECT g.uuid, g.name, s.gpu_index FROM session_gpus s JOIN gpus g ON g.id = s.gpu_id"
+                " WHERE s.session_id = ? ORDER BY s.gpu_index IS NULL, s.gpu_index, g.uuid",
+                (session_id,),
+            )
+        ]
+
+    def _gpu_ids(self, session_id: int) -> list[int]:
+        return [
+            gpu_id
+            for (gpu_id,) in self._conn.execute(
+                "SELECT gpu_id FROM session_gpus WHERE session_id = ? ORDER BY gpu_id", (session_id,)
+            )
+        ]
+
+    def _gpu_id(self, uuid: str) -> int | None:
+        row = self._conn.execute("SELECT id FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # --- chart series -----------------------------------------------------------------------------
+
+    def gpu_series(
+        self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
+    ) -> list[SeriesPoint]:
+        gpu_id = None
+        if uuid is not None:
+            gpu_id = self._gpu_id(uuid)
+            if gpu_id is None:
+                return _points({}, since, until, step_s)
+        if until - since < ROLLUP_FOR_WINDOWS_S:
+            buckets = self._buckets(False, session_id, gpu_id, since, until, step_s)
+            if buckets:
+                return _points(buckets, since, until, step_s)
+        step_s = math.ceil(step_s / 60.0) * 60.0
+        return _points(self._buckets(True, session_id, gpu_id, since, until, step_s), since, until, step_s)
+
+    def _buckets(
+        self, rollups: bool, session_id: int | None, gpu_id: int | None, since: float, until: float, step_s: float
+    ) -> dict[int, _Bucket]:
+        """Per bucket, the session that covered it longest (sessions at the same time are taken
+        to watch the same GPUs)."""
+        sql = _SERIES_ROLLUP_SQL if rollups else _SERIES_RAW_SQL
+        sql = sql.format(gpu_filter="" if gpu_id is None else "AND gpu_id = :gpu")
+        params = {"since": since, "until": until, "step": step_s, "lo": since - RAW_LOOKBACK_S, "gpu": gpu_id}
+        chosen: dict[int, _Bucket] = {}
+        for session in self._sessions_between(session_id, since, until):
+            for b, *figures in self._conn.execute(sql, {**params, "session": session}):
+                bucket = _Bucket(*figures)
+                if b not in chosen or bucket.covered_s > chosen[b].covered_s:
+                    chosen[b] = bucket
+        return chosen
+
+    def _sessions_between(self, session_id: int | None, since: float, until: float) -> list[int]:
+        if session_id is not None:
+            return [session_id]
+        sessions = self._conn.execute("SELECT DISTINCT session_id FROM session_gpus").fetchall()
+        return [
+            s
+            for (s,) in sessions
+            if self._conn.execute(
+                "SELECT 1 FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? AND minute < ? LIMIT 1",
+                (s, minute_of(since) - 60, until),
+            ).fetchone()
+        ]
+
+    # --- window totals --------------------------------------------------------------------------
+
+    def window_totals(self, session_id: int, uuid: str | None, since: float, until: float) -> Window | None:
+        if uuid is None:
+            gpu_ids = self._gpu_ids(session_id)
+        else:
+            found = self._gpu_id(uuid)
+            gpu_ids = [found] if found is not None else []
+        per_gpu = []
+        for gpu_id in gpu_ids:
+            start = self._cum_before(session_id, gpu_id, since, since - RAW_LOOKBACK_S) or self._cum_after(
+                session_id, gpu_id, since, until
+            )
+            end = self._cum_before(session_id, gpu_id, until, since)
+            if start is not None and end is not None and end.t > start.t:
+                per_gpu.append(window_between(start, end))
+        return sum_windows(per_gpu) if per_gpu else None
+
+    def _cum_before(self, session_id: int, gpu_id: int, at: float, not_before: float) -> Point | None:
+        """The GPU's last cumulative figures at or before ``at``, not older than ``not_before``.
+
+        Raw rows first, searched back at most ``RAW_LOOKBACK_S``; then the rollups, whose last
+        values are those of a raw row: exact whenever that row is over a minute old."""
+        row = self._conn.execute(
+            f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t <= ? AND t >= ?"
+            " AND gpu_id = ? ORDER BY t DESC LIMIT 1",
+            (session_id, at, max(not_before, at - RAW_LOOKBACK_S), gpu_id),
+        ).fetchone()
+        if row is None:
+            row = self._conn.execute(
+                f"SELECT t_last, {_CUM_SELECT} FROM gpu_rollup_1m WHERE session_id = ?"
+                " AND minute <= ? AND minute >= ? AND gpu_id = ? AND t_last <= ? AND t_last >= ?"
+                " ORDER BY minute DESC LIMIT 1",
+                (session_id, at, minute_of(not_before), gpu_id, at, not_before),
+            ).fetchone()
+        return _point(row)
+
+    def _cum_after(self, session_id: int, gpu_id: int, at: float, not_after: float) -> Point | None:
+        """The GPU's first cumulative figures in ``[at, not_after]``: the first raw row, or the
+        first minute's last values when raw rows of that time are gone."""
+        raw = self._conn.execute(
+            f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t >= ?"
+            " AND t <= ? AND gpu_id = ? ORDER BY t LIMIT 1",
+            (session_id, at, not_after, gpu_id),
+        ).fetchone()
+        rollup = self._conn.execute(
+            f"SELECT t_last, {_CUM_SELECT} FROM gpu_rollup_1m WHERE session_id = ?"
+            " AND minute >= ? AND minute <= ? AND gpu_id = ? AND t_last >= ?"
+            " AND t_last <= ? ORDER BY minute LIMIT 1",
+            (session_id, minute_of(at), not_after, gpu_id, at, not_after),
+        ).fetchone()
+        found = [point for point in (_point(raw), _point(rollup)) if point is not None]
+        return min(found, key=lambda point: point.t) if found else None
+
+    # --- a session's extent ---------------------------------------------------------------------
+
+    def session_bounds(self, session_id: int) -> tuple[float, float] | None:
+        firsts: list[float] = []
+        lasts: list[float] = []
+        for raw, rollup in (("gpu_ticks", "gpu_rollup_1m"), (self._names.endpoint_ticks, self._names.endpoint_rollup)):
+            first, last = self._table_bounds(session_id, raw, rollup)
+            if first is not None:
+                firsts.append(first)
+            if last is not None:
+                lasts.append(last)
+        return (min(firsts), max(lasts)) if firsts else None
+
+    def _table_bounds(self, session_id: int, raw: str, rollup: str) -> tuple[float | None, float | None]:
+        """A session's first and last times in one raw table and its rollups."""
+        conn = self._conn
+        raw_first, raw_last = (
+            conn.execute(
+                f"SELECT t FROM {raw} WHERE session_id = ? ORDER BY t{order} LIMIT 1", (session_id,)
+            ).fetchone()
+            for order in ("", " DESC")
+        )
+        first_minute, last_minute = (
+            conn.execute(
+                f"SELECT minute FROM {rollup} WHERE session_id = ? ORDER BY minute{order} LIMIT 1", (session_id,)
+            ).fetchone()
+            for order in ("", " DESC")
+        )
+        minute = first_minute[0] if first_minute is not None else None
+        t_last = None
+        if last_minute is not None:
+            t_last = conn.execute(
+                f"SELECT max(t_last) FROM {rollup} WHERE session_id = ? AND minute = ?", (session_id, last_minute[0])
+            ).fetchone()[0]
+        first = None
+        if raw_first is not None and (minute is None or raw_first[0] < minute + 60):
+            first = raw_first[0]  # raw rows reach back to the first minute
+        elif minute is not None:
+            first = float(minute)
+        lasts = [t for t in (raw_last and raw_last[0], t_last) if t is not None]
+        return first, (max(lasts) if lasts else None)
+
+    def raw_rows_cover(self, session_id: int, since: float) -> bool:
+        first_raw = self._conn.execute(
+            "SELECT t FROM gpu_ticks WHERE session_id = ? AND t >= ? ORDER BY t LIMIT 1",
+            (session_id, minute_of(since)),
+        ).fetchone()
+        if first_raw is None:
+            return False
+        first_minute = self._conn.execute(
+            "SELECT minute FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? ORDER BY minute LIMIT 1",
+            (session_id, minute_of(since)),
+        ).fetchone()
+        return first_minute is None or bool(first_raw[0] < first_minute[0] + 60)
+
+    # --- tracks -----------------------------------------------------------------------------------
+
+    def gpu_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[GpuTrack]:
+        uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
+        labels = self._labels()
+        rows = self._conn.execute(self._gpu_track_sql, _track_params(session_id, since, until, step_s)).fetchall()
+        tracks = []
+        for _, group in itertools.groupby(rows, key=itemgetter(0)):
+            c = _GpuTrackColumns(*zip(*group))
+            methods = tuple(labels.get(m) if m is not None else None for m in c.energy_method_id)
+            uuid = uuids[c.gpu_id[0]]
+            tracks.append(
+                GpuTrack(uuid, c.t, c.tokens_in_cum, c.tokens_out_cum, c.energy_j_cum, c.energy_counter_mj, methods)
+            )
+        return tracks
+
+    def gpu_minutes(self, session_id: int, since: float, until: float) -> list[GpuMinutes]:
+        uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
+        rows = self._conn.execute(
+            "SELECT gpu_id, minute, covered_s, tokens_in_delta, tokens_out_delta, energy_j_delta"
+            " FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? AND minute < ?"
+            " ORDER BY gpu_id, minute",
+            (session_id, minute_of(since), until),
+        ).fetchall()
+        minutes = []
+        for gpu_id, group in itertools.groupby(rows, key=itemgetter(0)):
+            _, minute, covered_s, tokens_in, tokens_out, energy_j = zip(*group)
+            minutes.append(GpuMinutes(uuids[gpu_id], minute, covered_s, tokens_in, tokens_out, energy_j))
+        return minutes
+
+    def gpu_energy_methods(self, session_id: int, uuid: str, after: float, until: float) -> dict[str | None, int]:
+        gpu_id = self._gpu_id(uuid)
+        if gpu_id is None:
+            return {}
+        return dict(
+            self._conn.execute(
+                "SELECT l.text, count(*) FROM gpu_ticks k LEFT JOIN labels l"
+                " ON l.id = k.energy_method_id WHERE k.session_id = ? AND k.t > ? AND k.t <= ?"
+                " AND k.gpu_id = ? GROUP BY k.energy_method_id",
+                (session_id, after, until, gpu_id),
+            ).fetchall()
+        )
+
+    def endpoint_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[EndpointTrack]:
+        return self._endpoint_tracks(self._endpoint_track_sql, _track_params(session_id, since, until, step_s))
+
+    def endpoint_rows(self, session_id: int, name: str, url: str, after: float, until: float) -> EndpointTrack | None:
+        params = {"session": session_id, "after": after, "until": until, "name": name, "url": url}
+        found = self._endpoint_tracks(self._endpoint_rows_sql, params)
+        return found[0] if found else None
+
+    def _endpoint_tracks(self, sql: str, params: dict[str, Any]) -> list[EndpointTrack]:
+        names = self._conn.execute(f"SELECT id, name, url FROM {self._names.endpoints}")
+        endpoints = {endpoint_id: (name, url) for endpoint_id, name, url in names}
+        labels = self._labels()
+        tracks = []
+        for _, group in itertools.groupby(self._conn.execute(sql, params).fetchall(), key=itemgetter(0)):
+            c = _EndpointTrackColumns(*zip(*group))
+            kind, model, gpus = (
+                next((labels[v] for v in reversed(column) if v is not None), None)
+                for column in (c.kind_id, c.model_id, c.gpus_id)
+            )
+            name, url = endpoints[c.endpoint_id[0]]
+            tracks.append(
+                EndpointTrack(
+                    name=name,
+                    url=url,
+                    kind=kind,
+                    model=model,
+                    gpus=tuple(gpus.split(",")) if gpus else (),
+                    t=c.t,
+                    status=c.status,
+                    tokens_in_cum=c.tokens_in_cum,
+                    tokens_out_cum=c.tokens_out_cum,
+                    prompt_tokens_raw=c.prompt_tokens_raw,
+                    generation_tokens_raw=c.generation_tokens_raw,
+                    requests_finished_raw=c.requests_finished_raw,
+                    ttft_p50_s=c.ttft_p50_s,
+                    ttft_p95_s=c.ttft_p95_s,
+                    itl_p50_s=c.itl_p50_s,
+                )
+            )
+        return tracks
+
+    def _labels(self) -> dict[int, str]:
+        return dict(self._conn.execute("SELECT id, text FROM labels"))
+
+
+def _point(row: tuple[Any, ...] | None) -> Point | None:
+    """A row of ``(t, *cumulative columns)`` as a Point."""
+    return None if row is None else Point(row[0], Totals(*row[1:]))
+
+
+def _track_params(session_id: int, since: float, until: float, step_s: float) -> dict[str, Any]:
+    return {
+        "session": session_id,
+        "since": since,
+        "until": until,
+        "step": step_s,
+        "n": max(0, math.ceil((until - since) / step_s)),
+    }
+
+
+def _points(buckets: dict[int, _Bucket], since: float, until: float, step_s: float) -> list[SeriesPoint]:
+    points = []
+    for b in range(math.ceil((until - since) / step_s)):
+        start = since + b * step_s
+        bucket = buckets.get(b, _NO_BUCKET)
+        span = bucket.covered_s
+        if span <= 0:
+            points.append(SeriesPoint(start, None, None, None, None))
+            continue
+        per_mtok = usd_per_mtok(bucket.cost_usd, bucket.tokens_out)
+        tok_s_in, tok_s_out, watts = bucket.tokens_in / span, bucket.tokens_out / span, bucket.energy_j / span
+        points.append(SeriesPoint(start, tok_s_in, tok_s_out, watts, per_mtok))
+    return points
