@@ -24,13 +24,15 @@ from tokentop.nvml.fake import MIB, FakeMig
 from tokentop.sampler import Sampler
 from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
-from tokentop.tui.columns import GPU_COLUMNS, Cell, engine_status, fit_columns, short_gpu_name
+from tokentop.tui.columns import Cell, fit_columns
+from tokentop.tui.engine_table import engine_status
+from tokentop.tui.gpu_table import GPU_COLUMNS
 from tokentop.tui.history import HOST, WINDOWS, LiveHistory
 from tokentop.tui.keys import KEYS
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
 from tokentop.tui.widgets.messages import MessageBar
-from tokentop.units import fmt_gib, fmt_tok_s
+from tokentop.units import fmt_gib, fmt_tok_s, short_gpu_name
 
 FakeClock = SimulatedClock
 WALL_START = SimulatedClock.WALL_START

@@ -34,18 +34,10 @@ from textual.widgets import Footer
 
 from tokentop.config import Config
 from tokentop.model import GpuProcess, Snapshot
-from tokentop.tui.columns import (
-    ENGINE_COLUMNS,
-    GPU_COLUMNS,
-    EngineRow,
-    GpuRow,
-    engine_rows,
-    gpu_rows,
-    gpu_sub_rows,
-    short_gpu_name,
-    window_labels,
-)
+from tokentop.tui.columns import window_labels
+from tokentop.tui.engine_table import ENGINE_COLUMNS, EngineRow, engine_rows
 from tokentop.tui.events import HistoryLoaded, HistoryRequest, LogLine, ProcessNames, SnapshotReady
+from tokentop.tui.gpu_table import GPU_COLUMNS, GpuRow, gpu_rows, gpu_sub_rows
 from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for
 from tokentop.tui.keys import bindings
 from tokentop.tui.notices import changes, current_messages, help_log
@@ -57,7 +49,7 @@ from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
 from tokentop.tui.workers import SeriesStore, process_names, read_long_history, write_summary_file
-from tokentop.units import fmt_window
+from tokentop.units import fmt_window, short_gpu_name
 
 __all__ = ["LiveSource", "LogLine", "SeriesStore", "TokentopApp"]
 

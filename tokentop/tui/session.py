@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tokentop.model import Snapshot, usd_per_mtok
-from tokentop.tui.columns import gpu_summary
+from tokentop.tui.gpu_table import gpu_summary
 from tokentop.units import fmt_duration, fmt_energy, fmt_tokens, fmt_usd, fmt_usd_per_mtok
 
 

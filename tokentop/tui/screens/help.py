@@ -10,7 +10,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tokentop.tui.columns import ENGINE_COLUMNS, GPU_COLUMNS, ColumnSpec
+from tokentop.tui.columns import ColumnSpec
+from tokentop.tui.engine_table import ENGINE_COLUMNS
+from tokentop.tui.gpu_table import GPU_COLUMNS
 from tokentop.tui.keys import KEYS
 
 NOTES = (

@@ -16,7 +16,7 @@ from textual.widget import Widget
 from tokentop.config import CostConfig
 from tokentop.cost import energy_is_charged
 from tokentop.model import Snapshot
-from tokentop.tui.columns import gpu_summary
+from tokentop.tui.gpu_table import gpu_summary
 from tokentop.units import (
     NA,
     fmt_duration,

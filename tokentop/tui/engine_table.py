@@ -1,0 +1,211 @@
+"""The engine panel: one row per endpoint, describing the engine behind it; its columns as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokentop.model import EndpointFigures, Snapshot
+from tokentop.tui.columns import BAD, DIM, GOOD, PLAIN, WARN, Cell, ColumnSpec, figure_cell
+from tokentop.units import (
+    DASH,
+    NA,
+    fmt_latency,
+    fmt_pct,
+    fmt_tok_s,
+)
+
+# --- engine rows -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineRow:
+    endpoint: EndpointFigures
+    gpu_indices: str  # "0-3", "4,5", "" when not mapped
+
+    @property
+    def key(self) -> str:
+        return self.endpoint.sample.name
+
+
+def _index_list(indices: list[int]) -> str:
+    """``[0, 1, 2, 3]`` -> ``0-3``; ``[4, 6]`` -> ``4,6``."""
+    if not indices:
+        return ""
+    indices = sorted(indices)
+    if len(indices) > 2 and indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]}-{indices[-1]}"
+    return ",".join(str(i) for i in indices)
+
+
+def engine_rows(snapshot: Snapshot) -> list[EngineRow]:
+    index_of = {g.sample.uuid: g.sample.index for g in snapshot.gpus}
+    return [EngineRow(s, _index_list([index_of[u] for u in s.gpus if u in index_of])) for s in snapshot.endpoints]
+
+
+def engine_status(endpoint: EndpointFigures) -> Cell:
+    s = endpoint.sample
+    if s.status == "error":
+        return Cell(f"error: {s.error}" if s.error else "error", BAD)
+    text = "stale" if s.status == "stale" else "up"
+    if s.status == "stale" and s.error:
+        text += f": {s.error}"
+    detail = "; ".join(x for x in (s.kind_detail, s.note) if x)
+    if detail:
+        text += f" · {detail}"
+    return Cell(text, WARN if s.status == "stale" else GOOD)
+
+
+def _model_name(endpoint: EndpointFigures) -> str:
+    model = endpoint.sample.model
+    return model.rsplit("/", 1)[-1] if model else NA
+
+
+def _count(value: float | None) -> str:
+    return NA if value is None else f"{value:.0f}"
+
+
+ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
+    ColumnSpec(
+        "name",
+        "engine",
+        "",
+        10,
+        0,
+        lambda r: Cell(r.endpoint.sample.name),
+        lambda r: r.endpoint.sample.name,
+        descending=False,
+        right=False,
+        flex_max=16,
+        help="endpoint name",
+    ),
+    ColumnSpec(
+        "kind",
+        "kind",
+        "",
+        6,
+        8,
+        lambda r: figure_cell(r.endpoint.sample.kind or NA),
+        lambda r: r.endpoint.sample.kind,
+        descending=False,
+        right=False,
+        help="endpoint software",
+    ),
+    ColumnSpec(
+        "model",
+        "model",
+        "",
+        12,
+        10,
+        lambda r: figure_cell(_model_name(r.endpoint)),
+        lambda r: r.endpoint.sample.model,
+        descending=False,
+        right=False,
+        flex_max=28,
+        help="model served (last part of its name)",
+    ),
+    ColumnSpec(
+        "gpus",
+        "GPUs",
+        "",
+        4,
+        7,
+        lambda r: Cell(r.gpu_indices or DASH, PLAIN if r.gpu_indices else DIM),
+        lambda r: r.gpu_indices or None,
+        descending=False,
+        right=False,
+        help="NVML indices of the GPUs it runs on",
+    ),
+    ColumnSpec(
+        "running",
+        "run",
+        "now",
+        4,
+        2,
+        lambda r: figure_cell(_count(r.endpoint.sample.running)),
+        lambda r: r.endpoint.sample.running,
+        help="requests running",
+    ),
+    ColumnSpec(
+        "waiting",
+        "wait",
+        "now",
+        4,
+        3,
+        lambda r: figure_cell(_count(r.endpoint.sample.waiting)),
+        lambda r: r.endpoint.sample.waiting,
+        help="requests waiting in the queue",
+    ),
+    ColumnSpec(
+        "kv",
+        "KV%",
+        "now",
+        4,
+        5,
+        lambda r: figure_cell(fmt_pct(r.endpoint.sample.kv_cache_fraction, fraction=True)),
+        lambda r: r.endpoint.sample.kv_cache_fraction,
+        help="KV-cache in use",
+    ),
+    ColumnSpec(
+        "ttft50",
+        "TTFT",
+        "p50 {cost}",
+        6,
+        4,
+        lambda r: figure_cell(fmt_latency(r.endpoint.ttft_p50_s)),
+        lambda r: r.endpoint.ttft_p50_s,
+        help="time to first token, median over the window",
+    ),
+    ColumnSpec(
+        "ttft95",
+        "TTFT",
+        "p95 {cost}",
+        6,
+        9,
+        lambda r: figure_cell(fmt_latency(r.endpoint.ttft_p95_s)),
+        lambda r: r.endpoint.ttft_p95_s,
+        help="time to first token, 95th percentile",
+    ),
+    ColumnSpec(
+        "itl50",
+        "ITL",
+        "p50 {cost}",
+        6,
+        6,
+        lambda r: figure_cell(fmt_latency(r.endpoint.itl_p50_s)),
+        lambda r: r.endpoint.itl_p50_s,
+        help="inter-token latency, median",
+    ),
+    ColumnSpec(
+        "tok_in",
+        "tok/s",
+        "in {rate}",
+        6,
+        7,
+        lambda r: figure_cell(fmt_tok_s(r.endpoint.tok_s_in)),
+        lambda r: r.endpoint.tok_s_in,
+        help="prompt tokens per second",
+    ),
+    ColumnSpec(
+        "tok_out",
+        "tok/s",
+        "out {rate}",
+        7,
+        1,
+        lambda r: figure_cell(fmt_tok_s(r.endpoint.tok_s_out)),
+        lambda r: r.endpoint.tok_s_out,
+        help="generated tokens per second",
+    ),
+    ColumnSpec(
+        "status",
+        "status",
+        "",
+        8,
+        0,
+        lambda r: engine_status(r.endpoint),
+        lambda r: r.endpoint.sample.status,
+        descending=False,
+        right=False,
+        flex_max=60,
+        help="up / stale (no fresh reading) / error with its reason; notes such as Ollama's",
+    ),
+)

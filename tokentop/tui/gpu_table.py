@@ -1,0 +1,273 @@
+"""The GPU table: one row per GPU (MIG instances as sub-rows), its columns as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokentop.model import GpuFigures, Snapshot
+from tokentop.tui.columns import BAD, DIM, PLAIN, WARN, Cell, ColumnSpec, figure_cell, url_port
+from tokentop.units import (
+    DASH,
+    NA,
+    bar,
+    fmt_gib,
+    fmt_gpu_models,
+    fmt_pct,
+    fmt_power_over_limit,
+    fmt_share,
+    fmt_temp,
+    fmt_tok_per_j,
+    fmt_tok_s,
+    fmt_usd,
+    fmt_usd_per_mtok,
+    short_gpu_name,
+)
+
+# --- GPU rows --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineRef:
+    """An engine as a GPU row names it: name, port, how many GPUs share it, its status."""
+
+    name: str
+    port: str  # ":8000", or "" when the URL has none
+    gpu_count: int
+    status: str  # "up" | "stale" | "error"
+
+    def label(self) -> str:
+        text = f"{self.name} {self.port} {fmt_share(self.gpu_count)}".replace("  ", " ")
+        if self.status == "error":
+            return f"{text} (down)"
+        if self.status == "stale":
+            return f"{text} (stale)"
+        return text
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    gpu: GpuFigures
+    engines: tuple[EngineRef, ...]
+
+    @property
+    def key(self) -> str:
+        return self.gpu.sample.uuid
+
+    @property
+    def serving(self) -> bool:
+        return bool(self.gpu.engines)
+
+
+def gpu_rows(snapshot: Snapshot) -> list[GpuRow]:
+    servers = {s.sample.name: s for s in snapshot.endpoints}
+    rows = []
+    for gpu in snapshot.gpus:
+        refs = []
+        for name in gpu.engines:
+            server = servers.get(name)
+            if server is None:
+                refs.append(EngineRef(name, "", 1, "error"))
+                continue
+            refs.append(EngineRef(name, url_port(server.sample.url), max(1, len(server.gpus)), server.sample.status))
+        rows.append(GpuRow(gpu, tuple(refs)))
+    return rows
+
+
+def gpu_summary(snapshot: Snapshot) -> str:
+    """``8× NVIDIA H200``, or ``3 GPUs: 2× H100, 1× L4`` on a mixed host."""
+    return fmt_gpu_models(g.sample.name for g in snapshot.gpus)
+
+
+def _gpu_name_cell(row: GpuRow) -> Cell:
+    status = row.gpu.sample.status
+    if status == "lost":
+        return Cell("LOST", BAD)
+    if status != "ok":
+        return Cell("ERROR", BAD)
+    return Cell(short_gpu_name(row.gpu.sample.name))
+
+
+def _memory(used_bytes: int | None, total_bytes: int | None) -> Cell:
+    if used_bytes is None:
+        return Cell(NA, DIM)
+    fraction = used_bytes / total_bytes if total_bytes else None
+    return Cell(f" {fmt_gib(used_bytes):>3}", bar=bar(fraction, 5))
+
+
+def _memory_cell(row: GpuRow) -> Cell:
+    return _memory(row.gpu.sample.memory_used_bytes, row.gpu.sample.memory_total_bytes)
+
+
+def gpu_sub_rows(row: GpuRow) -> list[tuple[str, dict[str, Cell]]]:
+    """One sub-row per MIG instance, keyed by its UUID: its memory only (NVML has no MIG
+    utilisation, and power, energy and tokens belong to the physical GPU)."""
+    return [
+        (
+            mig.uuid,
+            {
+                "index": Cell("└", DIM),
+                "gpu": Cell(f"MIG {mig.index}", DIM),
+                "mem": _memory(mig.memory_used_bytes, mig.memory_total_bytes),
+            },
+        )
+        for mig in row.gpu.sample.mig
+    ]
+
+
+def _power_cell(row: GpuRow) -> Cell:
+    s = row.gpu.sample
+    text = fmt_power_over_limit(s.power_w, s.power_limit_w)
+    if s.power_w is not None and s.power_limit_w and s.power_w >= 0.97 * s.power_limit_w:
+        return Cell(text + "!", WARN)  # at the limit: throttling likely
+    return figure_cell(text)
+
+
+def _usd_per_mtok_cell(row: GpuRow) -> Cell:
+    window = row.gpu.cost_window
+    text = fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=row.serving)
+    return Cell(text, PLAIN if window.usd_per_mtok is not None else DIM)
+
+
+def _engine_cell(row: GpuRow) -> Cell:
+    if not row.engines:
+        return Cell(DASH, DIM)
+    text = ", ".join(e.label() for e in row.engines)
+    statuses = {e.status for e in row.engines}
+    return Cell(text, BAD if "error" in statuses else WARN if "stale" in statuses else PLAIN)
+
+
+def _usd_per_hour(row: GpuRow) -> float | None:
+    return row.gpu.usd_per_hour_now
+
+
+GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
+    ColumnSpec(
+        "index",
+        "#",
+        "",
+        2,
+        0,
+        lambda r: Cell(str(r.gpu.sample.index)),
+        lambda r: r.gpu.sample.index,
+        descending=False,
+        help="NVML index of the GPU",
+    ),
+    ColumnSpec(
+        "gpu",
+        "GPU",
+        "",
+        6,
+        3,
+        _gpu_name_cell,
+        lambda r: (r.gpu.sample.status, r.gpu.sample.name),
+        descending=False,
+        right=False,
+        flex_max=14,
+        help="model, or LOST / ERROR when NVML could not read it this tick",
+    ),
+    ColumnSpec(
+        "util",
+        "util%",
+        "now",
+        5,
+        6,
+        lambda r: figure_cell(fmt_pct(r.gpu.sample.utilization_pct)),
+        lambda r: r.gpu.sample.utilization_pct,
+        help="NVML utilisation: share of time a kernel ran",
+    ),
+    ColumnSpec(
+        "mem",
+        "mem GiB",
+        "now",
+        9,
+        8,
+        _memory_cell,
+        lambda r: r.gpu.sample.memory_used_bytes,
+        right=False,
+        help="memory used, as a bar of the total and in GiB",
+    ),
+    ColumnSpec(
+        "power",
+        "W/limit",
+        "now",
+        8,
+        4,
+        _power_cell,
+        lambda r: r.gpu.sample.power_w,
+        help="board power over the enforced power limit; '!' at 97 % of the limit or more",
+    ),
+    ColumnSpec(
+        "temp",
+        "°C",
+        "now",
+        3,
+        9,
+        lambda r: figure_cell(fmt_temp(r.gpu.sample.temperature_c)),
+        lambda r: r.gpu.sample.temperature_c,
+        help="GPU temperature",
+    ),
+    ColumnSpec(
+        "tok_in",
+        "tok/s",
+        "in {rate}",
+        6,
+        7,
+        lambda r: figure_cell(fmt_tok_s(r.gpu.rate_window.tok_s_in)),
+        lambda r: r.gpu.rate_window.tok_s_in,
+        help="prompt (input) tokens per second, this GPU's share",
+    ),
+    ColumnSpec(
+        "tok_out",
+        "tok/s",
+        "out {rate}",
+        7,
+        1,
+        lambda r: figure_cell(fmt_tok_s(r.gpu.rate_window.tok_s_out)),
+        lambda r: r.gpu.rate_window.tok_s_out,
+        help="generated (output) tokens per second, this GPU's share",
+    ),
+    ColumnSpec(
+        "tok_j",
+        "tok/J",
+        "{cost}",
+        5,
+        10,
+        lambda r: figure_cell(fmt_tok_per_j(r.gpu.cost_window.tok_per_j)),
+        lambda r: r.gpu.cost_window.tok_per_j,
+        help="output tokens per joule of board energy",
+    ),
+    ColumnSpec(
+        "usd_h",
+        "$/h",
+        "now",
+        6,
+        11,
+        lambda r: figure_cell(fmt_usd(_usd_per_hour(r))),
+        _usd_per_hour,
+        help="what this GPU costs per hour at the last reading (rate + electricity)",
+    ),
+    ColumnSpec(
+        "usd_mtok",
+        "$/Mtok",
+        "{cost}",
+        7,
+        2,
+        _usd_per_mtok_cell,
+        lambda r: r.gpu.cost_window.usd_per_mtok,
+        help="all cost over the window (idle included) per million output tokens; "
+        "'idle': no tokens in the window, '—': serves no engine",
+    ),
+    ColumnSpec(
+        "engine",
+        "engine",
+        "port share",
+        10,
+        5,
+        _engine_cell,
+        lambda r: ",".join(e.name for e in r.engines) or None,
+        descending=False,
+        right=False,
+        flex_max=40,
+        help="the engine(s) this GPU serves: name, port, share of its tensor-parallel group",
+    ),
+)
