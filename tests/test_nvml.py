@@ -170,17 +170,64 @@ def test_real_pynvml_on_this_machine_reports_no_driver() -> None:
         reader.close()
 
 
-def test_gpu_that_cannot_be_enumerated_is_skipped_others_kept(
+def test_gpu_that_cannot_be_opened_is_listed_as_lost_others_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     nvml = FakeNvml.healthy(count=3)
-    nvml.gpus[1].lost = True
+    nvml.gpus[1].lost = True  # nvmlDeviceGetHandleByIndex answers GPU_IS_LOST
     with caplog.at_level(logging.WARNING, logger="tokentop.nvml"):
         reader = opened(nvml)
 
     assert reader.available
-    assert [s.index for s in reader.read(1.0, False).gpus] == [0, 2]
-    assert "GPU 1 skipped" in caplog.text
+    reading = reader.read(1.0, False)
+    assert [s.index for s in reading.gpus] == [0, 1, 2]  # every GPU NVML counts is listed
+    unopened = reading.gpus[1]
+    assert (unopened.status, unopened.uuid, unopened.name) == ("lost", "nvml-index-1", "unknown GPU")
+    assert "GPU 1 could not be opened" in (unopened.error or "")
+    assert reading.gpus[0].status == reading.gpus[2].status == "ok"
+    assert "GPU 1 could not be opened" in caplog.text
+
+
+def test_gpu_answering_not_supported_to_everything_is_still_listed() -> None:
+    """Listed with its index, its UUID and name where readable, every figure None (N/A)."""
+    nvml = FakeNvml.healthy(count=3)
+    nvml.support_nothing(1)
+    nvml.support_nothing(2)
+    nvml.gpus[2].unsupported -= {"nvmlDeviceGetUUID", "nvmlDeviceGetName"}
+    reader = opened(nvml)
+
+    readings = [reader.read(float(t), with_processes=True) for t in range(3)]
+
+    for reading in readings:
+        assert [s.index for s in reading.gpus] == [0, 1, 2]
+        silent, named = reading.gpus[1], reading.gpus[2]
+        assert (silent.uuid, silent.name) == ("nvml-index-1", "unknown GPU")
+        assert (named.uuid, named.name) == (fake_uuid(2), "NVIDIA H200")
+        for sample in (silent, named):
+            assert sample.status == "ok" and sample.error is None  # unsupported is not a failure
+            assert sample.power_w is None and sample.energy_counter_mj is None
+            assert sample.utilization_pct is None and sample.memory_used_bytes is None
+            assert sample.temperature_c is None and sample.power_limit_w is None
+            assert sample.processes is None
+        assert reading.gpus[0].power_w == pytest.approx(75.0)
+    assert nvml.gpus[1].calls["nvmlDeviceGetUtilizationRates"] == 1  # asked once, at open
+
+
+def test_nvml_strings_are_made_safe_where_they_enter() -> None:
+    nvml = FakeNvml.healthy(count=1, driver_version="570.1\x1b[2J")
+    nvml.gpus[0].name = "NVIDIA\x1b]0;owned\x07 H200\n| =cmd"
+    nvml.gpus[0].uuid = "GPU-1234\x1b[31m\r"
+    nvml.gpus[0].mig_instances = [FakeMig("MIG-\x9b2J-aaaa")]
+    reader = opened(nvml)
+
+    reading = reader.read(1.0, False)
+    sample = reading.gpus[0]
+
+    assert sample.name == "NVIDIA\ufffd]0;owned\ufffd H200 | =cmd"
+    assert sample.uuid == "GPU-1234\ufffd[31m "  # the CR folds to a space
+    assert reading.driver_version == "570.1\ufffd[2J"
+    assert [m.uuid for m in sample.mig] == ["MIG-\ufffd2J-aaaa"]
+    assert all(text.isprintable() for text in (sample.name, sample.uuid, reading.driver_version))
 
 
 # --- power and energy faults ------------------------------------------------------------
@@ -332,24 +379,28 @@ def test_gpu_lost_mid_run_others_keep_going(caplog: pytest.LogCaptureFixture) ->
     assert reader.read(6.0, False).gpus[3].status == "ok"
 
 
-def test_unknown_error_once_marks_error_this_tick_only() -> None:
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_UNKNOWN, pynvml.NVML_ERROR_TIMEOUT], ids=["unknown", "timeout"])
+def test_one_failing_call_makes_that_field_na_this_tick_not_the_gpu(code: int) -> None:
     nvml = FakeNvml.healthy(count=3)
     reader = opened(nvml)
-    nvml.gpus[1].fail_next("nvmlDeviceGetUtilizationRates")
+    nvml.gpus[1].fail_next("nvmlDeviceGetUtilizationRates", code)
 
     failed = reader.read(1.0, False)
     recovered = reader.read(2.0, False)
 
-    assert failed.gpus[1].status == "error"
-    assert "nvmlDeviceGetUtilizationRates" in (failed.gpus[1].error or "")
-    assert "Unknown Error" in (failed.gpus[1].error or "")
+    sample = failed.gpus[1]
+    assert sample.status == "ok" and sample.utilization_pct is None
+    assert sample.power_w == pytest.approx(75.0) and sample.energy_counter_mj is not None
+    assert sample.memory_used_bytes == 512 * MIB and sample.temperature_c is not None
+    assert "nvmlDeviceGetUtilizationRates" in (sample.error or "")  # why it is N/A, this tick
+    assert f"NVML error {code}" in (sample.error or "")
     assert failed.gpus[0].status == failed.gpus[2].status == "ok"
-    assert recovered.gpus[1].status == "ok"
+    assert recovered.gpus[1].status == "ok" and recovered.gpus[1].error is None
     assert recovered.gpus[1].utilization_pct == pytest.approx(0.0)
     assert reader.unavailable_queries(nvml.gpus[1].uuid) == {}
 
 
-def test_unknown_error_in_one_field_marks_error_this_tick_only() -> None:
+def test_unknown_error_in_one_field_makes_that_field_na_this_tick_only() -> None:
     nvml = FakeNvml.healthy(count=1)
     reader = opened(nvml)
     nvml.gpus[0].fail_next(83)
@@ -357,9 +408,84 @@ def test_unknown_error_in_one_field_marks_error_this_tick_only() -> None:
     failed = reader.read(1.0, False).gpus[0]
     recovered = reader.read(2.0, False).gpus[0]
 
-    assert failed.status == "error" and "field 83" in (failed.error or "")
+    assert failed.status == "ok" and "field 83" in (failed.error or "")
+    assert failed.energy_counter_mj is None and failed.power_w == pytest.approx(75.0)
+    assert failed.power_limit_w == pytest.approx(700.0)
     assert recovered.status == "ok" and recovered.energy_counter_mj is not None
     assert nvml.gpus[0].calls[83] == 3  # probe + both ticks: a passing error is asked again
+
+
+def test_utilisation_failing_every_tick_keeps_power_and_energy_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nvml = FakeNvml.healthy(count=2)
+    reader = opened(nvml)
+    nvml.gpus[1].fail_next("nvmlDeviceGetUtilizationRates", times=5)
+
+    with caplog.at_level(logging.DEBUG, logger="tokentop.nvml"):
+        samples = []
+        for t in range(1, 6):
+            nvml.gpus[1].advance(1.0)
+            samples.append(reader.read(float(t), False).gpus[1])
+
+    assert all(s.status == "ok" and s.utilization_pct is None for s in samples)
+    assert all(s.power_w == pytest.approx(75.0) for s in samples)
+    counters = [s.energy_counter_mj for s in samples]
+    assert None not in counters and counters == sorted(counters) and counters[0] != counters[-1]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(" failed")[0] for r in warnings] == ["GPU 1 nvmlDeviceGetUtilizationRates"]
+
+
+def test_a_gpu_whose_every_query_fails_is_error_this_tick() -> None:
+    nvml = FakeNvml.healthy(count=2)
+    reader = opened(nvml)
+    for call in (
+        "nvmlDeviceGetFieldValues",
+        "nvmlDeviceGetUtilizationRates",
+        "nvmlDeviceGetMemoryInfo",
+        "nvmlDeviceGetTemperature",
+        "nvmlDeviceGetClockInfo",
+    ):
+        nvml.gpus[0].fail_next(call)
+
+    failed = reader.read(1.0, False)
+
+    assert failed.gpus[0].status == "error" and "nvmlDeviceGetFieldValues" in (failed.gpus[0].error or "")
+    assert failed.gpus[0].power_w is None
+    assert failed.gpus[1].status == "ok"
+    assert reader.read(2.0, False).gpus[0].status == "ok"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [pynvml.NVML_ERROR_GPU_IS_LOST, pynvml.NVML_ERROR_RESET_REQUIRED, pynvml.NVML_ERROR_GPU_NOT_FOUND],
+    ids=["gpu-is-lost", "reset-required", "gpu-not-found"],
+)
+def test_errors_that_mean_the_gpu_is_gone_mark_it_lost(code: int) -> None:
+    nvml = FakeNvml.healthy(count=2)
+    reader = opened(nvml)
+    nvml.gpus[0].fail_next("nvmlDeviceGetUtilizationRates", code)
+
+    sample = reader.read(1.0, False).gpus[0]
+
+    assert sample.status == "lost" and "GPU 0 is lost" in (sample.error or "")
+    assert sample.power_w is None  # nothing a lost GPU said this tick is kept
+    assert reader.read(2.0, False).gpus[0].status == "ok"
+
+
+def test_a_binding_bug_in_one_call_costs_that_field_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = FakeNvml.healthy(count=1)
+    reader = opened(nvml)
+
+    def broken(*_: object) -> int:
+        raise ValueError("bad struct")
+
+    monkeypatch.setattr(nvml, "nvmlDeviceGetTemperature", broken, raising=False)
+    sample = reader.read(1.0, False).gpus[0]
+
+    assert sample.status == "ok" and sample.temperature_c is None
+    assert sample.power_w == pytest.approx(75.0)
+    assert "unexpected NVML failure: ValueError: bad struct" in (sample.error or "")
 
 
 def test_insufficient_size_once_on_process_list_is_retried() -> None:
@@ -506,7 +632,8 @@ def test_mig_errors_never_break_the_physical_gpu() -> None:
 
     assert sample.status == "ok" and sample.error is None
     assert sample.power_w == pytest.approx(75.0) and sample.memory_used_bytes == 512 * MIB
-    assert sample.mig == ()  # both instances left out this tick only
+    # slot 0 (no handle) left out this tick; slot 2 (UUID known) with its memory N/A this tick
+    assert sample.mig == (MigSample("MIG-cccc", 2, None, None),)
     third.error = None
     sample = reader.read(t_mono=2.0, with_processes=False).gpus[0]
     assert [m.uuid for m in sample.mig] == ["MIG-aaaa", "MIG-cccc"]

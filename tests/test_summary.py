@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -645,6 +647,118 @@ def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None
     text = report.render(report.summarize(path), "md")
     host_row = next(line for line in text.splitlines() if line.startswith("| **host** | sum of"))
     assert "| N/A | N/A |" in host_row  # cost and $/hour unknown, not zero
+
+
+# Written by other programs and stored raw by a history from before safe_text: a name with a
+# column separator, a formula, a line break and terminal escapes.
+HOSTILE_HOST = "=calc|\x1b[2J host"
+HOSTILE_GPU = '=HYPERLINK("http://x")|\x1b]0;t\x07 H200'
+HOSTILE_ENDPOINT = "=cmd|x\n\x1b[31mred"
+HOSTILE_MODEL = "-m|y\r\x9b2J"
+
+
+def record_unmeasured_and_hostile(path: Path) -> None:
+    """GPU 0 with power and a counter; GPU 1 with neither, all along; one endpoint over both,
+    named, modelled and hosted with hostile strings."""
+    deriver = Deriver(COST)
+    with Store.open(path, host=HOSTILE_HOST, version="0.1.0", config=Config(cost=COST).public_dict()) as store:
+        for t in range(11):
+            gpus = (
+                GpuSample(G0, 0, HOSTILE_GPU, power_w=400.0, energy_counter_mj=1_000_000 + 400_000 * t),
+                GpuSample(G1, 1, "NVIDIA H200"),  # NOT_SUPPORTED to power and energy
+            )
+            sample = EndpointSample(
+                name=HOSTILE_ENDPOINT,
+                url="http://127.0.0.1:8001/metrics|z",
+                t_mono=float(t),
+                status="up",
+                kind="vllm\x1b[0m",
+                model=HOSTILE_MODEL,
+                generation_tokens_total=100.0 * t,
+                prompt_tokens_total=0.0,
+                running=1.0,
+            )
+            mapping = {HOSTILE_ENDPOINT: EngineMapping(gpus=(G0, G1), source="config")}
+            store.append(deriver.step(GpuReading(float(t), gpus), (sample,), mapping, T0 + t))
+
+
+UNKNOWN_ENERGY_KEYS = ("energy_kwh", "power_w_mean", "power_w_peak", "tok_per_j", "j_per_tok_out")
+
+
+def test_energy_never_measured_is_null_not_zero_for_the_gpu_and_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    record_unmeasured_and_hostile(path)
+    data = summary_json(path)
+    measured, unmeasured = data["gpus"]
+    assert measured["energy_kwh"] == approx(10 * 400 / 3.6e6) and measured["power_w_mean"] == approx(400.0)
+    assert unmeasured["energy_method"] is None
+    assert {key: unmeasured[key] for key in UNKNOWN_ENERGY_KEYS} == dict.fromkeys(UNKNOWN_ENERGY_KEYS)
+    assert unmeasured["tokens_out"] == approx(500.0)  # what is known stays
+    assert unmeasured["cost_usd"] == approx(10 * H200_USD_S)  # the hourly rate; no energy in it
+    # The host is the sum of its GPUs: one unknown makes the sum unknown (as cost with no price).
+    assert {key: data["host"][key] for key in UNKNOWN_ENERGY_KEYS} == dict.fromkeys(UNKNOWN_ENERGY_KEYS)
+    assert data["host"]["tokens_out"] == approx(1000.0)
+    assert any("GPU 1: no power or energy reading" in note for note in data["notes"])
+
+    text = report.render(report.summarize(path), "md")
+    assert "| 1 H200 | no power reading | N/A | N/A | N/A | N/A | N/A | $0.010 |" in text
+    assert "| **host** | sum of GPUs | N/A | N/A | N/A | N/A | N/A |" in text
+    rows = list(csv.DictReader(io.StringIO(report.render(report.summarize(path), "csv"))))
+    assert [rows[i]["energy_kwh"] for i in range(3)] == [repr(10 * 400 / 3.6e6), "", ""]
+    assert rows[1]["power_w_mean"] == rows[2]["tok_per_j"] == ""
+
+
+def _cells(line: str) -> list[str]:
+    """A Markdown table row's cells, split on the ``|`` that are not escaped."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def test_hostile_names_from_the_history_are_made_safe_in_every_format(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    record_unmeasured_and_hostile(path)
+    result = report.summarize(path)
+    outputs = {fmt: report.render(result, fmt) for fmt in report.FORMATS}
+    for fmt, text in outputs.items():
+        assert not any(c in text for c in "\x1b\x07\x9b\r"), fmt  # no terminal escape survives
+
+    markdown = outputs["md"].splitlines()
+    header = next(line for line in markdown if line.startswith("| endpoint |"))
+    endpoint_row = next(line for line in markdown if line.startswith("| =cmd"))
+    assert _cells(endpoint_row)[:4] == ["=cmd\\|x \ufffd[31mred", "vllm\ufffd[0m", "-m\\|y \ufffd2J", "0,1"]
+    assert len(_cells(endpoint_row)) == len(_cells(header))  # no column added
+    gpu_rows = [line for line in markdown if line.startswith("| 0 ")]
+    assert len(gpu_rows) == 2  # one in each table, each with the GPU's name in one cell
+    assert all(_cells(line)[0] == '0 =HYPERLINK("http://x")\\|\ufffd]0;t\ufffd' for line in gpu_rows)
+    assert _cells(gpu_rows[0])[1] == "=cmd\\|x \ufffd[31mred"  # its engines
+    assert markdown[0].startswith(f"# tokentop session {result.session.id} on =calc|\ufffd[2J host")
+
+    data = json.loads(outputs["json"])
+    [endpoint] = data["endpoints"]
+    assert (endpoint["name"], endpoint["model"]) == ("=cmd|x \ufffd[31mred", "-m|y \ufffd2J")
+    assert endpoint["url"] == "http://127.0.0.1:8001/metrics|z"
+    assert data["gpus"][0]["name"] == '=HYPERLINK("http://x")|\ufffd]0;t\ufffd H200'
+    assert data["gpus"][1]["engines"] == ["=cmd|x \ufffd[31mred"]
+    assert data["session"]["host"] == "=calc|\ufffd[2J host"
+
+    rows = list(csv.DictReader(io.StringIO(outputs["csv"])))
+    assert rows[0]["name"] == "'" + data["gpus"][0]["name"]  # OWASP: a leading = is quoted away
+    assert rows[0]["engines"] == "'=cmd|x \ufffd[31mred"
+    assert rows[0]["uuid"] == G0 and rows[0]["scope"] == "gpu"
+    assert float(rows[0]["tokens_out"]) == approx(500.0)  # numbers stay numbers
+
+    with report.open_history(path) as store:
+        listing = report.render_session_list(store, "csv")
+    assert "'=calc|\ufffd[2J host" in listing
+
+
+def test_a_negative_figure_is_a_number_in_the_csv_only_text_is_quoted(scripted_db: Path) -> None:
+    figures = report.Figures(**{f.name: -1.5 for f in dataclasses.fields(report.Figures)})
+    gpu = report.GpuSummary(0, "-uuid", "@name", ("+e",), "counter", 0, 0, -2.0, None, figures)
+    summary = replace(report.summarize(scripted_db), gpus=(gpu,), host=figures)
+    rows = list(csv.DictReader(io.StringIO(report.render_csv(summary))))
+    assert (rows[0]["uuid"], rows[0]["name"], rows[0]["engines"]) == ("'-uuid", "'@name", "'+e")
+    assert rows[0]["cost_usd"] == rows[1]["cost_usd"] == "-1.5"
+    assert rows[0]["price_usd_per_gpu_hour"] == "-2.0"
 
 
 def test_a_restart_hidden_between_two_read_points_is_still_counted(tmp_path: Path) -> None:

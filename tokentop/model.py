@@ -36,8 +36,9 @@ class GpuSample:
     uuid: str
     index: int
     name: str
-    status: str = "ok"  # "ok" | "lost" | "error" (this tick only; retried next tick)
-    error: str | None = None
+    # "ok" | "lost" (the GPU is gone) | "error" (nothing could be read this tick; retried next)
+    status: str = "ok"
+    error: str | None = None  # why, or on an "ok" GPU the queries that failed this tick
     utilization_pct: float | None = None
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
@@ -144,9 +145,12 @@ class Totals:
     tokens_out: float = 0.0
     energy_j: float = 0.0
     cost_usd: float | None = 0.0  # None: no price known
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # busy GPU-seconds: summed over the GPUs for the host
     busy_cost_usd: float | None = 0.0
     elapsed_s: float = 0.0
+    # GPU-seconds watched, the busy share's denominator: set for the host (summed over its GPUs);
+    # None for one GPU or an endpoint, watched for ``elapsed_s``.
+    watched_gpu_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +162,9 @@ class Window:
     tokens_out: float
     energy_j: float
     cost_usd: float | None
-    busy_s: float
+    busy_s: float  # busy GPU-seconds: summed over the GPUs for the host
     busy_cost_usd: float | None
+    watched_gpu_s: float | None = None  # GPU-seconds watched (the host's); None: ``span_s``
 
     @property
     def tok_s_in(self) -> float | None:
@@ -196,8 +201,9 @@ class Window:
     @property
     def busy_share(self) -> float | None:
         """Share of the window in which tokens flowed or requests were running (not NVML's
-        GPU utilisation)."""
-        return self.busy_s / self.span_s if self.span_s > 0 else None
+        GPU utilisation): busy GPU-seconds over watched GPU-seconds."""
+        watched = self.span_s if self.watched_gpu_s is None else self.watched_gpu_s
+        return self.busy_s / watched if watched > 0 else None
 
     @property
     def idle_cost_usd(self) -> float | None:

@@ -3,7 +3,9 @@
 ``NvmlCalls.call`` maps the error codes of ``shared/docs/NVML.md``: what a GPU does not support
 (or does not allow, or whose function the driver lacks) is remembered per GPU and never asked
 again, and reads as ``None``; a lost GPU ends its reading with ``GpuFailure("lost")`` while the
-others keep going; any other error ends it with ``GpuFailure("error")`` for this tick only.
+others keep going; any other error (UNKNOWN, TIMEOUT, a binding bug) makes that one query read
+``None`` this tick, is noted in ``GpuState.failures`` and logged once per GPU and query: one
+failing field never hides the others.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+from tokentop.text import safe_text
 
 log = logging.getLogger("tokentop.nvml")
 
@@ -45,6 +49,9 @@ class GpuState:
     lost: bool = False
     mig_slots: int = 0  # nvmlDeviceGetMaxMigDeviceCount when MIG mode is on, else 0
     mig_uuids: dict[int, tuple[Any, str]] = field(default_factory=dict)  # slot -> (handle key, UUID)
+    failures: list[str] = field(default_factory=list)  # queries that failed this tick, with why
+    logged_failures: set[str] = field(default_factory=set)  # queries whose failure was logged
+    unopened: str | None = None  # why NVML gave no handle for this GPU at open (it reads as lost)
 
 
 class NvmlCalls:
@@ -61,9 +68,10 @@ class NvmlCalls:
         self.insufficient_size = lib.NVML_ERROR_INSUFFICIENT_SIZE
         self.not_found = lib.NVML_ERROR_NOT_FOUND
         self.mig_enabled = lib.NVML_DEVICE_MIG_ENABLE
-        self.lost_codes = {
+        self.lost_codes = {  # the GPU itself is gone: nothing else it says can be read
             lib.NVML_ERROR_GPU_IS_LOST: "it fell off the bus or stopped answering",
             lib.NVML_ERROR_RESET_REQUIRED: "it needs a reset",
+            getattr(lib, "NVML_ERROR_GPU_NOT_FOUND", 28): "NVML no longer finds it",  # 28: newer bindings
         }
         self.temperature_sensor = lib.NVML_TEMPERATURE_GPU
         self.sm_clock = lib.NVML_CLOCK_SM
@@ -122,6 +130,9 @@ class NvmlCalls:
                     continue  # the process list grew between NVML's two calls: ask again
                 self.on_error(gpu, query, code, str(exc))
                 return None
+            except Exception as exc:  # a binding bug costs this query, not the GPU
+                self.failed(gpu, query, f"unexpected NVML failure: {describe(exc)}")
+                return None
         return None
 
     def on_error(self, gpu: GpuState, query: str, code: int | None, message: str) -> None:
@@ -138,7 +149,16 @@ class NvmlCalls:
         elif code in self.lost_codes:
             raise GpuFailure("lost", f"GPU {gpu.index} is lost: {self.lost_codes[code]} ({message})")
         else:
-            raise GpuFailure("error", f"{query}: {message} (NVML error {code})")
+            self.failed(gpu, query, f"{message} (NVML error {code})")
+
+    def failed(self, gpu: GpuState, query: str, why: str) -> None:
+        """One query failed this tick: it reads ``None`` and is asked again next tick."""
+        gpu.failures.append(f"{query}: {why}")
+        if query in gpu.logged_failures:
+            log.debug("GPU %d %s failed again: %s", gpu.index, query, why)
+            return
+        gpu.logged_failures.add(query)
+        log.warning("GPU %d %s failed: %s; N/A while it fails, asked again each tick", gpu.index, query, why)
 
     def error_text(self, code: int) -> str:
         """The binding's own words for an error code (a field's return carries only the code)."""
@@ -152,9 +172,10 @@ class NeverRaised(Exception):
     """Stands in for ``NVMLLibraryMismatchError`` in bindings that lack it."""
 
 
-def text(value: Any) -> str:
-    """A string the binding returned, as ``str`` (older bindings return bytes)."""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+def nvml_text(value: Any) -> str:
+    """A string the binding returned (a name, UUID, driver version), as safe text: older
+    bindings return bytes, and the driver's strings reach terminals and files."""
+    return safe_text(value.decode(errors="replace") if isinstance(value, bytes) else str(value))
 
 
 def describe(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ power, utilisation and processes, moves time with ``advance``, and turns fault k
     nvml.gpus[2].fail_next("nvmlDeviceGetComputeRunningProcesses",
                            pynvml.NVML_ERROR_INSUFFICIENT_SIZE)       # list grew, once
     nvml.gpus[4].unsupported |= {83, "nvmlDeviceGetTotalEnergyConsumption"}  # no counter
+    nvml.support_nothing(5)                       # NOT_SUPPORTED to everything, UUID included
 
 MIG: ``nvml.gpus[0].mig_instances = [FakeMig(uuid), None, FakeMig(uuid2)]`` turns MIG mode on
 (``None`` is an empty slot, NOT_FOUND); ``FakeMig.error`` makes every call on that instance fail.
@@ -43,6 +44,12 @@ _MISMATCH_WRAPPED = {
     "nvmlDeviceGetGraphicsRunningProcesses",
 }
 _NOT_AVAILABLE_ID = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId outside MIG
+_FIELD_IDS = (
+    pynvml.NVML_FI_DEV_POWER_AVERAGE,
+    pynvml.NVML_FI_DEV_POWER_INSTANT,
+    pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+    pynvml.NVML_FI_DEV_POWER_CURRENT_LIMIT,
+)
 
 
 MAX_MIG_DEVICES = 7  # nvmlDeviceGetMaxMigDeviceCount of an A100 / H100 / H200
@@ -213,6 +220,13 @@ class FakeNvml:
         nvml = cls.healthy(count)
         nvml.missing_functions.add("nvmlDeviceGetFieldValues")
         return nvml
+
+    def support_nothing(self, index: int) -> None:
+        """GPU ``index`` answers NOT_SUPPORTED to every device call and field, UUID and name
+        included (its handle is still given): a GPU NVML lists but can say nothing about."""
+        calls = {name for name in vars(FakeNvml) if name.startswith("nvmlDevice")}
+        self.gpus[index].unsupported |= calls - {"nvmlDeviceGetHandleByIndex", "nvmlDeviceGetCount"}
+        self.gpus[index].unsupported |= set(_FIELD_IDS)
 
     # --- library -----------------------------------------------------------------------
 

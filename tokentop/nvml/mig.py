@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from tokentop.model import MigSample
-from tokentop.nvml.calls import GpuState, NvmlCalls, describe, text
+from tokentop.nvml.calls import GpuState, NvmlCalls, describe, nvml_text
 
 log = logging.getLogger("tokentop.nvml")
 
@@ -34,7 +34,9 @@ def probe_mig(nvml: NvmlCalls, gpu: GpuState) -> None:
 
 
 def read_mig(nvml: NvmlCalls, gpu: GpuState) -> tuple[MigSample, ...]:
-    """The MIG instances now. A failing instance is left out this tick; the GPU reads on."""
+    """The MIG instances now: one without a handle or UUID is left out this tick, one whose
+    memory fails reads ``None``. An instance's failures are logged, never the GPU's error."""
+    physical_failures = len(gpu.failures)
     instances = []
     for slot in range(gpu.mig_slots):
         handle = mig_handle(nvml, gpu, slot)
@@ -56,6 +58,7 @@ def read_mig(nvml: NvmlCalls, gpu: GpuState) -> tuple[MigSample, ...]:
                 memory_total_bytes=None if memory is None else int(memory.total),
             )
         )
+    del gpu.failures[physical_failures:]
     return tuple(instances)
 
 
@@ -87,7 +90,7 @@ def mig_uuid(nvml: NvmlCalls, gpu: GpuState, slot: int, handle: Any) -> str | No
     uuid = nvml.call(gpu, "nvmlDeviceGetUUID", handle, query=MIG_UUID_QUERY)
     if uuid is None:
         return None
-    gpu.mig_uuids[slot] = (key, text(uuid))
+    gpu.mig_uuids[slot] = (key, nvml_text(uuid))
     return gpu.mig_uuids[slot][1]
 
 

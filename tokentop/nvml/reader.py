@@ -3,8 +3,10 @@
 Every NVML call for a GPU goes through one choke point, ``NvmlCalls.call`` (``calls.py``), which
 maps the error codes of ``shared/docs/NVML.md``: what a GPU does not support (or does not allow,
 or whose function the driver lacks) is remembered per GPU and never asked again, and reads as
-``None``; a lost GPU is marked ``"lost"`` while the others keep going; any other error marks that
-GPU ``"error"`` for this tick only. ``open`` and ``read`` never raise.
+``None``; a lost GPU is marked ``"lost"`` while the others keep going; any other error makes that
+one field ``None`` this tick (the GPU is ``"error"`` only when nothing at all could be read).
+Every GPU NVML counts is listed: one whose UUID cannot be read is keyed by its index, one that
+gives no handle is listed as lost. ``open`` and ``read`` never raise.
 
 Beside it: ``power.py`` (one field-values call per GPU), ``processes.py`` (process lists) and
 ``mig.py`` (MIG instances). NVML reads driver state only: it never creates a CUDA context.
@@ -26,7 +28,7 @@ from tokentop.nvml.calls import (
     GpuState,
     NvmlCalls,
     describe,
-    text,
+    nvml_text,
 )
 from tokentop.nvml.mig import MIG_MEMORY_QUERY, MIG_UUID_QUERY, probe_mig, read_mig
 from tokentop.nvml.power import (
@@ -62,6 +64,12 @@ log = logging.getLogger("tokentop.nvml")
 
 NOT_OPENED = "NVML reader not opened"
 CLOSED = "NVML reader closed"
+UNKNOWN_NAME = "unknown GPU"
+
+
+def index_key(index: int) -> str:
+    """The key of a GPU whose UUID cannot be read: stable for the session, never a real UUID."""
+    return f"nvml-index-{index}"
 
 
 class NvmlReader:
@@ -101,7 +109,7 @@ class NvmlReader:
             return
         self._initialised = True
         try:
-            self.driver_version = text(self._lib.nvmlSystemGetDriverVersion())
+            self.driver_version = nvml_text(self._lib.nvmlSystemGetDriverVersion())
         except Exception as exc:
             log.debug("driver version not readable: %s", describe(exc))
         try:
@@ -109,15 +117,15 @@ class NvmlReader:
         except Exception as exc:
             self._give_up(f"NVML could not count the GPUs ({describe(exc)}): {NO_GPU_PANEL}")
             return
-        skipped = [message for index in range(count) if (message := self._add_gpu(index))]
-        if not self._gpus:
-            why = f" ({skipped[0]})" if skipped else ""
-            self._give_up(f"no GPU could be read through NVML{why}: {NO_GPU_PANEL}")
+        if count <= 0:
+            self._give_up(f"no GPU could be read through NVML (it counts none): {NO_GPU_PANEL}")
             return
+        self._gpus = [self._add_gpu(index) for index in range(count)]
         self.available = True
         self.reason = None
         for gpu in self._gpus:  # the probe: the first read remembers what is not supported
-            probe_mig(nvml, gpu)
+            if gpu.unopened is None:
+                probe_mig(nvml, gpu)
             self._read_gpu(gpu, with_processes=True)
 
     def close(self) -> None:
@@ -162,65 +170,75 @@ class NvmlReader:
         self._gpus = []
         self.reason = reason
 
-    def _add_gpu(self, index: int) -> str | None:
-        """Enumerate one GPU; a GPU without a handle or UUID cannot be keyed and is skipped."""
-        try:
-            handle = self._lib.nvmlDeviceGetHandleByIndex(index)
-            uuid = text(self._lib.nvmlDeviceGetUUID(handle))
-        except Exception as exc:
-            message = f"GPU {index} skipped: {describe(exc)}"
-            log.warning(message)
-            return message
-        try:
-            name = text(self._lib.nvmlDeviceGetName(handle))
-        except Exception as exc:
-            log.debug("GPU %d name not readable: %s", index, describe(exc))
-            name = "unknown GPU"
-        self._gpus.append(GpuState(index=index, handle=handle, uuid=uuid, name=name, fields=list(POWER_FIELDS)))
-        return None
-
-    def _read_gpu(self, gpu: GpuState, with_processes: bool) -> GpuSample:
+    def _add_gpu(self, index: int) -> GpuState:
+        """One GPU as NVML lists it: keyed by UUID, or by index when the UUID cannot be read;
+        a GPU without a handle is kept too, and reads as lost."""
         nvml = self._nvml
         assert nvml is not None  # bound at open, before any GPU is listed
-        handle = gpu.handle
         try:
-            power_w, power_source, power_limit_w, energy_mj = read_power(nvml, gpu)
-            utilization = nvml.call(gpu, "nvmlDeviceGetUtilizationRates", handle)
-            memory = nvml.call(gpu, "nvmlDeviceGetMemoryInfo", handle)
-            temperature = nvml.call(gpu, "nvmlDeviceGetTemperature", handle, nvml.temperature_sensor)
-            sm_clock = nvml.call(gpu, "nvmlDeviceGetClockInfo", handle, nvml.sm_clock)
-            processes = read_processes(nvml, gpu) if with_processes else None
-            mig = read_mig(nvml, gpu) if gpu.mig_slots else ()
+            handle = self._lib.nvmlDeviceGetHandleByIndex(index)
+        except Exception as exc:
+            why = f"GPU {index} could not be opened: {describe(exc)}"
+            log.warning("%s; listed as lost until tokentop starts again", why)
+            return GpuState(index, None, index_key(index), UNKNOWN_NAME, unopened=why)
+        state = GpuState(index=index, handle=handle, uuid=index_key(index), name=UNKNOWN_NAME)
+        uuid = name = None
+        try:  # a failure is logged by the call; a lost GPU reads as lost from its first tick
+            uuid = nvml.call(state, "nvmlDeviceGetUUID", handle)
+            name = nvml.call(state, "nvmlDeviceGetName", handle)
+        except GpuFailure:
+            pass
+        state.uuid = index_key(index) if uuid is None else nvml_text(uuid)
+        state.name = UNKNOWN_NAME if name is None else nvml_text(name)
+        state.fields = list(POWER_FIELDS)
+        return state
+
+    def _read_gpu(self, gpu: GpuState, with_processes: bool) -> GpuSample:
+        """One GPU now: what it answered, ``None`` for the rest; lost only when it is gone."""
+        if gpu.unopened is not None:
+            return self._failed_sample(gpu, "lost", gpu.unopened)
+        gpu.failures = []
+        try:
+            sample = self._sample(gpu, with_processes)
         except GpuFailure as failure:
             if failure.status == "lost" and not gpu.lost:
                 log.warning(failure.message)
             gpu.lost = failure.status == "lost"
-            return GpuSample(
-                uuid=gpu.uuid,
-                index=gpu.index,
-                name=gpu.name,
-                status=failure.status,
-                error=failure.message,
-            )
-        except Exception as exc:  # a binding bug must cost one GPU one tick, not the monitor
-            return GpuSample(
-                uuid=gpu.uuid,
-                index=gpu.index,
-                name=gpu.name,
-                status="error",
-                error=f"unexpected NVML failure: {describe(exc)}",
-            )
+            return self._failed_sample(gpu, failure.status, failure.message)
+        except Exception as exc:  # a bug in reading the answers must cost one GPU one tick, not the monitor
+            return self._failed_sample(gpu, "error", f"unexpected NVML failure: {describe(exc)}")
         if gpu.lost:
             log.warning("GPU %d answers again", gpu.index)
             gpu.lost = False
+        return sample
+
+    def _failed_sample(self, gpu: GpuState, status: str, error: str) -> GpuSample:
+        return GpuSample(uuid=gpu.uuid, index=gpu.index, name=gpu.name, status=status, error=error)
+
+    def _sample(self, gpu: GpuState, with_processes: bool) -> GpuSample:
+        """Every query of this tick; the failures of single queries are in ``gpu.failures``."""
+        nvml = self._nvml
+        assert nvml is not None  # bound at open, before any GPU is listed
+        handle = gpu.handle
+        power_w, power_source, power_limit_w, energy_mj = read_power(nvml, gpu)
+        utilization = nvml.call(gpu, "nvmlDeviceGetUtilizationRates", handle)
+        memory = nvml.call(gpu, "nvmlDeviceGetMemoryInfo", handle)
+        temperature = nvml.call(gpu, "nvmlDeviceGetTemperature", handle, nvml.temperature_sensor)
+        sm_clock = nvml.call(gpu, "nvmlDeviceGetClockInfo", handle, nvml.sm_clock)
+        processes = read_processes(nvml, gpu) if with_processes else None
+        mig = read_mig(nvml, gpu) if gpu.mig_slots else ()
         memory_used = None
         if memory is not None:
             memory_used = int(memory.used)
             gpu.memory_total_bytes = int(memory.total)
+        readings = (utilization, memory, power_w, power_limit_w, energy_mj, temperature, sm_clock, processes)
+        nothing_read = bool(gpu.failures) and all(value is None for value in readings)
         return GpuSample(
             uuid=gpu.uuid,
             index=gpu.index,
             name=gpu.name,
+            status="error" if nothing_read else "ok",
+            error="; ".join(gpu.failures) or None,
             utilization_pct=None if utilization is None else float(utilization.gpu),
             memory_used_bytes=memory_used,
             memory_total_bytes=gpu.memory_total_bytes,

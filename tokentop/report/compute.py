@@ -8,11 +8,17 @@ day of 8 GPUs at 1 Hz is summarised in well under a second (``benchmarks/bench_s
 
 Host figures are sums over the GPUs (``tokentop.derive.sum_windows``): cost over tokens, never
 an average of per-GPU ratios. $/Mtok counts output tokens (``tokentop.model.usd_per_mtok``).
+A GPU whose energy was never measured (no power and no counter) has unknown energy, W and tok/J,
+never zero, and so has the host (as the host's cost is unknown when one GPU has no price).
+
+Strings read from the history (names, URLs, models, UUIDs, settings) go through
+``tokentop.text.safe_text`` on their way into the summary: a history written before this release
+may hold control characters. The raw strings still key the store's queries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from tokentop.config import ApiPrice, CostConfig
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
@@ -29,6 +35,7 @@ from tokentop.report.figures import (
     Figures,
     GpuSummary,
     GpusUnpriced,
+    GpusWithoutEnergy,
     GpuWithoutReadings,
     Note,
     PriceInUse,
@@ -48,6 +55,7 @@ from tokentop.report.tracks import (
     windows_from_minutes,
     windows_from_track,
 )
+from tokentop.text import safe_optional, safe_text
 from tokentop.units import fmt_local_time
 
 RATE_WINDOW_S = 10.0
@@ -81,12 +89,15 @@ def build_summary(
         notes.append(RollupWindows())
     endpoint_step = ENDPOINT_STEP_S if end - start > SHORT_RANGE_S else RATE_WINDOW_S
     tracks = [t for t in store.endpoint_tracks(session.id, start, end, endpoint_step) if len(t.t) >= 2]
-    notes += [EndpointUnmapped(t.name) for t in tracks if not t.gpus]
-    gpus, windows = _gpu_summaries(store, session.id, gpu_infos, (start, end), fixed, cost, tracks, notes)
+    notes += [EndpointUnmapped(safe_text(t.name)) for t in tracks if not t.gpus]
+    gpus, windows, rate_windows = _gpu_summaries(store, session.id, gpu_infos, (start, end), fixed, cost, tracks, notes)
     unpriced = tuple(g.uuid for g in gpus if g.figures.cost_usd is None)
     if unpriced:
         notes.append(GpusUnpriced(len(unpriced)))
-    host = _host_figures(windows, [fixed.per_gpu.get(g.uuid, NO_WINDOWS) for g in gpus])
+    unmeasured = tuple(g.index for g in gpus if g.figures.energy_kwh is None)
+    if unmeasured:
+        notes.append(GpusWithoutEnergy(unmeasured, energy_charged=cost is not None and energy_is_charged(cost)))
+    host = _host_figures(windows, rate_windows, energy_known=not unmeasured)
     index_of = {g.uuid: g.index for g in gpu_infos}
     endpoints = tuple(_endpoint_summary(store, session.id, t, index_of) for t in tracks)
     if host is None and not endpoints:
@@ -95,7 +106,7 @@ def build_summary(
         )
     return SessionSummary(
         db_path=str(store.path),
-        session=session,
+        session=replace(session, host=safe_text(session.host), tokentop_version=safe_text(session.tokentop_version)),
         since=start,
         until=end,
         whole_session=since is None and until is None,
@@ -153,59 +164,68 @@ def _gpu_summaries(
     cost: CostConfig | None,
     tracks: list[EndpointTrack],
     notes: list[Note],
-) -> tuple[list[GpuSummary], list[Window]]:
-    """Each GPU with readings in the range, and its window over the range (a note for the others)."""
+) -> tuple[list[GpuSummary], list[Window], list[RateWindows]]:
+    """Each GPU with readings in the range, its window over the range and its fixed windows (a
+    note for the others)."""
     engines_of: dict[str, list[str]] = {}
     for endpoint in tracks:
         for uuid in endpoint.gpus:
-            engines_of.setdefault(uuid, []).append(endpoint.name)
+            engines_of.setdefault(uuid, []).append(safe_text(endpoint.name))
     gpus: list[GpuSummary] = []
     windows: list[Window] = []
+    rate_windows: list[RateWindows] = []
     for info in gpu_infos:
         window = store.window_totals(session_id, info.uuid, *span)
         if window is None:
-            notes.append(GpuWithoutReadings(info.index, info.uuid))
+            notes.append(GpuWithoutReadings(info.index, safe_text(info.uuid)))
             continue
         windows.append(window)
+        rate_windows.append(fixed.per_gpu.get(info.uuid, NO_WINDOWS))
         track = fixed.tracks.get(info.uuid)
         method = energy_method(store, session_id, track) if track is not None else NO_ENERGY_METHOD
+        # Never measured: no tick had power or a counter (a window without rows holds no method,
+        # but energy from the rollups).
+        energy_known = method.method is not None or window.energy_j > 0
         price = price_for(info.name, info.uuid, _index(info), cost) if cost is not None else None
         gpus.append(
             GpuSummary(
                 index=info.index,
-                uuid=info.uuid,
-                name=info.name,
+                uuid=safe_text(info.uuid),
+                name=safe_text(info.name),
                 engines=tuple(engines_of.get(info.uuid, ())),
                 energy_method=method.method,
                 energy_integrated_ticks=method.integrated_ticks,
                 energy_unmeasured_ticks=method.unmeasured_ticks,
                 price_usd_per_gpu_hour=price.usd_per_gpu_hour if price is not None else None,
-                price_source=price.source if price is not None else None,
-                figures=figures_of(window, fixed.per_gpu.get(info.uuid, NO_WINDOWS), gpu_seconds=window.span_s),
+                price_source=safe_text(price.source) if price is not None else None,
+                figures=figures_of(window, rate_windows[-1], gpu_seconds=window.span_s, energy_known=energy_known),
             )
         )
-    return gpus, windows
+    return gpus, windows, rate_windows
 
 
 def _index(info: GpuInfo) -> int:
     return -1 if info.index is None else info.index
 
 
-def _host_figures(windows: list[Window], per_gpu: list[RateWindows]) -> Figures | None:
+def _host_figures(windows: list[Window], per_gpu: list[RateWindows], *, energy_known: bool) -> Figures | None:
     """The host as the sum of its GPUs; None when no GPU has readings in the range."""
     if not windows:
         return None
-    return figures_of(sum_windows(windows), host_windows(per_gpu), gpu_seconds=sum(w.span_s for w in windows))
+    gpu_seconds = sum(w.span_s for w in windows)
+    return figures_of(sum_windows(windows), host_windows(per_gpu), gpu_seconds=gpu_seconds, energy_known=energy_known)
 
 
-def figures_of(window: Window, fixed: RateWindows, *, gpu_seconds: float) -> Figures:
+def figures_of(window: Window, fixed: RateWindows, *, gpu_seconds: float, energy_known: bool) -> Figures:
     """``window``: the totals over the range; ``fixed``: its fixed windows (peaks and
     percentiles). ``gpu_seconds``: the time the window's GPUs were watched, summed (the busy
-    share's denominator: the host's busy seconds are GPU-seconds too)."""
+    share's denominator: the host's busy seconds are GPU-seconds too). ``energy_known`` False:
+    energy, W and tok/J are None (the window's 0 J means "never measured")."""
     tok_s_in = distribution(fixed.per_second(fixed.tokens_in))
     tok_s_out = distribution(fixed.per_second(fixed.tokens_out))
     watts_peak = max(fixed.per_second(fixed.energy_j), default=None)
     busy_share = _ratio(window.busy_s, gpu_seconds)
+    energy_j = window.energy_j if energy_known else None
     return Figures(
         duration_s=window.span_s,
         tokens_in=window.tokens_in,
@@ -218,11 +238,11 @@ def figures_of(window: Window, fixed: RateWindows, *, gpu_seconds: float) -> Fig
         tok_s_out_p50=tok_s_out.p50,
         tok_s_out_p95=tok_s_out.p95,
         tok_s_out_peak=tok_s_out.peak,
-        energy_kwh=window.energy_j / J_PER_KWH,
-        power_w_mean=window.watts,
-        power_w_peak=watts_peak,
-        tok_per_j=window.tok_per_j,
-        j_per_tok_out=_ratio(window.energy_j, window.tokens_out),
+        energy_kwh=None if energy_j is None else energy_j / J_PER_KWH,
+        power_w_mean=window.watts if energy_known else None,
+        power_w_peak=watts_peak if energy_known else None,
+        tok_per_j=window.tok_per_j if energy_known else None,
+        j_per_tok_out=_ratio(energy_j, window.tokens_out),
         cost_usd=window.cost_usd,
         usd_per_hour_mean=window.usd_per_hour,
         usd_per_mtok=window.usd_per_mtok,
@@ -243,11 +263,11 @@ def _endpoint_summary(
     """The endpoint's own totals between its first and last point in the range."""
     window = window_between(_endpoint_point(track, 0), _endpoint_point(track, -1))
     return EndpointSummary(
-        name=track.name,
-        url=track.url,
-        kind=track.kind,
-        model=track.model,
-        gpus=track.gpus,
+        name=safe_text(track.name),
+        url=safe_text(track.url),
+        kind=safe_optional(track.kind),
+        model=safe_optional(track.model),
+        gpus=tuple(map(safe_text, track.gpus)),
         gpu_indices=tuple(index_of.get(uuid) for uuid in track.gpus),
         duration_s=window.span_s,
         tokens_in=window.tokens_in,
@@ -279,10 +299,15 @@ def cost_config_of(session: SessionInfo) -> CostConfig | None:
         return None
     known = {f.name for f in fields(CostConfig)} - {"api_prices"}
     try:
-        api = tuple(ApiPrice(**p) for p in raw.get("api_prices") or ())
+        api = tuple(_safe_api_price(ApiPrice(**p)) for p in raw.get("api_prices") or ())
         return CostConfig(**{k: v for k, v in raw.items() if k in known}, api_prices=api)
     except (TypeError, ValueError):
         return None
+
+
+def _safe_api_price(price: ApiPrice) -> ApiPrice:
+    """An API price as stored in the history, its words made safe (see the module's docstring)."""
+    return replace(price, name=safe_text(price.name), date=safe_text(price.date))
 
 
 def cost_inputs(cost: CostConfig | None, gpus: list[GpuInfo]) -> CostInputs:
@@ -302,7 +327,7 @@ def cost_inputs(cost: CostConfig | None, gpus: list[GpuInfo]) -> CostInputs:
         node_overhead=cost.node_overhead,
         energy_in_rate=cost.energy_in_rate,
         energy_charged=energy_is_charged(cost),
-        prices=tuple(PriceInUse(usd, source, tuple(indices)) for (usd, source), indices in prices.items()),
+        prices=tuple(PriceInUse(usd, safe_text(source), tuple(indices)) for (usd, source), indices in prices.items()),
         api_prices=cost.api_prices,
     )
 

@@ -28,7 +28,7 @@ class Figures:
     tok_s_out_p50: float | None
     tok_s_out_p95: float | None
     tok_s_out_peak: float | None
-    energy_kwh: float
+    energy_kwh: float | None  # None: never measured (no power reading and no energy counter)
     power_w_mean: float | None
     power_w_peak: float | None
     tok_per_j: float | None
@@ -48,7 +48,7 @@ class GpuSummary:
     uuid: str
     name: str
     engines: tuple[str, ...]  # the engines running on this GPU, by their endpoints' names
-    energy_method: str | None  # "counter" | "power_integral" | "mixed" | None (no power)
+    energy_method: str | None  # "counter" | "power_integral" | "mixed" | None (never measured)
     energy_integrated_ticks: int  # ticks whose energy came from power readings
     energy_unmeasured_ticks: int  # ticks with neither counter nor power (counted as 0 J)
     price_usd_per_gpu_hour: float | None
@@ -144,7 +144,15 @@ class GpusUnpriced:
     count: int
 
 
-Note = SessionStillOpen | RollupWindows | EndpointUnmapped | GpuWithoutReadings | GpusUnpriced
+@dataclass(frozen=True)
+class GpusWithoutEnergy:
+    """GPUs whose energy was never measured in the range: theirs and the host's are unknown."""
+
+    indices: tuple[int | None, ...]
+    energy_charged: bool  # their cost is then missing its energy part
+
+
+Note = SessionStillOpen | RollupWindows | EndpointUnmapped | GpuWithoutReadings | GpusUnpriced | GpusWithoutEnergy
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """A session summary for people: Markdown, every figure written by ``tokentop.units`` (the
-same words and styles as the live view: ``N/A`` for unknown, ``idle``, ``1h02m``)."""
+same words and styles as the live view: ``N/A`` for unknown, ``idle``, ``1h02m``). Every table
+cell goes through ``tokentop.text.markdown_cell``: a name holding ``|`` cannot add a column."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tokentop.report.figures import (
     SessionSummary,
 )
 from tokentop.report.notes import note_text
+from tokentop.text import markdown_cell
 from tokentop.units import (
     NA,
     fmt_count,
@@ -103,7 +105,7 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 2) -> l
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
     return lines
 
 

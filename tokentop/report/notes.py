@@ -5,6 +5,7 @@ from __future__ import annotations
 from tokentop.report.figures import (
     EndpointUnmapped,
     GpusUnpriced,
+    GpusWithoutEnergy,
     GpuWithoutReadings,
     Note,
     RollupWindows,
@@ -33,5 +34,12 @@ def note_text(note: Note) -> str:
         return (
             f"{fmt_count(note.count)} GPU(s) have no price (set cost.gpu_hour_usd in the "
             "config): host cost and $/Mtok are not shown"
+        )
+    if isinstance(note, GpusWithoutEnergy):
+        gpus = ", ".join("?" if i is None else str(i) for i in note.indices)
+        cost = "; their cost counts no energy" if note.energy_charged else ""
+        return (
+            f"GPU {gpus}: no power or energy reading in the range, so their energy, W, tok/J and "
+            f"J/tok are not known, nor are the host's{cost}"
         )
     raise AssertionError(f"unknown note {note!r}")

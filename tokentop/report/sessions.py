@@ -14,6 +14,7 @@ from tokentop.history import SessionInfo, Store
 from tokentop.report.compute import build_summary
 from tokentop.report.errors import SummaryError
 from tokentop.report.figures import SessionListing, SessionSummary
+from tokentop.text import safe_text
 from tokentop.units import fmt_local_time
 
 
@@ -74,8 +75,8 @@ def list_sessions(store: Store) -> list[SessionListing]:
         listings.append(
             SessionListing(
                 id=session.id,
-                host=session.host,
-                tokentop_version=session.tokentop_version,
+                host=safe_text(session.host),
+                tokentop_version=safe_text(session.tokentop_version),
                 started_at=session.started_at,
                 ended_at=session.ended_at,
                 first_reading=bounds[0] if bounds else None,

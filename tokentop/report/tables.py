@@ -1,10 +1,14 @@
 """A session summary for programs: JSON (the layout the README documents, units in every key)
 and CSV (one row per GPU, then a ``total`` row for the host). Figures are written as they are,
-never rounded; a figure that is not known is ``null`` (JSON) or an empty cell (CSV).
+never rounded; a figure that is not known is ``null`` (JSON) or an empty cell (CSV). CSV text
+cells go through ``tokentop.text.csv_cell`` so that a spreadsheet never runs a name as a
+formula; numbers are written as numbers (``-1.5`` is a number, not a formula).
 
 ``SCHEMA_VERSION`` 2: the list ``engines`` became ``endpoints`` (each GPU keeps ``engines``,
 the names of the endpoints whose engines run on it), ``utilization_pct`` became ``busy_pct`` (JSON
-and CSV), ``rate_windows.engine_step_s`` became ``rate_windows.endpoint_step_s``.
+and CSV), ``rate_windows.engine_step_s`` became ``rate_windows.endpoint_step_s``, ``busy_s``
+became ``busy_gpu_s`` (JSON and CSV: busy GPU-seconds, summed over the GPUs for the host, as in
+the snapshot's ``session.busy_gpu_s``; its share is ``busy_pct``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tokentop.report.figures import (
     SessionSummary,
 )
 from tokentop.report.notes import note_text
+from tokentop.text import csv_cell
 
 SCHEMA_VERSION = 2
 
@@ -114,8 +119,13 @@ def _cost_inputs_json(c: CostInputs) -> dict[str, Any]:
     }
 
 
+# The key (JSON) and column (CSV) of each figure: its field name, but for busy time, which the
+# key says is in GPU-seconds.
+FIGURE_KEYS = {f.name: {"busy_s": "busy_gpu_s"}.get(f.name, f.name) for f in fields(Figures)}
+
+
 def _figures_json(figures: Figures) -> dict[str, Any]:
-    return {f.name: getattr(figures, f.name) for f in fields(Figures)}
+    return {key: getattr(figures, name) for name, key in FIGURE_KEYS.items()}
 
 
 def _host_json(summary: SessionSummary) -> dict[str, Any] | None:
@@ -168,7 +178,7 @@ CSV_LEAD = (
     "energy_integrated_ticks",
     "price_usd_per_gpu_hour",
 )
-CSV_COLUMNS = CSV_LEAD + tuple(f.name for f in fields(Figures))
+CSV_COLUMNS = CSV_LEAD + tuple(FIGURE_KEYS.values())
 
 
 def render_csv(summary: SessionSummary) -> str:
@@ -180,9 +190,9 @@ def render_csv(summary: SessionSummary) -> str:
         lead = [
             "gpu",
             g.index,
-            g.uuid,
-            g.name,
-            " ".join(g.engines),
+            csv_cell(g.uuid),
+            csv_cell(g.name),
+            csv_cell(" ".join(g.engines)),
             g.energy_method or "",
             g.energy_integrated_ticks,
             _csv(g.price_usd_per_gpu_hour),
@@ -227,7 +237,10 @@ def session_list_json(listings: list[SessionListing]) -> str:
 
 
 def session_list_csv(listings: list[SessionListing]) -> str:
-    rows = [_listing_json(i) for i in listings]
+    rows = [
+        _listing_json(i) | {"host": csv_cell(i.host), "tokentop_version": csv_cell(i.tokentop_version)}
+        for i in listings
+    ]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
     writer.writeheader()
