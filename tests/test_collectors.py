@@ -83,12 +83,16 @@ def test_sglang_tensor_parallel_ranks_are_not_summed(server: LoopbackServer, cli
     assert (sample.kind, sample.running, sample.generation_tokens_total) == ("sglang", 10, 9)  # 2 DP ranks x 5
 
 
-def test_nan_and_inf_become_unknown_not_a_crash(server: LoopbackServer, client: httpx.Client) -> None:
-    server.route("/metrics", vllm_page("NaN", 7, running="+Inf").replace("0.25", "-nan(ind)"))
-    sample = make(server.url, client).poll(1.0)
-    assert sample.status == "up"
-    assert (sample.prompt_tokens_total, sample.generation_tokens_total) == (None, 7)
-    assert sample.running is None and sample.kv_cache_fraction is None
+def test_nan_and_inf_gauges_become_unknown_a_nan_counter_rejects_the_read(
+    server: LoopbackServer, client: httpx.Client
+) -> None:
+    server.route("/metrics", vllm_page(5, 7, running="+Inf").replace("0.25", "-nan(ind)"), vllm_page("NaN", 7))
+    gauges = make(server.url, client).poll(1.0)
+    assert gauges.status == "up" and (gauges.prompt_tokens_total, gauges.generation_tokens_total) == (5, 7)
+    assert gauges.running is None and gauges.kv_cache_fraction is None
+    assert "num_requests_running" in (gauges.note or "")
+    counter = make(server.url, client).poll(1.0)  # unknown tokens are not "no counter"
+    assert counter.status == "error" and "vllm:prompt_tokens_total" in (counter.error or "")
 
 
 def test_duplicate_series_keep_the_last_and_say_so(server: LoopbackServer, client: httpx.Client) -> None:

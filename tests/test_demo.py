@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -101,3 +104,20 @@ def test_engine_going_down_and_coming_back(demo) -> None:
     # back, and the session total equals the truth since the first tick, not more.
     truth = host.engines[1].tokens_out(host.now() - 1.0) - host.engines[1].tokens_out(0.0)
     assert back.tokens_out_total == pytest.approx(truth, abs=2)
+
+
+def test_clients_that_hang_up_print_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """A poll past its deadline closes its connection mid-answer (``record --demo --interval
+    0.05``): the simulated servers must not print ConnectionResetError or BrokenPipeError."""
+    host = DemoHost(seed=7)
+    endpoint = host.serve()[0]
+    port = int(endpoint.url.split(":")[2].split("/")[0])
+    try:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+        time.sleep(0.3)  # let the server threads meet the reset connections
+    finally:
+        host.close()
+    assert "Traceback" not in capfd.readouterr().err

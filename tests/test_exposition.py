@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokentop.collectors.exposition import read_samples
+from tokentop.collectors import exposition
+from tokentop.collectors.exposition import MAX_SAMPLE_LINES, TooManySamples, read_samples
 
 Found = dict[str, dict[frozenset, float]]
 
@@ -160,6 +161,26 @@ def test_returned_labels_are_the_callers_own() -> None:
     assert read_samples(page, ["m"]).get("m") == [({"a": "1"}, 1.0)]
 
 
+def test_reading_stops_past_the_line_limit() -> None:
+    at_limit = "".join(f'n{{i="{i}"}} 1\n' for i in range(MAX_SAMPLE_LINES))
+    assert len(read_samples(at_limit, ["n"]).get("n")) == MAX_SAMPLE_LINES
+    with pytest.raises(TooManySamples, match=f"over {MAX_SAMPLE_LINES:,} series"):
+        read_samples(at_limit + 'n{i="x"} 1\n', ["n"])
+    other_lines = at_limit.replace("n{", "other{") * 3  # lines of names not asked for cost no parsing
+    assert read_samples(other_lines + at_limit, ["n"]).get("n")[-1] == ({"i": str(MAX_SAMPLE_LINES - 1)}, 1.0)
+
+
+def test_the_label_cache_is_bounded_by_bytes_and_keeps_no_huge_label_set() -> None:
+    exposition._label_cache.clear()
+    huge = "".join(f'n{{model="{i}{"x" * 100_000}"}} 1\n' for i in range(5))
+    assert len(read_samples(huge, ["n"]).get("n")) == 5
+    assert exposition._label_cache.size_bytes == 0  # parsed, used, not kept
+    for page in range(40):
+        read_samples("".join(f'n{{page="{page}",i="{i}"}} 1\n' for i in range(1000)), ["n"])
+        assert exposition._label_cache.size_bytes <= exposition.LABEL_CACHE_BYTES
+    assert read_samples('n{a="1"} 2\n', ["n"]).get("n") == [({"a": "1"}, 2.0)]
+
+
 # --- generated pages ------------------------------------------------------------------------
 
 metric_names = st.from_regex(r"\A[a-zA-Z_:][a-zA-Z0-9_:]{0,12}\Z")
@@ -205,6 +226,15 @@ def pages(draw) -> str:
 def test_generated_pages_read_like_the_oracle(page: str) -> None:
     expected = oracle(page)
     assert same(mine(page, expected), expected)
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(pages())
+def test_long_pages_read_line_by_line_read_like_the_oracle(page: str) -> None:
+    """A page long enough to hold ``MAX_SAMPLE_LINES`` lines is read lazily, not in one call."""
+    expected = oracle(page)
+    padded = page + "# " + "x" * (MAX_SAMPLE_LINES * 40) + "\n"  # a comment: nothing to read
+    assert same(mine(padded, expected), expected)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)

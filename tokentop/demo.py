@@ -15,13 +15,14 @@ import contextlib
 import math
 import random
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tokentop.config import EndpointConfig
+from tokentop.config import CostConfig, EndpointConfig
 from tokentop.model import GpuReading, Snapshot
 from tokentop.nvml.fake import FakeNvml
 from tokentop.nvml.reader import NvmlReader
@@ -310,6 +311,12 @@ class _EngineServer(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a poll past its deadline) is no error worth a traceback on
+        the user's terminal; anything else is still reported."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # reset, broken pipe, aborted
+            super().handle_error(request, client_address)
+
 
 def _handler(host: DemoHost, engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -374,16 +381,16 @@ class SimulatedClock:
         return self.WALL_START + self.t
 
 
-def simulated_snapshots(ticks: int, seed: int = 7) -> list[Snapshot]:
+def simulated_snapshots(ticks: int, seed: int = 7, cost: CostConfig | None = None) -> list[Snapshot]:
     """``ticks`` one-second readings of a fresh demo host on a simulated clock, with the
     loopback ports written as 8000, 8001, 8002 so that pictures do not depend on which ports
-    the system gave. The same inputs give the same snapshots."""
+    the system gave. The same inputs give the same snapshots. ``cost``: the default's when None."""
     from tokentop.config import Config
     from tokentop.sampler import Sampler
 
     clock = SimulatedClock()
     host = DemoHost(seed=seed, clock=clock)
-    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
+    config = Config(endpoints=host.serve(), http_timeout_s=5.0, cost=cost or CostConfig())
     sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
     try:
         ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}

@@ -1,4 +1,4 @@
-"""One collector per configured endpoint, and ``poll_all`` to read them all at once each tick.
+"""One collector per configured endpoint (``poll.poll_all`` reads them all at once each tick).
 
 A base URL (``http://host:8000``) is probed once: ``/metrics``, ``/v1/metrics`` (NIM),
 ``/prometheus/metrics`` (trtllm-serve), ``/api/ps`` (Ollama), ``/slots`` (llama.cpp without
@@ -7,6 +7,8 @@ when it comes back (it may be another server now). A full stats URL is used as g
 
 ``poll`` never raises: every failure becomes a short reason in the sample. Bodies are
 streamed and cut at ``max_page_bytes``; the bearer token goes into a header and nowhere else.
+A bug in a reader is logged as one WARNING line per distinct error, its traceback at DEBUG
+only (the log at ``-v``): a hostile page must not print a traceback every tick.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ import json
 import logging
 import math
 import re
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import httpx
 
-from tokentop.collectors.exposition import read_samples
+from tokentop.collectors.exposition import TooManySamples, read_samples
 from tokentop.collectors.json_pages import (
+    SlotsProgress,
     is_ollama_ps,
     is_trtllm_iterations,
     llamacpp_model,
@@ -33,9 +34,11 @@ from tokentop.collectors.json_pages import (
     read_trtllm_iterations,
     slots_only_reading,
 )
-from tokentop.collectors.kinds import Detection, KindSpec, Reading, detect, read_figures
+from tokentop.collectors.kinds import PROCESS_NAMES, Detection, KindSpec, Reading, detect, read_figures
+from tokentop.collectors.plausible import Implausible, plausible
 from tokentop.config import EndpointConfig
 from tokentop.model import EndpointSample
+from tokentop.text import safe_optional, safe_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _FULL_URL_ENDINGS = ("/metrics", "/api/ps", "/slots")
 _LEADING_SPACE = re.compile(r"\s*")
 _LLAMACPP_SLOTS_OFF = "/slots is off: tokens show up only when requests finish"
 _LLAMACPP_METRICS_OFF = "metrics off: /slots"
+_ERRORS_WARNED_MAX = 32  # distinct reader errors remembered per endpoint, to warn of each once
 
 
 class _Failed(Exception):
@@ -62,6 +66,7 @@ class _Answer:
     status: int
     body: bytes = b""
     content_type: str = ""
+    start_time: str = ""  # llama.cpp's Process-Start-Time-Unix header
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,10 @@ class EndpointCollector:
         self._api_model: str | None = None  # from llama.cpp /props or TGI /info, once per source
         self._last_good: EndpointSample | None = None
         self._kind = endpoint.kind
-        self._pending: Future[EndpointSample] | None = None  # poll_all's read in progress
+        self.pending: Future[EndpointSample] | None = None  # poll_all's read in progress
         self._latency_read_at = -math.inf
         self._tick_t = -math.inf  # the time of the tick being read
+        self._errors_warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
@@ -122,8 +128,8 @@ class EndpointCollector:
             source, reading = self._read(deadline)
         except _Failed as failure:
             return self._forget_and_fail(t_mono, failure.reason)
-        except Exception:  # a bug here must not stop the sampler; the traceback holds no secrets
-            log.exception("%s: reading the endpoint failed", self.endpoint.name)
+        except Exception as exc:  # a bug here must not stop the sampler
+            self._log_internal_error(exc)
             return self._forget_and_fail(t_mono, "internal error (see the log)")
         if source != self._source:
             log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
@@ -145,9 +151,10 @@ class EndpointCollector:
             waiting=reading.waiting,
             kv_cache_fraction=reading.kv_cache_fraction,
             requests_finished_total=reading.requests_finished_total,
+            process_start_time_s=reading.process_start_time_s,
             ttft=reading.ttft,
             itl=reading.itl,
-            note=reading.note,
+            note=safe_optional(reading.note),  # notes joined from several reads: one bounded line
         )
         self._last_good = sample
         return sample
@@ -163,6 +170,17 @@ class EndpointCollector:
 
     # --- reading ---------------------------------------------------------------
 
+    def _log_internal_error(self, exc: Exception) -> None:
+        """The traceback at DEBUG; one WARNING line, without it, per distinct error."""
+        log.debug("%s: reading the endpoint failed", self.endpoint.name, exc_info=exc)
+        what = safe_text(f"{type(exc).__name__}: {exc}", 120)  # the message may quote the page
+        if what in self._errors_warned:
+            return
+        if len(self._errors_warned) >= _ERRORS_WARNED_MAX:
+            self._errors_warned.clear()
+        self._errors_warned.add(what)
+        log.warning("%s: reading the endpoint failed (%s); tokentop -v logs the details", self.endpoint.name, what)
+
     def _forget_and_fail(self, t_mono: float, reason: str) -> EndpointSample:
         if self._source is not None:
             log.info("%s: %s", self.endpoint.name, reason)
@@ -171,6 +189,7 @@ class EndpointCollector:
         return self.failed_sample(t_mono, reason)
 
     def _read(self, deadline: float) -> tuple[_Source, Reading]:
+        self._check_token()
         known = self._source
         if known is None:
             source, reading = self._probe(deadline)
@@ -178,7 +197,7 @@ class EndpointCollector:
         else:
             answer = self._get(known.url, deadline)
             if answer.status != 200:
-                raise _Failed(_http_reason(answer.status, self.endpoint.bearer_token() is not None))
+                raise _Failed(_http_reason(answer.status, self.endpoint.token_env is not None))
             found = self._understand(known.url, answer, known)
             if isinstance(found, str):
                 raise _Failed(found)
@@ -198,7 +217,7 @@ class EndpointCollector:
             found = (
                 self._understand(url, answer, None)
                 if answer.status == 200
-                else _http_reason(answer.status, self.endpoint.bearer_token() is not None)
+                else _http_reason(answer.status, self.endpoint.token_env is not None)
             )
             if isinstance(found, str):
                 first_problem = first_problem or found
@@ -211,7 +230,8 @@ class EndpointCollector:
         raise _Failed(first_problem or "no stats endpoint found")
 
     def _understand(self, url: str, answer: _Answer, known: _Source | None) -> tuple[_Source, Reading] | str:
-        """Turn a 200 answer into figures, or say in a few words why it cannot be."""
+        """Turn a 200 answer into figures, or say in a few words why it cannot be; raise
+        ``_Failed`` for a known server's page that holds nonsense."""
         text = _decode(answer)
         if isinstance(text, _Json):
             return self._understand_json(url, text.data)
@@ -225,11 +245,16 @@ class EndpointCollector:
             detection = detect(text, kind)
         if detection is None:
             return "no known metrics on page"
-        reading = self._read_page(text, detection.spec, fresh=known is None)
+        try:
+            reading = self._read_page(text, detection.spec, fresh=known is None)
+        except (Implausible, TooManySamples) as refused:  # the server is found: other paths won't help
+            raise _Failed(str(refused)) from None
         if not reading.has_figures:
             recognised = detect(text, kind) if known is not None else detection
             if recognised is None or not recognised.from_page or recognised.spec.kind != detection.spec.kind:
                 return "no known metrics on page"
+        if reading.process_start_time_s is None and answer.start_time:
+            reading = replace(reading, process_start_time_s=_start_time(answer.start_time))
         return _Source(url, "prometheus", detection.spec.kind, detection.detail, detection.spec), reading
 
     def _read_page(self, text: str, spec: KindSpec, *, fresh: bool) -> Reading:
@@ -237,10 +262,11 @@ class EndpointCollector:
         and feed percentiles over a minute, so they are read every ``LATENCY_EVERY_S`` only;
         between reads the last ones are carried forward."""
         now = self._tick_t
+        process = read_samples(text, PROCESS_NAMES)
         if fresh or now - self._latency_read_at >= LATENCY_EVERY_S or self._last_good is None:
             self._latency_read_at = now
-            return read_figures(spec, read_samples(text, spec.names))
-        reading = read_figures(spec, read_samples(text, spec.scalar_names))
+            return read_figures(spec, read_samples(text, spec.names), process)
+        reading = read_figures(spec, read_samples(text, spec.scalar_names), process)
         return replace(reading, ttft=self._last_good.ttft, itl=self._last_good.itl)
 
     def _understand_json(self, url: str, data: object) -> tuple[_Source, Reading] | str:
@@ -253,7 +279,9 @@ class EndpointCollector:
         elif kind in (None, "ollama") and is_ollama_ps(data):
             source = _Source(url, "ollama", "ollama")
             reading = read_ollama_ps(data)
-        elif kind in (None, "llamacpp") and (progress := read_llamacpp_slots(data)) is not None:
+        elif kind in (None, "llamacpp") and (progress := _slots_of(data)) is not None:
+            if isinstance(progress, Implausible):  # the server is found: other paths won't help
+                raise _Failed(str(progress))
             source = _Source(url, "llamacpp-slots", "llamacpp", _LLAMACPP_METRICS_OFF)
             reading = slots_only_reading(progress)
         else:
@@ -267,9 +295,11 @@ class EndpointCollector:
         except _Failed as failure:
             return replace(reading, note=_join_notes(reading.note, f"/slots: {failure.reason}"))
         content = _decode(answer) if answer.status == 200 else None
-        progress = read_llamacpp_slots(content.data) if isinstance(content, _Json) else None
+        progress = _slots_of(content.data) if isinstance(content, _Json) else None
         if progress is None:
             return replace(reading, note=_join_notes(reading.note, _LLAMACPP_SLOTS_OFF))
+        if isinstance(progress, Implausible):
+            return replace(reading, note=_join_notes(reading.note, str(progress)))
         # prompt progress is left out: the prompt counter already holds part of it (json_pages)
         return replace(reading, generation_tokens_in_flight=progress.generated_tokens)
 
@@ -288,7 +318,18 @@ class EndpointCollector:
         if source.kind == "llamacpp":
             return llamacpp_model(content.data)
         model_id = content.data.get("model_id") if isinstance(content.data, dict) else None
-        return model_id if isinstance(model_id, str) and model_id else None
+        return safe_text(model_id) if isinstance(model_id, str) and model_id else None
+
+    def _check_token(self) -> None:
+        """An unset or empty ``token_env`` is said before any request, not as a 401 later."""
+        variable = self.endpoint.token_env
+        if variable is None:
+            return
+        token = self.endpoint.bearer_token()
+        if token is None:
+            raise _Failed(f"token_env {variable} is not set")
+        if not token.strip():
+            raise _Failed(f"token_env {variable} is empty")
 
     def _get(self, url: str, deadline: float) -> _Answer:
         remaining = deadline - time.monotonic()
@@ -303,7 +344,8 @@ class EndpointCollector:
                 if response.status_code != 200:
                     return _Answer(response.status_code)
                 body = self._read_body(response, deadline)
-                return _Answer(200, body, response.headers.get("content-type", ""))
+                said = response.headers
+                return _Answer(200, body, said.get("content-type", ""), said.get("process-start-time-unix", ""))
         except httpx.TimeoutException:
             raise _Failed(self._timeout_reason()) from None
         except httpx.ConnectError as exc:
@@ -372,7 +414,26 @@ def _decode(answer: _Answer) -> str | _Json | _Problem:
             return _Json(json.loads(text))
         except ValueError:
             return _Problem("not a metrics page (broken JSON)")
+        except RecursionError:
+            return _Problem("not a metrics page (JSON nested too deep)")
     return text
+
+
+def _start_time(header: str) -> float | None:
+    """Unix seconds from a ``Process-Start-Time-Unix`` header; None unless plausible."""
+    try:
+        value = float(header)
+    except ValueError:
+        return None
+    return value if plausible(value) else None
+
+
+def _slots_of(data: object) -> SlotsProgress | Implausible | None:
+    """llama.cpp's /slots progress; the reason when a slot holds a token count no server means."""
+    try:
+        return read_llamacpp_slots(data)
+    except Implausible as bad:
+        return bad
 
 
 def _join_notes(*notes: str | None) -> str | None:
@@ -404,53 +465,3 @@ def _size(n_bytes: int) -> str:
         if n_bytes >= scale:
             return f"{n_bytes / scale:g} {unit}"
     return f"{n_bytes} bytes"
-
-
-# --- all endpoints at once ----------------------------------------------------------
-
-
-class _Pool:
-    """A long-lived pool with a thread per endpoint, grown when endpoints are added."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._size = 0
-
-    def get(self, size: int) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None or size > self._size:
-                if self._executor is not None:
-                    self._executor.shutdown(wait=False)
-                self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tokentop-poll")
-                self._size = size
-            return self._executor
-
-
-_pool = _Pool()
-
-
-def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s: float) -> tuple[EndpointSample, ...]:
-    """Poll every endpoint concurrently; return within about ``deadline_s`` whatever happens.
-
-    An endpoint that has not answered by then (or is still busy with an earlier tick's read)
-    gets a "stale" or "error" sample for this tick; its read goes on in the background.
-    """
-    if not collectors:
-        return ()
-    executor = _pool.get(len(collectors))
-    started: list[Future[EndpointSample] | None] = []
-    for collector in collectors:
-        pending = collector._pending
-        if pending is not None and not pending.done():
-            started.append(None)  # the previous tick's read is still going: don't pile up
-            continue
-        future = executor.submit(collector.poll, t_mono)
-        collector._pending = future
-        started.append(future)
-    wait([f for f in started if f is not None], timeout=max(0.0, deadline_s))
-    late = f"timed out after {deadline_s:g} s"
-    return tuple(
-        future.result() if future is not None and future.done() else collector.failed_sample(t_mono, late)
-        for collector, future in zip(collectors, started)
-    )

@@ -7,6 +7,10 @@ their lines out of the page in C, and parses only those. Label sets repeat from 
 the next, so parsed labels are cached by their raw text. ``prometheus_client`` stays the test
 oracle (tests/test_exposition.py).
 
+A server can also attack the reader, so what one page costs is bounded: the label cache by an
+estimate of its bytes (a page of fresh 120 KB label values each second must not pile up), and
+the lines read by ``MAX_SAMPLE_LINES`` (a page of 110,000 series took most of a core).
+
 Rules, all chosen so that a bad or cut page never yields a wrong number:
 
 - A last line without a newline (a page cut short) is dropped, whatever it holds.
@@ -21,17 +25,54 @@ Rules, all chosen so that a bad or cut page never yields a wrong number:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 Labels = dict[str, str]
 Series = list[tuple[Labels, float]]
+_Parsed = tuple[frozenset[tuple[str, str]], Labels]  # (series key, labels)
 
-_LABEL_CACHE_MAX = 50_000
-# raw label text -> (series key, labels), or None when the text is not a valid label set
-_label_cache: dict[str, tuple[frozenset[tuple[str, str]], Labels] | None] = {}
+MAX_SAMPLE_LINES = 10_000
+"""Lines of the wanted names read from one page at most: a real server writes a few hundred."""
+LABEL_CACHE_BYTES = 16 << 20
+_CACHED_LABEL_CHARS = 1024  # longer label sets (no real server writes one) are parsed, not kept
+_ENTRY_BYTES = 1024  # the dict, frozenset, tuples and strings of one short entry, about
+
+
+class TooManySamples(ValueError):
+    """The page holds more than ``MAX_SAMPLE_LINES`` lines of the wanted names."""
+
+
+class _LabelCache(dict[str, _Parsed | None]):
+    """Raw label text -> parsed labels (None: not a valid label set), bounded by bytes.
+
+    A dict, so that a hit costs one C lookup; ``size_bytes`` is an estimate (4 bytes a
+    character, the widest ``str``, plus the entry's objects) and the whole cache is dropped
+    when it would pass ``LABEL_CACHE_BYTES``: the next page fills it again in a millisecond.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size_bytes = 0
+
+    def keep(self, raw: str, parsed: _Parsed | None) -> None:
+        if len(raw) > _CACHED_LABEL_CHARS:
+            return
+        cost = _ENTRY_BYTES + 4 * len(raw)
+        if self.size_bytes + cost > LABEL_CACHE_BYTES:
+            self.clear()
+        self[raw] = parsed
+        self.size_bytes += cost
+
+    def clear(self) -> None:
+        super().clear()
+        self.size_bytes = 0
+
+
+_label_cache = _LabelCache()
 
 # One ``name="value"`` pair, whitespace allowed around the tokens, value with escapes.
 _LABEL_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
@@ -54,18 +95,17 @@ class PageSamples:
 
 
 def read_samples(text: str, names: Iterable[str]) -> PageSamples:
-    """Read the samples called exactly ``names`` from a Prometheus text page."""
+    """Read the samples called exactly ``names`` from a Prometheus text page.
+
+    Raises ``TooManySamples`` past ``MAX_SAMPLE_LINES`` lines of those names, having read no
+    more of the page than that.
+    """
     result = PageSamples()
     wanted = tuple(dict.fromkeys(names))
     if not wanted:
         return result
-    lines = _lines_of(wanted)
     found: dict[str, dict[frozenset[tuple[str, str]], tuple[Labels, float]]] = {}
-    matches = lines.findall(text)
-    if text.startswith(wanted):  # the first line has no "\n" before it
-        first_line = text[: text.find("\n") + 1]  # empty when the page is one cut line
-        matches[:0] = lines.findall("\n" + first_line) if first_line else []
-    for name, raw_labels, raw_value, raw_timestamp in matches:
+    for name, raw_labels, raw_value, raw_timestamp in _sample_lines(text, wanted):
         value = _parse_value(raw_value)
         if value is None or (raw_timestamp and _parse_value(raw_timestamp) is None):
             continue
@@ -82,6 +122,33 @@ def read_samples(text: str, names: Iterable[str]) -> PageSamples:
     return result
 
 
+def _sample_lines(text: str, wanted: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
+    """(name, labels, value, timestamp) of each line of ``wanted``, in page order.
+
+    A page too short to hold ``MAX_SAMPLE_LINES`` of them (every page a real server writes) is
+    read in one C call; a longer one line by line, so that reading stops at the limit.
+    """
+    lines = _lines_of(wanted)
+    first_line = text[: text.find("\n") + 1] if text.startswith(wanted) else ""  # no "\n" before it
+    if len(text) <= MAX_SAMPLE_LINES * (min(map(len, wanted)) + 3):  # "\n", name, " ", a digit
+        matches = lines.findall(text)
+        matches[:0] = lines.findall("\n" + first_line) if first_line else []
+        return matches
+    found = lines.finditer(text)
+    if first_line:
+        found = itertools.chain(lines.finditer("\n" + first_line), found)
+    return _at_most(MAX_SAMPLE_LINES, found)
+
+
+def _at_most(limit: int, matches: Iterator[re.Match[str]]) -> Iterator[tuple[str, ...]]:
+    for count, match in enumerate(matches, 1):
+        if count > limit:
+            raise TooManySamples(
+                f"page has over {limit:,} series of the figures tokentop reads; it reads at most {limit:,}"
+            )
+        yield match.groups("")
+
+
 @functools.lru_cache(maxsize=64)
 def _lines_of(names: tuple[str, ...]) -> re.Pattern[str]:
     """Whole, newline-terminated sample lines of ``names``: (name, labels, value, timestamp).
@@ -96,16 +163,14 @@ def _lines_of(names: tuple[str, ...]) -> re.Pattern[str]:
     )
 
 
-def _labels_of(raw: str) -> tuple[frozenset[tuple[str, str]], Labels] | None:
+def _labels_of(raw: str) -> _Parsed | None:
     try:
         return _label_cache[raw]
     except KeyError:
         pass
     labels = _parse_labels(raw)
     parsed = None if labels is None else (frozenset(labels.items()), labels)
-    if len(_label_cache) >= _LABEL_CACHE_MAX:
-        _label_cache.clear()
-    _label_cache[raw] = parsed
+    _label_cache.keep(raw, parsed)
     return parsed
 
 

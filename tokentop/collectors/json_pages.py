@@ -11,25 +11,40 @@
 - llama.cpp ``/props``: the model name.
 - Ollama ``/api/ps``: loaded models and how much of them is in VRAM; no token counters.
 - trtllm-serve ``/metrics``: a list of iteration stats, drained on every read.
+
+JSON numbers are checked before use (``plausible.py``): a 400-digit integer is a Python int
+that ``float()`` cannot take, and NaN or 1e400 parse as floats.
 """
 
 from __future__ import annotations
 
-import math
 import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 from tokentop.collectors.kinds import Reading, describe_models
+from tokentop.collectors.plausible import Implausible, plausible, shown
+from tokentop.text import safe_text
 
 GIB = 1024**3
 OLLAMA_NOTE = "Ollama publishes no token counters; tokens/s needs a proxy in front of it"
 
 
 def _number(value: Any) -> float | None:
+    """A count or size from JSON; None for anything else, or for a number no server can mean."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    return float(value) if plausible(value) else None
+
+
+def _tokens(slot: dict[str, Any], container: dict[str, Any], key: str) -> float:
+    """A slot's token count: 0 when absent; ``Implausible`` when it is a number no server means."""
+    value = container.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    if not plausible(value):
+        raise Implausible(f"/slots: slot {shown(slot.get('id'))} {key} = {shown(value)}: not a token count")
+    return float(value)
 
 
 # --- llama.cpp -----------------------------------------------------------------
@@ -54,6 +69,7 @@ def _is_llamacpp_slots(data: Any) -> bool:
 
 
 def read_llamacpp_slots(data: Any) -> SlotsProgress | None:
+    """The busy slots' progress; None when ``data`` is not a /slots answer."""
     if not _is_llamacpp_slots(data):
         return None
     busy, prompt, generated = 0, 0.0, 0.0
@@ -67,8 +83,8 @@ def read_llamacpp_slots(data: Any) -> SlotsProgress | None:
         if isinstance(next_token, list):  # newer builds: one entry per sequence
             next_token = next_token[0] if next_token else None
         if isinstance(next_token, dict):
-            generated += _number(next_token.get("n_decoded")) or 0.0
-        prompt += _number(slot.get("n_prompt_tokens_processed")) or 0.0
+            generated += _tokens(slot, next_token, "n_decoded")
+        prompt += _tokens(slot, slot, "n_prompt_tokens_processed")
     return SlotsProgress(len(data), busy, prompt, generated)
 
 
@@ -89,8 +105,8 @@ def llamacpp_model(props: Any) -> str | None:
     alias, path = props.get("model_alias"), props.get("model_path")
     path = path if isinstance(path, str) else ""
     if isinstance(alias, str) and alias and alias != path:  # the alias defaults to the path
-        return alias
-    return posixpath.basename(path.replace("\\", "/")) or None
+        return safe_text(alias)
+    return safe_text(posixpath.basename(path.replace("\\", "/"))) or None
 
 
 # --- Ollama ----------------------------------------------------------------------
@@ -134,6 +150,6 @@ def read_trtllm_iterations(data: Any) -> Reading:
     return Reading(
         running=_number(last.get("numActiveRequests")),
         waiting=_number(last.get("numQueuedRequests")),
-        kv_cache_fraction=used / total if used is not None and total else None,
+        kv_cache_fraction=used / total if used is not None and total and used <= total else None,
         note="trtllm-serve JSON stats have no token counters; /prometheus/metrics has them",
     )

@@ -13,7 +13,15 @@ Summing rules (SERVERS.md sections 13-14):
   rank 0 says, so they are dropped before summing.
 - The KV-cache fraction is the fullest engine's (max), never a sum.
 - Histograms are summed bucket by bucket, in seconds.
-- A NaN or infinite value makes that figure unknown (None), never a number.
+- A value no server can mean (``plausible.py``: NaN, infinite, negative, over 2^53; a KV
+  fraction over 1) is never passed on. In a token counter it rejects the whole reading
+  (``Implausible``): a counter that vanished for a tick would look like "no counter" or a
+  restart downstream. In any other figure it makes that figure unknown, and the note says
+  which series held what.
+- ``process_start_time_seconds`` (the standard process metric) is the engine's start time:
+  the newest of them, when the page has several processes'. It is read in a scan of its own
+  (``PROCESS_NAMES``): in one alternation with a server's names, which share their first
+  characters, it made the reader's regular expression a third slower.
 """
 
 from __future__ import annotations
@@ -21,14 +29,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from tokentop.collectors.exposition import PageSamples, Series
+from tokentop.collectors.plausible import MAX_COUNT, Implausible, plausible, series_text
 from tokentop.model import Histogram
+from tokentop.text import MAX_TEXT, safe_text
 
 _RANK_LABELS = frozenset(("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))
 _SELECTOR = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(\w+)="([^"]*)"\})?$')
 MODEL_NAMES_SHOWN = 3
+MODEL_NAME_CHARS = 60  # each name, when several are shown on one line
+PROCESS_NAMES = ("process_start_time_seconds",)  # the standard process metrics tokentop reads
 
 
 @dataclass(frozen=True)
@@ -46,15 +58,18 @@ class Selector:
             raise ValueError(f"bad selector {text!r}")
         return cls(*match.groups())
 
-    def pick(self, series: Series) -> list[float]:
+    def pick(self, series: Series) -> Series:
         if self.label is None:
-            return [value for _, value in series]
-        return [value for labels, value in series if labels.get(self.label) == self.value]
+            return series
+        return [(labels, value) for labels, value in series if labels.get(self.label) == self.value]
 
 
 def _pick(*texts: str) -> tuple[Selector, ...]:
     """Alternatives for one figure: the first one present on the page is used."""
     return tuple(Selector.parse(text) for text in texts)
+
+
+_PROCESS_START = _pick(*PROCESS_NAMES)
 
 
 @dataclass(frozen=True)
@@ -288,6 +303,7 @@ class Reading:
     waiting: float | None = None
     kv_cache_fraction: float | None = None
     requests_finished_total: float | None = None
+    process_start_time_s: float | None = None
     ttft: Histogram | None = None
     itl: Histogram | None = None
     note: str | None = None
@@ -295,26 +311,55 @@ class Reading:
 
     @property
     def has_figures(self) -> bool:
-        words = ("model", "note", "kind_detail")
+        """Any figure of an inference server (any Python process has a start time)."""
+        words = ("model", "note", "kind_detail", "process_start_time_s")
         return any(getattr(self, f.name) is not None for f in fields(self) if f.name not in words)
 
 
-def read_figures(spec: KindSpec, samples: PageSamples) -> Reading:
-    def total(selectors: tuple[Selector, ...]) -> float | None:
-        return _combine(samples, selectors, sum)
+def read_figures(spec: KindSpec, samples: PageSamples, process: PageSamples | None = None) -> Reading:
+    """The figures of one page (``samples`` of ``spec.names``, ``process`` of ``PROCESS_NAMES``);
+    raises ``Implausible`` when a token counter holds nonsense."""
+    ignored: list[str] = []
 
-    return Reading(
+    def figure(
+        selectors: tuple[Selector, ...],
+        how: Callable[[list[float]], float] = sum,
+        upper: float = MAX_COUNT,
+        among: PageSamples = samples,
+    ) -> float | None:
+        value, problem = _figure(among, selectors, how, upper)
+        if problem is not None:
+            ignored.append(problem)
+        return value
+
+    def counter(selectors: tuple[Selector, ...]) -> float | None:
+        value, problem = _figure(samples, selectors, sum, MAX_COUNT)
+        if problem is not None:
+            raise Implausible(f"{problem}: not a token count")
+        return value
+
+    def histogram(bases: tuple[str, ...]) -> Histogram | None:
+        found, problem = _histogram(samples, bases, spec.latency_unit_s)
+        if problem is not None:
+            ignored.append(problem)
+        return found
+
+    reading = Reading(
         model=_model(spec, samples),
-        prompt_tokens_total=total(spec.prompt),
-        generation_tokens_total=total(spec.generation),
-        running=total(spec.running),
-        waiting=total(spec.waiting),
-        kv_cache_fraction=_combine(samples, spec.kv, max),
-        requests_finished_total=total(spec.finished),
-        ttft=_histogram(samples, spec.ttft, spec.latency_unit_s),
-        itl=_histogram(samples, spec.itl, spec.latency_unit_s),
-        note="the page repeats some series; the last of each was used" if samples.duplicates else None,
+        prompt_tokens_total=counter(spec.prompt),
+        generation_tokens_total=counter(spec.generation),
+        running=figure(spec.running),
+        waiting=figure(spec.waiting),
+        kv_cache_fraction=figure(spec.kv, max, upper=1.0),
+        requests_finished_total=figure(spec.finished),
+        process_start_time_s=figure(_PROCESS_START, max, among=process) if process is not None else None,
+        ttft=histogram(spec.ttft),
+        itl=histogram(spec.itl),
     )
+    notes = ["the page repeats some series; the last of each was used"] if samples.duplicates else []
+    if ignored:
+        notes.append("not plausible, left out: " + "; ".join(ignored))
+    return replace(reading, note=safe_text("; ".join(notes), MAX_TEXT)) if notes else reading
 
 
 def _rank_zero(series: Series) -> Series:
@@ -326,40 +371,64 @@ def _rank_zero(series: Series) -> Series:
     ]
 
 
-def _combine(
-    samples: PageSamples, selectors: tuple[Selector, ...], how: Callable[[list[float]], float]
-) -> float | None:
+def _figure(
+    samples: PageSamples, selectors: tuple[Selector, ...], how: Callable[[list[float]], float], upper: float
+) -> tuple[float | None, str | None]:
+    """The first present selector's series combined by ``how``, or (None, which series is bad)."""
     for selector in selectors:
-        values = selector.pick(_rank_zero(samples.get(selector.name)))
-        if values:
-            return float(how(values)) if all(math.isfinite(v) for v in values) else None
+        series = selector.pick(_rank_zero(samples.get(selector.name)))
+        if not series:
+            continue
+        bad = _first_bad(selector.name, series, upper)
+        if bad is not None:
+            return None, bad
+        value = float(how([value for _, value in series]))
+        return (value, None) if plausible(value, upper) else (None, f"{selector.name} sums to {value:g}")
+    return None, None
+
+
+def _first_bad(name: str, series: Series, upper: float = MAX_COUNT) -> str | None:
+    """The first series whose value is not plausible, as text; None when all are. The usual
+    case, all good, is settled by three C loops (a NaN or an infinity makes the sum non-finite)."""
+    values = [value for _, value in series]
+    if math.isfinite(sum(values)) and min(values) >= 0 and max(values) <= upper:
+        return None
+    for labels, value in series:
+        if not plausible(value, upper):
+            return series_text(name, labels, value)
     return None
 
 
-def _histogram(samples: PageSamples, bases: tuple[str, ...], unit_s: float) -> Histogram | None:
+def _histogram(samples: PageSamples, bases: tuple[str, ...], unit_s: float) -> tuple[Histogram | None, str | None]:
+    """The first present histogram, summed bucket by bucket, or (None, which series is bad)."""
     for base in bases:
+        bucket_series = _rank_zero(samples.get(base + "_bucket"))
         buckets: dict[float, float] = {}
-        for labels, count in _rank_zero(samples.get(base + "_bucket")):
+        for labels, count in bucket_series:
             try:
                 upper = float(labels.get("le", ""))
             except ValueError:
                 continue
-            buckets[upper] = buckets.get(upper, 0.0) + count
+            if not math.isnan(upper):
+                buckets[upper] = buckets.get(upper, 0.0) + count
         if not buckets:
             continue
-        sums = [v for _, v in _rank_zero(samples.get(base + "_sum"))]
-        counts = [v for _, v in _rank_zero(samples.get(base + "_count"))]
+        sums = _rank_zero(samples.get(base + "_sum"))
+        counts = _rank_zero(samples.get(base + "_count"))
         if not sums or math.inf not in buckets:
-            return None
-        figures = [*buckets.values(), *sums, *counts]
-        if not all(math.isfinite(v) for v in figures):
-            return None
+            return None, None
+        for suffix, series in (("_bucket", bucket_series), ("_sum", sums), ("_count", counts)):
+            if series and (bad := _first_bad(base + suffix, series)) is not None:
+                return None, bad
+        count = sum(v for _, v in counts) if counts else buckets[math.inf]
+        if not all(plausible(v) for v in (*buckets.values(), count)):
+            return None, f"{base} sums to more than 2^53"
         return Histogram(
             buckets=tuple(sorted((upper * unit_s, count) for upper, count in buckets.items())),
-            sum=sum(sums) * unit_s,
-            count=sum(counts) if counts else buckets[math.inf],
-        )
-    return None
+            sum=sum(v for _, v in sums) * unit_s,
+            count=count,
+        ), None
+    return None, None
 
 
 def _model(spec: KindSpec, samples: PageSamples) -> str | None:
@@ -377,9 +446,11 @@ def _model(spec: KindSpec, samples: PageSamples) -> str | None:
 
 
 def describe_models(names: list[str]) -> str | None:
-    """``a``, ``a, b`` or ``a, b, c (+4 more)``."""
+    """``a``, ``a, b`` or ``a, b, c (+4 more)``: one printable line of at most 200 characters,
+    however many names a server gives and whatever they hold."""
     if not names:
         return None
-    shown = ", ".join(names[:MODEL_NAMES_SHOWN])
+    each = MAX_TEXT if len(names) == 1 else MODEL_NAME_CHARS
+    shown = ", ".join(safe_text(name, each) for name in names[:MODEL_NAMES_SHOWN])
     more = len(names) - MODEL_NAMES_SHOWN
-    return f"{shown} (+{more} more)" if more > 0 else shown
+    return safe_text(f"{shown} (+{more} more)" if more > 0 else shown)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from tokentop.text import safe_text
 from tokentop.tui.events import HistoryRequest
 from tokentop.tui.history import HOST, WINDOWS, GraphPoint, points_from_store
 from tokentop.tui.session import write_summary
@@ -37,13 +38,14 @@ def read_long_history(store: SeriesStore, request: HistoryRequest) -> tuple[list
 
 
 def process_names(pids: list[int]) -> dict[int, str]:
-    """The name of each process, or "(not visible)" (gone, or another user's in a container)."""
+    """The name of each process, or "(not visible)" (gone, or another user's in a container).
+    Any process names itself what it likes (escape sequences included): made safe here."""
     import psutil
 
     names = {}
     for pid in pids:
         try:
-            names[pid] = psutil.Process(pid).name()
+            names[pid] = safe_text(psutil.Process(pid).name())
         except (psutil.Error, OSError):
             names[pid] = "(not visible)"
     return names
