@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 from loopback import LoopbackServer, Reply
@@ -59,14 +60,16 @@ def test_snapshot_json_demo_prints_every_figure_with_units() -> None:
     result = tokentop("snapshot", "--json", "--demo")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     host = data["host"]
     assert host["gpu_count"] == 8
     rate = host["rate_window"]
     # Three engines at 30-100 % of 8,700 tok/s peak output; 8 GPUs between idle and 700 W.
     assert 0 < rate["tok_s_out"] < 8700 and rate["tok_s_in"] > rate["tok_s_out"]
     assert 8 * 72 * 0.99 < rate["power_w"] < 8 * 700
-    assert host["cost_window"]["usd_per_mtok"] > 0 and host["usd_per_hour_now"] > 8 * 3.5
+    # Eight H200s at the built-in $3.50; a cloud rate already pays for power (issue 9, item 16).
+    assert host["cost_window"]["usd_per_mtok"] > 0 and host["usd_per_hour_now"] == pytest.approx(8 * 3.5)
+    assert data["cost_inputs"]["energy_in_rate"] is True
     assert host["cost_window"]["tok_per_j"] > 0
     idle = data["gpus"][7]
     assert idle["engines"] == [] and idle["cost_window"]["usd_per_mtok"] is None
@@ -104,7 +107,7 @@ def test_snapshot_and_record_against_a_real_endpoint_report_its_kind_and_counter
         assert result.returncode == 0, result.stderr
         rows = (
             sqlite3.connect(db)
-            .execute("SELECT kind, status, generation_tokens_raw FROM server_ticks_v ORDER BY t")
+            .execute("SELECT kind, status, generation_tokens_raw FROM endpoint_ticks_v ORDER BY t")
             .fetchall()
         )
         assert len(rows) >= 3 and rows[-1][0] == "vllm" and rows[-1][1] == "up"
@@ -251,3 +254,135 @@ def test_snapshot_reads_a_captured_llamacpp_page_as_llamacpp(fixture_page: Calla
     (endpoint,) = json.loads(result.stdout)["endpoints"]
     assert endpoint["kind"] == "llamacpp"
     assert endpoint["generation_tokens_counter"] == 864 and endpoint["prompt_tokens_counter"] == 45
+
+
+# --- settings that crashed or were misread, through the real command (issue 9, item 9) -----------
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[[endpoints]]\nurl = 5", "endpoints[0].url"),  # was AttributeError
+        ('seed = "x"', "seed"),  # was TypeError
+        ('[cost]\nenergy_in_rate = "false"', "cost.energy_in_rate"),  # was read as true
+        ('history = "no"', "history"),  # kept the history on
+        ('[[endpoints]]\nurl = "http://127.0.0.1:9"\ngpus = "12"', "endpoints[0].gpus"),  # became GPUs 1 and 2
+        ('[[cost.api_prices]]\nname = "x"\nusd_per_mtok_in = -3\nusd_per_mtok_out = 1', "cost.api_prices[0]"),
+        ('[[cost.api_prices]]\nname = "x"\nusd_per_mtok_in = 1\nusd_per_mtok_out = nan', "cost.api_prices[0]"),
+        ('[[endpoints]]\nurl = "http://127.0.0.1:9"\nname = "\\u001b]0;pwned\\u0007"', "endpoints[0].name"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_its_key_and_exit_2(tmp_path: Path, toml: str, key: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml + "\n")
+    result = tokentop("snapshot", "--json", "--config", str(config))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"tokentop: config file {config}: {key}")
+    assert result.stderr.rstrip("\n").isprintable()  # nothing from the file acts on the terminal
+
+
+def test_a_config_path_that_is_a_directory_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = tokentop("snapshot", "--json", "--config", str(tmp_path))  # was IsADirectoryError
+    assert result.returncode == 2
+    assert result.stderr == f"tokentop: cannot read config file {tmp_path}: Is a directory\n"
+
+
+def test_credentials_in_an_endpoint_url_are_never_echoed() -> None:
+    """The port check ran first and repeated the whole URL, password included (issue 9, 12)."""
+    for url in ("http://u:hunter2@127.0.0.1:99999", "http://u:hunter2@127.0.0.1:8000", "http://u:hunter2@[::1"):
+        result = tokentop("snapshot", "--endpoint", url)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "hunter2" not in result.stderr and "u:" not in result.stderr
+
+
+# --- standard output that fails (issue 9, item 12) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tokentop.demo import simulated_snapshots
+    from tokentop.history import Store
+
+    db = tmp_path_factory.mktemp("history") / "h.db"
+    store = Store.open(db, host="h", version="0", config=Config().public_dict())
+    for snapshot in simulated_snapshots(15, seed=2):
+        store.append(snapshot)
+    store.close()
+    return db
+
+
+def _run_into(stdout: int | IO[str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tokentop.cli", *args], stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("command", ["summary", "snapshot"])
+def test_output_to_a_full_disk_is_one_line_and_exit_1(small_history: Path, command: str) -> None:
+    args = ("summary", "--db", str(small_history)) if command == "summary" else ("snapshot", "--json", "--demo")
+    with open("/dev/full", "w") as full, _run_into(full, *args) as process:
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert err == "tokentop: cannot write to standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("command", ["summary", "snapshot"])
+def test_a_closed_pipe_ends_quietly(small_history: Path, command: str) -> None:
+    """``tokentop snapshot --json | head -3``: the reader went away; no traceback, no message."""
+    args = ("summary", "--db", str(small_history)) if command == "summary" else ("snapshot", "--json", "--demo")
+    with _run_into(subprocess.PIPE, *args) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # before anything is written: the write meets a closed pipe
+        err = process.stderr.read() if process.stderr else ""
+        process.wait(timeout=60)
+    assert err == "" and process.returncode == 141
+
+
+# --- record says what changes, once (issue 9, item 12) ---------------------------------------------
+
+
+def test_record_reports_an_endpoint_going_down_and_coming_back_once_each(tmp_path: Path) -> None:
+    with LoopbackServer() as server:
+        back_at = time.monotonic() + 2.0
+        page = VLLM_PAGE.format(prompt=10, gen=20)
+        server.route("/metrics", lambda seen: Reply(status=500) if time.monotonic() < back_at else Reply(body=page))
+        result = tokentop(
+            "record",
+            "--endpoint",
+            f"{server.url}/metrics,kind=vllm,name=big",
+            "--db",
+            str(tmp_path / "h.db"),
+            "--duration",
+            "4",
+            "--interval",
+            "0.3",
+            "--no-summary",
+        )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len([line for line in lines if line.startswith("tokentop: big is down: ")]) == 1, result.stderr
+    assert lines.count("tokentop: big is back up") == 1, result.stderr
+
+
+def test_record_says_the_history_is_waiting_once_not_every_tick(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    with _run_into(
+        subprocess.DEVNULL, "record", "--demo", "--db", str(db), "--interval", "0.2", "--no-summary"
+    ) as process:
+        deadline = time.monotonic() + 30
+        while _ticks(db) < 3:
+            assert time.monotonic() < deadline, "record wrote nothing"
+            time.sleep(0.2)
+        locker = sqlite3.connect(db, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # another program holds the file: ticks wait in memory
+        time.sleep(2.5)
+        locker.execute("COMMIT")
+        locker.close()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    waiting = [line for line in err.splitlines() if "waiting in memory" in line]
+    assert len(waiting) == 1, err

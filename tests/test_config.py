@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 
-from tokentop.config import Config, ConfigError, EndpointConfig, load_config, parse_endpoint_flag
+from tokentop.config import (
+    ApiPrice,
+    Config,
+    ConfigError,
+    CostConfig,
+    EndpointConfig,
+    load_config,
+    parse_endpoint_flag,
+)
 
 
 def test_endpoint_flag_options() -> None:
@@ -30,6 +41,9 @@ def test_endpoint_flag_options() -> None:
         ("http://", "no host"),
         ("http://user:pw@h:1", "token_env"),
         ("http://h:1/metrics?api_key=pw", "token_env"),
+        ("http://user:pw@h:99999", "credentials"),  # the port is wrong too: credentials come first
+        ("http://user:pw@[::1", "not usable"),
+        ("http://h:99999/metrics?model=pw", "not usable"),
     ],
 )
 def test_unusable_endpoint_urls_are_refused(url: str, words: str) -> None:
@@ -43,7 +57,7 @@ def test_llamacpp_router_model_query_is_kept() -> None:
 
 
 def test_unknown_kind_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known: vllm"):
+    with pytest.raises(ConfigError, match="kind: must be one of vllm, sglang"):
         EndpointConfig(url="http://h:1", kind="vlm")
 
 
@@ -102,3 +116,140 @@ def test_every_kind_the_config_accepts_has_a_reader_and_no_reader_is_unreachable
     from tokentop.config import ENDPOINT_KINDS
 
     assert set(ENDPOINT_KINDS) == set(DEFAULT_SPECS) | {"ollama"}
+
+
+# --- every field checked against its type, in one place (issue 9, item 9) ---------------------
+
+# Where each settings class sits in a TOML file, with what it needs besides the field tried.
+PLACES = {
+    Config: ("", ""),
+    CostConfig: ("[cost]\n", ""),
+    EndpointConfig: ("[[endpoints]]\n", 'url = "http://h:1"\n'),
+    ApiPrice: ("[[cost.api_prices]]\n", 'name = "api"\nusd_per_mtok_in = 1\nusd_per_mtok_out = 1\n'),
+}
+KEY_PREFIX = {Config: "", CostConfig: "cost.", EndpointConfig: "endpoints[0].", ApiPrice: "cost.api_prices[0]."}
+
+
+def _wrong_value(cls: type, name: str) -> str:
+    """A TOML value of the wrong type for the field: a number where text is meant, else text."""
+    hint = get_type_hints(cls)[name]
+    text_like = {str, Path} & {hint, *get_args(hint)}
+    return "5" if text_like else '"x"'
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"), [(cls, f.name) for cls in PLACES for f in fields(cls)], ids=lambda v: getattr(v, "__name__", v)
+)
+def test_every_field_refuses_a_value_of_the_wrong_type_naming_its_key(tmp_path: Path, cls: type, name: str) -> None:
+    header, needed = PLACES[cls]
+    needed = "\n".join(line for line in needed.splitlines() if not line.startswith(f"{name} ="))
+    toml = tmp_path / "c.toml"
+    toml.write_text(f"{header}{needed}\n{name} = {_wrong_value(cls, name)}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(toml)
+    message = str(info.value)
+    assert f"{KEY_PREFIX[cls]}{name}: must be " in message and str(toml) in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ('energy_in_rate = "false"', "cost.energy_in_rate: must be true or false"),
+        ("pue = nan", "cost.pue: must be a finite number, not nan"),
+        ("electricity_usd_per_kwh = inf", "cost.electricity_usd_per_kwh: must be a finite number"),
+        ("capex_usd = -1", "cost.capex_usd: must be at least 0, not -1"),
+        ("[cost.gpu_hour_usd]\nH200 = nan", "cost.gpu_hour_usd.H200: must be a finite number"),
+        ("[cost.gpu_hour_usd]\nH200 = -2", "cost.gpu_hour_usd.H200: must be at least 0"),
+        (
+            '[[cost.api_prices]]\nname = "a"\nusd_per_mtok_in = -1\nusd_per_mtok_out = 1',
+            "cost.api_prices[0].usd_per_mtok_in: must be at least 0, not -1",
+        ),
+        (
+            '[[cost.api_prices]]\nname = "a"\nusd_per_mtok_in = 1\nusd_per_mtok_out = nan',
+            "cost.api_prices[0].usd_per_mtok_out: must be a finite number, not nan",
+        ),
+        (
+            '[[cost.api_prices]]\nname = "a"\nusd_per_mtok_in = 1',
+            "cost.api_prices[0]: setting 'usd_per_mtok_out' is missing",
+        ),
+        ("api_prices = 5", "cost.api_prices: must be a list, not the number 5"),
+        ("gpu_hour_usd = 5", "cost.gpu_hour_usd: must be a table"),
+    ],
+)
+def test_bad_cost_values_name_the_key(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[cost]\n{toml}\n")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ('history = "no"', "history: must be true or false (a TOML boolean, without quotes), not the string 'no'"),
+        ('seed = "x"', "seed: must be a whole number, not the string 'x'"),
+        ("seed = 1.5", "seed: must be a whole number, not the number 1.5"),
+        ("interval_s = nan", "interval_s: must be a finite number, not nan"),
+        ("max_endpoint_tok_s = 0", "max_endpoint_tok_s: must be between 1 and 1e+09, not 0"),
+        ("interval_s = 1" + "0" * 400, "interval_s: must be a finite number, not a number too large to use"),
+        ("[[endpoints]]\nname = 'x'", "endpoints[0]: setting 'url' is missing"),
+        ('endpoints = "http://h:1"', "endpoints: must be a list, not the string 'http://h:1'"),
+        ("[[endpoints]]\nurl = 5", "endpoints[0].url: must be a string (in quotes), not the number 5"),
+        ('[[endpoints]]\nurl = "http://h:1"\ngpus = "12"', "endpoints[0].gpus: must be a list, not the string '12'"),
+        ('[[endpoints]]\nurl = "http://h:1"\ngpus = [true]', "endpoints[0].gpus[0]: must be a string"),
+        ('[[endpoints]]\nurl = "http://h:1"\ncolour = "red"', "endpoints[0]: setting 'colour' not understood"),
+        ("[cost]\nmode = 'lease'", "cost.mode: must be one of cloud, owned, not 'lease'"),
+    ],
+)
+def test_bad_values_anywhere_name_the_key(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(path)
+
+
+def test_values_are_stored_in_their_normal_form(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'interval_s = 2\ndb_path = "~/h.db"\n[cost.gpu_hour_usd]\nH200 = 2\n'
+        '[[endpoints]]\nurl = "http://h:1"\ngpus = [0, "GPU-ab"]\n'
+    )
+    config = load_config(path)
+    assert config.interval_s == 2.0 and isinstance(config.interval_s, float)
+    assert config.db_path == Path("~/h.db").expanduser()
+    assert config.endpoints[0].gpus == ("0", "GPU-ab")  # an index may be written as a number
+    assert config.cost.gpu_hour_usd == {"H200": 2.0}
+    assert Config(endpoints=[EndpointConfig("http://h:1", gpus=["1"])]).endpoints[0].gpus == ("1",)
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[[endpoints]]\nurl = "http://h:1"\nname = "\\u001b[2J\\u001b]0;owned\\u0007"',
+        '[[endpoints]]\nurl = "http://h:1"\nname = "llama\\u202e"',  # a bidi override
+        '[cost.gpu_hour_usd]\n"H200\\u001b[31m" = 1.0',
+        '[[cost.api_prices]]\nname = "a\\nb"\nusd_per_mtok_in = 1\nusd_per_mtok_out = 1',
+        '[[endpoints]]\nurl = "http://h:1/\\u001b[2J"',
+    ],
+)
+def test_names_with_control_characters_are_refused_never_echoed(tmp_path: Path, toml: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match="control or invisible character") as info:
+        load_config(path)
+    assert str(info.value).isprintable()
+
+
+def test_an_overlong_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="name: is longer than 200 characters"):
+        EndpointConfig("http://h:1", name="n" * 201)
+
+
+def test_a_config_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*: Is a directory"):
+        load_config(tmp_path)
+
+
+def test_energy_in_rate_is_resolved_by_mode_and_stored_resolved() -> None:
+    assert Config().public_dict()["cost"]["energy_in_rate"] is True
+    assert Config(cost=CostConfig(mode="owned")).public_dict()["cost"]["energy_in_rate"] is False

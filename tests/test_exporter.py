@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -231,8 +235,6 @@ def test_export_demo_serves_until_sigterm(tmp_path: Path) -> None:
 
 
 def test_export_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -321,3 +323,111 @@ def test_an_unknown_reading_is_left_out_never_written_as_zero(demo_snapshot: Sna
     assert registry.get_sample_value("tokentop_gpu_power_watts", gpu_labels(blind)) is None
     assert registry.get_sample_value("tokentop_gpu_utilization_ratio", gpu_labels(blind)) is None
     assert registry.get_sample_value("tokentop_gpu_energy_joules_total", gpu_labels(blind)) == gpu.totals.energy_j
+
+
+# --- the server: HEAD, a burst of scrapers, the windows' real span, the warning (issue 9, 11) ---
+
+
+def test_window_gauges_publish_the_span_the_window_covers_not_its_configured_length(
+    demo_snapshot: Snapshot,
+) -> None:
+    registry = registry_of(demo_snapshot)
+    read = registry.get_sample_value
+    host = demo_snapshot.host
+    assert host.cost_window.span_s < demo_snapshot.cost_window_s  # 12 ticks: the 60 s window is filling
+    assert read("tokentop_cost_window_seconds", {"host": "host-a"}) == host.cost_window.span_s
+    assert read("tokentop_rate_window_seconds", {"host": "host-a"}) == host.rate_window.span_s
+
+
+@pytest.fixture
+def served(demo_snapshot: Snapshot) -> Iterator[str]:
+    """A real exporter server over a fixed snapshot; yields its base URL."""
+    server = exporter.serve(SimpleNamespace(latest=demo_snapshot), "127.0.0.1", 0)  # type: ignore[arg-type]
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_head_is_answered_like_get_without_the_body(served: str) -> None:
+    get = httpx.get(served + "/metrics", timeout=5)
+    head = httpx.head(served + "/metrics", timeout=5)
+    assert get.status_code == head.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert int(head.headers["content-length"]) == len(get.content) and head.content == b""
+    assert httpx.get(served + "/other", timeout=5).status_code == 404
+
+
+def _burst(port: int, clients: int) -> list[float | None]:
+    """``clients`` connections opened at once, each sending one GET; per connection the seconds
+    until its whole 200 answer arrived, or None (no answer within 5 s)."""
+    selector = selectors.DefaultSelector()
+    answers: dict[socket.socket, bytearray] = {}
+    started = time.monotonic()
+    for _ in range(clients):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        selector.register(sock, selectors.EVENT_WRITE)
+        answers[sock] = bytearray()
+    took: dict[socket.socket, float] = {}
+    while len(took) < clients and time.monotonic() - started < 5:
+        for key, events in selector.select(timeout=0.1):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if events & selectors.EVENT_WRITE:
+                sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                selector.modify(sock, selectors.EVENT_READ)
+                continue
+            chunk = sock.recv(1 << 16)
+            answers[sock] += chunk
+            if not chunk:
+                selector.unregister(sock)
+                took[sock] = time.monotonic() - started
+    for sock in answers:
+        sock.close()
+    return [took[s] if s in took and answers[s].startswith(b"HTTP/1.0 200") else None for s in answers]
+
+
+def test_a_burst_of_200_scrapers_is_answered_within_a_second_each(served: str) -> None:
+    """prometheus_client's server listened with a backlog of 5: in a burst, the connections past
+    it waited for the client's SYN retry (1 s, then 3 s) or got no answer at all."""
+    took = _burst(int(served.rsplit(":", 1)[1]), 200)
+    assert None not in took, f"{took.count(None)} of 200 got no answer"
+    assert max(t for t in took if t is not None) < 1.0
+
+
+def _export_stderr(listen: str) -> str:
+    """What ``export --listen LISTEN`` says on stderr, once it has served a reading."""
+    with start_export("--demo", "--no-history", "--listen", listen) as process:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        port = re.search(r":(\d+)/metrics", first)
+        assert port, first
+        loopback = "[::1]" if listen.startswith("[") else "127.0.0.1"
+        deadline = time.monotonic() + 20
+        while not by_gpu(scrape(f"http://{loopback}:{port.group(1)}/metrics")[1], "tokentop_gpu_power_watts"):
+            assert time.monotonic() < deadline, "no reading after 20 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        rest = process.stderr.read()  # not communicate(): it would miss what readline() buffered
+        assert process.wait(timeout=30) == 0, first + rest
+    return first + rest
+
+
+def test_serving_beyond_loopback_warns_in_one_line() -> None:
+    err = _export_stderr("0.0.0.0:0")
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert "reachable beyond this machine" in warning and "anyone who reaches the port" in warning
+    assert "warning" not in _export_stderr("127.0.0.1:0")
+
+
+def test_serving_on_every_ipv6_interface_warns_too() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 here: {exc}")
+    err = _export_stderr("[::]:0")
+    assert "serving http://[::]:" in err and "reachable beyond this machine" in err

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tokentop import report
-from tokentop.config import Config
+from tokentop.config import Config, CostConfig
 from tokentop.demo import simulated_snapshots
 from tokentop.history import Store
 from tokentop.snapshot_json import snapshot_dict
@@ -32,6 +32,7 @@ VOLATILE_KEYS = {"db_path", "started_unix_s", "started_utc", "ended_unix_s", "en
 RENAMED = {
     "utilization_pct": "busy_pct",  # host and per-GPU figures; CSV column
     "engine_step_s": "endpoint_step_s",  # rate_windows
+    "busy_s": "busy_gpu_s",  # busy GPU-seconds, the host's summed over its GPUs (issue 9 item 15)
 }
 # Renamed at the top level only: the list of per-endpoint rows. Each GPU keeps ``engines``, the
 # names of the endpoints whose engines run on it.
@@ -40,10 +41,16 @@ TOP_LEVEL_RENAMED = {"engines": "endpoints"}
 # The only values allowed to differ from the golden files: (file, JSON key path) -> (old, new).
 VALUE_CHANGES: dict[tuple[str, tuple[str, ...]], tuple[Any, Any]] = {
     ("summary.json", ("schema_version",)): (1, 2),
+    # Issue 9 item 15: the snapshot's busy time is busy GPU-seconds as in the summary; the host's
+    # was the GPUs' mean (112.75 s = 902 GPU-seconds / 8 GPUs). Snapshot JSON schema 1 -> 2.
+    ("snapshot.json", ("schema_version",)): (1, 2),
+    ("snapshot.json", ("host", "session", "busy_gpu_s")): (112.75, 902.0),
 }
 
-# The renames apply to the summary only: the snapshot's JSON keeps its keys.
+# ``RENAMED`` applies to the summary only; the snapshot's JSON has its own renames (schema 1 -> 2:
+# ``session.busy_s`` of the host and of each GPU, issue 9 item 15).
 RENAMES_APPLY_TO = {"summary.json", "summary.csv"}
+SNAPSHOT_RENAMED = {"busy_s": "busy_gpu_s"}
 
 
 def _scrub(value: object) -> object:
@@ -54,16 +61,16 @@ def _scrub(value: object) -> object:
     return value
 
 
-def _renamed(value: object) -> object:
+def _renamed(value: object, renames: dict[str, str]) -> object:
     if isinstance(value, dict):
-        return {RENAMED.get(k, k): _renamed(v) for k, v in value.items()}
+        return {renames.get(k, k): _renamed(v, renames) for k, v in value.items()}
     if isinstance(value, list):
-        return [_renamed(v) for v in value]
+        return [_renamed(v, renames) for v in value]
     return value
 
 
 def _expected_json(name: str, old: dict[str, Any]) -> dict[str, Any]:
-    new = _renamed(old) if name in RENAMES_APPLY_TO else old
+    new = _renamed(old, RENAMED if name in RENAMES_APPLY_TO else SNAPSHOT_RENAMED)
     assert isinstance(new, dict)
     if name in RENAMES_APPLY_TO:
         new = {TOP_LEVEL_RENAMED.get(k, k): v for k, v in new.items()}
@@ -97,9 +104,12 @@ def _dump(value: object) -> str:
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    snapshots = simulated_snapshots(TICKS, seed=SEED)
+    # Issue 9 item 16 made energy_in_rate default to true in cloud mode; the golden files were
+    # written with the old default (energy added to the rate), so the recording states it.
+    cost = CostConfig(energy_in_rate=False)
+    snapshots = simulated_snapshots(TICKS, seed=SEED, cost=cost)
     db = tmp_path_factory.mktemp("golden") / "history.db"
-    config = Config()
+    config = Config(cost=cost)
     store = Store.open(db, host="golden", version="0", config=config.public_dict())
     for snap in snapshots:
         store.append(snap)
@@ -132,3 +142,6 @@ def test_the_renames_and_value_changes_are_all_used() -> None:
         assert old in json.loads(summary), old
     assert json.loads(summary)["schema_version"] == 1
     assert report.SCHEMA_VERSION == 2
+    snapshot = (GOLDEN / "snapshot.json").read_text()
+    for old in SNAPSHOT_RENAMED:
+        assert f'"{old}"' in snapshot, old

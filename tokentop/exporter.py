@@ -2,7 +2,9 @@
 
 The sampler ticks on its own thread (and writes the history as usual); a custom collector turns
 the latest Snapshot into metric families when Prometheus scrapes. A scrape never touches NVML,
-an inference server or SQLite: it only reads the snapshot reference.
+an inference server or SQLite: it only reads the snapshot reference. The text is made once per
+snapshot (and format) and served as is until the next tick, by a threaded HTTP server with a
+deep listen backlog, so that hundreds of scrapers at once are each answered within a second.
 
 Counters (``*_total``) are tokentop's session totals, the very values the history stores per
 tick, so ``increase()`` over a range equals ``tokentop summary`` over the same range. Fleet
@@ -12,13 +14,19 @@ of per-GPU ratios (README, "Prometheus exporter").
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import socketserver
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -26,10 +34,9 @@ from tokentop import __version__
 from tokentop.model import EndpointFigures, GpuFigures, Snapshot
 from tokentop.sampler import Sampler
 
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
 DEFAULT_LISTEN = "127.0.0.1:9464"
+LISTEN_BACKLOG = 1024  # connections the kernel holds while every handler thread is busy
+METRICS_PATHS = ("/metrics", "/")
 GPU_LABELS = ("gpu", "uuid", "host")
 ENDPOINT_LABELS = ("endpoint", "kind", "host")
 T = TypeVar("T")
@@ -203,11 +210,15 @@ class SnapshotCollector(Collector):
     def _general(self, snap: Snapshot) -> Iterator[Metric]:
         for name, value, text in (
             ("tokentop_snapshot_timestamp_seconds", snap.t_wall, "Unix time of the reading the other series come from"),
-            ("tokentop_rate_window_seconds", snap.rate_window_s, "Window of the tokens-per-second gauges"),
+            (
+                "tokentop_rate_window_seconds",
+                snap.host.rate_window.span_s,
+                "Span the tokens-per-second gauges cover (grows to the rate window while it fills)",
+            ),
             (
                 "tokentop_cost_window_seconds",
-                snap.cost_window_s,
-                "Window of the $/Mtok, tokens-per-joule and busy-ratio gauges",
+                snap.host.cost_window.span_s,
+                "Span the $/Mtok, tokens-per-joule and busy-ratio gauges cover (grows to the cost window)",
             ),
         ):
             family = GaugeMetricFamily(name, text, labels=("host",))
@@ -247,10 +258,87 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve(sampler: Sampler, host: str, port: int) -> WSGIServer:
+class Exposition:
+    """The exposition text of the latest snapshot, made once per snapshot and format: between
+    two ticks every scrape gets the same bytes without collecting again."""
+
+    def __init__(self, latest: Callable[[], Snapshot | None], host: str) -> None:
+        self._latest = latest
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(SnapshotCollector(self._current, host))
+        self._rendering: Snapshot | None = None
+        self._made: dict[str, tuple[Snapshot | None, bytes]] = {}  # content type -> (of, text)
+        self._lock = threading.Lock()
+
+    def _current(self) -> Snapshot | None:
+        return self._rendering
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The text for a scrape with this ``Accept`` header, and its content type."""
+        encode, content_type = choose_encoder(accept or "")
+        snapshot = self._latest()
+        with self._lock:  # one thread makes the text; the others wait for it, then copy it
+            made = self._made.get(content_type)
+            if made is None or made[0] is not snapshot:
+                self._rendering = snapshot
+                made = self._made[content_type] = (snapshot, encode(self._registry))
+        return made[1], content_type
+
+
+class MetricsHandler(BaseHTTPRequestHandler):
+    """GET and HEAD of ``/metrics``; nothing is logged per scrape."""
+
+    server: MetricsServer
+    timeout = 10  # a client that stalls holds its thread this long at most
+
+    def do_GET(self) -> None:
+        self._answer(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(with_body=False)
+
+    def _answer(self, with_body: bool) -> None:
+        if urlsplit(self.path).path not in METRICS_PATHS:
+            self.send_error(404, "tokentop serves /metrics only")
+            return
+        body, content_type = self.server.exposition.render(self.headers.get("Accept"))
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not logged: one a second per scraper would drown the real messages."""
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """One daemon thread per scrape and a deep listen backlog (prometheus_client's server
+    listens with 5: a burst of scrapers saw connections refused or left unanswered)."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, host: str, port: int, exposition: Exposition) -> None:
+        family, *_, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        self.address_family = family
+        self.exposition = exposition
+        super().__init__((str(address[0]), port), MetricsHandler)
+
+    def server_bind(self) -> None:
+        """HTTPServer's, less its reverse DNS lookup of the address (seconds where DNS is down)."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def beyond_loopback(self) -> bool:
+        """True when another machine may reach the bound address (``0.0.0.0``, ``::``, a LAN IP)."""
+        return not ipaddress.ip_address(str(self.server_address[0]).split("%")[0]).is_loopback
+
+
+def serve(sampler: Sampler, host: str, port: int) -> MetricsServer:
     """Serve ``/metrics`` for ``sampler.latest`` on a daemon thread; returns the server (its
     ``server_address`` holds the port actually bound). Raises OSError when it cannot bind."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: sampler.latest, socket.gethostname()))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server = MetricsServer(host, port, Exposition(lambda: sampler.latest, socket.gethostname()))
+    threading.Thread(target=server.serve_forever, name="tokentop-exporter", daemon=True).start()
     return server

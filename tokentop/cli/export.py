@@ -43,6 +43,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if server.beyond_loopback():
+        print(
+            f"tokentop: warning: {where}:{bound} is reachable beyond this machine: anyone who reaches the "
+            "port reads this host's GPUs, models, tokens and costs (no authentication); firewall it "
+            "or listen on 127.0.0.1 behind an authenticating proxy",
+            file=sys.stderr,
+            flush=True,
+        )
     if not sampler.gpus.available:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
     with stop_on_signals() as stop:

@@ -37,9 +37,20 @@ def run_live(runtime: Runtime, store: Store | None, *, summary: bool = True) -> 
     finally:
         sampler.stop()  # closes the history: the summary below then covers every tick
         runtime.close()
+    if store is not None and store.ticks_lost:
+        _say(f"tokentop: {store.ticks_written} ticks written, {store.ticks_lost} lost in {store.path}\n")
     if summary and app.ended_by not in ("hangup", "terminal lost"):  # a terminal to print on
         _print_summary(app, store)
     return app.return_code or 0
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there is still somewhere to write it (not after a hangup)."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except OSError:
+        pass
 
 
 def _print_summary(app: TokentopApp, store: Store | None) -> None:

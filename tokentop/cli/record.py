@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from tokentop.cli.output import EXIT_OUTPUT_LOST
 from tokentop.cli.runtime import UsageError, build_runtime, history_path, open_store, stop_on_signals
 from tokentop.cli.summary import print_session_summary
 from tokentop.config import Config
@@ -13,6 +14,8 @@ from tokentop.model import Snapshot
 from tokentop.sampler import Sampler
 
 log = logging.getLogger("tokentop")
+
+EXIT_TICKS_LOST = 1  # some ticks, or the session's end, did not reach the history (said on stderr)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +29,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class ChangeReport:
+    """What ``record`` says on stderr as it runs, once per change rather than every tick: an
+    endpoint going down or coming back, a GPU lost or back (as the live view notifies), and each
+    message of the snapshot when it appears (a lasting one, such as the history waiting, keeps
+    its text while it lasts)."""
+
+    def __init__(self) -> None:
+        self._previous: Snapshot | None = None
+        self._messages: set[str] = set()
+
+    def lines(self, snapshot: Snapshot) -> list[str]:
+        previous, out = self._previous, []
+        endpoints_before = {e.sample.name: e.sample.status for e in previous.endpoints} if previous else {}
+        for endpoint in snapshot.endpoints:
+            sample, old = endpoint.sample, endpoints_before.get(endpoint.sample.name)
+            if sample.status == "error" and old != "error":
+                out.append(f"{sample.name} is down: {sample.error or 'no answer'}")
+            elif sample.status == "up" and old == "error":
+                out.append(f"{sample.name} is back up")
+        gpus_before = {g.sample.uuid: g.sample.status for g in previous.gpus} if previous else {}
+        for gpu in snapshot.gpus:
+            status, old = gpu.sample.status, gpus_before.get(gpu.sample.uuid, "ok")
+            if status != "ok" and old == "ok":
+                out.append(f"GPU {gpu.sample.index} {status}: {gpu.sample.error or 'no reading'}")
+            elif status == "ok" and old != "ok":
+                out.append(f"GPU {gpu.sample.index} is back")
+        out += [text for text in snapshot.messages if text not in self._messages]
+        self._previous, self._messages = snapshot, set(snapshot.messages)
+        return out
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     if not config.history:
         raise UsageError("record writes the history: --no-history leaves it nothing to do")
@@ -36,25 +70,24 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
     where = history_path(runtime.config)
     print(f"tokentop: recording to {where} every {runtime.config.interval_s:g} s; Ctrl-C to stop", file=sys.stderr)
-    ticks = 0
-    said: set[str] = set()
+    report = ChangeReport()
 
-    def count_and_warn(snapshot: Snapshot) -> None:
-        nonlocal ticks
-        ticks += 1
-        for message in snapshot.messages:
-            if message not in said:  # each thing once, not every second
-                said.add(message)
-                log.warning(message)
+    def report_changes(snapshot: Snapshot) -> None:
+        for line in report.lines(snapshot):
+            log.warning(line)
 
     with stop_on_signals() as stop:
         sampler.start_background()
         try:
-            sampler.run(stop, duration_s=args.duration, on_tick=count_and_warn)
+            sampler.run(stop, duration_s=args.duration, on_tick=report_changes)
         finally:
-            sampler.stop()
+            closing = sampler.stop()  # said on stderr: what closing the history could not do
             runtime.close()
-    print(f"tokentop: {ticks} ticks recorded in {where}", file=sys.stderr)
-    if args.summary and store is not None and store.session_id is not None:
-        print_session_summary(store.path, store.session_id, sys.stdout)
-    return 0
+    assert store is not None  # required=True: open_store raised otherwise
+    lost = store.ticks_lost  # the exact count, once the store is closed
+    print(f"tokentop: {store.ticks_written} ticks written, {lost} lost in {where}", file=sys.stderr)
+    status = EXIT_TICKS_LOST if lost or closing else 0  # a session left without its end counts too
+    if not args.summary or store.session_id is None:
+        return status
+    written = print_session_summary(store.path, store.session_id, sys.stdout)
+    return EXIT_OUTPUT_LOST if written == EXIT_OUTPUT_LOST else status  # no summary at all loses nothing

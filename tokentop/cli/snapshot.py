@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 
+from tokentop.cli.output import write_stdout
 from tokentop.cli.runtime import UsageError, build_runtime, open_store
 from tokentop.config import Config
 from tokentop.sampler import Sampler
@@ -32,6 +32,5 @@ def run(args: argparse.Namespace, config: Config) -> int:
         runtime.close()
     if snap is None:
         raise UsageError("no reading could be taken (see the log above)")
-    json.dump(snapshot_dict(snap, runtime.config.cost), sys.stdout, indent=2, allow_nan=False)
-    sys.stdout.write("\n")
+    write_stdout(json.dumps(snapshot_dict(snap, runtime.config.cost), indent=2, allow_nan=False) + "\n")
     return 0

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from tokentop.cli.output import EXIT_OUTPUT_LOST, EXIT_PIPE_CLOSED, discard_stdout, write_stdout
 from tokentop.config import Config, default_db_path
 from tokentop.history import StoreError
 from tokentop.report import (
@@ -60,14 +61,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
             else:
                 session = choose_session(store, args.session, since, until)
                 text = render(build_summary(store, session, since, until), args.format)
-        if args.output is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        else:
-            args.output.write_text(text)
     except (SummaryError, StoreError) as exc:
         print(f"tokentop: {exc}", file=sys.stderr)
         return EXIT_NO_SUMMARY
+    if args.output is None:
+        write_stdout(text)
+        return 0
+    try:
+        args.output.write_text(text)
     except OSError as exc:
         print(f"tokentop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_NO_SUMMARY
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
 def print_session_summary(db_path: Path, session_id: int, stream: TextIO, fmt: str = "md") -> int:
     """Print one session's summary to ``stream`` (when the live view or ``record`` ends).
 
-    Never raises: with nothing to show, one line goes to stderr and 2 is returned."""
+    Never raises: with nothing to show, one line goes to stderr and 2 is returned; when the
+    stream fails, one line and ``EXIT_OUTPUT_LOST``, or silently ``EXIT_PIPE_CLOSED``."""
     try:
         text = render(summarize(db_path, session_id), fmt)
     except (SummaryError, StoreError) as exc:
@@ -86,6 +88,11 @@ def print_session_summary(db_path: Path, session_id: int, stream: TextIO, fmt: s
     try:
         stream.write(text)
         stream.flush()
-    except OSError:  # the terminal went away as we ended
-        return EXIT_NO_SUMMARY
+    except BrokenPipeError:  # the reader or the terminal went away as we ended
+        discard_stdout()
+        return EXIT_PIPE_CLOSED
+    except OSError as exc:
+        discard_stdout()
+        print(f"tokentop: cannot write the session summary: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_OUTPUT_LOST
     return 0
