@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from tokentop.config import CostConfig
 from tokentop.derive import (
     DeliveredCounter,
     Deriver,
+    EnergyStep,
     Point,
     Ring,
     energy_delta_j,
@@ -19,6 +21,7 @@ from tokentop.derive import (
     host_tick,
 )
 from tokentop.model import EndpointSample, EngineMapping, GpuReading, GpuSample, Histogram, Totals, Window
+from tokentop.snapshot_json import snapshot_dict
 
 H200 = "NVIDIA H200"
 
@@ -56,64 +59,61 @@ def server(
 # --- the delivered-tokens counter -------------------------------------------------------
 
 
+def feed(counter: DeliveredCounter, *readings: tuple[float | None, float | None]) -> list[float]:
+    """Readings one second apart, after those the counter has seen; what each one added."""
+    start = counter.last_t + 1.0
+    return [counter.update(raw, in_flight, start + i) for i, (raw, in_flight) in enumerate(readings)]
+
+
 def test_counter_baseline_then_deltas() -> None:
     c = DeliveredCounter()
-    assert c.update(1000, None) == 0  # tokens from before we watched are not ours
-    assert c.update(1100, None) == 100
-    assert c.update(1100, None) == 0
+    assert feed(c, (1000, None), (1100, None), (1100, None)) == [0, 100, 0]  # 1000 from before we watched
     assert c.delivered == 100
 
 
 def test_counter_reset_counts_new_value_from_zero_never_negative() -> None:
     c = DeliveredCounter()
-    c.update(5000, None)
-    c.update(5200, None)
-    assert c.update(30, None) == 30  # restarted: 30 tokens since the restart
-    assert c.update(80, None) == 50
+    feed(c, (5000, None), (5200, None))
+    assert feed(c, (30, None), (80, None)) == [30, 50]  # restarted: 30 tokens since the restart
     assert c.delivered == 200 + 30 + 50
 
 
 def test_in_flight_progress_is_live_and_never_counted_twice() -> None:
     # llama.cpp: the counter moves only when a request ends; /slots shows progress meanwhile.
     c = DeliveredCounter()
-    c.update(64, 0)
-    assert c.update(64, 40) == 40  # live: 40 tokens decoded so far
-    assert c.update(64, 120) == 80
-    assert c.update(264, 0) == 80  # request ended with 200 tokens: only the rest is new
+    feed(c, (64, 0))
+    assert feed(c, (64, 40), (64, 120)) == [40, 80]  # live: 40 tokens decoded so far
+    assert feed(c, (264, 0)) == [80]  # request ended with 200 tokens: only the rest is new
     assert c.delivered == 200
 
 
 def test_request_ending_between_the_two_reads_dips_but_never_double_counts() -> None:
     c = DeliveredCounter()
-    c.update(0, 0)
-    c.update(0, 150)
-    assert c.update(0, 0) == 0  # ended after /metrics was read, before /slots: seen in neither
-    assert c.update(200, 0) == 50  # next tick: the counter has it; only the 50 not yet seen
+    feed(c, (0, 0), (0, 150))
+    assert feed(c, (0, 0)) == [0]  # ended after /metrics was read, before /slots: seen in neither
+    assert feed(c, (200, 0)) == [50]  # next tick: the counter has it; only the 50 not yet seen
     assert c.delivered == 200
 
 
 def test_progress_only_when_metrics_are_off() -> None:
     c = DeliveredCounter()
-    c.update(None, 10)
-    assert c.update(None, 50) == 40
-    assert c.update(None, 0) == 0  # finished: progress went away, nothing negative
+    assert feed(c, (None, 10), (None, 50), (None, 0)) == [0, 40, 0]  # finished: nothing negative
 
 
 def test_unknown_counter_changes_nothing() -> None:
     c = DeliveredCounter()
-    c.update(10, None)
-    assert c.update(None, None) == 0
-    assert c.update(15, None) == 5
+    assert feed(c, (10, None), (None, None), (15, None)) == [0, 0, 5]
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=60))
 def test_property_delivered_matches_prometheus_increase(values: list[int]) -> None:
-    """Delivered = sum of increases, a decrease counting the new value (Prometheus rate())."""
-    c = DeliveredCounter()
+    """Without a ceiling, delivered = sum of increases, a decrease counting the new value
+    (Prometheus rate())."""
+    c = DeliveredCounter(max_tok_s=math.inf)
     expected = 0
     for prev, cur in itertools.pairwise(values):
         expected += cur - prev if cur >= prev else cur
-    total = sum(c.update(v, None) for v in values)
+    total = sum(feed(c, *((v, None) for v in values)))
     assert total == expected == c.delivered
     assert c.delivered >= 0
 
@@ -123,12 +123,12 @@ def test_property_requests_with_progress_end_exact(requests: list[tuple[int, int
     """Requests decode step by step (progress), then land in the counter: total is exact."""
     c = DeliveredCounter()
     counter = 0
-    c.update(counter, 0)
+    feed(c, (counter, 0))
     for length, _ in requests:
         for done in range(0, length, max(1, length // 3)):
-            assert c.update(counter, done) >= 0
+            assert feed(c, (counter, done))[0] >= 0
         counter += length
-        c.update(counter, 0)
+        feed(c, (counter, 0))
     assert c.delivered == sum(length for length, _ in requests)
 
 
@@ -136,19 +136,19 @@ def test_property_requests_with_progress_end_exact(requests: list[tuple[int, int
 
 
 def test_energy_from_counter_difference() -> None:
-    joules, method = energy_delta_j(gpu("a", 0, energy_mj=1_000_000), gpu("a", 0, energy_mj=1_500_000), 1.0)
-    assert (joules, method) == (500.0, "counter")
+    step = energy_delta_j(gpu("a", 0, energy_mj=1_000_000), gpu("a", 0, energy_mj=1_500_000), 1.0)
+    assert step == EnergyStep(500.0, "counter")
 
 
 def test_energy_counter_reset_falls_back_to_power_trapezoid() -> None:
     prev = gpu("a", 0, power=400, energy_mj=9_000_000)
     cur = gpu("a", 0, power=600, energy_mj=1_000)
-    assert energy_delta_j(prev, cur, 2.0) == (1000.0, "power_integral")
+    assert energy_delta_j(prev, cur, 2.0) == EnergyStep(1000.0, "power_integral")
 
 
 def test_energy_without_counter_or_power() -> None:
-    assert energy_delta_j(gpu("a", 0, power=300), gpu("a", 0, power=300), 1.5) == (450.0, "power_integral")
-    assert energy_delta_j(gpu("a", 0, power=None), gpu("a", 0, power=None), 1.0) == (0.0, None)
+    assert energy_delta_j(gpu("a", 0, power=300), gpu("a", 0, power=300), 1.5) == EnergyStep(450.0, "power_integral")
+    assert energy_delta_j(gpu("a", 0, power=None), gpu("a", 0, power=None), 1.0) == EnergyStep(0.0, None)
 
 
 # --- histograms -------------------------------------------------------------------------
@@ -273,10 +273,23 @@ def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None
             _reading(t, gpus), (server("local", t, 0, 100 * t, running=1), server("remote", t, 0, 900 * t)), mapping, t
         )
     assert snap.host.totals.tokens_out == sum(g.totals.tokens_out for g in snap.gpus) == 200
-    assert snap.host.totals.busy_s == pytest.approx(1.0)  # one of two GPUs busy for 2 s
+    assert snap.host.totals.busy_s == pytest.approx(2.0)  # busy GPU-seconds: one of two GPUs, for 2 s
     assert snap.host.cost_window.busy_share == pytest.approx(0.5)
     assert any("remote" in m and "no known GPU" in m for m in snap.messages)
     assert not any("local" in m for m in snap.messages)
+
+
+def test_busy_time_is_gpu_seconds_for_the_host_as_for_each_gpu_in_the_snapshot_json() -> None:
+    """Issue 9 item 15: one meaning, and the key says it (snapshot JSON schema 2)."""
+    d = Deriver(CostConfig())
+    mapping = {"local": EngineMapping(("a",), "process")}
+    for t in (0.0, 1.0, 2.0):
+        snap = d.step(_reading(t, [gpu("a", 0), gpu("b", 1)]), (server("local", t, 0, 100 * t, running=1),), mapping, t)
+    data = snapshot_dict(snap, CostConfig())
+    assert data["schema_version"] == 2
+    assert [g["session"]["busy_gpu_s"] for g in data["gpus"]] == [2.0, 0.0]
+    assert data["host"]["session"]["busy_gpu_s"] == 2.0 and "busy_s" not in data["host"]["session"]
+    assert data["host"]["cost_window"]["busy_pct"] == pytest.approx(50.0)  # over 4 watched GPU-seconds
 
 
 def test_endpoint_and_gpu_rates_share_one_window_even_when_it_outlasts_the_cost_window() -> None:
@@ -292,21 +305,24 @@ def test_endpoint_and_gpu_rates_share_one_window_even_when_it_outlasts_the_cost_
 # --- the pieces of the step -------------------------------------------------------------
 
 
-def test_ring_window_starts_at_the_newest_point_old_enough_else_the_oldest() -> None:
+def test_ring_window_starts_exactly_its_length_back_else_at_the_oldest_point() -> None:
     ring = Ring(keep_s=5.0)
     for t in range(8):
         ring.push(Point(float(t), Totals(tokens_out=10.0 * t)))
     assert [p.t for p in ring.points] == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # one point older than 5 s kept
-    assert ring.start_of(2.0).t == 5.0 and ring.start_of(2.5).t == 4.0
-    assert ring.start_of(60.0).t == 2.0  # the ring is still filling: the oldest point
+    assert ring.window(2.0) == Window(2.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0)
+    assert ring.window(2.5) == Window(2.5, 0.0, 25.0, 0.0, 0.0, 0.0, 0.0)  # from 4.5, between two readings
+    assert ring.reading_before(2.5).t == 4.0  # where the window's latency percentiles start
+    assert ring.window(60.0).span_s == 5.0  # the ring is still filling: from the oldest point
     assert ring.window(3.0).tok_s_out == pytest.approx(10.0)
 
 
-def test_host_tick_sums_its_gpus_with_busy_time_as_their_mean() -> None:
+def test_host_tick_sums_its_gpus_busy_time_in_gpu_seconds() -> None:
     busy = Window(1.0, 10.0, 90.0, 500.0, 0.002, 1.0, 0.002)
     idle = Window(1.0, 0.0, 0.0, 100.0, 0.001, 0.0, 0.0)
     host = host_tick([busy, idle])
     assert (host.tokens_out, host.energy_j, host.cost_usd) == (90.0, 600.0, pytest.approx(0.003))
-    assert host.busy_s == 0.5 and host.busy_cost_usd == pytest.approx(0.002)
+    assert (host.busy_s, host.watched_gpu_s, host.busy_share) == (1.0, 2.0, 0.5)
+    assert host.busy_cost_usd == pytest.approx(0.002)
     unpriced = host_tick([busy, Window(1.0, 0.0, 0.0, 100.0, None, 0.0, 0.0)])
     assert unpriced.cost_usd is None and unpriced.busy_cost_usd is None  # never a partial host cost

@@ -618,8 +618,8 @@ def test_locked_database_keeps_ticks_in_memory_and_writes_them_later(tmp_path: P
         first = store.append(host.tick())
         second = store.append(host.tick())
         assert first is not None and second is not None
-        assert "locked by another process" in first and "1 tick waiting" in first
-        assert "2 ticks waiting" in second and "\n" not in second and str(path) in second
+        assert "locked by another process" in first and "(1 tick so far, waiting in memory" in first
+        assert second == first and "\n" not in second and str(path) in second  # said once, not every tick
         assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(2,)]
         blocker.execute("COMMIT")
         blocker.close()
@@ -636,10 +636,13 @@ def test_queue_is_bounded_and_says_what_it_dropped(tmp_path: Path) -> None:
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         messages = [store.append(host.tick()) for _ in range(4)]
-        assert messages[-1] is not None and "2 oldest dropped" in messages[-1]
+        assert messages[-1] is not None and "memory holds the latest 2, 1 older lost" in messages[-1]
+        assert messages[-1] == messages[-2] != messages[-3]  # said when dropping began, not every tick
+        assert (store.ticks_written, store.ticks_lost) == (0, 2)
         blocker.execute("ROLLBACK")
         blocker.close()
         assert store.append(host.tick()) is None
+        assert (store.ticks_written, store.ticks_lost) == (3, 2)
     kept = [s.t_wall for s in host.history[2:]]
     assert [t for (t,) in rows(path, "SELECT DISTINCT t FROM gpu_ticks ORDER BY t")] == kept
 
@@ -675,7 +678,8 @@ def test_close_on_a_locked_database_reports_instead_of_raising(tmp_path: Path) -
     message = store.close()
     blocker.execute("ROLLBACK")
     blocker.close()
-    assert message is not None and "locked" in message and "1 tick not written" in message
+    assert message is not None and "locked" in message and "1 tick of this session not written" in message
+    assert (store.ticks_written, store.ticks_lost) == (1, 1)
     assert store.close() is None
 
 
@@ -736,6 +740,9 @@ RENAMED_IN_V2 = {
     "server_ticks_v": "endpoint_ticks_v",
     "server_rollup_1m_v": "endpoint_rollup_1m_v",
 }
+
+
+ADDED_IN_V3 = ("session_endpoints", "session_endpoints_v")
 
 
 def write_version_1(path: Path) -> None:
@@ -821,7 +828,7 @@ def test_a_version_1_file_is_read_as_it_is(tmp_path: Path) -> None:
     assert (endpoint.name, endpoint.kind, len(endpoint.t)) == ("srv0", "vllm", 13)  # 5, 15 ... 115, 120
 
 
-def test_a_version_1_file_migrates_to_version_2_without_losing_rows_or_figures(tmp_path: Path) -> None:
+def test_a_version_1_file_migrates_to_the_current_version_without_losing_rows_or_figures(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     write_version_1(path)
     old_contents = contents(path)
@@ -831,11 +838,17 @@ def test_a_version_1_file_migrates_to_version_2_without_losing_rows_or_figures(t
 
     with open_store(path) as store:  # opening to write migrates, then starts a session
         assert store.session_id == V1_SESSION + 1
-    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]
     new_contents = contents(path)
     assert new_contents.pop("sessions")[:-1] == old_contents.pop("sessions")
     assert new_contents.pop("sqlite_sequence") == [("sessions", V1_SESSION + 1)]
     old_contents.pop("sqlite_sequence")
+    # Version 3 added the session totals: none for the sessions written before.
+    gpus = len(old_contents["session_gpus"])
+    assert [row[3:] for row in new_contents["session_gpus"]] == [(None,) * 17] * gpus
+    assert [row[4:] for row in new_contents.pop("session_gpus_v")] == [(None,) * 10] * gpus
+    new_contents["session_gpus"] = [row[:3] for row in new_contents["session_gpus"]]
+    assert [new_contents.pop(name) for name in ADDED_IN_V3] == [[], []]
     assert new_contents == old_contents  # every row of every table and view, renamed
     with Store.open_readonly(path) as store:
         assert summary_reads(store) == old_reads

@@ -40,6 +40,7 @@ INF = float("inf")
 # electricity 0.10 $/kWh x node overhead 1.2 x PUE 1.5 = 0.18 $/kWh = 5e-8 $ per joule.
 COST = CostConfig(
     gpu_hour_usd={"H200": 3.6, "L4": 0.72},
+    energy_in_rate=False,  # energy added to the rate (no longer the cloud default: issue 9, item 16)
     electricity_usd_per_kwh=0.10,
     pue=1.5,
     node_overhead=1.2,
@@ -274,7 +275,7 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
         g = gpus[i]
         assert g["cost_usd"] == approx(cost[i])
         assert g["usd_per_hour_mean"] == approx(cost[i] / 40 * 3600)
-        assert g["busy_s"] == approx(busy_s[i])
+        assert g["busy_gpu_s"] == approx(busy_s[i])
         assert g["busy_pct"] == approx(busy_s[i] / 40 * 100)
         assert g["idle_usd"] == approx(cost[i] - busy_cost[i])
         tokens_out = expected_tokens[i][1]
@@ -305,7 +306,8 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
         sum(gpus[i]["usd_per_mtok"] for i in range(3)) / 3
     )  # the average of ratios differs
     assert host["busy_usd_per_mtok"] == approx(total_busy_cost / total_out * 1e6)
-    assert host["busy_pct"] == approx((30 + 30 + 40 + 0) / 160 * 100)  # GPU-seconds
+    assert host["busy_gpu_s"] == approx(30 + 30 + 40 + 0)  # GPU-seconds, summed over the GPUs
+    assert host["busy_pct"] == approx((30 + 30 + 40 + 0) / 160 * 100)  # over watched GPU-seconds
     assert host["idle_usd"] == approx(total_cost - total_busy_cost)
     assert host["tok_per_j"] == approx(total_out / total_energy)
     # Host windows: out 250, 250, 50, 335 tok/s; W 1125, 1135, 345, 1160.
@@ -619,7 +621,7 @@ def test_print_session_summary_for_the_live_view_and_record(
 
 def test_unpriced_gpu_hides_host_cost_but_keeps_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
-    deriver = Deriver(CostConfig())
+    deriver = Deriver(CostConfig(energy_in_rate=False))  # energy added (issue 9, item 16)
     with Store.open(path, host="h", version="v", config=Config().public_dict()) as store:
         for t in range(11):
             gpus = (
@@ -902,7 +904,7 @@ def test_demo_session_summary_matches_the_simulation_truth(tmp_path: Path) -> No
         assert g["tokens_in"] == approx(truth.tokens_in[i], abs=1.0 * share)
         assert g["energy_kwh"] * 3.6e6 == approx(truth.energy_j[i], abs=0.01)
         assert g["energy_method"] == "counter"
-        cost = 3.5 * 30 / 3600 + truth.energy_j[i] * 0.10 * 1.25 * 1.3 / 3.6e6
+        cost = 3.5 * 30 / 3600  # the cloud default: the rate pays for the power (issue 9, item 16)
         assert g["cost_usd"] == approx(cost, rel=1e-6)
         assert g["price_source"].startswith("built-in table")
     assert data["gpus"][7]["engines"] == [] and data["gpus"][7]["usd_per_mtok"] is None

@@ -61,7 +61,7 @@ class Sampler:
         self.sink = sink
         self.clock = clock
         self.wall_clock = wall_clock
-        self.deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s)
+        self.deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
         self.latest: Snapshot | None = None
         self.store_problem: str | None = None
         # Certificates cost ~3 MB of memory to load: only when some endpoint is https.
@@ -118,8 +118,8 @@ class Sampler:
             waiting = self.store.append(snapshot)
             self.store_problem = waiting
         except Exception as exc:  # StoreError and anything sqlite raises: keep monitoring
+            # In the snapshot's messages, which record and the live view say once per change.
             self.store_problem = f"history not written: {exc}"
-            log.warning(self.store_problem)
         if self.store_problem:
             return dataclasses.replace(snapshot, messages=snapshot.messages + (self.store_problem,))
         return snapshot
@@ -252,16 +252,21 @@ class Sampler:
                 log.exception("discovery failed")
             self._stop.wait(self.config.process_interval_s)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop both threads, close the history and NVML. Safe to call twice."""
+    def stop(self, timeout: float = 5.0) -> str | None:
+        """Stop both threads, close the history and NVML. Safe to call twice. Returns (and
+        logs) what closing the history could not do, with the count of ticks not written."""
         self._stop.set()
         for thread in (self._thread, self._background):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout)
+        closing = None
         if self.store is not None:
             try:
-                self.store.close()
+                closing = self.store.close()
             except Exception as exc:
-                log.warning("closing the history failed: %s", exc)
+                closing = f"closing the history failed: {exc}"
+            if closing:
+                log.warning(closing)
         self._client.close()
         self.gpus.close()
+        return closing

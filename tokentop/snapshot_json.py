@@ -1,18 +1,19 @@
 """A Snapshot as plain JSON-ready data, units in every key (``tokentop snapshot --json``).
 
 The schema is documented in the README; bump ``SCHEMA_VERSION`` on any incompatible change.
+Version 2: ``session.busy_s`` became ``session.busy_gpu_s``, busy GPU-seconds (for the host
+the sum over its GPUs, as in the summary; version 1 gave the host the GPUs' mean).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from tokentop import __version__
 from tokentop.config import CostConfig
-from tokentop.model import EndpointFigures, GpuFigures, HostFigures, Snapshot, Window
+from tokentop.model import EndpointFigures, GpuFigures, HostFigures, Snapshot, Totals, Window
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _pct(fraction: float | None) -> float | None:
@@ -35,6 +36,20 @@ def window_dict(window: Window) -> dict[str, Any]:
         "tokens_out": window.tokens_out,
         "energy_j": window.energy_j,
         "cost_usd": window.cost_usd,
+    }
+
+
+def session_dict(totals: Totals) -> dict[str, Any]:
+    """Cumulative since the session started; busy time in GPU-seconds (summed over the host's
+    GPUs: the same figure the summary's ``busy_gpu_s`` gives)."""
+    return {
+        "tokens_in": totals.tokens_in,
+        "tokens_out": totals.tokens_out,
+        "energy_j": totals.energy_j,
+        "cost_usd": totals.cost_usd,
+        "busy_gpu_s": totals.busy_s,
+        "busy_cost_usd": totals.busy_cost_usd,
+        "elapsed_s": totals.elapsed_s,
     }
 
 
@@ -62,7 +77,7 @@ def gpu_dict(gpu: GpuFigures) -> dict[str, Any]:
         "usd_per_hour_now": gpu.usd_per_hour_now,
         "rate_window": window_dict(gpu.rate_window),
         "cost_window": window_dict(gpu.cost_window),
-        "session": asdict(gpu.totals),
+        "session": session_dict(gpu.totals),
     }
 
 
@@ -105,7 +120,7 @@ def host_dict(host: HostFigures) -> dict[str, Any]:
         "unpriced_gpus": list(host.unpriced_gpus),
         "rate_window": window_dict(host.rate_window),
         "cost_window": window_dict(host.cost_window),
-        "session": asdict(host.totals),
+        "session": session_dict(host.totals),
     }
 
 

@@ -15,61 +15,23 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 from tokentop.derive import Point, sum_windows, window_between
+from tokentop.history import kept as kept_totals
+from tokentop.history import series
 from tokentop.history.records import (
+    EndpointSessionTotals,
     EndpointTrack,
     GpuInfo,
     GpuMinutes,
+    GpuSessionTotals,
     GpuTrack,
     SeriesPoint,
     SessionInfo,
 )
 from tokentop.history.schema import TableNames, database, minute_of
-from tokentop.model import Totals, Window, usd_per_mtok
-
-ROLLUP_FOR_WINDOWS_S = 3600.0  # gpu_series reads rollups for windows at least this long
-RAW_LOOKBACK_S = 120.0  # how far before a raw chart's start to look for each GPU's previous row
+from tokentop.history.series import RAW_LOOKBACK_S
+from tokentop.model import Totals, Window
 
 _CUM_SELECT = "tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum"
-
-# Chart queries. Both return, per bucket ``b`` of ``[since, until)``, the tokens, energy and
-# cost delivered and the wall-clock seconds covered (the longest any GPU covered).
-#
-# Raw rows: the last row of each GPU in each bucket (SQLite takes the bare columns from the
-# max(t) row), minus the last row of the bucket before (rows just before ``since`` form bucket -1).
-_SERIES_RAW_SQL = """
-WITH last AS (
-    SELECT gpu_id,
-           CASE WHEN t < :since THEN -1 ELSE CAST((t - :since) / :step AS INTEGER) END AS b,
-           max(t) AS t, tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum
-    FROM gpu_ticks
-    WHERE session_id = :session AND t >= :lo AND t < :until {gpu_filter}
-    GROUP BY gpu_id, b
-), d AS (
-    SELECT b, tokens_in_cum - LAG(tokens_in_cum) OVER w AS tin,
-           tokens_out_cum - LAG(tokens_out_cum) OVER w AS tout,
-           energy_j_cum - LAG(energy_j_cum) OVER w AS e,
-           cost_usd_cum - LAG(cost_usd_cum) OVER w AS cost, t - LAG(t) OVER w AS span
-    FROM last WINDOW w AS (PARTITION BY gpu_id ORDER BY b)
-)
-SELECT b, sum(tin), sum(tout), sum(e), CASE WHEN count(cost) = count(*) THEN sum(cost) END,
-       max(span)
-FROM d WHERE b >= 0 AND span > 0 GROUP BY b
-"""
-# Rollups: the per-minute differences summed (one streaming pass in key order), then the
-# minutes summed into buckets of whole minutes.
-_SERIES_ROLLUP_SQL = """
-SELECT CAST((minute - :since) / :step AS INTEGER) AS b, sum(tin), sum(tout), sum(e),
-       CASE WHEN count(cost) = count(*) THEN sum(cost) END, sum(covered)
-FROM (
-    SELECT minute, sum(tokens_in_delta) AS tin, sum(tokens_out_delta) AS tout,
-           sum(energy_j_delta) AS e, max(covered_s) AS covered,
-           CASE WHEN count(cost_usd_delta) = count(*) THEN sum(cost_usd_delta) END AS cost
-    FROM gpu_rollup_1m
-    WHERE session_id = :session AND minute >= :since AND minute < :until {gpu_filter}
-    GROUP BY minute
-)
-GROUP BY b
-"""
 
 # Tracks: for each boundary ``since + k * step`` (the last one clamped to ``until``), the rows of
 # the last tick in ``(boundary - step, boundary]``: one seek per boundary, then the tick's rows by
@@ -122,19 +84,6 @@ class _EndpointTrackColumns(NamedTuple):
 def _select(fields: tuple[str, ...], key: str, key_column: str) -> str:
     """``r.<field>, ...``, with ``key`` read from the column ``key_column`` (the file's name)."""
     return ", ".join(f"r.{key_column if name == key else name}" for name in fields)
-
-
-class _Bucket(NamedTuple):
-    """One chart bucket's deliveries and the wall-clock seconds they cover."""
-
-    tokens_in: float
-    tokens_out: float
-    energy_j: float
-    cost_usd: float | None
-    covered_s: float
-
-
-_NO_BUCKET = _Bucket(0.0, 0.0, 0.0, None, 0.0)
 
 
 class Reader:
@@ -197,51 +146,15 @@ class Reader:
         row = self._conn.execute("SELECT id FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
         return None if row is None else int(row[0])
 
-    # --- chart series -----------------------------------------------------------------------------
+    # --- chart series ----------------------------------------------------------------------------
 
     def gpu_series(
         self, session_id: int | None, uuid: str | None, since: float, until: float, step_s: float
     ) -> list[SeriesPoint]:
-        gpu_id = None
-        if uuid is not None:
-            gpu_id = self._gpu_id(uuid)
-            if gpu_id is None:
-                return _points({}, since, until, step_s)
-        if until - since < ROLLUP_FOR_WINDOWS_S:
-            buckets = self._buckets(False, session_id, gpu_id, since, until, step_s)
-            if buckets:
-                return _points(buckets, since, until, step_s)
-        step_s = math.ceil(step_s / 60.0) * 60.0
-        return _points(self._buckets(True, session_id, gpu_id, since, until, step_s), since, until, step_s)
-
-    def _buckets(
-        self, rollups: bool, session_id: int | None, gpu_id: int | None, since: float, until: float, step_s: float
-    ) -> dict[int, _Bucket]:
-        """Per bucket, the session that covered it longest (sessions at the same time are taken
-        to watch the same GPUs)."""
-        sql = _SERIES_ROLLUP_SQL if rollups else _SERIES_RAW_SQL
-        sql = sql.format(gpu_filter="" if gpu_id is None else "AND gpu_id = :gpu")
-        params = {"since": since, "until": until, "step": step_s, "lo": since - RAW_LOOKBACK_S, "gpu": gpu_id}
-        chosen: dict[int, _Bucket] = {}
-        for session in self._sessions_between(session_id, since, until):
-            for b, *figures in self._conn.execute(sql, {**params, "session": session}):
-                bucket = _Bucket(*figures)
-                if b not in chosen or bucket.covered_s > chosen[b].covered_s:
-                    chosen[b] = bucket
-        return chosen
-
-    def _sessions_between(self, session_id: int | None, since: float, until: float) -> list[int]:
-        if session_id is not None:
-            return [session_id]
-        sessions = self._conn.execute("SELECT DISTINCT session_id FROM session_gpus").fetchall()
-        return [
-            s
-            for (s,) in sessions
-            if self._conn.execute(
-                "SELECT 1 FROM gpu_rollup_1m WHERE session_id = ? AND minute >= ? AND minute < ? LIMIT 1",
-                (s, minute_of(since) - 60, until),
-            ).fetchone()
-        ]
+        gpu_id = None if uuid is None else self._gpu_id(uuid)
+        if uuid is not None and gpu_id is None:
+            return series.empty(since, until, step_s)
+        return series.gpu_series(self._conn, gpu_id, session_id, since, until, step_s)
 
     # --- window totals --------------------------------------------------------------------------
 
@@ -251,21 +164,30 @@ class Reader:
         else:
             found = self._gpu_id(uuid)
             gpu_ids = [found] if found is not None else []
+        if not gpu_ids:
+            return None
+        one = gpu_ids[0] if uuid is not None else None
+        kept_points = kept_totals.gpu_points(self._conn, session_id, one) if self._names.session_totals else {}
         per_gpu = []
         for gpu_id in gpu_ids:
-            start = self._cum_before(session_id, gpu_id, since, since - RAW_LOOKBACK_S) or self._cum_after(
-                session_id, gpu_id, since, until
+            kept = kept_points.get(gpu_id, ())
+            start = self._cum_before(session_id, gpu_id, since, since - RAW_LOOKBACK_S, kept) or self._cum_after(
+                session_id, gpu_id, since, until, kept
             )
-            end = self._cum_before(session_id, gpu_id, until, since)
+            end = self._cum_before(session_id, gpu_id, until, since, kept)
             if start is not None and end is not None and end.t > start.t:
                 per_gpu.append(window_between(start, end))
         return sum_windows(per_gpu) if per_gpu else None
 
-    def _cum_before(self, session_id: int, gpu_id: int, at: float, not_before: float) -> Point | None:
+    def _cum_before(
+        self, session_id: int, gpu_id: int, at: float, not_before: float, kept: tuple[Point, ...]
+    ) -> Point | None:
         """The GPU's last cumulative figures at or before ``at``, not older than ``not_before``.
 
         Raw rows first, searched back at most ``RAW_LOOKBACK_S``; then the rollups, whose last
-        values are those of a raw row: exact whenever that row is over a minute old."""
+        values are those of a raw row: exact whenever that row is over a minute old. The
+        session's kept first and latest rows (``kept``) count too: a session's start and end
+        stay exact once retention has deleted its raw rows."""
         row = self._conn.execute(
             f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t <= ? AND t >= ?"
             " AND gpu_id = ? ORDER BY t DESC LIMIT 1",
@@ -278,11 +200,14 @@ class Reader:
                 " ORDER BY minute DESC LIMIT 1",
                 (session_id, at, minute_of(not_before), gpu_id, at, not_before),
             ).fetchone()
-        return _point(row)
+        found = [p for p in (_point(row), *kept) if p is not None and not_before <= p.t <= at]
+        return max(found, key=lambda point: point.t) if found else None
 
-    def _cum_after(self, session_id: int, gpu_id: int, at: float, not_after: float) -> Point | None:
+    def _cum_after(
+        self, session_id: int, gpu_id: int, at: float, not_after: float, kept: tuple[Point, ...]
+    ) -> Point | None:
         """The GPU's first cumulative figures in ``[at, not_after]``: the first raw row, or the
-        first minute's last values when raw rows of that time are gone."""
+        first minute's last values when raw rows of that time are gone, or a kept row."""
         raw = self._conn.execute(
             f"SELECT t, {_CUM_SELECT} FROM gpu_ticks WHERE session_id = ? AND t >= ?"
             " AND t <= ? AND gpu_id = ? ORDER BY t LIMIT 1",
@@ -294,7 +219,7 @@ class Reader:
             " AND t_last <= ? ORDER BY minute LIMIT 1",
             (session_id, minute_of(at), not_after, gpu_id, at, not_after),
         ).fetchone()
-        found = [point for point in (_point(raw), _point(rollup)) if point is not None]
+        found = [p for p in (_point(raw), _point(rollup), *kept) if p is not None and at <= p.t <= not_after]
         return min(found, key=lambda point: point.t) if found else None
 
     # --- a session's extent ---------------------------------------------------------------------
@@ -308,6 +233,10 @@ class Reader:
                 firsts.append(first)
             if last is not None:
                 lasts.append(last)
+        if self._names.session_totals:
+            kept_first, kept_last = kept_totals.bounds(self._conn, session_id)
+            if kept_first is not None and kept_last is not None:  # the exact first reading
+                return kept_first, max([kept_last, *lasts])
         return (min(firsts), max(lasts)) if firsts else None
 
     def _table_bounds(self, session_id: int, raw: str, rollup: str) -> tuple[float | None, float | None]:
@@ -338,6 +267,12 @@ class Reader:
             first = float(minute)
         lasts = [t for t in (raw_last and raw_last[0], t_last) if t is not None]
         return first, (max(lasts) if lasts else None)
+
+    def gpu_session_totals(self, session_id: int) -> list[GpuSessionTotals]:
+        return kept_totals.gpus(self._conn, session_id) if self._names.session_totals else []
+
+    def endpoint_session_totals(self, session_id: int) -> list[EndpointSessionTotals]:
+        return kept_totals.endpoints(self._conn, session_id) if self._names.session_totals else []
 
     def raw_rows_cover(self, session_id: int, since: float) -> bool:
         first_raw = self._conn.execute(
@@ -453,18 +388,3 @@ def _track_params(session_id: int, since: float, until: float, step_s: float) ->
         "step": step_s,
         "n": max(0, math.ceil((until - since) / step_s)),
     }
-
-
-def _points(buckets: dict[int, _Bucket], since: float, until: float, step_s: float) -> list[SeriesPoint]:
-    points = []
-    for b in range(math.ceil((until - since) / step_s)):
-        start = since + b * step_s
-        bucket = buckets.get(b, _NO_BUCKET)
-        span = bucket.covered_s
-        if span <= 0:
-            points.append(SeriesPoint(start, None, None, None, None))
-            continue
-        per_mtok = usd_per_mtok(bucket.cost_usd, bucket.tokens_out)
-        tok_s_in, tok_s_out, watts = bucket.tokens_in / span, bucket.tokens_out / span, bucket.energy_j / span
-        points.append(SeriesPoint(start, tok_s_in, tok_s_out, watts, per_mtok))
-    return points

@@ -81,3 +81,43 @@ class EndpointTrack:
     ttft_p50_s: tuple[float | None, ...]
     ttft_p95_s: tuple[float | None, ...]
     itl_p50_s: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class GpuSessionTotals:
+    """One GPU over its whole session, as the session's totals keep it (retention deletes them
+    only with the session): the times of its first and latest rows, its ticks after the first by
+    how their energy was measured, and whether its per-tick rows still reach back to the first.
+    The latest row is that of the last refresh (every minute and at close)."""
+
+    uuid: str
+    t_first: float
+    t_last: float
+    counter_ticks: int
+    integrated_ticks: int
+    unmeasured_ticks: int  # neither the counter nor a power reading
+    raw_from_first: bool
+
+
+@dataclass(frozen=True)
+class EndpointSessionTotals:
+    """One endpoint over its whole session, as the session's totals keep it: its tokens between
+    its first and latest rows, the requests it completed (tick by tick, a restart counting from
+    zero; None: no such counter), its latencies' means over its rows after the first, and
+    whether its per-tick rows still reach back to the first. ``kind``, ``model`` and ``gpus``
+    are the latest known."""
+
+    name: str
+    url: str
+    kind: str | None
+    model: str | None
+    gpus: tuple[str, ...]
+    t_first: float
+    t_last: float
+    tokens_in: float
+    tokens_out: float
+    requests_completed: float | None
+    ttft_p50_s_mean: float | None
+    ttft_p95_s_mean: float | None
+    itl_p50_s_mean: float | None
+    raw_from_first: bool

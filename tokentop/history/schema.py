@@ -1,6 +1,7 @@
-"""The file: its schema, its version, opening it, creating it and migrating older ones.
+"""The file's schema: its tables and views, its version, creating it and migrating older ones
+(``files`` opens it).
 
-Layout (``SCHEMA_VERSION`` 2):
+Layout (``SCHEMA_VERSION`` 3):
 
 - ``sessions``: one row per ``Store.open``: when, where, which tokentop, the secret-free config.
 - ``gpu_ticks`` / ``endpoint_ticks``: one row per GPU / endpoint per tick in WITHOUT ROWID
@@ -13,52 +14,84 @@ Layout (``SCHEMA_VERSION`` 2):
   ``(session_id, minute, ...)`` so a long chart is one range read grouped by minute. GPU rollups
   also sum the tick-to-tick differences of the minute (``*_delta``, ``covered_s``): a chart adds
   them up and never needs the row before, nor the raw rows.
-- ``session_gpus``: which GPUs each session saw, with their NVML index (listing without a scan).
+- ``session_gpus`` / ``session_endpoints``: the session's own totals, which retention never
+  deletes (only with the session itself): which GPUs and endpoints it saw, each one's first row
+  and latest row (cumulative figures and time; the latest refreshed every minute and at close),
+  a GPU's ticks by how their energy was measured, an endpoint's kind, model, GPUs, requests
+  completed and latency sums. A summary of a closed session reads the same totals however much
+  of its per-tick detail is gone.
 - Strings that repeat every tick live once in ``gpus`` (uuid, name), ``endpoints`` (name, url)
   and ``labels`` (energy method, engine lists, kinds, models, GPU lists); the ``*_v`` views put
   the plain columns back for people and for ad-hoc SQL.
 
+Times (``t``, ``t_first``, ``t_last``, ``minute``) are Unix seconds on the session's own clock:
+the wall time of its first tick plus the monotonic seconds since (``clock.SessionClock``), so
+they never go backwards and their differences are measured durations whatever the wall clock
+does.
+
 Versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks a tokentop file): 1 said
 "server" where 2 says "endpoint" (``servers``, ``server_ticks``, ``server_rollup_1m``,
-``server_id``, the views). ``Store.open`` migrates in one transaction; a read-only open reads a
-version-1 file as it is, through ``NAMES[version]``.
+``server_id``, the views); 3 added the session totals (columns of ``session_gpus``, left NULL
+for the sessions of older files, and ``session_endpoints``). ``Store.open`` migrates in one
+transaction, through every version in turn; a read-only open reads an older file as it is,
+through ``NAMES[version]``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote
 
 import sqlite_utils
 
-from tokentop.history.errors import BUSY, NOTADB, StoreError, as_store_error, describe, error_code
+from tokentop.history.errors import as_store_error
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x546F6B54  # "TokT": marks the file as a tokentop history
-OPEN_TIMEOUT_S = 5.0  # waiting for another process while creating the schema or the session
 
 
 class TableNames(NamedTuple):
-    """The names that differ between schema versions."""
+    """The names that differ between schema versions, and what a version keeps."""
 
     endpoints: str
     endpoint_ticks: str
     endpoint_rollup: str
     endpoint_id: str
+    session_totals: bool  # the session totals of schema 3
 
 
 NAMES = {
-    1: TableNames("servers", "server_ticks", "server_rollup_1m", "server_id"),
-    2: TableNames("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id"),
+    1: TableNames("servers", "server_ticks", "server_rollup_1m", "server_id", session_totals=False),
+    2: TableNames("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id", session_totals=False),
+    3: TableNames("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id", session_totals=True),
 }
 DATA_TABLES = ("gpu_ticks", "endpoint_ticks", "gpu_rollup_1m", "endpoint_rollup_1m")
+SESSION_TABLES = ("session_gpus", "session_endpoints")  # deleted only with their session
+
+# The session totals of a GPU (schema 3: added to ``session_gpus``, NULL in the rows of sessions
+# that older versions wrote): its first row and its latest one as of the last refresh (time and
+# cumulative figures), and its ticks after the first by how their energy was measured.
+_CUM_FIGURES = ("tokens_in", "tokens_out", "energy_j", "cost_usd", "busy_s", "busy_cost_usd")
+SESSION_GPU_TOTALS = (
+    "t_first",
+    *(f"{name}_first" for name in _CUM_FIGURES),
+    "t_last",
+    *(f"{name}_last" for name in _CUM_FIGURES),
+    "counter_ticks",
+    "integrated_ticks",
+    "unmeasured_ticks",
+)
+
+
+def _gpu_totals_column(name: str) -> str:
+    """A ``session_gpus`` totals column with its type, as created and as migrated."""
+    return f"{name} {'INTEGER' if name.endswith('_ticks') else 'REAL'}"
+
+
+_SESSION_GPU_TOTALS_SQL = ",\n    ".join(map(_gpu_totals_column, SESSION_GPU_TOTALS))
 
 _TABLES = """
 CREATE TABLE sessions (
@@ -128,7 +161,32 @@ CREATE TABLE session_gpus (
     session_id INTEGER NOT NULL REFERENCES sessions (id),
     gpu_id INTEGER NOT NULL REFERENCES gpus (id),
     gpu_index INTEGER,                 -- NVML index when first seen in the session
+    {session_gpu_totals},
     PRIMARY KEY (session_id, gpu_id)
+) WITHOUT ROWID;
+
+CREATE TABLE session_endpoints (
+    session_id INTEGER NOT NULL REFERENCES sessions (id),
+    endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
+    t_first REAL NOT NULL,             -- the endpoint's first row in the session
+    tokens_in_first REAL NOT NULL,
+    tokens_out_first REAL NOT NULL,
+    t_last REAL NOT NULL,              -- its latest row, as of the last refresh
+    tokens_in_last REAL NOT NULL,
+    tokens_out_last REAL NOT NULL,
+    kind_id INTEGER REFERENCES labels (id),   -- the latest known, as in its rows
+    model_id INTEGER REFERENCES labels (id),
+    gpus_id INTEGER REFERENCES labels (id),
+    requests_finished_last REAL,       -- the server's counter in its latest row that had one
+    requests_completed REAL,           -- increases since the first row, a restart counting
+                                       -- from zero; NULL: the server publishes no such counter
+    ttft_p50_s_sum REAL NOT NULL,      -- sums and counts over its rows after the first
+    ttft_p50_s_n INTEGER NOT NULL,
+    ttft_p95_s_sum REAL NOT NULL,
+    ttft_p95_s_n INTEGER NOT NULL,
+    itl_p50_s_sum REAL NOT NULL,
+    itl_p50_s_n INTEGER NOT NULL,
+    PRIMARY KEY (session_id, endpoint_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE gpu_rollup_1m (
@@ -174,7 +232,7 @@ CREATE TABLE endpoint_rollup_1m (
     kv_max REAL,
     PRIMARY KEY (session_id, minute, endpoint_id)
 ) WITHOUT ROWID
-"""
+""".replace("{session_gpu_totals}", _SESSION_GPU_TOTALS_SQL)
 
 VIEWS = {
     "gpu_ticks_v": """
@@ -206,6 +264,23 @@ SELECT r.session_id, r.minute, p.name, p.url, r.t_last, r.tokens_in_cum, r.token
        r.waiting_sum / NULLIF(r.waiting_n, 0) AS waiting_mean,
        r.kv_sum / NULLIF(r.kv_n, 0) AS kv_cache_fraction_mean, r.kv_max AS kv_cache_fraction_max
 FROM endpoint_rollup_1m r JOIN endpoints p ON p.id = r.endpoint_id""",
+    "session_gpus_v": """
+SELECT s.session_id, g.uuid, s.gpu_index, g.name, s.t_first, s.t_last,
+       s.tokens_in_last - s.tokens_in_first AS tokens_in,
+       s.tokens_out_last - s.tokens_out_first AS tokens_out,
+       s.energy_j_last - s.energy_j_first AS energy_j, s.cost_usd_last - s.cost_usd_first AS cost_usd,
+       s.busy_s_last - s.busy_s_first AS busy_s, s.counter_ticks, s.integrated_ticks, s.unmeasured_ticks
+FROM session_gpus s JOIN gpus g ON g.id = s.gpu_id""",
+    "session_endpoints_v": """
+SELECT s.session_id, p.name, p.url, kd.text AS kind, md.text AS model, gl.text AS gpus, s.t_first,
+       s.t_last, s.tokens_in_last - s.tokens_in_first AS tokens_in,
+       s.tokens_out_last - s.tokens_out_first AS tokens_out, s.requests_completed,
+       s.ttft_p50_s_sum / NULLIF(s.ttft_p50_s_n, 0) AS ttft_p50_s_mean,
+       s.ttft_p95_s_sum / NULLIF(s.ttft_p95_s_n, 0) AS ttft_p95_s_mean,
+       s.itl_p50_s_sum / NULLIF(s.itl_p50_s_n, 0) AS itl_p50_s_mean
+FROM session_endpoints s JOIN endpoints p ON p.id = s.endpoint_id
+LEFT JOIN labels kd ON kd.id = s.kind_id LEFT JOIN labels md ON md.id = s.model_id
+LEFT JOIN labels gl ON gl.id = s.gpus_id""",
 }
 
 
@@ -241,8 +316,24 @@ def _migrate_1_to_2(db: sqlite_utils.Database) -> None:
         db.create_view(view, VIEWS[view].strip())
 
 
+def _migrate_2_to_3(db: sqlite_utils.Database) -> None:
+    """Add the session totals: columns of ``session_gpus`` (NULL for the sessions already in
+    the file: their summaries read their rows as before) and ``session_endpoints``. Schema
+    changes only, no row copied."""
+    for column in SESSION_GPU_TOTALS:
+        db.execute(f"ALTER TABLE session_gpus ADD COLUMN {_gpu_totals_column(column)}")
+    db.execute(_create_statement("session_endpoints"))
+    for view in ("session_gpus_v", "session_endpoints_v"):
+        db.create_view(view, VIEWS[view].strip())
+
+
+def _create_statement(table: str) -> str:
+    """The ``CREATE TABLE`` of ``table`` in the current schema."""
+    return next(s for s in _TABLES.split(";\n") if s.strip().startswith(f"CREATE TABLE {table} ("))
+
+
 # Migrations by the version they start from; each leads to the next version.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -265,127 +356,6 @@ def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:
         except BaseException:
             rollback(conn)
             raise
-
-
-def _not_a_database_hint(exc: sqlite3.Error) -> str:
-    return "; move it away or choose another db_path" if error_code(exc) == NOTADB else ""
-
-
-def check(conn: sqlite3.Connection, path: Path) -> int:
-    """The file's schema version (0: an empty database). Refuses other programs' databases and
-    schemas newer than this code knows."""
-    with as_store_error(path, _not_a_database_hint):
-        conn.execute("BEGIN")  # one snapshot: another process may be creating the schema
-        try:
-            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = database(conn).table_names()
-        finally:
-            rollback(conn)
-    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
-        raise StoreError(
-            f"history {path} is a SQLite database of another program, not a tokentop history; choose another db_path"
-        )
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"history {path} was written by a newer tokentop (history schema "
-            f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade "
-            "tokentop or choose another db_path"
-        )
-    return version
-
-
-# --- opening ------------------------------------------------------------------------------------
-
-
-def open_for_writing(path: Path) -> sqlite3.Connection:
-    """Create (owner-only) or open ``path``, switch it to WAL and bring its schema up to date."""
-    create_private_file(path)
-    conn = _connect(path, uri=None)
-    try:
-        set_pragma(conn, path, f"busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
-        check(conn, path)
-        _enable_wal(conn, path)
-        set_pragma(conn, path, "synchronous = NORMAL")
-        create_or_migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def open_for_reading(path: Path) -> tuple[sqlite3.Connection, int]:
-    """Open an existing history read-only; returns the connection and the file's schema version."""
-    if not path.is_file():
-        raise StoreError(f"no history at {path}")
-    conn = _connect(path, uri=f"file:{quote(str(path.resolve()))}?mode=ro")
-    try:
-        set_pragma(conn, path, f"busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
-        version = check(conn, path)
-        if version == 0:
-            raise StoreError(f"history {path} is an empty SQLite database, not a tokentop history")
-    except BaseException:
-        conn.close()
-        raise
-    return conn, version
-
-
-def create_private_file(path: Path) -> None:
-    """Create the folder and an empty file readable by its owner only (SQLite gives the
-    -wal and -shm files the same permissions as the database file)."""
-    if path.is_dir():
-        raise StoreError(f"history {path} is a folder, not a file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the history folder {path.parent}: {exc.strerror or exc}") from None
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot write the history file {path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
-            os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        companion = path.with_name(path.name + suffix)
-        try:
-            if companion.stat().st_mode & 0o077 and companion.stat().st_uid == os.geteuid():
-                companion.chmod(0o600)
-        except OSError:
-            pass  # absent: SQLite creates it with the database file's permissions
-
-
-def _connect(path: Path, *, uri: str | None) -> sqlite3.Connection:
-    with as_store_error(path):
-        if uri is None:
-            return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-
-
-def set_pragma(conn: sqlite3.Connection, path: Path, pragma: str) -> None:
-    with as_store_error(path):
-        conn.execute(f"PRAGMA {pragma}").fetchone()
-
-
-def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
-    """Switch to WAL. The switch needs the file to itself and SQLite does not wait for that
-    (no busy handler while upgrading a read lock), so retry while others open the file too."""
-    deadline = time.monotonic() + OPEN_TIMEOUT_S
-    while True:
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            break
-        except sqlite3.Error as exc:
-            if error_code(exc) != BUSY or time.monotonic() > deadline:
-                raise StoreError(describe(path, exc)) from None
-            time.sleep(0.01)
-    if mode is None or str(mode[0]).lower() != "wal":
-        raise StoreError(
-            f"history {path} cannot use WAL mode (its folder must be writable for the -wal and -shm files)"
-        )
 
 
 def rollback(conn: sqlite3.Connection) -> None:

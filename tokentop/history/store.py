@@ -14,10 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from tokentop.history import schema
+from tokentop.history import files, schema
 from tokentop.history.errors import StoreError, describe
 from tokentop.history.queries import Reader
-from tokentop.history.records import EndpointTrack, GpuInfo, GpuMinutes, GpuTrack, SeriesPoint, SessionInfo
+from tokentop.history.records import (
+    EndpointSessionTotals,
+    EndpointTrack,
+    GpuInfo,
+    GpuMinutes,
+    GpuSessionTotals,
+    GpuTrack,
+    SeriesPoint,
+    SessionInfo,
+)
 from tokentop.history.writer import Writer, start_session
 from tokentop.model import Snapshot, Window
 
@@ -57,10 +66,10 @@ class Store:
         queued; ``queue_ticks`` bounds that queue (oldest dropped first, and reported).
         """
         path = Path(path).expanduser()
-        conn = schema.open_for_writing(path)
+        conn = files.open_for_writing(path)
         try:
             session_id = start_session(conn, path, host, version, config)
-            schema.set_pragma(conn, path, f"busy_timeout = {int(busy_timeout_s * 1000)}")
+            files.set_pragma(conn, path, f"busy_timeout = {int(busy_timeout_s * 1000)}")
         except BaseException:
             conn.close()
             raise
@@ -80,7 +89,7 @@ class Store:
         """Open an existing history to read it; nothing is created or written (a file of an
         older schema is read as it is)."""
         path = Path(path).expanduser()
-        conn, version = schema.open_for_reading(path)
+        conn, version = files.open_for_reading(path)
         return cls(path, conn, Reader(conn, schema.NAMES[version]), None)
 
     def __enter__(self) -> Store:
@@ -92,11 +101,14 @@ class Store:
     # --- writing ------------------------------------------------------------------------------
 
     def append(self, snapshot: Snapshot) -> str | None:
-        """Write one tick in one transaction. Returns None, or a one-line status when the tick
-        had to wait in memory (file locked, disk full); it is written with a later append.
+        """Write one tick in one transaction. Returns None, or a one-line message: the tick had
+        to wait in memory (file locked, disk full; it is written with a later append), or the
+        wall clock disagrees with the session's clock (said once). The line stays the same
+        while the situation does (the count in it is brought up to date once a minute).
 
         Raises ``StoreError`` for any other failure (the queued ticks are kept; a snapshot with
-        a value SQLite cannot store is skipped) and when the store is closed or read-only.
+        a value SQLite cannot store is skipped), once the file was deleted or replaced while
+        recording (nothing more is written), and when the store is closed or read-only.
         """
         with self._lock:
             if self._writer is None or self._closed:
@@ -105,10 +117,11 @@ class Store:
             return self._writer.append(snapshot)
 
     def close(self) -> str | None:
-        """End the session: write queued ticks, set ``ended_at``, close the file.
+        """End the session: write queued ticks, its totals and ``ended_at``, close the file.
 
         Idempotent and never raises; returns a one-line message when something could not be
-        written (the file is broken, or locked for ``CLOSE_WAIT_FACTOR`` busy timeouts...).
+        written (the file is broken, locked for ``CLOSE_WAIT_FACTOR`` busy timeouts, deleted or
+        replaced...), with the count of this session's ticks not written.
         """
         with self._lock:
             if self._closed:
@@ -119,6 +132,17 @@ class Store:
             finally:
                 with contextlib.suppress(Exception):  # nothing more can be done
                     self._conn.close()
+
+    @property
+    def ticks_written(self) -> int:
+        """Ticks of this session in the file (committed, and the file still the one opened)."""
+        return 0 if self._writer is None else self._writer.ticks_written
+
+    @property
+    def ticks_lost(self) -> int:
+        """Ticks given to ``append`` that are not in the file and never will be: dropped from
+        a full queue, unstorable, still queued at close, or gone with a deleted file."""
+        return 0 if self._writer is None else self._writer.ticks_lost
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -149,7 +173,7 @@ class Store:
         """Chart points over ``[since, until)`` in buckets of ``step_s``: one GPU, or the whole
         host when ``uuid`` is None; one session, or all when ``session_id`` is None.
 
-        A bucket's rates are what was delivered in it over the wall-clock seconds it covers.
+        A bucket's rates are what was delivered in it over the (measured) seconds it covers.
         Windows under an hour read raw rows (``step_s`` should be at least the sampling
         interval); longer ones, and short ones whose raw rows are gone, read the 1-minute
         rollups: whole minutes, so ``step_s`` rises to a multiple of 60. Every bucket is
@@ -164,7 +188,9 @@ class Store:
         """Totals over ``[since, until]``: per GPU, the difference of the cumulative columns
         of two rows, the last one at or before ``until`` and the last one at or before
         ``since`` (at most ``RAW_LOOKBACK_S`` earlier), else the first one after ``since`` (the
-        session started later, or the GPU was away). A few index seeks per GPU.
+        session started later, or the GPU was away). A few index seeks per GPU. Rows are raw
+        rows, the rollups' last rows, and the first and latest rows the session's totals keep
+        (so the whole session's totals survive retention).
 
         The whole host when ``uuid`` is None: sums over its GPUs (``busy_s`` in GPU-seconds),
         ``span_s`` the longest GPU span, ``cost_usd`` None when any GPU has no price. None when
@@ -173,9 +199,20 @@ class Store:
         return self._read(self._reader.window_totals, session_id, uuid, since, until)
 
     def session_bounds(self, session_id: int) -> tuple[float, float] | None:
-        """The times of a session's first and last data: raw rows, or rollups where raw rows
-        are gone (then the first is the start of the first minute). None: no data at all."""
+        """The times of a session's first and last readings: its first as its totals keep it,
+        else its first raw row (or the start of its first minute where raw rows are gone); its
+        last raw row or rollup, or its kept latest. None: no data at all."""
         return self._read(self._reader.session_bounds, session_id)
+
+    def gpu_session_totals(self, session_id: int) -> list[GpuSessionTotals]:
+        """Each GPU of the session as its totals keep it, by ``gpu_id`` (none in files written
+        before schema 3, nor for the sessions they hold)."""
+        return self._read(self._reader.gpu_session_totals, session_id)
+
+    def endpoint_session_totals(self, session_id: int) -> list[EndpointSessionTotals]:
+        """Each endpoint of the session as its totals keep it, by ``endpoint_id`` (refreshed
+        every minute while the session runs, and at close)."""
+        return self._read(self._reader.endpoint_session_totals, session_id)
 
     def raw_rows_cover(self, session_id: int, since: float) -> bool:
         """Whether a session's per-tick GPU rows still reach back to ``since``'s minute, where

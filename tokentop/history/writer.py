@@ -1,19 +1,21 @@
-"""The one writer of a session: a tick's rows and rollups in one transaction, a queue, retention.
+"""The one writer of a session: its ticks in order, a queue for when the file cannot take them,
+the count of what was written and what was lost, the session's clock, totals and retention.
 
-``append`` never loses a tick to a lock or a full disk. The tick waits in a bounded in-memory
-queue and is written with the next append; ``append`` then *returns* a one-line status for the
-screen instead of raising. Writing a tick twice changes nothing (raw rows are keyed by time and a
-rollup only counts a row that was actually inserted), so a retry is always safe. Every other
-failure raises ``StoreError`` with a one-line message.
+``append`` never loses a tick to a lock or a full disk while it can keep it: the tick waits in a
+bounded in-memory queue and is written with the next append, and ``append`` *returns* a
+one-line status for the screen instead of raising. That line changes when the situation does
+(another reason, ticks starting to be dropped) and otherwise once every ``RESAY_EVERY_S`` with
+the count, so a screen or a log that says each new line once says it once, not every tick.
+Every other failure raises ``StoreError`` with such a line (the tick stays queued).
 
-Retention runs at most once a minute (by the ticks' own clock) in its own short transaction:
-raw rows older than ``raw_retention_s``, rollups older than ``rollup_retention_s``, then
-sessions left without rows. Each deletion is a range on a primary key, never a scan.
+``ticks_written`` and ``ticks_lost`` account for every tick given to ``append``: written once
+committed; lost when dropped from a full queue, unstorable, still queued when the session
+closes, or written into a file that was then deleted or replaced (``watch``: the writer stops).
 
-The per-tick path uses raw ``sqlite3``: a tick of 8 GPUs and 4 endpoints is about 40 statements,
-each a bind and a step of a statement ``sqlite3`` keeps prepared (a few microseconds); going
-through sqlite-utils would add its per-call Python work (dicts, quoting, transaction checks) to
-each of them, every second, for nothing.
+Each tick is timed on the session's clock (``clock``): rows, rollups, retention and the
+session's end never read the wall clock for a duration. The session's totals are refreshed in
+the tick's own transaction every ``totals.REFRESH_EVERY_S`` and at close (``totals``);
+retention runs a minute after the first tick, then every minute, and at close (``retention``).
 """
 
 from __future__ import annotations
@@ -24,191 +26,24 @@ import sqlite3
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from tokentop.derive import Point, window_between
+from tokentop.history import totals
+from tokentop.history.clock import SessionClock
 from tokentop.history.errors import TRANSIENT, StoreError, as_store_error, describe, error_code
-from tokentop.history.schema import DATA_TABLES, database, minute_of, rollback
-from tokentop.model import EndpointFigures, GpuFigures, Snapshot, Totals
+from tokentop.history.retention import RETENTION_EVERY_S, apply_retention
+from tokentop.history.rows import Tick, prepare
+from tokentop.history.schema import database, rollback
+from tokentop.history.ticks import TickRows
+from tokentop.history.watch import CHECK_EVERY_S, FileWatch
+from tokentop.model import Snapshot
 
-RETENTION_EVERY_S = 60.0
 CLOSE_WAIT_FACTOR = 8  # close() waits this many busy timeouts to write what is still queued
-
-_INSERT_GPU_TICK = (
-    "INSERT OR IGNORE INTO gpu_ticks (session_id, gpu_id, t, gpu_index, status, error, util_pct,"
-    " mem_used_bytes, mem_total_bytes, power_w, power_limit_w, energy_counter_mj, temperature_c,"
-    " sm_clock_mhz, energy_method_id, engines_id, tokens_in_cum, tokens_out_cum, energy_j_cum,"
-    " cost_usd_cum, busy_s_cum, busy_cost_usd_cum, usd_per_hour)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_SESSION_GPU = "INSERT OR IGNORE INTO session_gpus (session_id, gpu_id, gpu_index) VALUES (?, ?, ?)"
-_UPSERT_GPU_ROLLUP = """
-INSERT INTO gpu_rollup_1m (session_id, minute, gpu_id, t_last, tokens_in_cum, tokens_out_cum,
-    energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum, samples,
-    power_w_sum, power_w_n, power_w_max, util_pct_sum, util_pct_n,
-    tokens_in_delta, tokens_out_delta, energy_j_delta, cost_usd_delta, covered_s)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id, minute, gpu_id) DO UPDATE SET
-    t_last = excluded.t_last, tokens_in_cum = excluded.tokens_in_cum,
-    tokens_out_cum = excluded.tokens_out_cum, energy_j_cum = excluded.energy_j_cum,
-    cost_usd_cum = excluded.cost_usd_cum, busy_s_cum = excluded.busy_s_cum,
-    busy_cost_usd_cum = excluded.busy_cost_usd_cum, samples = samples + 1,
-    power_w_sum = power_w_sum + excluded.power_w_sum, power_w_n = power_w_n + excluded.power_w_n,
-    power_w_max = max(coalesce(power_w_max, excluded.power_w_max),
-                      coalesce(excluded.power_w_max, power_w_max)),
-    util_pct_sum = util_pct_sum + excluded.util_pct_sum,
-    util_pct_n = util_pct_n + excluded.util_pct_n,
-    tokens_in_delta = tokens_in_delta + excluded.tokens_in_delta,
-    tokens_out_delta = tokens_out_delta + excluded.tokens_out_delta,
-    energy_j_delta = energy_j_delta + excluded.energy_j_delta,
-    cost_usd_delta = cost_usd_delta + excluded.cost_usd_delta,
-    covered_s = covered_s + excluded.covered_s
-"""
-_INSERT_ENDPOINT_TICK = (
-    "INSERT OR IGNORE INTO endpoint_ticks (session_id, endpoint_id, t, kind_id, status, error,"
-    " model_id, prompt_tokens_raw, generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
-    " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s, ttft_p95_s, itl_p50_s,"
-    " gpus_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_ENDPOINT_ROLLUP = """
-INSERT INTO endpoint_rollup_1m (session_id, minute, endpoint_id, t_last, tokens_in_cum,
-    tokens_out_cum, samples, up_samples, running_sum, running_n, waiting_sum, waiting_n,
-    kv_sum, kv_n, kv_max)
-VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id, minute, endpoint_id) DO UPDATE SET
-    t_last = excluded.t_last, tokens_in_cum = excluded.tokens_in_cum,
-    tokens_out_cum = excluded.tokens_out_cum, samples = samples + 1,
-    up_samples = up_samples + excluded.up_samples,
-    running_sum = running_sum + excluded.running_sum, running_n = running_n + excluded.running_n,
-    waiting_sum = waiting_sum + excluded.waiting_sum, waiting_n = waiting_n + excluded.waiting_n,
-    kv_sum = kv_sum + excluded.kv_sum, kv_n = kv_n + excluded.kv_n,
-    kv_max = max(coalesce(kv_max, excluded.kv_max), coalesce(excluded.kv_max, kv_max))
-"""
+RESAY_EVERY_S = 60.0  # how often a lasting "not written" line is said again, with its count
 
 
-class _Intern(NamedTuple):
-    """How a repeated string (or pair) becomes a row id of its own table."""
-
-    insert: str
-    select: str  # finds the row by the first ``select_arity`` of the inserted values
-    select_arity: int
-
-
-# A GPU is found by its uuid (its name is kept from the first sighting); an endpoint by both.
-_GPU = _Intern("INSERT OR IGNORE INTO gpus (uuid, name) VALUES (?, ?)", "SELECT id FROM gpus WHERE uuid = ?", 1)
-_ENDPOINT = _Intern(
-    "INSERT OR IGNORE INTO endpoints (name, url) VALUES (?, ?)",
-    "SELECT id FROM endpoints WHERE name = ? AND url = ?",
-    2,
-)
-_LABEL = _Intern("INSERT OR IGNORE INTO labels (text) VALUES (?)", "SELECT id FROM labels WHERE text = ?", 1)
-
-# --- rows prepared from a snapshot (kept in the queue while the file is locked) ---------------
-
-
-class _GpuValues(NamedTuple):
-    """The ``gpu_ticks`` columns gpu_index .. sm_clock_mhz, in table order."""
-
-    gpu_index: int | None
-    status: str
-    error: str | None
-    util_pct: float | None
-    mem_used_bytes: int | None
-    mem_total_bytes: int | None
-    power_w: float | None
-    power_limit_w: float | None
-    energy_counter_mj: int | None
-    temperature_c: float | None
-    sm_clock_mhz: int | None
-
-
-class _GpuRow(NamedTuple):
-    uuid: str
-    name: str
-    energy_method: str | None
-    engines: str  # comma-separated endpoint names
-    values: _GpuValues
-    totals: Totals
-    usd_per_hour: float | None
-
-
-class _EndpointValues(NamedTuple):
-    """The ``endpoint_ticks`` columns prompt_tokens_raw .. itl_p50_s, in table order."""
-
-    prompt_tokens_raw: float | None
-    generation_tokens_raw: float | None
-    tokens_in_cum: float
-    tokens_out_cum: float
-    running: float | None
-    waiting: float | None
-    kv_cache_fraction: float | None
-    requests_finished_raw: float | None
-    ttft_p50_s: float | None
-    ttft_p95_s: float | None
-    itl_p50_s: float | None
-
-
-class _EndpointRow(NamedTuple):
-    name: str
-    url: str
-    kind: str | None
-    model: str | None
-    gpus: str  # comma-separated GPU UUIDs
-    status: str
-    error: str | None
-    values: _EndpointValues
-
-
-class _Tick(NamedTuple):
-    t: float
-    gpus: tuple[_GpuRow, ...]
-    endpoints: tuple[_EndpointRow, ...]
-
-
-def _prepare(snapshot: Snapshot) -> _Tick:
-    """The rows of one snapshot: small, and all a queued tick keeps in memory."""
-    return _Tick(snapshot.t_wall, tuple(map(_gpu_row, snapshot.gpus)), tuple(map(_endpoint_row, snapshot.endpoints)))
-
-
-def _gpu_row(fig: GpuFigures) -> _GpuRow:
-    s = fig.sample
-    values = _GpuValues(
-        s.index,
-        s.status,
-        s.error,
-        s.utilization_pct,
-        s.memory_used_bytes,
-        s.memory_total_bytes,
-        s.power_w,
-        s.power_limit_w,
-        s.energy_counter_mj,
-        s.temperature_c,
-        s.sm_clock_mhz,
-    )
-    return _GpuRow(s.uuid, s.name, fig.energy_method, ",".join(fig.engines), values, fig.totals, fig.usd_per_hour_now)
-
-
-def _endpoint_row(fig: EndpointFigures) -> _EndpointRow:
-    e = fig.sample
-    values = _EndpointValues(
-        e.prompt_tokens_total,
-        e.generation_tokens_total,
-        fig.tokens_in_total,
-        fig.tokens_out_total,
-        e.running,
-        e.waiting,
-        e.kv_cache_fraction,
-        e.requests_finished_total,
-        fig.ttft_p50_s,
-        fig.ttft_p95_s,
-        fig.itl_p50_s,
-    )
-    return _EndpointRow(e.name, e.url, e.kind, e.model, ",".join(fig.gpus), e.status, e.error, values)
-
-
-def _cum(t: Totals) -> tuple[float, float, float, float | None, float, float | None]:
-    """The ``*_cum`` columns, in table order."""
-    return (t.tokens_in, t.tokens_out, t.energy_j, t.cost_usd, t.busy_s, t.busy_cost_usd)
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def start_session(conn: sqlite3.Connection, path: Path, host: str, version: str, config: dict[str, Any]) -> int:
@@ -248,183 +83,138 @@ class Writer:
         self.raw_retention_s = raw_retention_s
         self.rollup_retention_s = rollup_retention_s
         self._busy_timeout_s = busy_timeout_s
-        self._pending: deque[_Tick] = deque()
+        self._rows = TickRows(conn, session_id)
+        self._clock = SessionClock()
+        self._watch = FileWatch(path)
+        self._pending: deque[Tick] = deque()
         self._queue_ticks = queue_ticks
-        self._dropped = 0
-        # Row ids of repeated strings, by uuid, (name, url) and text; cleared on a rollback.
-        self._gpu_ids: dict[str, int] = {}
-        self._endpoint_ids: dict[tuple[str, str], int] = {}
-        self._label_ids: dict[str, int] = {}
-        self._prev: dict[int, Point] = {}  # gpu_id -> its latest row's cumulative figures
-        self._last_retention = -math.inf
+        self.ticks_written = 0
+        self.ticks_lost = 0
+        self._dropped = 0  # dropped from the queue since writing last succeeded
+        self._said: tuple[tuple[str, bool], float, str] | None = None  # situation, when, the line
+        self._gone: str | None = None  # the file was deleted or replaced: said on every append
+        self._written_until = -math.inf  # session time of the newest tick committed
+        self._refreshed_until = -math.inf  # ... of the newest tick in the session's totals
+        self._retained_at: float | None = None  # session time of the last retention pass
+        self._checked_at = -math.inf  # ... of the last look at the file
+        self._retention_now: float | None = None  # "now" for retention at the latest tick
 
     def append(self, snapshot: Snapshot) -> str | None:
         """Write one tick (and any queued before it); see ``Store.append``."""
-        self._pending.append(_prepare(snapshot))
+        if self._gone is None and snapshot.t_mono - self._checked_at >= CHECK_EVERY_S:
+            self._checked_at = snapshot.t_mono
+            self._look_at_file()
+        if self._gone is not None:
+            self.ticks_lost += 1
+            raise StoreError(self._gone)
+        t = self._clock.time_of(snapshot.t_wall, snapshot.t_mono)
+        clock_note = self._clock.note()
+        self._pending.append(prepare(snapshot, t))
         try:
             self._flush()
         except (sqlite3.InterfaceError, sqlite3.ProgrammingError) as exc:
             self._pending.pop()  # this snapshot holds a value SQLite cannot store
+            self.ticks_lost += 1
             raise StoreError(
                 f"history {self.path}: tick {snapshot.seq} skipped, a value cannot be stored ({exc})"
             ) from None
         except sqlite3.Error as exc:
-            while len(self._pending) > self._queue_ticks:
-                self._pending.popleft()
-                self._dropped += 1
+            line = self._not_written(exc, t)
             if error_code(exc) in TRANSIENT:
-                return self._waiting_message(exc)
-            raise StoreError(f"{describe(self.path, exc)}; {len(self._pending)} ticks kept in memory") from None
-        self._dropped = 0
-        if abs(snapshot.t_wall - self._last_retention) >= RETENTION_EVERY_S:
-            self._apply_retention(snapshot.t_wall)
-        return None
+                return "; ".join(filter(None, (line, clock_note)))
+            raise StoreError(line) from None
+        self._dropped, self._said = 0, None
+        self._retention_now = min(t, snapshot.t_wall)  # a wall clock gone ahead deletes nothing early
+        if self._retained_at is None:
+            self._retained_at = t  # the first pass waits a minute: past a short jump of the wall clock
+        elif t - self._retained_at >= RETENTION_EVERY_S:
+            self._retain(t)
+        return clock_note
 
     def finish(self) -> str | None:
-        """Write what is queued and the session's end, waiting ``CLOSE_WAIT_FACTOR`` busy
-        timeouts for the lock. Never raises: returns a one-line message on failure."""
+        """Write what is queued, the session's totals and its end, waiting ``CLOSE_WAIT_FACTOR``
+        busy timeouts for the lock; then a retention pass. Never raises: returns a one-line
+        message when the file is gone or the queue could not be written."""
+        if self._gone is None:
+            self._look_at_file()
+        if self._gone is not None:
+            return self._give_up(self._gone)
         try:
             close_wait_ms = int(self._busy_timeout_s * CLOSE_WAIT_FACTOR * 1000)
             self._conn.execute(f"PRAGMA busy_timeout = {close_wait_ms}")
-            self._flush(ended_at=time.time())
+            self._flush(ended_at=self._clock.now(time.time()))
         except Exception as exc:  # closing must never raise
-            lost = len(self._pending)
-            return describe(self.path, exc) + (f"; {lost} tick{'s' if lost != 1 else ''} not written" if lost else "")
+            return self._give_up(describe(self.path, exc))
+        if self._retention_now is not None:
+            self._retain(self._written_until)
         return None
 
     def _flush(self, ended_at: float | None = None) -> None:
-        """Write every queued tick (and the session end) in one transaction."""
+        """Write every queued tick (and, when due, the session's totals; at close its end) in one
+        transaction."""
         conn = self._conn
-        prev = dict(self._prev)
+        latest, refreshed_until = dict(self._rows.latest), self._refreshed_until
+        newest = self._pending[-1].t if self._pending else self._written_until
         try:
             conn.execute("BEGIN IMMEDIATE")
             for tick in self._pending:
-                self._write_tick(tick)
+                self._rows.write(tick)
+            due = ended_at is not None or newest - refreshed_until >= totals.REFRESH_EVERY_S
+            if due and newest > refreshed_until:
+                totals.refresh(conn, self.session_id, self._rows.latest, refreshed_until)
+                self._refreshed_until = newest
             if ended_at is not None:
                 conn.execute("UPDATE sessions SET ended_at = ? WHERE id = ?", (ended_at, self.session_id))
             conn.execute("COMMIT")
         except BaseException:
-            for ids in (self._gpu_ids, self._endpoint_ids, self._label_ids):
-                ids.clear()  # ids handed out in the failed transaction may not exist
-            self._prev = prev
+            self._rows.rolled_back(latest)
+            self._refreshed_until = refreshed_until
             rollback(conn)
             raise
+        self.ticks_written += len(self._pending)
+        self._written_until = newest
         self._pending.clear()
 
-    def _write_tick(self, tick: _Tick) -> None:
-        minute = minute_of(tick.t)
-        for gpu in tick.gpus:
-            self._write_gpu(tick.t, minute, gpu)
-        for endpoint in tick.endpoints:
-            self._write_endpoint(tick.t, minute, endpoint)
-
-    def _write_gpu(self, t: float, minute: int, g: _GpuRow) -> None:
-        """The GPU's row, and its minute's rollup when the row is new."""
-        conn, sid = self._conn, self.session_id
-        gpu_id = self._gpu_ids.get(g.uuid)
-        if gpu_id is None:
-            gpu_id = self._gpu_ids[g.uuid] = self._insert(_GPU, (g.uuid, g.name))
-        cum = _cum(g.totals)
-        row = (sid, gpu_id, t, *g.values, self._label(g.energy_method), self._label(g.engines), *cum, g.usd_per_hour)
-        inserted = conn.execute(_INSERT_GPU_TICK, row).rowcount == 1
-        now = Point(t, g.totals)
-        previous = self._prev.get(gpu_id)
-        self._prev[gpu_id] = now  # also after a replay: this row is the latest
-        if not inserted:
-            return  # written before (a retry): counted once already
-        if previous is None:  # the session's first row of this GPU: it adds nothing yet
-            conn.execute(_INSERT_SESSION_GPU, (sid, gpu_id, g.values.gpu_index))
-            previous = now
-        delta = window_between(previous, now)
-        power, util = g.values.power_w, g.values.util_pct
-        conn.execute(
-            _UPSERT_GPU_ROLLUP,
-            (
-                *(sid, minute, gpu_id, t, *cum),
-                *(power or 0.0, int(power is not None), power),
-                *(util or 0.0, int(util is not None)),
-                *(delta.tokens_in, delta.tokens_out, delta.energy_j, delta.cost_usd, delta.span_s),
-            ),
-        )
-
-    def _write_endpoint(self, t: float, minute: int, e: _EndpointRow) -> None:
-        """The endpoint's row, and its minute's rollup when the row is new."""
-        conn, sid = self._conn, self.session_id
-        key = (e.name, e.url)
-        endpoint_id = self._endpoint_ids.get(key)
-        if endpoint_id is None:
-            endpoint_id = self._endpoint_ids[key] = self._insert(_ENDPOINT, key)
-        kind_id, model_id, gpus_id = self._label(e.kind), self._label(e.model), self._label(e.gpus)
-        row = (sid, endpoint_id, t, kind_id, e.status, e.error, model_id, *e.values, gpus_id)
-        if conn.execute(_INSERT_ENDPOINT_TICK, row).rowcount != 1:
-            return  # written before (a retry)
-        v = e.values
-        conn.execute(
-            _UPSERT_ENDPOINT_ROLLUP,
-            (
-                *(sid, minute, endpoint_id, t, v.tokens_in_cum, v.tokens_out_cum, int(e.status == "up")),
-                *(v.running or 0.0, int(v.running is not None)),
-                *(v.waiting or 0.0, int(v.waiting is not None)),
-                *(v.kv_cache_fraction or 0.0, int(v.kv_cache_fraction is not None), v.kv_cache_fraction),
-            ),
-        )
-
-    def _label(self, text: str | None) -> int | None:
-        if text is None:
-            return None
-        found = self._label_ids.get(text)  # the per-tick case: a dict lookup, no SQL
-        if found is None:
-            found = self._label_ids[text] = self._insert(_LABEL, (text,))
-        return found
-
-    def _insert(self, sql: _Intern, values: tuple[str, ...]) -> int:
-        """The row id of a repeated string (or pair), inserted on first sight."""
-        self._conn.execute(sql.insert, values)
-        row_id: int = self._conn.execute(sql.select, values[: sql.select_arity]).fetchone()[0]
-        return row_id
-
-    def _waiting_message(self, exc: sqlite3.Error) -> str:
-        waiting = len(self._pending)
-        message = (
-            f"{describe(self.path, exc)}: {waiting} tick{'s' if waiting != 1 else ''} "
-            f"waiting in memory (up to {self._queue_ticks}), written when it frees up"
-        )
-        if self._dropped:
-            message += f"; {self._dropped} oldest dropped"
-        return message
-
-    def _apply_retention(self, now: float) -> None:
-        """Delete raw rows and rollups past their retention. A lock just postpones it."""
-        raw_cut, rollup_cut = now - self.raw_retention_s, now - self.rollup_retention_s
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for table, time_column, cutoff in (
-                ("gpu_ticks", "t", raw_cut),
-                ("endpoint_ticks", "t", raw_cut),
-                ("gpu_rollup_1m", "minute", rollup_cut),
-                ("endpoint_rollup_1m", "minute", rollup_cut),
-            ):
-                session = self._next_session(table, -1)
-                while session is not None:  # a range delete per session that has rows
-                    conn.execute(f"DELETE FROM {table} WHERE session_id = ? AND {time_column} < ?", (session, cutoff))
-                    session = self._next_session(table, session)
-            conn.execute(
-                "DELETE FROM sessions WHERE id != ? AND coalesce(ended_at, started_at) < ?"
-                + "".join(
-                    f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE session_id = sessions.id)" for table in DATA_TABLES
-                ),
-                (self.session_id, rollup_cut),
+    def _not_written(self, exc: sqlite3.Error, t: float) -> str:
+        """Drop what the queue cannot hold; the line that says ticks are not being written: the
+        same while the situation lasts, said again with the count every ``RESAY_EVERY_S``."""
+        while len(self._pending) > self._queue_ticks:
+            self._pending.popleft()
+            self._dropped += 1
+            self.ticks_lost += 1
+        reason = describe(self.path, exc)
+        situation = (reason, self._dropped > 0)
+        if self._said is None or self._said[0] != situation or t - self._said[1] >= RESAY_EVERY_S:
+            count = _plural(len(self._pending) + self._dropped, "tick")
+            how = (
+                "waiting in memory to be written when it frees up"
+                if error_code(exc) in TRANSIENT
+                else "kept in memory to try again"
             )
-            conn.execute("DELETE FROM session_gpus WHERE session_id NOT IN (SELECT id FROM sessions)")
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            rollback(conn)
-            return  # tried again at the next minute
-        self._last_retention = now
+            lost = f"; memory holds the latest {self._queue_ticks}, {self._dropped} older lost" if self._dropped else ""
+            self._said = (situation, t, f"{reason}: ticks are not being written ({count} so far, {how}{lost})")
+        return self._said[2]
 
-    def _next_session(self, table: str, after: int) -> int | None:
-        row = self._conn.execute(
-            f"SELECT session_id FROM {table} WHERE session_id > ? ORDER BY session_id LIMIT 1", (after,)
-        ).fetchone()
-        return None if row is None else int(row[0])
+    def _look_at_file(self) -> None:
+        """Stop writing, once, when the path no longer leads to the file opened: what was
+        written went with that file."""
+        problem = self._watch.problem()
+        if problem is not None:
+            self._gone = f"{problem}: this session's ticks are not in it, and no more are written"
+            self.ticks_lost += self.ticks_written
+            self.ticks_written = 0
+
+    def _give_up(self, reason: str) -> str:
+        """Count what is still queued as lost; the closing line."""
+        self.ticks_lost += len(self._pending)
+        self._pending.clear()
+        return (
+            f"{reason}; {_plural(self.ticks_lost, 'tick')} of this session not written" if self.ticks_lost else reason
+        )
+
+    def _retain(self, t: float) -> None:
+        """A retention pass; a lock postpones it to the next tick."""
+        assert self._retention_now is not None
+        now = min(self._retention_now, t)
+        if apply_retention(self._conn, self.session_id, now, self.raw_retention_s, self.rollup_retention_s):
+            self._retained_at = t

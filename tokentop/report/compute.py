@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields, replace
 from tokentop.config import ApiPrice, CostConfig
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
 from tokentop.derive import Point, sum_windows, window_between
-from tokentop.history import EndpointTrack, GpuInfo, GpuTrack, SessionInfo, Store
+from tokentop.history import EndpointSessionTotals, EndpointTrack, GpuInfo, GpuTrack, SessionInfo, Store
 from tokentop.model import Totals, Window
 from tokentop.report.errors import SummaryError
 from tokentop.report.figures import (
@@ -37,12 +37,14 @@ from tokentop.report.figures import (
     GpusUnpriced,
     GpusWithoutEnergy,
     GpuWithoutReadings,
+    KeptTotals,
     Note,
     PriceInUse,
     RollupWindows,
     SessionStillOpen,
     SessionSummary,
 )
+from tokentop.report.kept import KeptFigures, kept_figures
 from tokentop.report.tracks import (
     NO_ENERGY_METHOD,
     NO_WINDOWS,
@@ -85,12 +87,18 @@ def build_summary(
     gpu_infos = store.gpus(session.id)
     cost = cost_config_of(session)
     fixed = _fixed_windows(store, session.id, gpu_infos, start, end)
+    kept = kept_figures(store, session.id, whole_session=since is None and until is None)
     if fixed.source != "raw":
-        notes.append(RollupWindows())
+        notes.append(RollupWindows(kept_totals=kept.used))
+    if kept.used:
+        notes.append(KeptTotals())
     endpoint_step = ENDPOINT_STEP_S if end - start > SHORT_RANGE_S else RATE_WINDOW_S
     tracks = [t for t in store.endpoint_tracks(session.id, start, end, endpoint_step) if len(t.t) >= 2]
-    notes += [EndpointUnmapped(safe_text(t.name)) for t in tracks if not t.gpus]
-    gpus, windows, rate_windows = _gpu_summaries(store, session.id, gpu_infos, (start, end), fixed, cost, tracks, notes)
+    tracks = [t for t in tracks if not kept.replaces(t)]
+    named: tuple[EndpointTrack | EndpointSessionTotals, ...] = (*tracks, *kept.endpoints)
+    notes += [EndpointUnmapped(safe_text(t.name)) for t in named if not t.gpus]
+    span = (start, end)
+    gpus, windows, rate_windows = _gpu_summaries(store, session.id, gpu_infos, span, fixed, cost, named, notes, kept)
     unpriced = tuple(g.uuid for g in gpus if g.figures.cost_usd is None)
     if unpriced:
         notes.append(GpusUnpriced(len(unpriced)))
@@ -100,6 +108,7 @@ def build_summary(
     host = _host_figures(windows, rate_windows, energy_known=not unmeasured)
     index_of = {g.uuid: g.index for g in gpu_infos}
     endpoints = tuple(_endpoint_summary(store, session.id, t, index_of) for t in tracks)
+    endpoints += kept.endpoint_summaries(index_of)
     if host is None and not endpoints:
         raise SummaryError(
             f"session {session.id} has no readings between {fmt_local_time(start)} and {fmt_local_time(end)}"
@@ -162,8 +171,9 @@ def _gpu_summaries(
     span: tuple[float, float],
     fixed: _FixedWindows,
     cost: CostConfig | None,
-    tracks: list[EndpointTrack],
+    tracks: tuple[EndpointTrack | EndpointSessionTotals, ...],
     notes: list[Note],
+    kept: KeptFigures,
 ) -> tuple[list[GpuSummary], list[Window], list[RateWindows]]:
     """Each GPU with readings in the range, its window over the range and its fixed windows (a
     note for the others)."""
@@ -183,6 +193,7 @@ def _gpu_summaries(
         rate_windows.append(fixed.per_gpu.get(info.uuid, NO_WINDOWS))
         track = fixed.tracks.get(info.uuid)
         method = energy_method(store, session_id, track) if track is not None else NO_ENERGY_METHOD
+        method = kept.energy_methods.get(info.uuid, method)
         # Never measured: no tick had power or a counter (a window without rows holds no method,
         # but energy from the rollups).
         energy_known = method.method is not None or window.energy_j > 0

@@ -125,6 +125,14 @@ class SessionStillOpen:
 class RollupWindows:
     """Per-tick rows are gone for part of the range: windows are whole minutes of rollups."""
 
+    kept_totals: bool = False  # the energy method and endpoints come from the kept totals
+
+
+@dataclass(frozen=True)
+class KeptTotals:
+    """Per-tick rows no longer reach a whole session's start: its energy method, engines and
+    endpoint figures are the totals the history keeps for the session (``report.kept``)."""
+
 
 @dataclass(frozen=True)
 class EndpointUnmapped:
@@ -152,7 +160,15 @@ class GpusWithoutEnergy:
     energy_charged: bool  # their cost is then missing its energy part
 
 
-Note = SessionStillOpen | RollupWindows | EndpointUnmapped | GpuWithoutReadings | GpusUnpriced | GpusWithoutEnergy
+Note = (
+    SessionStillOpen
+    | RollupWindows
+    | KeptTotals
+    | EndpointUnmapped
+    | GpuWithoutReadings
+    | GpusUnpriced
+    | GpusWithoutEnergy
+)
 
 
 @dataclass(frozen=True)

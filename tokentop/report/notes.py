@@ -7,6 +7,7 @@ from tokentop.report.figures import (
     GpusUnpriced,
     GpusWithoutEnergy,
     GpuWithoutReadings,
+    KeptTotals,
     Note,
     RollupWindows,
     SessionStillOpen,
@@ -21,10 +22,16 @@ def note_text(note: Note) -> str:
             f"figures up to {fmt_local_time(note.figures_until)}"
         )
     if isinstance(note, RollupWindows):
+        rest = "" if note.kept_totals else "; the energy method and endpoint figures cover the per-tick rows left"
         return (
             "per-tick rows are gone for part of the range (retention): peaks and "
-            "percentiles are over whole minutes of the 1-minute rollups; the energy "
-            "method and the endpoint figures cover the per-tick rows that remain"
+            f"percentiles are over whole minutes of the 1-minute rollups{rest}"
+        )
+    if isinstance(note, KeptTotals):
+        return (
+            "per-tick rows of the session's start are gone (retention): the energy method, the "
+            "engines and the endpoint figures are the session's own totals, which the history keeps "
+            "(latencies: means over every tick)"
         )
     if isinstance(note, EndpointUnmapped):
         return f"endpoint {note.name} is not mapped to a GPU here: its tokens are not in the GPU and host figures"

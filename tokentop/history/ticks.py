@@ -1,0 +1,181 @@
+"""One tick's rows and 1-minute rollups, written in the caller's transaction.
+
+The per-tick path uses raw ``sqlite3``: a tick of 8 GPUs and 4 endpoints is about 40 statements,
+each a bind and a step of a statement ``sqlite3`` keeps prepared (a few microseconds); going
+through sqlite-utils would add its per-call Python work (dicts, quoting, transaction checks) to
+each of them, every second, for nothing. Writing a tick twice changes nothing: raw rows are keyed
+by time and a rollup only counts a row that was actually inserted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import NamedTuple
+
+from tokentop.derive import Point, window_between
+from tokentop.history.rows import EndpointRow, GpuRow, Tick, cum
+from tokentop.history.schema import minute_of
+from tokentop.history.totals import INSERT_SESSION_GPU, first_gpu_row
+
+_INSERT_GPU_TICK = (
+    "INSERT OR IGNORE INTO gpu_ticks (session_id, gpu_id, t, gpu_index, status, error, util_pct,"
+    " mem_used_bytes, mem_total_bytes, power_w, power_limit_w, energy_counter_mj, temperature_c,"
+    " sm_clock_mhz, energy_method_id, engines_id, tokens_in_cum, tokens_out_cum, energy_j_cum,"
+    " cost_usd_cum, busy_s_cum, busy_cost_usd_cum, usd_per_hour)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_GPU_ROLLUP = """
+INSERT INTO gpu_rollup_1m (session_id, minute, gpu_id, t_last, tokens_in_cum, tokens_out_cum,
+    energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum, samples,
+    power_w_sum, power_w_n, power_w_max, util_pct_sum, util_pct_n,
+    tokens_in_delta, tokens_out_delta, energy_j_delta, cost_usd_delta, covered_s)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id, minute, gpu_id) DO UPDATE SET
+    t_last = excluded.t_last, tokens_in_cum = excluded.tokens_in_cum,
+    tokens_out_cum = excluded.tokens_out_cum, energy_j_cum = excluded.energy_j_cum,
+    cost_usd_cum = excluded.cost_usd_cum, busy_s_cum = excluded.busy_s_cum,
+    busy_cost_usd_cum = excluded.busy_cost_usd_cum, samples = samples + 1,
+    power_w_sum = power_w_sum + excluded.power_w_sum, power_w_n = power_w_n + excluded.power_w_n,
+    power_w_max = max(coalesce(power_w_max, excluded.power_w_max),
+                      coalesce(excluded.power_w_max, power_w_max)),
+    util_pct_sum = util_pct_sum + excluded.util_pct_sum,
+    util_pct_n = util_pct_n + excluded.util_pct_n,
+    tokens_in_delta = tokens_in_delta + excluded.tokens_in_delta,
+    tokens_out_delta = tokens_out_delta + excluded.tokens_out_delta,
+    energy_j_delta = energy_j_delta + excluded.energy_j_delta,
+    cost_usd_delta = cost_usd_delta + excluded.cost_usd_delta,
+    covered_s = covered_s + excluded.covered_s
+"""
+_INSERT_ENDPOINT_TICK = (
+    "INSERT OR IGNORE INTO endpoint_ticks (session_id, endpoint_id, t, kind_id, status, error,"
+    " model_id, prompt_tokens_raw, generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
+    " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s, ttft_p95_s, itl_p50_s,"
+    " gpus_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_ENDPOINT_ROLLUP = """
+INSERT INTO endpoint_rollup_1m (session_id, minute, endpoint_id, t_last, tokens_in_cum,
+    tokens_out_cum, samples, up_samples, running_sum, running_n, waiting_sum, waiting_n,
+    kv_sum, kv_n, kv_max)
+VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id, minute, endpoint_id) DO UPDATE SET
+    t_last = excluded.t_last, tokens_in_cum = excluded.tokens_in_cum,
+    tokens_out_cum = excluded.tokens_out_cum, samples = samples + 1,
+    up_samples = up_samples + excluded.up_samples,
+    running_sum = running_sum + excluded.running_sum, running_n = running_n + excluded.running_n,
+    waiting_sum = waiting_sum + excluded.waiting_sum, waiting_n = waiting_n + excluded.waiting_n,
+    kv_sum = kv_sum + excluded.kv_sum, kv_n = kv_n + excluded.kv_n,
+    kv_max = max(coalesce(kv_max, excluded.kv_max), coalesce(excluded.kv_max, kv_max))
+"""
+
+
+class _Intern(NamedTuple):
+    """How a repeated string (or pair) becomes a row id of its own table."""
+
+    insert: str
+    select: str  # finds the row by the first ``select_arity`` of the inserted values
+    select_arity: int
+
+
+# A GPU is found by its uuid (its name is kept from the first sighting); an endpoint by both.
+_GPU = _Intern("INSERT OR IGNORE INTO gpus (uuid, name) VALUES (?, ?)", "SELECT id FROM gpus WHERE uuid = ?", 1)
+_ENDPOINT = _Intern(
+    "INSERT OR IGNORE INTO endpoints (name, url) VALUES (?, ?)",
+    "SELECT id FROM endpoints WHERE name = ? AND url = ?",
+    2,
+)
+_LABEL = _Intern("INSERT OR IGNORE INTO labels (text) VALUES (?)", "SELECT id FROM labels WHERE text = ?", 1)
+
+
+class TickRows:
+    """Writes one session's tick rows; remembers the row ids of repeated strings and each GPU's
+    latest cumulative figures (the rollups' differences start from them)."""
+
+    def __init__(self, conn: sqlite3.Connection, session_id: int) -> None:
+        self._conn = conn
+        self.session_id = session_id
+        # Row ids of repeated strings, by uuid, (name, url) and text.
+        self._gpu_ids: dict[str, int] = {}
+        self._endpoint_ids: dict[tuple[str, str], int] = {}
+        self._label_ids: dict[str, int] = {}
+        self.latest: dict[int, Point] = {}  # gpu_id -> its latest row's cumulative figures
+
+    def rolled_back(self, latest: dict[int, Point]) -> None:
+        """Forget what a failed transaction did: the ids it handed out may not exist, and the
+        latest rows are ``latest`` again."""
+        for ids in (self._gpu_ids, self._endpoint_ids, self._label_ids):
+            ids.clear()
+        self.latest = latest
+
+    def write(self, tick: Tick) -> None:
+        """One tick's rows and rollups, in the caller's transaction."""
+        minute = minute_of(tick.t)
+        for gpu in tick.gpus:
+            self._write_gpu(tick.t, minute, gpu)
+        for endpoint in tick.endpoints:
+            self._write_endpoint(tick.t, minute, endpoint)
+
+    def _write_gpu(self, t: float, minute: int, g: GpuRow) -> None:
+        """The GPU's row, and its minute's rollup when the row is new."""
+        conn, sid = self._conn, self.session_id
+        gpu_id = self._gpu_ids.get(g.uuid)
+        if gpu_id is None:
+            gpu_id = self._gpu_ids[g.uuid] = self._insert(_GPU, (g.uuid, g.name))
+        cum_values = cum(g.totals)
+        labels = (self._label(g.energy_method), self._label(g.engines))
+        row = (sid, gpu_id, t, *g.values, *labels, *cum_values, g.usd_per_hour)
+        inserted = conn.execute(_INSERT_GPU_TICK, row).rowcount == 1
+        now = Point(t, g.totals)
+        previous = self.latest.get(gpu_id)
+        self.latest[gpu_id] = now  # also after a replay: this row is the latest
+        if not inserted:
+            return  # written before (a retry): counted once already
+        if previous is None:  # the session's first row of this GPU: it adds nothing yet
+            conn.execute(INSERT_SESSION_GPU, first_gpu_row(sid, gpu_id, g.values.gpu_index, now))
+            previous = now
+        delta = window_between(previous, now)
+        power, util = g.values.power_w, g.values.util_pct
+        conn.execute(
+            _UPSERT_GPU_ROLLUP,
+            (
+                *(sid, minute, gpu_id, t, *cum_values),
+                *(power or 0.0, int(power is not None), power),
+                *(util or 0.0, int(util is not None)),
+                *(delta.tokens_in, delta.tokens_out, delta.energy_j, delta.cost_usd, delta.span_s),
+            ),
+        )
+
+    def _write_endpoint(self, t: float, minute: int, e: EndpointRow) -> None:
+        """The endpoint's row, and its minute's rollup when the row is new."""
+        conn, sid = self._conn, self.session_id
+        key = (e.name, e.url)
+        endpoint_id = self._endpoint_ids.get(key)
+        if endpoint_id is None:
+            endpoint_id = self._endpoint_ids[key] = self._insert(_ENDPOINT, key)
+        kind_id, model_id, gpus_id = self._label(e.kind), self._label(e.model), self._label(e.gpus)
+        row = (sid, endpoint_id, t, kind_id, e.status, e.error, model_id, *e.values, gpus_id)
+        if conn.execute(_INSERT_ENDPOINT_TICK, row).rowcount != 1:
+            return  # written before (a retry)
+        v = e.values
+        conn.execute(
+            _UPSERT_ENDPOINT_ROLLUP,
+            (
+                *(sid, minute, endpoint_id, t, v.tokens_in_cum, v.tokens_out_cum, int(e.status == "up")),
+                *(v.running or 0.0, int(v.running is not None)),
+                *(v.waiting or 0.0, int(v.waiting is not None)),
+                *(v.kv_cache_fraction or 0.0, int(v.kv_cache_fraction is not None), v.kv_cache_fraction),
+            ),
+        )
+
+    def _label(self, text: str | None) -> int | None:
+        if text is None:
+            return None
+        found = self._label_ids.get(text)  # the per-tick case: a dict lookup, no SQL
+        if found is None:
+            found = self._label_ids[text] = self._insert(_LABEL, (text,))
+        return found
+
+    def _insert(self, sql: _Intern, values: tuple[str, ...]) -> int:
+        """The row id of a repeated string (or pair), inserted on first sight."""
+        self._conn.execute(sql.insert, values)
+        row_id: int = self._conn.execute(sql.select, values[: sql.select_arity]).fetchone()[0]
+        return row_id
