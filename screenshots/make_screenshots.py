@@ -34,9 +34,10 @@ class Picture:
 PICTURES = (
     Picture("live.svg", (120, 40), caption="the live view of the demo host, 120x40"),
     Picture("live-80x24.svg", (80, 24), caption="the same at 80x24: columns give way, every GPU stays"),
+    Picture("help-80x24.svg", (80, 24), keys=("question_mark",), caption="help at 80x24 (?): it scrolls"),
     Picture("live-light.svg", (120, 40), theme="textual-light", caption="light theme (t)"),
     Picture("host-10min.svg", (120, 40), keys=("g", "w"), caption="graph of the whole host over 10 minutes (g, w)"),
-    Picture("sorted-by-cost.svg", (120, 40), keys=("s",) * 10, caption="sorted by $/Mtok, dearest first (s)"),
+    Picture("sorted-by-cost.svg", (120, 40), keys=("m",), caption="sorted by $/Mtok, dearest first (m)"),
     Picture("details.svg", (120, 40), keys=("down", "down", "down", "down", "d"), caption="details of GPU 4 (d)"),
     Picture("help.svg", (120, 48), keys=("question_mark",), caption="help (?)"),
 )

@@ -8,31 +8,37 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from factories import build_snapshot
 from rich.cells import cell_len
+from textual.pilot import Pilot
 
-from tokentop.config import Config
+from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
 from tokentop.history import Store
 from tokentop.model import EndpointFigures, EndpointSample, HostFigures, Snapshot, Totals, Window
-from tokentop.nvml.fake import MIB, FakeMig
+from tokentop.nvml.fake import MIB, FakeMig, FakeNvml
+from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import Sampler
 from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
-from tokentop.tui.columns import Cell, fit_columns
-from tokentop.tui.engine_table import engine_status
-from tokentop.tui.gpu_table import GPU_COLUMNS
+from tokentop.tui.columns import DEFAULT_BANDS, Cell, CostBands, cost_bands, fit_columns
+from tokentop.tui.engine_table import engine_status, model_forms
+from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows
 from tokentop.tui.history import HOST, WINDOWS, LiveHistory
 from tokentop.tui.keys import KEYS
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
+from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
-from tokentop.units import fmt_gib, fmt_tok_s, short_gpu_name
+from tokentop.tui.widgets.panels import panel_heights
+from tokentop.units import fmt_gib, fmt_tok_s, fmt_usd, fmt_usd_per_mtok, gpu_labels, short_gpu_name
 
 FakeClock = SimulatedClock
 WALL_START = SimulatedClock.WALL_START
@@ -146,6 +152,34 @@ def row_of(app: TokentopApp, index: int) -> str:
     return next(g.sample.uuid for g in snapshot.gpus if g.sample.index == index)
 
 
+@asynccontextmanager
+async def fake_gpus_app(
+    names: list[str], size: tuple[int, int], ticks: int = 3
+) -> AsyncIterator[tuple[TokentopApp, Pilot[None]]]:
+    """The app over fake GPUs with these NVML names (no endpoint), after ``ticks`` ticks."""
+    clock = FakeClock()
+    fake = FakeNvml.healthy(count=len(names))
+    for gpu, name in zip(fake.gpus, names, strict=True):
+        gpu.name = name
+    config = Config(discover=False)
+    sampler = Sampler(config, NvmlReader(lib=fake), clock=clock, wall_clock=clock.wall)
+    try:
+        app = TokentopApp(config, sampler=sampler, host_name="big-box", start_sampler=False, handle_signals=False)
+        async with app.run_test(size=size) as pilot:
+            for _ in range(ticks):
+                clock.t += 1
+                sampler.tick()
+            await pilot.pause()
+            yield app, pilot
+    finally:
+        sampler.stop()
+
+
+def gpu_header_line(app: TokentopApp) -> int:
+    """The screen line of the GPU table's first header line."""
+    return next(i for i, line in enumerate(screen_text(app).splitlines()) if " GPU " in line and "#" in line)
+
+
 # --- what the screen shows ---------------------------------------------------------------------
 
 
@@ -172,12 +206,12 @@ async def test_ticks_fill_every_panel_with_the_snapshot_figures(rig: Rig) -> Non
 async def test_every_column_header_names_its_unit_and_window(rig: Rig) -> None:
     app = rig.app()
     async with app.run_test(size=(200, 50)) as pilot:
-        rig.tick(3)
+        rig.tick(62)
         await pilot.pause()
         assert app.gpu_table.visible_columns == [spec.key for spec in GPU_COLUMNS]
         lines = screen_text(app).splitlines()
         header = next(i for i, line in enumerate(lines) if "W/limit" in line)
-        assert "in 10s" in lines[header + 1] and "out 10s" in lines[header + 1]
+        assert "in 10s" in lines[header + 1] and "out 10s" in lines[header + 1] and " 1m " in lines[header + 1]
         for title in ("util%", "mem GiB", "W/limit", "°C", "tok/s", "tok/J", "$/h", "$/Mtok"):
             assert title in lines[header]
 
@@ -234,6 +268,9 @@ def test_columns_give_way_by_priority_and_flexible_ones_take_the_rest() -> None:
         ("NVIDIA GeForce RTX 4090", "RTX 4090"),
         ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
         ("Tesla T4", "T4"),
+        ("NVIDIA H200 NVL", "H200 NVL"),  # the variant is another model, with another price
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "RTX PRO 6000"),
     ],
 )
 def test_gpu_names_are_shortened_for_the_table(name: str, short: str) -> None:
@@ -297,6 +334,7 @@ async def test_help_lists_every_key_and_closes(rig: Rig) -> None:
         text = screen_text(app)
         for key in KEYS:
             assert key.help[:40] in text.replace("\n", " ") or key.help[:30] in text
+        assert "click a header" in text and "Sort the GPU table by that column" in text  # the mouse too
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
@@ -747,6 +785,260 @@ def test_run_live_stops_everything_and_prints_the_summary(
         reader.close()
 
 
+# --- what a glance can trust -------------------------------------------------------------------
+
+
+def _figure_lines(header: HeaderBar) -> list[str]:
+    """The header's lines of figures (not the one with the state, which pausing changes)."""
+    return [line for line in header.text.splitlines() if "tokentop" not in line and "PAUSED" not in line]
+
+
+async def test_pause_freezes_every_panel_at_one_tick_and_says_since_when(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        shown = rig.tick(5)
+        await pilot.pause()
+        await pilot.press("p")
+        await pilot.pause()
+        header, table, engines = app.query_one(HeaderBar), app.gpu_table, app.engine_table
+        figures = _figure_lines(header)
+        rows = {key: [table.cell_text(key, c) for c in table.visible_columns] for key in table.row_keys}
+        engine_rows = [engines.cell_text(key, "tok_out") for key in engines.row_keys]
+        message = app.query_one(MessageBar).text
+        rig.tick()
+        await pilot.pause()
+        assert "(1 tick since)" in header.text
+        rig.tick(39)  # the demo's load moves a lot in 40 s
+        await pilot.pause()
+        assert app.latest is not shown and app.shown is shown
+        assert _figure_lines(header) == figures  # the host's figures stay those of the rows below
+        assert "up 4s" in header.text
+        assert {key: [table.cell_text(key, c) for c in table.visible_columns] for key in table.row_keys} == rows
+        assert [engines.cell_text(key, "tok_out") for key in engines.row_keys] == engine_rows
+        assert app.query_one(MessageBar).text == message
+        since = time.strftime("%H:%M:%S", time.localtime(shown.t_wall))
+        assert f"PAUSED since {since}" in header.text and "(40 ticks since)" in header.text
+        await pilot.press("p")
+        await pilot.pause()
+        assert _figure_lines(header) != figures and "● live" in header.text
+
+
+async def test_first_ticks_say_warming_and_headers_give_the_span_covered(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        rig.tick()  # the first reading: no window covers any time yet
+        await pilot.pause()
+        busy = row_of(app, 0)  # serves llama-70b, which is busy
+        assert app.gpu_table.cell_text(busy, "usd_mtok") == "warming"
+        assert app.gpu_table.cell_text(busy, "tok_out") == "warming"
+        assert app.gpu_table.cell_text(row_of(app, 7), "usd_mtok") == "—"  # no engine: neither
+        assert "warming $/Mtok" in app.query_one(HeaderBar).text and "idle" not in screen_text(app)
+        rig.tick(12)
+        await pilot.pause()
+        windows = screen_text(app).splitlines()[gpu_header_line(app) + 1]
+        assert "out 10s" in windows and " 12s " in windows and " 1m " not in windows
+        assert "/Mtok  12s" in app.query_one(HeaderBar).text
+        assert app.gpu_table.cell_text(busy, "usd_mtok").startswith("$")
+
+
+def test_idle_only_once_the_window_is_full_and_one_mark_for_no_engine() -> None:
+    quiet = Window(60.0, 0.0, 0.0, 4000.0, 0.05, 0.0, 0.0)
+    young = replace(quiet, span_s=12.0)
+    gpus = [{"cost_window": quiet}, {"cost_window": young}, {"cost_window": quiet, "engines": ()}]
+    rows = gpu_rows(build_snapshot(100.0, [Totals()] * 3, [(0.0, 0.0)], gpus=gpus))
+    usd_mtok, engine = (next(s for s in GPU_COLUMNS if s.key == key) for key in ("usd_mtok", "engine"))
+    assert [usd_mtok.cell(row).text for row in rows] == ["idle", "warming", "—"]
+    assert engine.cell(rows[2]).text == "—"  # the same mark in both columns of a GPU with no engine
+    assert fmt_usd_per_mtok(None, tokens_out=0, filling=True) == "warming"
+
+
+async def test_help_scrolls_at_80x24_and_starts_with_the_messages_now(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        rig.tick(3)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Messages" in text and "none now" in text and "Engine table" not in text
+        await pilot.press("end")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Engine table" in text and "no token" in text  # the very end: the status column's notes
+        assert max(cell_len(line) for line in text.splitlines()) <= 80
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        rig.host.fake.gpus[3].lost = True
+        rig.tick()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert "⚠ GPU 3 lost" in screen_text(app)
+        await pilot.press("q")  # quits from the help too
+        await pilot.pause()
+        assert app.return_code == 0
+
+
+async def test_q_quits_from_the_details_and_escape_closes_them(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(3)
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DetailsScreen)
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.return_code == 0
+
+
+async def test_no_blank_lines_under_the_header_after_a_resize(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        for size in ((40, 12), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+        lines = screen_text(app).splitlines()
+        header = len(app.query_one(HeaderBar).text.splitlines())
+        assert "W/limit" in lines[header]  # the GPU table starts right under the header
+        assert all(line.strip() for line in lines[: header + 10])
+
+
+@pytest.mark.parametrize("width", [200, 80])
+async def test_a_gpu_variant_keeps_its_name(width: int) -> None:
+    async with fake_gpus_app(["NVIDIA H200"] * 7 + ["NVIDIA H200 NVL"], (width, 30)) as (app, _):
+        text = screen_text(app)
+        assert "8 GPUs: 7× H200, 1× H200 NVL" in text
+        assert app.gpu_table.cell_text(row_of(app, 7), "gpu") == "H200 NVL"
+        assert any(line.startswith("  7  H200 NVL ") for line in text.splitlines())
+
+
+def test_two_models_never_share_a_label() -> None:
+    assert gpu_labels(["NVIDIA H200", "NVIDIA H200 NVL"]) == {"NVIDIA H200": "H200", "NVIDIA H200 NVL": "H200 NVL"}
+    labels = gpu_labels(["NVIDIA A100 80GB PCIe", "NVIDIA A100 40GB PCIe"])
+    assert labels == {"NVIDIA A100 80GB PCIe": "A100 80GB PCIe", "NVIDIA A100 40GB PCIe": "A100 40GB PCIe"}
+
+
+async def test_narrow_screens_keep_engine_names_and_model_sizes(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        rig.tick(5)
+        await pilot.pause()
+        text = screen_text(app)
+        assert "llama-70b :…" not in text and "llama-70b" in app.gpu_table.cell_text(row_of(app, 0), "engine")
+        assert any(line.startswith("  0  H200") and line.rstrip().endswith("llama-70b") for line in text.splitlines())
+        assert "Llama-3.3-70B " in text  # the engine panel keeps the model and its size
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Llama-3.3-70B-Instruct" in text and "llama-70b :" in text
+    forms = model_forms("Qwen/Qwen2.5-32B-Instruct-AWQ")
+    assert forms == ("Qwen2.5-32B-Instruct-AWQ", "Qwen2.5-32B-AWQ", "Qwen2.5-32B")
+
+
+async def test_graphs_get_three_lines_each_or_hide(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        rig.tick(8)
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        title = next(i for i, line in enumerate(lines) if "History ·" in line)
+        assert [lines[title + k][:3] for k in (1, 2, 3)] == ["out", "max", "min"]  # one chart, three lines
+        assert lines[title + 4].startswith(" tick")
+        await pilot.resize_terminal(80, 22)
+        await pilot.pause()
+        text = screen_text(app)
+        assert "History: a taller terminal shows it" in text and "\nmax " not in text
+
+
+async def test_sixteen_gpus_at_80x24_each_have_a_row_under_the_header() -> None:
+    async with fake_gpus_app(["NVIDIA H200"] * 16, (80, 24)) as (app, _):
+        lines = screen_text(app).splitlines()
+        assert "$/Mtok" in lines[1] and "cost cloud" in lines[1]  # the host's cost line stays
+        for index in range(16):
+            assert any(line.startswith(f"{index:>3}  H200 ") for line in lines), index
+
+
+async def test_more_gpus_than_fit_say_how_many_and_scroll() -> None:
+    async with fake_gpus_app(["NVIDIA H200"] * 24, (80, 24)) as (app, pilot):
+        assert "▼ 9 more below" in screen_text(app)
+        await pilot.press("end")
+        await pilot.pause()
+        text = screen_text(app)
+        assert any(line.startswith(" 23  H200 ") for line in text.splitlines()) and "▲ 9 more above" in text
+
+
+def test_panel_heights_put_gpu_rows_first_then_engines_then_a_graph_worth_drawing() -> None:
+    assert panel_heights(19, 10, 5) == (10, 5, 4)  # 8 GPUs at 80x24
+    assert panel_heights(19, 18, 5) == (18, 0, 1)  # 16 GPUs at 80x24: every GPU first
+    assert panel_heights(55, 66, 5) == (50, 5, 0)  # 64 GPUs on a tall screen: the engines keep their rows
+
+
+async def test_effective_usd_per_mtok_leads_the_header(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        window = rig.tick(12).host.cost_window
+        await pilot.pause()
+        cost_line = app.query_one(HeaderBar).text.splitlines()[1]
+        assert cost_line.startswith(f" {fmt_usd(window.usd_per_mtok)}/Mtok ")
+        assert f"busy {fmt_usd(window.busy_usd_per_mtok)}/Mtok" in cost_line
+
+
+async def test_usd_per_mtok_cells_are_coloured_by_the_thresholds_given(rig: Rig) -> None:
+    values = [g.cost_window.usd_per_mtok for g in rig.tick(12).gpus if g.cost_window.usd_per_mtok is not None]
+    bands = CostBands(min(values) * 1.1, max(values) * 0.9)
+    app = rig.app(usd_per_mtok_thresholds=(bands.good, bands.warn))
+    async with app.run_test(size=(120, 40)) as pilot:
+        snapshot = rig.tick()
+        await pilot.pause()
+        styles = [app.gpu_table.cell(g.sample.uuid, "usd_mtok").style for g in snapshot.gpus]
+        assert styles == [bands.style(g.cost_window.usd_per_mtok) for g in snapshot.gpus]
+        assert {"good", "warn"} <= set(styles)
+
+
+def test_default_thresholds_follow_the_api_prices_when_there_are_some() -> None:
+    assert cost_bands(None, CostConfig()) == DEFAULT_BANDS
+    cost = CostConfig(api_prices=(ApiPrice("a", 0.2, 0.9), ApiPrice("b", 0.1, 0.6)))
+    assert cost_bands(None, cost) == CostBands(0.6, 1.2)
+    assert cost_bands((2.0, 3.0), cost) == CostBands(2.0, 3.0)
+
+
+async def test_m_sorts_by_usd_per_mtok_with_the_arrow_on_its_column(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        snapshot = rig.tick(12)
+        await pilot.press("m")
+        await pilot.pause()
+        table = app.gpu_table
+        cost = {g.sample.uuid: g.cost_window.usd_per_mtok for g in snapshot.gpus}
+        known = [cost[key] for key in table.row_keys if cost[key] is not None]
+        assert table.sort_key == "usd_mtok" and known == sorted(known, reverse=True)
+        assert cost[table.row_keys[-1]] is None  # the GPU with no engine: last either way
+        assert "▼$/Mtok" in screen_text(app).splitlines()[gpu_header_line(app)]
+        await pilot.press("m")
+        await pilot.pause()
+        assert not table.sort_descending and "▲$/Mtok" in screen_text(app).splitlines()[gpu_header_line(app)]
+        assert "sorted by $/Mtok 11s ▲" in screen_text(app)  # the cost window covers 11 s so far
+
+
+async def test_details_name_each_window_once_and_write_usd_per_mtok_with_its_unit(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        rig.tick(7)
+        await pilot.press("d")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "rate window" in text and "(10s, 6s so far)" in text
+        assert "cost window" in text and "(1m, 6s so far)" in text and "last 6s" not in text
+        assert re.search(r"\$[0-9.]+/Mtok", text) and not re.search(r"\$[0-9.]+ \$/Mtok", text)
+
+
 # --- look ------------------------------------------------------------------------------------
 
 
@@ -765,6 +1057,37 @@ def test_looks_the_same(snap_compare, demo_run: list[Snapshot], size: tuple[int,
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=feed)
+
+
+def test_help_looks_the_same_at_80x24(snap_compare, demo_run: list[Snapshot]) -> None:  # type: ignore[no-untyped-def]
+    app = TokentopApp(Config(), host_name="gpu-node-01", handle_signals=False)
+
+    async def open_help(pilot) -> None:  # type: ignore[no-untyped-def]
+        for snapshot in demo_run:
+            app.post_snapshot(snapshot)
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=open_help)
+
+
+def test_sixteen_gpus_look_the_same_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    config = Config(discover=False)
+    sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=16)), clock=clock, wall_clock=clock.wall)
+    app = TokentopApp(config, sampler=sampler, host_name="gpu-node-16", start_sampler=False, handle_signals=False)
+
+    async def tick(pilot) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            clock.t += 1
+            sampler.tick()
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=(80, 24), run_before=tick)
+    finally:
+        sampler.stop()
 
 
 # --- MIG ---------------------------------------------------------------------------------------

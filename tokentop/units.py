@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 NA = "N/A"
-IDLE = "idle"
+IDLE = "idle"  # a full window in which no token flowed
+WARMING = "warming"  # a window still filling in which no token flowed (yet)
 DASH = "—"  # nothing to show: e.g. $/Mtok of a GPU that serves no engine
 
 _PARTIAL_BLOCKS = " ▏▎▍▌▋▊▉"
@@ -110,19 +111,22 @@ def fmt_usd(value: float | None) -> str:
     return f"{sign}${text}"
 
 
-def fmt_usd_per_mtok(value: float | None, *, tokens_out: float | None = None, serving: bool = True) -> str:
+def fmt_usd_per_mtok(
+    value: float | None, *, tokens_out: float | None = None, serving: bool = True, filling: bool = False
+) -> str:
     """Effective $ per million output tokens.
 
     ``serving=False``: the GPU runs no engine, so there is nothing to divide by (an em dash).
-    A known zero ``tokens_out`` means the engine was idle over the window (``idle``); any
-    other missing value is unknown (``N/A``, e.g. no price for the GPU model).
+    A known zero ``tokens_out`` means the engine was idle over the window (``idle``), or, while
+    the window is still ``filling``, that it is too soon to say (``warming``); any other missing
+    value is unknown (``N/A``, e.g. no price for the GPU model).
     """
     if _known(value):
         return fmt_usd(value)
     if not serving:
         return DASH
     if tokens_out is not None and tokens_out <= 0:
-        return IDLE
+        return WARMING if filling else IDLE
     return NA
 
 
@@ -279,26 +283,47 @@ def fmt_local_time(unix_s: float | None) -> str:
 # --- GPU names --------------------------------------------------------------------------------
 
 _VENDOR_WORDS = {"NVIDIA", "GEFORCE", "TESLA", "QUADRO"}
+# Words after the model that name another model, with another price: form factor and bin.
+_VARIANT_WORDS = {"NVL", "PCIE", "SXM", "SXM2", "SXM4", "SXM5", "TI", "SUPER", "ADA"}
+
+
+def _without_vendor(name: str) -> list[str]:
+    return [w for w in name.split() if w.upper() not in _VENDOR_WORDS]
 
 
 def short_gpu_name(name: str) -> str:
-    """``NVIDIA H100 80GB HBM3`` -> ``H100``; ``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``."""
-    words = [w for w in name.split() if w.upper() not in _VENDOR_WORDS]
+    """The model and the words that name its variant: ``NVIDIA H100 80GB HBM3`` -> ``H100``;
+    ``NVIDIA H200 NVL`` -> ``H200 NVL``; ``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``."""
+    words = _without_vendor(name)
     if not words:
         return name
-    if words[0].isalpha() and len(words) > 1:
-        return f"{words[0]} {words[1]}"
-    return words[0]
+    # the model ends at its first word with a digit: "H100", "RTX 4090", "RTX PRO 6000"
+    end = next((i + 1 for i, w in enumerate(words[:3]) if any(c.isdigit() for c in w)), min(2, len(words)))
+    return " ".join(words[:end] + [w for w in words[end:] if w.upper() in _VARIANT_WORDS])
+
+
+def gpu_labels(names: Iterable[str]) -> dict[str, str]:
+    """A label for each distinct GPU name of one host: its short name, unless another model
+    there has the same one; then the name without vendor words (or, failing that, whole)."""
+    distinct = set(names)
+    shorts = Counter(short_gpu_name(n) for n in distinct)
+    plains = Counter(" ".join(_without_vendor(n)) for n in distinct)
+    labels = {}
+    for name in distinct:
+        short, plain = short_gpu_name(name), " ".join(_without_vendor(name))
+        labels[name] = short if shorts[short] == 1 else plain if plain and plains[plain] == 1 else name
+    return labels
 
 
 def fmt_gpu_models(names: Iterable[str]) -> str:
     """A host's GPUs by model, one name per GPU: ``8× NVIDIA H200``, or ``3 GPUs: 2× H100, 1× L4``
-    on a mixed host (most common first), or ``no GPU``."""
+    on a mixed host (most common first; two models never share a label), or ``no GPU``."""
     counts = Counter(names)
     if not counts:
         return "no GPU"
     if len(counts) == 1:
         name, count = next(iter(counts.items()))
         return f"{count}× {name}"
-    inner = ", ".join(f"{n}× {short_gpu_name(name)}" for name, n in counts.most_common())
+    labels = gpu_labels(counts)
+    inner = ", ".join(f"{n}× {labels[name]}" for name, n in counts.most_common())
     return f"{sum(counts.values())} GPUs: {inner}"

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -34,7 +35,7 @@ from textual.widgets import Footer
 
 from tokentop.config import Config
 from tokentop.model import GpuProcess, Snapshot
-from tokentop.tui.columns import window_labels
+from tokentop.tui.columns import cost_bands, window_labels
 from tokentop.tui.engine_table import ENGINE_COLUMNS, EngineRow, engine_rows
 from tokentop.tui.events import HistoryLoaded, HistoryRequest, LogLine, ProcessNames, SnapshotReady
 from tokentop.tui.gpu_table import GPU_COLUMNS, GpuRow, gpu_rows, gpu_sub_rows
@@ -48,12 +49,17 @@ from tokentop.tui.widgets.graph import HistoryGraph
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
+from tokentop.tui.widgets.panels import Panels
 from tokentop.tui.workers import SeriesStore, process_names, read_long_history, write_summary_file
-from tokentop.units import fmt_window, short_gpu_name
+from tokentop.units import fmt_window, gpu_labels
 
 __all__ = ["LiveSource", "LogLine", "SeriesStore", "TokentopApp"]
 
 LONG_REFRESH_S = 60.0  # the store's rollups are per minute: reading them more often shows nothing new
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 class LiveSource(Protocol):
@@ -81,11 +87,15 @@ class TokentopApp(App[None]):
         start_sampler: bool = True,
         handle_signals: bool = True,
         terminal_fd: int | None = None,
+        usd_per_mtok_thresholds: tuple[float, float] | None = None,
     ) -> None:
         """``terminal_fd``: the terminal to watch for an SSH drop (default: standard input when
-        it is a terminal and the app is not headless)."""
+        it is a terminal and the app is not headless). ``usd_per_mtok_thresholds``: $/Mtok at or
+        below the first is drawn as good, at or above the second as a warning (default: relative
+        to the configured API prices, see ``columns.cost_bands``)."""
         super().__init__()
         self.config = config
+        self.bands = cost_bands(usd_per_mtok_thresholds, config.cost)
         self.sampler = sampler
         self.store = store
         self.host_name = host_name or socket.gethostname()
@@ -93,9 +103,9 @@ class TokentopApp(App[None]):
         self.start_sampler = start_sampler
         self.handle_signals = handle_signals
         self.history = LiveHistory()
-        self.latest: Snapshot | None = None
+        self.latest: Snapshot | None = None  # the newest tick sampled
+        self.shown: Snapshot | None = None  # the tick on screen: every panel draws this one
         self.paused = False
-        self.ticks_while_paused = 0
         self.window_index = 0
         self.scope = "gpu"  # or "host"
         self.selected: str | None = None  # UUID of the selected GPU
@@ -113,8 +123,8 @@ class TokentopApp(App[None]):
     # -- structure --
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.host_name, self.config.cost, id="header")
-        yield GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
+        yield HeaderBar(self.host_name, self.config.cost, self.bands, id="header")
+        gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
         engines = GridTable(
             ENGINE_COLUMNS,
             default_sort="name",
@@ -124,8 +134,7 @@ class TokentopApp(App[None]):
             empty_text="no inference endpoint yet (looking for local servers)",
         )
         engines.can_focus = False
-        yield engines
-        yield HistoryGraph(id="graph")
+        yield Panels(gpus, engines, HistoryGraph(id="graph"), id="panels")
         yield MessageBar(id="messages")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -205,9 +214,8 @@ class TokentopApp(App[None]):
         if not self._terminal_alive():
             self.end("terminal lost", 129)
             return
-        if self.paused:
-            self.ticks_while_paused += 1
-            self.query_one(HeaderBar).show(self.latest, self._state())
+        if self.paused:  # the screen keeps the tick it shows; only the banner counts on
+            self.query_one(HeaderBar).show(self.shown, self._state())
             return
         self.draw()
 
@@ -220,14 +228,25 @@ class TokentopApp(App[None]):
 
     # -- drawing --
 
+    @property
+    def ticks_while_paused(self) -> int:
+        """Ticks sampled since the one on screen (counted by number: a tick the loop had no
+        time to draw is replaced by the next, yet counts)."""
+        if self.latest is None or self.shown is None:
+            return 0
+        return self.latest.seq - self.shown.seq
+
     def _state(self) -> str:
         if self.paused:
-            return f"PAUSED, sampling goes on ({self.ticks_while_paused} ticks since); p resumes"
+            since = time.strftime("%H:%M:%S", time.localtime(self.shown.t_wall)) if self.shown else "the start"
+            ticks = plural(self.ticks_while_paused, "tick")
+            return f"PAUSED since {since}, sampling goes on ({ticks} since); p resumes"
         return "live" if self.latest is not None else "starting"
 
     def draw(self) -> None:
-        """Everything from the latest snapshot; each widget redraws only what changed."""
-        snapshot = self.latest
+        """Everything from the latest snapshot, which becomes the one shown; each widget redraws
+        only what changed."""
+        snapshot = self.shown = self.latest
         if snapshot is None:
             return
         windows = window_labels(snapshot)
@@ -236,8 +255,9 @@ class TokentopApp(App[None]):
             gpus, engines = self.gpu_table, self.engine_table
             gpus.windows = engines.windows = windows
             gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
-            gpus.set_rows(gpu_rows(snapshot), lambda row: row.key, gpu_sub_rows)
+            gpus.set_rows(gpu_rows(snapshot, self.bands), lambda row: row.key, gpu_sub_rows)
             engines.set_rows(engine_rows(snapshot), lambda row: row.key)
+            self.query_one(Panels).fit()
             self.selected = gpus.cursor_key
             self._draw_graph()
             self._draw_messages()
@@ -245,10 +265,11 @@ class TokentopApp(App[None]):
                 self._show_details(self.screen)
 
     def current_messages(self) -> tuple[str, ...]:
-        return current_messages(self.latest, self.log_lines)
+        """What is wrong as of the tick on screen (and recent log warnings)."""
+        return current_messages(self.shown, self.log_lines)
 
     def _draw_messages(self) -> None:
-        snapshot = self.latest
+        snapshot = self.shown
         if snapshot is None:
             quiet = "waiting for the first reading…"
         else:
@@ -270,8 +291,10 @@ class TokentopApp(App[None]):
         if key == HOST:
             what = "host (all GPUs)"
         else:
-            gpu = next((g for g in self.latest.gpus if g.sample.uuid == key), None) if self.latest else None
-            what = f"GPU {gpu.sample.index} {short_gpu_name(gpu.sample.name)}" if gpu else "GPU"
+            gpus = self.shown.gpus if self.shown else ()
+            gpu = next((g for g in gpus if g.sample.uuid == key), None)
+            labels = gpu_labels(g.sample.name for g in gpus)
+            what = f"GPU {gpu.sample.index} {labels[gpu.sample.name]}" if gpu else "GPU"
         step_s = window.seconds / max(1, buckets)
         if window.from_store:  # the store reads 1-minute rollups: whole minutes per bar
             step_s = math.ceil(step_s / 60.0) * 60.0
@@ -279,7 +302,7 @@ class TokentopApp(App[None]):
         return f" History · {what} · last {window.label} · {step} per bar · w: window  g: GPU/host"
 
     def _draw_graph(self) -> None:
-        snapshot = self.latest
+        snapshot = self.shown
         graph = self.graph
         if snapshot is None:
             return
@@ -343,7 +366,7 @@ class TokentopApp(App[None]):
         if message.table.id != "gpus":
             return
         self.selected = message.key
-        if self.latest is not None:
+        if self.shown is not None:
             self._draw_graph()
 
     def action_help(self) -> None:
@@ -351,7 +374,7 @@ class TokentopApp(App[None]):
             self.screen.dismiss()
             return
         log = help_log(self.log_lines)
-        self.push_screen(HelpScreen(window_labels(self.latest), self.current_messages(), log))
+        self.push_screen(HelpScreen(window_labels(self.shown), self.current_messages(), log, self.bands))
 
     def action_sort_next(self) -> None:
         self.gpu_table.sort_next()
@@ -359,6 +382,10 @@ class TokentopApp(App[None]):
 
     def action_sort_reverse(self) -> None:
         self.gpu_table.sort_reverse()
+        self._draw_messages()
+
+    def action_sort_cost(self) -> None:
+        self.gpu_table.sort_toggle("usd_mtok")
         self._draw_messages()
 
     def action_next_window(self) -> None:
@@ -371,8 +398,7 @@ class TokentopApp(App[None]):
 
     def action_pause(self) -> None:
         self.paused = not self.paused
-        self.ticks_while_paused = 0
-        self.query_one(HeaderBar).show(self.latest, self._state())
+        self.query_one(HeaderBar).show(self.shown, self._state())
         if not self.paused:
             self.draw()
 
@@ -393,7 +419,7 @@ class TokentopApp(App[None]):
     def _show_details(self, screen: DetailsScreen) -> None:
         processes = self.processes.get(screen.uuid)
         screen.process_names = self.process_names
-        screen.show(self.latest, processes)
+        screen.show(self.shown, processes)
         unknown = [p.pid for p in processes or () if p.pid not in self.process_names]
         if unknown:  # psutil reads /proc: off the loop
             self.run_worker(
@@ -407,7 +433,7 @@ class TokentopApp(App[None]):
         self.process_names.update(message.names)
         if isinstance(self.screen, DetailsScreen):
             self.screen.process_names = self.process_names
-            self.screen.show(self.latest, self.processes.get(self.screen.uuid))
+            self.screen.show(self.shown, self.processes.get(self.screen.uuid))
 
     def action_write_summary(self) -> None:
         short = short_summary(self.latest, self.host_name)

@@ -2,27 +2,32 @@
 
 A spec says what its header reads (quantity and unit on the first line, window on the second),
 how wide it is, how important it is when the terminal is narrow (``priority``: lower stays
-longer), how to write a cell and how to sort by it. ``fit_columns`` picks the columns that fit.
-The two tables' columns are in ``gpu_table`` and ``engine_table``.
+longer), how to write a cell and how to sort by it. A cell may offer shorter forms of its text
+(an engine without its port), and an ``identity`` column (what tells a row apart: a GPU model,
+an engine, a model) is never made narrower than its cells' shortest forms: other columns give
+way first. ``fit_columns`` picks the columns that fit. The two tables' columns are in
+``gpu_table`` and ``engine_table``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from tokentop.model import Snapshot
-from tokentop.units import (
-    NA,
-    fmt_window,
-)
+from rich.cells import cell_len
+
+from tokentop.config import CostConfig
+from tokentop.model import Snapshot, Window
+from tokentop.units import NA, WARMING, fmt_usd, fmt_window
 
 R = TypeVar("R")
 
 # Cell styles, resolved by the table from its component classes (so themes decide colours).
 PLAIN, BAD, WARN, DIM, GOOD = "", "bad", "warn", "dim", "good"
+
+IDENTITY_MAX = 20  # an identity column is kept this wide at most before it is cropped
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,18 @@ class Cell:
     text: str
     style: str = PLAIN
     bar: str = ""  # drawn before the text in the table's bar style (memory)
+    shorter: tuple[str, ...] = ()  # shorter forms of ``text``, longest first, for narrow columns
+
+    def fitting(self, width: int) -> str:
+        """The longest form that fits ``width`` cells; the shortest when none does."""
+        for form in (self.text, *self.shorter):
+            if cell_len(form) <= width:
+                return form
+        return self.shorter[-1] if self.shorter else self.text
+
+    @property
+    def least(self) -> str:
+        return self.shorter[-1] if self.shorter else self.text
 
 
 @dataclass(frozen=True)
@@ -45,29 +62,54 @@ class ColumnSpec(Generic[R]):
     right: bool = True
     flex_max: int = 0  # > 0: grows into the leftover width, up to this many cells
     help: str = ""
+    identity: bool = False  # never narrower than its cells' shortest forms (up to IDENTITY_MAX)
 
 
-def fit_columns(specs: Sequence[ColumnSpec[R]], available: int, padding: int) -> list[tuple[ColumnSpec[R], int]]:
+@dataclass(frozen=True)
+class ContentWidth:
+    """How wide a column's cells are: the widest shortest form, and the widest full text."""
+
+    least: int
+    most: int
+
+
+def _base_width(spec: ColumnSpec[R], content: ContentWidth | None) -> int:
+    if not spec.identity or content is None:
+        return spec.width
+    return max(spec.width, min(content.least, max(IDENTITY_MAX, spec.width)))
+
+
+def fit_columns(
+    specs: Sequence[ColumnSpec[R]],
+    available: int,
+    padding: int,
+    content: Mapping[str, ContentWidth] | None = None,
+) -> list[tuple[ColumnSpec[R], int]]:
     """The columns that fit ``available`` cells, most important first, shown in spec order.
 
     A column that does not fit is skipped and narrower, less important ones may still be
-    taken. Flexible columns then share what is left.
+    taken. Flexible columns then share what is left, most important first, each up to its
+    widest text when ``content`` says how wide that is.
     """
-    chosen: set[str] = set()
+    content = content or {}
+    widths: dict[str, int] = {}
     used = 0
-    for spec in sorted(specs, key=lambda s: s.priority):
-        need = spec.width + 2 * padding
+    by_priority = sorted(specs, key=lambda s: s.priority)
+    for spec in by_priority:
+        need = _base_width(spec, content.get(spec.key)) + 2 * padding
         if used + need <= available:
-            chosen.add(spec.key)
+            widths[spec.key] = need - 2 * padding
             used += need
     leftover = available - used
-    widths = {spec.key: spec.width for spec in specs if spec.key in chosen}
-    for spec in reversed(specs):  # the last flexible column (the widest text) grows first
-        if spec.key in chosen and spec.flex_max > spec.width and leftover > 0:
-            extra = min(leftover, spec.flex_max - spec.width)
-            widths[spec.key] += extra
-            leftover -= extra
-    return [(spec, widths[spec.key]) for spec in specs if spec.key in chosen]
+    for spec in by_priority:
+        if spec.key not in widths or spec.flex_max <= spec.width or leftover <= 0:
+            continue
+        known = content.get(spec.key)
+        most = spec.flex_max if known is None else min(spec.flex_max, max(known.most, spec.width))
+        extra = min(leftover, max(0, most - widths[spec.key]))
+        widths[spec.key] += extra
+        leftover -= extra
+    return [(spec, widths[spec.key]) for spec in specs if spec.key in widths]
 
 
 def sort_rows(rows: Sequence[R], value: Callable[[R], Any] | None, descending: bool) -> list[R]:
@@ -79,16 +121,81 @@ def sort_rows(rows: Sequence[R], value: Callable[[R], Any] | None, descending: b
     return sorted(known, key=value, reverse=descending) + unknown
 
 
+# --- windows ------------------------------------------------------------------------------
+
+
+def is_filling(window: Window, length_s: float) -> bool:
+    """True while a window covers less than its length (the session is younger than it)."""
+    return window.span_s < length_s * (1 - 1e-6)
+
+
+def window_label(window: Window, length_s: float) -> str:
+    """A window as headers write it: its length (``1m``), or while it fills the span it
+    really covers (``12s``)."""
+    return fmt_window(window.span_s if is_filling(window, length_s) else length_s)
+
+
 def window_labels(snapshot: Snapshot | None) -> dict[str, str]:
-    """What ``{rate}`` and ``{cost}`` in column headers read as: ``10s``, ``1m``."""
+    """What ``{rate}`` and ``{cost}`` in column headers read as: ``10s``, ``1m`` (the host's
+    windows: every GPU's fill with it)."""
     if snapshot is None:
         return {"rate": "", "cost": ""}
-    return {"rate": fmt_window(snapshot.rate_window_s), "cost": fmt_window(snapshot.cost_window_s)}
+    host = snapshot.host
+    return {
+        "rate": window_label(host.rate_window, snapshot.rate_window_s),
+        "cost": window_label(host.cost_window, snapshot.cost_window_s),
+    }
+
+
+# --- cells --------------------------------------------------------------------------------
+
+
+def with_mtok_unit(text: str) -> str:
+    """A $/Mtok figure with its unit: ``$1.77/Mtok``, ``idle $/Mtok``."""
+    return f"{text}/Mtok" if text.startswith("$") else f"{text} $/Mtok"
 
 
 def figure_cell(text: str) -> Cell:
     """A figure: dimmed when it is N/A so that the known ones stand out."""
     return Cell(text, DIM if text == NA else PLAIN)
+
+
+def window_cell(text: str, window: Window) -> Cell:
+    """A figure over a window: ``warming`` while the window covers no time at all yet (the
+    first tick), rather than N/A."""
+    return Cell(WARMING, DIM) if window.span_s <= 0 else figure_cell(text)
+
+
+@dataclass(frozen=True)
+class CostBands:
+    """How $/Mtok cells are coloured: at or below ``good``, good; at or above ``warn``, a warning."""
+
+    good: float
+    warn: float
+
+    def style(self, usd_per_mtok: float | None) -> str:
+        if usd_per_mtok is None:
+            return DIM
+        if usd_per_mtok <= self.good:
+            return GOOD
+        return WARN if usd_per_mtok >= self.warn else PLAIN
+
+    def describe(self) -> str:
+        return f"good at or below {fmt_usd(self.good)}, a warning at or above {fmt_usd(self.warn)}"
+
+
+DEFAULT_BANDS = CostBands(1.0, 5.0)
+
+
+def cost_bands(thresholds: tuple[float, float] | None, cost: CostConfig) -> CostBands:
+    """The bands asked for; else relative to the cheapest API price configured (good at or below
+    it, a warning at twice it); else ``DEFAULT_BANDS``."""
+    if thresholds is not None:
+        return CostBands(*thresholds)
+    if cost.api_prices:
+        api = min(price.usd_per_mtok_out for price in cost.api_prices)
+        return CostBands(api, 2 * api)
+    return DEFAULT_BANDS
 
 
 def url_port(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tokentop.model import EndpointFigures, Snapshot
@@ -9,10 +10,15 @@ from tokentop.tui.columns import BAD, DIM, GOOD, PLAIN, WARN, Cell, ColumnSpec, 
 from tokentop.units import (
     DASH,
     NA,
+    WARMING,
     fmt_latency,
     fmt_pct,
     fmt_tok_s,
 )
+
+# Parts of a model name that say how it was tuned or packed, not which model it is.
+_FILLER_PARTS = re.compile(r"^(instruct|chat|it|hf|base)$", re.IGNORECASE)
+_SIZE_PART = re.compile(r"^\d+(\.\d+)?[bm]$", re.IGNORECASE)  # 70B, 8b, 1.5B, 350M
 
 # --- engine rows -----------------------------------------------------------------------------
 
@@ -21,6 +27,7 @@ from tokentop.units import (
 class EngineRow:
     endpoint: EndpointFigures
     gpu_indices: str  # "0-3", "4,5", "" when not mapped
+    warming: bool = False  # the first tick: no rate yet
 
     @property
     def key(self) -> str:
@@ -39,7 +46,10 @@ def _index_list(indices: list[int]) -> str:
 
 def engine_rows(snapshot: Snapshot) -> list[EngineRow]:
     index_of = {g.sample.uuid: g.sample.index for g in snapshot.gpus}
-    return [EngineRow(s, _index_list([index_of[u] for u in s.gpus if u in index_of])) for s in snapshot.endpoints]
+    warming = snapshot.host.rate_window.span_s <= 0
+    return [
+        EngineRow(s, _index_list([index_of[u] for u in s.gpus if u in index_of]), warming) for s in snapshot.endpoints
+    ]
 
 
 def engine_status(endpoint: EndpointFigures) -> Cell:
@@ -55,9 +65,28 @@ def engine_status(endpoint: EndpointFigures) -> Cell:
     return Cell(text, WARN if s.status == "stale" else GOOD)
 
 
-def _model_name(endpoint: EndpointFigures) -> str:
-    model = endpoint.sample.model
-    return model.rsplit("/", 1)[-1] if model else NA
+def model_forms(model: str | None) -> tuple[str, ...]:
+    """A model's name, then shorter forms that keep what tells it apart, its size above all:
+    ``Llama-3.3-70B-Instruct``, ``Llama-3.3-70B``."""
+    if not model:
+        return (NA,)
+    name = model.rsplit("/", 1)[-1]
+    parts = name.split("-")
+    kept = [p for p in parts if not _FILLER_PARTS.match(p)] or parts
+    forms = [name, "-".join(kept)]
+    size = next((i for i, p in enumerate(kept) if _SIZE_PART.match(p)), None)
+    if size is not None:
+        forms.append("-".join(kept[: size + 1]))
+    return tuple(dict.fromkeys(forms))
+
+
+def _model_cell(row: EngineRow) -> Cell:
+    full, *shorter = model_forms(row.endpoint.sample.model)
+    return Cell(full, DIM if full == NA else PLAIN, shorter=tuple(shorter))
+
+
+def _rate_cell(row: EngineRow, value: float | None) -> Cell:
+    return Cell(WARMING, DIM) if row.warming else figure_cell(fmt_tok_s(value))
 
 
 def _count(value: float | None) -> str:
@@ -77,13 +106,14 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         right=False,
         flex_max=16,
         help="endpoint name",
+        identity=True,
     ),
     ColumnSpec(
         "kind",
         "kind",
         "",
         6,
-        8,
+        9,
         lambda r: figure_cell(r.endpoint.sample.kind or NA),
         lambda r: r.endpoint.sample.kind,
         descending=False,
@@ -95,20 +125,21 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "model",
         "",
         12,
-        10,
-        lambda r: figure_cell(_model_name(r.endpoint)),
+        1,
+        _model_cell,
         lambda r: r.endpoint.sample.model,
         descending=False,
         right=False,
         flex_max=28,
-        help="model served (last part of its name)",
+        help="model served (last part of its name; a narrow screen drops words such as Instruct, never the size)",
+        identity=True,
     ),
     ColumnSpec(
         "gpus",
         "GPUs",
         "",
         4,
-        7,
+        8,
         lambda r: Cell(r.gpu_indices or DASH, PLAIN if r.gpu_indices else DIM),
         lambda r: r.gpu_indices or None,
         descending=False,
@@ -120,7 +151,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "run",
         "now",
         4,
-        2,
+        3,
         lambda r: figure_cell(_count(r.endpoint.sample.running)),
         lambda r: r.endpoint.sample.running,
         help="requests running",
@@ -130,7 +161,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "wait",
         "now",
         4,
-        3,
+        4,
         lambda r: figure_cell(_count(r.endpoint.sample.waiting)),
         lambda r: r.endpoint.sample.waiting,
         help="requests waiting in the queue",
@@ -140,7 +171,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "KV%",
         "now",
         4,
-        5,
+        6,
         lambda r: figure_cell(fmt_pct(r.endpoint.sample.kv_cache_fraction, fraction=True)),
         lambda r: r.endpoint.sample.kv_cache_fraction,
         help="KV-cache in use",
@@ -150,7 +181,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "TTFT",
         "p50 {cost}",
         6,
-        4,
+        5,
         lambda r: figure_cell(fmt_latency(r.endpoint.ttft_p50_s)),
         lambda r: r.endpoint.ttft_p50_s,
         help="time to first token, median over the window",
@@ -160,7 +191,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "TTFT",
         "p95 {cost}",
         6,
-        9,
+        10,
         lambda r: figure_cell(fmt_latency(r.endpoint.ttft_p95_s)),
         lambda r: r.endpoint.ttft_p95_s,
         help="time to first token, 95th percentile",
@@ -170,7 +201,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "ITL",
         "p50 {cost}",
         6,
-        6,
+        7,
         lambda r: figure_cell(fmt_latency(r.endpoint.itl_p50_s)),
         lambda r: r.endpoint.itl_p50_s,
         help="inter-token latency, median",
@@ -179,9 +210,9 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "tok_in",
         "tok/s",
         "in {rate}",
-        6,
         7,
-        lambda r: figure_cell(fmt_tok_s(r.endpoint.tok_s_in)),
+        8,
+        lambda r: _rate_cell(r, r.endpoint.tok_s_in),
         lambda r: r.endpoint.tok_s_in,
         help="prompt tokens per second",
     ),
@@ -190,8 +221,8 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "tok/s",
         "out {rate}",
         7,
-        1,
-        lambda r: figure_cell(fmt_tok_s(r.endpoint.tok_s_out)),
+        2,
+        lambda r: _rate_cell(r, r.endpoint.tok_s_out),
         lambda r: r.endpoint.tok_s_out,
         help="generated tokens per second",
     ),
@@ -206,6 +237,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         descending=False,
         right=False,
         flex_max=60,
-        help="up / stale (no fresh reading) / error with its reason; notes such as Ollama's",
+        help="up, stale (no fresh reading) or error with its reason; then the server's notes, "
+        "such as Ollama's 'no token counters'",
     ),
 )

@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokentop.model import GpuFigures, Snapshot
-from tokentop.tui.columns import BAD, DIM, PLAIN, WARN, Cell, ColumnSpec, figure_cell, url_port
+from tokentop.tui.columns import (
+    BAD,
+    DEFAULT_BANDS,
+    DIM,
+    PLAIN,
+    WARN,
+    Cell,
+    ColumnSpec,
+    CostBands,
+    figure_cell,
+    is_filling,
+    url_port,
+    window_cell,
+)
 from tokentop.units import (
     DASH,
     NA,
@@ -20,7 +33,7 @@ from tokentop.units import (
     fmt_tok_s,
     fmt_usd,
     fmt_usd_per_mtok,
-    short_gpu_name,
+    gpu_labels,
 )
 
 # --- GPU rows --------------------------------------------------------------------------------
@@ -35,8 +48,9 @@ class EngineRef:
     gpu_count: int
     status: str  # "up" | "stale" | "error"
 
-    def label(self) -> str:
-        text = f"{self.name} {self.port} {fmt_share(self.gpu_count)}".replace("  ", " ")
+    def label(self, port: bool = True, share: bool = True) -> str:
+        parts = [self.name, self.port if port else "", fmt_share(self.gpu_count) if share else ""]
+        text = " ".join(p for p in parts if p)
         if self.status == "error":
             return f"{text} (down)"
         if self.status == "stale":
@@ -48,6 +62,9 @@ class EngineRef:
 class GpuRow:
     gpu: GpuFigures
     engines: tuple[EngineRef, ...]
+    label: str  # the model as this host's table writes it (two models never share a label)
+    cost_filling: bool  # the cost window is younger than its length
+    bands: CostBands  # how its $/Mtok is coloured
 
     @property
     def key(self) -> str:
@@ -58,8 +75,9 @@ class GpuRow:
         return bool(self.gpu.engines)
 
 
-def gpu_rows(snapshot: Snapshot) -> list[GpuRow]:
+def gpu_rows(snapshot: Snapshot, bands: CostBands = DEFAULT_BANDS) -> list[GpuRow]:
     servers = {s.sample.name: s for s in snapshot.endpoints}
+    labels = gpu_labels(g.sample.name for g in snapshot.gpus)
     rows = []
     for gpu in snapshot.gpus:
         refs = []
@@ -69,12 +87,13 @@ def gpu_rows(snapshot: Snapshot) -> list[GpuRow]:
                 refs.append(EngineRef(name, "", 1, "error"))
                 continue
             refs.append(EngineRef(name, url_port(server.sample.url), max(1, len(server.gpus)), server.sample.status))
-        rows.append(GpuRow(gpu, tuple(refs)))
+        filling = is_filling(gpu.cost_window, snapshot.cost_window_s)
+        rows.append(GpuRow(gpu, tuple(refs), labels[gpu.sample.name], filling, bands))
     return rows
 
 
 def gpu_summary(snapshot: Snapshot) -> str:
-    """``8× NVIDIA H200``, or ``3 GPUs: 2× H100, 1× L4`` on a mixed host."""
+    """``8× NVIDIA H200``, or ``8 GPUs: 7× H200, 1× H200 NVL`` on a mixed host."""
     return fmt_gpu_models(g.sample.name for g in snapshot.gpus)
 
 
@@ -84,7 +103,7 @@ def _gpu_name_cell(row: GpuRow) -> Cell:
         return Cell("LOST", BAD)
     if status != "ok":
         return Cell("ERROR", BAD)
-    return Cell(short_gpu_name(row.gpu.sample.name))
+    return Cell(row.label)
 
 
 def _memory(used_bytes: int | None, total_bytes: int | None) -> Cell:
@@ -124,16 +143,23 @@ def _power_cell(row: GpuRow) -> Cell:
 
 def _usd_per_mtok_cell(row: GpuRow) -> Cell:
     window = row.gpu.cost_window
-    text = fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=row.serving)
-    return Cell(text, PLAIN if window.usd_per_mtok is not None else DIM)
+    value = window.usd_per_mtok
+    text = fmt_usd_per_mtok(value, tokens_out=window.tokens_out, serving=row.serving, filling=row.cost_filling)
+    return Cell(text, row.bands.style(value))
 
 
 def _engine_cell(row: GpuRow) -> Cell:
+    """The engines by name, port and share; narrower forms drop the port, then the share, but
+    never the name or a (down) / (stale) mark."""
     if not row.engines:
         return Cell(DASH, DIM)
-    text = ", ".join(e.label() for e in row.engines)
+    forms = [
+        ", ".join(e.label(port, share) for e in row.engines)
+        for port, share in ((True, True), (False, True), (False, False))
+    ]
     statuses = {e.status for e in row.engines}
-    return Cell(text, BAD if "error" in statuses else WARN if "stale" in statuses else PLAIN)
+    style = BAD if "error" in statuses else WARN if "stale" in statuses else PLAIN
+    return Cell(forms[0], style, shorter=tuple(dict.fromkeys(forms[1:])))
 
 
 def _usd_per_hour(row: GpuRow) -> float | None:
@@ -163,7 +189,8 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         descending=False,
         right=False,
         flex_max=14,
-        help="model, or LOST / ERROR when NVML could not read it this tick",
+        help="model (with its variant: NVL, PCIe...), or LOST / ERROR when NVML could not read it this tick",
+        identity=True,
     ),
     ColumnSpec(
         "util",
@@ -173,7 +200,7 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         6,
         lambda r: figure_cell(fmt_pct(r.gpu.sample.utilization_pct)),
         lambda r: r.gpu.sample.utilization_pct,
-        help="NVML utilisation: share of time a kernel ran",
+        help="util: NVML's utilisation, the share of time a kernel ran (not the busy share)",
     ),
     ColumnSpec(
         "mem",
@@ -210,9 +237,9 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "tok_in",
         "tok/s",
         "in {rate}",
-        6,
         7,
-        lambda r: figure_cell(fmt_tok_s(r.gpu.rate_window.tok_s_in)),
+        7,
+        lambda r: window_cell(fmt_tok_s(r.gpu.rate_window.tok_s_in), r.gpu.rate_window),
         lambda r: r.gpu.rate_window.tok_s_in,
         help="prompt (input) tokens per second, this GPU's share",
     ),
@@ -222,7 +249,7 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "out {rate}",
         7,
         1,
-        lambda r: figure_cell(fmt_tok_s(r.gpu.rate_window.tok_s_out)),
+        lambda r: window_cell(fmt_tok_s(r.gpu.rate_window.tok_s_out), r.gpu.rate_window),
         lambda r: r.gpu.rate_window.tok_s_out,
         help="generated (output) tokens per second, this GPU's share",
     ),
@@ -230,9 +257,9 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "tok_j",
         "tok/J",
         "{cost}",
-        5,
+        7,
         10,
-        lambda r: figure_cell(fmt_tok_per_j(r.gpu.cost_window.tok_per_j)),
+        lambda r: window_cell(fmt_tok_per_j(r.gpu.cost_window.tok_per_j), r.gpu.cost_window),
         lambda r: r.gpu.cost_window.tok_per_j,
         help="output tokens per joule of board energy",
     ),
@@ -254,8 +281,9 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         2,
         _usd_per_mtok_cell,
         lambda r: r.gpu.cost_window.usd_per_mtok,
-        help="all cost over the window (idle included) per million output tokens; "
-        "'idle': no tokens in the window, '—': serves no engine",
+        help="effective: all cost over the window (idle included) per million output tokens; "
+        "'idle': no token in the whole window, 'warming': none yet in a window still filling, "
+        "'—': the GPU serves no engine",
     ),
     ColumnSpec(
         "engine",
@@ -268,6 +296,8 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         descending=False,
         right=False,
         flex_max=40,
-        help="the engine(s) this GPU serves: name, port, share of its tensor-parallel group",
+        help="the engine(s) this GPU serves: name, port, share of its tensor-parallel group "
+        "(a narrow screen drops the port, then the share); '—': none",
+        identity=True,
     ),
 )

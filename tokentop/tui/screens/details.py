@@ -3,18 +3,20 @@ the engines it serves and its processes. Follows the live data while open."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tokentop.config import CostConfig
 from tokentop.cost import energy_is_charged
 from tokentop.model import GpuFigures, GpuProcess, GpuSample, Snapshot, Window
-from tokentop.tui.columns import url_port
+from tokentop.tui.columns import is_filling, url_port, with_mtok_unit
+from tokentop.tui.screens.overlay import Overlay
 from tokentop.units import (
     NA,
     fmt_bytes,
@@ -31,11 +33,18 @@ from tokentop.units import (
 )
 
 
-def _window_line(window: Window, serving: bool) -> str:
+def _window_line(window: Window, length_s: float, serving: bool) -> str:
+    """A window's figures, after its length (and while it fills, the span it covers so far)."""
+    filling = is_filling(window, length_s)
+    span = f"{fmt_window(length_s)}, {fmt_window(window.span_s)} so far" if filling else fmt_window(length_s)
+
+    def per_mtok(value: float | None) -> str:
+        return with_mtok_unit(fmt_usd_per_mtok(value, tokens_out=window.tokens_out, serving=serving, filling=filling))
+
     return (
-        f"in {fmt_tok_s(window.tok_s_in)} · out {fmt_tok_s(window.tok_s_out)} tok/s · "
+        f"({span}) in {fmt_tok_s(window.tok_s_in)} · out {fmt_tok_s(window.tok_s_out)} tok/s · "
         f"{fmt_watts(window.watts)} · {fmt_tok_per_j(window.tok_per_j)} tok/J · "
-        f"{fmt_usd_per_mtok(window.usd_per_mtok, tokens_out=window.tokens_out, serving=serving)} $/Mtok · "
+        f"{per_mtok(window.usd_per_mtok)} (busy {per_mtok(window.busy_usd_per_mtok)}) · "
         f"busy {fmt_pct(window.busy_share, fraction=True)}"
     )
 
@@ -57,21 +66,17 @@ def details_table(
     _add_totals(table, gpu)
     _add_price(table, gpu, cost)
     serving = bool(gpu.engines)
-    table.add_row(
-        f"last {fmt_window(gpu.rate_window.span_s or snapshot.rate_window_s)}", _window_line(gpu.rate_window, serving)
-    )
-    table.add_row(
-        f"last {fmt_window(gpu.cost_window.span_s or snapshot.cost_window_s)}", _window_line(gpu.cost_window, serving)
-    )
+    table.add_row("rate window", _window_line(gpu.rate_window, snapshot.rate_window_s, serving))
+    table.add_row("cost window", _window_line(gpu.cost_window, snapshot.cost_window_s, serving))
     table.add_row("UUID", gpu.sample.uuid)
     return table
 
 
 def _add_readings(table: Table, s: GpuSample) -> None:
-    """What NVML reads now: status, utilisation, memory, power, temperature, clock."""
+    """What NVML reads now: status, util, memory, power, temperature, clock."""
     status = s.status.upper() if s.status != "ok" else "ok"
     table.add_row("status", status + (f": {s.error}" if s.error else ""))
-    table.add_row("utilisation", fmt_pct(s.utilization_pct))
+    table.add_row("util", f"{fmt_pct(s.utilization_pct)} (NVML: the share of time a kernel ran)")
     used, total = s.memory_used_bytes, s.memory_total_bytes
     share = fmt_pct(used / total, fraction=True) if used is not None and total else NA
     table.add_row("memory", f"{fmt_bytes(used)} of {fmt_bytes(total)} ({share})")
@@ -143,8 +148,8 @@ def _add_price(table: Table, gpu: GpuFigures, cost: CostConfig) -> None:
         table.add_row("electricity", "included in the GPU-hour rate")
 
 
-class DetailsScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,d", "close", "close", key_display="Esc")]
+class DetailsScreen(Overlay):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("d", "close", "close")]
 
     def __init__(self, uuid: str, cost: CostConfig) -> None:
         super().__init__()
@@ -155,8 +160,11 @@ class DetailsScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="details-body") as body:
-            body.border_subtitle = "Esc or d closes"
+            body.border_subtitle = "Esc or d closes · q quits"
             yield self._body
+
+    def on_mount(self) -> None:
+        self.query_one("#details-body").focus()  # the scroll keys go to the text
 
     def show(self, snapshot: Snapshot | None, processes: tuple[GpuProcess, ...] | None) -> None:
         gpu = None if snapshot is None else next((g for g in snapshot.gpus if g.sample.uuid == self.uuid), None)
@@ -167,6 +175,3 @@ class DetailsScreen(ModalScreen[None]):
             return
         container.border_title = f"GPU {gpu.sample.index} · {gpu.sample.name}"
         self._body.update(details_table(snapshot, gpu, self.cost, processes, self.process_names))
-
-    def action_close(self) -> None:
-        self.dismiss()

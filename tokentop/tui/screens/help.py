@@ -1,28 +1,41 @@
-"""The help screen: keys (from ``keys.KEYS``), what each column means, and current messages."""
+"""The help screen: the messages and faults of the moment first, then the keys (from
+``keys.KEYS``) and the mouse, how to read the figures, and what each column means. It scrolls
+(↑↓, PgUp/PgDn, Home/End, the wheel) and fits an 80x24 terminal."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tokentop.tui.columns import ColumnSpec
+from tokentop.tui.columns import DEFAULT_BANDS, ColumnSpec, CostBands
 from tokentop.tui.engine_table import ENGINE_COLUMNS
 from tokentop.tui.gpu_table import GPU_COLUMNS
-from tokentop.tui.keys import KEYS
+from tokentop.tui.keys import KEYS, MOUSE, OVERLAY_KEYS
+from tokentop.tui.screens.overlay import Overlay
 
 NOTES = (
-    ("N/A", "not known: unsupported, failed this tick, or not published by that server"),
-    ("idle", "the engine delivered no tokens in the window, so there is no $/Mtok"),
-    ("—", "nothing to show: the GPU serves no engine"),
     (
         "$/Mtok",
-        "effective cost: everything the GPUs cost over the window, idle time included, per million output tokens",
+        "effective $/Mtok, the header's first figure: everything the GPUs cost over the {cost} window, idle "
+        "time included, per million output tokens. busy $/Mtok: the cost of the busy seconds only",
     ),
+    ("colours", "$/Mtok is {bands}"),
+    ("idle", "the window is full and no token flowed in it: there is no $/Mtok"),
+    (
+        "warming",
+        "the window is still filling (the session is younger than it) and no token flowed yet; "
+        "meanwhile headers show the span a window covers (12s rather than 1m)",
+    ),
+    ("—", "the GPU serves no engine: nothing to divide its cost by (engine and $/Mtok columns)"),
+    ("N/A", "not known: unsupported, failed this tick, or not published by that server"),
+    ("util", "NVML's utilisation: the share of time a kernel ran on the GPU"),
+    ("busy", "the busy share: the share of the window in which tokens flowed or requests ran on the GPU's engine"),
     (
         "windows",
         "'now' is the last reading; '{rate}' and '{cost}' are the rate and cost windows "
@@ -31,37 +44,54 @@ NOTES = (
 )
 
 
-def _columns_table(title: str, specs: tuple[ColumnSpec, ...], windows: dict[str, str]) -> Table:
+def _two_columns(title: str) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(ratio=1)
+    return table
+
+
+def _columns_table(title: str, specs: tuple[ColumnSpec, ...], windows: dict[str, str]) -> Table:
+    table = _two_columns(title)
     for spec in specs:
         header = f"{spec.title} {spec.window.format(**windows)}".strip()
         table.add_row(header, spec.help)
     return table
 
 
-def help_renderables(windows: dict[str, str], messages: tuple[str, ...], log: tuple[str, ...] = ()) -> list[object]:
-    keys = Table(title="Keys", title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True)
-    keys.add_column(style="bold", no_wrap=True)
-    keys.add_column(ratio=1)
+def _keys_tables() -> list[object]:
+    keys = _two_columns("Keys")
     for key in KEYS:
         keys.add_row(key.display, key.help)
-    keys.add_row("Esc", "Close this screen (or the details).")
-    notes = Table(
-        title="Reading the figures", title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True
-    )
-    notes.add_column(style="bold", no_wrap=True)
-    notes.add_column(ratio=1)
-    for word, meaning in NOTES:
-        notes.add_row(word, meaning.format(**windows))
-    parts: list[object] = []  # what is wrong now comes first
+    for display, meaning in OVERLAY_KEYS:
+        keys.add_row(display, meaning)
+    mouse = _two_columns("Mouse")
+    for what, meaning in MOUSE:
+        mouse.add_row(what, meaning)
+    return [keys, Text(""), mouse]
+
+
+def _messages_section(messages: tuple[str, ...], log: tuple[str, ...]) -> list[object]:
+    """What is wrong now (GPUs lost, endpoints down, history failures, warnings), always shown."""
+    parts: list[object] = [Text("Messages", style="bold")]
     if messages:
-        parts += [Text("Messages now", style="bold")] + [Text(f"⚠ {m}") for m in messages] + [Text("")]
+        parts += [Text(f"⚠ {m}") for m in messages]
+    else:
+        parts.append(Text("none now: every GPU and endpoint answers and nothing was logged", style="italic"))
     if log:
-        parts += [Text("Recent log", style="bold")] + [Text(line) for line in log] + [Text("")]
-    parts += [
-        keys,
+        parts += [Text(""), Text("Recent log", style="bold")] + [Text(line) for line in log]
+    return parts + [Text("")]
+
+
+def help_renderables(
+    windows: dict[str, str], messages: tuple[str, ...], log: tuple[str, ...] = (), bands: CostBands = DEFAULT_BANDS
+) -> list[object]:
+    notes = _two_columns("Reading the figures")
+    for word, meaning in NOTES:
+        notes.add_row(word, meaning.format(bands=bands.describe(), **windows))
+    return [
+        *_messages_section(messages, log),
+        *_keys_tables(),
         Text(""),
         notes,
         Text(""),
@@ -69,26 +99,30 @@ def help_renderables(windows: dict[str, str], messages: tuple[str, ...], log: tu
         Text(""),
         _columns_table("Engine table", ENGINE_COLUMNS, windows),
     ]
-    return parts
 
 
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [
-        Binding("escape,question_mark", "close", "close", show=True, key_display="Esc"),
-    ]
+class HelpScreen(Overlay):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("question_mark", "close", "close", key_display="?")]
 
-    def __init__(self, windows: dict[str, str], messages: tuple[str, ...], log: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        windows: dict[str, str],
+        messages: tuple[str, ...],
+        log: tuple[str, ...] = (),
+        bands: CostBands = DEFAULT_BANDS,
+    ) -> None:
         super().__init__()
         self.windows = windows
         self.messages = messages
         self.log_lines = log
+        self.bands = bands
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body") as body:
             body.border_title = "tokentop help"
-            body.border_subtitle = "Esc or ? closes"
-            for renderable in help_renderables(self.windows, self.messages, self.log_lines):
+            body.border_subtitle = "↑↓ PgUp PgDn scroll · Esc or ? closes · q quits"
+            for renderable in help_renderables(self.windows, self.messages, self.log_lines, self.bands):
                 yield Static(renderable)  # type: ignore[arg-type]
 
-    def action_close(self) -> None:
-        self.dismiss()
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()  # the scroll keys go to the text

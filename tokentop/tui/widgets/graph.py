@@ -2,7 +2,9 @@
 
 Drawn with eighth blocks, one bucket per column (or stretched when there are fewer buckets
 than columns). A gap (no data: no ticks, idle $/Mtok, no price) is blank; the last, largest
-and smallest values are written beside each chart, so nothing depends on colour.
+and smallest values are written beside each chart, so nothing depends on colour. Each chart
+gets at least ``CHART_LINES`` lines (a one-line chart is a row of solid blocks that says
+nothing): fewer lines show fewer charts, and under a title and one chart, none.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tokentop.units import NA, fmt_tok_s, fmt_usd, fmt_watts
 
 LEVELS = " ▁▂▃▄▅▆▇█"
 LABEL_WIDTH = 19
+CHART_LINES = 3  # the fewest lines a chart is drawn on: its last, max and min values beside it
+HIDDEN_NOTE = " History: a taller terminal shows it"
 
 
 @dataclass(frozen=True)
@@ -117,20 +121,23 @@ class HistoryGraph(Widget):
         return style
 
     def _layout(self, height: int) -> list[tuple[Series, int]]:
-        """Which series get how many lines under the title."""
-        rows = height - 1 if height >= 4 else height
-        count = max(1, min(len(SERIES), rows))
+        """Which series get how many lines under the title: each at least ``CHART_LINES``."""
+        rows = height - 1
+        count = min(len(SERIES), rows // CHART_LINES)
+        if count <= 0:
+            return []
         kept = sorted(SERIES, key=lambda s: s.rank)[:count]
         shown = [s for s in SERIES if s in kept]
-        each, extra = divmod(max(rows, count), count)
+        each, extra = divmod(rows, count)
         return [(s, each + (1 if i < extra else 0)) for i, s in enumerate(shown)]
 
     def _build(self, width: int, height: int) -> list[Strip]:
         base = self._style("")
-        strips: list[Strip] = []
-        if height >= 4:
-            title = Strip([Segment(self.title, self._style("title"))])
-            strips.append(title.extend_cell_length(width, base).crop(0, width))
+        if not self._layout(height):  # too short for one chart: say so on its first line
+            hidden = Strip([Segment(HIDDEN_NOTE, self._style("note"))])
+            return [hidden.extend_cell_length(width, base).crop(0, width)] if height > 0 else []
+        title = Strip([Segment(self.title, self._style("title"))])
+        strips: list[Strip] = [title.extend_cell_length(width, base).crop(0, width)]
         plot = max(1, width - LABEL_WIDTH - 1)
         label_style = self._style("label")
         if self.note is not None or not self.points:

@@ -8,6 +8,11 @@ and unit, then window) and stays put while the rows scroll.
 
 A row may carry sub-rows (a GPU's MIG instances): drawn right under it, moved with it when
 sorting, never selected themselves (the cursor skips them; a click selects their parent).
+
+When the rows do not all fit, the last line says how many are above and below ("▼ 6 more
+below"), and the cursor, the wheel or a click on that line scrolls. Column widths follow the
+content: a cell may offer shorter forms (``Cell.shorter``) and identity columns keep room for
+their shortest, so a narrow table drops less important columns before a row's name.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tokentop.tui.columns import Cell, ColumnSpec, fit_columns, sort_rows
+from tokentop.tui.columns import Cell, ColumnSpec, ContentWidth, fit_columns, sort_rows
 
 R = TypeVar("R")
 SubRows = Sequence[tuple[str, dict[str, Cell]]]  # (sub-row key, column key -> cell)
@@ -55,6 +60,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         "grid--good",
         "grid--empty",
         "grid--bar",
+        "grid--more",
     }
 
     BINDINGS = [
@@ -100,7 +106,8 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self._children: dict[str, list[str]] = {}  # row key -> its sub-row keys, in order
         self._parent_of: dict[str, str] = {}  # sub-row key -> row key
         self._columns: list[tuple[ColumnSpec[R], int]] = []
-        self._fitted_for = -1
+        self._content: dict[str, ContentWidth] = {}
+        self._fitted_for: tuple[int, dict[str, ContentWidth]] | None = None
         self._strips: dict[str, tuple[Any, Strip]] = {}  # row key -> (signature, strip)
         self._header: tuple[Any, list[Strip]] | None = None
         self._styles: dict[str, Style] = {}
@@ -132,18 +139,32 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
                     cells[sub_key] = {spec.key: sub_cells.get(spec.key, blank) for spec in self.specs}
         changed = [key for key, row in cells.items() if row != self._cells.get(key)]
         self._cells = cells
+        content = self._content_widths()
         order = self._sorted_keys()
-        if order != self._keys:
+        if order != self._keys or content != self._content:
             resized = len(order) != len(self._keys)
-            self._keys = order
+            self._keys, self._content = order, content
             self._update_virtual_size()
             self.refresh(layout=resized)
-        else:  # same rows in the same order: repaint only the rows that changed
-            for key in changed:
-                self.refresh_lines(HEADER_HEIGHT + order.index(key))
+        else:  # same rows in the same order: repaint only the rows on screen that changed
+            top, rows = self._top(), self._body_rows()
+            for line in (order.index(key) - top for key in changed):
+                if 0 <= line < rows:
+                    self.refresh_lines(HEADER_HEIGHT + line)
         if self.cursor_key not in self._items:
             self.cursor_key = order[0] if order else None
             self.post_message(self.Selected(self, self.cursor_key))
+
+    def _content_widths(self) -> dict[str, ContentWidth]:
+        """How wide each column's cells are, for fitting the columns to them."""
+        out = {}
+        for spec in self.specs:
+            cells = [row[spec.key] for row in self._cells.values()]
+            out[spec.key] = ContentWidth(
+                max((cell_len(c.least) for c in cells), default=0),
+                max((cell_len(c.bar + c.text) for c in cells), default=0),
+            )
+        return out
 
     def _sorted_keys(self) -> list[str]:
         """Display order: the rows sorted, each followed by its sub-rows."""
@@ -187,6 +208,13 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
     def sort_reverse(self) -> None:
         self.sort_by(self.sort_key, not self.sort_descending)
 
+    def sort_toggle(self, key: str) -> None:
+        """Sort by ``key`` in its natural order; reverse when it is already the sort column."""
+        if key == self.sort_key:
+            self.sort_reverse()
+        else:
+            self.sort_by(key)
+
     @property
     def sort_label(self) -> str:
         """What the table is sorted by, as its header says it: ``$/Mtok 1m ▼``."""
@@ -209,8 +237,11 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
     def visible_columns(self) -> list[str]:
         return [spec.key for spec, _ in self._columns]
 
+    def cell(self, row_key: str, column_key: str) -> Cell:
+        return self._cells[row_key][column_key]
+
     def cell_text(self, row_key: str, column_key: str) -> str:
-        return self._cells[row_key][column_key].text
+        return self.cell(row_key, column_key).text
 
     # -- cursor --
 
@@ -235,12 +266,12 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         if self.cursor_key not in self._keys:
             return
         position = self._keys.index(self.cursor_key)
-        body = max(1, self.size.height - HEADER_HEIGHT)
-        top = self.scroll_offset.y
+        rows = max(1, self._body_rows())
+        top = self._top()
         if position < top:
             self.scroll_to(y=position, animate=False)
-        elif position >= top + body:
-            self.scroll_to(y=position - body + 1, animate=False)
+        elif position >= top + rows:
+            self.scroll_to(y=position - rows + 1, animate=False)
 
     def on_click(self, event: events.Click) -> None:
         if event.y < HEADER_HEIGHT:
@@ -248,23 +279,50 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
             for spec, width in self._columns:
                 x += width + 2 * PADDING
                 if event.x < x:
-                    if spec.key == self.sort_key:
-                        self.sort_reverse()
-                    else:
-                        self.sort_by(spec.key)
+                    self.sort_toggle(spec.key)
                     return
             return
-        position = self.scroll_offset.y + event.y - HEADER_HEIGHT
+        line = event.y - HEADER_HEIGHT
+        rows = self._body_rows()
+        if line >= rows and self._overflows():  # the "more" line: a page down, or back to the top
+            below = len(self._keys) - self._top() - rows
+            self.scroll_to(y=self._top() + max(1, rows) if below > 0 else 0, animate=False)
+            return
+        position = self._top() + line
         if 0 <= position < len(self._keys):
             self.select(self._keys[position])
 
     # -- layout --
 
+    @property
+    def wanted_height(self) -> int:
+        """Lines to show every row: the two header lines and one per row (or the empty text)."""
+        return HEADER_HEIGHT + max(1, len(self._keys))
+
+    def _overflows(self) -> bool:
+        return len(self._keys) > self.size.height - HEADER_HEIGHT
+
+    def _body_rows(self) -> int:
+        """Lines for rows: all below the header, less the "more" line when they do not all fit."""
+        body = max(0, self.size.height - HEADER_HEIGHT)
+        return body - 1 if self._overflows() and body > 0 else body
+
+    def _top(self) -> int:
+        """The first row shown (the scroll offset, kept within the rows)."""
+        return max(0, min(self.scroll_offset.y, len(self._keys) - self._body_rows()))
+
+    @property
+    def allow_vertical_scroll(self) -> bool:
+        """The wheel scrolls rows that do not all fit (there is no scrollbar: the last line says
+        how many are hidden)."""
+        return not self.disabled and self.max_scroll_y > 0
+
     def _update_virtual_size(self) -> None:
-        self.virtual_size = Size(self.size.width, HEADER_HEIGHT + max(1, len(self._keys)))
+        more = 1 if self._overflows() else 0
+        self.virtual_size = Size(self.size.width, HEADER_HEIGHT + max(1, len(self._keys)) + more)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return HEADER_HEIGHT + max(1, len(self._keys))
+        return self.wanted_height
 
     def on_resize(self, event: events.Resize) -> None:
         self._update_virtual_size()
@@ -272,9 +330,9 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
 
     def _fit(self) -> None:
         width = self.scrollable_content_region.width
-        if width != self._fitted_for:
-            self._fitted_for = width
-            self._columns = fit_columns(self.specs, width, PADDING)
+        if self._fitted_for != (width, self._content):
+            self._fitted_for = (width, self._content)
+            self._columns = fit_columns(self.specs, width, PADDING, self._content)
             self._strips.clear()
             self._header = None
 
@@ -306,9 +364,15 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         pad = " " * PADDING
         for spec, col_width in self._columns:
             is_sorted = self.show_sort and spec.key == self.sort_key
-            marker = ("▼" if self.sort_descending else "▲") if is_sorted else " "
             style = sorted_style if is_sorted else base
-            lines[0].append(Segment(marker + fit_text(spec.title, col_width, spec.right) + pad, style))
+            if not is_sorted:
+                title = pad + fit_text(spec.title, col_width, spec.right) + pad
+            elif cell_len(spec.title) < col_width:  # the arrow right before the title, in its column
+                arrow = "▼" if self.sort_descending else "▲"
+                title = pad + fit_text(arrow + spec.title, col_width, spec.right) + pad
+            else:  # a title that fills its column: the arrow in the padding before it
+                title = ("▼" if self.sort_descending else "▲") + fit_text(spec.title, col_width, spec.right) + pad
+            lines[0].append(Segment(title, style))
             window = spec.window.format(**self.windows)
             lines[1].append(Segment(pad + fit_text(window, col_width, spec.right) + pad, style))
         strips = [Strip(line).extend_cell_length(width, base).crop(0, width).simplify() for line in lines]
@@ -334,7 +398,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
                 bar_style = self._style("cursor+bar" if cursor else "bar")
                 segments += [Segment(pad, base), Segment(text[:split], bar_style), Segment(text[split:] + pad, style)]
             else:
-                segments.append(Segment(pad + fit_text(cell.text, col_width, spec.right) + pad, style))
+                segments.append(Segment(pad + fit_text(cell.fitting(col_width), col_width, spec.right) + pad, style))
         strip = Strip(segments).extend_cell_length(width, base).crop(0, width).simplify()
         self._strips[key] = (signature, strip)
         return strip
@@ -345,13 +409,24 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         focused = self.screen.focused if self.is_attached else None
         return focused is None or focused is self
 
+    def more_text(self) -> str:
+        """What the last line says when the rows do not all fit: how many are hidden where."""
+        top, rows = self._top(), self._body_rows()
+        below = len(self._keys) - top - rows
+        parts = ([f"▼ {below} more below"] if below > 0 else []) + ([f"▲ {top} more above"] if top > 0 else [])
+        how = "(↑↓, wheel)" if self.can_focus else "(wheel)"
+        return f" {' · '.join(parts)}  {how}" if parts else ""
+
     def render_line(self, y: int) -> Strip:
         self._fit()
         width = self.scrollable_content_region.width
         if y < HEADER_HEIGHT:
             return self._header_strips(width)[y]
-        position = self.scroll_offset.y + y - HEADER_HEIGHT
-        if 0 <= position < len(self._keys):
+        line = y - HEADER_HEIGHT
+        if line == self._body_rows() and self._overflows():
+            return Strip([Segment(fit_text(self.more_text(), width, False), self._style("more"))])
+        position = self._top() + line
+        if 0 <= position < len(self._keys) and line < self._body_rows():
             return self._row_strip(self._keys[position], width)
         if position == 0 and self.empty_text:
             return Strip([Segment(fit_text(" " + self.empty_text, width, False), self._style("empty"))])

@@ -1,4 +1,6 @@
-"""The top lines: which host, how long, the host's totals, and what a GPU-hour is priced at."""
+"""The top lines: which host, how long; what a token costs (effective $/Mtok first, the hero
+of the screen, busy $/Mtok beside it, $/hour and the price in use); what the host does (tok/s,
+power, NVML's util and the busy share)."""
 
 from __future__ import annotations
 
@@ -16,26 +18,29 @@ from textual.widget import Widget
 from tokentop.config import CostConfig
 from tokentop.cost import energy_is_charged
 from tokentop.model import Snapshot
+from tokentop.tui.columns import DEFAULT_BANDS, GOOD, WARN, CostBands, is_filling, window_labels, with_mtok_unit
 from tokentop.tui.gpu_table import gpu_summary
 from tokentop.units import (
     NA,
+    WARMING,
     fmt_duration,
     fmt_pct,
     fmt_tok_s,
     fmt_usd,
     fmt_usd_per_mtok,
     fmt_watts,
-    fmt_window,
 )
 
 SEPARATOR = "  "
+MIN_CUT = 16  # a part that may be cut goes on a line with at least this many cells left
 
 
 @dataclass(frozen=True)
 class Part:
     """A piece of a header line: labels are dim, values bold, warnings stand out."""
 
-    pieces: tuple[tuple[str, str], ...]  # (text, kind) with kind in "", "label", "value", "warn", "bad"
+    pieces: tuple[tuple[str, str], ...]  # (text, kind): kind is "", "label", "value", "warn", "bad", "hero"...
+    may_cut: bool = False  # the end of the line may cut it ("…") rather than wrap it
 
     @property
     def width(self) -> int:
@@ -75,44 +80,66 @@ def price_part(snapshot: Snapshot, cost: CostConfig) -> Part:
         pieces += [(" · energy included in the rate", "label")]
     if source:
         pieces += [(f" · price from {source}", "label")]
-    return part(*pieces)
+    return Part(tuple(pieces), may_cut=True)
 
 
-def figure_parts(snapshot: Snapshot) -> list[Part]:
+def cost_parts(snapshot: Snapshot, bands: CostBands) -> list[Part]:
+    """Effective $/Mtok first and loudest (coloured by ``bands``), busy $/Mtok, then $/hour."""
     host = snapshot.host
-    rate_w = fmt_window(snapshot.rate_window_s)
-    cost_w = fmt_window(snapshot.cost_window_s)
+    window = host.cost_window
     serving = any(g.engines for g in snapshot.gpus) or bool(snapshot.endpoints)
-    per_mtok = fmt_usd_per_mtok(host.cost_window.usd_per_mtok, tokens_out=host.cost_window.tokens_out, serving=serving)
+    filling = is_filling(window, snapshot.cost_window_s)
+
+    def per_mtok(value: float | None) -> str:
+        return fmt_usd_per_mtok(value, tokens_out=window.tokens_out, serving=serving, filling=filling)
+
+    hero = {GOOD: "hero-good", WARN: "hero-warn"}.get(bands.style(window.usd_per_mtok), "hero")
+    effective = with_mtok_unit(per_mtok(window.usd_per_mtok))
     return [
-        part(
-            ("in ", "label"),
-            (fmt_tok_s(host.rate_window.tok_s_in), "value"),
-            (" out ", "label"),
-            (fmt_tok_s(host.rate_window.tok_s_out), "value"),
-            (f" tok/s {rate_w}", "label"),
-        ),
-        part((fmt_watts(host.power_w), "value")),
+        part((f" {effective} ", hero), (f" {window_labels(snapshot)['cost']}", "label")),
+        part(("busy ", "label"), (with_mtok_unit(per_mtok(window.busy_usd_per_mtok)), "value")),
         part((fmt_usd(host.usd_per_hour_now), "value"), ("/h", "label")),
-        part((per_mtok, "value"), (f"{'/Mtok' if per_mtok.startswith('$') else ' $/Mtok'} {cost_w}", "label")),
-        part(
-            ("busy ", "label"), (fmt_pct(host.cost_window.busy_share, fraction=True), "value"), (f" {cost_w}", "label")
-        ),
+    ]
+
+
+def work_parts(snapshot: Snapshot) -> list[Part]:
+    """What the host does: output and input tok/s, power, NVML's util, the busy share."""
+    host = snapshot.host
+    labels = window_labels(snapshot)
+    if host.rate_window.span_s <= 0:
+        tokens = part(("tok/s ", "label"), (WARMING, "value"))
+    else:
+        tokens = part(
+            ("out ", "label"),
+            (fmt_tok_s(host.rate_window.tok_s_out), "value"),
+            (" in ", "label"),
+            (fmt_tok_s(host.rate_window.tok_s_in), "value"),
+            (f" tok/s {labels['rate']}", "label"),
+        )
+    busy = WARMING if host.cost_window.span_s <= 0 else fmt_pct(host.cost_window.busy_share, fraction=True)
+    return [
+        tokens,
+        part((fmt_watts(host.power_w), "value")),
+        utilisation_part(snapshot),
+        part(("busy ", "label"), (busy, "value"), (f" {labels['cost']}", "label")),
     ]
 
 
 def utilisation_part(snapshot: Snapshot) -> Part:
+    """NVML's utilisation, the mean over the GPUs that report it."""
     utils = [g.sample.utilization_pct for g in snapshot.gpus if g.sample.utilization_pct is not None]
     return part(("util ", "label"), (fmt_pct(sum(utils) / len(utils)) if utils else NA, "value"))
 
 
 def wrap_parts(parts: list[Part], width: int) -> list[list[Part]]:
-    """Parts on as few lines as fit ``width``; a part never splits."""
+    """Parts on as few lines as fit ``width``; a part never splits, and one that may be cut is
+    cut at the end of a line rather than put on a line of its own."""
     lines: list[list[Part]] = [[]]
     used = 0
     for p in parts:
         extra = p.width + (len(SEPARATOR) if lines[-1] else 0)
-        if lines[-1] and used + extra > width:
+        room = width - used - (len(SEPARATOR) if lines[-1] else 0)
+        if lines[-1] and used + extra > width and not (p.may_cut and room >= MIN_CUT):
             lines.append([])
             used, extra = 0, p.width
         lines[-1].append(p)
@@ -123,31 +150,56 @@ def wrap_parts(parts: list[Part], width: int) -> list[list[Part]]:
 class HeaderBar(Widget):
     """Drawn line by line from cached styles: it changes every second, so it stays cheap."""
 
-    COMPONENT_CLASSES = {"header--title", "header--label", "header--value", "header--warn", "header--bad"}
+    COMPONENT_CLASSES = {
+        "header--title",
+        "header--label",
+        "header--value",
+        "header--warn",
+        "header--bad",
+        "header--hero",
+        "header--hero-good",
+        "header--hero-warn",
+    }
 
-    def __init__(self, host_name: str, cost: CostConfig, *, id: str | None = None) -> None:
+    def __init__(
+        self, host_name: str, cost: CostConfig, bands: CostBands = DEFAULT_BANDS, *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.host_name = host_name
         self.cost = cost
+        self.bands = bands
         self.snapshot: Snapshot | None = None
         self.state = "starting"
-        self._rows: list[list[Part]] = []
-        self._strips: list[Strip] = []
+        self._rows: tuple[int, Snapshot | None, str, list[list[Part]]] | None = None  # width, snapshot, state: rows
+        self._shown: list[list[Part]] = []
+        self._strips: tuple[int, list[Strip]] | None = None  # (width, strips)
         self._styles: dict[str, Style] = {}
 
     def show(self, snapshot: Snapshot | None, state: str) -> None:
         """Redraw from a snapshot; ``state`` is the status at the end of the first line."""
         self.snapshot, self.state = snapshot, state
-        self._rebuild()
+        width = self.size.width or 80
+        rows = self.rows_for(width)
+        if rows == self._shown:
+            return
+        changed = [y for y, row in enumerate(rows) if y >= len(self._shown) or row != self._shown[y]]
+        layout = len(rows) != len(self._shown)
+        self._shown, self._strips = rows, None
+        if layout:
+            self.refresh(layout=True)
+        else:
+            self.refresh(*(Region(0, y, width, 1) for y in changed))
 
     def on_resize(self, event: events.Resize) -> None:
-        self._rebuild(force=True)
+        self._strips = None
+        self._shown = self.rows_for(event.size.width)
+        self.refresh()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles = {}
-        if self.is_mounted:
-            self._rebuild(force=True)
+        self._strips = None
+        self.refresh()
 
     def _style(self, kind: str) -> Style:
         style = self._styles.get(kind)
@@ -158,13 +210,19 @@ class HeaderBar(Widget):
             self._styles[kind] = style
         return style
 
+    def rows_for(self, width: int) -> list[list[Part]]:
+        """The header's lines at ``width`` (kept for the last width, snapshot and state asked)."""
+        kept = self._rows
+        if kept is None or kept[0] != width or kept[1] is not self.snapshot or kept[2] != self.state:
+            kept = self._rows = (width, self.snapshot, self.state, self.rows(max(20, width - 2)))
+        return kept[3]
+
     def rows(self, width: int) -> list[list[Part]]:
         snap = self.snapshot
         identity = [part(("tokentop", "title")), part((self.host_name, "value"))]
         if snap is not None:
             identity += [
                 part((gpu_summary(snap), "value")),
-                utilisation_part(snap),
                 part(("up ", "label"), (fmt_duration(snap.host.totals.elapsed_s), "value")),
             ]
         live = self.state == "live"
@@ -174,26 +232,24 @@ class HeaderBar(Widget):
             return rows + [[part(("waiting for the first reading…", "label"))]]
         if not snap.gpu_available:
             rows.append([part(("⚠ GPUs: N/A", "bad"), (f" — {snap.gpu_reason or 'NVML unavailable'}", "warn"))])
-        rows += wrap_parts(figure_parts(snap), width)
-        rows.append([price_part(snap, self.cost)])
+        price = price_part(snap, self.cost)
+        if price.may_cut:
+            rows += wrap_parts(cost_parts(snap, self.bands) + [price], width)
+        else:  # a warning is never cut: it has a line of its own
+            rows += wrap_parts(cost_parts(snap, self.bands), width) + [[price]]
+        rows += wrap_parts(work_parts(snap), width)
         return rows
 
     @property
     def text(self) -> str:
         """The header as plain text (for tests and logs)."""
-        return "\n".join(SEPARATOR.join("".join(t for t, _ in p.pieces) for p in row) for row in self._rows)
+        rows = self.rows_for(self.size.width or 80)
+        return "\n".join(SEPARATOR.join("".join(t for t, _ in p.pieces) for p in row) for row in rows)
 
-    def _rebuild(self, force: bool = False) -> None:
-        width = self.size.width or 80
-        rows = self.rows(max(20, width - 2))
-        if rows == self._rows and not force:
-            return
-        layout_changed = len(rows) != len(self._rows)
-        changed_lines = [y for y, row in enumerate(rows) if y >= len(self._rows) or row != self._rows[y]]
-        self._rows = rows
+    def _build_strips(self, width: int) -> list[Strip]:
         base = self._style("")
         strips = []
-        for row in rows:
+        for row in self.rows_for(width):
             segments = [Segment(" ", base)]
             for j, p in enumerate(row):
                 if j:
@@ -204,16 +260,15 @@ class HeaderBar(Widget):
                 strip = strip.crop(0, width - 1).extend_cell_length(width - 1, base)
                 strip = Strip(list(strip) + [Segment("…", base)])
             strips.append(strip.extend_cell_length(width, base))
-        self._strips = strips
-        if layout_changed or force:
-            self.refresh(layout=layout_changed)
-        else:
-            self.refresh(*(Region(0, y, width, 1) for y in changed_lines))
+        return strips
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return max(1, len(self._rows))
+        """Asked by the layout for the width it is about to give: right after any resize."""
+        return max(1, len(self.rows_for(width)))
 
     def render_line(self, y: int) -> Strip:
-        if y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(self.size.width, self._style(""))
+        width = self.size.width
+        if self._strips is None or self._strips[0] != width:
+            self._strips = (width, self._build_strips(width))
+        strips = self._strips[1]
+        return strips[y] if y < len(strips) else Strip.blank(width, self._style(""))
