@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from loopback import LoopbackServer, Reply
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -431,3 +432,22 @@ def test_serving_on_every_ipv6_interface_warns_too() -> None:
         pytest.skip(f"no IPv6 here: {exc}")
     err = _export_stderr("[::]:0")
     assert "serving http://[::]:" in err and "reachable beyond this machine" in err
+
+
+def test_export_says_an_endpoint_going_down_once_on_stderr() -> None:
+    with LoopbackServer() as server:
+        server.route("/metrics", 'vllm:num_requests_running{model_name="m"} 1\n')
+        process = start_export("--no-history", "--listen", "127.0.0.1:0", "--interval", "0.2", "--endpoint", server.url)
+        try:
+            assert process.stderr is not None
+            assert "serving" in process.stderr.readline()
+            time.sleep(1.0)
+            server.route("/metrics", Reply(drop=True))  # it stops answering
+            time.sleep(7.0)  # stale for 5 s (STALE_AFTER_S), then down for good
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        except BaseException:
+            process.kill()
+            raise
+    assert process.returncode == 0, err
+    assert err.count("is down") == 1, err

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from tokentop.changes import ChangeLog
 from tokentop.cli.runtime import UsageError, build_runtime, open_store, stop_on_signals
 from tokentop.config import Config
 from tokentop.exporter import DEFAULT_LISTEN, parse_listen, serve
+from tokentop.model import Snapshot
 from tokentop.sampler import Sampler
+
+log = logging.getLogger("tokentop")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +58,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
         )
     if not sampler.gpus.available:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
+    changes = ChangeLog()
+
+    def report_changes(snapshot: Snapshot) -> None:  # on the sampler thread, once per change
+        for line in changes.lines(snapshot):
+            log.warning(line)
+
+    sampler.sink = report_changes
     with stop_on_signals() as stop:
         sampler.start()
         try:
