@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,18 @@ from tokentop.config import Config
 from tokentop.demo import simulated_snapshots
 from tokentop.model import Snapshot
 from tokentop.tui.app import TokentopApp
+from tokentop.tui.host import FixedHost, HostUsage
+from tokentop.tui.processes import ProcessInfo
+
+GIB = 2**30
+# What the pictures say of the host itself, and of the demo's engine processes (PIDs 4000-4002).
+HOST = FixedHost(
+    HostUsage(0.12, 48 * GIB, 251 * GIB),
+    {
+        4000 + i: ProcessInfo("python3", "serve", f"python3 -m vllm.entrypoints.openai.api_server --model {model}")
+        for i, model in enumerate(("meta-llama/Llama-3.3-70B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"))
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class Picture:
     keys: tuple[str, ...] = ()
     theme: str | None = None
     caption: str = ""
+    ascii_only: bool = False
 
 
 PICTURES = (
@@ -40,11 +54,13 @@ PICTURES = (
     Picture("sorted-by-cost.svg", (120, 40), keys=("m",), caption="sorted by $/Mtok, dearest first (m)"),
     Picture("details.svg", (120, 40), keys=("down", "down", "down", "down", "d"), caption="details of GPU 4 (d)"),
     Picture("help.svg", (120, 48), keys=("question_mark",), caption="help (?)"),
+    Picture("processes.svg", (120, 40), keys=("P",), caption="the processes on the GPUs (P)"),
+    Picture("live-ascii.svg", (120, 40), ascii_only=True, caption="--ascii, for terminals without Unicode"),
 )
 
 
 async def render(picture: Picture, snapshots: Iterable[Snapshot], out: Path) -> Path:
-    app = TokentopApp(Config(), host_name="gpu-node-01", handle_signals=False)
+    app = TokentopApp(Config(ascii_only=picture.ascii_only), host_name="gpu-node-01", handle_signals=False, host=HOST)
     async with app.run_test(size=picture.size) as pilot:
         if picture.theme:
             app.theme = picture.theme
@@ -66,6 +82,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    os.environ["COLORTERM"] = "truecolor"  # the full palette, whatever terminal this runs in
     snapshots = simulated_snapshots(660)  # 11 minutes: enough for the 10-minute graph
     for picture in PICTURES:
         path = asyncio.run(render(picture, snapshots, args.out))

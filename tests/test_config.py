@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -253,3 +254,62 @@ def test_a_config_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
 def test_energy_in_rate_is_resolved_by_mode_and_stored_resolved() -> None:
     assert Config().public_dict()["cost"]["energy_in_rate"] is True
     assert Config(cost=CostConfig(mode="owned")).public_dict()["cost"]["energy_in_rate"] is False
+
+
+# --- the live view's $/Mtok colours and its characters (issue 10) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ("usd_per_mtok_thresholds = [5, 1]", "cost.usd_per_mtok_thresholds: must go up (each number below the next)"),
+        ("usd_per_mtok_thresholds = [2, 2]", "cost.usd_per_mtok_thresholds: must go up"),
+        ("usd_per_mtok_thresholds = [1]", "cost.usd_per_mtok_thresholds: must be a list of 2 values, not 1"),
+        ("usd_per_mtok_thresholds = [1, 2, 3]", "cost.usd_per_mtok_thresholds: must be a list of 2 values, not 3"),
+        ("usd_per_mtok_thresholds = [-1, 2]", "cost.usd_per_mtok_thresholds[0]: must be at least 0, not -1"),
+        ('usd_per_mtok_thresholds = [1, "5"]', "cost.usd_per_mtok_thresholds[1]: must be a number"),
+        ("usd_per_mtok_thresholds = [1, nan]", "cost.usd_per_mtok_thresholds[1]: must be a finite number"),
+    ],
+)
+def test_usd_per_mtok_thresholds_are_two_numbers_going_up(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[cost]\n{toml}\n")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(path)
+
+
+def test_usd_per_mtok_thresholds_from_the_file_colour_the_live_view(tmp_path: Path) -> None:
+    from tokentop.tui.app import TokentopApp
+    from tokentop.tui.columns import DEFAULT_BANDS, CostBands
+
+    path = tmp_path / "c.toml"
+    path.write_text("[cost]\nusd_per_mtok_thresholds = [0.5, 2]\n")
+    config = load_config(path)
+    assert config.cost.usd_per_mtok_thresholds == (0.5, 2.0)
+    assert config.public_dict()["cost"]["usd_per_mtok_thresholds"] == (0.5, 2.0)
+    assert TokentopApp(config, handle_signals=False).bands == CostBands(0.5, 2.0)
+    assert TokentopApp(Config(), handle_signals=False).bands == DEFAULT_BANDS
+
+
+@pytest.mark.parametrize(
+    ("environment", "utf8"),
+    [
+        ({"LANG": "C.UTF-8"}, True),
+        ({"LC_ALL": "C.UTF-8", "LANG": "C"}, True),
+        ({"LANG": "C"}, False),  # Python runs in UTF-8 by itself there: the terminal was not said to
+        ({"LC_ALL": "C"}, False),
+        ({"LANG": "POSIX"}, False),
+        ({}, False),  # cron: no locale at all
+        ({"LANG": "C", "PYTHONUTF8": "1"}, True),  # asked for
+    ],
+)
+def test_ascii_only_is_chosen_when_the_locale_is_not_utf8(environment: dict[str, str], utf8: bool) -> None:
+    import subprocess
+    import sys
+
+    code = "from tokentop.config import load_config, speaks_utf8; print(speaks_utf8(), load_config(None).ascii_only)"
+    env = {"PATH": os.environ.get("PATH", ""), **environment}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(utf8), str(not utf8)]
+    assert load_config(None, ascii_only=True).ascii_only is True  # --ascii whatever the locale
+    assert load_config(None, ascii_only=False).ascii_only is False  # --no-ascii

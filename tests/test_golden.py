@@ -47,6 +47,16 @@ VALUE_CHANGES: dict[tuple[str, tuple[str, ...]], tuple[Any, Any]] = {
     ("snapshot.json", ("host", "session", "busy_gpu_s")): (112.75, 902.0),
 }
 
+# Keys added since the golden files were written, with their values here: (file, JSON key path) ->
+# value. Summary JSON schema 2 gained them without a bump (issue 10, items 2 and 3): which command
+# recorded the session and whether its host was simulated (this recording: ``Store.open``'s
+# default origin, a plain config), and how many fixed windows the host's peaks are over.
+ADDED: dict[tuple[str, tuple[str, ...]], Any] = {
+    ("summary.json", ("session", "origin")): "record",
+    ("summary.json", ("session", "simulated")): False,
+    ("summary.json", ("rate_windows", "count")): 13,  # 129 s: twelve 10 s windows and one of 9 s
+}
+
 # ``RENAMED`` applies to the summary only; the snapshot's JSON has its own renames (schema 1 -> 2:
 # ``session.busy_s`` of the host and of each GPU, issue 9 item 15).
 RENAMES_APPLY_TO = {"summary.json", "summary.csv"}
@@ -83,6 +93,15 @@ def _expected_json(name: str, old: dict[str, Any]) -> dict[str, Any]:
             node = node[parent]
         assert node[key] == before, f"{name}: {'.'.join(path)} was {node[key]!r} in the golden file, not {before!r}"
         node[key] = after
+    for (file, path), value in ADDED.items():
+        if file != name:
+            continue
+        *parents, key = path
+        node = new
+        for parent in parents:
+            node = node[parent]
+        assert key not in node, f"{name}: {'.'.join(path)} is already in the golden file"
+        node[key] = value
     return new
 
 

@@ -838,9 +838,13 @@ def test_a_version_1_file_migrates_to_the_current_version_without_losing_rows_or
 
     with open_store(path) as store:  # opening to write migrates, then starts a session
         assert store.session_id == V1_SESSION + 1
-    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(4,)]
     new_contents = contents(path)
-    assert new_contents.pop("sessions")[:-1] == old_contents.pop("sessions")
+    # Version 4 added which command recorded a session (not known for older ones: NULL) and
+    # whether its host was simulated (from their settings: not the fixture's).
+    sessions = new_contents.pop("sessions")
+    assert [row[6:] for row in sessions] == [(None, 0), ("record", 0)]
+    assert [row[:6] for row in sessions[:-1]] == old_contents.pop("sessions")
     assert new_contents.pop("sqlite_sequence") == [("sessions", V1_SESSION + 1)]
     old_contents.pop("sqlite_sequence")
     # Version 3 added the session totals: none for the sessions written before.
@@ -853,6 +857,26 @@ def test_a_version_1_file_migrates_to_the_current_version_without_losing_rows_or
     with Store.open_readonly(path) as store:
         assert summary_reads(store) == old_reads
     assert report.to_json_dict(report.summarize(path, V1_SESSION)) == old_summary
+
+
+def test_an_older_demo_session_reads_as_simulated_before_and_after_migrating(tmp_path: Path) -> None:
+    """Issue 10, item 2: schema 4 says which command recorded a session and whether its host was
+    simulated. A file from before says neither; its sessions' settings still say ``demo``."""
+    path = tmp_path / "history.db"
+    write_version_1(path)
+    execute(path, """UPDATE sessions SET config_json = '{"demo": true, "interval_s": 1.0}'""")
+    with Store.open_readonly(path) as store:
+        [old] = store.sessions()
+    assert (old.origin, old.simulated) == (None, True)
+    demo_summary = report.to_json_dict(report.summarize(path, V1_SESSION))["session"]
+    assert (demo_summary["origin"], demo_summary["simulated"]) == (None, True)
+    with Store.open(path, host="h", version="v", config={}, origin="live", simulated=False):
+        pass
+    with Store.open_readonly(path) as store:
+        assert [(s.origin, s.simulated) for s in store.sessions()] == [(None, True), ("live", False)]
+    assert rows(path, "SELECT origin, simulated FROM sessions") == [(None, 1), ("live", 0)]
+    with pytest.raises(ValueError, match="origin must be one of live, record, export, snapshot"):
+        Store.open(path, host="h", version="v", config={}, origin="demo")
 
 
 def test_a_migrated_file_has_the_shape_of_a_new_one(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.derive import Deriver, Point, sum_windows, window_between
 from tokentop.history import GpuTrack, Store
 from tokentop.model import EndpointSample, EngineMapping, GpuReading, GpuSample, Histogram, Totals, Window
-from tokentop.report.tracks import host_windows, windows_from_track
+from tokentop.report.tracks import host_windows, settled, windows_from_track
 from tokentop.sampler import Sampler
 
 T0 = 1_700_000_040.0  # wall-clock time of the first tick (a whole minute)
@@ -201,7 +201,7 @@ def test_every_figure_matches_hand_arithmetic(scripted_db: Path) -> None:
         "duration_s": 40.0,
         "whole_session": True,
     }
-    assert data["rate_windows"] == {"length_s": 10.0, "source": "raw", "endpoint_step_s": 10.0}
+    assert data["rate_windows"] == {"length_s": 10.0, "source": "raw", "endpoint_step_s": 10.0, "count": 4}
     gpus = {g["index"]: g for g in data["gpus"]}
     assert [g["uuid"] for g in data["gpus"]] == [G0, G1, G2, G3]
 
@@ -367,7 +367,10 @@ def test_a_range_inside_the_session_counts_only_its_ticks(scripted_db: Path) -> 
     assert g0["tokens_out"] == approx(10 * 200 / 2)  # t = 11..20 busy, 21..30 idle
     assert g0["energy_kwh"] == approx((10 * 500 + 10 * 100) / 3.6e6)
     assert g0["busy_pct"] == approx(50.0)
-    assert (g0["tok_s_out_p50"], g0["tok_s_out_peak"]) == approx((50.0, 100.0))
+    # Two 10 s windows (100 and 0 tok/s): too few for percentiles; the peak, and a note that says so.
+    assert (g0["tok_s_out_p50"], g0["tok_s_out_p95"], g0["tok_s_out_peak"]) == (None, None, approx(100.0))
+    assert data["rate_windows"]["count"] == 2
+    assert "the range holds 2 windows of 10s, fewer than 3: no p50 or p95, only the peak" in data["notes"]
     assert g0["energy_method"] == "counter"  # the reset at t = 35 is outside
     assert {e["name"]: e["requests_completed"] for e in data["endpoints"]} == {"big": 10, "small": 40}
 
@@ -384,11 +387,11 @@ def test_markdown_and_csv_show_the_same_figures(scripted_db: Path) -> None:
     assert "| $0.130 | $11.69 | $14.68 | $7.87 | 62% | $0.060 |" in host_rows[1]
     # GPU 3 serves no endpoint: no $/Mtok to show (an em dash, as on screen), its cost still counted.
     assert "| 3 H200 | counter | 0.0008889 | 80.0 | 80.0 | 0 | N/A | $0.040 | $3.61 | — | — | 0% | $0.040 |" in text
-    assert "| 3 H200 | idle |" in text
+    assert "| 3 H200 | — |" in text  # no engine: one word for "nothing to show", as on screen
     assert "| big | vllm | m-big | 0,1 | 28,700 | 6,850 | 171 | 30 | 150ms | 195ms | 15ms |" in text
     assert "| small | sglang | m-small | 2 | 4,000 | 2,000 | 50.0 | 80 | N/A | N/A | N/A |" in text
     assert "(40s), the whole session" in text and "## Endpoints" in text and "| busy |" in text
-    assert "—" not in text.replace("| — | — |", "")  # unknown is N/A everywhere else
+    assert "—" not in text.replace("| — | — |", "").replace("| 3 H200 | — |", "")  # unknown is N/A elsewhere
     assert "counter; 1 tick(s) power integrated" in text
     assert "config: cost.gpu_hour_usd.L4" in text and "api-x" in text
 
@@ -440,13 +443,12 @@ def _track(uuid: str, t: list[float], rng: random.Random) -> GpuTrack:
 
 
 def _by_derive(track: GpuTrack) -> dict[float, Window]:
-    """Each window between consecutive points by ``window_between``, short ones left out."""
+    """Each window between consecutive points by ``window_between``."""
     points = [
         Point(t, Totals(tokens_in=a, tokens_out=b, energy_j=e, cost_usd=None))
         for t, a, b, e in zip(track.t, track.tokens_in_cum, track.tokens_out_cum, track.energy_j_cum)
     ]
-    windows = {new.t: window_between(old, new) for old, new in pairwise(points)}
-    return {end: w for end, w in windows.items() if w.span_s >= 10.0 * 0.5}
+    return {new.t: window_between(old, new) for old, new in pairwise(points)}
 
 
 @pytest.mark.parametrize("aligned", [True, False], ids=["same ticks", "a GPU missing ticks"])
@@ -457,7 +459,7 @@ def test_fixed_windows_are_window_between_and_the_host_sum_windows(aligned: bool
     gaps = ticks if aligned else [t for i, t in enumerate(ticks) if i % 7 != 3]
     late = ticks if aligned else ticks[20:]
     tracks = [_track(G0, ticks, rng), _track(G1, gaps, rng), _track(G2, late, rng)]
-    per_gpu = [windows_from_track(track, 10.0) for track in tracks]
+    per_gpu = [windows_from_track(track) for track in tracks]
     expected = [_by_derive(track) for track in tracks]
     for got, want in zip(per_gpu, expected):
         assert got.ends == list(want)
@@ -470,6 +472,14 @@ def test_fixed_windows_are_window_between_and_the_host_sum_windows(aligned: bool
     assert sorted(host.ends) == ends
     got_host = {end: (span, a, b, e) for end, span, a, b, e in zip(*host)}
     assert got_host == {end: (w.span_s, w.tokens_in, w.tokens_out, w.energy_j) for end, w in summed.items()}
+    # Settled: the short last window (3 s) joins the one before; nothing is lost. (A GPU missing
+    # ticks gives the host longer windows there, by sum_windows' rule.)
+    for windows in (per_gpu[0], host) if aligned else per_gpu[:1]:
+        joined = settled(windows, 10.0)
+        assert joined.ends == windows.ends[:-2] + windows.ends[-1:]
+        assert joined.span_s[-1] == approx(windows.span_s[-2] + windows.span_s[-1])
+        for column in ("span_s", "tokens_in", "tokens_out", "energy_j"):
+            assert sum(getattr(joined, column)) == approx(sum(getattr(windows, column)))
 
 
 # --- choosing sessions and ranges; the command ------------------------------------------------
@@ -818,7 +828,8 @@ def test_after_retention_the_rollups_give_the_same_totals(tmp_path: Path) -> Non
     [(raw_first,)] = sqlite3.connect(path).execute("SELECT min(t) FROM gpu_ticks").fetchall()
     assert raw_first > start + 200, "retention did not delete old rows"
     data = summary_json(path)
-    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m", "endpoint_step_s": 10.0}  # under an hour
+    # Under an hour; the first minute (0.5 s of it) joins the next: five windows.
+    assert data["rate_windows"] == {"length_s": 60.0, "source": "rollup_1m", "endpoint_step_s": 10.0, "count": 5}
     assert any("retention" in note for note in data["notes"])
     g = data["gpus"][0]
     assert g["duration_s"] == approx(300.0, abs=0.5)

@@ -3,45 +3,83 @@ sampler ticked by hand with a fake clock), plus SVG snapshots of its look."""
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import html
 import logging
 import os
 import re
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psutil
 import pytest
 from factories import build_snapshot
 from rich.cells import cell_len
+from rich.color import ColorSystem
 from textual.pilot import Pilot
 
+import tokentop
 from tokentop.config import ApiPrice, Config, CostConfig
 from tokentop.demo import DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
 from tokentop.history import Store
 from tokentop.model import EndpointFigures, EndpointSample, HostFigures, Snapshot, Totals, Window
 from tokentop.nvml.fake import MIB, FakeMig, FakeNvml
 from tokentop.nvml.reader import NvmlReader
-from tokentop.sampler import Sampler
+from tokentop.sampler import FIRST_INTERVAL_S, Sampler
 from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
 from tokentop.tui.columns import DEFAULT_BANDS, Cell, CostBands, cost_bands, fit_columns
 from tokentop.tui.engine_table import engine_status, model_forms
 from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows
 from tokentop.tui.history import HOST, WINDOWS, LiveHistory
+from tokentop.tui.host import FixedHost, HostUsage, PsutilHost
 from tokentop.tui.keys import KEYS
+from tokentop.tui.processes import ProcessInfo, describe_processes, process_engine
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
 from tokentop.tui.widgets.panels import panel_heights
-from tokentop.units import fmt_gib, fmt_tok_s, fmt_usd, fmt_usd_per_mtok, gpu_labels, short_gpu_name
+from tokentop.units import (
+    ASCII_GLYPHS,
+    bar,
+    fmt_gib,
+    fmt_tok_s,
+    fmt_usd,
+    fmt_usd_per_mtok,
+    gpu_labels,
+    short_gpu_name,
+    to_ascii,
+)
 
 FakeClock = SimulatedClock
 WALL_START = SimulatedClock.WALL_START
+GIB = 2**30
+HOST_USAGE = HostUsage(0.12, 48 * GIB, 251 * GIB)
+# The demo's engines as processes (the demo lists PIDs 4000-4002 on their GPUs); 4002 is not visible.
+DEMO_PROCESSES = {
+    4000: ProcessInfo("python3", "serve", "python3 -m vllm.entrypoints.openai.api_server --tensor-parallel-size 4"),
+    4001: ProcessInfo("python3", "serve", "python3 -m vllm.entrypoints.openai.api_server --tensor-parallel-size 2"),
+}
+
+
+def fixed_app(config: Config | None = None, host_name: str = "gpu-node-01", **options: object) -> TokentopApp:
+    """The app with a fixed host (CPU, memory, process owners): the look does not depend on this machine."""
+    return TokentopApp(
+        config or Config(),
+        host_name=host_name,
+        handle_signals=False,
+        host=FixedHost(HOST_USAGE, DEMO_PROCESSES),
+        **options,  # type: ignore[arg-type]
+    )
 
 
 @dataclass
@@ -75,6 +113,7 @@ class Rig:
             "host_name": "gpu-node-01",
             "start_sampler": False,
             "handle_signals": False,
+            "host": FixedHost(HOST_USAGE, DEMO_PROCESSES),
         }
         options.update(kwargs)
         return TokentopApp(self.config, **options)  # type: ignore[arg-type]
@@ -114,6 +153,13 @@ def rig_on(demo: DemoUnderTest, store: Store | None = None, gpu_name: str | None
             gpu.lost, gpu.name = False, name
         for engine in sorted(rig.stopped):
             rig.start_engine(engine)
+
+
+@pytest.fixture(autouse=True)
+def true_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal of 16 million colours, whatever TERM the tests run under: the app picks its
+    colours from the terminal's (16-colour tests set their own)."""
+    monkeypatch.setenv("COLORTERM", "truecolor")
 
 
 @pytest.fixture
@@ -164,7 +210,7 @@ async def fake_gpus_app(
     config = Config(discover=False)
     sampler = Sampler(config, NvmlReader(lib=fake), clock=clock, wall_clock=clock.wall)
     try:
-        app = TokentopApp(config, sampler=sampler, host_name="big-box", start_sampler=False, handle_signals=False)
+        app = fixed_app(config, "big-box", sampler=sampler, start_sampler=False)
         async with app.run_test(size=size) as pilot:
             for _ in range(ticks):
                 clock.t += 1
@@ -396,9 +442,9 @@ async def test_w_cycles_windows_and_long_ones_say_the_database_is_off(rig: Rig) 
         await pilot.pause()
         seen = []
         for _ in WINDOWS:
-            seen.append(app.window_index)
+            seen.append(app.graph.window_index)
             text = screen_text(app)
-            window = WINDOWS[app.window_index]
+            window = WINDOWS[app.graph.window_index]
             assert f"last {window.label}" in text
             if window.from_store:
                 assert "no history (database off)" in text
@@ -406,7 +452,7 @@ async def test_w_cycles_windows_and_long_ones_say_the_database_is_off(rig: Rig) 
                 assert "no history" not in text
             await pilot.press("w")
             await pilot.pause()
-        assert seen == [0, 1, 2, 3] and app.window_index == 0
+        assert seen == [0, 1, 2, 3] and app.graph.window_index == 0
 
 
 async def test_g_switches_the_graph_between_gpu_and_host(rig: Rig) -> None:
@@ -417,13 +463,13 @@ async def test_g_switches_the_graph_between_gpu_and_host(rig: Rig) -> None:
         gpu_points = app.graph.points
         await pilot.press("g")
         await pilot.pause()
-        assert app.scope == "host" and "History · host (all GPUs)" in screen_text(app)
+        assert app.graph.scope == "host" and "History · host (all GPUs)" in screen_text(app)
         host_out = [p.tok_s_out for p in app.graph.points if p.tok_s_out is not None]
         gpu_out = [p.tok_s_out for p in gpu_points if p.tok_s_out is not None]
         assert host_out and gpu_out and host_out[-1] > gpu_out[-1]  # the host adds all GPUs
         await pilot.press("g")
         await pilot.pause()
-        assert app.scope == "gpu"
+        assert app.graph.scope == "gpu"
 
 
 async def test_d_shows_details_of_the_selected_gpu(rig: Rig) -> None:
@@ -531,8 +577,11 @@ async def test_mouse_is_optional_but_works(rig: Rig) -> None:
         assert table.sort_key == "power" and table.sort_descending
 
 
-async def test_no_color_keeps_every_figure_readable(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("colours", ["truecolor", ""])  # "": a 16-colour terminal
+async def test_no_color_keeps_every_figure_readable(rig: Rig, monkeypatch: pytest.MonkeyPatch, colours: str) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("COLORTERM", colours)
     app = rig.app()
     assert app.no_color
     async with app.run_test(size=(120, 40)) as pilot:
@@ -641,14 +690,14 @@ async def test_long_windows_come_from_the_store_on_a_worker(demo: DemoUnderTest,
             await pilot.pause()
             await app.workers.wait_for_complete()
             await pilot.pause()
-            assert WINDOWS[app.window_index].label == "1 h"
+            assert WINDOWS[app.graph.window_index].label == "1 h"
             assert app.graph.note is None
             known = [p for p in app.graph.points if p.watts is not None]
             assert 2 <= len(known) <= 4  # minutes of data among an hour of 1-minute buckets
             await pilot.press("g")  # the host, from the store too
             await app.workers.wait_for_complete()
             await pilot.pause()
-            assert app.scope == "host" and "History · host (all GPUs)" in screen_text(app)
+            assert app.graph.scope == "host" and "History · host (all GPUs)" in screen_text(app)
             assert any(p.watts for p in app.graph.points)
 
 
@@ -734,7 +783,7 @@ async def test_no_driver_says_why_there_are_no_gpus() -> None:
     config = Config(discover=False)
     sampler = Sampler(config, NvmlReader(lib=FakeNvml.no_driver()), clock=clock, wall_clock=clock.wall)
     try:
-        app = TokentopApp(config, sampler=sampler, host_name="cpu-box", start_sampler=False, handle_signals=False)
+        app = fixed_app(config, "cpu-box", sampler=sampler, start_sampler=False)
         async with app.run_test(size=(120, 40)) as pilot:
             for _ in range(3):
                 clock.t += 1
@@ -841,6 +890,17 @@ async def test_first_ticks_say_warming_and_headers_give_the_span_covered(rig: Ri
         assert app.gpu_table.cell_text(busy, "usd_mtok").startswith("$")
 
 
+async def test_column_headers_follow_the_span_every_tick(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        for ticks in (12, 1, 1):  # only figures change from one tick to the next: the header still does
+            rig.tick(ticks)
+            await pilot.pause()
+            span = app.latest.host.cost_window.span_s if app.latest else 0
+            windows = screen_text(app).splitlines()[gpu_header_line(app) + 1]
+            assert f" {span:.0f}s " in windows
+
+
 def test_idle_only_once_the_window_is_full_and_one_mark_for_no_engine() -> None:
     quiet = Window(60.0, 0.0, 0.0, 4000.0, 0.05, 0.0, 0.0)
     young = replace(quiet, span_s=12.0)
@@ -932,7 +992,8 @@ async def test_narrow_screens_keep_engine_names_and_model_sizes(rig: Rig) -> Non
         await pilot.pause()
         text = screen_text(app)
         assert "llama-70b :…" not in text and "llama-70b" in app.gpu_table.cell_text(row_of(app, 0), "engine")
-        assert any(line.startswith("  0  H200") and line.rstrip().endswith("llama-70b") for line in text.splitlines())
+        lines = text.splitlines()
+        assert any(line.startswith("  0  H200") and line.rstrip().endswith("llama-70b 1/4") for line in lines)
         assert "Llama-3.3-70B " in text  # the engine panel keeps the model and its size
         await pilot.resize_terminal(120, 40)
         await pilot.pause()
@@ -975,9 +1036,11 @@ async def test_more_gpus_than_fit_say_how_many_and_scroll() -> None:
 
 
 def test_panel_heights_put_gpu_rows_first_then_engines_then_a_graph_worth_drawing() -> None:
-    assert panel_heights(19, 10, 5) == (10, 5, 4)  # 8 GPUs at 80x24
-    assert panel_heights(19, 18, 5) == (18, 0, 1)  # 16 GPUs at 80x24: every GPU first
-    assert panel_heights(55, 66, 5) == (50, 5, 0)  # 64 GPUs on a tall screen: the engines keep their rows
+    assert panel_heights(19, 10, 5) == (10, 0, 5, 4)  # 8 GPUs at 80x24
+    assert panel_heights(19, 18, 5) == (18, 0, 0, 1)  # 16 GPUs at 80x24: every GPU first
+    assert panel_heights(55, 66, 5) == (50, 0, 5, 0)  # 64 GPUs on a tall screen: the engines keep their rows
+    assert panel_heights(19, 10, 5, 5) == (10, 5, 4, 0)  # processes shown: before the engines
+    assert panel_heights(19, 10, 5, 20) == (10, 9, 0, 0)
 
 
 async def test_effective_usd_per_mtok_leads_the_header(rig: Rig) -> None:
@@ -993,7 +1056,9 @@ async def test_effective_usd_per_mtok_leads_the_header(rig: Rig) -> None:
 async def test_usd_per_mtok_cells_are_coloured_by_the_thresholds_given(rig: Rig) -> None:
     values = [g.cost_window.usd_per_mtok for g in rig.tick(12).gpus if g.cost_window.usd_per_mtok is not None]
     bands = CostBands(min(values) * 1.1, max(values) * 0.9)
-    app = rig.app(usd_per_mtok_thresholds=(bands.good, bands.warn))
+    rig.config = replace(rig.config, cost=CostConfig(usd_per_mtok_thresholds=(bands.good, bands.warn)))
+    app = rig.app()
+    assert app.bands == bands
     async with app.run_test(size=(120, 40)) as pilot:
         snapshot = rig.tick()
         await pilot.pause()
@@ -1003,10 +1068,10 @@ async def test_usd_per_mtok_cells_are_coloured_by_the_thresholds_given(rig: Rig)
 
 
 def test_default_thresholds_follow_the_api_prices_when_there_are_some() -> None:
-    assert cost_bands(None, CostConfig()) == DEFAULT_BANDS
+    assert cost_bands(CostConfig()) == DEFAULT_BANDS
     cost = CostConfig(api_prices=(ApiPrice("a", 0.2, 0.9), ApiPrice("b", 0.1, 0.6)))
-    assert cost_bands(None, cost) == CostBands(0.6, 1.2)
-    assert cost_bands((2.0, 3.0), cost) == CostBands(2.0, 3.0)
+    assert cost_bands(cost) == CostBands(0.6, 1.2)
+    assert cost_bands(replace(cost, usd_per_mtok_thresholds=(2.0, 3.0))) == CostBands(2.0, 3.0)
 
 
 async def test_m_sorts_by_usd_per_mtok_with_the_arrow_on_its_column(rig: Rig) -> None:
@@ -1039,6 +1104,204 @@ async def test_details_name_each_window_once_and_write_usd_per_mtok_with_its_uni
         assert re.search(r"\$[0-9.]+/Mtok", text) and not re.search(r"\$[0-9.]+ \$/Mtok", text)
 
 
+# --- terminals: ASCII only, 16 colours (issue 10, item 11) ---------------------------------------
+
+GREEN, YELLOW, RED = 2, 3, 1  # ANSI colour numbers
+
+
+def _glyphs_in_string_literals() -> set[str]:
+    """Every character beyond ASCII in tokentop's string literals (docstrings left out)."""
+    drawn: set[str] = set()
+    for path in Path(tokentop.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                drawn |= {c for c in node.value if not c.isascii()}
+    return drawn
+
+
+def test_every_glyph_the_code_draws_has_one_ascii_stand_in_of_the_same_width() -> None:
+    drawn = _glyphs_in_string_literals()
+    assert {"●", "‖", "×", "·", "—", "…", "▲", "█"} <= drawn
+    assert drawn <= set(ASCII_GLYPHS), drawn - set(ASCII_GLYPHS)
+    assert all(len(ascii) == 1 and ascii.isascii() and cell_len(glyph) == 1 for glyph, ascii in ASCII_GLYPHS.items())
+    assert to_ascii("Ünïcødé 模型 \N{REPLACEMENT CHARACTER}") == "Unic?de ???? ?"  # outside text, cell for cell
+
+
+async def test_ascii_only_draws_no_other_character_anywhere(rig: Rig) -> None:
+    owners = {4000: ProcessInfo("python3", "sérvé", "python3 -m vllm --model Ünïcødé/模型 \N{REPLACEMENT CHARACTER}")}
+    rig.config = replace(rig.config, ascii_only=True)
+    app = rig.app(host=FixedHost(HOST_USAGE, owners))
+    screens = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(12)
+        await pilot.pause()
+        screens.append(screen_text(app))
+        for keys in (("P",), ("question_mark",), ("escape", "d"), ("escape", "p")):
+            await pilot.press(*keys)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            screens.append(screen_text(app))
+    assert "8x NVIDIA H200" in screens[0] and "* live" in screens[0] and "^#" in screens[0]
+    assert "serve" in screens[1] and "--model Unic?de/???? ?" in screens[1]
+    assert "+---" in screens[2] and "Esc or ? closes" in screens[2]  # the help's frame
+    assert "| PAUSED" in screens[4]
+    assert [i for i, screen in enumerate(screens) if not screen.isascii()] == []
+
+
+@pytest.mark.parametrize("term", ["xterm", "linux", "vt100"])
+async def test_sixteen_colour_terminals_keep_good_warning_and_bad_apart(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, term: str
+) -> None:
+    assert rig.app().theme == "textual-dark"  # 16 million colours: the usual theme
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.delenv("COLORTERM")
+    app = rig.app()
+    assert app.console.color_system == "standard"
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(12)
+        await pilot.pause()
+        for _ in ("dark", "light"):
+            table, header = app.gpu_table, app.query_one(HeaderBar)
+            cells = {k: table.get_component_rich_style(f"grid--{k}").color for k in ("good", "warn", "bad")}
+            heroes = {k: header.get_component_rich_style(f"header--hero-{k}").bgcolor for k in ("good", "warn")}
+            numbers = {k: c.downgrade(ColorSystem.STANDARD).number for k, c in {**cells, **heroes}.items() if c}
+            assert numbers == {"good": GREEN, "warn": YELLOW, "bad": RED} | {"good": GREEN, "warn": YELLOW}
+            assert len({cells[k].downgrade(ColorSystem.STANDARD).number for k in cells if cells[k]}) == 3
+            await pilot.press("t")
+            await pilot.pause()
+        assert app.theme == "tokentop-ansi-dark"  # t twice: back to dark, still the terminal's colours
+
+
+# --- what nvitop users look for: processes, memory, the host (issue 10, item 15) -----------------
+
+
+async def test_shift_p_shows_each_gpu_process_with_its_user_memory_engine_and_command(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        snapshot = rig.tick(6)
+        await pilot.pause()
+        assert not app.process_table.display and " PID " not in screen_text(app)
+        await pilot.press("P")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.process_table
+        columns = ("pid", "user", "gpu", "mem", "engine", "command")
+        rows = [tuple(table.cell_text(key, c) for c in columns) for key in table.row_keys]
+        used = {g.sample.index: fmt_gib(g.sample.memory_used_bytes) for g in snapshot.gpus}
+        serve_70b, serve_8b = DEMO_PROCESSES[4000].command, DEMO_PROCESSES[4001].command
+        assert rows == [
+            *[("4000", "serve", str(i), used[i], "llama-70b", serve_70b) for i in range(4)],
+            *[("4001", "serve", str(i), used[i], "llama-8b", serve_8b) for i in (4, 5)],
+            ("4002", "N/A", "6", used[6], "qwen-32b", "(not visible)"),  # its engine: the one its GPU serves
+        ]
+        text = screen_text(app)
+        assert " PID  user" in text and serve_70b in text
+        await pilot.press("P")
+        await pilot.pause()
+        assert not app.process_table.display and " PID " not in screen_text(app)
+
+
+def test_a_process_belongs_to_the_engine_that_started_it() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        info = describe_processes([child.pid])[child.pid]
+        assert info.user == psutil.Process().username() and "time.sleep(30)" in info.command
+        assert os.getpid() in info.ancestors
+        assert process_engine(child.pid, info, {os.getpid(): "llama-70b"}, ("qwen-32b",)) == "llama-70b"
+        assert process_engine(child.pid, info, {}, ("a", "b")) == "a, b"  # not traced: what its GPU serves
+        assert process_engine(child.pid, info, {}, ()) == ""
+    finally:
+        child.kill()
+        child.wait()
+    assert describe_processes([child.pid])[child.pid].command == "(not visible)"  # gone
+
+
+async def test_memory_is_used_over_total_with_a_bar_where_there_is_room(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        gpu = rig.tick(3).gpus[0].sample
+        await pilot.pause()
+        assert gpu.memory_used_bytes and gpu.memory_total_bytes
+        used_total = f"{fmt_gib(gpu.memory_used_bytes)}/{fmt_gib(gpu.memory_total_bytes)}"
+        assert app.gpu_table.cell_text(gpu.uuid, "mem") == used_total
+        row = next(line for line in screen_text(app).splitlines() if line.startswith("  0  H200"))
+        assert f"{bar(gpu.memory_used_bytes / gpu.memory_total_bytes, 5)} {used_total}" in row
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        row = next(line for line in screen_text(app).splitlines() if line.startswith("  0  H200"))
+        assert f"  {used_total}  " in row and "█" not in row  # no room for the bar: the figures stay
+
+
+async def test_the_header_shows_the_hosts_cpu_and_memory_where_there_is_room(rig: Rig) -> None:
+    app = rig.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        rig.tick(3)
+        await pilot.pause()
+        header = app.query_one(HeaderBar)
+        assert header.text.splitlines()[2].endswith("  cpu 12%  ram 48/251 GiB")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert "cpu" not in header.text and len(header.text.splitlines()) == 3  # no line of its own
+
+
+async def test_the_host_is_read_on_the_sampler_thread_never_the_event_loop(rig: Rig) -> None:
+    readers: list[threading.Thread] = []
+
+    class Recording(FixedHost):
+        def usage(self) -> HostUsage | None:
+            readers.append(threading.current_thread())
+            return super().usage()
+
+    app = rig.app(host=Recording(HOST_USAGE))
+    async with app.run_test() as pilot:
+        await asyncio.to_thread(rig.tick)  # the sampler ticks on a thread of its own in the live view
+        await pilot.pause()
+    assert readers and threading.main_thread() not in readers
+
+
+def test_the_real_host_gives_its_cpu_share_and_memory() -> None:
+    host = PsutilHost()
+    first = host.usage()
+    time.sleep(0.3)
+    second = host.usage()
+    assert first is not None and first.cpu_fraction is None  # one reading: no share yet
+    assert second is not None and second.cpu_fraction is not None and 0 <= second.cpu_fraction <= 1
+    assert 0 < second.memory_used_bytes < second.memory_total_bytes
+
+
+# --- a full screen soon (issue 10, item 14) ------------------------------------------------------
+
+
+def test_the_live_views_second_tick_comes_a_quarter_second_after_the_first(demo: DemoUnderTest) -> None:
+    class Waits(threading.Event):
+        """Simulated time passes only while the sampler waits."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            demo.clock.t += timeout or 0.0
+            return False
+
+    snapshots: list[Snapshot] = []
+    with rig_on(demo) as rig:
+        rig.sampler.run(Waits(), ticks=3, on_tick=snapshots.append, first_interval_s=FIRST_INTERVAL_S)
+    assert [s.dt_s for s in snapshots] == [None, pytest.approx(0.25), pytest.approx(1.0)]
+    second = snapshots[1]
+    start = snapshots[0].t_mono - demo.host.start
+    truth = demo.host.truth(start, start + 0.25)
+    for gpu in second.gpus:  # rates after a quarter second, over the quarter second measured
+        assert gpu.rate_window.span_s == pytest.approx(0.25)
+        # Counters are whole tokens: allow one token per engine GPU share at each end.
+        assert gpu.rate_window.tok_s_out == pytest.approx(truth.tok_s_out(gpu.sample.index), abs=2 / 0.25)
+        assert gpu.rate_window.watts == pytest.approx(truth.watts(gpu.sample.index), rel=1e-3)
+
+
 # --- look ------------------------------------------------------------------------------------
 
 
@@ -1049,7 +1312,7 @@ def demo_run() -> list[Snapshot]:
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
 def test_looks_the_same(snap_compare, demo_run: list[Snapshot], size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
-    app = TokentopApp(Config(), host_name="gpu-node-01", handle_signals=False)
+    app = fixed_app()
 
     async def feed(pilot) -> None:  # type: ignore[no-untyped-def]
         for snapshot in demo_run:
@@ -1060,7 +1323,7 @@ def test_looks_the_same(snap_compare, demo_run: list[Snapshot], size: tuple[int,
 
 
 def test_help_looks_the_same_at_80x24(snap_compare, demo_run: list[Snapshot]) -> None:  # type: ignore[no-untyped-def]
-    app = TokentopApp(Config(), host_name="gpu-node-01", handle_signals=False)
+    app = fixed_app()
 
     async def open_help(pilot) -> None:  # type: ignore[no-untyped-def]
         for snapshot in demo_run:
@@ -1072,11 +1335,36 @@ def test_help_looks_the_same_at_80x24(snap_compare, demo_run: list[Snapshot]) ->
     assert snap_compare(app, terminal_size=(80, 24), run_before=open_help)
 
 
+def test_ascii_looks_the_same_at_80x24(snap_compare, demo_run: list[Snapshot]) -> None:  # type: ignore[no-untyped-def]
+    app = fixed_app(Config(ascii_only=True))
+
+    async def feed(pilot) -> None:  # type: ignore[no-untyped-def]
+        for snapshot in demo_run:
+            app.post_snapshot(snapshot)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=feed)
+
+
+def test_processes_look_the_same_at_120x40(snap_compare, demo_run: list[Snapshot]) -> None:  # type: ignore[no-untyped-def]
+    app = fixed_app()
+
+    async def show_processes(pilot) -> None:  # type: ignore[no-untyped-def]
+        for snapshot in demo_run:
+            app.post_snapshot(snapshot)
+        await pilot.pause()
+        await pilot.press("P")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=show_processes)
+
+
 def test_sixteen_gpus_look_the_same_at_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
     clock = FakeClock()
     config = Config(discover=False)
     sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=16)), clock=clock, wall_clock=clock.wall)
-    app = TokentopApp(config, sampler=sampler, host_name="gpu-node-16", start_sampler=False, handle_signals=False)
+    app = fixed_app(config, "gpu-node-16", sampler=sampler, start_sampler=False)
 
     async def tick(pilot) -> None:  # type: ignore[no-untyped-def]
         for _ in range(3):
@@ -1110,11 +1398,12 @@ async def test_mig_instances_are_sub_rows_that_follow_their_gpu(demo: DemoUnderT
                 assert table.row_keys == by_index[:7] + ["MIG-first", "MIG-second"] + by_index[7:]
                 assert table.cell_text("MIG-first", "gpu") == "MIG 0"
                 assert table.cell_text("MIG-second", "gpu") == "MIG 1"
-                assert table.cell_text("MIG-first", "mem").strip() == fmt_gib(4 * 1024 * MIB)
+                mig_memory = f"{fmt_gib(4 * 1024 * MIB)}/{fmt_gib(18 * 1024 * MIB)}"  # used/total
+                assert table.cell_text("MIG-first", "mem") == mig_memory
                 assert table.cell_text("MIG-first", "power") == ""  # power is the physical GPU's
                 screen = screen_text(app).splitlines()
                 row = next(i for i, line in enumerate(screen) if line.startswith("  6  H200"))
-                assert screen[row + 1].split() == ["└", "MIG", "0", "█▏", fmt_gib(4 * 1024 * MIB)]
+                assert screen[row + 1].split() == ["└", "MIG", "0", "█▏", mig_memory]
                 assert screen[row + 2].split()[:3] == ["└", "MIG", "1"]
 
                 await pilot.press("s", "s", "S")  # utilisation, lowest first: the sub-rows move along

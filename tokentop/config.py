@@ -30,12 +30,15 @@ Secrets never live in the file or the database: only the *name* of the variable 
 
 from __future__ import annotations
 
+import codecs
+import locale
 import math
 import os
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
@@ -139,6 +142,11 @@ class CostConfig:
     Not given: true in cloud mode (a renter pays no power bill), false in owned mode."""
     api_prices: tuple[ApiPrice, ...] = ()
     """Optional list of API prices to compare against."""
+    usd_per_mtok_thresholds: tuple[float, float] | None = field(default=None, metadata={**_range(0), "ascending": True})
+    """$/Mtok at or below the first number is drawn as good (green), at or above the second as a
+    warning (yellow), in the live view's header and GPU table. Not given: the cheapest
+    api_prices output price and twice it, or $1 and $5 when no API price is configured. The
+    first must be below the second."""
 
     def __post_init__(self) -> None:
         _settle(self)
@@ -242,7 +250,7 @@ class Config:
     discover: bool = True
     """Look for local servers when no endpoint is given."""
     db_path: Path | None = None
-    """SQLite history; default ``$XDG_DATA_HOME/tokentop/history.db``."""
+    """SQLite history; default ``$XDG_DATA_HOME/tokentop/history.db`` (``demo.db`` with ``demo``)."""
     history: bool = True
     """Keep a history at all (``--no-history`` turns it off)."""
     raw_retention_h: float = field(default=24.0, metadata=_range(0.1, 24 * 365))
@@ -267,6 +275,9 @@ class Config:
     """Simulate a host (8x H200, three engines) instead of reading real ones."""
     seed: int = field(default=7, metadata=_range(0, 2**63 - 1))
     """Seed of the demo's simulation."""
+    ascii_only: bool | None = None
+    """Draw only ASCII characters (``--ascii``), for terminals and fonts without Unicode. Not
+    given: on when the locale is not UTF-8 (``load_config`` decides, ``speaks_utf8``)."""
 
     def __post_init__(self) -> None:
         _settle(self)
@@ -300,9 +311,9 @@ class Config:
         return out
 
 
-def default_db_path() -> Path:
+def default_db_path(*, demo: bool = False) -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "tokentop" / "history.db"
+    return Path(base) / "tokentop" / ("demo.db" if demo else "history.db")
 
 
 def load_config(path: Path | None, **overrides: Any) -> Config:
@@ -311,7 +322,20 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     given = {k: v for k, v in overrides.items() if v is not None}
     if "endpoints" in given:  # the file's and the flags'; the same one given twice counts once
         given["endpoints"] = tuple(dict.fromkeys(tuple(config.endpoints) + tuple(given["endpoints"])))
+    if given.get("ascii_only", config.ascii_only) is None:
+        given["ascii_only"] = not speaks_utf8()
     return replace(config, **given)
+
+
+def speaks_utf8() -> bool:
+    """Whether the terminal's locale is UTF-8. Under the C or POSIX locale Python switches to
+    UTF-8 by itself (PEP 538, 540): then its own encoding says nothing of the terminal's."""
+    try:
+        encoding = codecs.lookup(getattr(sys.stdout, "encoding", None) or locale.getpreferredencoding(False))
+    except LookupError:
+        return False
+    asked = os.environ.get("PYTHONUTF8") == "1" or "utf8" in getattr(sys, "_xoptions", {})
+    return encoding.name == "utf-8" and (not sys.flags.utf8_mode or asked)
 
 
 def _read_file(path: Path) -> Config:
@@ -373,14 +397,26 @@ def _convert(value: object, hint: Any, key: str, rules: Mapping[str, Any]) -> An
             value = str(value)
         return _convert(value, args[0], key, rules)
     if origin is tuple:
-        items = _expect(value, (list, tuple), "a list", key)
-        return tuple(_convert(item, args[0], f"{key}[{i}]", rules) for i, item in enumerate(items))
+        return _sequence(value, args, key, rules)
     if origin is dict:
         table = _expect(value, dict, "a table", key)
         return {_text(k, f"{key} key", {}): _convert(v, args[1], f"{key}.{k}", rules) for k, v in table.items()}
     if is_dataclass(hint):
         return _build(hint, value, key)
     return _SCALARS[hint](value, key, rules)
+
+
+def _sequence(value: object, args: tuple[Any, ...], key: str, rules: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A list: ``tuple[X, ...]`` of any length, ``tuple[X, Y]`` of two; ``ascending``: each below the next."""
+    items = _expect(value, (list, tuple), "a list", key)
+    if args[-1] is not Ellipsis and len(items) != len(args):
+        raise ConfigError(f"must be a list of {len(args)} values, not {len(items)}", key)
+    kinds = (args[0],) * len(items) if args[-1] is Ellipsis else args
+    out = tuple(_convert(item, kind, f"{key}[{i}]", rules) for i, (item, kind) in enumerate(zip(items, kinds)))
+    if rules.get("ascending") and any(low >= high for low, high in pairwise(out)):
+        numbers = ", ".join(_number_text(v) for v in out)
+        raise ConfigError(f"must go up (each number below the next), not [{numbers}]", key)
+    return out
 
 
 def _expect(value: object, kind: type | tuple[type, ...], what: str, key: str) -> Any:

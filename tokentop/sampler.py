@@ -26,6 +26,7 @@ log = logging.getLogger("tokentop.sampler")
 
 Sink = Callable[[Snapshot], None]
 SOCKETS_EVERY_S = 15.0  # checks for new listening servers; a server coming back is seen at once
+FIRST_INTERVAL_S = 0.25  # the live view's second tick comes this soon: rates need two readings
 
 
 class GpuSource(Protocol):
@@ -209,7 +210,7 @@ class Sampler:
         return self._background is not None and self._background.is_alive()
 
     def _run(self) -> None:
-        self.run(self._stop)
+        self.run(self._stop, first_interval_s=FIRST_INTERVAL_S)
 
     def run(
         self,
@@ -218,9 +219,12 @@ class Sampler:
         duration_s: float | None = None,
         ticks: int | None = None,
         on_tick: Sink | None = None,
+        first_interval_s: float | None = None,
     ) -> Snapshot | None:
         """Tick every interval until ``stop`` is set, ``duration_s`` has passed or ``ticks``
-        were taken; returns the last snapshot. Late ticks are skipped, never made up in a burst."""
+        were taken; returns the last snapshot. Late ticks are skipped, never made up in a burst.
+        ``first_interval_s``: the second tick comes this soon after the first, so that rates
+        (which divide by the measured time between two readings) exist early."""
         interval = self.config.interval_s
         start = next_t = self.clock()
         last: Snapshot | None = None
@@ -235,7 +239,7 @@ class Sampler:
             count += 1
             if ticks is not None and count >= ticks:
                 break
-            next_t += interval
+            next_t += min(first_interval_s, interval) if count == 1 and first_interval_s is not None else interval
             now = self.clock()
             if next_t < now:  # fell behind (suspend, slow disk): skip, do not burst
                 next_t = now + interval

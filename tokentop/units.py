@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
@@ -195,7 +196,10 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_window(seconds: float) -> str:
-    """A window's length as a column header writes it: ``10s``, ``1m``, ``90s``, ``1h``, ``24h``."""
+    """A window's length as a column header writes it: ``10s``, ``1m``, ``90s``, ``1h``, ``24h``;
+    ``<1s`` for a span under a second (the live view's first two ticks)."""
+    if 0 < seconds < 1:
+        return "<1s"
     s = round(seconds)
     if s % 3600 == 0 and s >= 3600:
         return f"{s // 3600}h"
@@ -327,3 +331,55 @@ def fmt_gpu_models(names: Iterable[str]) -> str:
     labels = gpu_labels(counts)
     inner = ", ".join(f"{n}× {labels[name]}" for name, n in counts.most_common())
     return f"{sum(counts.values())} GPUs: {inner}"
+
+
+# --- characters -------------------------------------------------------------------------------
+
+# Every character beyond ASCII that tokentop draws, with the ASCII one that stands for it where
+# the terminal cannot show Unicode (``--ascii``): one cell for one cell, so that nothing moves.
+# The frames and bars Textual draws are here too. Any other character (a model name in another
+# script, U+FFFD from ``tokentop.text``) becomes "?", one per cell (``to_ascii``).
+ASCII_GLYPHS: dict[str, str] = {
+    DASH: "-",  # nothing to show
+    "…": "~",  # text cut short
+    "·": "-",  # between the parts of a line; GPU·h
+    "×": "x",  # 8× H200, ×PUE
+    "●": "*",  # live
+    "‖": "|",  # paused
+    "⚠": "!",  # a warning
+    "▲": "^",  # sorted lowest first; rows hidden above
+    "▼": "v",  # sorted highest first; rows hidden below
+    "↑": "^",  # the arrow keys
+    "↓": "v",
+    "°": " ",  # °C
+    "└": "+",  # a MIG instance under its GPU; a frame's corner
+    _FULL_BLOCK: "#",  # a full cell of a bar
+    **dict.fromkeys(_PARTIAL_BLOCKS.strip() + "▐", "|"),  # the end of a bar; a notice's edge
+    **dict.fromkeys("▁▂▃", "_"),  # the top of a graph's column, low to high
+    **dict.fromkeys("▄▅▆▇", "="),
+    **dict.fromkeys("─━═▀▔", "-"),  # frames and scroll bars
+    **dict.fromkeys("│┃║", "|"),
+    **dict.fromkeys("┌┐┘├┤┬┴┼╭╮╰╯", "+"),
+    "\N{REPLACEMENT CHARACTER}": "?",
+}
+_ASCII_TABLE = str.maketrans(ASCII_GLYPHS)
+
+
+def to_ascii(text: str) -> str:
+    """``text`` in ASCII, cell for cell: glyphs as ``ASCII_GLYPHS`` says, anything else "?"."""
+    if text.isascii():
+        return text
+    text = text.translate(_ASCII_TABLE)
+    return text if text.isascii() else "".join(c if c.isascii() else _stand_in(c) for c in text)
+
+
+def _stand_in(char: str) -> str:
+    """A character ``ASCII_GLYPHS`` does not know: a letter without its accent (é: e), else "?",
+    two for a wide one, none for one that takes no cell of its own (a combining mark)."""
+    category = unicodedata.category(char)
+    if unicodedata.combining(char) or category in ("Mn", "Me", "Cf"):
+        return ""
+    if unicodedata.east_asian_width(char) in ("W", "F"):
+        return "??"
+    base = unicodedata.normalize("NFKD", char)[:1]
+    return base if category.startswith("L") and base.isascii() and base.isalpha() else "?"

@@ -16,6 +16,10 @@ from tokentop.sampler import Sampler
 log = logging.getLogger("tokentop")
 
 
+# The options shared by the commands (``tokentop.cli.parser``) that export takes: all of them.
+COMMON_OPTIONS = ("--demo", "--db", "--no-history", "--endpoint", "--interval", "--config", "--seed")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen",
@@ -33,7 +37,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     runtime = build_runtime(config)
-    store = open_store(runtime.config, required=False)
+    store = open_store(runtime.config, required=False, origin="export")
     sampler = Sampler(runtime.config, runtime.gpus, store=store)
     try:
         server = serve(sampler, host, port)

@@ -15,17 +15,17 @@ from tokentop.tui import TokentopApp, logs_on_screen, short_summary
 
 def run(args: argparse.Namespace, config: Config) -> int:
     runtime = build_runtime(config)
-    return run_live(runtime, open_store(runtime.config, required=False), summary=args.summary)
+    return run_live(runtime, open_store(runtime.config, required=False), summary=args.summary_mode or "short")
 
 
-def run_live(runtime: Runtime, store: Store | None, *, summary: bool = True) -> int:
+def run_live(runtime: Runtime, store: Store | None, *, summary: str = "short") -> int:
     """Run the live view until the user quits, a signal or a lost terminal ends it.
 
     Stops the sampler (which closes ``store``) whatever happened, then, once the terminal is
     back from the alternate screen (not after a hangup: there is no terminal), prints the
-    session summary: the full one from the history, or a short one from the last snapshot
-    when there is no history. Returns the exit code: 0 on quit, 129 on hangup or a lost
-    terminal, 143 on SIGTERM.
+    session summary (``summary``: ``short``, ``full`` or ``none``): the one from the history,
+    or a few lines from the last snapshot when there is no history. Returns the exit code: 0
+    on quit, 129 on hangup or a lost terminal, 143 on SIGTERM.
     """
     config = runtime.config
     sampler = Sampler(config, runtime.gpus, store=store)
@@ -39,8 +39,8 @@ def run_live(runtime: Runtime, store: Store | None, *, summary: bool = True) -> 
         runtime.close()
     if store is not None and store.ticks_lost:
         _say(f"tokentop: {store.ticks_written} ticks written, {store.ticks_lost} lost in {store.path}\n")
-    if summary and app.ended_by not in ("hangup", "terminal lost"):  # a terminal to print on
-        _print_summary(app, store)
+    if summary != "none" and app.ended_by not in ("hangup", "terminal lost"):  # a terminal to print on
+        _print_summary(app, store, "short" if summary == "short" else "md")
     return app.return_code or 0
 
 
@@ -53,14 +53,12 @@ def _say(line: str) -> None:
         pass
 
 
-def _print_summary(app: TokentopApp, store: Store | None) -> None:
-    """The full summary from the history when there is one, else the short one."""
-    if (
-        store is not None
-        and store.session_id is not None
-        and app.latest is not None
-        and print_session_summary(store.path, store.session_id, sys.stdout) == 0
-    ):
+def _print_summary(app: TokentopApp, store: Store | None, fmt: str) -> None:
+    """The summary from the history when the session took a reading, in ``fmt`` (``short`` or
+    ``md``), else the few lines the last snapshot gives. One or the other, never both: when the
+    history has nothing to summarise (no GPU, no endpoint), its one line says so."""
+    if store is not None and store.session_id is not None and app.latest is not None:
+        print_session_summary(store.path, store.session_id, sys.stdout, fmt)
         return
     try:
         sys.stdout.write(short_summary(app.latest, app.host_name))

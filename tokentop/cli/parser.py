@@ -4,10 +4,13 @@ module), and the settings they make."""
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from tokentop import __version__
 from tokentop.cli import export, record, snapshot, summary
+from tokentop.cli.runtime import UsageError
+from tokentop.cli.summary import add_summary_mode
 from tokentop.config import Config, default_db_path, load_config, parse_endpoint_flag
 
 COMMANDS = (
@@ -17,33 +20,81 @@ COMMANDS = (
     ("export", export, "serve tokentop's figures as Prometheus /metrics"),
 )
 
+# The options the commands share, by the attribute each sets (and the live view's --summary,
+# which record takes too): the live view takes them all, a command those its module lists in
+# ``COMMON_OPTIONS``; one given to a command that would ignore it is refused
+# (``refuse_ignored``). -v is taken by all.
+COMMON_FLAGS = {
+    "demo": "--demo",
+    "db": "--db",
+    "history": "--no-history",
+    "endpoint": "--endpoint",
+    "interval": "--interval",
+    "config": "--config",
+    "seed": "--seed",
+    "summary_mode": "--summary",
+}
+ALL_COMMON = frozenset(COMMON_FLAGS.values())
 
-def _common(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+
+def refuse_ignored(args: argparse.Namespace) -> None:
+    """One line (``UsageError``) for an option the command would ignore, wherever it was given
+    (``tokentop --endpoint X summary`` as well as ``tokentop summary --endpoint X``)."""
+    if args.command is None:
+        return
+    takes = importlib.import_module(f"tokentop.cli.{args.command}").COMMON_OPTIONS  # --once: tokentop.cli.once
+    for dest, flag in COMMON_FLAGS.items():
+        if flag not in takes and getattr(args, dest, None) is not None:
+            said = "--summary/--no-summary" if flag == "--summary" else flag
+            raise UsageError(f"{args.command} does not take {said}: it would be ignored")
+
+
+def _common(parser: argparse.ArgumentParser, *, sub: bool = False, takes: frozenset[str] = ALL_COMMON) -> None:
     """Options every command takes. On subcommands they default to "not given", so that
-    ``tokentop --demo record`` and ``tokentop record --demo`` mean the same."""
+    ``tokentop --demo record`` and ``tokentop record --demo`` mean the same; those a command does
+    not take are hidden from its help, and refused once parsed."""
     unset = argparse.SUPPRESS if sub else None
+
+    def shown(flag: str, text: str) -> str:
+        return text if flag in takes else argparse.SUPPRESS
+
     parser.add_argument(
         "--demo",
         action="store_true",
         default=unset,
-        help="simulate a host (8x H200, three vLLM engines); no GPU needed",
+        help=shown("--demo", "simulate a host (8x H200, three vLLM engines); no GPU needed"),
     )
-    parser.add_argument("--db", type=Path, default=unset, help=f"history database (default {default_db_path()})")
     parser.add_argument(
-        "--no-history", dest="history", action="store_false", default=unset, help="do not keep a history database"
+        "--db",
+        type=Path,
+        default=unset,
+        help=shown("--db", f"history database (default {default_db_path()}; demo.db beside it with --demo)"),
+    )
+    parser.add_argument(
+        "--no-history",
+        dest="history",
+        action="store_false",
+        default=unset,
+        help=shown("--no-history", "do not keep a history database"),
     )
     parser.add_argument(
         "--endpoint",
         action="append",
         default=unset,
         metavar="URL[,kind=K][,name=N][,gpus=0+1][,token_env=VAR]",
-        help="an inference server's stats endpoint (repeatable); none: discover local ones",
+        help=shown("--endpoint", "an inference server's stats endpoint (repeatable); none: discover local ones"),
     )
     parser.add_argument(
-        "--interval", type=float, default=unset, metavar="SECONDS", help="seconds between readings (default 1)"
+        "--interval",
+        type=float,
+        default=unset,
+        metavar="SECONDS",
+        help=shown("--interval", "seconds between readings (default 1)"),
     )
-    parser.add_argument("--config", type=Path, default=unset, metavar="FILE", help="TOML settings file (see README)")
-    parser.add_argument("--seed", type=int, default=unset, help="seed of the --demo simulation")
+    parser.add_argument(
+        "--config", type=Path, default=unset, metavar="FILE", help=shown("--config", "TOML settings file (see README)")
+    )
+    parser.add_argument("--seed", type=int, default=unset, help=shown("--seed", "seed of the --demo simulation"))
     parser.add_argument(
         "-v",
         "--verbose",
@@ -60,21 +111,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
     _common(parser)
+    add_summary_mode(parser, "when the live view quits", default=None)
     parser.add_argument(
-        "--no-summary",
-        dest="summary",
-        action="store_false",
-        help="do not print the session summary when the live view quits",
+        "--once",
+        dest="command",
+        action="store_const",
+        const="once",
+        help="print one reading (header, GPUs, engines, processes) as plain text and exit, for scripts and cron",
+    )
+    parser.add_argument(
+        "--ascii",
+        dest="ascii_only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw only ASCII characters (default: when the locale is not UTF-8)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, text in COMMANDS:
         command = sub.add_parser(name, help=text)
-        _common(command, sub=True)
+        _common(command, sub=True, takes=frozenset(module.COMMON_OPTIONS))
         module.add_arguments(command)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The settings the options make; ``UsageError`` for an option the command would ignore."""
+    refuse_ignored(args)
     endpoints = tuple(parse_endpoint_flag(e) for e in args.endpoint) if args.endpoint else None
     return load_config(
         args.config,
@@ -84,4 +146,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
         endpoints=endpoints,
         interval_s=args.interval,
         seed=args.seed,
+        ascii_only=args.ascii_only,
     )

@@ -8,7 +8,7 @@ import sys
 
 from tokentop.cli.output import EXIT_OUTPUT_LOST
 from tokentop.cli.runtime import UsageError, build_runtime, history_path, open_store, stop_on_signals
-from tokentop.cli.summary import print_session_summary
+from tokentop.cli.summary import add_summary_mode, print_session_summary
 from tokentop.config import Config
 from tokentop.model import Snapshot
 from tokentop.sampler import Sampler
@@ -18,15 +18,14 @@ log = logging.getLogger("tokentop")
 EXIT_TICKS_LOST = 1  # some ticks, or the session's end, did not reach the history (said on stderr)
 
 
+# The options shared by the commands (``tokentop.cli.parser``) that record takes (--no-history
+# only to refuse it with the reason: recording is record's only job).
+COMMON_OPTIONS = ("--demo", "--db", "--no-history", "--endpoint", "--interval", "--config", "--seed", "--summary")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    parser.add_argument(
-        "--no-summary",
-        dest="summary",
-        action="store_false",
-        default=argparse.SUPPRESS,
-        help="do not print the session summary at the end",
-    )
+    add_summary_mode(parser, "at the end", default=argparse.SUPPRESS)
 
 
 class ChangeReport:
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if not config.history:
         raise UsageError("record writes the history: --no-history leaves it nothing to do")
     runtime = build_runtime(config)
-    store = open_store(runtime.config, required=True)
+    store = open_store(runtime.config, required=True, origin="record")
     sampler = Sampler(runtime.config, runtime.gpus, store=store)
     if not sampler.gpus.available:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
@@ -87,7 +86,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     lost = store.ticks_lost  # the exact count, once the store is closed
     print(f"tokentop: {store.ticks_written} ticks written, {lost} lost in {where}", file=sys.stderr)
     status = EXIT_TICKS_LOST if lost or closing else 0  # a session left without its end counts too
-    if not args.summary or store.session_id is None:
+    mode = args.summary_mode or "short"
+    if mode == "none" or store.session_id is None:
         return status
-    written = print_session_summary(store.path, store.session_id, sys.stdout)
+    written = print_session_summary(store.path, store.session_id, sys.stdout, "short" if mode == "short" else "md")
     return EXIT_OUTPUT_LOST if written == EXIT_OUTPUT_LOST else status  # no summary at all loses nothing

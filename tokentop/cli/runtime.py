@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tokentop import __version__
 from tokentop.config import Config, default_db_path
@@ -45,20 +46,24 @@ def build_runtime(config: Config) -> Runtime:
     return Runtime(config, NvmlReader())
 
 
-def history_path(config: Config) -> str:
-    return str(config.db_path or default_db_path())
+def history_path(config: Config) -> Path:
+    """``--db``, else the default file: ``demo.db`` for a simulated host, ``history.db`` else."""
+    return config.db_path or default_db_path(demo=config.demo)
 
 
-def open_store(config: Config, *, required: bool) -> Store | None:
-    """The history store, or None when history is off. ``required``: failing is fatal."""
+def open_store(config: Config, *, required: bool, origin: str = "live") -> Store | None:
+    """The history store, or None when history is off. ``required``: failing is fatal.
+    ``origin``: the command that records (``live``, ``record``, ``export``, ``snapshot``)."""
     if not config.history:
         return None
     try:
         return Store.open(
-            config.db_path or default_db_path(),
+            history_path(config),
             host=socket.gethostname(),
             version=__version__,
             config=config.public_dict(),
+            origin=origin,
+            simulated=config.demo,
             raw_retention_h=config.raw_retention_h,
             rollup_retention_d=config.rollup_retention_d,
         )

@@ -1,4 +1,6 @@
-"""``tokentop snapshot --json``: one complete reading, taken after enough ticks for every rate."""
+"""``tokentop snapshot --json``: one complete reading, taken after enough ticks for every rate.
+It writes no history (its few seconds would become the latest session) unless ``--record``
+asks for one."""
 
 from __future__ import annotations
 
@@ -15,13 +17,27 @@ from tokentop.snapshot_json import snapshot_dict
 SNAPSHOT_TICKS = 3  # two measured intervals: enough for every rate to exist
 
 
+# The options shared by the commands (``tokentop.cli.parser``) that snapshot takes (--db only
+# with --record).
+COMMON_OPTIONS = ("--demo", "--db", "--endpoint", "--interval", "--config", "--seed")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON (the only format for now; documented in README)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="keep the reading's ticks as a session of the history (--db, default as for record)",
+    )
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    if args.db is not None and not args.record:
+        raise UsageError("snapshot does not take --db without --record: it writes no history unless asked")
+    if args.record and not config.history:
+        raise UsageError("snapshot --record writes the history, which the settings turn off (history = false)")
     runtime = build_runtime(config)
-    store = open_store(runtime.config, required=False) if args.db else None
+    store = open_store(runtime.config, required=True, origin="snapshot") if args.record else None
     sampler = Sampler(runtime.config, runtime.gpus, store=store)
     try:
         if not runtime.config.endpoints and runtime.config.discover:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,15 +21,45 @@ from tokentop.report import (
     parse_time,
     render,
     render_session_list,
+    render_short,
     summarize,
 )
 
 EXIT_NO_SUMMARY = 2
+SUMMARY_MODES = ("short", "full", "none")  # the summary printed when the live view or record ends
+
+# The options shared by the commands (``tokentop.cli.parser``) that summary takes: it reads a
+# history (--demo: the demo's), nothing else.
+COMMON_OPTIONS = ("--demo", "--db", "--config")
+
+
+def add_summary_mode(parser: argparse.ArgumentParser, when: str, *, default: str | None) -> None:
+    """``--summary {short,full,none}`` and ``--no-summary`` (the same as ``none``), for the
+    commands that print their session's summary as they end."""
+    parser.add_argument(
+        "--summary",
+        dest="summary_mode",
+        choices=SUMMARY_MODES,
+        default=default,
+        help=f"the session summary printed {when}: short (default: a host block, then the per-GPU "
+        "table when it fits the terminal), full (every table), or none",
+    )
+    parser.add_argument(
+        "--no-summary",
+        dest="summary_mode",
+        action="store_const",
+        const="none",
+        default=default,
+        help="the same as --summary none",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--session", type=int, metavar="ID", help="session to summarise (default: the latest with readings)"
+        "--session",
+        type=int,
+        metavar="ID",
+        help="session to summarise (default: the latest of the live view or record with readings)",
     )
     parser.add_argument(
         "--since",
@@ -48,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """0, or 2 with one line on stderr when there is nothing to show."""
-    db_path = config.db_path or default_db_path()
+    db_path = config.db_path or default_db_path(demo=config.demo)
     try:
         now = time.time()
         since = parse_time(args.since, now) if args.since else None
@@ -62,7 +93,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 session = choose_session(store, args.session, since, until)
                 text = render(build_summary(store, session, since, until), args.format)
     except (SummaryError, StoreError) as exc:
-        print(f"tokentop: {exc}", file=sys.stderr)
+        print(f"tokentop: {exc}{_demo_hint(config, db_path)}", file=sys.stderr)
         return EXIT_NO_SUMMARY
     if args.output is None:
         write_stdout(text)
@@ -75,13 +106,24 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _demo_hint(config: Config, db_path: Path) -> str:
+    """Where the demo's sessions are, when the default history is missing and they are not."""
+    demo_path = default_db_path(demo=True)
+    if config.db_path is None and not config.demo and not db_path.exists() and demo_path.exists():
+        return f" (the --demo sessions are in {demo_path}: `tokentop summary --demo`)"
+    return ""
+
+
 def print_session_summary(db_path: Path, session_id: int, stream: TextIO, fmt: str = "md") -> int:
-    """Print one session's summary to ``stream`` (when the live view or ``record`` ends).
+    """Print one session's summary to ``stream`` (when the live view or ``record`` ends):
+    ``fmt`` ``short`` (``render_short``, as wide as the terminal: ``shutil.get_terminal_size``,
+    which reads ``COLUMNS`` first and says 80 off a terminal), or a format of ``FORMATS``.
 
     Never raises: with nothing to show, one line goes to stderr and 2 is returned; when the
     stream fails, one line and ``EXIT_OUTPUT_LOST``, or silently ``EXIT_PIPE_CLOSED``."""
     try:
-        text = render(summarize(db_path, session_id), fmt)
+        summary = summarize(db_path, session_id)
+        text = render_short(summary, shutil.get_terminal_size().columns) if fmt == "short" else render(summary, fmt)
     except (SummaryError, StoreError) as exc:
         print(f"tokentop: no session summary: {exc}", file=sys.stderr)
         return EXIT_NO_SUMMARY

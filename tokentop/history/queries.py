@@ -27,7 +27,7 @@ from tokentop.history.records import (
     SeriesPoint,
     SessionInfo,
 )
-from tokentop.history.schema import TableNames, database, minute_of
+from tokentop.history.schema import TableNames, config_says_demo, database, minute_of
 from tokentop.history.series import RAW_LOOKBACK_S
 from tokentop.model import Totals, Window
 
@@ -95,9 +95,9 @@ class Reader:
         self._names = names
         ticks, key = names.endpoint_ticks, names.endpoint_id
         endpoint_columns = _select(_EndpointTrackColumns._fields, "endpoint_id", key)
-        self._gpu_track_sql = _TRACK_SQL.format(
-            table="gpu_ticks", columns=_select(_GpuTrackColumns._fields, "gpu_id", "gpu_id"), key="gpu_id"
-        )
+        gpu_columns = _select(_GpuTrackColumns._fields, "gpu_id", "gpu_id")
+        self._gpu_track_sql = _TRACK_SQL.format(table="gpu_ticks", columns=gpu_columns, key="gpu_id")
+        self._gpu_row_sql = f"SELECT {gpu_columns} FROM gpu_ticks r WHERE r.session_id = ? AND r.gpu_id = ?"
         self._endpoint_track_sql = _TRACK_SQL.format(table=ticks, columns=endpoint_columns, key=key)
         self._endpoint_rows_sql = (
             f"SELECT {endpoint_columns} FROM {ticks} r JOIN {names.endpoints} p ON p.id = r.{key}"
@@ -116,6 +116,9 @@ class Reader:
                 row["host"],
                 row["tokentop_version"],
                 json.loads(row["config_json"]),
+                # Files before schema 4 say neither: the origin is not known, the settings say demo.
+                origin=row.get("origin"),
+                simulated=bool(row["simulated"]) if "simulated" in row else config_says_demo(row["config_json"]),
             )
             for row in self._db.query("SELECT * FROM sessions ORDER BY id")
         ]
@@ -293,15 +296,35 @@ class Reader:
         uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
         labels = self._labels()
         rows = self._conn.execute(self._gpu_track_sql, _track_params(session_id, since, until, step_s)).fetchall()
+        first, last = (min(r[1] for r in rows), max(r[1] for r in rows)) if rows else (since, until)
         tracks = []
         for _, group in itertools.groupby(rows, key=itemgetter(0)):
-            c = _GpuTrackColumns(*zip(*group))
+            c = _GpuTrackColumns(*zip(*self._own_ends(session_id, list(group), (first, last), (since, until))))
             methods = tuple(labels.get(m) if m is not None else None for m in c.energy_method_id)
             uuid = uuids[c.gpu_id[0]]
             tracks.append(
                 GpuTrack(uuid, c.t, c.tokens_in_cum, c.tokens_out_cum, c.energy_j_cum, c.energy_counter_mj, methods)
             )
         return tracks
+
+    def _own_ends(
+        self, session_id: int, rows: list[tuple[Any, ...]], bounds: tuple[float, float], span: tuple[float, float]
+    ) -> list[tuple[Any, ...]]:
+        """A GPU's track rows, from its own first row in the range to its own last: a GPU seen
+        after the track's first tick (or no longer after its last one) has no row at those
+        boundaries, and its first (last) rows would be in no window, though in its totals."""
+        gpu_id, head, tail = rows[0][0], [], []
+        if rows[0][1] > bounds[0]:
+            head = self._conn.execute(
+                f"{self._gpu_row_sql} AND r.t >= ? AND r.t < ? ORDER BY r.t LIMIT 1",
+                (session_id, gpu_id, span[0], rows[0][1]),
+            ).fetchall()
+        if rows[-1][1] < bounds[1]:
+            tail = self._conn.execute(
+                f"{self._gpu_row_sql} AND r.t > ? AND r.t <= ? ORDER BY r.t DESC LIMIT 1",
+                (session_id, gpu_id, rows[-1][1], span[1]),
+            ).fetchall()
+        return head + rows + tail
 
     def gpu_minutes(self, session_id: int, since: float, until: float) -> list[GpuMinutes]:
         uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))

@@ -14,6 +14,8 @@ class SessionInfo:
     host: str
     tokentop_version: str
     config: dict[str, Any]
+    origin: str | None = None  # the command that opened it (``schema.ORIGINS``); None: not known
+    simulated: bool = False  # a --demo host: not real readings
 
 
 @dataclass(frozen=True)

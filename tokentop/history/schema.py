@@ -1,9 +1,11 @@
 """The file's schema: its tables and views, its version, creating it and migrating older ones
 (``files`` opens it).
 
-Layout (``SCHEMA_VERSION`` 3):
+Layout (``SCHEMA_VERSION`` 4):
 
-- ``sessions``: one row per ``Store.open``: when, where, which tokentop, the secret-free config.
+- ``sessions``: one row per ``Store.open``: when, where, which tokentop, the secret-free config,
+  which command opened it (``origin``: live, record, export, snapshot) and whether the host was
+  simulated (``--demo``).
 - ``gpu_ticks`` / ``endpoint_ticks``: one row per GPU / endpoint per tick in WITHOUT ROWID
   tables keyed by ``(session_id, t, gpu_id | endpoint_id)``: a tick appends at one place (few
   pages written per tick), "a GPU's row at time t" is one primary-key seek plus a step over the
@@ -32,7 +34,9 @@ does.
 Versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks a tokentop file): 1 said
 "server" where 2 says "endpoint" (``servers``, ``server_ticks``, ``server_rollup_1m``,
 ``server_id``, the views); 3 added the session totals (columns of ``session_gpus``, left NULL
-for the sessions of older files, and ``session_endpoints``). ``Store.open`` migrates in one
+for the sessions of older files, and ``session_endpoints``); 4 added ``sessions.origin`` (NULL
+for the sessions of older files: not known) and ``sessions.simulated`` (for older sessions, read
+from their stored config's ``demo``). ``Store.open`` migrates in one
 transaction, through every version in turn; a read-only open reads an older file as it is,
 through ``NAMES[version]``.
 """
@@ -40,6 +44,7 @@ through ``NAMES[version]``.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +54,7 @@ import sqlite_utils
 
 from tokentop.history.errors import as_store_error
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x546F6B54  # "TokT": marks the file as a tokentop history
 
 
@@ -61,13 +66,17 @@ class TableNames(NamedTuple):
     endpoint_rollup: str
     endpoint_id: str
     session_totals: bool  # the session totals of schema 3
+    session_origin: bool  # ``sessions.origin`` and ``sessions.simulated`` of schema 4
 
 
+_ENDPOINT_NAMES = ("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id")
 NAMES = {
-    1: TableNames("servers", "server_ticks", "server_rollup_1m", "server_id", session_totals=False),
-    2: TableNames("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id", session_totals=False),
-    3: TableNames("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id", session_totals=True),
+    1: TableNames("servers", "server_ticks", "server_rollup_1m", "server_id", False, False),
+    2: TableNames(*_ENDPOINT_NAMES, session_totals=False, session_origin=False),
+    3: TableNames(*_ENDPOINT_NAMES, session_totals=True, session_origin=False),
+    4: TableNames(*_ENDPOINT_NAMES, session_totals=True, session_origin=True),
 }
+ORIGINS = ("live", "record", "export", "snapshot")  # the commands that open a session
 DATA_TABLES = ("gpu_ticks", "endpoint_ticks", "gpu_rollup_1m", "endpoint_rollup_1m")
 SESSION_TABLES = ("session_gpus", "session_endpoints")  # deleted only with their session
 
@@ -100,7 +109,9 @@ CREATE TABLE sessions (
     ended_at REAL,                     -- NULL while running (or after a crash)
     host TEXT NOT NULL,
     tokentop_version TEXT NOT NULL,
-    config_json TEXT NOT NULL          -- secret-free settings
+    config_json TEXT NOT NULL,         -- secret-free settings
+    origin TEXT,                       -- live | record | export | snapshot; NULL: not known
+    simulated INTEGER NOT NULL DEFAULT 0  -- 1: a --demo host, not real readings
 );
 CREATE TABLE gpus (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, name TEXT NOT NULL);
 CREATE TABLE endpoints (id INTEGER PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL,
@@ -327,13 +338,41 @@ def _migrate_2_to_3(db: sqlite_utils.Database) -> None:
         db.create_view(view, VIEWS[view].strip())
 
 
+def _migrate_3_to_4(db: sqlite_utils.Database) -> None:
+    """Say which command opened each session and whether its host was simulated: ``origin``
+    stays NULL for the sessions already in the file (not known), ``simulated`` comes from their
+    stored settings (``demo``). Two columns added, one small update."""
+    db.execute("ALTER TABLE sessions ADD COLUMN origin TEXT")
+    db.execute("ALTER TABLE sessions ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0")
+    demo = [
+        (session_id,)
+        for session_id, config_json in db.execute("SELECT id, config_json FROM sessions").fetchall()
+        if config_says_demo(config_json)
+    ]
+    db.conn.executemany("UPDATE sessions SET simulated = 1 WHERE id = ?", demo)
+
+
+def config_says_demo(config_json: str) -> bool:
+    """Whether a session's stored settings say ``demo``: how files before schema 4 tell a
+    simulated session."""
+    try:
+        config = json.loads(config_json)
+    except ValueError:
+        return False
+    return isinstance(config, dict) and config.get("demo") is True
+
+
 def _create_statement(table: str) -> str:
     """The ``CREATE TABLE`` of ``table`` in the current schema."""
     return next(s for s in _TABLES.split(";\n") if s.strip().startswith(f"CREATE TABLE {table} ("))
 
 
 # Migrations by the version they start from; each leads to the next version.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+}
 
 
 def create_or_migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -54,21 +54,26 @@ class Store:
         host: str,
         version: str,
         config: dict[str, Any],
+        origin: str = "record",
+        simulated: bool = False,
         raw_retention_h: float = 24,
         rollup_retention_d: float = 30,
         busy_timeout_s: float = 0.25,
         queue_ticks: int = 600,
     ) -> Store:
         """Open (creating, or migrating to the current schema, when needed) ``path`` for writing
-        and start a session in it.
+        and start a session in it: opened by ``origin`` (one of ``schema.ORIGINS``, the command),
+        ``simulated`` for a ``--demo`` host.
 
         ``busy_timeout_s`` is how long one append waits for another writer before the tick is
         queued; ``queue_ticks`` bounds that queue (oldest dropped first, and reported).
         """
+        if origin not in schema.ORIGINS:
+            raise ValueError(f"origin must be one of {', '.join(schema.ORIGINS)}, not {origin!r}")
         path = Path(path).expanduser()
         conn = files.open_for_writing(path)
         try:
-            session_id = start_session(conn, path, host, version, config)
+            session_id = start_session(conn, path, host, version, config, origin=origin, simulated=simulated)
             files.set_pragma(conn, path, f"busy_timeout = {int(busy_timeout_s * 1000)}")
         except BaseException:
             conn.close()
@@ -221,9 +226,11 @@ class Store:
 
     def gpu_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[GpuTrack]:
         """Each GPU's row of the last tick in ``(b - step_s, b]`` for every boundary
-        ``b = since, since + step_s, ...`` up to ``until`` (the last boundary). A few seeks per
-        boundary, however many rows lie between; the differences between consecutive points are
-        what each span delivered. GPUs in ``gpu_id`` order."""
+        ``b = since, since + step_s, ...`` up to ``until`` (the last boundary), and a GPU's own
+        first and last rows in the range where it has none at the first or last boundary (seen
+        later, or no longer). A few seeks per boundary, however many rows lie between; the
+        differences between consecutive points are what each span delivered. GPUs in ``gpu_id``
+        order."""
         if not (until >= since and step_s > 0):
             raise ValueError("gpu_tracks needs until >= since and step_s > 0")
         return self._read(self._reader.gpu_tracks, session_id, since, until, step_s)

@@ -46,7 +46,16 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def start_session(conn: sqlite3.Connection, path: Path, host: str, version: str, config: dict[str, Any]) -> int:
+def start_session(
+    conn: sqlite3.Connection,
+    path: Path,
+    host: str,
+    version: str,
+    config: dict[str, Any],
+    *,
+    origin: str,
+    simulated: bool,
+) -> int:
     """Insert the session's row; its id."""
     row = {
         "started_at": time.time(),
@@ -54,6 +63,8 @@ def start_session(conn: sqlite3.Connection, path: Path, host: str, version: str,
         "host": host,
         "tokentop_version": version,
         "config_json": json.dumps(config, sort_keys=True, default=str),
+        "origin": origin,
+        "simulated": int(simulated),
     }
     with as_store_error(path):
         session_id = database(conn).table("sessions").insert(row).last_pk

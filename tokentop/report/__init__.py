@@ -6,10 +6,12 @@ tracks.py    arithmetic over the history's tracks (windows, energy method, reque
 sessions.py  opening the history, choosing the session, reading --since/--until
 notes.py     the notes in words
 markdown.py  for people; every figure written by ``tokentop.units``
+compact.py   the short form printed when a run ends: fits the terminal
 tables.py    for programs: JSON (``SCHEMA_VERSION``) and CSV
 render.py    one entry point per format
 """
 
+from tokentop.report.compact import render_short
 from tokentop.report.compute import build_summary
 from tokentop.report.errors import SummaryError
 from tokentop.report.figures import EndpointSummary, Figures, GpuSummary, SessionSummary
@@ -37,6 +39,7 @@ __all__ = [
     "render_json",
     "render_markdown",
     "render_session_list",
+    "render_short",
     "summarize",
     "to_json_dict",
 ]

@@ -32,12 +32,14 @@ from tokentop.report.figures import (
     CostInputs,
     EndpointSummary,
     EndpointUnmapped,
+    FewWindows,
     Figures,
     GpuSummary,
     GpusUnpriced,
     GpusWithoutEnergy,
     GpuWithoutReadings,
     KeptTotals,
+    NoGpu,
     Note,
     PriceInUse,
     RollupWindows,
@@ -46,6 +48,7 @@ from tokentop.report.figures import (
 )
 from tokentop.report.kept import KeptFigures, kept_figures
 from tokentop.report.tracks import (
+    MIN_WINDOWS_FOR_PERCENTILES,
     NO_ENERGY_METHOD,
     NO_WINDOWS,
     RateWindows,
@@ -54,6 +57,7 @@ from tokentop.report.tracks import (
     host_windows,
     mean_known,
     requests_completed,
+    settled,
     windows_from_minutes,
     windows_from_track,
 )
@@ -68,7 +72,8 @@ SHORT_RANGE_S = 3600.0
 
 @dataclass(frozen=True)
 class _FixedWindows:
-    """The fixed windows of peaks and percentiles, per GPU UUID."""
+    """The fixed windows of peaks and percentiles, per GPU UUID, as read (``tracks.settled``
+    then joins the short ones, per GPU and for the host)."""
 
     length_s: float
     source: str  # "raw" | "rollup_1m"
@@ -96,7 +101,10 @@ def build_summary(
     tracks = [t for t in store.endpoint_tracks(session.id, start, end, endpoint_step) if len(t.t) >= 2]
     tracks = [t for t in tracks if not kept.replaces(t)]
     named: tuple[EndpointTrack | EndpointSessionTotals, ...] = (*tracks, *kept.endpoints)
-    notes += [EndpointUnmapped(safe_text(t.name)) for t in named if not t.gpus]
+    if gpu_infos:
+        notes += [EndpointUnmapped(safe_text(t.name)) for t in named if not t.gpus]
+    else:  # a host without a GPU reading (no driver): the endpoints' own figures are the summary
+        notes.append(NoGpu())
     span = (start, end)
     gpus, windows, rate_windows = _gpu_summaries(store, session.id, gpu_infos, span, fixed, cost, named, notes, kept)
     unpriced = tuple(g.uuid for g in gpus if g.figures.cost_usd is None)
@@ -105,7 +113,7 @@ def build_summary(
     unmeasured = tuple(g.index for g in gpus if g.figures.energy_kwh is None)
     if unmeasured:
         notes.append(GpusWithoutEnergy(unmeasured, energy_charged=cost is not None and energy_is_charged(cost)))
-    host = _host_figures(windows, rate_windows, energy_known=not unmeasured)
+    host, windows_count = _host_figures(windows, rate_windows, fixed.length_s, notes, energy_known=not unmeasured)
     index_of = {g.uuid: g.index for g in gpu_infos}
     endpoints = tuple(_endpoint_summary(store, session.id, t, index_of) for t in tracks)
     endpoints += kept.endpoint_summaries(index_of)
@@ -121,6 +129,7 @@ def build_summary(
         whole_session=since is None and until is None,
         windows_length_s=fixed.length_s,
         windows_source=fixed.source,
+        windows_count=windows_count,
         endpoint_step_s=endpoint_step,
         cost_inputs=cost_inputs(cost, gpu_infos),
         host=host,
@@ -136,7 +145,7 @@ def _clip_range(store: Store, session_id: int, since: float | None, until: float
     """The asked range within the session's readings; a ``SummaryError`` when nothing is left."""
     bounds = store.session_bounds(session_id)
     if bounds is None:
-        raise SummaryError(f"session {session_id} has no readings")
+        raise SummaryError(f"session {session_id} has no readings: it saw no GPU and no endpoint")
     first, last = bounds
     if first == last:
         raise SummaryError(f"session {session_id} has a single reading ({fmt_local_time(first)}); a summary needs two")
@@ -158,9 +167,9 @@ def _fixed_windows(store: Store, session_id: int, gpu_infos: list[GpuInfo], star
     length = RATE_WINDOW_S if raw else ROLLUP_WINDOW_S
     tracks = {t.uuid: t for t in store.gpu_tracks(session_id, start, end, length)}
     if raw:
-        per_gpu = {uuid: windows_from_track(t, length) for uuid, t in tracks.items()}
+        per_gpu = {uuid: windows_from_track(t) for uuid, t in tracks.items()}
     else:
-        per_gpu = {m.uuid: windows_from_minutes(m, length) for m in store.gpu_minutes(session_id, start, end)}
+        per_gpu = {m.uuid: windows_from_minutes(m) for m in store.gpu_minutes(session_id, start, end)}
     return _FixedWindows(length, "raw" if raw else "rollup_1m", per_gpu, tracks)
 
 
@@ -209,7 +218,12 @@ def _gpu_summaries(
                 energy_unmeasured_ticks=method.unmeasured_ticks,
                 price_usd_per_gpu_hour=price.usd_per_gpu_hour if price is not None else None,
                 price_source=safe_text(price.source) if price is not None else None,
-                figures=figures_of(window, rate_windows[-1], gpu_seconds=window.span_s, energy_known=energy_known),
+                figures=figures_of(
+                    window,
+                    settled(rate_windows[-1], fixed.length_s),
+                    gpu_seconds=window.span_s,
+                    energy_known=energy_known,
+                ),
             )
         )
     return gpus, windows, rate_windows
@@ -219,17 +233,24 @@ def _index(info: GpuInfo) -> int:
     return -1 if info.index is None else info.index
 
 
-def _host_figures(windows: list[Window], per_gpu: list[RateWindows], *, energy_known: bool) -> Figures | None:
-    """The host as the sum of its GPUs; None when no GPU has readings in the range."""
+def _host_figures(
+    windows: list[Window], per_gpu: list[RateWindows], length_s: float, notes: list[Note], *, energy_known: bool
+) -> tuple[Figures | None, int | None]:
+    """The host as the sum of its GPUs (``per_gpu``: their fixed windows as read), and how many
+    settled windows its peaks are over (a note when too few for percentiles); (None, None) when
+    no GPU has readings in the range."""
     if not windows:
-        return None
+        return None, None
+    fixed = settled(host_windows(per_gpu), length_s)
+    if len(fixed.ends) < MIN_WINDOWS_FOR_PERCENTILES:
+        notes.append(FewWindows(length_s, len(fixed.ends)))
     gpu_seconds = sum(w.span_s for w in windows)
-    return figures_of(sum_windows(windows), host_windows(per_gpu), gpu_seconds=gpu_seconds, energy_known=energy_known)
+    return figures_of(sum_windows(windows), fixed, gpu_seconds=gpu_seconds, energy_known=energy_known), len(fixed.ends)
 
 
 def figures_of(window: Window, fixed: RateWindows, *, gpu_seconds: float, energy_known: bool) -> Figures:
-    """``window``: the totals over the range; ``fixed``: its fixed windows (peaks and
-    percentiles). ``gpu_seconds``: the time the window's GPUs were watched, summed (the busy
+    """``window``: the totals over the range; ``fixed``: its settled fixed windows (peaks and
+    percentiles), which cover the same range. ``gpu_seconds``: the time the window's GPUs were watched, summed (the busy
     share's denominator: the host's busy seconds are GPU-seconds too). ``energy_known`` False:
     energy, W and tok/J are None (the window's 0 J means "never measured")."""
     tok_s_in = distribution(fixed.per_second(fixed.tokens_in))

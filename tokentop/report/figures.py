@@ -135,6 +135,21 @@ class KeptTotals:
 
 
 @dataclass(frozen=True)
+class FewWindows:
+    """The range holds fewer than three fixed windows: no p50 or p95, only the peak (none at
+    all without a window)."""
+
+    length_s: float
+    count: int
+
+
+@dataclass(frozen=True)
+class NoGpu:
+    """No GPU was read in the session (no driver, or none visible): the summary is the
+    endpoints' own figures; energy, cost and $/Mtok are not known."""
+
+
+@dataclass(frozen=True)
 class EndpointUnmapped:
     """An endpoint on no known GPU: its tokens are in no GPU's or the host's figures."""
 
@@ -164,6 +179,8 @@ Note = (
     SessionStillOpen
     | RollupWindows
     | KeptTotals
+    | FewWindows
+    | NoGpu
     | EndpointUnmapped
     | GpuWithoutReadings
     | GpusUnpriced
@@ -180,6 +197,7 @@ class SessionSummary:
     whole_session: bool
     windows_length_s: float
     windows_source: str  # "raw" (per-tick rows) | "rollup_1m"
+    windows_count: int | None  # the host's windows in the range; None: no GPU has readings
     endpoint_step_s: float  # endpoints' rows read this far apart (their latencies are averaged)
     cost_inputs: CostInputs
     host: Figures | None  # None: no GPU has data in the range
@@ -202,3 +220,5 @@ class SessionListing:
     first_reading: float | None
     last_reading: float | None
     gpu_count: int
+    origin: str | None  # the command that recorded it; None: not known (an older file)
+    simulated: bool

@@ -18,6 +18,7 @@ from tokentop.report.figures import (
 from tokentop.report.notes import note_text
 from tokentop.text import markdown_cell
 from tokentop.units import (
+    DASH,
     NA,
     fmt_count,
     fmt_duration,
@@ -30,7 +31,7 @@ from tokentop.units import (
     fmt_usd,
     fmt_usd_per_mtok,
     fmt_window,
-    short_gpu_name,
+    gpu_labels,
 )
 
 
@@ -59,7 +60,8 @@ def render_markdown(summary: SessionSummary) -> str:
         ]
     if summary.api:
         out += _section("The same tokens through an API", _api_table(summary.api))
-    out += _section("Cost inputs", _cost_inputs(summary.cost_inputs))
+    if summary.gpus:  # without a GPU there is no cost to explain
+        out += _section("Cost inputs", _cost_inputs(summary.cost_inputs))
     if summary.notes:
         out += _section("Notes", [f"- {note_text(note)}" for note in summary.notes])
     return "\n".join(out) + "\n"
@@ -71,28 +73,59 @@ def _section(title: str, lines: list[str]) -> list[str]:
 
 def _head(summary: SessionSummary) -> list[str]:
     s = summary.session
-    gpus = fmt_gpu_models(g.name for g in summary.gpus)
     source = "the per-tick rows" if summary.windows_source == "raw" else "the 1-minute rollups"
     status = "closed" if s.ended_at is not None else "still open"
     whole = ", the whole session" if summary.whole_session else ""
+    simulated = "; **simulated host (--demo): not real readings**" if s.simulated else ""
     return [
-        f"# tokentop session {s.id} on {s.host} ({gpus})",
+        title(summary),
         "",
         f"- Range: {fmt_local_time(summary.since)} to {fmt_local_time(summary.until)} "
         f"({fmt_duration(summary.until - summary.since)}){whole}",
-        f"- Session: started {fmt_local_time(s.started_at)}, {status}; recorded by tokentop "
-        f"{s.tokentop_version}; history {summary.db_path}",
-        f"- p50, p95 and peak: over {fmt_window(summary.windows_length_s)} windows of {source}. "
-        "$/Mtok: cost per million output tokens, idle time included (effective) or busy seconds "
-        "only (busy).",
+        f"- Session: {_recorded_by(s.origin, simulated=False) + ', ' if s.origin else ''}started "
+        f"{fmt_local_time(s.started_at)}, {status}; recorded with tokentop {s.tokentop_version}; history "
+        f"{summary.db_path}{simulated}",
+        f"- p50, p95 and peak: over {fmt_window(summary.windows_length_s)} windows of {source} (a "
+        "remainder under half a window joins its neighbour). $/Mtok: cost per million output tokens, "
+        "idle time included (effective) or busy seconds only (busy).",
     ]
+
+
+def title(summary: SessionSummary) -> str:
+    """``# tokentop session 3 on host (8× NVIDIA H200)``, with ``simulated`` for a demo host."""
+    s = summary.session
+    simulated = ", simulated" if s.simulated else ""
+    return f"# tokentop session {s.id} on {s.host} ({fmt_gpu_models(g.name for g in summary.gpus)}){simulated}"
+
+
+ORIGIN_WORDS = {
+    "live": "the live view",
+    "record": "tokentop record",
+    "export": "tokentop export",
+    "snapshot": "tokentop snapshot --record",
+}
+
+
+def _recorded_by(origin: str | None, *, simulated: bool) -> str:
+    """``tokentop record``, ``the live view (simulated)``; ``?`` where an older file did not say."""
+    words = ORIGIN_WORDS.get(origin or "", "?")
+    return f"{words} (simulated)" if simulated else words
+
+
+def gpu_label(g: GpuSummary, labels: dict[str, str]) -> str:
+    """``0 H200``: the NVML index and the model as the screen names it (``labels``, from
+    ``tokentop.units.gpu_labels``: two models never share a label)."""
+    return f"{'?' if g.index is None else g.index} {labels.get(g.name, g.name)}"
+
+
+def gpu_engines(g: GpuSummary) -> str:
+    """The endpoints whose engines run on the GPU; ``—`` for a GPU that serves none."""
+    return ", ".join(g.engines) or DASH
 
 
 def _rows(summary: SessionSummary) -> list[_Row]:
-    rows = [
-        _Row(f"{g.index} {short_gpu_name(g.name)}", ", ".join(g.engines) or "idle", g.figures, bool(g.engines), g)
-        for g in summary.gpus
-    ]
+    labels = gpu_labels(g.name for g in summary.gpus)
+    rows = [_Row(gpu_label(g, labels), gpu_engines(g), g.figures, bool(g.engines), g) for g in summary.gpus]
     if summary.host is not None:
         serving = any(g.engines for g in summary.gpus)
         rows.append(_Row("**host**", f"{len(summary.gpus)} GPUs", summary.host, serving, None))
@@ -136,14 +169,19 @@ def _tokens_cells(label: str, engines: str, f: Figures) -> list[str]:
         fmt_count(f.tokens_in),
         fmt_count(f.tokens_out),
         fmt_sig(f.tok_s_in_mean),
-        fmt_sig(f.tok_s_in_p50),
-        fmt_sig(f.tok_s_in_p95),
+        _percentile(f.tok_s_in_p50, f.tok_s_in_peak),
+        _percentile(f.tok_s_in_p95, f.tok_s_in_peak),
         fmt_sig(f.tok_s_in_peak),
         fmt_sig(f.tok_s_out_mean),
-        fmt_sig(f.tok_s_out_p50),
-        fmt_sig(f.tok_s_out_p95),
+        _percentile(f.tok_s_out_p50, f.tok_s_out_peak),
+        _percentile(f.tok_s_out_p95, f.tok_s_out_peak),
         fmt_sig(f.tok_s_out_peak),
     ]
+
+
+def _percentile(value: float | None, peak: float | None) -> str:
+    """A percentile, or ``—`` where there were windows but too few for one (a note says so)."""
+    return DASH if value is None and peak is not None else fmt_sig(value)
 
 
 _ENERGY_COST_HEADER = [
@@ -279,10 +317,11 @@ def _cost_inputs(c: CostInputs) -> list[str]:
 
 
 def session_list_markdown(listings: list[SessionListing]) -> str:
-    header = ["session", "host", "started", "ended", "readings span", "GPUs", "tokentop"]
+    header = ["session", "recorded by", "host", "started", "ended", "readings span", "GPUs", "tokentop"]
     rows = [
         [
             str(item.id),
+            _recorded_by(item.origin, simulated=item.simulated),
             item.host,
             fmt_local_time(item.started_at),
             "open" if item.ended_at is None else fmt_local_time(item.ended_at),
@@ -292,7 +331,7 @@ def session_list_markdown(listings: list[SessionListing]) -> str:
         ]
         for item in listings
     ]
-    return "\n".join(_table(header, rows, text_columns=5)) + "\n"
+    return "\n".join(_table(header, rows, text_columns=6)) + "\n"
 
 
 def _readings_span(item: SessionListing) -> str:

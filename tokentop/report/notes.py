@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from tokentop.report.figures import (
     EndpointUnmapped,
+    FewWindows,
     GpusUnpriced,
     GpusWithoutEnergy,
     GpuWithoutReadings,
     KeptTotals,
+    NoGpu,
     Note,
     RollupWindows,
     SessionStillOpen,
 )
-from tokentop.units import fmt_count, fmt_local_time
+from tokentop.units import fmt_count, fmt_local_time, fmt_window
 
 
 def note_text(note: Note) -> str:
@@ -32,6 +34,17 @@ def note_text(note: Note) -> str:
             "per-tick rows of the session's start are gone (retention): the energy method, the "
             "engines and the endpoint figures are the session's own totals, which the history keeps "
             "(latencies: means over every tick)"
+        )
+    if isinstance(note, FewWindows):
+        length = fmt_window(note.length_s)
+        if note.count == 0:
+            return f"the range is shorter than half a {length} window: no p50, p95 or peak"
+        windows = "one window" if note.count == 1 else f"{note.count} windows"
+        return f"the range holds {windows} of {length}, fewer than 3: no p50 or p95, only the peak"
+    if isinstance(note, NoGpu):
+        return (
+            "no GPU was read in this session (no NVIDIA driver, or no GPU visible): the figures are "
+            "the endpoints' own; energy, cost and $/Mtok are not known"
         )
     if isinstance(note, EndpointUnmapped):
         return f"endpoint {note.name} is not mapped to a GPU here: its tokens are not in the GPU and host figures"

@@ -31,8 +31,14 @@ def open_history(db_path: Path) -> Iterator[Store]:
         store.close()
 
 
+# The sessions ``summary`` picks by default: the user's own recordings (the live view, ``record``,
+# and those of files too old to say), before ``export``'s and ``snapshot --record``'s.
+RECORDINGS = ("live", "record", None)
+
+
 def choose_session(store: Store, session_id: int | None, since: float | None, until: float | None) -> SessionInfo:
-    """The session asked for; else the latest one with readings in the range."""
+    """The session asked for; else the latest recording (``RECORDINGS``) with readings in the
+    range, else the latest other session with readings in it."""
     sessions = store.sessions()
     if not sessions:
         raise SummaryError(f"history {store.path} has no sessions yet; record one with `tokentop record`")
@@ -44,7 +50,8 @@ def choose_session(store: Store, session_id: int | None, since: float | None, un
         raise SummaryError(
             f"no session {session_id} in {store.path} (latest: {known}; `tokentop summary --list` lists them)"
         )
-    for session in reversed(sessions):
+    recordings = [s for s in reversed(sessions) if s.origin in RECORDINGS]
+    for session in recordings + [s for s in reversed(sessions) if s.origin not in RECORDINGS]:
         bounds = store.session_bounds(session.id)
         if bounds is None:
             continue
@@ -82,6 +89,8 @@ def list_sessions(store: Store) -> list[SessionListing]:
                 first_reading=bounds[0] if bounds else None,
                 last_reading=bounds[1] if bounds else None,
                 gpu_count=len(store.gpus(session.id)),
+                origin=session.origin,
+                simulated=session.simulated,
             )
         )
     if not listings:

@@ -8,7 +8,9 @@ formula; numbers are written as numbers (``-1.5`` is a number, not a formula).
 the names of the endpoints whose engines run on it), ``utilization_pct`` became ``busy_pct`` (JSON
 and CSV), ``rate_windows.engine_step_s`` became ``rate_windows.endpoint_step_s``, ``busy_s``
 became ``busy_gpu_s`` (JSON and CSV: busy GPU-seconds, summed over the GPUs for the host, as in
-the snapshot's ``session.busy_gpu_s``; its share is ``busy_pct``).
+the snapshot's ``session.busy_gpu_s``; its share is ``busy_pct``). Added within version 2 (new
+keys, none renamed): ``session.origin`` and ``session.simulated``, ``rate_windows.count``, and
+in the session list ``origin`` and ``simulated``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def to_json_dict(summary: SessionSummary) -> dict[str, Any]:
             "length_s": summary.windows_length_s,
             "source": summary.windows_source,
             "endpoint_step_s": summary.endpoint_step_s,
+            "count": summary.windows_count,
         },
         "cost_inputs": _cost_inputs_json(summary.cost_inputs),
         "host": _host_json(summary),
@@ -80,6 +83,8 @@ def _session_json(s: SessionInfo) -> dict[str, Any]:
         "ended_unix_s": s.ended_at,
         "ended_utc": _iso(s.ended_at),
         "open": s.ended_at is None,
+        "origin": s.origin,
+        "simulated": s.simulated,
     }
 
 
@@ -226,6 +231,8 @@ def _listing_json(item: SessionListing) -> dict[str, Any]:
         "first_reading_unix_s": item.first_reading,
         "last_reading_unix_s": item.last_reading,
         "gpu_count": item.gpu_count,
+        "origin": item.origin,
+        "simulated": item.simulated,
     }
 
 

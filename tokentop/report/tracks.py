@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from operator import sub, truediv
 from typing import NamedTuple
 
 from tokentop.history import EndpointTrack, GpuMinutes, GpuTrack, Store
 
-MIN_WINDOW_SHARE = 0.5  # a window covering less than this share of its length is left out
+MIN_WINDOW_SHARE = 0.5  # a window covering less than this share of its length joins its neighbour
+MIN_WINDOWS_FOR_PERCENTILES = 3  # fewer windows: the peak only, and the summary says why
 
 
 class RateWindows(NamedTuple):
@@ -61,13 +61,13 @@ def _percentile_of_sorted(ordered: Sequence[float], q: float) -> float | None:
 
 
 def distribution(values: Iterable[float]) -> Distribution:
-    """p50, p95 and the peak of ``values``, sorted once."""
+    """p50, p95 and the peak of ``values``, sorted once; p50 and p95 only from
+    ``MIN_WINDOWS_FOR_PERCENTILES`` values on (the percentiles of one or two windows would only
+    repeat them)."""
     ordered = sorted(values)
-    return Distribution(
-        _percentile_of_sorted(ordered, 0.5),
-        _percentile_of_sorted(ordered, 0.95),
-        ordered[-1] if ordered else None,
-    )
+    if len(ordered) < MIN_WINDOWS_FOR_PERCENTILES:
+        return Distribution(None, None, ordered[-1] if ordered else None)
+    return Distribution(_percentile_of_sorted(ordered, 0.5), _percentile_of_sorted(ordered, 0.95), ordered[-1])
 
 
 def mean_known(values: Iterable[float | None]) -> float | None:
@@ -79,39 +79,53 @@ def mean_known(values: Iterable[float | None]) -> float | None:
 # --- the fixed windows of peaks and percentiles ---------------------------------------------
 
 
-def windows_from_track(track: GpuTrack, length_s: float) -> RateWindows:
-    """Differences between consecutive points, each window keyed by its last point; windows
-    shorter than ``MIN_WINDOW_SHARE`` of the length (the range's end) left out."""
+def windows_from_track(track: GpuTrack) -> RateWindows:
+    """Differences between consecutive points, each window keyed by its last point. Together
+    they cover the track from its first point to its last (``settled`` then joins the short
+    ones to their neighbours)."""
 
     def diff(column: Sequence[float]) -> list[float]:
         return list(map(sub, column[1:], column[:-1]))
 
     t = track.t
-    windows = RateWindows(
+    return RateWindows(
         list(t[1:]), diff(t), diff(track.tokens_in_cum), diff(track.tokens_out_cum), diff(track.energy_j_cum)
     )
-    return _long_enough(windows, windows.span_s, length_s)
 
 
-def windows_from_minutes(minutes: GpuMinutes, length_s: float) -> RateWindows:
-    """The 1-minute rollups as windows, keyed by the minute; minutes covered less than
-    ``MIN_WINDOW_SHARE`` left out."""
-    windows = RateWindows(
+def windows_from_minutes(minutes: GpuMinutes) -> RateWindows:
+    """The 1-minute rollups as windows, keyed by the minute: the seconds each covered."""
+    return RateWindows(
         [float(m) for m in minutes.minute],
         list(minutes.covered_s),
         list(minutes.tokens_in_delta),
         list(minutes.tokens_out_delta),
         list(minutes.energy_j_delta),
     )
-    return _long_enough(windows, windows.span_s, length_s)
 
 
-def _long_enough(windows: RateWindows, covered: list[float], length_s: float) -> RateWindows:
+def settled(windows: RateWindows, length_s: float) -> RateWindows:
+    """The windows that peaks and percentiles are taken over: each one shorter than
+    ``MIN_WINDOW_SHARE`` of ``length_s`` (the range's remainder at its end, a span between
+    ticks that a gap cut short) joined to the window before it (the first one to the window
+    after it); a lone window that short is left out.
+
+    Nothing is dropped between the first and last point, so the mean over the range (its
+    tokens over its seconds) is a weighted mean of these windows' rates and never exceeds the
+    peak. Dropping the short remainder instead let a 13 s session's mean (over 13 s) exceed its
+    only window's rate (over the first 10 s)."""
     shortest = length_s * MIN_WINDOW_SHARE
-    if all(c >= shortest for c in covered):
+    if all(span >= shortest for span in windows.span_s):
         return windows
-    keep = [c >= shortest for c in covered]
-    return RateWindows(*(list(compress(column, keep)) for column in windows))
+    out: list[list[float]] = []  # [end, span, tokens in, tokens out, energy] per window
+    for window in zip(*windows):
+        if out and (window[1] < shortest or out[-1][1] < shortest):
+            last = out[-1]
+            out[-1] = [window[0], *(a + b for a, b in zip(last[1:], window[1:]))]
+        else:
+            out.append(list(window))
+    kept = [w for w in out if w[1] >= shortest]
+    return RateWindows(*(list(column) for column in zip(*kept))) if kept else NO_WINDOWS
 
 
 def host_windows(per_gpu: Sequence[RateWindows]) -> RateWindows:

@@ -1,7 +1,10 @@
 """The live view (Textual). Only this package imports Textual.
 
 ``tokentop.cli.live`` runs ``TokentopApp`` inside ``logs_on_screen`` and prints ``short_summary``
-when there is no history to summarise.
+when there is no history to summarise. ``TokentopApp`` (and with it Textual) is imported when
+first asked for: the modules that make rows and columns without drawing them (``gpu_table``,
+``engine_table``, ``processes``, ``host``, ``header_parts``) load without Textual, for
+``tokentop --once``.
 """
 
 from __future__ import annotations
@@ -9,12 +12,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tokentop.tui.app import LogLine, TokentopApp
 from tokentop.tui.session import short_summary
 
+if TYPE_CHECKING:
+    from tokentop.tui.app import TokentopApp
+
 __all__ = ["TokentopApp", "logs_on_screen", "short_summary"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TokentopApp":
+        from tokentop.tui.app import TokentopApp
+
+        return TokentopApp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _ScreenLogHandler(logging.Handler):
@@ -28,6 +41,8 @@ class _ScreenLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        from tokentop.tui.events import LogLine  # loaded with the app already
+
         try:
             text = self.format(record)
             if not self.app.is_running or not self.app.post_message(LogLine(record.levelno, text, record.created)):

@@ -9,53 +9,55 @@ Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (
 ``post_snapshot``) from the test, with a fake clock.
 
 Beside it: ``events.py`` (the messages that cross threads), ``workers.py`` (what runs on worker
-threads: store reads, process names, the summary file) and ``notices.py`` (the message line,
-notifications of changes, the log for the help screen).
+threads: store reads, the summary file), ``host.py`` (the host's CPU and memory, who runs each GPU
+process), ``notices.py`` (the message line, notifications of changes, the log for the help
+screen) and ``terminal.py`` (``--ascii`` and 16-colour terminals). The graph fetches its own
+data (``widgets/graph.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
+from textual.filter import LineFilter
 from textual.widgets import Footer
 
 from tokentop.config import Config
 from tokentop.model import GpuProcess, Snapshot
 from tokentop.tui.columns import cost_bands, window_labels
 from tokentop.tui.engine_table import ENGINE_COLUMNS, EngineRow, engine_rows
-from tokentop.tui.events import HistoryLoaded, HistoryRequest, LogLine, ProcessNames, SnapshotReady
+from tokentop.tui.events import LogLine, ProcessesDescribed, SnapshotReady
 from tokentop.tui.gpu_table import GPU_COLUMNS, GpuRow, gpu_rows, gpu_sub_rows
-from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for
+from tokentop.tui.history import LiveHistory
+from tokentop.tui.host import HostReader, HostUsage, PsutilHost
 from tokentop.tui.keys import bindings
 from tokentop.tui.notices import changes, current_messages, help_log
+from tokentop.tui.processes import PROCESS_COLUMNS, ProcessInfo, ProcessRow, process_rows
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
 from tokentop.tui.session import short_summary
+from tokentop.tui.terminal import ANSI_THEMES, AsciiFilter, theme_for
 from tokentop.tui.widgets.graph import HistoryGraph
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
 from tokentop.tui.widgets.panels import Panels
-from tokentop.tui.workers import SeriesStore, process_names, read_long_history, write_summary_file
-from tokentop.units import fmt_window, gpu_labels
+from tokentop.tui.workers import SeriesStore, write_summary_file
 
 __all__ = ["LiveSource", "LogLine", "SeriesStore", "TokentopApp"]
-
-LONG_REFRESH_S = 60.0  # the store's rollups are per minute: reading them more often shows nothing new
 
 
 def plural(count: int, word: str) -> str:
@@ -87,15 +89,19 @@ class TokentopApp(App[None]):
         start_sampler: bool = True,
         handle_signals: bool = True,
         terminal_fd: int | None = None,
-        usd_per_mtok_thresholds: tuple[float, float] | None = None,
+        host: HostReader | None = None,
     ) -> None:
         """``terminal_fd``: the terminal to watch for an SSH drop (default: standard input when
-        it is a terminal and the app is not headless). ``usd_per_mtok_thresholds``: $/Mtok at or
-        below the first is drawn as good, at or above the second as a warning (default: relative
-        to the configured API prices, see ``columns.cost_bands``)."""
+        it is a terminal and the app is not headless). ``host``: where the host's CPU and memory
+        and the GPU processes' owners are read (default: this machine, through psutil)."""
         super().__init__()
+        self._ascii = AsciiFilter() if config.ascii_only else None
+        for theme in ANSI_THEMES.values():
+            self.register_theme(theme)
+        if not self.no_color:  # the terminal's own colours where it has only 16
+            self.theme = theme_for(True, self.console.color_system)
         self.config = config
-        self.bands = cost_bands(usd_per_mtok_thresholds, config.cost)
+        self.bands = cost_bands(config.cost)  # how $/Mtok is coloured
         self.sampler = sampler
         self.store = store
         self.host_name = host_name or socket.gethostname()
@@ -106,17 +112,17 @@ class TokentopApp(App[None]):
         self.latest: Snapshot | None = None  # the newest tick sampled
         self.shown: Snapshot | None = None  # the tick on screen: every panel draws this one
         self.paused = False
-        self.window_index = 0
-        self.scope = "gpu"  # or "host"
         self.selected: str | None = None  # UUID of the selected GPU
         self.announcements: deque[str] = deque(maxlen=100)  # what was notified, newest last
         self.log_lines: deque[tuple[float, int, str]] = deque(maxlen=100)
         self.processes: dict[str, tuple[GpuProcess, ...]] = {}  # last list read, per UUID
-        self.process_names: dict[int, str] = {}
+        self.host = host or PsutilHost()
+        self.host_usage: HostUsage | None = None  # read with the last tick
+        self.process_info: dict[int, ProcessInfo] = {}  # who runs each GPU process, by PID
+        self._describing: set[int] = set()  # PIDs being read on a worker
+        self.show_processes = False
         self.ended_by: str | None = None
         self.summary_path: Path | None = None
-        self._long: dict[tuple[str, int, int], tuple[float, list[GraphPoint], str | None]] = {}
-        self._loading: set[tuple[str, int, int]] = set()
         self._tty_fd = terminal_fd
         self._signals: list[int] = []
 
@@ -134,7 +140,18 @@ class TokentopApp(App[None]):
             empty_text="no inference endpoint yet (looking for local servers)",
         )
         engines.can_focus = False
-        yield Panels(gpus, engines, HistoryGraph(id="graph"), id="panels")
+        processes = GridTable(
+            PROCESS_COLUMNS,
+            default_sort="gpu",
+            id="processes",
+            show_cursor=False,
+            show_sort=False,
+            empty_text="no process holds GPU memory, or the lists are not read yet (every few seconds)",
+        )
+        processes.can_focus = False
+        processes.display = False  # P shows it
+        graph = HistoryGraph(self.history, self.config.interval_s, self.store, id="graph")
+        yield Panels(gpus, processes, engines, graph, id="panels")
         yield MessageBar(id="messages")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -147,8 +164,18 @@ class TokentopApp(App[None]):
         return self.query_one("#engines", GridTable)
 
     @property
+    def process_table(self) -> GridTable[ProcessRow]:
+        return self.query_one("#processes", GridTable)
+
+    @property
     def graph(self) -> HistoryGraph:
         return self.query_one("#graph", HistoryGraph)
+
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        """Textual's (NO_COLOR's among them), then with ``--ascii`` the one that makes every
+        character drawn ASCII."""
+        filters = super().get_line_filters()
+        return filters if self._ascii is None else [*filters, self._ascii]
 
     def on_mount(self) -> None:
         self.gpu_table.focus()
@@ -200,8 +227,10 @@ class TokentopApp(App[None]):
 
     def post_snapshot(self, snapshot: Snapshot) -> None:
         """The sampler's sink: keep what every tick brings (graph data, process lists, which
-        come only every few seconds), then ask the loop to draw the tick."""
+        come only every few seconds), read the host's CPU and memory (/proc: on this thread,
+        never the event loop), then ask the loop to draw the tick."""
         self.history.add(snapshot)
+        self.host_usage = self.host.usage()
         for gpu in snapshot.gpus:
             if gpu.sample.processes is not None:
                 self.processes[gpu.sample.uuid] = gpu.sample.processes  # one atomic dict store
@@ -251,15 +280,17 @@ class TokentopApp(App[None]):
             return
         windows = window_labels(snapshot)
         with self.batch_update():
-            self.query_one(HeaderBar).show(snapshot, self._state())
+            self.query_one(HeaderBar).show(snapshot, self._state(), self.host_usage)
             gpus, engines = self.gpu_table, self.engine_table
             gpus.windows = engines.windows = windows
             gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
             gpus.set_rows(gpu_rows(snapshot, self.bands), lambda row: row.key, gpu_sub_rows)
             engines.set_rows(engine_rows(snapshot), lambda row: row.key)
+            if self.show_processes:
+                self._draw_processes(snapshot)
             self.query_one(Panels).fit()
             self.selected = gpus.cursor_key
-            self._draw_graph()
+            self.graph.follow(snapshot, self.selected)
             self._draw_messages()
             if isinstance(self.screen, DetailsScreen):
                 self._show_details(self.screen)
@@ -280,73 +311,32 @@ class TokentopApp(App[None]):
             )
         self.query_one(MessageBar).show(self.current_messages(), quiet)
 
-    def _graph_key(self) -> str:
-        if self.scope == "host" or self.selected is None:
-            return HOST
-        return self.selected
+    def _draw_processes(self, snapshot: Snapshot) -> None:
+        """The processes panel from the lists last read; owners not known yet are read on a
+        worker and drawn when they come."""
+        rows = process_rows(snapshot, self.processes, self.process_info)
+        self.process_table.set_rows(rows, lambda row: row.key)
+        self._describe(row.pid for row in rows if row.info is None)
 
-    def _graph_title(self, buckets: int) -> str:
-        window = WINDOWS[self.window_index]
-        key = self._graph_key()
-        if key == HOST:
-            what = "host (all GPUs)"
-        else:
-            gpus = self.shown.gpus if self.shown else ()
-            gpu = next((g for g in gpus if g.sample.uuid == key), None)
-            labels = gpu_labels(g.sample.name for g in gpus)
-            what = f"GPU {gpu.sample.index} {labels[gpu.sample.name]}" if gpu else "GPU"
-        step_s = window.seconds / max(1, buckets)
-        if window.from_store:  # the store reads 1-minute rollups: whole minutes per bar
-            step_s = math.ceil(step_s / 60.0) * 60.0
-        step = fmt_window(step_s)
-        return f" History · {what} · last {window.label} · {step} per bar · w: window  g: GPU/host"
+    def _describe(self, pids: Iterable[int]) -> None:
+        """Read who runs these processes (psutil reads /proc: on a worker), each PID once."""
+        wanted = sorted({pid for pid in pids if pid not in self.process_info} - self._describing)
+        if wanted:
+            self._describing.update(wanted)
+            self.run_worker(partial(self._read_processes, wanted), thread=True, group="processes", exit_on_error=False)
 
-    def _draw_graph(self) -> None:
-        snapshot = self.shown
-        graph = self.graph
-        if snapshot is None:
-            return
-        window = WINDOWS[self.window_index]
-        buckets = buckets_for(window, graph.plot_width, self.config.interval_s)
-        title = self._graph_title(buckets)
-        key = self._graph_key()
-        if not window.from_store:
-            points = self.history.series(key, window.seconds, buckets, snapshot.t_mono, self.config.interval_s)
-            graph.show(title, points)
-            return
-        if self.store is None:
-            graph.show(title, [], "no history (database off)")
-            return
-        cache_key = (key, self.window_index, buckets)
-        cached = self._long.get(cache_key)
-        if cached is None or snapshot.t_wall - cached[0] >= LONG_REFRESH_S:
-            self._load_long(cache_key, snapshot.t_wall)
-        if cached is None:
-            graph.show(title, [], "loading history…")
-        else:
-            graph.show(title, cached[1], cached[2])
+    def _read_processes(self, pids: list[int]) -> None:
+        self.post_message(ProcessesDescribed(self.host.processes(pids)))
 
-    def _load_long(self, cache_key: tuple[str, int, int], until: float) -> None:
-        if cache_key in self._loading:
-            return
-        self._loading.add(cache_key)
-        self.run_worker(
-            partial(self._read_long, (*cache_key, until)), thread=True, group="history", exit_on_error=False
-        )
-
-    def _read_long(self, request: HistoryRequest) -> None:
-        """Worker thread: one store query; the answer comes back as a message."""
-        store = self.store
-        assert store is not None
-        points, note = read_long_history(store, request)
-        self.post_message(HistoryLoaded(request, points, note))
-
-    def on_history_loaded(self, message: HistoryLoaded) -> None:
-        key, window_index, buckets, until = message.request
-        self._loading.discard((key, window_index, buckets))
-        self._long[(key, window_index, buckets)] = (until, message.points, message.note)
-        if not self.paused:
-            self._draw_graph()
+    def on_processes_described(self, message: ProcessesDescribed) -> None:
+        self._describing.difference_update(message.infos)
+        listed = {p.pid for processes in self.processes.values() for p in processes}
+        self.process_info = {pid: info for pid, info in self.process_info.items() if pid in listed}  # ended: gone
+        self.process_info.update(message.infos)
+        if self.shown is not None and self.show_processes:
+            self._draw_processes(self.shown)
+        if isinstance(self.screen, DetailsScreen):
+            self.screen.show(self.shown, self.processes.get(self.screen.uuid), self.process_info)
 
     # -- notifications --
 
@@ -367,7 +357,7 @@ class TokentopApp(App[None]):
             return
         self.selected = message.key
         if self.shown is not None:
-            self._draw_graph()
+            self.graph.follow(self.shown, self.selected)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -389,12 +379,16 @@ class TokentopApp(App[None]):
         self._draw_messages()
 
     def action_next_window(self) -> None:
-        self.window_index = (self.window_index + 1) % len(WINDOWS)
-        self._draw_graph()
+        self.graph.next_window()
 
     def action_toggle_scope(self) -> None:
-        self.scope = "host" if self.scope == "gpu" else "gpu"
-        self._draw_graph()
+        self.graph.toggle_scope()
+
+    def action_toggle_processes(self) -> None:
+        self.show_processes = self.process_table.display = not self.show_processes
+        if self.show_processes and self.shown is not None:
+            self._draw_processes(self.shown)
+        self.query_one(Panels).fit()
 
     def action_pause(self) -> None:
         self.paused = not self.paused
@@ -403,7 +397,8 @@ class TokentopApp(App[None]):
             self.draw()
 
     def action_toggle_theme(self) -> None:
-        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+        colours = None if self.no_color else self.console.color_system
+        self.theme = theme_for(not self.current_theme.dark, colours)
 
     def action_details(self) -> None:
         if isinstance(self.screen, DetailsScreen):
@@ -418,22 +413,8 @@ class TokentopApp(App[None]):
 
     def _show_details(self, screen: DetailsScreen) -> None:
         processes = self.processes.get(screen.uuid)
-        screen.process_names = self.process_names
-        screen.show(self.shown, processes)
-        unknown = [p.pid for p in processes or () if p.pid not in self.process_names]
-        if unknown:  # psutil reads /proc: off the loop
-            self.run_worker(
-                partial(self._read_process_names, unknown), thread=True, group="processes", exit_on_error=False
-            )
-
-    def _read_process_names(self, pids: list[int]) -> None:
-        self.post_message(ProcessNames(process_names(pids)))
-
-    def on_process_names(self, message: ProcessNames) -> None:
-        self.process_names.update(message.names)
-        if isinstance(self.screen, DetailsScreen):
-            self.screen.process_names = self.process_names
-            self.screen.show(self.shown, self.processes.get(self.screen.uuid))
+        screen.show(self.shown, processes, self.process_info)
+        self._describe(p.pid for p in processes or ())
 
     def action_write_summary(self) -> None:
         short = short_summary(self.latest, self.host_name)

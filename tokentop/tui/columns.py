@@ -11,16 +11,16 @@ way first. ``fit_columns`` picks the columns that fit. The two tables' columns a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from rich.cells import cell_len
+from rich.cells import cell_len, set_cell_size
 
 from tokentop.config import CostConfig
 from tokentop.model import Snapshot, Window
-from tokentop.units import NA, WARMING, fmt_usd, fmt_window
+from tokentop.units import NA, WARMING, bar, fmt_usd, fmt_window
 
 R = TypeVar("R")
 
@@ -30,12 +30,28 @@ PLAIN, BAD, WARN, DIM, GOOD = "", "bad", "warn", "dim", "good"
 IDENTITY_MAX = 20  # an identity column is kept this wide at most before it is cropped
 
 
+BAR_CELLS = 5  # the widest a cell's bar is drawn
+
+
 @dataclass(frozen=True)
 class Cell:
     text: str
     style: str = PLAIN
-    bar: str = ""  # drawn before the text in the table's bar style (memory)
+    fill: float | None = None  # a share drawn as a bar before the text, in the room it leaves (memory)
     shorter: tuple[str, ...] = ()  # shorter forms of ``text``, longest first, for narrow columns
+
+    def with_bar(self, width: int) -> tuple[str, str]:
+        """(bar, text) in ``width`` cells: the bar takes what the text leaves, up to
+        ``BAR_CELLS`` and a space; none when that is under two cells."""
+        room = min(BAR_CELLS, width - cell_len(self.text) - 1)
+        if self.fill is None or room < 2:
+            return "", self.text
+        return bar(self.fill, room) + " ", self.text
+
+    @property
+    def widest(self) -> int:
+        """Cells for the text and its whole bar."""
+        return cell_len(self.text) + (BAR_CELLS + 1 if self.fill is not None else 0)
 
     def fitting(self, width: int) -> str:
         """The longest form that fits ``width`` cells; the shortest when none does."""
@@ -110,6 +126,26 @@ def fit_columns(
         widths[spec.key] += extra
         leftover -= extra
     return [(spec, widths[spec.key]) for spec in specs if spec.key in widths]
+
+
+def fit_text(text: str, width: int, right: bool) -> str:
+    """Exactly ``width`` cells: cropped with an ellipsis, or padded on the left or right."""
+    length = cell_len(text)
+    if length > width:
+        return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
+    return " " * (width - length) + text if right else text + " " * (width - length)
+
+
+def content_widths(specs: Sequence[ColumnSpec[R]], rows: Iterable[Mapping[str, Cell]]) -> dict[str, ContentWidth]:
+    """How wide each column's cells are (their shortest forms, their whole text and bar)."""
+    rows = list(rows)
+    return {
+        spec.key: ContentWidth(
+            max((cell_len(row[spec.key].least) for row in rows), default=0),
+            max((row[spec.key].widest for row in rows), default=0),
+        )
+        for spec in specs
+    }
 
 
 def sort_rows(rows: Sequence[R], value: Callable[[R], Any] | None, descending: bool) -> list[R]:
@@ -187,11 +223,11 @@ class CostBands:
 DEFAULT_BANDS = CostBands(1.0, 5.0)
 
 
-def cost_bands(thresholds: tuple[float, float] | None, cost: CostConfig) -> CostBands:
-    """The bands asked for; else relative to the cheapest API price configured (good at or below
-    it, a warning at twice it); else ``DEFAULT_BANDS``."""
-    if thresholds is not None:
-        return CostBands(*thresholds)
+def cost_bands(cost: CostConfig) -> CostBands:
+    """The bands the settings give (``usd_per_mtok_thresholds``); else relative to the cheapest
+    API price configured (good at or below it, a warning at twice it); else ``DEFAULT_BANDS``."""
+    if cost.usd_per_mtok_thresholds is not None:
+        return CostBands(*cost.usd_per_mtok_thresholds)
     if cost.api_prices:
         api = min(price.usd_per_mtok_out for price in cost.api_prices)
         return CostBands(api, 2 * api)

@@ -1,6 +1,7 @@
 """The messages that reach the app's event loop from other threads: the sampler's ticks, log
-records, and what the app's worker threads read (history for the long graph windows, process
-names). Each is handled by the app's ``on_<name>`` method."""
+records, and what worker threads read (history for the long graph windows, who runs each
+GPU process). Each is handled by an ``on_<name>`` method: the app's, or for
+``HistoryLoaded`` the graph's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from textual.message import Message
 
 from tokentop.model import Snapshot
 from tokentop.tui.history import GraphPoint
+from tokentop.tui.processes import ProcessInfo
 
 HistoryRequest = tuple[str, int, int, float]  # graph key, window index, buckets, until (wall clock)
 
@@ -39,9 +41,10 @@ class HistoryLoaded(Message):
         self.request, self.points, self.note = request, points, note
 
 
-class ProcessNames(Message):
-    """Names of GPU processes by PID (read from /proc on a worker thread)."""
+class ProcessesDescribed(Message):
+    """Who runs each GPU process and with what command, by PID (read from /proc on a worker
+    thread)."""
 
-    def __init__(self, names: dict[int, str]) -> None:
+    def __init__(self, infos: dict[int, ProcessInfo]) -> None:
         super().__init__()
-        self.names = names
+        self.infos = infos

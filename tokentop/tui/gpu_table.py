@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tokentop.model import GpuFigures, Snapshot
 from tokentop.tui.columns import (
     BAD,
+    BAR_CELLS,
     DEFAULT_BANDS,
     DIM,
     PLAIN,
@@ -22,7 +23,6 @@ from tokentop.tui.columns import (
 from tokentop.units import (
     DASH,
     NA,
-    bar,
     fmt_gib,
     fmt_gpu_models,
     fmt_pct,
@@ -107,10 +107,12 @@ def _gpu_name_cell(row: GpuRow) -> Cell:
 
 
 def _memory(used_bytes: int | None, total_bytes: int | None) -> Cell:
+    """Used over total GiB (``123/141``), with a bar of the share used where there is room."""
     if used_bytes is None:
         return Cell(NA, DIM)
-    fraction = used_bytes / total_bytes if total_bytes else None
-    return Cell(f" {fmt_gib(used_bytes):>3}", bar=bar(fraction, 5))
+    if not total_bytes:
+        return Cell(fmt_gib(used_bytes))
+    return Cell(f"{fmt_gib(used_bytes)}/{fmt_gib(total_bytes)}", fill=used_bytes / total_bytes)
 
 
 def _memory_cell(row: GpuRow) -> Cell:
@@ -206,12 +208,12 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "mem",
         "mem GiB",
         "now",
-        9,
+        7,
         8,
         _memory_cell,
         lambda r: r.gpu.sample.memory_used_bytes,
-        right=False,
-        help="memory used, as a bar of the total and in GiB",
+        flex_max=7 + 1 + BAR_CELLS,
+        help="memory used over the total, in GiB; a bar of the share used where there is room",
     ),
     ColumnSpec(
         "power",

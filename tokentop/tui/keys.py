@@ -33,8 +33,15 @@ KEYS: tuple[Key, ...] = (
         "details",
         "Details of the selected GPU: processes, clocks, limits, energy so far, price and its source.",
     ),
+    Key(
+        "P",
+        "P",
+        "toggle_processes",
+        "procs",
+        "Show or hide the processes on the GPUs: PID, user, GPU, GPU memory, the engine each belongs to, command.",
+    ),
     Key("p", "p", "pause", "pause", "Pause drawing (sampling and the history go on); p again to resume."),
-    Key("e", "e", "write_summary", "summary", "Write the session summary to a file now and say where."),
+    Key("e", "e", "write_summary", "", "Write the session summary to a file now and say where."),
     Key("t", "t", "toggle_theme", "", "Switch between dark and light colours."),
 )
 

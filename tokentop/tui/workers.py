@@ -1,6 +1,6 @@
 """What the app runs on worker threads, never on the event loop: a store read for a long graph
-window, process names from /proc, and the session summary written to a file. Each returns what
-the app then posts back to the loop; none of them touches a widget."""
+window and the session summary written to a file (who runs each GPU process: ``processes``).
+Each returns what the app then posts back to the loop; none of them touches a widget."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tokentop.text import safe_text
 from tokentop.tui.events import HistoryRequest
 from tokentop.tui.history import HOST, WINDOWS, GraphPoint, points_from_store
+from tokentop.tui.processes import describe_processes
 from tokentop.tui.session import write_summary
 
 
@@ -38,17 +38,8 @@ def read_long_history(store: SeriesStore, request: HistoryRequest) -> tuple[list
 
 
 def process_names(pids: list[int]) -> dict[int, str]:
-    """The name of each process, or "(not visible)" (gone, or another user's in a container).
-    Any process names itself what it likes (escape sequences included): made safe here."""
-    import psutil
-
-    names = {}
-    for pid in pids:
-        try:
-            names[pid] = safe_text(psutil.Process(pid).name())
-        except (psutil.Error, OSError):
-            names[pid] = "(not visible)"
-    return names
+    """The name of each process, made safe, or "(not visible)" (``processes.describe_processes``)."""
+    return {pid: info.name for pid, info in describe_processes(pids).items()}
 
 
 def summary_text(store: Any, short: str) -> tuple[str, str]:

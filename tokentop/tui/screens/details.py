@@ -3,6 +3,7 @@ the engines it serves and its processes. Follows the live data while open."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from rich.table import Table
@@ -16,6 +17,7 @@ from tokentop.config import CostConfig
 from tokentop.cost import energy_is_charged
 from tokentop.model import GpuFigures, GpuProcess, GpuSample, Snapshot, Window
 from tokentop.tui.columns import is_filling, url_port, with_mtok_unit
+from tokentop.tui.processes import ProcessInfo
 from tokentop.tui.screens.overlay import Overlay
 from tokentop.units import (
     NA,
@@ -54,7 +56,7 @@ def details_table(
     gpu: GpuFigures,
     cost: CostConfig,
     processes: tuple[GpuProcess, ...] | None,
-    process_names: dict[int, str],
+    process_info: Mapping[int, ProcessInfo],
 ) -> Table:
     """The details of one GPU as a two-column table, section after section."""
     table = Table(show_header=False, box=None, padding=(0, 1), expand=True)
@@ -62,7 +64,7 @@ def details_table(
     table.add_column(ratio=1)
     _add_readings(table, gpu.sample)
     _add_engines(table, snapshot, gpu)
-    _add_processes(table, processes, process_names)
+    _add_processes(table, processes, process_info)
     _add_totals(table, gpu)
     _add_price(table, gpu, cost)
     serving = bool(gpu.engines)
@@ -104,18 +106,21 @@ def _add_engines(table: Table, snapshot: Snapshot, gpu: GpuFigures) -> None:
         )
 
 
-def _add_processes(table: Table, processes: tuple[GpuProcess, ...] | None, process_names: dict[int, str]) -> None:
-    """One row per process on the GPU, named where /proc told us."""
+def _add_processes(
+    table: Table, processes: tuple[GpuProcess, ...] | None, process_info: Mapping[int, ProcessInfo]
+) -> None:
+    """One row per process on the GPU: its user and name where /proc told us (P: all of them)."""
     if processes is None:
         table.add_row("processes", "not read yet (every few seconds)")
     elif not processes:
         table.add_row("processes", "none")
     else:
         for i, proc in enumerate(processes):
-            name = process_names.get(proc.pid, "")
+            info = process_info.get(proc.pid)
+            who = f"{info.user} {info.name}" if info else ""
             table.add_row(
                 "processes" if i == 0 else "",
-                f"PID {proc.pid} {name} · {fmt_bytes(proc.used_memory_bytes)}".replace("  ", " "),
+                f"PID {proc.pid} {who} · {fmt_bytes(proc.used_memory_bytes)}".replace("  ", " "),
             )
 
 
@@ -155,7 +160,6 @@ class DetailsScreen(Overlay):
         super().__init__()
         self.uuid = uuid
         self.cost = cost
-        self.process_names: dict[int, str] = {}
         self._body = Static(id="details-text")
 
     def compose(self) -> ComposeResult:
@@ -166,7 +170,12 @@ class DetailsScreen(Overlay):
     def on_mount(self) -> None:
         self.query_one("#details-body").focus()  # the scroll keys go to the text
 
-    def show(self, snapshot: Snapshot | None, processes: tuple[GpuProcess, ...] | None) -> None:
+    def show(
+        self,
+        snapshot: Snapshot | None,
+        processes: tuple[GpuProcess, ...] | None,
+        process_info: Mapping[int, ProcessInfo],
+    ) -> None:
         gpu = None if snapshot is None else next((g for g in snapshot.gpus if g.sample.uuid == self.uuid), None)
         container = self.query_one("#details-body")
         if snapshot is None or gpu is None:
@@ -174,4 +183,4 @@ class DetailsScreen(Overlay):
             self._body.update("This GPU is no longer reported.")
             return
         container.border_title = f"GPU {gpu.sample.index} · {gpu.sample.name}"
-        self._body.update(details_table(snapshot, gpu, self.cost, processes, self.process_names))
+        self._body.update(details_table(snapshot, gpu, self.cost, processes, process_info))

@@ -25,7 +25,7 @@ NOTES = (
         "effective $/Mtok, the header's first figure: everything the GPUs cost over the {cost} window, idle "
         "time included, per million output tokens. busy $/Mtok: the cost of the busy seconds only",
     ),
-    ("colours", "$/Mtok is {bands}"),
+    ("colours", "$/Mtok is {bands} (cost.usd_per_mtok_thresholds in the config)"),
     ("idle", "the window is full and no token flowed in it: there is no $/Mtok"),
     (
         "warming",

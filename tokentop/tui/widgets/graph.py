@@ -5,12 +5,17 @@ than columns). A gap (no data: no ticks, idle $/Mtok, no price) is blank; the la
 and smallest values are written beside each chart, so nothing depends on colour. Each chart
 gets at least ``CHART_LINES`` lines (a one-line chart is a row of solid blocks that says
 nothing): fewer lines show fewer charts, and under a title and one chart, none.
+
+The graph fetches what it draws (``follow``): the last minutes from the app's ``LiveHistory``,
+hours and days from the history store, read on a worker thread and kept for a minute.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from rich.segment import Segment
 from rich.style import Style
@@ -18,13 +23,17 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tokentop.tui.history import GraphPoint
-from tokentop.units import NA, fmt_tok_s, fmt_usd, fmt_watts
+from tokentop.model import Snapshot
+from tokentop.tui.events import HistoryLoaded, HistoryRequest
+from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for
+from tokentop.tui.workers import SeriesStore, read_long_history
+from tokentop.units import NA, fmt_tok_s, fmt_usd, fmt_watts, fmt_window, gpu_labels
 
 LEVELS = " ▁▂▃▄▅▆▇█"
 LABEL_WIDTH = 19
 CHART_LINES = 3  # the fewest lines a chart is drawn on: its last, max and min values beside it
 HIDDEN_NOTE = " History: a taller terminal shows it"
+LONG_REFRESH_S = 60.0  # the store's rollups are per minute: reading them more often shows nothing new
 
 
 @dataclass(frozen=True)
@@ -82,8 +91,17 @@ class HistoryGraph(Widget):
         "graph--cost",
     }
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(
+        self, history: LiveHistory, interval_s: float, store: SeriesStore | None = None, *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
+        self.history, self.interval_s, self.store = history, interval_s, store
+        self.window_index = 0  # into ``WINDOWS``
+        self.scope = "gpu"  # or "host"
+        self._snapshot: Snapshot | None = None  # the tick the graph ends at
+        self._selected: str | None = None  # UUID of the GPU to graph
+        self._long: dict[tuple[str, int, int], tuple[float, list[GraphPoint], str | None]] = {}
+        self._loading: set[tuple[str, int, int]] = set()
         self.title = ""
         self.points: list[GraphPoint] = []
         self.note: str | None = "waiting for the first readings…"
@@ -94,6 +112,73 @@ class HistoryGraph(Widget):
     @property
     def plot_width(self) -> int:
         return max(1, self.size.width - LABEL_WIDTH - 1)
+
+    # -- what to draw: the selected GPU or the host, over the chosen window --
+
+    @property
+    def key(self) -> str:
+        """What is graphed: a GPU's UUID, or ``HOST``."""
+        return HOST if self.scope == "host" or self._selected is None else self._selected
+
+    def follow(self, snapshot: Snapshot | None, selected: str | None) -> None:
+        """Graph ``selected`` (or the host) over the window that ends at ``snapshot``."""
+        self._snapshot, self._selected = snapshot, selected
+        if snapshot is None:
+            return
+        window = WINDOWS[self.window_index]
+        buckets = buckets_for(window, self.plot_width, self.interval_s)
+        title, key = self._title(snapshot, buckets), self.key
+        if not window.from_store:
+            self.show(title, self.history.series(key, window.seconds, buckets, snapshot.t_mono, self.interval_s))
+        elif self.store is None:
+            self.show(title, [], "no history (database off)")
+        else:
+            cached = self._long.get((key, self.window_index, buckets))
+            if cached is None or snapshot.t_wall - cached[0] >= LONG_REFRESH_S:
+                self._load_long((key, self.window_index, buckets, snapshot.t_wall))
+            points, note = (cached[1], cached[2]) if cached else ([], "loading history…")
+            self.show(title, points, note)
+
+    def next_window(self) -> None:
+        self.window_index = (self.window_index + 1) % len(WINDOWS)
+        self.follow(self._snapshot, self._selected)
+
+    def toggle_scope(self) -> None:
+        self.scope = "host" if self.scope == "gpu" else "gpu"
+        self.follow(self._snapshot, self._selected)
+
+    def _title(self, snapshot: Snapshot, buckets: int) -> str:
+        window = WINDOWS[self.window_index]
+        if self.key == HOST:
+            what = "host (all GPUs)"
+        else:
+            gpu = next((g for g in snapshot.gpus if g.sample.uuid == self.key), None)
+            labels = gpu_labels(g.sample.name for g in snapshot.gpus)
+            what = f"GPU {gpu.sample.index} {labels[gpu.sample.name]}" if gpu else "GPU"
+        step_s = window.seconds / max(1, buckets)
+        if window.from_store:  # the store reads 1-minute rollups: whole minutes per bar
+            step_s = math.ceil(step_s / 60.0) * 60.0
+        step = fmt_window(step_s)
+        return f" History · {what} · last {window.label} · {step} per bar · w: window  g: GPU/host"
+
+    def _load_long(self, request: HistoryRequest) -> None:
+        """Read one long window from the store on a worker thread (once at a time)."""
+        if request[:3] in self._loading or self.store is None:
+            return
+        self._loading.add(request[:3])
+        read = partial(read_long_history, self.store, request)
+        self.run_worker(partial(self._read_long, read, request), thread=True, group="history", exit_on_error=False)
+
+    def _read_long(self, read: Callable[[], tuple[list[GraphPoint], str | None]], request: HistoryRequest) -> None:
+        """Worker thread: one store query; the answer comes back as a message."""
+        points, note = read()
+        self.post_message(HistoryLoaded(request, points, note))
+
+    def on_history_loaded(self, message: HistoryLoaded) -> None:
+        key, window_index, buckets, until = message.request
+        self._loading.discard((key, window_index, buckets))
+        self._long[(key, window_index, buckets)] = (until, message.points, message.note)
+        self.follow(self._snapshot, self._selected)
 
     def show(self, title: str, points: list[GraphPoint], note: str | None = None) -> None:
         """New chart data; redraws only when something differs."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from rich.cells import cell_len, set_cell_size
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -30,21 +30,13 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tokentop.tui.columns import Cell, ColumnSpec, ContentWidth, fit_columns, sort_rows
+from tokentop.tui.columns import Cell, ColumnSpec, ContentWidth, content_widths, fit_columns, fit_text, sort_rows
 
 R = TypeVar("R")
 SubRows = Sequence[tuple[str, dict[str, Cell]]]  # (sub-row key, column key -> cell)
 
 HEADER_HEIGHT = 2
 PADDING = 1
-
-
-def fit_text(text: str, width: int, right: bool) -> str:
-    """Exactly ``width`` cells: cropped with an ellipsis, or padded on the left or right."""
-    length = cell_len(text)
-    if length > width:
-        return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
-    return " " * (width - length) + text if right else text + " " * (width - length)
 
 
 class GridTable(ScrollView, Generic[R], can_focus=True):
@@ -99,7 +91,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self.show_cursor = show_cursor
         self.show_sort = show_sort
         self.cursor_key: str | None = None
-        self.windows: dict[str, str] = {"rate": "", "cost": ""}
+        self._windows: dict[str, str] = {"rate": "", "cost": ""}
         self._items: dict[str, R] = {}
         self._keys: list[str] = []
         self._cells: dict[str, dict[str, Cell]] = {}  # row key -> column key -> cell
@@ -113,6 +105,18 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self._styles: dict[str, Style] = {}
 
     # -- data in --
+
+    @property
+    def windows(self) -> dict[str, str]:
+        """What ``{rate}`` and ``{cost}`` in the headers read as (the spans change while the
+        windows fill): the header lines are redrawn when they change, even if no row does."""
+        return self._windows
+
+    @windows.setter
+    def windows(self, windows: dict[str, str]) -> None:
+        if windows != self._windows:
+            self._windows = dict(windows)
+            self.refresh_lines(0, HEADER_HEIGHT)
 
     def _spec(self, key: str) -> ColumnSpec[R] | None:
         return next((s for s in self.specs if s.key == key), None)
@@ -139,7 +143,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
                     cells[sub_key] = {spec.key: sub_cells.get(spec.key, blank) for spec in self.specs}
         changed = [key for key, row in cells.items() if row != self._cells.get(key)]
         self._cells = cells
-        content = self._content_widths()
+        content = content_widths(self.specs, cells.values())
         order = self._sorted_keys()
         if order != self._keys or content != self._content:
             resized = len(order) != len(self._keys)
@@ -154,17 +158,6 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         if self.cursor_key not in self._items:
             self.cursor_key = order[0] if order else None
             self.post_message(self.Selected(self, self.cursor_key))
-
-    def _content_widths(self) -> dict[str, ContentWidth]:
-        """How wide each column's cells are, for fitting the columns to them."""
-        out = {}
-        for spec in self.specs:
-            cells = [row[spec.key] for row in self._cells.values()]
-            out[spec.key] = ContentWidth(
-                max((cell_len(c.least) for c in cells), default=0),
-                max((cell_len(c.bar + c.text) for c in cells), default=0),
-            )
-        return out
 
     def _sorted_keys(self) -> list[str]:
         """Display order: the rows sorted, each followed by its sub-rows."""
@@ -392,9 +385,10 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         for spec, col_width in self._columns:
             cell = cells[spec.key]
             style = (self._style(f"cursor+{cell.style}") if cursor else self._style(cell.style)) if cell.style else base
-            if cell.bar:
-                text = fit_text(cell.bar + cell.text, col_width, spec.right)
-                split = max(0, len(text) - len(cell.text)) if spec.right else min(len(cell.bar), len(text))
+            bar, text = cell.with_bar(col_width)
+            if bar:
+                text = fit_text(bar + text, col_width, spec.right)
+                split = max(0, len(text) - len(cell.text)) if spec.right else min(len(bar), len(text))
                 bar_style = self._style("cursor+bar" if cursor else "bar")
                 segments += [Segment(pad, base), Segment(text[:split], bar_style), Segment(text[split:] + pad, style)]
             else:
