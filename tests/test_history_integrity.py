@@ -21,12 +21,13 @@ from test_store import FakeHost, open_store, rows
 from test_summary import record_scripted
 
 from tokentop import report
+from tokentop.changes import changes
 from tokentop.config import Config
 from tokentop.demo import DemoGpuReader, DemoHost
 from tokentop.history import Store, StoreError
 from tokentop.model import Snapshot, Totals
 from tokentop.sampler import Sampler
-from tokentop.tui.notices import changes, current_messages
+from tokentop.tui.notices import current_messages
 
 T0 = 1_700_000_040.0
 DAY = 86400.0
@@ -314,7 +315,8 @@ def test_the_live_view_says_a_waiting_history_once_and_shows_it_while_it_lasts(t
     snapshots.append(sampler.tick())
     assert sampler.stop() is None
     host.close()
-    notified = [text for old, new in pairwise(snapshots) for text, _ in changes(old, new) if "history" in text]
+    said = [change.text for old, new in pairwise(snapshots) for change in changes(old, new)]
+    notified = [text for text in said if "history" in text]
     assert len(notified) == 1 and "locked" in notified[0] and "waiting in memory" in notified[0]
     shown = [[m for m in current_messages(s, []) if "history" in m] for s in snapshots]
     assert shown == [[]] + [notified] * 5 + [[]]

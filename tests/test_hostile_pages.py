@@ -24,7 +24,7 @@ from tokentop.collectors.exposition import MAX_SAMPLE_LINES
 from tokentop.config import Config, EndpointConfig
 from tokentop.model import EndpointSample
 from tokentop.text import MAX_TEXT
-from tokentop.tui.workers import process_names
+from tokentop.tui.processes import describe_processes
 
 HOSTILE_MODEL = "m\x1b]52;c;cHduZWQ=\x07\x1b]0;PWNTITLE\x07"
 SCREEN_CLEARING_MODEL = "m\\n\x1b[2J\x9b2J"  # an escaped newline in the label, ESC[2J and CSI 2J
@@ -122,10 +122,11 @@ def test_process_names_are_made_safe() -> None:
     child = subprocess.Popen([sys.executable, "-c", rename])
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not process_names([child.pid])[child.pid].startswith("e"):
+        while time.monotonic() < deadline and not describe_processes([child.pid])[child.pid].name.startswith("e"):
             time.sleep(0.05)
-        name = process_names([child.pid])[child.pid]
-        assert name.startswith("e") and "PWN" in name and name.isprintable()
+        info = describe_processes([child.pid])[child.pid]
+        assert info.name.startswith("e") and "PWN" in info.name and info.name.isprintable()
+        assert info.command.isprintable()
     finally:
         child.kill()
         child.wait()

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from tokentop.changes import ChangeLog
 from tokentop.cli.output import EXIT_OUTPUT_LOST
 from tokentop.cli.runtime import UsageError, build_runtime, history_path, open_store, stop_on_signals
 from tokentop.cli.summary import add_summary_mode, print_session_summary
@@ -28,37 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_summary_mode(parser, "at the end", default=argparse.SUPPRESS)
 
 
-class ChangeReport:
-    """What ``record`` says on stderr as it runs, once per change rather than every tick: an
-    endpoint going down or coming back, a GPU lost or back (as the live view notifies), and each
-    message of the snapshot when it appears (a lasting one, such as the history waiting, keeps
-    its text while it lasts)."""
-
-    def __init__(self) -> None:
-        self._previous: Snapshot | None = None
-        self._messages: set[str] = set()
-
-    def lines(self, snapshot: Snapshot) -> list[str]:
-        previous, out = self._previous, []
-        endpoints_before = {e.sample.name: e.sample.status for e in previous.endpoints} if previous else {}
-        for endpoint in snapshot.endpoints:
-            sample, old = endpoint.sample, endpoints_before.get(endpoint.sample.name)
-            if sample.status == "error" and old != "error":
-                out.append(f"{sample.name} is down: {sample.error or 'no answer'}")
-            elif sample.status == "up" and old == "error":
-                out.append(f"{sample.name} is back up")
-        gpus_before = {g.sample.uuid: g.sample.status for g in previous.gpus} if previous else {}
-        for gpu in snapshot.gpus:
-            status, old = gpu.sample.status, gpus_before.get(gpu.sample.uuid, "ok")
-            if status != "ok" and old == "ok":
-                out.append(f"GPU {gpu.sample.index} {status}: {gpu.sample.error or 'no reading'}")
-            elif status == "ok" and old != "ok":
-                out.append(f"GPU {gpu.sample.index} is back")
-        out += [text for text in snapshot.messages if text not in self._messages]
-        self._previous, self._messages = snapshot, set(snapshot.messages)
-        return out
-
-
 def run(args: argparse.Namespace, config: Config) -> int:
     if not config.history:
         raise UsageError("record writes the history: --no-history leaves it nothing to do")
@@ -69,10 +39,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"tokentop: {sampler.gpus.reason}", file=sys.stderr)
     where = history_path(runtime.config)
     print(f"tokentop: recording to {where} every {runtime.config.interval_s:g} s; Ctrl-C to stop", file=sys.stderr)
-    report = ChangeReport()
+    changes = ChangeLog()
 
     def report_changes(snapshot: Snapshot) -> None:
-        for line in report.lines(snapshot):
+        for line in changes.lines(snapshot):
             log.warning(line)
 
     with stop_on_signals() as stop:

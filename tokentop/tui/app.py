@@ -35,6 +35,7 @@ from textual.binding import BindingType
 from textual.filter import LineFilter
 from textual.widgets import Footer
 
+from tokentop.changes import changes
 from tokentop.config import Config
 from tokentop.model import GpuProcess, Snapshot
 from tokentop.tui.columns import cost_bands, window_labels
@@ -44,7 +45,7 @@ from tokentop.tui.gpu_table import GPU_COLUMNS, GpuRow, gpu_rows, gpu_sub_rows
 from tokentop.tui.history import LiveHistory
 from tokentop.tui.host import HostReader, HostUsage, PsutilHost
 from tokentop.tui.keys import bindings
-from tokentop.tui.notices import changes, current_messages, help_log
+from tokentop.tui.notices import current_messages, help_log
 from tokentop.tui.processes import PROCESS_COLUMNS, ProcessInfo, ProcessRow, process_rows
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
@@ -347,8 +348,8 @@ class TokentopApp(App[None]):
     def _announce_changes(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """Say once when an endpoint goes down or comes back, a GPU is lost or returns, or a
         new message appears; the screen shows the lasting state."""
-        for text, severity in changes(previous, snapshot):
-            self._notify(text, severity)
+        for change in changes(previous, snapshot):
+            self._notify(change.text, change.severity)
 
     # -- keys --
 

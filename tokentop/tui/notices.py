@@ -1,6 +1,7 @@
 """What the live view tells the user in words: the message line (snapshot messages, failing
-endpoints and GPUs, recent log warnings), the notifications for changes between two ticks, and
-the recent log for the help screen. Plain functions of the snapshots and the kept log lines."""
+endpoints and GPUs, recent log warnings) and the recent log for the help screen. Plain functions
+of the snapshots and the kept log lines. The notifications of changes come from
+``tokentop.changes``, which ``record`` and ``export`` share."""
 
 from __future__ import annotations
 
@@ -36,31 +37,6 @@ def current_messages(latest: Snapshot | None, log_lines: Iterable[LogEntry]) -> 
         if level >= logging.WARNING and (newest is None or newest - created <= LOG_SHOWN_S)
     )
     return messages
-
-
-def changes(previous: Snapshot | None, snapshot: Snapshot) -> list[tuple[str, str]]:
-    """(text, severity) to notify once: an endpoint going down or coming back, a GPU lost or
-    back, a new message; the screen shows the lasting state."""
-    out: list[tuple[str, str]] = []
-    before = {s.sample.name: s.sample.status for s in previous.endpoints} if previous else {}
-    for endpoint in snapshot.endpoints:
-        status, old = endpoint.sample.status, before.get(endpoint.sample.name)
-        if status == "error" and old != "error":
-            out.append((f"{endpoint.sample.name} is down: {endpoint.sample.error or 'no answer'}", "error"))
-        elif status == "up" and old == "error":
-            out.append((f"{endpoint.sample.name} is back up", "information"))
-    gpus_before = {g.sample.uuid: g.sample.status for g in previous.gpus} if previous else {}
-    for gpu in snapshot.gpus:
-        status, old = gpu.sample.status, gpus_before.get(gpu.sample.uuid, "ok")
-        if status != "ok" and old == "ok":
-            out.append((f"GPU {gpu.sample.index} {status}: {gpu.sample.error or 'no reading'}", "error"))
-        elif status == "ok" and old != "ok":
-            out.append((f"GPU {gpu.sample.index} is back", "information"))
-    old_messages = set(previous.messages) if previous else set()
-    for text in snapshot.messages:
-        if text not in old_messages:
-            out.append((text, "warning"))
-    return out
 
 
 def help_log(log_lines: Iterable[LogEntry]) -> tuple[str, ...]:

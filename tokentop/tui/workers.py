@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from tokentop.tui.events import HistoryRequest
 from tokentop.tui.history import HOST, WINDOWS, GraphPoint, points_from_store
-from tokentop.tui.processes import describe_processes
 from tokentop.tui.session import write_summary
 
 
@@ -35,11 +34,6 @@ def read_long_history(store: SeriesStore, request: HistoryRequest) -> tuple[list
     except Exception as exc:  # a closed, locked or broken file: say so in the graph
         points, note = [], f"history unavailable: {exc}"
     return points, note
-
-
-def process_names(pids: list[int]) -> dict[int, str]:
-    """The name of each process, made safe, or "(not visible)" (``processes.describe_processes``)."""
-    return {pid: info.name for pid, info in describe_processes(pids).items()}
 
 
 def summary_text(store: Any, short: str) -> tuple[str, str]:
