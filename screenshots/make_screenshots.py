@@ -77,6 +77,30 @@ async def render(picture: Picture, snapshots: Iterable[Snapshot], out: Path) -> 
     return path
 
 
+def sixteen_gpu_snapshots(ticks: int = 3) -> list[Snapshot]:
+    """A host of 16 fake GPUs (no engine) read by the real NVML reader on a simulated clock."""
+    from tokentop.demo import SimulatedClock
+    from tokentop.nvml.fake import FakeNvml
+    from tokentop.nvml.reader import NvmlReader
+    from tokentop.sampler import Sampler
+
+    clock = SimulatedClock()
+    sampler = Sampler(
+        Config(discover=False), NvmlReader(lib=FakeNvml.healthy(count=16)), clock=clock, wall_clock=clock.wall
+    )
+    try:
+        snapshots = []
+        for _ in range(ticks):
+            clock.t += 1.0
+            snapshots.append(sampler.tick())
+        return snapshots
+    finally:
+        sampler.stop()
+
+
+SIXTEEN_GPUS = Picture("live-16gpus-80x24.svg", (80, 24), caption="16 GPUs at 80x24: every GPU keeps a row")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
@@ -87,6 +111,8 @@ def main() -> int:
     for picture in PICTURES:
         path = asyncio.run(render(picture, snapshots, args.out))
         print(f"wrote {path}  ({picture.caption})")
+    path = asyncio.run(render(SIXTEEN_GPUS, sixteen_gpu_snapshots(), args.out))
+    print(f"wrote {path}  ({SIXTEEN_GPUS.caption})")
     return 0
 
 
