@@ -14,10 +14,12 @@ once pytest has collected that folder. The benchmarks, outside pytest, import ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metrics"
 
@@ -46,3 +48,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "captured_page" in metafunc.fixturenames:
         pages = prometheus_pages()
         metafunc.parametrize("captured_page", pages, ids=[page.relative_to(FIXTURES).as_posix() for page in pages])
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    """A real HTTP server on loopback (tests/loopback.py), closed after the test."""
+    with LoopbackServer() as loopback:
+        yield loopback
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client() as http:
+        yield http

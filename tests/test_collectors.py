@@ -32,18 +32,6 @@ def vllm_page(prompt: float | str, generation: float | str, running: float | str
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as loopback:
-        yield loopback
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client() as http:
-        yield http
-
-
 def make(
     url: str, client: httpx.Client, *, timeout_s: float = 1.0, max_page_bytes: int = 8 << 20, **endpoint: str
 ) -> EndpointCollector:

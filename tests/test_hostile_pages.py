@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -48,18 +48,6 @@ def vllm_page(
             ("kv_cache_usage_perc", kv),
         )
     )
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as loopback:
-        yield loopback
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client() as http:
-        yield http
 
 
 def make(url: str, client: httpx.Client, *, timeout_s: float = 2.0, **endpoint: str) -> EndpointCollector:
