@@ -14,6 +14,10 @@ from tokentop.tui import TokentopApp, logs_on_screen, short_summary
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    if config.fleet_source is not None:  # --prometheus, --ssh, or the config's: the fleet view
+        from tokentop.cli import fleet
+
+        return fleet.run_live(config)
     runtime = build_runtime(config)
     return run_live(runtime, open_store(runtime.config, required=False), summary=args.summary_mode or "short")
 

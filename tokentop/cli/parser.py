@@ -11,7 +11,7 @@ from tokentop import __version__
 from tokentop.cli import export, record, snapshot, summary
 from tokentop.cli.runtime import UsageError
 from tokentop.cli.summary import add_summary_mode
-from tokentop.config import Config, default_db_path, load_config, parse_endpoint_flag
+from tokentop.config import Config, SshHostConfig, default_db_path, load_config, parse_endpoint_flag
 
 COMMANDS = (
     ("record", record, "sample into the history database until stopped"),
@@ -33,6 +33,9 @@ COMMON_FLAGS = {
     "config": "--config",
     "seed": "--seed",
     "summary_mode": "--summary",
+    "prometheus": "--prometheus",
+    "prometheus_token_env": "--prometheus-token-env",
+    "ssh": "--ssh",
 }
 ALL_COMMON = frozenset(COMMON_FLAGS.values())
 
@@ -96,6 +99,25 @@ def _common(parser: argparse.ArgumentParser, *, sub: bool = False, takes: frozen
     )
     parser.add_argument("--seed", type=int, default=unset, help=shown("--seed", "seed of the --demo simulation"))
     parser.add_argument(
+        "--prometheus",
+        default=unset,
+        metavar="URL",
+        help=shown("--prometheus", "read the fleet from this Prometheus (http://prometheus:9090) instead of this host"),
+    )
+    parser.add_argument(
+        "--prometheus-token-env",
+        default=unset,
+        metavar="VAR",
+        help=shown("--prometheus-token-env", "environment variable holding Prometheus's bearer token"),
+    )
+    parser.add_argument(
+        "--ssh",
+        action="append",
+        default=unset,
+        metavar="[USER@]HOST[:PORT]",
+        help=shown("--ssh", "read this host's tokentop over your ssh (repeatable): the fleet view without Prometheus"),
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -138,6 +160,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The settings the options make; ``UsageError`` for an option the command would ignore."""
     refuse_ignored(args)
     endpoints = tuple(parse_endpoint_flag(e) for e in args.endpoint) if args.endpoint else None
+    prometheus = {"url": args.prometheus, "token_env": args.prometheus_token_env}
+    prometheus = {k: v for k, v in prometheus.items() if v is not None}
     return load_config(
         args.config,
         demo=args.demo,
@@ -147,4 +171,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         interval_s=args.interval,
         seed=args.seed,
         ascii_only=args.ascii_only,
+        prometheus=prometheus or None,
+        hosts=tuple(SshHostConfig(ssh=target) for target in args.ssh) if args.ssh else None,
     )

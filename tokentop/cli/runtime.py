@@ -19,6 +19,9 @@ from tokentop.history import Store, StoreError
 from tokentop.nvml.reader import NvmlReader
 from tokentop.sampler import GpuSource
 
+FLEET_OPTIONS = ("--prometheus", "--prometheus-token-env", "--ssh")
+"""The options that point a command at a fleet instead of this host (``tokentop.fleet``)."""
+
 
 class UsageError(Exception):
     """Something the user can fix; printed as one line, exit code 2."""

@@ -9,7 +9,7 @@ import json
 import threading
 
 from tokentop.cli.output import write_stdout
-from tokentop.cli.runtime import UsageError, build_runtime, open_store
+from tokentop.cli.runtime import FLEET_OPTIONS, UsageError, build_runtime, open_store
 from tokentop.config import Config
 from tokentop.sampler import Sampler
 from tokentop.snapshot_json import snapshot_dict
@@ -19,7 +19,7 @@ SNAPSHOT_TICKS = 3  # two measured intervals: enough for every rate to exist
 
 # The options shared by the commands (``tokentop.cli.parser``) that snapshot takes (--db only
 # with --record).
-COMMON_OPTIONS = ("--demo", "--db", "--endpoint", "--interval", "--config", "--seed")
+COMMON_OPTIONS = ("--demo", "--db", "--endpoint", "--interval", "--config", "--seed", *FLEET_OPTIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

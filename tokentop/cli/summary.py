@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tokentop.cli.output import EXIT_OUTPUT_LOST, EXIT_PIPE_CLOSED, discard_stdout, write_stdout
+from tokentop.cli.runtime import FLEET_OPTIONS
 from tokentop.config import Config, default_db_path
 from tokentop.history import StoreError
 from tokentop.report import (
@@ -30,7 +31,7 @@ SUMMARY_MODES = ("short", "full", "none")  # the summary printed when the live v
 
 # The options shared by the commands (``tokentop.cli.parser``) that summary takes: it reads a
 # history (--demo: the demo's), nothing else.
-COMMON_OPTIONS = ("--demo", "--db", "--config")
+COMMON_OPTIONS = ("--demo", "--db", "--config", *FLEET_OPTIONS)
 
 
 def add_summary_mode(parser: argparse.ArgumentParser, when: str, *, default: str | None) -> None:
