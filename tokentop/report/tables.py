@@ -59,14 +59,14 @@ def to_json_dict(summary: SessionSummary) -> dict[str, Any]:
         },
         "cost_inputs": _cost_inputs_json(summary.cost_inputs),
         "host": _host_json(summary),
-        "gpus": [_gpu_json(g) for g in summary.gpus],
-        "endpoints": [_endpoint_json(e) for e in summary.endpoints],
+        "gpus": [gpu_json(g) for g in summary.gpus],
+        "endpoints": [endpoint_json(e) for e in summary.endpoints],
         "api_equivalent": [_api_json(a) for a in summary.api],
         "notes": [note_text(note) for note in summary.notes],
     }
 
 
-def _iso(t: float | None) -> str | None:
+def iso_utc(t: float | None) -> str | None:
     """UTC, to the second: ``2026-04-01T12:00:00Z``."""
     if t is None:
         return None
@@ -79,9 +79,9 @@ def _session_json(s: SessionInfo) -> dict[str, Any]:
         "host": s.host,
         "tokentop_version": s.tokentop_version,
         "started_unix_s": s.started_at,
-        "started_utc": _iso(s.started_at),
+        "started_utc": iso_utc(s.started_at),
         "ended_unix_s": s.ended_at,
-        "ended_utc": _iso(s.ended_at),
+        "ended_utc": iso_utc(s.ended_at),
         "open": s.ended_at is None,
         "origin": s.origin,
         "simulated": s.simulated,
@@ -91,9 +91,9 @@ def _session_json(s: SessionInfo) -> dict[str, Any]:
 def _range_json(summary: SessionSummary) -> dict[str, Any]:
     return {
         "since_unix_s": summary.since,
-        "since_utc": _iso(summary.since),
+        "since_utc": iso_utc(summary.since),
         "until_unix_s": summary.until,
-        "until_utc": _iso(summary.until),
+        "until_utc": iso_utc(summary.until),
         "duration_s": summary.until - summary.since,
         "whole_session": summary.whole_session,
     }
@@ -129,7 +129,7 @@ def _cost_inputs_json(c: CostInputs) -> dict[str, Any]:
 FIGURE_KEYS = {f.name: {"busy_s": "busy_gpu_s"}.get(f.name, f.name) for f in fields(Figures)}
 
 
-def _figures_json(figures: Figures) -> dict[str, Any]:
+def figures_json(figures: Figures) -> dict[str, Any]:
     return {key: getattr(figures, name) for name, key in FIGURE_KEYS.items()}
 
 
@@ -139,11 +139,11 @@ def _host_json(summary: SessionSummary) -> dict[str, Any] | None:
     return {
         "gpu_count": len(summary.gpus),
         "unpriced_gpus": list(summary.unpriced_gpus),
-        **_figures_json(summary.host),
+        **figures_json(summary.host),
     }
 
 
-def _gpu_json(g: GpuSummary) -> dict[str, Any]:
+def gpu_json(g: GpuSummary) -> dict[str, Any]:
     return {
         "index": g.index,
         "uuid": g.uuid,
@@ -154,11 +154,11 @@ def _gpu_json(g: GpuSummary) -> dict[str, Any]:
         "energy_unmeasured_ticks": g.energy_unmeasured_ticks,
         "price_usd_per_gpu_hour": g.price_usd_per_gpu_hour,
         "price_source": g.price_source,
-        **_figures_json(g.figures),
+        **figures_json(g.figures),
     }
 
 
-def _endpoint_json(e: EndpointSummary) -> dict[str, Any]:
+def endpoint_json(e: EndpointSummary) -> dict[str, Any]:
     """Every field, under its own name (tuples as lists)."""
     return {f.name: _plain(getattr(e, f.name)) for f in fields(EndpointSummary)}
 
@@ -200,21 +200,21 @@ def render_csv(summary: SessionSummary) -> str:
             csv_cell(" ".join(g.engines)),
             g.energy_method or "",
             g.energy_integrated_ticks,
-            _csv(g.price_usd_per_gpu_hour),
+            csv_number(g.price_usd_per_gpu_hour),
         ]
-        writer.writerow(lead + _figures_csv(g.figures))
+        writer.writerow(lead + figures_csv(g.figures))
     if summary.host is not None:
         integrated = sum(g.energy_integrated_ticks for g in summary.gpus)
         lead = ["total", "", "", f"{len(summary.gpus)} GPUs", "", "", integrated, ""]
-        writer.writerow(lead + _figures_csv(summary.host))
+        writer.writerow(lead + figures_csv(summary.host))
     return out.getvalue()
 
 
-def _figures_csv(figures: Figures) -> list[str]:
-    return [_csv(getattr(figures, f.name)) for f in fields(Figures)]
+def figures_csv(figures: Figures) -> list[str]:
+    return [csv_number(getattr(figures, f.name)) for f in fields(Figures)]
 
 
-def _csv(value: float | None) -> str:
+def csv_number(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
