@@ -112,9 +112,7 @@ def combine(hosts: Sequence[HostSummary]) -> tuple[Figures | None, tuple[str, ..
             cost_usd=cost,
             usd_per_hour_mean=_sum_known(f.usd_per_hour_mean for f in priced),
             usd_per_mtok=usd_per_mtok(cost, priced_tokens),
-            busy_usd_per_mtok=usd_per_mtok(
-                None if cost is None or idle_usd is None else cost - idle_usd, priced_tokens
-            ),
+            busy_usd_per_mtok=usd_per_mtok(busy_cost, priced_tokens),
             busy_s=busy_s,
             busy_pct=busy_s / watched * 100.0 if watched > 0 else None,
             idle_usd=idle_usd,
