@@ -109,7 +109,7 @@ _HOSTS_HEADER = [
 
 def fleet_markdown(summary: FleetSummary) -> str:
     lines = [
-        f"# Fleet summary: {len(summary.hosts)} hosts, {summary.gpu_count} GPUs",
+        f"# Fleet summary: {_count(len(summary.hosts), 'host')}, {_count(summary.gpu_count, 'GPU')}",
         "",
         f"- Source: {markdown_cell(summary.source)}",
         f"- Range: {iso_utc(summary.since)} to {iso_utc(summary.until)} "
@@ -120,7 +120,7 @@ def fleet_markdown(summary: FleetSummary) -> str:
         "|---|" + "---:|" * (len(_HOSTS_HEADER) - 1),
     ]
     for host in summary.hosts:
-        lines.append(_row(host.name, host.gpu_count, host.figures, host.reason))
+        lines.append(_row(markdown_cell(host.name), host.gpu_count, host.figures, host.reason))
     if summary.fleet is not None:
         lines.append(_row("**fleet**", summary.gpu_count, summary.fleet, None))
     if summary.notes:
@@ -128,7 +128,12 @@ def fleet_markdown(summary: FleetSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def _row(label: str, gpus: int, f: Figures | None, reason: str | None) -> str:
+    """A row of the hosts table; ``label`` is Markdown already (the fleet's is bold)."""
     if f is None:
         cells = [label, str(gpus), f"not summarised: {reason or 'no reading'}"] + [""] * (len(_HOSTS_HEADER) - 3)
     else:
