@@ -68,7 +68,7 @@ class FleetFigures:
 class FleetReading:
     t_wall: float  # Unix time of the reading, by the viewer's clock
     source: str  # what was read, for the screen: "prometheus http://…:9090 (tokentop exporters)"
-    mode: str  # "tokentop" | "agentless" | "ssh"
+    mode: str  # "tokentop" | "agentless" | "ssh"; "unknown" before the source's first good read
     rate_window_s: float
     cost_window_s: float
     hosts: tuple[FleetHost, ...]
@@ -80,7 +80,10 @@ class FleetReading:
 
 @dataclass(frozen=True, slots=True)
 class FleetSeries:
-    """A graph's points: one host's or the fleet's, from range queries or a feed's past readings."""
+    """A graph's points: one host's or the fleet's, from range queries or a feed's past readings.
+    Each point is the mean over the step that ends at its time. ``usd_per_hour`` covers only
+    hosts with a price, and so does ``priced_tok_s_out``: $/Mtok of a point or of several is
+    their cost over their priced tokens (None: every host is priced, use ``tok_s_out``)."""
 
     span_s: float
     step_s: float
@@ -88,6 +91,7 @@ class FleetSeries:
     tok_s_out: tuple[float | None, ...]
     power_w: tuple[float | None, ...]
     usd_per_hour: tuple[float | None, ...]
+    priced_tok_s_out: tuple[float | None, ...] | None = None
 
 
 class FleetSource(Protocol):

@@ -1,9 +1,11 @@
-"""Every key of the live view, as data: the app's bindings, the footer and the help screen are
-all made from this one table, so they cannot disagree."""
+"""Every key of the live view and of the fleet view, as data: each app's bindings, its footer and
+its help screen are all made from one table, so they cannot disagree. The fleet view's keys are
+the live view's where they do the same thing (sorting, pausing, the theme, the graph's span)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from textual.binding import Binding
 
@@ -58,11 +60,45 @@ MOUSE: tuple[tuple[str, str], ...] = (
 )
 
 
-def bindings() -> list[Binding]:
-    """The app's bindings: every key with an action; footer words only where given."""
+def _like_local(keys: str, help: str, footer: str | None = None) -> Key:
+    """A live-view key as the fleet view words it: the same key and action, its own help."""
+    local = next(k for k in KEYS if k.keys == keys)
+    return replace(local, help=help, footer=local.footer if footer is None else footer)
+
+
+# The fleet view (``tokentop --prometheus URL`` or ``--ssh HOST``): the hosts table, and a host's
+# own GPU and engine tables once opened with Enter. "the table" is whichever is on screen.
+FLEET_KEYS: tuple[Key, ...] = (
+    Key("q", "q", "quit", "quit", "Quit. Polling stops and the source is closed."),
+    _like_local("question_mark", "This help: keys, what each column means, current messages."),
+    _like_local("m", "Sort the table by $/Mtok, dearest first; m again: cheapest first."),
+    _like_local("s", "Sort the table by the next column (its header shows ▼ or ▲)."),
+    _like_local("S", "Reverse the sort order."),
+    _like_local("up,down", "Select a host (or, in a host, a GPU)."),
+    Key(
+        "enter",
+        "Enter",
+        "open_host",
+        "open",
+        "Open the selected host: its GPUs and engines, as the local view shows them.",
+    ),
+    Key("escape", "Esc", "close_host", "back", "Back from a host to the fleet."),
+    _like_local("w", "Graph span: 1 h, 24 h, 7 d, read from the source's past (the fleet, or the open host)."),
+    _like_local("p", "Pause drawing (polling goes on); p again to resume."),
+    _like_local("t", "Switch between dark and light colours."),
+)
+FLEET_MOUSE: tuple[tuple[str, str], ...] = (
+    ("click a header", "Sort the table by that column; click it again to reverse the order."),
+    ("click a row", "Select that host (or GPU)."),
+    ("wheel", "Scroll a table whose rows do not all fit (its last line says how many are hidden)."),
+)
+
+
+def bindings(keys: Sequence[Key] = KEYS) -> list[Binding]:
+    """An app's bindings: every key with an action; footer words only where given."""
     out = [
         Binding(k.keys, k.action, k.footer or k.help, show=bool(k.footer), key_display=k.display)
-        for k in KEYS
+        for k in keys
         if k.action is not None
     ]
     # Ctrl+C quits too (Textual only hints at Ctrl+Q by default): people press it in any top.

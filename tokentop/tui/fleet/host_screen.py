@@ -1,0 +1,108 @@
+"""One host of the fleet, opened with Enter: its GPUs and engines in the local view's own tables
+(``gpu_table``, ``engine_table``, sized by the local ``Panels``), fed with the host's
+``model.Snapshot``, under a header that says which host, its state and its figures; its graph
+reads the source's past for this host. Esc goes back to the fleet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tokentop.fleet.model import FleetHost, FleetReading
+from tokentop.tui.columns import CostBands, window_labels
+from tokentop.tui.engine_table import ENGINE_COLUMNS, engine_rows
+from tokentop.tui.fleet.header_parts import host_header_rows
+from tokentop.tui.fleet.widgets import FleetGraph, PartsHeader
+from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows, gpu_sub_rows
+from tokentop.tui.processes import PROCESS_COLUMNS
+from tokentop.tui.widgets.grid import GridTable
+from tokentop.tui.widgets.messages import MessageBar
+from tokentop.tui.widgets.panels import Panels
+
+
+def host_of(reading: FleetReading | None, name: str) -> FleetHost | None:
+    if reading is None:
+        return None
+    return next((h for h in reading.hosts if h.name == name), None)
+
+
+def _host_messages(host: FleetHost | None) -> tuple[str, ...]:
+    """The host's own trouble: its state's reason, then its snapshot's messages."""
+    if host is None:
+        return ()
+    said = (f"{host.name} {host.state.upper()}: {host.reason}",) if host.reason and host.state != "up" else ()
+    snapshot = host.snapshot
+    if snapshot is None:
+        return said
+    failing = tuple(
+        f"{e.sample.name}: {e.sample.error or 'down'}" for e in snapshot.endpoints if e.sample.status == "error"
+    )
+    return said + tuple(snapshot.messages) + failing
+
+
+class HostScreen(Screen[None]):
+    """The opened host; the app calls ``show`` with each reading it draws."""
+
+    def __init__(self, host_name: str, bands: CostBands) -> None:
+        super().__init__()
+        self.host_name = host_name
+        self.bands = bands
+
+    def compose(self) -> ComposeResult:
+        yield PartsHeader(self._header_rows, id="host-header")
+        gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
+        engines = GridTable(
+            ENGINE_COLUMNS,
+            default_sort="name",
+            id="engines",
+            show_cursor=False,
+            show_sort=False,
+            empty_text="no inference endpoint on this host",
+        )
+        engines.can_focus = False
+        processes = GridTable(PROCESS_COLUMNS, default_sort="gpu", id="processes", show_cursor=False)
+        processes.can_focus = False
+        processes.display = False  # a source gives no process list
+        yield Panels(gpus, processes, engines, FleetGraph(id="host-graph"), id="host-panels")
+        yield MessageBar(id="host-messages")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def _header_rows(self, host: FleetHost | None, state: str, width: int) -> list[list[Any]]:
+        return host_header_rows(host, self.host_name, state, self.bands, width)
+
+    def on_mount(self) -> None:
+        self.gpu_table.focus()
+
+    @property
+    def gpu_table(self) -> GridTable[Any]:
+        return self.query_one("#gpus", GridTable)
+
+    @property
+    def engine_table(self) -> GridTable[Any]:
+        return self.query_one("#engines", GridTable)
+
+    @property
+    def graph(self) -> FleetGraph:
+        return self.query_one("#host-graph", FleetGraph)
+
+    def show(self, reading: FleetReading | None, state: str, quiet: str) -> None:
+        """Draw the host as ``reading`` has it (its last figures when stale; none when down)."""
+        host = host_of(reading, self.host_name)
+        self.query_one(PartsHeader).show_data(host, state)
+        snapshot = host.snapshot if host is not None else None
+        gpus, engines = self.gpu_table, self.engine_table
+        if snapshot is None:
+            why = "no longer in the fleet's readings" if host is None else host.reason or "no reading yet"
+            gpus.empty_text = f"no reading from {self.host_name}: {why}"
+            gpus.set_rows([], lambda row: row.key)
+            engines.set_rows([], lambda row: row.key)
+        else:
+            gpus.windows = engines.windows = window_labels(snapshot)
+            gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
+            gpus.set_rows(gpu_rows(snapshot, self.bands), lambda row: row.key, gpu_sub_rows)
+            engines.set_rows(engine_rows(snapshot), lambda row: row.key)
+        self.query_one(Panels).fit()
+        self.query_one(MessageBar).show(_host_messages(host), f"{quiet} · sorted by {gpus.sort_label}")
