@@ -90,3 +90,12 @@ def test_sum_windows_keeps_cost_unknown_when_any_part_is() -> None:
     assert both.watched_gpu_s == 160
     assert sum_windows([window(10, 5, 1.0), window(10, 7, None)], 10).cost_usd is None
     assert sum_windows([], 10).cost_usd is None
+
+
+def test_a_short_window_adds_its_rate_not_a_fraction_of_it() -> None:
+    """A host that reconnected 6 s ago has a 6 s window: it adds 100 tok/s, not 6/60 of it."""
+    fleet = sum_windows([window(60, 6000, 6.0), window(6, 600, 0.6)], 60)
+    assert fleet.tok_s_out == pytest.approx(200.0)
+    assert fleet.usd_per_hour == pytest.approx(2 * 6.0 * 60)
+    assert fleet.usd_per_mtok == pytest.approx(1000.0)
+    assert sum_windows([window(0, 0, 0.0)], 60).tokens_out == 0

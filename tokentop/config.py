@@ -224,7 +224,7 @@ class SshHostConfig:
 
     ssh: str
     """``[user@]host[:port]`` or a Host alias from the user's ssh config."""
-    command: str = "tokentop"
+    command: str = field(default="tokentop", metadata={"max_chars": 1000})
     """How to run tokentop there (``~/venv/bin/tokentop --config ~/tt.toml``); run by the remote shell."""
     name: str = ""
     """Shown on screen; defaults to the ``ssh`` target."""

@@ -111,19 +111,22 @@ class FleetSource(Protocol):
 
 
 def sum_windows(windows: Iterable[Window], span_s: float) -> Window:
-    """Windows of the same span added up; a cost is known only when every window's is."""
-    parts = list(windows)
-    costs = [w.cost_usd for w in parts]
-    busy_costs = [w.busy_cost_usd for w in parts]
+    """Windows added up as rates over ``span_s``: each is scaled to that span first, so a host
+    whose window is still short (just started or reconnected) adds its rate, not a fraction of
+    it. Windows that already cover ``span_s`` add exactly. A cost is known only when every
+    window's is."""
+    parts = [(w, span_s / w.span_s) for w in windows if w.span_s > 0]
+    costs = [None if w.cost_usd is None else w.cost_usd * k for w, k in parts]
+    busy_costs = [None if w.busy_cost_usd is None else w.busy_cost_usd * k for w, k in parts]
     return Window(
         span_s=span_s,
-        tokens_in=sum(w.tokens_in for w in parts),
-        tokens_out=sum(w.tokens_out for w in parts),
-        energy_j=sum(w.energy_j for w in parts),
+        tokens_in=sum(w.tokens_in * k for w, k in parts),
+        tokens_out=sum(w.tokens_out * k for w, k in parts),
+        energy_j=sum(w.energy_j * k for w, k in parts),
         cost_usd=None if not parts or None in costs else sum(c for c in costs if c is not None),
-        busy_s=sum(w.busy_s for w in parts),
+        busy_s=sum(w.busy_s * k for w, k in parts),
         busy_cost_usd=None if not parts or None in busy_costs else sum(c for c in busy_costs if c is not None),
-        watched_gpu_s=sum(w.span_s if w.watched_gpu_s is None else w.watched_gpu_s for w in parts),
+        watched_gpu_s=sum((w.span_s if w.watched_gpu_s is None else w.watched_gpu_s) * k for w, k in parts),
     )
 
 

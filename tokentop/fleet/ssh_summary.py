@@ -1,0 +1,189 @@
+"""``tokentop summary --ssh``: each host's own ``summary --format json`` over the same range, run
+over ssh in parallel (``SUMMARY_TIMEOUT_S`` at most), read back as ``HostSummary`` and added up
+by ``fleet.summary.fleet_summary`` (sums, never an average of ratios).
+
+The range goes to every host as UTC ISO times, so each host cuts its own history by its own
+clock; a host whose clock is off shifts its range by as much. What comes back is checked as a
+feed is (``feed.JsonObject``): a host that sends what is not a summary is down with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from datetime import datetime, timezone
+from typing import Any
+
+from tokentop.config import Config, SshHostConfig
+from tokentop.fleet.feed import READ_CHUNK, FeedError, JsonObject
+from tokentop.fleet.ssh_command import close_pipes, drain_stderr, failure_reason, ssh_argv
+from tokentop.fleet.summary import FleetSummary, HostSummary, fleet_summary
+from tokentop.report.figures import EndpointSummary, Figures, GpuSummary
+from tokentop.report.tables import FIGURE_KEYS
+from tokentop.report.tables import SCHEMA_VERSION as SUMMARY_SCHEMA_VERSION
+from tokentop.text import safe_text
+
+SUMMARY_TIMEOUT_S = 60.0
+MAX_SUMMARY_BYTES = 32 * 1024 * 1024
+PARALLEL = 16
+
+
+def summarize(config: Config, since: float | None, until: float | None) -> FleetSummary:
+    """Every host of ``config.hosts`` summarised over ``since``..``until`` (Unix s; None: each
+    host's default, its latest session) and the fleet's figures."""
+    args = ["summary", "--format", "json"]
+    for flag, t in (("--since", since), ("--until", until)):
+        if t is not None:
+            args += [flag, datetime.fromtimestamp(t, tz=timezone.utc).isoformat()]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, max(1, len(config.hosts)))) as pool:
+        results = list(pool.map(lambda host: _host_summary(host, args), config.hosts))
+    hosts = [h for h, _ in results]
+    ranges = [r for _, r in results if r is not None]
+    start = since if since is not None else min((r[0] for r in ranges), default=0.0)
+    end = until if until is not None else max((r[1] for r in ranges), default=start)
+    names = [h.name for h in config.hosts]
+    return fleet_summary(f"ssh: {', '.join(names)}", "ssh", start, end, hosts)
+
+
+def _host_summary(host: SshHostConfig, args: Sequence[str]) -> tuple[HostSummary, tuple[float, float] | None]:
+    """One host's summary and its range, or a down host with the reason."""
+    code, out, stderr = run_bounded(ssh_argv(host, args), SUMMARY_TIMEOUT_S, MAX_SUMMARY_BYTES)
+    if code != 0 or out is None:
+        if code == 2 and stderr and stderr[-1].startswith("tokentop: "):  # the remote's own one line
+            reason = f"no summary: {stderr[-1].removeprefix('tokentop: ')}"
+        elif out is None and code is not None:
+            reason = f"its summary is over {MAX_SUMMARY_BYTES // (1024 * 1024)} MiB: not read"
+        else:
+            reason = failure_reason(code, stderr, what="summary")
+        return _down(host, reason), None
+    try:
+        return host_summary_from_json(host.name, out)
+    except FeedError as exc:
+        return _down(host, str(exc)), None
+
+
+def _down(host: SshHostConfig, reason: str) -> HostSummary:
+    return HostSummary(name=host.name, state="down", reason=reason, gpu_count=0, figures=None)
+
+
+def run_bounded(argv: list[str], timeout_s: float, limit: int) -> tuple[int | None, bytes | None, list[str]]:
+    """Run ``argv`` (no input) for at most ``timeout_s``: its exit status (None: it was ended),
+    its output (None: over ``limit`` bytes, not kept) and the last lines of its stderr."""
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+    except OSError as exc:
+        return None, None, [f"cannot run ssh: {exc.strerror or exc}"]
+    stderr: deque[str] = deque(maxlen=4)
+    out = bytearray()
+    over = threading.Event()
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while chunk := os.read(fd, READ_CHUNK):
+            if len(out) + len(chunk) > limit:
+                over.set()
+                proc.kill()
+                return
+            out.extend(chunk)
+
+    readers = [
+        threading.Thread(target=read_out, daemon=True),
+        threading.Thread(target=drain_stderr, args=(proc, stderr), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        code: int | None = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    for reader in readers:
+        reader.join(2.0)
+    close_pipes(proc)
+    return code, None if over.is_set() else bytes(out), list(stderr)
+
+
+def host_summary_from_json(name: str, raw: bytes) -> tuple[HostSummary, tuple[float, float]]:
+    """A host's ``summary --format json`` as a HostSummary and the range it covers."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FeedError("its summary is not JSON") from None
+    o = JsonObject.of(data, "summary")
+    version = data.get("schema_version")
+    if version != SUMMARY_SCHEMA_VERSION:
+        shown = safe_text(version, 20)
+        raise FeedError(f"remote tokentop speaks summary schema {shown}; this one reads {SUMMARY_SCHEMA_VERSION}")
+    span = o.obj("range")
+    host = None if o.data.get("host") is None else o.obj("host")
+    gpus = tuple(_gpu(JsonObject.of(g, "summary.gpus[]")) for g in o.items("gpus"))
+    return (
+        HostSummary(
+            name=name,
+            state="ok",
+            reason=None,
+            gpu_count=host.int_("gpu_count") if host is not None else 0,
+            figures=figures_from(host) if host is not None else None,
+            unpriced_gpus=host.texts("unpriced_gpus") if host is not None else (),
+            gpus=gpus,
+            endpoints=tuple(_endpoint(JsonObject.of(e, "summary.endpoints[]")) for e in o.items("endpoints")),
+        ),
+        (span.num("since_unix_s"), span.num("until_unix_s")),
+    )
+
+
+def figures_from(o: JsonObject) -> Figures:
+    """``Figures`` from the keys ``report.tables.figures_json`` writes, each type checked."""
+    values: dict[str, Any] = {}
+    for f in fields(Figures):
+        key = FIGURE_KEYS[f.name]
+        values[f.name] = o.num_or_none(key) if "None" in str(f.type) else o.num(key)
+    return Figures(**values)
+
+
+def _gpu(o: JsonObject) -> GpuSummary:
+    return GpuSummary(
+        index=o.int_or_none("index"),
+        uuid=o.text("uuid"),
+        name=o.text("name"),
+        engines=o.texts("engines"),
+        energy_method=o.text_or_none("energy_method"),
+        energy_integrated_ticks=o.int_("energy_integrated_ticks"),
+        energy_unmeasured_ticks=o.int_("energy_unmeasured_ticks"),
+        price_usd_per_gpu_hour=o.num_or_none("price_usd_per_gpu_hour"),
+        price_source=o.text_or_none("price_source"),
+        figures=figures_from(o),
+    )
+
+
+def _endpoint(o: JsonObject) -> EndpointSummary:
+    indices = o.items("gpu_indices")
+    if not all(i is None or (isinstance(i, int) and not isinstance(i, bool)) for i in indices):
+        raise FeedError("summary.endpoints[].gpu_indices is not a list of whole numbers")
+    return EndpointSummary(
+        name=o.text("name"),
+        url=o.text("url"),
+        kind=o.text_or_none("kind"),
+        model=o.text_or_none("model"),
+        gpus=o.texts("gpus"),
+        gpu_indices=tuple(indices),
+        duration_s=o.num("duration_s"),
+        tokens_in=o.num("tokens_in"),
+        tokens_out=o.num("tokens_out"),
+        tok_s_in_mean=o.num_or_none("tok_s_in_mean"),
+        tok_s_out_mean=o.num_or_none("tok_s_out_mean"),
+        requests_completed=o.num_or_none("requests_completed"),
+        ttft_p50_s_mean=o.num_or_none("ttft_p50_s_mean"),
+        ttft_p95_s_mean=o.num_or_none("ttft_p95_s_mean"),
+        itl_p50_s_mean=o.num_or_none("itl_p50_s_mean"),
+    )
