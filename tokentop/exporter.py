@@ -336,9 +336,11 @@ class MetricsServer(ThreadingHTTPServer):
         return not ipaddress.ip_address(str(self.server_address[0]).split("%")[0]).is_loopback
 
 
-def serve(sampler: Sampler, host: str, port: int) -> MetricsServer:
+def serve(sampler: Sampler, host: str, port: int, host_name: str | None = None) -> MetricsServer:
     """Serve ``/metrics`` for ``sampler.latest`` on a daemon thread; returns the server (its
-    ``server_address`` holds the port actually bound). Raises OSError when it cannot bind."""
-    server = MetricsServer(host, port, Exposition(lambda: sampler.latest, socket.gethostname()))
+    ``server_address`` holds the port actually bound). ``host_name`` is every series' ``host``
+    label (default: this machine's name). Raises OSError when it cannot bind."""
+    exposition = Exposition(lambda: sampler.latest, host_name or socket.gethostname())
+    server = MetricsServer(host, port, exposition)
     threading.Thread(target=server.serve_forever, name="tokentop-exporter", daemon=True).start()
     return server

@@ -14,6 +14,7 @@ from tokentop.model import Snapshot
 from tokentop.sampler import Sampler
 
 log = logging.getLogger("tokentop")
+MAX_HOST_NAME = 253  # a DNS name's limit
 
 
 # The options shared by the commands (``tokentop.cli.parser``) that export takes: all of them.
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where to serve /metrics (default {DEFAULT_LISTEN}: this machine "
         "only; 0.0.0.0:9464 or [::]:9464 to let other machines scrape)",
     )
+    parser.add_argument(
+        "--host-name",
+        metavar="NAME",
+        help="the host label of every series (default: this machine's host name); gives several "
+        "exporters on one machine their own hosts in a fleet",
+    )
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -36,11 +43,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    host_name = _host_name(args.host_name)
     runtime = build_runtime(config)
     store = open_store(runtime.config, required=False, origin="export")
     sampler = Sampler(runtime.config, runtime.gpus, store=store)
     try:
-        server = serve(sampler, host, port)
+        server = serve(sampler, host, port, host_name)
     except OSError as exc:
         sampler.stop()
         runtime.close()
@@ -80,3 +88,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
             sampler.stop()
             runtime.close()
     return 0
+
+
+def _host_name(text: str | None) -> str | None:
+    """The ``--host-name`` as given, or None (this machine's name); a name a Prometheus label or
+    a screen cannot carry safely is refused."""
+    if text is None:
+        return None
+    if not text.strip() or len(text) > MAX_HOST_NAME or not text.isprintable():
+        raise UsageError(f"--host-name {text[:40]!r}: give a printable name of 1 to {MAX_HOST_NAME} characters")
+    return text

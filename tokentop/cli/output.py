@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 EXIT_OUTPUT_LOST = 1
+EXIT_NO_OUTPUT_FILE = 2  # as a summary with nothing to show
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a tool stopped by a closed pipe ends with
 
 
@@ -38,3 +40,17 @@ def discard_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):  # no real file descriptor (a test's capture): nothing to protect
         pass
+
+
+def write_output(text: str, path: Path | None) -> int:
+    """``text`` to standard output, or to the file at ``path``: 0, or 2 with one line on stderr
+    when the file cannot be written (standard output's failures raise as ``write_stdout``'s)."""
+    if path is None:
+        write_stdout(text)
+        return 0
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        print(f"tokentop: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NO_OUTPUT_FILE
+    return 0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from tokentop.cli.output import EXIT_OUTPUT_LOST, EXIT_PIPE_CLOSED, discard_stdout, write_stdout
+from tokentop.cli.output import EXIT_OUTPUT_LOST, EXIT_PIPE_CLOSED, discard_stdout, write_output
 from tokentop.cli.runtime import FLEET_OPTIONS
 from tokentop.config import Config, default_db_path
 from tokentop.history import StoreError
@@ -80,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """0, or 2 with one line on stderr when there is nothing to show."""
+    if config.fleet_source is not None:  # --prometheus / --ssh: the fleet's summary
+        from tokentop.cli import fleet_summary
+
+        return fleet_summary.run(args, config)
     db_path = config.db_path or default_db_path(demo=config.demo)
     try:
         now = time.time()
@@ -96,15 +100,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except (SummaryError, StoreError) as exc:
         print(f"tokentop: {exc}{_demo_hint(config, db_path)}", file=sys.stderr)
         return EXIT_NO_SUMMARY
-    if args.output is None:
-        write_stdout(text)
-        return 0
-    try:
-        args.output.write_text(text)
-    except OSError as exc:
-        print(f"tokentop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_NO_SUMMARY
-    return 0
+    return write_output(text, args.output)
 
 
 def _demo_hint(config: Config, db_path: Path) -> str:

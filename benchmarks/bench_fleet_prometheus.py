@@ -1,0 +1,142 @@
+"""The fleet view's cost on a large fleet: 100 hosts x 8 GPUs in a real Prometheus.
+
+One synthetic exporter (a child process, so its work is not counted as tokentop's) publishes
+every host's ``tokentop_*`` series, with ``host`` labels kept by ``honor_labels``; a real
+Prometheus (``/usr/bin/prometheus``) scrapes it every second. Then ``PrometheusSource.read`` runs
+REFRESHES times and this prints the medians of: queries per refresh (target <= 10), tokentop's CPU
+per refresh (process time, target <= 50 ms), and the process's peak RSS (target <= 80 MB).
+
+    .venv/bin/python benchmarks/bench_fleet_prometheus.py
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests" / "integration")]
+
+HOSTS, GPUS = 100, 8
+REFRESHES = 15
+WARMUP_S = 12.0
+
+
+def page(now: float) -> str:
+    """Every host's series at ``now``: counters linear in time, varied per GPU."""
+    t = now - 1_000_000.0
+    lines = []
+    for h in range(HOSTS):
+        host = f"gpu-host-{h:03d}"
+        lines.append(f'tokentop_info{{host="{host}",version="bench"}} 1')
+        lines.append(f'tokentop_snapshot_timestamp_seconds{{host="{host}"}} {now:.3f}')
+        lines.append(f'tokentop_endpoint_up{{endpoint="vllm",kind="vllm",host="{host}"}} 1')
+        for d, k in (("in", 3.0), ("out", 1.0)):
+            series = f'tokentop_endpoint_tokens_total{{endpoint="vllm",kind="vllm",host="{host}",direction="{d}"}}'
+            lines.append(f"{series} {k * 8000 * t:.1f}")
+        for g in range(GPUS):
+            rate = 500.0 + 37 * ((h * GPUS + g) % 23)
+            labels = f'gpu="{g}",uuid="GPU-{h:04d}-{g:04d}",host="{host}"'
+            info = 'name="NVIDIA H200",energy_method="counter",engines="vllm",price_source="built-in table: H200"'
+            lines.append(f"tokentop_gpu_info{{{labels},{info}}} 1")
+            lines.append(f'tokentop_gpu_tokens_total{{{labels},direction="in"}} {3 * rate * t:.1f}')
+            lines.append(f'tokentop_gpu_tokens_total{{{labels},direction="out"}} {rate * t:.1f}')
+            for name, value in (
+                ("energy_joules_total", 450.0 * t),
+                ("cost_usd_total", 3.5 / 3600 * t),
+                ("busy_seconds_total", 0.8 * t),
+                ("busy_cost_usd_total", 0.8 * 3.5 / 3600 * t),
+                ("watched_seconds_total", t),
+                ("power_watts", 450.0),
+                ("utilization_ratio", 0.8),
+                ("usd_per_hour", 3.5),
+            ):
+                lines.append(f"tokentop_gpu_{name}{{{labels}}} {value:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def serve(port_file: str) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page(time.time()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Path(port_file).write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
+def main() -> None:
+    from prometheus_harness import Job, Prometheus
+
+    from tokentop.config import Config, PrometheusConfig
+    from tokentop.fleet.prometheus_source import PrometheusSource
+
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    port_file = work / "port"
+    exporter = subprocess.Popen([sys.executable, __file__, "--serve", str(port_file)])
+    try:
+        while not port_file.exists() or not port_file.read_text():
+            time.sleep(0.05)
+        job = Job("fleet", (f"127.0.0.1:{port_file.read_text()}",), honor_labels=True)
+        prometheus = Prometheus(work, [job])
+        prometheus.start()
+        try:
+            time.sleep(WARMUP_S)
+            measure(
+                PrometheusSource(
+                    Config(prometheus=PrometheusConfig(url=prometheus.url, cost_window_s=10, rate_window_s=5))
+                )
+            )
+        finally:
+            prometheus.stop()
+    finally:
+        exporter.terminate()
+        exporter.wait()
+
+
+def measure(source: object) -> None:
+    from tokentop.fleet.prometheus_source import PrometheusSource
+
+    assert isinstance(source, PrometheusSource)
+    cpu, walls, queries = [], [], []
+    if "--profile" in sys.argv:
+        import cProfile
+
+        cProfile.runctx("for _ in range(5): source.read()", globals(), {"source": source}, sort="cumtime")
+    for _ in range(REFRESHES):
+        before_q, c0, w0 = source.client.queries, time.process_time(), time.perf_counter()
+        reading = source.read()
+        cpu.append((time.process_time() - c0) * 1000)
+        walls.append((time.perf_counter() - w0) * 1000)
+        queries.append(source.client.queries - before_q)
+        time.sleep(0.2)
+    assert reading.status is None, reading.status
+    assert len(reading.hosts) == HOSTS and reading.fleet.gpu_count == HOSTS * GPUS, (len(reading.hosts),)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"fleet: {HOSTS} hosts x {GPUS} GPUs in Prometheus; {REFRESHES} refreshes")
+    print(f"queries per refresh: median {statistics.median(queries):g}, max {max(queries)} (first includes detection)")
+    wall = statistics.median(walls)
+    print(f"tokentop CPU per refresh: median {statistics.median(cpu):.1f} ms (wall median {wall:.1f} ms)")
+    print(f"peak RSS: {rss_mb:.1f} MB")
+    source.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2])
+    else:
+        main()

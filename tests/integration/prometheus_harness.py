@@ -1,0 +1,222 @@
+"""A real Prometheus for the fleet tests, and real ``tokentop export --demo`` hosts for it to scrape.
+
+``Prometheus`` runs the Debian package's ``/usr/bin/prometheus`` (2.42 here; ``.ci/run`` installs
+it) on a free loopback port with a temporary TSDB, a 1 s scrape interval and a scrape config
+written from the targets given. ``ExportedHost`` runs ``python -m tokentop export --demo`` with
+its own host name and history file. When Prometheus is missing the tests skip with the reason,
+unless ``TOKENTOP_REQUIRE_PROMETHEUS=1`` (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REQUIRE_ENV = "TOKENTOP_REQUIRE_PROMETHEUS"
+SCRAPE_INTERVAL_S = 1.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Unavailable(Exception):
+    """Prometheus cannot be had here; the message says why."""
+
+
+def unavailable(reason: str) -> None:
+    """Skip (or, with ``TOKENTOP_REQUIRE_PROMETHEUS=1``, fail) saying why."""
+    message = f"real Prometheus unavailable: {reason}"
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_ENV}=1, so the fleet tests fail)", pytrace=False)
+    pytest.skip(message)
+
+
+def find_prometheus() -> str:
+    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None)
+    if found is None:
+        raise Unavailable("no prometheus binary on PATH (Debian: apt-get install prometheus)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scrape job: its targets (``host:port``), extra target labels, path and honor_labels."""
+
+    name: str
+    targets: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    path: str = "/metrics"
+    honor_labels: bool = False
+
+
+def scrape_config(jobs: Sequence[Job]) -> str:
+    """A prometheus.yml (JSON is YAML) scraping every job each second."""
+    every = f"{SCRAPE_INTERVAL_S:g}s"
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": every, "evaluation_interval": every, "scrape_timeout": every},
+        "scrape_configs": [
+            {
+                "job_name": job.name,
+                "metrics_path": job.path,
+                "honor_labels": job.honor_labels,
+                "static_configs": [{"targets": list(job.targets), "labels": job.labels}],
+            }
+            for job in jobs
+        ],
+    }
+    return json.dumps(config, indent=2)
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, jobs: Sequence[Job]) -> None:
+        self.binary = find_prometheus()
+        self.workdir = workdir
+        self.jobs = list(jobs)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        config = self.workdir / "prometheus.yml"
+        config.write_text(scrape_config(self.jobs))
+        log = (self.workdir / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.workdir / "prometheus.log").read_text(errors="replace")[-600:]
+                raise Unavailable(f"prometheus exited with {self.process.returncode}: {tail}")
+            try:
+                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise Unavailable(f"prometheus did not get ready within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        answer = httpx.post(self.url + "/api/v1/query", data=params, timeout=10).json()
+        assert answer["status"] == "success", answer
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def wait_for(self, promql: str, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if done(self.query(promql)):
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"Prometheus never answered {promql!r} as expected within {timeout_s:g} s")
+
+
+SERVING = re.compile(rb"serving http://127\.0\.0\.1:(\d+)/metrics")
+
+
+class ExportedHost:
+    """``python -m tokentop export --demo --seed N --host-name NAME`` on a loopback port, with
+    its history in ``db``."""
+
+    def __init__(self, name: str, seed: int, workdir: Path) -> None:
+        self.name = name
+        self.seed = seed
+        self.db = workdir / f"{name}.db"
+        self.log = workdir / f"{name}.log"
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        command = [sys.executable, "-m", "tokentop", "export", "--demo", "--seed", str(self.seed)]
+        command += ["--host-name", self.name, "--listen", "127.0.0.1:0", "--db", str(self.db)]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = SERVING.search(self.log.read_bytes())
+            if found:
+                self.port = int(found.group(1))
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"tokentop export ended: {self.log.read_text(errors='replace')[-600:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"tokentop export did not start within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def summary(self, since: float, until: float) -> dict[str, Any]:
+        """This host's own ``tokentop summary --format json`` over the range."""
+        done = run_tokentop(
+            "summary", "--db", str(self.db), "--since", _iso(since), "--until", _iso(until), "--format", "json"
+        )
+        assert done.returncode == 0, done.stderr
+        data: dict[str, Any] = json.loads(done.stdout)
+        return data
+
+
+def run_tokentop(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "tokentop", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
+
+
+def _iso(t: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()

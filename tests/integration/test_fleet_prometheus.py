@@ -1,0 +1,293 @@
+"""The fleet read from a real Prometheus scraping three real ``tokentop export --demo`` hosts.
+
+One Prometheus and three exporters for the whole module (about 20 s of wall time). The summary
+comparison is the issue's test: each host's figures in the fleet summary against that host's own
+``tokentop summary`` over the same range, from its own history.
+
+Tolerance of that comparison: the history sees each end of the range at the host's tick nearest
+it; Prometheus sees it at the scrape nearest it and extrapolates ``increase()`` to the end. Ticks
+and scrapes are both 1 s apart, so at each end the two can differ by what the host did in one
+scrape interval: at most 2 x 1 s x the host's peak rate (tok/s, W, $/s, busy GPUs), from the
+host's own summary. Fleet totals are the sum of the hosts exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_harness import SCRAPE_INTERVAL_S, ExportedHost, Job, Prometheus, Unavailable, run_tokentop, unavailable
+
+from tokentop.config import Config, PrometheusConfig
+from tokentop.fleet import promql
+from tokentop.fleet.prometheus_source import PrometheusSource
+from tokentop.fleet.prometheus_summary import summarize
+
+HOSTS = ("h1", "h2", "h3")
+DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "tokentop.json"
+
+
+@dataclass
+class Fleet:
+    prometheus: Prometheus
+    hosts: dict[str, ExportedHost]
+    started: float  # every host scraped at least once by then
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    work = tmp_path_factory.mktemp("fleet-prometheus")
+    hosts = {name: ExportedHost(name, seed, work) for seed, name in enumerate(HOSTS, start=1)}
+    prometheus: Prometheus | None = None
+    reason = None
+    try:
+        for host in hosts.values():
+            host.start()
+        prometheus = Prometheus(work, [Job("tokentop", tuple(h.target for h in hosts.values()))])
+        prometheus.start()
+    except Unavailable as exc:
+        reason = str(exc)
+    if reason is not None or prometheus is None:
+        for host in hosts.values():
+            host.stop()
+        unavailable(reason or "not started")
+    assert prometheus is not None
+    try:
+        prometheus.wait_for("count by (host) (tokentop_gpu_watched_seconds_total)", lambda r: len(r) == 3)
+        yield Fleet(prometheus, hosts, time.time())
+    finally:
+        for host in hosts.values():
+            host.stop()
+        prometheus.stop()
+
+
+_opened: list[PrometheusSource] = []
+
+
+def source(url: str, **settings: float) -> PrometheusSource:
+    windows = {"rate_window_s": 5.0, "cost_window_s": 10.0, **settings}
+    made = PrometheusSource(Config(prometheus=PrometheusConfig(url=url, **windows)), stale_after_s=5.0)
+    _opened.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def close_sources() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def wait_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.time()))
+
+
+def test_each_exporter_is_its_own_host(fleet: Fleet) -> None:
+    found = fleet.prometheus.query("count by (host) (tokentop_gpu_power_watts)")
+    assert {r["metric"]["host"]: int(r["value"][1]) for r in found} == dict.fromkeys(HOSTS, 8)
+
+
+def test_a_reading_has_every_host_with_bounded_queries(fleet: Fleet) -> None:
+    wait_until(fleet.started + 3)
+    src = source(fleet.prometheus.url)
+    reading = src.read()
+    assert reading.status is None and not reading.stale
+    assert reading.mode == "tokentop" and "tokentop exporters" in reading.source
+    assert [h.name for h in reading.hosts] == list(HOSTS)
+    for host in reading.hosts:
+        assert host.state == "up" and host.snapshot is not None
+        assert len(host.snapshot.gpus) == 8 and host.engines_up == host.engines_total == 3
+        assert host.snapshot.host.cost_window.span_s == 10.0 and host.snapshot.host.rate_window.span_s == 5.0
+        assert host.snapshot.host.cost_window.tokens_out > 0 and host.snapshot.host.power_w
+    first = src.client.queries
+    assert first <= 4
+    src.read()
+    assert src.client.queries - first <= promql.QUERIES_PER_REFRESH - 1  # no detection on the second
+
+
+def test_fleet_figures_are_the_sum_of_the_hosts(fleet: Fleet) -> None:
+    wait_until(fleet.started + 3)
+    reading = source(fleet.prometheus.url).read()
+    windows = [h.snapshot.host.cost_window for h in reading.hosts if h.snapshot]
+    fleet_window = reading.fleet.cost_window
+    assert fleet_window.tokens_out == sum(w.tokens_out for w in windows)
+    assert fleet_window.energy_j == sum(w.energy_j for w in windows)
+    cost = sum(w.cost_usd or 0.0 for w in windows)
+    assert fleet_window.cost_usd == cost
+    assert reading.fleet.usd_per_mtok == cost / sum(w.tokens_out for w in windows) * 1e6
+    assert reading.fleet.gpu_count == 24
+
+
+def _close(fleet_value: float | None, own_value: float | None, tolerance: float, what: str) -> None:
+    assert fleet_value is not None and own_value is not None, what
+    assert abs(fleet_value - own_value) <= tolerance, f"{what}: fleet {fleet_value} vs host {own_value} (±{tolerance})"
+
+
+def test_fleet_summary_matches_each_hosts_own_summary(fleet: Fleet) -> None:
+    since, until = fleet.started + 1.0, fleet.started + 13.0
+    wait_until(until + 2 * SCRAPE_INTERVAL_S)
+    summary = summarize(Config(prometheus=PrometheusConfig(url=fleet.prometheus.url)), since, until)
+    assert summary.mode == "tokentop" and [h.name for h in summary.hosts] == list(HOSTS)
+    edges = 2 * SCRAPE_INTERVAL_S
+    for host in summary.hosts:
+        own = fleet.hosts[host.name].summary(since, until)["host"]
+        mine = host.figures
+        assert mine is not None
+        tok_peak = max(own["tok_s_out_peak"] or 0.0, own["tok_s_out_mean"])
+        _close(mine.tokens_out, own["tokens_out"], edges * tok_peak, f"{host.name} tokens out")
+        w_peak = max(own["power_w_peak"] or 0.0, own["power_w_mean"])
+        _close(mine.energy_kwh, own["energy_kwh"], edges * w_peak / 3.6e6, f"{host.name} energy")
+        _close(mine.cost_usd, own["cost_usd"], edges * own["usd_per_hour_mean"] / 3600, f"{host.name} cost")
+        _close(mine.busy_s, own["busy_gpu_s"], edges * host.gpu_count, f"{host.name} busy GPU-seconds")
+    fleet_figures = summary.fleet
+    assert fleet_figures is not None
+    figures = [h.figures for h in summary.hosts if h.figures]
+    assert fleet_figures.tokens_out == sum(f.tokens_out for f in figures)
+    assert fleet_figures.cost_usd == sum(f.cost_usd or 0.0 for f in figures)
+    assert fleet_figures.usd_per_mtok == fleet_figures.cost_usd / fleet_figures.tokens_out * 1e6
+
+
+def test_summary_command_reads_the_fleet(fleet: Fleet) -> None:
+    wait_until(fleet.started + 4)
+    done = run_tokentop("summary", "--prometheus", fleet.prometheus.url, "--since", "3s", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["kind"] == "fleet" and [h["name"] for h in data["hosts"]] == list(HOSTS)
+    assert data["fleet"]["gpu_count"] == 24
+    csv = run_tokentop("summary", "--prometheus", fleet.prometheus.url, "--since", "3s", "--format", "csv")
+    assert csv.returncode == 0 and csv.stdout.count("\n") == 24 + 3 + 2  # header, GPUs, hosts, fleet
+
+
+def test_graphs_keep_under_500_points(fleet: Fleet) -> None:
+    wait_until(fleet.started + 4)
+    src = source(fleet.prometheus.url)
+    src.read()
+    recent = src.series(60.0)
+    assert recent is not None and recent.step_s == 1.0 and 0 < len(recent.t_wall) <= 500
+    assert any(v for v in recent.tok_s_out) and any(v for v in recent.power_w) and any(v for v in recent.usd_per_hour)
+    one = src.series(60.0, "h2")
+    assert one is not None and max(v or 0 for v in one.power_w) < max(v or 0 for v in recent.power_w)
+    week = src.series(7 * 86400.0)
+    assert week is not None and week.step_s >= 7 * 86400 / 499 and len(week.t_wall) <= 500
+
+
+def grafana_expr(expr: str) -> str:
+    return expr.replace("$__rate_interval", "10s").replace("$__range", "10s").replace("$host", ".*")
+
+
+def test_every_grafana_panel_returns_data(fleet: Fleet) -> None:
+    wait_until(fleet.started + 10)
+    dashboard = json.loads(DASHBOARD.read_text())
+    targets = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    assert len(targets) >= 10
+    for title, expr in targets:
+        result = fleet.prometheus.query(grafana_expr(expr))
+        assert result and all(r["value"][1] not in ("NaN", "+Inf") for r in result), title
+
+
+class FlakyProxy:
+    """A loopback HTTP server in front of the real Prometheus that can fail on command."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.mode = "pass"
+        self.requests = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                proxy.requests += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, content = proxy.answer(self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.mode == "500":
+            return 500, b"internal trouble"
+        if self.mode == "garbage":
+            return 200, b"\x00{not json"
+        if self.mode == "error":
+            return 422, json.dumps({"status": "error", "errorType": "execution", "error": "query timed out"}).encode()
+        answer = httpx.post(
+            self.upstream + path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        if self.mode == "warn":
+            data = answer.json()
+            data["warnings"] = ["partial response: store 3 unreachable"]
+            return 200, json.dumps(data).encode()
+        return answer.status_code, answer.content
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("500", "HTTP 500"),
+        ("garbage", "not Prometheus's JSON"),
+        ("error", "execution: query timed out"),
+        ("down", "unreachable"),
+    ],
+)
+def test_prometheus_trouble_gives_a_status_and_the_last_figures_stale(fleet: Fleet, mode: str, said: str) -> None:
+    wait_until(fleet.started + 3)
+    proxy = FlakyProxy(fleet.prometheus.url)
+    src = source(proxy.url)
+    good = src.read()
+    assert good.status is None and len(good.hosts) == 3
+    if mode == "down":
+        proxy.close()
+    proxy.mode = mode
+    bad = src.read()
+    assert bad.stale and bad.status is not None and said in bad.status
+    assert [h.name for h in bad.hosts] == list(HOSTS) and {h.state for h in bad.hosts} == {"stale"}
+    assert bad.fleet.cost_window.tokens_out == good.fleet.cost_window.tokens_out
+    asked = proxy.requests
+    again = src.read()  # backing off: Prometheus is not asked again at once
+    assert proxy.requests == asked and again.stale and again.status and "retrying in" in again.status
+    if mode != "down":
+        proxy.close()
+
+
+def test_partial_data_is_read_and_said(fleet: Fleet) -> None:
+    proxy = FlakyProxy(fleet.prometheus.url)
+    proxy.mode = "warn"
+    reading = source(proxy.url).read()
+    assert len(reading.hosts) == 3 and not reading.stale
+    assert reading.status is not None and "store 3 unreachable" in reading.status
+    proxy.close()
+
+
+def test_a_host_that_stops_goes_stale_then_down(fleet: Fleet) -> None:
+    """Last: it stops h3."""
+    src = source(fleet.prometheus.url, cost_window_s=3.0, rate_window_s=2.0)
+    assert {h.state for h in src.read().hosts} == {"up"}
+    fleet.hosts["h3"].stop()
+    time.sleep(2.5 * SCRAPE_INTERVAL_S)
+    states = {h.name: h for h in src.read().hosts}
+    assert states["h3"].state in ("stale", "down") and states["h1"].state == "up"
+    time.sleep(3.5)
+    states = {h.name: h for h in src.read().hosts}
+    assert states["h3"].state == "down" and states["h3"].reason and "no sample" in states["h3"].reason
+    assert states["h3"].snapshot is None and src.read().fleet.gpu_count == 16

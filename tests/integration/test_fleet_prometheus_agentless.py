@@ -1,0 +1,177 @@
+"""Agentless fleet: a real Prometheus scraping scripted dcgm-exporter and vLLM pages, against hand
+arithmetic.
+
+Host gpu-a: 2 H100 (built-in $2.50/GPU-h) held by pod default/vllm-70b (dcgm-exporter < 4.9:
+energy in mJ, utilisation in %; its pod labels arrive as exported_* because the scrape's own
+target labels name the exporter's pod), joined by pod to a vLLM at 1000 output tok/s.
+Host gpu-b: 1 H200 ($3.50) without pods (4.9.0 layout: energy in J, utilisation 0-1,
+``hostname``), joined by host to a vLLM at 500 tok/s. Every page publishes explicit whole-second
+timestamps with counters linear in them, so ``increase()`` over a range ending on a sample is
+exactly rate x range and the arithmetic below holds to float precision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from loopback import LoopbackServer, Reply
+from prometheus_harness import Job, Prometheus, Unavailable, unavailable
+
+from tokentop.config import Config, PrometheusConfig
+from tokentop.fleet.prometheus_source import PrometheusSource
+from tokentop.fleet.prometheus_summary import summarize
+
+T0 = time.time() - 10_000  # counters as if the servers had run for hours
+TOK_A, TOK_B = 1000.0, 500.0  # output tok/s
+W_A, W_B = 400.0, 300.0  # per GPU
+
+
+def _stamped(lines: list[str], ts: int) -> str:
+    return "".join(f"{line} {ts * 1000}\n" if line and not line.startswith("#") else f"{line}\n" for line in lines)
+
+
+def dcgm_a(page: str, ts: int) -> str:
+    out = []
+    for line in page.splitlines():
+        if line.startswith("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{"):
+            line = line.rsplit(" ", 1)[0] + f" {W_A * 1000 * (ts - T0):.0f}"
+        out.append(line)
+    return _stamped(out, ts)
+
+
+def dcgm_b(page: str, ts: int) -> str:
+    """One H200 in dcgm-exporter 4.9.0's layout, from the first GPU's lines."""
+    out = []
+    for line in page.splitlines():
+        if line.startswith("#"):
+            out.append(line.replace("(in mJ)", "(in J)").replace("(in %)", "(ratio)"))
+        elif 'gpu="0"' in line:
+            line = line.replace("NVIDIA H100 80GB HBM3", "NVIDIA H200").replace("Hostname", "hostname")
+            line = line.replace(',container="vllm",namespace="default",pod="vllm-70b"', "")
+            line = line.replace("gpu-a", "gpu-b").replace("GPU-604ac76c", "GPU-b0b0b0b0")
+            name = line.split("{", 1)[0]
+            value = {
+                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": f"{W_B * (ts - T0):.3f}",
+                "DCGM_FI_DEV_POWER_USAGE": f"{W_B:g}",
+                "DCGM_FI_DEV_GPU_UTIL": "0.5",
+            }.get(name)
+            out.append(line if value is None else line.rsplit(" ", 1)[0] + " " + value)
+    return _stamped(out, ts)
+
+
+def vllm(rate: float, ts: int) -> str:
+    labels = '{engine="0",model_name="llama"}'
+    return _stamped(
+        [
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{labels} {rate * (ts - T0):.3f}",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{labels} {3 * rate * (ts - T0):.3f}",
+        ],
+        ts,
+    )
+
+
+@dataclass
+class Agentless:
+    prometheus: Prometheus
+    started: int
+
+
+@pytest.fixture(scope="module")
+def agentless(tmp_path_factory: pytest.TempPathFactory, dcgm_page: str) -> Iterator[Agentless]:
+    page = dcgm_page
+    with LoopbackServer() as pages:
+        pages.route("/a/dcgm", lambda seen: Reply(body=dcgm_a(page, int(time.time()))))
+        pages.route("/b/dcgm", lambda seen: Reply(body=dcgm_b(page, int(time.time()))))
+        pages.route("/a/vllm", lambda seen: Reply(body=vllm(TOK_A, int(time.time()))))
+        pages.route("/b/vllm", lambda seen: Reply(body=vllm(TOK_B, int(time.time()))))
+        target = (pages.url.removeprefix("http://"),)
+        jobs = [
+            Job(
+                "dcgm-a",
+                target,
+                {"instance": "gpu-a:9400", "pod": "dcgm-exporter-x7", "namespace": "gpu-operator"},
+                "/a/dcgm",
+            ),
+            Job("dcgm-b", target, {"instance": "gpu-b:9400"}, "/b/dcgm"),
+            Job("vllm-a", target, {"instance": "10.0.0.7:8000", "pod": "vllm-70b", "namespace": "default"}, "/a/vllm"),
+            Job("vllm-b", target, {"instance": "gpu-b:8000"}, "/b/vllm"),
+        ]
+        prometheus = None
+        reason = None
+        try:
+            prometheus = Prometheus(tmp_path_factory.mktemp("agentless"), jobs)
+            prometheus.start()
+        except Unavailable as exc:
+            reason = str(exc)
+        if reason is not None or prometheus is None:
+            unavailable(reason or "not started")
+        assert prometheus is not None
+        try:
+            prometheus.wait_for(
+                "count(DCGM_FI_DEV_POWER_USAGE) + count(vllm:generation_tokens_total)",
+                lambda r: bool(r) and r[0]["value"][1] == "5",
+            )
+            yield Agentless(prometheus, int(time.time()))
+        finally:
+            prometheus.stop()
+
+
+@pytest.fixture(scope="module")
+def dcgm_page() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[1] / "fixtures" / "metrics" / "dcgm-exporter-k8s.txt").read_text()
+
+
+def config(url: str, cost_window_s: float = 6.0) -> Config:
+    return Config(prometheus=PrometheusConfig(url=url, cost_window_s=cost_window_s, rate_window_s=4.0))
+
+
+HAND_A = 2 * 2.50 / 3600 / TOK_A * 1e6  # $/Mtok: two H100s' hour rate over 1000 tok/s
+HAND_B = 3.50 / 3600 / TOK_B * 1e6
+HAND_FLEET = (2 * 2.50 + 3.50) / 3600 / (TOK_A + TOK_B) * 1e6
+
+
+def test_agentless_summary_equals_hand_arithmetic(agentless: Agentless) -> None:
+    until = agentless.started + 8
+    time.sleep(max(0.0, until + 2.5 - time.time()))
+    summary = summarize(config(agentless.prometheus.url), until - 6, until)
+    assert summary.mode == "agentless"
+    hosts = {h.name: h for h in summary.hosts}
+    assert set(hosts) == {"gpu-a", "gpu-b"}
+    a, b = hosts["gpu-a"].figures, hosts["gpu-b"].figures
+    assert a is not None and b is not None and summary.fleet is not None
+    assert a.tokens_out == pytest.approx(TOK_A * 6, rel=1e-9) and b.tokens_out == pytest.approx(TOK_B * 6, rel=1e-9)
+    assert a.usd_per_mtok == pytest.approx(HAND_A, rel=1e-9)
+    assert b.usd_per_mtok == pytest.approx(HAND_B, rel=1e-9)
+    assert summary.fleet.usd_per_mtok == pytest.approx(HAND_FLEET, rel=1e-9)
+    assert a.tok_per_j == pytest.approx(TOK_A / (2 * W_A), rel=1e-9)  # mJ counter read as mJ
+    assert b.tok_per_j == pytest.approx(TOK_B / W_B, rel=1e-9)  # J counter (4.9.0) read as J
+    assert a.busy_pct == pytest.approx(100.0) and a.busy_usd_per_mtok == pytest.approx(HAND_A, rel=1e-9)
+
+
+def test_agentless_reading_joins_by_pod_and_by_host(agentless: Agentless) -> None:
+    time.sleep(max(0.0, agentless.started + 7 - time.time()))
+    src = PrometheusSource(config(agentless.prometheus.url), stale_after_s=5.0)
+    reading = src.read()
+    src.close()
+    assert reading.mode == "agentless" and reading.status is None, reading.status
+    hosts = {h.name: h for h in reading.hosts}
+    a, b = hosts["gpu-a"], hosts["gpu-b"]
+    assert a.join == "pod" and b.join == "host"
+    assert a.snapshot is not None and b.snapshot is not None
+    assert [e.gpus for e in a.snapshot.endpoints] == [tuple(sorted(g.sample.uuid for g in a.snapshot.gpus))]  # TP=2
+    assert a.snapshot.host.power_w == 2 * W_A and b.snapshot.host.power_w == W_B  # sentinel never a reading
+    assert [g.sample.utilization_pct for g in a.snapshot.gpus] == [87.0, 85.0]
+    assert b.snapshot.gpus[0].sample.utilization_pct == 50.0
+    # read "now", between two whole-second samples: a 6 s window can miss up to one 1 s scrape
+    # interval plus the rounding of the timestamps at its ends (the summary above is exact)
+    assert a.snapshot.host.cost_window.usd_per_mtok == pytest.approx(HAND_A, rel=0.35)
+    assert reading.fleet.usd_per_mtok is not None and math.isfinite(reading.fleet.usd_per_mtok)
+    assert a.engines_up == 1 and b.engines_up == 1

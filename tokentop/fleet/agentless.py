@@ -1,0 +1,315 @@
+"""Hosts from a Prometheus without tokentop: dcgm-exporter's GPUs joined to the servers' tokens.
+
+GPUs (``DCGM_FI_DEV_*``) are keyed by UUID: the rows of one physical GPU (a row per MIG instance,
+or per pod sharing a time-sliced GPU, each repeating the whole GPU's power) are folded into one,
+their power and energy taken once (``max``), never summed. Servers are keyed by target and pod.
+
+The join, per server: its pod and namespace when the GPUs name pods (dcgm-exporter's ``pod`` /
+``namespace``, or ``exported_*`` when the scrape did not honour labels): the server's GPUs are the
+distinct UUIDs its pod holds (its tensor-parallel group). Otherwise by host, the ``instance``
+without its port on both sides: the server is given every GPU of that host, which is right only
+when the host runs one server or all its GPUs serve the same model. A server's tokens are split
+equally over its GPUs.
+
+Units: dcgm-exporter's energy counter is mJ before 4.9.0 and J from 4.9.0. No GPU draws 5 kW,
+and none draws under 5 W, so a counter moving more than 5000 units a second counts mJ. Where the
+counter disagrees with the mean power by more than a factor of two (a blank-value sentinel, a
+reset mid-window), energy is the mean power times the window instead. GPU utilisation is % before
+4.9.0 and 0-1 after; it is read as 0-1 where the energy counter is in J.
+
+Cost: each GPU's price by its ``modelName`` (``tokentop.cost.price_for`` with the user's config)
+for the whole window in which it has samples, plus its energy where the config charges energy.
+Busy share: the share of scrape intervals in which the server's output counter moved.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tokentop.config import CostConfig
+from tokentop.cost import energy_cost_usd, energy_is_charged, price_for
+from tokentop.fleet.prom_exporters import HostRead, Parts, host_figures
+from tokentop.model import EndpointFigures, EndpointSample, GpuFigures, GpuSample, Price, Totals, Window
+from tokentop.text import safe_text
+
+MJ_RATE_ABOVE = 5000.0  # energy units per second above which the counter counts mJ
+MAX_PLAUSIBLE_W = 1e5  # a mean power above this holds a blank-value sentinel
+ENERGY_AGREEMENT = 2.0  # counter and mean power may differ by this factor before power wins
+
+
+@dataclass
+class _Gpu:
+    uuid: str
+    index: int
+    model: str
+    host_key: str
+    host_name: str
+    pods: set[tuple[str, str]] = field(default_factory=set)
+    values: dict[str, float] = field(default_factory=dict)  # part -> value (max over the folded rows)
+
+
+@dataclass
+class _Server:
+    key: tuple[str, ...]
+    kind: str
+    instance: str
+    pod: tuple[str, str] | None
+    model: str | None
+    values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    gpus: tuple[str, ...] = ()
+    join: str | None = None
+
+
+def instance_host(instance: str) -> str:
+    """``host:port`` or ``[v6]:port`` without the port."""
+    if instance.startswith("["):
+        return instance[1 : instance.find("]")] if "]" in instance else instance
+    return instance.rsplit(":", 1)[0] if instance.count(":") == 1 else instance
+
+
+def _pod(labels: dict[str, str], *, exported_first: bool) -> tuple[str, str] | None:
+    order = ("exported_", "") if exported_first else ("", "exported_")
+    for prefix in order:
+        pod = labels.get(prefix + "pod")
+        if pod:
+            return labels.get(prefix + "namespace", ""), pod
+    return None
+
+
+def _fold_gpus(parts: dict[str, Parts]) -> dict[str, _Gpu]:
+    """Every GPU row of every answer folded by UUID; values ``<answer>.<part>``."""
+    gpus: dict[str, _Gpu] = {}
+    for answer, by_part in parts.items():
+        for part, samples in by_part.items():
+            if part.startswith(("srv|", "changes|", "count|", "now|")):
+                continue
+            name = "energy" if part.startswith("energy|") else part
+            for s in samples:
+                gpu = _gpu_row(gpus, s.labels)
+                if gpu is not None and s.value is not None:
+                    key = f"{answer}.{name}"
+                    gpu.values[key] = max(gpu.values.get(key, s.value), s.value)
+    return gpus
+
+
+def _gpu_row(gpus: dict[str, _Gpu], labels: dict[str, str]) -> _Gpu | None:
+    uuid = labels.get("UUID")
+    if not uuid:
+        return None
+    gpu = gpus.get(uuid)
+    if gpu is None:
+        host_key = instance_host(labels.get("instance", ""))
+        try:
+            index = int(labels.get("gpu", ""))
+        except ValueError:
+            index = -1
+        named = labels.get("Hostname") or labels.get("hostname") or host_key
+        gpu = gpus[uuid] = _Gpu(
+            safe_text(uuid), index, safe_text(labels.get("modelName", "unknown GPU")), host_key, safe_text(named)
+        )
+    pod = _pod(labels, exported_first=True)
+    if pod is not None:
+        gpu.pods.add(pod)
+    return gpu
+
+
+def _servers(parts: dict[str, Parts]) -> dict[tuple[str, ...], _Server]:
+    servers: dict[tuple[str, ...], _Server] = {}
+    for answer, by_part in parts.items():
+        for part, samples in by_part.items():
+            prefix, _, rest = part.partition("srv|")
+            if not rest:
+                continue
+            kind, direction, _name = rest.split("|", 2)
+            for s in samples:
+                if s.value is None:
+                    continue
+                pod = _pod(s.labels, exported_first=False)
+                instance = s.labels.get("instance", "")
+                key = (instance, *(pod or ("", "")), s.labels.get("model_name", ""), kind)
+                server = servers.get(key)
+                if server is None:
+                    server = servers[key] = _Server(key, kind, instance, pod, s.labels.get("model_name") or None)
+                slot = f"{answer}.{prefix.rstrip('|') or 'tokens'}.{direction}"
+                if prefix.startswith("now"):
+                    server.values[slot] = max(server.values[slot], s.value)
+                else:
+                    server.values[slot] += s.value
+    return servers
+
+
+def join(gpus: dict[str, _Gpu], servers: dict[tuple[str, ...], _Server]) -> list[str]:
+    """Each server's GPUs and how they were found; messages for the servers left unjoined."""
+    by_pod: dict[tuple[str, str], list[str]] = defaultdict(list)
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for gpu in gpus.values():
+        by_host[gpu.host_key].append(gpu.uuid)
+        for pod in gpu.pods:
+            by_pod[pod].append(gpu.uuid)
+    unjoined = []
+    for server in servers.values():
+        if server.pod is not None and server.pod in by_pod:
+            server.gpus, server.join = tuple(sorted(by_pod[server.pod])), "pod"
+        elif instance_host(server.instance) in by_host:
+            server.gpus, server.join = tuple(sorted(by_host[instance_host(server.instance)])), "host"
+        else:
+            unjoined.append(server.pod[1] if server.pod else server.instance)
+    if unjoined:
+        return [f"{len(unjoined)} server(s) on no GPU dcgm-exporter reports, left out: {', '.join(sorted(unjoined))}"]
+    return []
+
+
+@dataclass(frozen=True)
+class Agentless:
+    """The answers of one refresh: ``cost``, ``rate`` and ``latest`` (``promql.agentless_*``)."""
+
+    cost: Parts
+    rate: Parts
+    latest: Parts
+    rate_window_s: float
+    cost_window_s: float
+    prices: CostConfig
+    now: float
+    fresh_s: float  # a server scraped within this is up
+
+    def hosts(self) -> tuple[list[HostRead], list[str]]:
+        answers = {"cost": self.cost, "rate": self.rate, "latest": self.latest}
+        gpus, servers = _fold_gpus(answers), _servers(answers)
+        messages = join(gpus, servers)
+        per_gpu: dict[str, list[_Server]] = defaultdict(list)
+        for server in servers.values():
+            for uuid in server.gpus:
+                per_gpu[uuid].append(server)
+        by_host: dict[str, list[_Gpu]] = defaultdict(list)
+        for gpu in gpus.values():
+            by_host[gpu.host_key].append(gpu)
+        names = _host_names(by_host)
+        reads = []
+        for host_key, members in sorted(by_host.items()):
+            members.sort(key=lambda g: (g.index, g.uuid))
+            joules_per_unit = self._energy_unit(members)
+            figures = tuple(self._gpu(g, per_gpu[g.uuid], joules_per_unit) for g in members)
+            host_servers = {s.key: s for g in members for s in per_gpu[g.uuid]}
+            joins = sorted({s.join for s in host_servers.values() if s.join})
+            stamps = [g.values["latest.gpu_ts"] for g in members if "latest.gpu_ts" in g.values]
+            reads.append(
+                HostRead(
+                    name=names[host_key],
+                    gpus=figures,
+                    endpoints=tuple(self._endpoint(s) for s in sorted(host_servers.values(), key=lambda s: s.key)),
+                    figures=host_figures(figures, self.rate_window_s, self.cost_window_s),
+                    models=tuple(sorted({g.model for g in members})),
+                    seen_t=max(stamps) if stamps else None,
+                    scraped=None,
+                    join="+".join(joins) or None,
+                    key=host_key,
+                )
+            )
+        return reads, messages
+
+    def _energy_unit(self, members: list[_Gpu]) -> float | None:
+        """Joules per unit of the host's energy counter (1e-3 for mJ), None without a counter."""
+        rates = [g.values["rate.energy"] / self.rate_window_s for g in members if "rate.energy" in g.values]
+        if not rates:
+            return None
+        return 1e-3 if max(rates) > MJ_RATE_ABOVE else 1.0
+
+    def _energy(self, gpu: _Gpu, answer: str, span_s: float, unit: float | None) -> tuple[float, str | None]:
+        """Joules over the window and how they were measured."""
+        mean_w = gpu.values.get(f"{answer}.power_avg")
+        from_power = None if mean_w is None or not 0 <= mean_w < MAX_PLAUSIBLE_W else mean_w * span_s
+        counted = gpu.values.get(f"{answer}.energy")
+        if counted is not None and unit is not None:
+            joules = counted * unit
+            if from_power is None or from_power / ENERGY_AGREEMENT <= joules <= from_power * ENERGY_AGREEMENT:
+                return joules, "counter"
+        if from_power is not None:
+            return from_power, "power_integral"
+        return 0.0, None
+
+    def _window(self, gpu: _Gpu, servers: list[_Server], answer: str, span_s: float, price: Price | None,
+                unit: float | None) -> tuple[Window, str | None]:  # fmt: skip
+        tokens_in = sum(s.values.get(f"{answer}.tokens.in", 0.0) / len(s.gpus) for s in servers)
+        tokens_out = sum(s.values.get(f"{answer}.tokens.out", 0.0) / len(s.gpus) for s in servers)
+        joules, method = self._energy(gpu, answer, span_s, unit)
+        cost = None
+        if price is not None:
+            cost = price.usd_per_gpu_hour * span_s / 3600.0
+            cost += energy_cost_usd(joules, self.prices) if energy_is_charged(self.prices) else 0.0
+        share = max((_busy_share(s) for s in servers), default=0.0)
+        busy_cost = None if cost is None else cost * share
+        return Window(span_s, tokens_in, tokens_out, joules, cost, share * span_s, busy_cost), method
+
+    def _gpu(self, gpu: _Gpu, servers: list[_Server], unit: float | None) -> GpuFigures:
+        price = price_for(gpu.model, gpu.uuid, gpu.index, self.prices)
+        rate, _ = self._window(gpu, servers, "rate", self.rate_window_s, price, unit)
+        cost, method = self._window(gpu, servers, "cost", self.cost_window_s, price, unit)
+        power = gpu.values.get("latest.power")
+        util = gpu.values.get("latest.util")
+        if util is not None and unit == 1.0:  # dcgm-exporter 4.9.0 and later: a 0-1 ratio
+            util *= 100.0
+        per_hour = None
+        if price is not None:
+            per_hour = price.usd_per_gpu_hour
+            if energy_is_charged(self.prices) and power is not None:
+                per_hour += energy_cost_usd(power * 3600.0, self.prices)
+        totals = Totals(
+            cost.tokens_in, cost.tokens_out, cost.energy_j, cost.cost_usd, cost.busy_s, cost.busy_cost_usd,
+            elapsed_s=self.cost_window_s,
+        )  # fmt: skip
+        return GpuFigures(
+            sample=GpuSample(gpu.uuid, gpu.index, gpu.model, utilization_pct=util, power_w=power),
+            engines=tuple(_server_name(s) for s in servers),
+            price=price,
+            energy_method=method,
+            usd_per_hour_now=per_hour,
+            totals=totals,
+            rate_window=rate,
+            cost_window=cost,
+        )
+
+    def _endpoint(self, server: _Server) -> EndpointFigures:
+        stamps = [v for k, v in server.values.items() if k.startswith("latest.now")]
+        fresh = bool(stamps) and self.now - max(stamps) <= self.fresh_s
+        tokens = {d: server.values.get(f"cost.tokens.{d}", 0.0) for d in ("in", "out")}
+        per = {d: server.values.get(f"rate.tokens.{d}") for d in ("in", "out")}
+        return EndpointFigures(
+            sample=EndpointSample(
+                name=_server_name(server),
+                url=safe_text(server.instance),
+                t_mono=0.0,
+                status="up" if fresh else "stale",
+                kind=server.kind,
+                model=None if server.model is None else safe_text(server.model),
+            ),
+            gpus=server.gpus,
+            mapping=server.join,
+            pid=None,
+            tokens_in_total=tokens["in"],
+            tokens_out_total=tokens["out"],
+            tok_s_in=None if per["in"] is None else per["in"] / self.rate_window_s,
+            tok_s_out=None if per["out"] is None else per["out"] / self.rate_window_s,
+            ttft_p50_s=None,
+            ttft_p95_s=None,
+            itl_p50_s=None,
+        )
+
+
+def _busy_share(server: _Server) -> float:
+    """Share of scrape intervals in the window in which the output counter moved."""
+    intervals = server.values.get("cost.count.out", 0.0) - 1
+    return min(1.0, server.values.get("cost.changes.out", 0.0) / intervals) if intervals > 0 else 0.0
+
+
+def _server_name(server: _Server) -> str:
+    return safe_text(f"{server.pod[0]}/{server.pod[1]}" if server.pod else f"{server.kind}@{server.instance}")
+
+
+def _host_names(by_host: dict[str, list[_Gpu]]) -> dict[str, str]:
+    """A host's name: dcgm-exporter's hostname label, or the instance's host when two share one."""
+    named = {key: members[0].host_name for key, members in by_host.items()}
+    counts: dict[str, int] = defaultdict(int)
+    for name in named.values():
+        counts[name] += 1
+    return {key: name if counts[name] == 1 else f"{name} ({key})" for key, name in named.items()}

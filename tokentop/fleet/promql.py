@@ -1,0 +1,209 @@
+"""The PromQL the fleet view asks: a fixed handful of queries per refresh, whatever the fleet's size.
+
+Each query is a union of aggregated parts (``union``): every part is tagged with a ``tt_q``
+label naming what it is, so one HTTP request brings back, for example, every counter's
+``increase()`` over the cost window for every GPU of every host. Aggregation is always ``by``
+the labels that name a GPU or a server, never per host in a loop, so the number of queries does
+not grow with hosts (``QUERIES_PER_REFRESH``).
+
+Two kinds of fleet (``detect_query``):
+
+* tokentop exporters (``tokentop_*``, labels ``host``, ``gpu``, ``uuid``): exact; the counters are
+  each host's own session totals, so ``increase()`` over a range is what that host's summary says.
+* agentless: NVIDIA's dcgm-exporter for GPUs, the inference servers' token counters for tokens.
+  Only counters are read, with ``increase()``/``rate()`` (which handle resets), never the
+  servers' throughput gauges. Names of both dcgm-exporter generations are matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+UNION_LABEL = "tt_q"
+QUERIES_PER_REFRESH = 4  # detect (now and then) + cost window + rate window + latest
+
+# --- detection ---------------------------------------------------------------------------------
+
+TOKENTOP_MARK = "tokentop_snapshot_timestamp_seconds"
+DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"
+DCGM_ENERGY_NAMES = ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total")
+DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+FP64_BLANK_BELOW = 1e14  # dcgm-exporter's blank floats are 2^47 and up, blank integers ~9.2e18
+
+
+def detect_query(window_s: float) -> str:
+    """Which kinds of series the Prometheus holds over the window: ``tt_q`` tokentop | dcgm."""
+    d = duration(window_s)
+    return union(
+        {
+            "tokentop": f"count(last_over_time({TOKENTOP_MARK}[{d}]))",
+            "dcgm": f"count(last_over_time({DCGM_POWER}[{d}]))",
+        }
+    )
+
+
+# --- tokentop exporters ------------------------------------------------------------------------
+
+GPU_BY = "host, gpu, uuid"
+ENDPOINT_BY = "host, endpoint, kind"
+INFO_LABELS = "name, engines, energy_method, price_source"
+TOKENTOP_COUNTERS = {
+    "tokens": "tokentop_gpu_tokens_total",
+    "energy": "tokentop_gpu_energy_joules_total",
+    "cost": "tokentop_gpu_cost_usd_total",
+    "busy": "tokentop_gpu_busy_seconds_total",
+    "busy_cost": "tokentop_gpu_busy_cost_usd_total",
+    "watched": "tokentop_gpu_watched_seconds_total",
+}
+
+
+def _by(key: str, base: str) -> str:
+    return base + ", direction" if key in ("tokens", "ep_tokens") else base
+
+
+def tokentop_window(window_s: float) -> str:
+    """Every GPU counter's and endpoint token counter's ``increase()`` over the window."""
+    d = duration(window_s)
+    parts = {k: f"sum by ({_by(k, GPU_BY)}) (increase({name}[{d}]))" for k, name in TOKENTOP_COUNTERS.items()}
+    parts["ep_tokens"] = f"sum by ({ENDPOINT_BY}, direction) (increase(tokentop_endpoint_tokens_total[{d}]))"
+    return union(parts)
+
+
+def tokentop_latest(seen_window_s: float) -> str:
+    """Latest values: gauges, the session counters (totals), each GPU's description, each host's
+    latest snapshot time over the window, and whether Prometheus can scrape its target now."""
+    d = duration(seen_window_s)
+    parts = {f"total_{k}": f"sum by ({_by(k, GPU_BY)}) ({name})" for k, name in TOKENTOP_COUNTERS.items()}
+    parts.update(
+        {
+            "power": f"sum by ({GPU_BY}) (tokentop_gpu_power_watts)",
+            "util": f"sum by ({GPU_BY}) (tokentop_gpu_utilization_ratio)",
+            "usd_h": f"sum by ({GPU_BY}) (tokentop_gpu_usd_per_hour)",
+            "info": f"max by ({GPU_BY}, {INFO_LABELS}) (last_over_time(tokentop_gpu_info[{d}]))",
+            "seen": f"max by (host) (last_over_time({TOKENTOP_MARK}[{d}]))",
+            "up": f"min by (host) (last_over_time(tokentop_info[{d}]) * 0 + on (instance, job) group_left () up)",
+            "ep_up": f"max by ({ENDPOINT_BY}) (tokentop_endpoint_up)",
+            "ep_total": f"sum by ({ENDPOINT_BY}, direction) (tokentop_endpoint_tokens_total)",
+            "ep_running": f"sum by ({ENDPOINT_BY}) (tokentop_endpoint_requests_running)",
+            "ep_waiting": f"sum by ({ENDPOINT_BY}) (tokentop_endpoint_requests_waiting)",
+            "ep_ttft": f"max by ({ENDPOINT_BY}, quantile) (tokentop_endpoint_ttft_seconds)",
+            "ep_itl": f"max by ({ENDPOINT_BY}, quantile) (tokentop_endpoint_itl_seconds)",
+        }
+    )
+    return union(parts)
+
+
+def tokentop_graph(rate_s: float, host: str | None) -> str:
+    """The fleet's (or one host's) output tok/s, W and $/h, for a range query."""
+    d = duration(rate_s)
+    sel = "" if host is None else f"host={quote(host)}"
+    out = f'direction="out",{sel}' if sel else 'direction="out"'
+    return union(
+        {
+            "tok_s_out": f"sum(rate(tokentop_gpu_tokens_total{{{out}}}[{d}]))",
+            "power_w": f"sum(tokentop_gpu_power_watts{{{sel}}})",
+            "usd_h": f"sum(rate(tokentop_gpu_cost_usd_total{{{sel}}}[{d}])) * 3600",
+        }
+    )
+
+
+# --- agentless: dcgm-exporter + the servers' own counters --------------------------------------
+
+# The labels that tell GPUs apart and say where they are; dcgm-exporter's workload labels arrive
+# as exported_* when the scrape does not honour labels. MIG instances (GPU_I_ID) and the pods
+# sharing a time-sliced GPU are kept apart here and folded per UUID in ``tokentop.fleet.agentless``.
+DCGM_BY = "instance, gpu, UUID, modelName, Hostname, hostname, pod, namespace, exported_pod, exported_namespace"
+SERVER_BY = "instance, pod, namespace, exported_pod, exported_namespace, model_name"
+
+# (kind, output-token counter, prompt-token counter): the counters only, never throughput gauges.
+SERVER_COUNTERS = (
+    ("vllm", "vllm:generation_tokens_total", "vllm:prompt_tokens_total"),
+    ("sglang", "sglang:generation_tokens_total", "sglang:prompt_tokens_total"),
+    ("tgi", "tgi_request_generated_tokens_sum", "tgi_request_input_length_sum"),
+    ("llamacpp", "llamacpp:tokens_predicted_total", "llamacpp:prompt_tokens_total"),
+    ("nim", "generation_tokens_total", "prompt_tokens_total"),
+    ("ray", "ray_vllm:generation_tokens_total", "ray_vllm:prompt_tokens_total"),
+    ("ray", "ray_vllm_generation_tokens_total", "ray_vllm_prompt_tokens_total"),
+)
+
+
+def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, str]:
+    """``template`` (``{name}``, ``{d}``) over every server counter; keys ``srv|kind|dir|name``."""
+    parts: dict[str, str] = {}
+    for kind, out_name, in_name in SERVER_COUNTERS:
+        for direction, name in (("out", out_name), ("in", in_name)) if inputs else (("out", out_name),):
+            parts[f"srv|{kind}|{direction}|{name}"] = template.format(name=name, d=d)
+    return parts
+
+
+def agentless_window(window_s: float, *, busy: bool) -> str:
+    """GPU energy and mean power, server tokens over the window; with ``busy``, how many scrape
+    intervals each server's output counter moved in (``changes``) out of how many it has."""
+    d = duration(window_s)
+    parts = {f"energy|{name}": f"max by ({DCGM_BY}) (increase({name}[{d}]))" for name in DCGM_ENERGY_NAMES}
+    parts["power_avg"] = f"max by ({DCGM_BY}) (avg_over_time({DCGM_POWER}[{d}]))"
+    parts.update(_server_parts(f"sum by ({SERVER_BY}) (increase({{name}}[{{d}}]))", d))
+    if busy:
+        changes = _server_parts(f"max by ({SERVER_BY}) (changes({{name}}[{{d}}]))", d, inputs=False)
+        counts = _server_parts(f"max by ({SERVER_BY}) (count_over_time({{name}}[{{d}}]))", d, inputs=False)
+        parts.update({"changes|" + k: v for k, v in changes.items()})
+        parts.update({"count|" + k: v for k, v in counts.items()})
+    return union(parts)
+
+
+def agentless_latest(seen_window_s: float) -> str:
+    """Latest GPU power and utilisation (blank-value sentinels dropped), when each GPU and server
+    was last scraped, and which were there at all over the window."""
+    d = duration(seen_window_s)
+    parts = {
+        "power": f"max by ({DCGM_BY}) ({DCGM_POWER} < {FP64_BLANK_BELOW:g})",
+        "util": f"max by ({DCGM_BY}) ({DCGM_UTIL} < {FP64_BLANK_BELOW:g})",
+        "gpu_ts": f"max by ({DCGM_BY}) (timestamp({DCGM_POWER}))",
+        "gpu_seen": f"max by ({DCGM_BY}) (present_over_time({DCGM_POWER}[{d}]))",
+    }
+    parts.update({"now|" + k: v for k, v in _server_parts(f"max by ({SERVER_BY}) (timestamp({{name}}))", d).items()})
+    return union(parts)
+
+
+def agentless_graph(rate_s: float, instance_host: str | None) -> str:
+    """Fleet (or one host's) output tok/s, W, and GPUs by model (priced in Python), for a range query."""
+    d = duration(rate_s)
+    sel = "" if instance_host is None else f'instance=~"{regex_quote(instance_host)}(:[0-9]+)?"'
+    parts = {
+        "power_w": f"sum(max by (instance, UUID) ({DCGM_POWER}{{{sel}}} < {FP64_BLANK_BELOW:g}))",
+        "gpus": f"count by (modelName) (max by (instance, UUID, modelName) ({DCGM_POWER}{{{sel}}}))",
+    }
+    for _, out_name, _ in SERVER_COUNTERS:
+        parts[f"tok|{out_name}"] = f"sum(rate({out_name}{{{sel}}}[{d}]))"
+    return union(parts)
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+
+def union(parts: Mapping[str, str]) -> str:
+    """One query from several, each result tagged ``tt_q="<key>"``."""
+    return " or ".join(f'label_replace({expr}, "{UNION_LABEL}", {quote(key)}, "", "")' for key, expr in parts.items())
+
+
+def duration(seconds: float) -> str:
+    """A PromQL duration: whole milliseconds (``1500ms``), at least 1 ms."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def quote(text: str) -> str:
+    """A PromQL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def regex_quote(text: str) -> str:
+    """``text`` matched literally inside a PromQL regex literal."""
+    special = set(".^$*+?()[]{}|\\")
+    escaped = "".join("\\" + c if c in special else c for c in text)
+    return escaped.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def graph_step(span_s: float, max_points: int = 500, min_step_s: float = 1.0) -> float:
+    """A step that keeps a graph of ``span_s`` under ``max_points`` points, in whole seconds."""
+    step = max(min_step_s, span_s / (max_points - 1))
+    return float(int(step) + (0 if step == int(step) else 1))
