@@ -1,6 +1,6 @@
 """How soon the live view shows something, every GPU, and the first rates, in a real terminal.
 
-    python benchmarks/bench_startup.py [--runs 5] [--size 120x40] [--nvitop]
+    python benchmarks/bench_startup.py [--runs 5] [--size 120x40] [--nvitop] [--before DIR]
 
 Starts ``python -m tokentop.cli --demo --no-history`` in a detached tmux session and reads the
 screen with ``tmux capture-pane`` every ``POLL_S`` seconds, timing from just before the session
@@ -11,10 +11,17 @@ starts to the first screen on which:
 - first tok/s: a number in the header's tok/s part (``out 1.23k``) rather than ``warming``;
 - first $/Mtok: a dollar figure for the header's effective $/Mtok.
 
-Prints the median of each over ``--runs`` runs. ``--nvitop``: also nvitop's full screen (every
-GPU row) on the same 8 simulated H200s, through the fake ``libnvidia-ml.so.1`` in
-``/work/shared/tools/fakenvml`` (nvitop from ``--nvitop-python``, a Python that has it).
-Targets: first paint <= 0.35 s, every GPU row <= 0.5 s, first rates <= 1.2 s.
+Prints each run, and the median and range of each over ``--runs`` runs. First, the import
+time of what the live view loads before its app starts (``tokentop.cli`` and
+``tokentop.cli.live``), beside a bare Python and Textual's ``textual.app``: the median wall
+time of ``--runs`` fresh interpreters.
+
+``--before DIR``: the same, in the same run, for an earlier tokentop's source tree (made with
+``git archive <commit> tokentop | tar -x -C DIR``), run from DIR so that its package is the one
+imported. ``--nvitop``: also nvitop's full screen (every GPU row) on the same 8 simulated
+H200s, through the fake ``libnvidia-ml.so.1`` in ``/work/shared/tools/fakenvml`` (nvitop from
+``--nvitop-python``, a Python that has it). Targets: first paint <= 0.35 s, every GPU row
+<= 0.5 s, first rates <= 1.2 s.
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", "-L", SESSION, "-f", "/dev/null", *args], capture_output=True, text=True).stdout
 
 
-def time_marks(command: list[str], marks: dict[str, Check], size: str, env: dict[str, str]) -> dict[str, float]:
+def time_marks(
+    command: list[str], marks: dict[str, Check], size: str, env: dict[str, str], cwd: Path = ROOT
+) -> dict[str, float]:
     """Seconds from start to the first screen that passes each mark (NaN when it never does)."""
     width, height = size.split("x")
     tmux("kill-session", "-t", SESSION)
@@ -66,7 +75,7 @@ def time_marks(command: list[str], marks: dict[str, Check], size: str, env: dict
     line = f"exec env {exports} {' '.join(shlex.quote(part) for part in command)}"
     seen: dict[str, float] = {}
     start = time.monotonic()
-    tmux("new-session", "-d", "-s", SESSION, "-x", width, "-y", height, "-c", str(ROOT), line)
+    tmux("new-session", "-d", "-s", SESSION, "-x", width, "-y", height, "-c", str(cwd), line)
     tmux("set-option", "-g", "remain-on-exit", "on")  # a crash stays readable
     pid = int(tmux("display-message", "-p", "-t", SESSION, "#{pane_pid}") or 0)
     try:
@@ -106,20 +115,45 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def medians(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+def spread(values: list[float]) -> str:
+    """``median (lowest-highest)``."""
+    return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
 def run_many(
-    label: str, command: list[str], marks: dict[str, Check], args: argparse.Namespace, env: dict[str, str]
+    label: str,
+    command: list[str],
+    marks: dict[str, Check],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    cwd: Path = ROOT,
 ) -> None:
     runs = []
     for i in range(args.runs):
-        figures = time_marks(command, marks, args.size, env)
+        figures = time_marks(command, marks, args.size, env, cwd)
         runs.append(figures)
         print(f"  {label} run {i + 1}: " + ", ".join(f"{name} {value:.2f} s" for name, value in figures.items()))
         time.sleep(0.5)  # let the last run's process go before the next starts
-    print(f"{label}, median of {args.runs}: " + ", ".join(f"{n} {v:.2f} s" for n, v in medians(runs).items()))
+    summary = ", ".join(f"{name} {spread([run[name] for run in runs])}" for name in marks)
+    print(f"{label}, median (range) of {args.runs}: {summary}")
+
+
+def import_times(label: str, cwd: Path, runs: int) -> None:
+    """Wall time of fresh interpreters importing what the live view loads before its app runs."""
+    lines = {
+        "bare Python": "pass",
+        "textual.app": "import textual.app",
+        "tokentop.cli + tokentop.cli.live": "import tokentop.cli, tokentop.cli.live",
+    }
+    figures = []
+    for name, code in lines.items():
+        times = []
+        for _ in range(runs):
+            start = time.monotonic()
+            subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True)
+            times.append(time.monotonic() - start)
+        figures.append(f"{name} {spread(times)}")
+    print(f"{label} imports, median (range) of {runs}: " + ", ".join(figures))
 
 
 def nvitop_command(python: str) -> tuple[list[str], dict[str, str]] | None:
@@ -143,13 +177,20 @@ def main() -> int:
     parser.add_argument("--size", default="120x40", help="terminal size (WIDTHxHEIGHT)")
     parser.add_argument("--nvitop", action="store_true", help="also time nvitop on the fake NVML")
     parser.add_argument("--nvitop-python", default=sys.executable, help="a Python with nvitop installed")
+    parser.add_argument("--before", type=Path, help="an earlier tokentop's source tree, measured in the same run")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is needed (apt-get install -y tmux)")
     print(f"{args.size}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, polling every {POLL_S * 1000:.0f} ms")
     env = {"TERM": "xterm-256color", "LANG": "C.UTF-8"}
     command = [sys.executable, "-m", "tokentop.cli", "--demo", "--no-history"]
-    run_many("tokentop", command, TOKENTOP_MARKS, args, env)
+    trees = [("tokentop", ROOT)]
+    if args.before is not None:
+        trees.insert(0, ("tokentop before", args.before.resolve()))
+    for label, tree in trees:
+        import_times(label, tree, args.runs)
+    for label, tree in trees:
+        run_many(label, command, TOKENTOP_MARKS, args, env, tree)
     if args.nvitop:
         found = nvitop_command(args.nvitop_python)
         if found is not None:

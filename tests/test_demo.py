@@ -121,3 +121,15 @@ def test_clients_that_hang_up_print_no_traceback(capfd: pytest.CaptureFixture[st
     finally:
         host.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_demos_processes_are_its_engines_never_a_real_process_with_their_pid() -> None:
+    from tokentop.demo import PID_BASE, engines_for
+    from tokentop.tui.host import DemoProcessHost
+    from tokentop.tui.processes import UNKNOWN
+
+    engines = engines_for(7)
+    known = DemoProcessHost(7).processes([PID_BASE, PID_BASE + 2, 1])
+    assert engines[0].model in known[PID_BASE].command and "--tensor-parallel-size 4" in known[PID_BASE].command
+    assert engines[2].model in known[PID_BASE + 2].command and known[PID_BASE].user == "demo"
+    assert known[1] == UNKNOWN  # PID 1 is real (init) but not the demo's: not shown as it

@@ -53,6 +53,10 @@ def test_once_prints_the_header_and_every_gpu_engine_and_process(
         assert any(line.startswith(f" {engine} ") and "up" in line for line in lines), engine
     assert any(line.split()[:2] == ["PID", "user"] for line in lines)
     assert any(line.split()[0] == "4000" and "llama-70b" in line for line in lines if line.strip())
+    # the demo's processes say what they are (simulated), whatever real process has their PID here
+    demo_rows = [line for line in lines if line.split()[:1] in (["4000"], ["4001"], ["4002"])]
+    assert len(demo_rows) == 7 and all("simulated by tokentop --demo" in row for row in demo_rows)
+    assert "(not visible)" not in out
     assert "\x1b" not in out and "warming" not in out
 
 

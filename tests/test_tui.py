@@ -775,6 +775,16 @@ async def test_a_newer_tick_replaces_one_not_yet_drawn(rig: Rig) -> None:
         assert sum(p.watts is not None for p in points) == 4
 
 
+def test_the_short_summary_under_ascii_is_ascii_only() -> None:
+    """Issue 10: the summary printed at quit had "8× NVIDIA H200" under --ascii."""
+    from tokentop.tui import short_summary
+
+    snapshot = simulated_snapshots(5)[-1]
+    assert "×" in short_summary(snapshot, "gpu-node-01")
+    text = short_summary(snapshot, "gpu-node-01", ascii_only=True)
+    assert text.isascii() and "8x NVIDIA H200" in text
+
+
 async def test_no_driver_says_why_there_are_no_gpus() -> None:
     from tokentop.nvml.fake import FakeNvml
     from tokentop.nvml.reader import NvmlReader
@@ -790,8 +800,17 @@ async def test_no_driver_says_why_there_are_no_gpus() -> None:
                 sampler.tick()
             await pilot.pause()
             text = screen_text(app)
-            assert "⚠ GPUs: N/A" in text and sampler.gpus.reason and sampler.gpus.reason[:30] in text
+            assert "⚠ no GPU: " in text and sampler.gpus.reason and sampler.gpus.reason[:30] in text
             assert "no GPU:" in text and "no inference endpoint" in text
+            # issue 10, item 8: no "N/A/h" or "$/Mtok" to price, no W or util: there is no GPU
+            header = "\n".join(text.splitlines()[:4])
+            assert "without a GPU" in header and "/h" not in header.replace("$/h", "")
+            assert "N/A/h" not in text and "util N/A" not in text and "busy 0%" not in text
+            await pilot.press("g")  # the host: its power is unknown, never drawn as 0 W
+            await pilot.pause()
+            assert app.graph.key == HOST and "no GPU" in app.graph.title
+            assert app.graph.points and all(p.watts is None and p.usd_per_mtok is None for p in app.graph.points)
+            assert "0 W" not in screen_text(app) and re.search(r"^W +N/A", screen_text(app), re.M)
     finally:
         sampler.stop()
 

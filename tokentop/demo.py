@@ -71,6 +71,21 @@ class Engine:
         return round(self.load(t) * 64)
 
 
+PID_BASE = 4000  # the simulated engines' PIDs: 4000, 4001, ... in the order of ``engines_for``
+
+
+def simulated_processes(seed: int) -> dict[int, tuple[str, str]]:
+    """The simulated engines' processes, by their simulated PIDs: (user, command line). A real
+    process on this machine that happens to have one of these PIDs is not one of them."""
+    return {
+        PID_BASE + i: (
+            "demo",
+            f"vllm serve {engine.model} --tensor-parallel-size {len(engine.gpus)} (simulated by tokentop --demo)",
+        )
+        for i, engine in enumerate(engines_for(seed))
+    }
+
+
 def engines_for(seed: int) -> tuple[Engine, ...]:
     rng = random.Random(seed)
     return (
@@ -220,7 +235,6 @@ class DemoHost:
     def update_gpus(self) -> None:
         """Write the simulated state at the current instant into the fake NVML."""
         t = self.now()
-        pid_base = 4000
         for index, gpu in enumerate(self.fake.gpus):
             engine = self._engine_of.get(index)
             load = engine.load(t) if engine else 0.0
@@ -230,7 +244,7 @@ class DemoHost:
             gpu.memory_used_bytes = int(MEMORY_TOTAL * 0.92) if engine else 512 * 1024 * 1024
             gpu.temperature_c = round(34 + 40 * load)
             gpu.sm_clock_mhz = round(1100 + 880 * load) if engine else 345
-            gpu.compute_processes = [(pid_base + self.engines.index(engine), gpu.memory_used_bytes)] if engine else []
+            gpu.compute_processes = [(PID_BASE + self.engines.index(engine), gpu.memory_used_bytes)] if engine else []
 
     # -- engines --
 

@@ -1,16 +1,33 @@
-"""``tokentop`` with no command: the live view, then the session summary once the terminal is back."""
+"""``tokentop`` with no command: the live view, then the session summary once the terminal is back.
+
+The screen comes first: the app is created and drawn ("starting"), and only then are the GPU
+source (NVML, or the demo's engines), the history and the sampler built, on a thread of their
+own (``Startup``), and handed to the app. Their imports and set-up (about 0.3 s) so no longer
+stand between the command and its first screen.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import sys
+import threading
+from typing import TYPE_CHECKING, TextIO, cast
 
 from tokentop.cli.runtime import Runtime, build_runtime, open_store
-from tokentop.cli.summary import print_session_summary
+from tokentop.cli.watchdog import ExitWatchdog
 from tokentop.config import Config
-from tokentop.history import Store
-from tokentop.sampler import Sampler
 from tokentop.tui import TokentopApp, logs_on_screen, short_summary
+from tokentop.tui.host import DemoProcessHost
+from tokentop.units import to_ascii
+
+if TYPE_CHECKING:
+    from tokentop.history import Store
+    from tokentop.sampler import Sampler
+
+log = logging.getLogger(__name__)
+BUILD_WAIT_S = 10.0  # how long the end of the app waits for a start-up still under way
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -18,34 +35,111 @@ def run(args: argparse.Namespace, config: Config) -> int:
         from tokentop.cli import fleet
 
         return fleet.run_live(config)
-    runtime = build_runtime(config)
-    return run_live(runtime, open_store(runtime.config, required=False), summary=args.summary_mode or "short")
+    return _run_app(Startup(config), config, summary=args.summary_mode or "short")
 
 
 def run_live(runtime: Runtime, store: Store | None, *, summary: str = "short") -> int:
+    """The live view on a runtime and history already built (the same as ``tokentop`` else)."""
+    return _run_app(Startup(runtime.config, runtime, store), runtime.config, summary=summary)
+
+
+class Startup:
+    """The GPU source, the history and the sampler, built on a thread once the app has drawn
+    its first screen (``begin``), and stopped at the end whatever happened (``stop``). A history
+    that cannot be used is one line, on the screen and again on stderr once the terminal is
+    back; anything else that fails ends the app with one line, never a traceback."""
+
+    def __init__(self, config: Config, runtime: Runtime | None = None, store: Store | None = None) -> None:
+        self.config = config
+        self.runtime, self.store = runtime, store
+        self._store_given = runtime is not None
+        self.sampler: Sampler | None = None
+        self.said: list[str] = []  # lines for stderr once the terminal is back
+        self._thread: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+
+    def begin(self, app: TokentopApp) -> None:
+        self._thread = threading.Thread(target=self._build, args=(app,), name="tokentop-startup", daemon=True)
+        self._thread.start()
+
+    def _build(self, app: TokentopApp) -> None:
+        from tokentop.sampler import Sampler
+
+        def say(line: str) -> None:
+            self.said.append(line)
+            app.warn(line.removeprefix("tokentop: "))
+
+        try:
+            if self.runtime is None:
+                self.runtime = build_runtime(self.config)
+            if not self._store_given:
+                self.store = open_store(self.runtime.config, required=False, say=say)
+            self.sampler = Sampler(self.runtime.config, self.runtime.gpus, store=self.store)
+        except Exception as exc:  # a traceback in front of the user is a bug: one line, at -v the rest
+            log.debug("start-up failed", exc_info=True)
+            self.said.append(f"tokentop: cannot start: {exc}")
+            app.start_failed()
+            return
+        app.attach(self.sampler, self.store)
+
+    def stop(self) -> None:
+        """Wait for a start-up under way, stop the sampler (which closes the history), close
+        the demo. Once, from whichever thread comes first (the app's end, or the watchdog)."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self._thread is not None:
+                self._thread.join(BUILD_WAIT_S)
+            if self.sampler is not None:
+                self.sampler.stop()
+            elif self.store is not None:
+                self.store.close()
+            if self.runtime is not None:
+                self.runtime.close()
+
+
+def _run_app(startup: Startup, config: Config, *, summary: str) -> int:
     """Run the live view until the user quits, a signal or a lost terminal ends it.
 
-    Stops the sampler (which closes ``store``) whatever happened, then, once the terminal is
+    Stops the sampler (which closes the history) whatever happened, then, once the terminal is
     back from the alternate screen (not after a hangup: there is no terminal), prints the
     session summary (``summary``: ``short``, ``full`` or ``none``): the one from the history,
     or a few lines from the last snapshot when there is no history. Returns the exit code: 0
-    on quit, 129 on hangup or a lost terminal, 143 on SIGTERM.
+    on quit, 129 on hangup or a lost terminal, 143 on SIGTERM, 1 when it could not start.
     """
-    config = runtime.config
-    sampler = Sampler(config, runtime.gpus, store=store)
-    summary_dir = None if store is None else store.path.parent
-    app = TokentopApp(config, sampler=sampler, store=store, summary_dir=summary_dir)
+    watchdog = ExitWatchdog(startup.stop)
+    host = DemoProcessHost(config.seed) if config.demo else None
+    app = TokentopApp(config, startup=startup.begin, on_end=watchdog.arm, host=host)
+    watchdog.start()
     try:
         with logs_on_screen(app):
             app.run()
     finally:
-        sampler.stop()  # closes the history: the summary below then covers every tick
-        runtime.close()
+        watchdog.done()
+        startup.stop()
+    store = startup.store
+    for line in startup.said:
+        _say(line + "\n")
     if store is not None and store.ticks_lost:
         _say(f"tokentop: {store.ticks_written} ticks written, {store.ticks_lost} lost in {store.path}\n")
-    if summary != "none" and app.ended_by not in ("hangup", "terminal lost"):  # a terminal to print on
+    if summary != "none" and app.return_code != 1 and app.ended_by not in ("hangup", "terminal lost"):
         _print_summary(app, store, "short" if summary == "short" else "md")
     return app.return_code or 0
+
+
+class _AsciiOut(io.TextIOBase):
+    """Standard output that writes only ASCII (``--ascii``: the terminal cannot draw more)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        return self.out.write(to_ascii(text))
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def _say(line: str) -> None:
@@ -62,10 +156,13 @@ def _print_summary(app: TokentopApp, store: Store | None, fmt: str) -> None:
     ``md``), else the few lines the last snapshot gives. One or the other, never both: when the
     history has nothing to summarise (no GPU, no endpoint), its one line says so."""
     if store is not None and store.session_id is not None and app.latest is not None:
-        print_session_summary(store.path, store.session_id, sys.stdout, fmt)
+        from tokentop.cli.summary import print_session_summary
+
+        out = cast(TextIO, _AsciiOut(sys.stdout)) if app.config.ascii_only else sys.stdout
+        print_session_summary(store.path, store.session_id, out, fmt)
         return
     try:
-        sys.stdout.write(short_summary(app.latest, app.host_name))
+        sys.stdout.write(short_summary(app.latest, app.host_name, ascii_only=app.config.ascii_only))
         if app.summary_path is not None:
             sys.stdout.write(f"  summary file {app.summary_path}\n")
         sys.stdout.flush()

@@ -28,8 +28,8 @@ from tokentop.tui.columns import Cell, ColumnSpec, content_widths, cost_bands, f
 from tokentop.tui.engine_table import ENGINE_COLUMNS, engine_rows
 from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows, gpu_sub_rows
 from tokentop.tui.header_parts import header_rows, plain_text
-from tokentop.tui.host import HostUsage, PsutilHost
-from tokentop.tui.processes import PROCESS_COLUMNS, describe_processes, process_rows
+from tokentop.tui.host import DemoProcessHost, HostReader, PsutilHost
+from tokentop.tui.processes import PROCESS_COLUMNS, process_rows
 from tokentop.units import to_ascii
 
 R = TypeVar("R")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     def keep_processes(snapshot: Snapshot) -> None:
         processes.update({g.sample.uuid: g.sample.processes for g in snapshot.gpus if g.sample.processes is not None})
 
-    host = PsutilHost()
+    host = DemoProcessHost(config.seed) if config.demo else PsutilHost()
     host.usage()  # the CPU's busy share is taken over the ticks below
     try:
         if not runtime.config.endpoints and runtime.config.discover:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if snapshot is None:
         raise UsageError("no reading could be taken (see the log above)")
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else UNLIMITED
-    text = reading_text(snapshot, runtime.config, processes, host.usage(), width)
+    text = reading_text(snapshot, runtime.config, processes, host, width)
     write_stdout(to_ascii(text) if runtime.config.ascii_only else text)
     return 0
 
@@ -69,11 +69,12 @@ def reading_text(
     snapshot: Snapshot,
     config: Config,
     processes: dict[str, tuple[GpuProcess, ...]],
-    usage: HostUsage | None,
+    host: HostReader,
     width: int,
 ) -> str:
-    """The header, then the GPU, engine and process tables, as the live view draws them."""
-    windows, bands = window_labels(snapshot), cost_bands(config.cost)
+    """The header, then the GPU, engine and process tables, as the live view draws them;
+    ``host``: the CPU and memory use, and who runs each process."""
+    windows, bands, usage = window_labels(snapshot), cost_bands(config.cost), host.usage()
     header = plain_text(header_rows(socket.gethostname(), snapshot, None, config.cost, bands, usage, min(width, 200)))
     if width < UNLIMITED:  # a terminal: what does not fit is cut, as on the screen
         header = "\n".join(fit_text(line, width, False).rstrip() for line in header.splitlines())
@@ -86,7 +87,7 @@ def reading_text(
         table_text(ENGINE_COLUMNS, engine_rows(snapshot), width, windows, empty="no inference endpoint found"),
         table_text(
             PROCESS_COLUMNS,
-            process_rows(snapshot, processes, describe_processes(pids)),
+            process_rows(snapshot, processes, host.processes(pids)),
             width,
             windows,
             empty="no process holds GPU memory",

@@ -1,24 +1,32 @@
 """The command line's grammar: the options every command takes, each command's own (from its
-module), and the settings they make."""
+module), and the settings they make.
+
+A command's module is imported only when that command is given: each module's
+``add_arguments(parser)`` and ``COMMON_OPTIONS`` are read once argparse has chosen the command
+(``_LazyCommands``). The live view, which is no command, so starts without loading the history,
+the report, the exporter or httpx (about 0.3 s); ``tokentop --help`` lists every command from
+``COMMANDS`` and ``tokentop COMMAND --help`` every option of that command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from tokentop import __version__
-from tokentop.cli import export, record, snapshot, summary
 from tokentop.cli.runtime import UsageError
-from tokentop.cli.summary import add_summary_mode
 from tokentop.config import Config, SshHostConfig, default_db_path, load_config, parse_endpoint_flag
 
-COMMANDS = (
-    ("record", record, "sample into the history database until stopped"),
-    ("snapshot", snapshot, "print one complete reading"),
-    ("summary", summary, "what a session delivered and cost, from the history"),
-    ("export", export, "serve tokentop's figures as Prometheus /metrics"),
-)
+COMMANDS = {  # name: what it does; the module tokentop.cli.<name> holds its options and its run()
+    "record": "sample into the history database until stopped",
+    "snapshot": "print one complete reading",
+    "summary": "what a session delivered and cost, from the history",
+    "export": "serve tokentop's figures as Prometheus /metrics",
+}
+SUMMARY_MODES = ("short", "full", "none")  # the summary printed when the live view or record ends
 
 # The options the commands share, by the attribute each sets (and the live view's --summary,
 # which record takes too): the live view takes them all, a command those its module lists in
@@ -45,11 +53,85 @@ def refuse_ignored(args: argparse.Namespace) -> None:
     (``tokentop --endpoint X summary`` as well as ``tokentop summary --endpoint X``)."""
     if args.command is None:
         return
-    takes = importlib.import_module(f"tokentop.cli.{args.command}").COMMON_OPTIONS  # --once: tokentop.cli.once
+    takes = command_module(args.command).COMMON_OPTIONS  # --once: tokentop.cli.once
     for dest, flag in COMMON_FLAGS.items():
         if flag not in takes and getattr(args, dest, None) is not None:
             said = "--summary/--no-summary" if flag == "--summary" else flag
             raise UsageError(f"{args.command} does not take {said}: it would be ignored")
+
+
+def command_module(name: str) -> ModuleType:
+    """``tokentop.cli.<name>``: the command's options (``add_arguments``, ``COMMON_OPTIONS``) and
+    its ``run``."""
+    return importlib.import_module(f"tokentop.cli.{name}")
+
+
+class _LazyCommands(argparse._SubParsersAction):
+    """Subcommands whose options are added when argparse picks one: only that command's module
+    is imported (``--help`` of a command included)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        name = values[0]
+        loaded: set[str] = vars(self).setdefault("loaded", set())
+        command = self._name_parser_map.get(name)
+        if command is not None and name not in loaded:
+            module = command_module(name)
+            _common(command, sub=True, takes=frozenset(module.COMMON_OPTIONS))
+            module.add_arguments(command)
+            loaded.add(name)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_summary_mode(parser: argparse.ArgumentParser, when: str, *, default: str | None) -> None:
+    """``--summary {short,full,none}`` and ``--no-summary`` (the same as ``none``), for the
+    commands that print their session's summary as they end."""
+    parser.add_argument(
+        "--summary",
+        dest="summary_mode",
+        choices=SUMMARY_MODES,
+        default=default,
+        help=f"the session summary printed {when}: short (default: a host block, then the per-GPU "
+        "table when it fits the terminal), full (every table), or none",
+    )
+    parser.add_argument(
+        "--no-summary",
+        dest="summary_mode",
+        action="store_const",
+        const="none",
+        default=default,
+        help="the same as --summary none",
+    )
+
+
+def _common_options() -> list[tuple[str, str, dict[str, Any]]]:
+    """The options the commands share: (flag, help, argparse's other arguments)."""
+    db_help = f"history database (default {default_db_path()}; demo.db beside it with --demo)"
+    return [
+        ("--demo", "simulate a host (8x H200, three vLLM engines); no GPU needed", {"action": "store_true"}),
+        ("--db", db_help, {"type": Path}),
+        ("--no-history", "do not keep a history database", {"dest": "history", "action": "store_false"}),
+        (
+            "--endpoint",
+            "an inference server's stats endpoint (repeatable); none: discover local ones",
+            {"action": "append", "metavar": "URL[,kind=K][,name=N][,gpus=0+1][,token_env=VAR]"},
+        ),
+        ("--interval", "seconds between readings (default 1)", {"type": float, "metavar": "SECONDS"}),
+        ("--config", "TOML settings file (see README)", {"type": Path, "metavar": "FILE"}),
+        ("--seed", "seed of the --demo simulation", {"type": int}),
+        (
+            "--prometheus",
+            "read the fleet from this Prometheus (http://prometheus:9090) instead of this host",
+            {"metavar": "URL"},
+        ),
+        ("--prometheus-token-env", "environment variable holding Prometheus's bearer token", {"metavar": "VAR"}),
+        (
+            "--ssh",
+            "read this host's tokentop over your ssh (repeatable): the fleet view without Prometheus",
+            {"action": "append", "metavar": "[USER@]HOST[:PORT]"},
+        ),
+    ]
 
 
 def _common(parser: argparse.ArgumentParser, *, sub: bool = False, takes: frozenset[str] = ALL_COMMON) -> None:
@@ -57,66 +139,8 @@ def _common(parser: argparse.ArgumentParser, *, sub: bool = False, takes: frozen
     ``tokentop --demo record`` and ``tokentop record --demo`` mean the same; those a command does
     not take are hidden from its help, and refused once parsed."""
     unset = argparse.SUPPRESS if sub else None
-
-    def shown(flag: str, text: str) -> str:
-        return text if flag in takes else argparse.SUPPRESS
-
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        default=unset,
-        help=shown("--demo", "simulate a host (8x H200, three vLLM engines); no GPU needed"),
-    )
-    parser.add_argument(
-        "--db",
-        type=Path,
-        default=unset,
-        help=shown("--db", f"history database (default {default_db_path()}; demo.db beside it with --demo)"),
-    )
-    parser.add_argument(
-        "--no-history",
-        dest="history",
-        action="store_false",
-        default=unset,
-        help=shown("--no-history", "do not keep a history database"),
-    )
-    parser.add_argument(
-        "--endpoint",
-        action="append",
-        default=unset,
-        metavar="URL[,kind=K][,name=N][,gpus=0+1][,token_env=VAR]",
-        help=shown("--endpoint", "an inference server's stats endpoint (repeatable); none: discover local ones"),
-    )
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=unset,
-        metavar="SECONDS",
-        help=shown("--interval", "seconds between readings (default 1)"),
-    )
-    parser.add_argument(
-        "--config", type=Path, default=unset, metavar="FILE", help=shown("--config", "TOML settings file (see README)")
-    )
-    parser.add_argument("--seed", type=int, default=unset, help=shown("--seed", "seed of the --demo simulation"))
-    parser.add_argument(
-        "--prometheus",
-        default=unset,
-        metavar="URL",
-        help=shown("--prometheus", "read the fleet from this Prometheus (http://prometheus:9090) instead of this host"),
-    )
-    parser.add_argument(
-        "--prometheus-token-env",
-        default=unset,
-        metavar="VAR",
-        help=shown("--prometheus-token-env", "environment variable holding Prometheus's bearer token"),
-    )
-    parser.add_argument(
-        "--ssh",
-        action="append",
-        default=unset,
-        metavar="[USER@]HOST[:PORT]",
-        help=shown("--ssh", "read this host's tokentop over your ssh (repeatable): the fleet view without Prometheus"),
-    )
+    for flag, text, options in _common_options():
+        parser.add_argument(flag, default=unset, help=text if flag in takes else argparse.SUPPRESS, **options)
     parser.add_argument(
         "-v",
         "--verbose",
@@ -148,11 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="draw only ASCII characters (default: when the locale is not UTF-8)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module, text in COMMANDS:
-        command = sub.add_parser(name, help=text)
-        _common(command, sub=True, takes=frozenset(module.COMMON_OPTIONS))
-        module.add_arguments(command)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_LazyCommands)
+    for name, text in COMMANDS.items():
+        sub.add_parser(name, help=text, description=text)
     return parser
 
 

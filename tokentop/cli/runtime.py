@@ -1,5 +1,10 @@
 """What every command runs on: the settings, the GPU source (NVML or the demo's), the history,
-and the signals that end a run cleanly."""
+and the signals that end a run cleanly.
+
+The demo, NVML, the history and the sampler are imported by the functions that need them, so
+that importing this module (for ``UsageError``, say) costs nothing: the live view builds them on
+a thread after its first screen is drawn.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,19 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokentop import __version__
 from tokentop.config import Config, default_db_path
-from tokentop.demo import DemoGpuReader, DemoHost
-from tokentop.history import Store, StoreError
-from tokentop.nvml.reader import NvmlReader
-from tokentop.sampler import GpuSource
+
+if TYPE_CHECKING:
+    from tokentop.demo import DemoHost
+    from tokentop.history import Store
+    from tokentop.sampler import GpuSource
 
 FLEET_OPTIONS = ("--prometheus", "--prometheus-token-env", "--ssh")
 """The options that point a command at a fleet instead of this host (``tokentop.fleet``)."""
@@ -43,9 +50,13 @@ class Runtime:
 def build_runtime(config: Config) -> Runtime:
     """The real host, or with ``--demo`` a simulated one whose engines serve on loopback."""
     if config.demo:
+        from tokentop.demo import DemoGpuReader, DemoHost
+
         host = DemoHost(seed=config.seed)
         config = replace(config, endpoints=tuple(config.endpoints) + host.serve())
         return Runtime(config, DemoGpuReader(host), host)
+    from tokentop.nvml.reader import NvmlReader
+
     return Runtime(config, NvmlReader())
 
 
@@ -54,11 +65,16 @@ def history_path(config: Config) -> Path:
     return config.db_path or default_db_path(demo=config.demo)
 
 
-def open_store(config: Config, *, required: bool, origin: str = "live") -> Store | None:
+def open_store(
+    config: Config, *, required: bool, origin: str = "live", say: Callable[[str], None] | None = None
+) -> Store | None:
     """The history store, or None when history is off. ``required``: failing is fatal.
-    ``origin``: the command that records (``live``, ``record``, ``export``, ``snapshot``)."""
+    ``origin``: the command that records (``live``, ``record``, ``export``, ``snapshot``).
+    ``say``: where the one line about a history that cannot be used goes (default: stderr)."""
     if not config.history:
         return None
+    from tokentop.history import Store, StoreError
+
     try:
         return Store.open(
             history_path(config),
@@ -73,7 +89,11 @@ def open_store(config: Config, *, required: bool, origin: str = "live") -> Store
     except StoreError as exc:
         if required:
             raise UsageError(f"cannot record: {exc}") from None
-        print(f"tokentop: {exc}; monitoring without history", file=sys.stderr)
+        line = f"tokentop: {exc}; monitoring without history"
+        if say is None:
+            print(line, file=sys.stderr)
+        else:
+            say(line)
         return None
 
 

@@ -5,6 +5,10 @@ which records it for the graphs (so no tick is lost) and posts one replaceable m
 event loop draws the newest one inside ``batch_update``. Nothing here touches NVML, HTTP or
 SQLite on the event loop: history for the long graph windows is read on a worker thread.
 
+The sampler comes ready-made, or later (``attach``, any thread) from a ``startup`` hook called
+once the first screen is drawn. A signal or a lost terminal calls ``on_end`` at once, even when
+the event loop is stuck on a terminal that is gone (the live view's watchdog then ends it).
+
 Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (or
 ``post_snapshot``) from the test, with a fake clock.
 
@@ -33,6 +37,7 @@ from typing import ClassVar, Protocol
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.filter import LineFilter
+from textual.message import Message
 from textual.widgets import Footer
 
 from tokentop.changes import changes
@@ -73,6 +78,18 @@ class LiveSource(Protocol):
     def start(self) -> None: ...
 
 
+class SamplerAttached(Message):
+    """The sampler (and the history it writes) built on another thread, handed to the app."""
+
+    def __init__(self, sampler: LiveSource, store: SeriesStore | None) -> None:
+        super().__init__()
+        self.sampler, self.store = sampler, store
+
+
+class StartFailed(Message):
+    """What the app was to show could not be set up; the app ends with exit code 1."""
+
+
 class TokentopApp(App[None]):
     CSS_PATH = "tokentop.tcss"
     ENABLE_COMMAND_PALETTE = False
@@ -91,10 +108,15 @@ class TokentopApp(App[None]):
         handle_signals: bool = True,
         terminal_fd: int | None = None,
         host: HostReader | None = None,
+        startup: Callable[[TokentopApp], None] | None = None,
+        on_end: Callable[[str, int], None] | None = None,
     ) -> None:
         """``terminal_fd``: the terminal to watch for an SSH drop (default: standard input when
         it is a terminal and the app is not headless). ``host``: where the host's CPU and memory
-        and the GPU processes' owners are read (default: this machine, through psutil)."""
+        and the GPU processes' owners are read (default: this machine, through psutil).
+        ``startup``: called on the event loop once the first screen is drawn, to build the
+        sampler and hand it over with ``attach`` (when ``sampler`` is not given). ``on_end``:
+        called with why and the exit code as soon as a signal or a lost terminal ends the app."""
         super().__init__()
         self._ascii = AsciiFilter() if config.ascii_only else None
         for theme in ANSI_THEMES.values():
@@ -107,6 +129,9 @@ class TokentopApp(App[None]):
         self.store = store
         self.host_name = host_name or socket.gethostname()
         self.summary_dir = summary_dir or Path.cwd()
+        self._summary_dir_given = summary_dir is not None
+        self._startup = startup
+        self.on_end = on_end
         self.start_sampler = start_sampler
         self.handle_signals = handle_signals
         self.history = LiveHistory()
@@ -125,13 +150,13 @@ class TokentopApp(App[None]):
         self.ended_by: str | None = None
         self.summary_path: Path | None = None
         self._tty_fd = terminal_fd
-        self._signals: list[int] = []
+        self._signals: dict[int, object] = {}  # the handlers the app's replaced
 
     # -- structure --
 
     def compose(self) -> ComposeResult:
         yield HeaderBar(self.host_name, self.config.cost, self.bands, id="header")
-        gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
+        gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text="reading the GPUs…", id="gpus")
         engines = GridTable(
             ENGINE_COLUMNS,
             default_sort="name",
@@ -187,31 +212,71 @@ class TokentopApp(App[None]):
             fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else -1
             self._tty_fd = fd if fd >= 0 and os.isatty(fd) else None
         if self.sampler is not None:
-            self.sampler.sink = self.post_snapshot
-            if self.start_sampler:
-                self.sampler.start()
+            self._use_sampler(self.sampler, self.store)
+        if self._startup is not None:
+            self.call_after_refresh(self._startup, self)
 
     def on_unmount(self) -> None:
         if self.sampler is not None:
             self.sampler.sink = None
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.remove_signal_handler(sig)
+        for sig, previous in self._signals.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]
+
+    # -- the sampler, when it is built after the first screen --
+
+    def attach(self, sampler: LiveSource, store: SeriesStore | None) -> None:
+        """Hand over the sampler and its history (any thread); the app starts it."""
+        self.post_message(SamplerAttached(sampler, store))
+
+    def warn(self, text: str) -> None:
+        """A warning for the message line (any thread)."""
+        self.post_message(LogLine(logging.WARNING, text, time.time()))
+
+    def start_failed(self) -> None:
+        """The sampler could not be built (any thread): the app ends, exit code 1."""
+        self.post_message(StartFailed())
+
+    def on_sampler_attached(self, message: SamplerAttached) -> None:
+        self._use_sampler(message.sampler, message.store)
+        self._draw_messages()
+
+    def on_start_failed(self, message: StartFailed) -> None:
+        self.exit(return_code=1)
+
+    def _use_sampler(self, sampler: LiveSource, store: SeriesStore | None) -> None:
+        self.sampler, self.store = sampler, store
+        self.graph.store = store
+        if not self._summary_dir_given and store is not None and hasattr(store, "path"):
+            self.summary_dir = Path(store.path).parent
+        sampler.sink = self.post_snapshot
+        if self.start_sampler:
+            sampler.start()
 
     # -- ending --
 
     def _install_signal_handlers(self) -> None:
+        """SIGHUP and SIGTERM end the app. The handler runs in Python's own signal handling, not
+        on the event loop: ``on_end`` is called even when the loop is stuck writing to a
+        terminal that is gone; the loop is then asked to end the app."""
         loop = asyncio.get_running_loop()
         for sig, why, code in ((signal.SIGHUP, "hangup", 129), (signal.SIGTERM, "terminated", 143)):
+
+            def handler(signum: int, frame: object, why: str = why, code: int = code) -> None:
+                if self.on_end is not None:
+                    self.on_end(why, code)
+                loop.call_soon_threadsafe(self.end, why, code)
+
             try:
-                loop.add_signal_handler(sig, self.end, why, code)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal
+                self._signals[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):  # not the main thread, or no such signal
                 continue
-            self._signals.append(sig)
 
     def end(self, why: str, code: int) -> None:
         """Leave the app because of something outside it (a signal, a lost terminal)."""
-        self.ended_by = why
+        if self.on_end is not None:
+            self.on_end(why, code)
+        if self.ended_by is None:
+            self.ended_by = why
         self.exit(return_code=code)
 
     def _terminal_alive(self) -> bool:

@@ -100,23 +100,27 @@ def cost_parts(snapshot: Snapshot, bands: CostBands) -> list[Part]:
     ]
 
 
+def tokens_part(snapshot: Snapshot) -> Part:
+    """Output and input tok/s over the rate window."""
+    window = snapshot.host.rate_window
+    if window.span_s <= 0:
+        return part(("tok/s ", "label"), (WARMING, "value"))
+    return part(
+        ("out ", "label"),
+        (fmt_tok_s(window.tok_s_out), "value"),
+        (" in ", "label"),
+        (fmt_tok_s(window.tok_s_in), "value"),
+        (f" tok/s {window_labels(snapshot)['rate']}", "label"),
+    )
+
+
 def work_parts(snapshot: Snapshot) -> list[Part]:
     """What the host does: output and input tok/s, power, NVML's util, the busy share."""
     host = snapshot.host
     labels = window_labels(snapshot)
-    if host.rate_window.span_s <= 0:
-        tokens = part(("tok/s ", "label"), (WARMING, "value"))
-    else:
-        tokens = part(
-            ("out ", "label"),
-            (fmt_tok_s(host.rate_window.tok_s_out), "value"),
-            (" in ", "label"),
-            (fmt_tok_s(host.rate_window.tok_s_in), "value"),
-            (f" tok/s {labels['rate']}", "label"),
-        )
     busy = WARMING if host.cost_window.span_s <= 0 else fmt_pct(host.cost_window.busy_share, fraction=True)
     return [
-        tokens,
+        tokens_part(snapshot),
         part((fmt_watts(host.power_w), "value")),
         utilisation_part(snapshot),
         part(("busy ", "label"), (busy, "value"), (f" {labels['cost']}", "label")),
@@ -183,8 +187,9 @@ def header_rows(
     rows = wrap_parts(identity, width)
     if snapshot is None:
         return rows + [[part(("waiting for the first reading…", "label"))]]
-    if not snapshot.gpu_available:
-        rows.append([part(("⚠ GPUs: N/A", "bad"), (f" — {snapshot.gpu_reason or 'NVML unavailable'}", "warn"))])
+    if not snapshot.gpus:
+        rows += no_gpu_rows(snapshot, width)
+        return rows if usage is None else with_room_for(rows, host_part(usage), width)
     price = price_part(snapshot, cost)
     if price.may_cut:
         rows += wrap_parts(cost_parts(snapshot, bands) + [price], width)
@@ -192,6 +197,17 @@ def header_rows(
         rows += wrap_parts(cost_parts(snapshot, bands), width) + [[price]]
     rows += wrap_parts(work_parts(snapshot), width)
     return rows if usage is None else with_room_for(rows, host_part(usage), width)
+
+
+def no_gpu_rows(snapshot: Snapshot, width: int) -> list[list[Part]]:
+    """A host without a GPU reading: why, that there is nothing to price or measure (cost is
+    per GPU-hour, power and util are the GPUs'), and the tokens its endpoints deliver."""
+    why = snapshot.gpu_reason if not snapshot.gpu_available else "NVML lists no GPU"
+    return [
+        [Part((("⚠ no GPU", "bad"), (f": {why or 'NVML unavailable'}", "warn")), may_cut=True)],
+        [Part((("no W, util, $/h or $/Mtok without a GPU (cost is per GPU-hour)", "label"),), may_cut=True)],
+        *wrap_parts([tokens_part(snapshot)], width),
+    ]
 
 
 def plain_text(rows: list[list[Part]]) -> str:

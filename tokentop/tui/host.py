@@ -53,6 +53,24 @@ class PsutilHost:
         return describe_processes(pids)
 
 
+class DemoProcessHost(PsutilHost):
+    """``--demo``: this machine's CPU and memory, and the simulated engines as the processes
+    behind their simulated PIDs (``tokentop.demo.simulated_processes``), never whatever real
+    process has that PID here."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def processes(self, pids: Iterable[int]) -> dict[int, ProcessInfo]:
+        from tokentop.demo import simulated_processes  # only when a process list is shown
+
+        known = {
+            pid: ProcessInfo("vllm", user, command) for pid, (user, command) in simulated_processes(self.seed).items()
+        }
+        return {pid: known.get(pid, UNKNOWN) for pid in pids}
+
+
 class FixedHost:
     """A host whose figures are given: the README pictures and the tests do not depend on the
     machine that draws them. A PID not in ``processes`` is not visible."""

@@ -10,11 +10,17 @@ from pathlib import Path
 
 from tokentop.model import Snapshot, usd_per_mtok
 from tokentop.tui.gpu_table import gpu_summary
-from tokentop.units import fmt_duration, fmt_energy, fmt_tokens, fmt_usd, fmt_usd_per_mtok
+from tokentop.units import fmt_duration, fmt_energy, fmt_tokens, fmt_usd, fmt_usd_per_mtok, to_ascii
 
 
-def short_summary(snapshot: Snapshot | None, host_name: str) -> str:
-    """A few plain lines: duration, tokens in and out, energy, cost, effective $/Mtok."""
+def short_summary(snapshot: Snapshot | None, host_name: str, *, ascii_only: bool | None = False) -> str:
+    """A few plain lines: duration, tokens in and out, energy, cost, effective $/Mtok; only
+    ASCII with ``ascii_only`` (``--ascii``: the terminal it is printed on cannot draw more)."""
+    text = _short_summary(snapshot, host_name)
+    return to_ascii(text) if ascii_only else text
+
+
+def _short_summary(snapshot: Snapshot | None, host_name: str) -> str:
     if snapshot is None:
         return f"tokentop on {host_name}: no reading was taken.\n"
     totals = snapshot.host.totals

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from rich.segment import Segment
@@ -80,6 +80,11 @@ def bar_rows(values: Sequence[float | None], height: int, top: float) -> list[st
     return ["".join(row) for row in zip(*columns, strict=True)] if columns else [""] * height
 
 
+def without_gpu(points: list[GraphPoint]) -> list[GraphPoint]:
+    """A host without a GPU reading has no power and no cost: unknown, never 0 W."""
+    return [replace(p, watts=None, usd_per_mtok=None) for p in points]
+
+
 class HistoryGraph(Widget):
     COMPONENT_CLASSES = {
         "graph--title",
@@ -129,7 +134,8 @@ class HistoryGraph(Widget):
         buckets = buckets_for(window, self.plot_width, self.interval_s)
         title, key = self._title(snapshot, buckets), self.key
         if not window.from_store:
-            self.show(title, self.history.series(key, window.seconds, buckets, snapshot.t_mono, self.interval_s))
+            points = self.history.series(key, window.seconds, buckets, snapshot.t_mono, self.interval_s)
+            self.show(title, without_gpu(points) if not snapshot.gpus else points)
         elif self.store is None:
             self.show(title, [], "no history (database off)")
         else:
@@ -137,7 +143,7 @@ class HistoryGraph(Widget):
             if cached is None or snapshot.t_wall - cached[0] >= LONG_REFRESH_S:
                 self._load_long((key, self.window_index, buckets, snapshot.t_wall))
             points, note = (cached[1], cached[2]) if cached else ([], "loading history…")
-            self.show(title, points, note)
+            self.show(title, without_gpu(points) if not snapshot.gpus else points, note)
 
     def next_window(self) -> None:
         self.window_index = (self.window_index + 1) % len(WINDOWS)
@@ -150,7 +156,7 @@ class HistoryGraph(Widget):
     def _title(self, snapshot: Snapshot, buckets: int) -> str:
         window = WINDOWS[self.window_index]
         if self.key == HOST:
-            what = "host (all GPUs)"
+            what = "host (all GPUs)" if snapshot.gpus else "host (no GPU: no W or $/Mtok)"
         else:
             gpu = next((g for g in snapshot.gpus if g.sample.uuid == self.key), None)
             labels = gpu_labels(g.sample.name for g in snapshot.gpus)

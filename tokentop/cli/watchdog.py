@@ -1,0 +1,56 @@
+"""The live view always ends after its terminal is gone.
+
+When the terminal disappears (an SSH drop, ``tmux kill-session``), Textual's output thread dies
+on its first failed write, and about one shutdown in six then waits for ever on that thread's
+full queue. The app calls ``arm`` as soon as a hangup, SIGTERM or a lost terminal ends it (from
+the signal handler, so even when the event loop is stuck); if the app has not returned
+``grace_s`` later, the watchdog says its last words (stops the sampler, which closes the
+history) and ends the process with the exit code it was armed with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class ExitWatchdog:
+    """A daemon thread, started before the app runs, that waits to be armed. Arming only sets
+    an event: it is safe from a signal handler, whatever the interrupted code held."""
+
+    def __init__(self, last_words: Callable[[], None], *, grace_s: float = 1.5, last_words_s: float = 1.5) -> None:
+        self.last_words = last_words
+        self.grace_s, self.last_words_s = grace_s, last_words_s
+        self._armed = threading.Event()
+        self._done = threading.Event()
+        self._why, self._code = "", 1
+        self._thread = threading.Thread(target=self._watch, name="tokentop-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def arm(self, why: str, code: int) -> None:
+        """Start counting down (the first call counts; any thread, or a signal handler)."""
+        if not self._armed.is_set():
+            self._why, self._code = why, code
+            self._armed.set()
+
+    def done(self) -> None:
+        """The app returned: the rest of the shutdown is tokentop's own, and bounded."""
+        self._done.set()
+        self._armed.set()  # the thread ends
+
+    def _watch(self) -> None:
+        self._armed.wait()
+        if self._done.wait(self.grace_s):
+            return
+        log.debug("%s, and the app did not end within %.1f s: ending the process", self._why, self.grace_s)
+        closing = threading.Thread(target=self.last_words, name="tokentop-last-words", daemon=True)
+        closing.start()
+        closing.join(self.last_words_s)
+        if not self._done.is_set():
+            os._exit(self._code)
