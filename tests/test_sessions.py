@@ -354,7 +354,7 @@ def test_the_short_summary_keeps_its_host_block_whatever_the_width(tmp_path: Pat
         ["--interval", "2", "summary"],
         ["--summary", "full", "summary"],
         ["--no-summary", "export", "--listen", "nowhere"],  # (a bad --listen: never left serving)
-        ["snapshot", "--no-history"],
+        ["export", "--prometheus", "http://127.0.0.1:9090"],
         ["--summary", "none", "snapshot"],
     ],
 )

@@ -8,8 +8,9 @@ import sys
 
 from tokentop.changes import ChangeLog
 from tokentop.cli.output import EXIT_OUTPUT_LOST
+from tokentop.cli.parser import add_summary_mode
 from tokentop.cli.runtime import UsageError, build_runtime, history_path, open_store, stop_on_signals
-from tokentop.cli.summary import add_summary_mode, print_session_summary
+from tokentop.cli.summary import print_session_summary
 from tokentop.config import Config
 from tokentop.model import Snapshot
 from tokentop.sampler import Sampler

@@ -27,32 +27,10 @@ from tokentop.report import (
 )
 
 EXIT_NO_SUMMARY = 2
-SUMMARY_MODES = ("short", "full", "none")  # the summary printed when the live view or record ends
 
 # The options shared by the commands (``tokentop.cli.parser``) that summary takes: it reads a
 # history (--demo: the demo's), nothing else.
 COMMON_OPTIONS = ("--demo", "--db", "--config", *FLEET_OPTIONS)
-
-
-def add_summary_mode(parser: argparse.ArgumentParser, when: str, *, default: str | None) -> None:
-    """``--summary {short,full,none}`` and ``--no-summary`` (the same as ``none``), for the
-    commands that print their session's summary as they end."""
-    parser.add_argument(
-        "--summary",
-        dest="summary_mode",
-        choices=SUMMARY_MODES,
-        default=default,
-        help=f"the session summary printed {when}: short (default: a host block, then the per-GPU "
-        "table when it fits the terminal), full (every table), or none",
-    )
-    parser.add_argument(
-        "--no-summary",
-        dest="summary_mode",
-        action="store_const",
-        const="none",
-        default=default,
-        help="the same as --summary none",
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
