@@ -3,8 +3,12 @@
 One synthetic exporter (a child process, so its work is not counted as tokentop's) publishes
 every host's ``tokentop_*`` series, with ``host`` labels kept by ``honor_labels``; a real
 Prometheus (``/usr/bin/prometheus``) scrapes it every second. Then ``PrometheusSource.read`` runs
-REFRESHES times and this prints the medians of: queries per refresh (target <= 10), tokentop's CPU
-per refresh (process time, target <= 50 ms), and the process's peak RSS (target <= 80 MB).
+REFRESHES times in each of its two modes, and this prints the medians of: queries per refresh
+(target <= 10), tokentop's CPU per refresh (process time, target <= 50 ms), and the process's
+peak RSS (target <= 80 MB). First the live view's mode (``detail="focused"``: per-host aggregates
+for every host, per-GPU rows for the one host opened), then, as the peer in the same run, every
+GPU of every host (``detail="all"``, what ``snapshot --json`` reads). ``--profile`` prints a
+cProfile of five reads in each mode first.
 
     .venv/bin/python benchmarks/bench_fleet_prometheus.py
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +28,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests" / "integration")]
 
 HOSTS, GPUS = 100, 8
 REFRESHES = 15
+FOCUS = "gpu-host-042"  # the host the live view has open
 WARMUP_S = 12.0
 
 
@@ -80,14 +84,14 @@ def serve(port_file: str) -> None:
 
 
 def main() -> None:
-    from prometheus_harness import Job, Prometheus
+    from prometheus_harness import Job, Prometheus, end, spawn
 
     from tokentop.config import Config, PrometheusConfig
     from tokentop.fleet.prometheus_source import PrometheusSource
 
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     port_file = work / "port"
-    exporter = subprocess.Popen([sys.executable, __file__, "--serve", str(port_file)])
+    exporter = spawn([sys.executable, __file__, "--serve", str(port_file)])
     try:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
@@ -96,19 +100,18 @@ def main() -> None:
         prometheus.start()
         try:
             time.sleep(WARMUP_S)
-            measure(
-                PrometheusSource(
-                    Config(prometheus=PrometheusConfig(url=prometheus.url, cost_window_s=10, rate_window_s=5))
-                )
-            )
+            settings = PrometheusConfig(url=prometheus.url, cost_window_s=10, rate_window_s=5)
+            focused = PrometheusSource(Config(prometheus=settings), detail="focused")
+            focused.focus(FOCUS)
+            measure(focused, f"live view (detail='focused', {FOCUS} opened)")
+            measure(PrometheusSource(Config(prometheus=settings)), "every GPU (detail='all', snapshot --json)")
         finally:
             prometheus.stop()
     finally:
-        exporter.terminate()
-        exporter.wait()
+        end(exporter)
 
 
-def measure(source: object) -> None:
+def measure(source: object, what: str) -> None:
     from tokentop.fleet.prometheus_source import PrometheusSource
 
     assert isinstance(source, PrometheusSource)
@@ -116,7 +119,7 @@ def measure(source: object) -> None:
     if "--profile" in sys.argv:
         import cProfile
 
-        cProfile.runctx("for _ in range(5): source.read()", globals(), {"source": source}, sort="cumtime")
+        cProfile.runctx("for _ in range(5): source.read()", globals(), {"source": source}, sort="tottime")
     for _ in range(REFRESHES):
         before_q, c0, w0 = source.client.queries, time.process_time(), time.perf_counter()
         reading = source.read()
@@ -126,12 +129,18 @@ def measure(source: object) -> None:
         time.sleep(0.2)
     assert reading.status is None, reading.status
     assert len(reading.hosts) == HOSTS and reading.fleet.gpu_count == HOSTS * GPUS, (len(reading.hosts),)
+    with_rows = [h.name for h in reading.hosts if h.snapshot and h.snapshot.gpus]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"fleet: {HOSTS} hosts x {GPUS} GPUs in Prometheus; {REFRESHES} refreshes")
-    print(f"queries per refresh: median {statistics.median(queries):g}, max {max(queries)} (first includes detection)")
+    print(
+        f"{what}: {HOSTS} hosts x {GPUS} GPUs in Prometheus; {REFRESHES} refreshes; "
+        f"GPU rows for {len(with_rows)} host(s)"
+    )
+    print(
+        f"  queries per refresh: median {statistics.median(queries):g}, max {max(queries)} (first includes detection)"
+    )
     wall = statistics.median(walls)
-    print(f"tokentop CPU per refresh: median {statistics.median(cpu):.1f} ms (wall median {wall:.1f} ms)")
-    print(f"peak RSS: {rss_mb:.1f} MB")
+    print(f"  tokentop CPU per refresh: median {statistics.median(cpu):.1f} ms (wall median {wall:.1f} ms)")
+    print(f"  peak RSS of the process so far: {rss_mb:.1f} MB")
     source.close()
 
 

@@ -5,10 +5,17 @@ it) on a free loopback port with a temporary TSDB, a 1 s scrape interval and a s
 written from the targets given. ``ExportedHost`` runs ``python -m tokentop export --demo`` with
 its own host name and history file. When Prometheus is missing the tests skip with the reason,
 unless ``TOKENTOP_REQUIRE_PROMETHEUS=1`` (CI), where they fail.
+
+Nothing is left behind (``spawn``): every child runs in its own process group, is told by the
+kernel to end when the test process dies however it dies (Linux's parent-death signal), and any
+group still alive at exit is ended by an ``atexit`` hook, after SIGTERM then SIGKILL.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -29,6 +36,49 @@ import pytest
 REQUIRE_ENV = "TOKENTOP_REQUIRE_PROMETHEUS"
 SCRAPE_INTERVAL_S = 1.0
 REPO = Path(__file__).resolve().parents[2]
+
+_live: set[subprocess.Popen[bytes]] = set()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel to send SIGTERM to this child when its parent dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``Popen`` in a new process group that cannot outlive this process (see the module)."""
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    process = subprocess.Popen(list(command), start_new_session=True, preexec_fn=preexec, **options)
+    _live.add(process)
+    return process
+
+
+def end(process: subprocess.Popen[bytes] | None, first: int = signal.SIGTERM, wait_s: float = 10.0) -> None:
+    """End ``process`` and its group: ``first``, then SIGKILL after ``wait_s``."""
+    if process is None:
+        return
+    _live.discard(process)
+    for sig, wait in ((first, wait_s), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # anything the child left in its group
+
+
+@atexit.register
+def _end_all() -> None:
+    for process in list(_live):
+        end(process, wait_s=3.0)
 
 
 class Unavailable(Exception):
@@ -101,7 +151,7 @@ class Prometheus:
         config = self.workdir / "prometheus.yml"
         config.write_text(scrape_config(self.jobs))
         log = (self.workdir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 self.binary,
                 f"--config.file={config}",
@@ -112,7 +162,6 @@ class Prometheus:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -130,13 +179,7 @@ class Prometheus:
         raise Unavailable(f"prometheus did not get ready within {timeout_s:g} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end(self.process)
 
     def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
@@ -178,7 +221,7 @@ class ExportedHost:
         command = [sys.executable, "-m", "tokentop", "export", "--demo", "--seed", str(self.seed)]
         command += ["--host-name", self.name, "--listen", "127.0.0.1:0", "--db", str(self.db)]
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=REPO, start_new_session=True)
+            self.process = spawn(command, stdout=log, stderr=log, env=env, cwd=REPO)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             found = SERVING.search(self.log.read_bytes())
@@ -191,13 +234,7 @@ class ExportedHost:
         raise AssertionError(f"tokentop export did not start within {timeout_s:g} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end(self.process, signal.SIGINT, wait_s=15.0)
 
     def summary(self, since: float, until: float) -> dict[str, Any]:
         """This host's own ``tokentop summary --format json`` over the range."""

@@ -13,6 +13,8 @@ host's own summary. Fleet totals are the sum of the hosts exactly.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import threading
 import time
@@ -28,7 +30,7 @@ from prometheus_harness import SCRAPE_INTERVAL_S, ExportedHost, Job, Prometheus,
 
 from tokentop.config import Config, PrometheusConfig
 from tokentop.fleet import promql
-from tokentop.fleet.prometheus_source import PrometheusSource
+from tokentop.fleet.prometheus_source import NOT_OPENED, PrometheusSource
 from tokentop.fleet.prometheus_summary import summarize
 
 HOSTS = ("h1", "h2", "h3")
@@ -72,9 +74,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 _opened: list[PrometheusSource] = []
 
 
-def source(url: str, **settings: float) -> PrometheusSource:
+def source(url: str, detail: str = "all", **settings: float) -> PrometheusSource:
     windows = {"rate_window_s": 5.0, "cost_window_s": 10.0, **settings}
-    made = PrometheusSource(Config(prometheus=PrometheusConfig(url=url, **windows)), stale_after_s=5.0)
+    made = PrometheusSource(Config(prometheus=PrometheusConfig(url=url, **windows)), stale_after_s=5.0, detail=detail)
     _opened.append(made)
     return made
 
@@ -124,6 +126,58 @@ def test_fleet_figures_are_the_sum_of_the_hosts(fleet: Fleet) -> None:
     assert fleet_window.cost_usd == cost
     assert reading.fleet.usd_per_mtok == cost / sum(w.tokens_out for w in windows) * 1e6
     assert reading.fleet.gpu_count == 24
+
+
+def _pinned(src: PrometheusSource, at: float) -> PrometheusSource:
+    """``src`` asking every instant query at ``at``, so two sources read the same data."""
+    setattr(src.client, "instant", functools.partial(src.client.instant, at=at))  # noqa: B010
+    return src
+
+
+def _same_numbers(mine: object, theirs: object, what: str) -> None:
+    """Two frozen records field by field, numbers to 1e-9 (Prometheus's sums and Python's add in
+    different orders)."""
+    for name in (f.name for f in dataclasses.fields(mine)):  # type: ignore[arg-type]
+        a, b = getattr(mine, name), getattr(theirs, name)
+        if dataclasses.is_dataclass(a):
+            _same_numbers(a, b, f"{what}.{name}")
+        elif isinstance(a, float) and isinstance(b, float):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12), f"{what}.{name}: {a} vs {b}"
+        else:
+            assert a == b, f"{what}.{name}: {a!r} vs {b!r}"
+
+
+def test_focused_reads_every_hosts_figures_and_the_opened_hosts_rows(fleet: Fleet) -> None:
+    wait_until(fleet.started + 4)
+    at = time.time() - 1.0
+    full = _pinned(source(fleet.prometheus.url), at)
+    focused = _pinned(source(fleet.prometheus.url, detail="focused"), at)
+    focused.focus("h2")
+    everything, opened = full.read(), focused.read()
+    assert opened.status is None and focused.client.queries <= promql.QUERIES_PER_REFRESH
+    assert [h.name for h in opened.hosts] == list(HOSTS)
+    for mine, theirs in zip(opened.hosts, everything.hosts, strict=True):
+        assert mine.snapshot is not None and theirs.snapshot is not None
+        _same_numbers(mine.snapshot.host, theirs.snapshot.host, mine.name)
+        assert (mine.models, mine.engines_up, mine.engines_total, mine.state) == (
+            theirs.models,
+            theirs.engines_up,
+            theirs.engines_total,
+            theirs.state,
+        )
+        if mine.name == "h2":
+            assert mine.snapshot.gpus == theirs.snapshot.gpus and len(mine.snapshot.gpus) == 8
+            assert mine.snapshot.endpoints == theirs.snapshot.endpoints and mine.snapshot.gpu_available
+        else:
+            assert mine.snapshot.gpus == () and mine.snapshot.endpoints == ()
+            assert not mine.snapshot.gpu_available and mine.snapshot.gpu_reason == NOT_OPENED
+            assert mine.snapshot.host.gpu_count == 8 and mine.engines_total == 3
+    _same_numbers(opened.fleet, everything.fleet, "fleet")
+    focused.focus('h"1\\')  # a name to escape, and no such host: nobody's rows, no error
+    hostile = focused.read()
+    assert hostile.status is None and all(h.snapshot and not h.snapshot.gpus for h in hostile.hosts)
+    focused.focus("h1")
+    assert [h.name for h in focused.read().hosts if h.snapshot and h.snapshot.gpus] == ["h1"]
 
 
 def _close(fleet_value: float | None, own_value: float | None, tolerance: float, what: str) -> None:

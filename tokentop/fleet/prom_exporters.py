@@ -44,6 +44,15 @@ class HostRead:
     scraped: bool | None  # Prometheus's ``up`` for the host's exporter; None: not known
     join: str | None = None  # agentless: how GPUs were joined to servers ("pod", "host", "pod+host")
     key: str | None = None  # agentless: the instance's host, which selects the host's series
+    # Read as per-host aggregates (``tokentop.fleet.prom_hosts``): no GPU or endpoint rows, so
+    # the GPUs by model and the engines are said here. None: count ``gpus`` and ``endpoints``.
+    model_counts: tuple[tuple[str, int], ...] | None = None
+    engines: tuple[int, int] | None = None  # (up, total)
+
+    @property
+    def detailed(self) -> bool:
+        """Whether the host has its GPU and endpoint rows (False: host-level figures only)."""
+        return self.model_counts is None
 
 
 def counters(parts: Parts, prefix: str, key_of: tuple[str, ...]) -> dict[tuple[str, ...], dict[str, float | None]]:

@@ -61,36 +61,116 @@ def _by(key: str, base: str) -> str:
     return base + ", direction" if key in ("tokens", "ep_tokens") else base
 
 
-def tokentop_window(window_s: float) -> str:
-    """Every GPU counter's and endpoint token counter's ``increase()`` over the window."""
+def _selected(name: str, host: str | None) -> str:
+    """``name`` with a ``host="…"`` matcher (the value escaped) when ``host`` is given."""
+    return name if host is None else f"{name}{{host={quote(host)}}}"
+
+
+def tokentop_window_parts(window_s: float, host: str | None = None) -> dict[str, str]:
+    """Every GPU counter's and endpoint token counter's ``increase()`` over the window, per GPU
+    and per endpoint (only ``host``'s when given)."""
     d = duration(window_s)
-    parts = {k: f"sum by ({_by(k, GPU_BY)}) (increase({name}[{d}]))" for k, name in TOKENTOP_COUNTERS.items()}
-    parts["ep_tokens"] = f"sum by ({ENDPOINT_BY}, direction) (increase(tokentop_endpoint_tokens_total[{d}]))"
-    return union(parts)
+    parts = {
+        k: f"sum by ({_by(k, GPU_BY)}) (increase({_selected(name, host)}[{d}]))"
+        for k, name in TOKENTOP_COUNTERS.items()
+    }
+    ep = _selected("tokentop_endpoint_tokens_total", host)
+    parts["ep_tokens"] = f"sum by ({ENDPOINT_BY}, direction) (increase({ep}[{d}]))"
+    return parts
+
+
+def tokentop_window(window_s: float) -> str:
+    return union(tokentop_window_parts(window_s))
+
+
+def tokentop_latest_parts(seen_window_s: float, host: str | None = None) -> dict[str, str]:
+    """Latest values per GPU and endpoint (only ``host``'s when given): gauges, the session
+    counters (totals) and each GPU's description."""
+    d = duration(seen_window_s)
+
+    def sel(name: str) -> str:
+        return _selected(name, host)
+
+    parts = {f"total_{k}": f"sum by ({_by(k, GPU_BY)}) ({sel(name)})" for k, name in TOKENTOP_COUNTERS.items()}
+    parts.update(
+        {
+            "power": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_power_watts')})",
+            "util": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_utilization_ratio')})",
+            "usd_h": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_usd_per_hour')})",
+            "info": f"max by ({GPU_BY}, {INFO_LABELS}) (last_over_time({sel('tokentop_gpu_info')}[{d}]))",
+            "ep_up": f"max by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_up')})",
+            "ep_total": f"sum by ({ENDPOINT_BY}, direction) ({sel('tokentop_endpoint_tokens_total')})",
+            "ep_running": f"sum by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_requests_running')})",
+            "ep_waiting": f"sum by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_requests_waiting')})",
+            "ep_ttft": f"max by ({ENDPOINT_BY}, quantile) ({sel('tokentop_endpoint_ttft_seconds')})",
+            "ep_itl": f"max by ({ENDPOINT_BY}, quantile) ({sel('tokentop_endpoint_itl_seconds')})",
+        }
+    )
+    return parts
+
+
+def seen_parts(seen_window_s: float) -> dict[str, str]:
+    """Each host's latest snapshot time over the window, and whether Prometheus can scrape its
+    exporter now."""
+    d = duration(seen_window_s)
+    return {
+        "seen": f"max by (host) (last_over_time({TOKENTOP_MARK}[{d}]))",
+        "up": f"min by (host) (last_over_time(tokentop_info[{d}]) * 0 + on (instance, job) group_left () up)",
+    }
 
 
 def tokentop_latest(seen_window_s: float) -> str:
-    """Latest values: gauges, the session counters (totals), each GPU's description, each host's
-    latest snapshot time over the window, and whether Prometheus can scrape its target now."""
+    """Latest values of every GPU and endpoint, and each host's latest snapshot time and ``up``."""
+    return union({**tokentop_latest_parts(seen_window_s), **seen_parts(seen_window_s)})
+
+
+# Per-host aggregates (``h_*`` parts): what the hosts table and the fleet header show, about ten
+# series a host whatever its GPU count; per-GPU parts are added for the one host opened.
+
+
+def host_window_parts(window_s: float) -> dict[str, str]:
+    """Each host's counters' ``increase()`` over the window summed over its GPUs, and the GPUs
+    without a cost counter there (unpriced: the host's cost is unknown)."""
+    d = duration(window_s)
+    parts = {f"h_{k}": f"sum by ({_by(k, 'host')}) (increase({name}[{d}]))" for k, name in TOKENTOP_COUNTERS.items()}
+    watched, cost = TOKENTOP_COUNTERS["watched"], TOKENTOP_COUNTERS["cost"]
+    parts["h_unpriced"] = (
+        f"group by (host, uuid) (increase({watched}[{d}]) unless on (host, uuid) increase({cost}[{d}]))"
+    )
+    return parts
+
+
+def host_latest_parts(seen_window_s: float) -> dict[str, str]:
+    """Each host's session totals, gauges summed (and counted: a sum is known only when every
+    GPU has one), GPUs by model, engines up and known, and its latest sample time and ``up``."""
     d = duration(seen_window_s)
-    parts = {f"total_{k}": f"sum by ({_by(k, GPU_BY)}) ({name})" for k, name in TOKENTOP_COUNTERS.items()}
+    watched, cost = TOKENTOP_COUNTERS["watched"], TOKENTOP_COUNTERS["cost"]
+    parts = {f"h_total_{k}": f"sum by ({_by(k, 'host')}) ({name})" for k, name in TOKENTOP_COUNTERS.items()}
     parts.update(
         {
-            "power": f"sum by ({GPU_BY}) (tokentop_gpu_power_watts)",
-            "util": f"sum by ({GPU_BY}) (tokentop_gpu_utilization_ratio)",
-            "usd_h": f"sum by ({GPU_BY}) (tokentop_gpu_usd_per_hour)",
-            "info": f"max by ({GPU_BY}, {INFO_LABELS}) (last_over_time(tokentop_gpu_info[{d}]))",
-            "seen": f"max by (host) (last_over_time({TOKENTOP_MARK}[{d}]))",
-            "up": f"min by (host) (last_over_time(tokentop_info[{d}]) * 0 + on (instance, job) group_left () up)",
-            "ep_up": f"max by ({ENDPOINT_BY}) (tokentop_endpoint_up)",
-            "ep_total": f"sum by ({ENDPOINT_BY}, direction) (tokentop_endpoint_tokens_total)",
-            "ep_running": f"sum by ({ENDPOINT_BY}) (tokentop_endpoint_requests_running)",
-            "ep_waiting": f"sum by ({ENDPOINT_BY}) (tokentop_endpoint_requests_waiting)",
-            "ep_ttft": f"max by ({ENDPOINT_BY}, quantile) (tokentop_endpoint_ttft_seconds)",
-            "ep_itl": f"max by ({ENDPOINT_BY}, quantile) (tokentop_endpoint_itl_seconds)",
+            "h_total_elapsed": f"max by (host) ({watched})",
+            "h_total_unpriced": f"group by (host, uuid) ({watched} unless on (host, uuid) {cost})",
+            "h_power": "sum by (host) (tokentop_gpu_power_watts)",
+            "h_usd_h": "sum by (host) (tokentop_gpu_usd_per_hour)",
+            "h_usd_h_count": "count by (host) (tokentop_gpu_usd_per_hour)",
+            "h_models": f"count by (host, name) (max by (host, uuid, name) (last_over_time(tokentop_gpu_info[{d}])))",
+            "h_ep_up": "count by (host) (tokentop_endpoint_up == 1)",
+            "h_ep_total": "count by (host) (tokentop_endpoint_up)",
         }
     )
-    return union(parts)
+    return {**parts, **seen_parts(seen_window_s)}
+
+
+def tokentop_hosts_window(window_s: float, focus: str | None) -> str:
+    """Per-host aggregates over the window for every host, per GPU and endpoint for ``focus``."""
+    detail = {} if focus is None else tokentop_window_parts(window_s, focus)
+    return union({**host_window_parts(window_s), **detail})
+
+
+def tokentop_hosts_latest(seen_window_s: float, focus: str | None) -> str:
+    """Per-host latest values for every host, per GPU and endpoint for ``focus``."""
+    detail = {} if focus is None else tokentop_latest_parts(seen_window_s, focus)
+    return union({**host_latest_parts(seen_window_s), **detail})
 
 
 def tokentop_graph(rate_s: float, host: str | None) -> str:
