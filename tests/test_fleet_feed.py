@@ -1,18 +1,25 @@
 """A feed line back into a Snapshot (``tokentop.fleet.feed``): the inverse of snapshot_json,
-checked against what a hostile or mismatched remote can send."""
+checked against what a hostile or mismatched remote can send; how ssh is run and ended
+(``ssh_command``, ``ssh_summary.run_bounded``); the feeds' past as graph points (``ssh``)."""
 
 from __future__ import annotations
 
 import json
+import sys
 import tracemalloc
+import uuid
 from typing import Any
 
+import psutil
 import pytest
 
-from tokentop.config import CostConfig
+from tokentop.config import Config, CostConfig, SshHostConfig
 from tokentop.demo import simulated_snapshots
+from tokentop.fleet import ssh
 from tokentop.fleet.feed import MAX_LINE_BYTES, FeedError, LineSplitter, SchemaError, parse_line
-from tokentop.fleet.ssh_command import failure_reason, remote_command, split_target
+from tokentop.fleet.ssh import MAX_SERIES_POINTS, SERIES_KEEP_S, SshSource, series_of
+from tokentop.fleet.ssh_command import failure_reason, remote_command, split_target, ssh_argv
+from tokentop.fleet.ssh_summary import run_bounded
 from tokentop.snapshot_json import SCHEMA_VERSION, snapshot_dict
 
 COST = CostConfig()
@@ -48,6 +55,16 @@ def test_a_snapshot_comes_back_as_it_was_written(demo_dict: dict[str, Any]) -> N
     assert snapshot.t_mono == 123.0  # the viewer's clock, not the remote's
     assert snapshot.t_wall == demo_dict["time_unix_s"]  # the host's own stamp, kept
     _close(demo_dict, snapshot_dict(snapshot, COST))
+
+
+def test_a_host_without_gpus_keeps_its_busy_share(demo_dict: dict[str, Any]) -> None:
+    """Its deriver counts the host as one watched unit: 0 GPUs must not make the share vanish."""
+    data = json.loads(json.dumps(demo_dict))
+    data["gpus"], data["host"]["gpu_count"] = [], 0
+    data["host"]["cost_window"]["busy_pct"] = 40.0
+    window = parse_line(_line(data), 0.0).host.cost_window
+    assert window.busy_share == pytest.approx(0.4)
+    assert window.busy_s == pytest.approx(0.4 * window.span_s)
 
 
 def test_a_first_tick_without_rates_is_read(demo_dict: dict[str, Any]) -> None:
@@ -184,3 +201,72 @@ def test_the_remote_command_quotes_tokentops_arguments_not_the_users() -> None:
 )
 def test_why_a_feed_ended_comes_from_ssh_and_its_stderr(code: int, stderr: list[str], start: str) -> None:
     assert failure_reason(code, stderr).startswith(start)
+
+
+def test_ssh_runs_batch_with_the_destination_after_its_options() -> None:
+    argv = ssh_argv(SshHostConfig(ssh="me@gpu-1:2222", command="~/bin/tokentop"), ["snapshot", "--json"])
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and argv[argv.index("-p") + 1] == "2222"
+    assert argv[-3:] == ["--", "me@gpu-1", "~/bin/tokentop snapshot --json"]  # never read as an option
+
+
+def test_a_bounded_run_says_why_it_failed_in_words() -> None:
+    missing = run_bounded(["/nonexistent/ssh", "h"], 5.0, 1024)
+    assert missing.failure is not None and missing.failure.startswith("cannot run ssh: No such file")
+    slow = run_bounded([sys.executable, "-c", "import time; time.sleep(60)"], 0.5, 1024)
+    assert slow.failure == "no answer within 0.5 s" and slow.code is None
+    fine = run_bounded([sys.executable, "-c", "print('ok')"], 30.0, 1024)
+    assert (fine.failure, fine.code, fine.out) == (None, 0, b"ok\n")
+
+
+def test_an_answer_over_the_bound_ends_the_run_and_all_it_started() -> None:
+    """Ended runs take their whole process group along: nothing they started is left behind."""
+    marker = f"tokentop-test-{uuid.uuid4().hex}"
+    script = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{marker}'])\n"
+        "while True: sys.stdout.write('x' * 65536)\n"
+    )
+    ran = run_bounded([sys.executable, "-c", script], 60.0, 1024 * 1024)
+    assert ran.failure == "its answer is over 1 MiB: not read"
+    left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or ())]
+    assert left == []
+
+
+# --- the feeds' past as graph points ----------------------------------------------------------
+
+
+def _point(t: float, tok: float, usd: float | None, watts: float = 1000.0) -> Any:
+    return ssh._Point(t, tok, watts, usd)
+
+
+def test_each_host_counts_once_a_step_whatever_the_jitter() -> None:
+    """Readings 1 s apart land two in one step and none in the next: the host's mean, then its
+    last step held, so the fleet never doubles a host nor drops it for a step."""
+    a = [_point(t, 100.0, 36.0) for t in (10.1, 10.95, 12.05, 13.0, 13.9)]  # none in step 11
+    b = [_point(t, 300.0, 72.0) for t in (10.5, 11.5, 12.5, 13.5)]
+    series = series_of([a, b], span_s=4.0, step_s=1.0, end=13.99)
+    assert series.t_wall == (11.0, 12.0, 13.0, 14.0)  # each point at the end of its step
+    assert series.tok_s_out == (400.0, 400.0, 400.0, 400.0)
+    assert series.usd_per_hour == (108.0,) * 4 and series.power_w == (2000.0,) * 4
+
+
+def test_unpriced_hosts_stay_out_of_both_sides_of_the_graphs_cost() -> None:
+    priced = [_point(10.5, 100.0, 36.0)]
+    unpriced = [_point(10.5, 900.0, None)]
+    series = series_of([priced, unpriced], span_s=1.0, step_s=1.0, end=10.9)
+    assert series.tok_s_out == (1000.0,) and series.usd_per_hour == (36.0,)
+    assert series.priced_tok_s_out == (100.0,)  # $/Mtok = 36 $/h over 100 tok/s, not over 1000
+
+
+def test_a_long_span_gives_what_is_kept_in_at_most_500_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssh.HostFeed, "start", lambda self: None)  # no ssh: the past is put in by hand
+    source = SshSource(Config(hosts=(SshHostConfig(ssh="h1"),), interval_s=0.1), wall=lambda: 100_000.0)
+    feed = source.feeds[0]
+    feed.past.extend(_point(100_000.0 - 0.1 * k, 50.0, 18.0) for k in range(5000, -1, -1))
+    week = source.series(7 * 86_400.0)
+    assert week is not None and week.span_s == SERIES_KEEP_S  # all it keeps, and it says so
+    assert len(week.t_wall) <= MAX_SERIES_POINTS + 1
+    assert week.step_s == pytest.approx(SERIES_KEEP_S / MAX_SERIES_POINTS)
+    known = [v for v in week.tok_s_out if v is not None]
+    assert known and all(v == pytest.approx(50.0) for v in known)
+    assert source.series(60.0, host="h2") is None

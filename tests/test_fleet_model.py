@@ -11,7 +11,9 @@ from tokentop.fleet.model import FleetHost, fleet_figures, sum_windows
 from tokentop.model import Totals, Window
 
 
-def window(span: float, tokens_out: float, cost: float | None, *, energy: float = 0.0, busy: float = 0.0) -> Window:
+def window(
+    span: float, tokens_out: float, cost: float | None, *, energy: float = 0.0, busy: float = 0.0, gpus: int = 8
+) -> Window:
     busy_cost = None if cost is None else cost * busy / span if span else 0.0
     return Window(
         span_s=span,
@@ -21,18 +23,27 @@ def window(span: float, tokens_out: float, cost: float | None, *, energy: float 
         cost_usd=cost,
         busy_s=busy,
         busy_cost_usd=busy_cost,
-        watched_gpu_s=span * 8,
+        watched_gpu_s=span * gpus,
     )
 
 
-def host(name: str, tokens_out: float, cost: float | None, *, state: str = "up", power: float = 4000.0) -> FleetHost:
-    snap = build_snapshot(1000.0, [Totals()] * 8)
+def host(
+    name: str,
+    tokens_out: float,
+    cost: float | None,
+    *,
+    state: str = "up",
+    power: float = 4000.0,
+    busy: float = 3600,
+    gpus: int = 8,
+) -> FleetHost:
+    snap = build_snapshot(1000.0, [Totals()] * gpus)
     figures = dataclasses.replace(
         snap.host,
         power_w=power,
         usd_per_hour_now=None if cost is None else cost * 4,
         rate_window=window(60, tokens_out / 15, None if cost is None else cost / 15, energy=power * 60),
-        cost_window=window(900, tokens_out, cost, energy=power * 900, busy=3600),
+        cost_window=window(900, tokens_out, cost, energy=power * 900, busy=busy, gpus=gpus),
     )
     return FleetHost(
         name=name, state=state, snapshot=dataclasses.replace(snap, host=figures), engines_up=2, engines_total=3
@@ -41,16 +52,17 @@ def host(name: str, tokens_out: float, cost: float | None, *, state: str = "up",
 
 def test_fleet_sums_its_hosts_and_divides_once() -> None:
     """$/Mtok is summed cost over summed tokens, not the mean of the hosts' ratios."""
-    hosts = [host("a", 1_000_000, 2.0), host("b", 3_000_000, 3.0)]
+    hosts = [host("a", 1_000_000, 2.0, busy=720, gpus=2), host("b", 3_000_000, 3.0, busy=6480)]
     fleet = fleet_figures(hosts, 60, 900)
     assert fleet.host_count == fleet.hosts_up == 2
-    assert fleet.gpu_count == 16
+    assert fleet.gpu_count == 10
     assert fleet.engines_up == 4 and fleet.engines_total == 6
     assert fleet.power_w == pytest.approx(8000.0)
     assert fleet.cost_window.tokens_out == 4_000_000
     assert fleet.cost_window.energy_j == pytest.approx(2 * 4000.0 * 900)
     assert fleet.usd_per_mtok == pytest.approx(5.0 / 4.0)  # the mean of ratios would be (2 + 1) / 2 = 1.5
-    assert fleet.cost_window.busy_share == pytest.approx(7200 / (2 * 8 * 900))
+    # busy GPU-seconds over watched ones: 7200 / 9000; the mean of the hosts' 40 % and 90 % would be 65 %
+    assert fleet.cost_window.busy_share == pytest.approx(7200 / (10 * 900))
     assert fleet.rate_window.span_s == 60 and fleet.cost_window.span_s == 900
 
 

@@ -13,7 +13,15 @@ from tokentop.fleet.summary_render import render_fleet
 from tokentop.report.figures import Figures
 
 
-def figures(tokens_out: float, cost: float | None, *, kwh: float | None = 1.0, duration: float = 3600.0) -> Figures:
+def figures(
+    tokens_out: float,
+    cost: float | None,
+    *,
+    kwh: float | None = 1.0,
+    duration: float = 3600.0,
+    busy: float = 0.5,
+    gpus: int = 8,
+) -> Figures:
     return Figures(
         duration_s=duration,
         tokens_in=3 * tokens_out,
@@ -35,16 +43,16 @@ def figures(tokens_out: float, cost: float | None, *, kwh: float | None = 1.0, d
         usd_per_hour_mean=None if cost is None else cost / duration * 3600,
         usd_per_mtok=None if cost is None else cost / tokens_out * 1e6,
         busy_usd_per_mtok=None,
-        busy_s=0.5 * 8 * duration,
-        busy_pct=50.0,
+        busy_s=busy * gpus * duration,
+        busy_pct=busy * 100.0,
         idle_usd=None if cost is None else cost / 2,
     )
 
 
 HOSTS = (
-    HostSummary("h1", "ok", None, 8, figures(1_000_000, 10.0)),
+    HostSummary("h1", "ok", None, 8, figures(1_000_000, 10.0, busy=0.25)),
     HostSummary("h2", "ok", None, 8, figures(4_000_000, 20.0, kwh=3.0)),
-    HostSummary("h3", "ok", None, 4, figures(5_000_000, None, kwh=None)),
+    HostSummary("h3", "ok", None, 4, figures(5_000_000, None, kwh=None, busy=1.0, gpus=4)),
     HostSummary("h4", "down", "ssh: Connection refused", 0, None),
 )
 
@@ -61,11 +69,22 @@ def test_fleet_figures_are_sums_and_one_division() -> None:
     assert f.energy_kwh == pytest.approx(4.0)
     assert f.tok_per_j == pytest.approx(5_000_000 / (4.0 * 3.6e6))  # hosts with energy only
     assert f.power_w_mean == pytest.approx(4000.0)
+    # busy GPU-seconds over watched ones, (2 + 4 + 4) / 20 GPU-hours; the mean of 25, 50 and 100 % is 58 %
     assert f.busy_pct == pytest.approx(50.0)
     assert f.tok_s_out_peak is None and f.power_w_peak is None  # a sum of peaks is no peak
     assert summary.gpu_count == 20
     assert summary.unpriced_hosts == ("h3",)
     assert any("h3" in n for n in summary.notes) and any("h4" in n for n in summary.notes)
+
+
+def test_a_host_without_gpus_and_never_busy_still_counts_its_watched_time() -> None:
+    """Its own summary counts it as one unit: its idle hour weighs in the fleet's busy share."""
+    hosts = [
+        HostSummary("gpu", "ok", None, 8, figures(1.0, 1.0)),
+        HostSummary("cpu", "ok", None, 0, figures(1.0, None, busy=0.0, gpus=1)),
+    ]
+    f = fleet_summary("x", "ssh", 0.0, 3600.0, hosts).fleet
+    assert f is not None and f.busy_pct == pytest.approx(100.0 * 4 / 9)
 
 
 def test_no_host_summarised_gives_no_fleet_figures() -> None:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -28,13 +28,15 @@ from fleet_factories import (
 )
 from test_tui import screen_text
 from textual.pilot import Pilot
+from textual.widgets._toast import Toast
 
 from tokentop.config import Config, PrometheusConfig
 from tokentop.fleet.model import FleetReading
 from tokentop.fleet.poller import Poller
+from tokentop.model import Window
 from tokentop.tui.engine_table import ENGINE_COLUMNS
 from tokentop.tui.fleet.app import NO_PAST, FleetApp
-from tokentop.tui.fleet.graph_points import bucket_count, graph_points
+from tokentop.tui.fleet.graph_points import SPANS, bucket_count, graph_points, graph_title
 from tokentop.tui.fleet.help import FleetHelpScreen
 from tokentop.tui.fleet.host_screen import HostScreen
 from tokentop.tui.fleet.widgets import PartsHeader, fleet_heights
@@ -85,29 +87,38 @@ def line_of(text: str, name: str) -> str:
 # --- the header and the hosts table -------------------------------------------------------------
 
 
+def over(windows: list[Window], span_s: float, value: Callable[[Window], float]) -> float:
+    """A fleet figure over ``span_s`` as rates add: each host's own over its window, scaled to
+    the span (a host whose window is still filling adds its rate, not a fraction of it)."""
+    return sum(value(w) * span_s / w.span_s for w in windows if w.span_s > 0)
+
+
 async def test_header_gives_the_sums_of_the_hosts_with_their_windows() -> None:
     source = scripted_fleet(6, down=(4,), stale=(2,), unpriced=(5,))
     reading = source.readings[0]
     read = [h.snapshot.host for h in reading.hosts if h.snapshot is not None]
     priced = [h.snapshot.host for h in reading.hosts if h.snapshot is not None and h.name != host_name(5)]
     assert len(read) == 5 and len(priced) == 4
-    span = reading.rate_window_s
-    cost = sum(f.cost_window.cost_usd or 0.0 for f in priced)
-    busy_cost = sum(f.cost_window.busy_cost_usd or 0.0 for f in priced)
-    tokens = sum(f.cost_window.tokens_out for f in priced)
-    every_token = sum(f.cost_window.tokens_out for f in read)
+    rate_s, cost_s = reading.rate_window_s, reading.cost_window_s
+    assert read[2].cost_window.span_s < cost_s  # the stale host's window is short: scaled, not cut
+    costs, rates = [f.cost_window for f in priced], [f.rate_window for f in read]
+    cost = over(costs, cost_s, lambda w: w.cost_usd or 0.0)
+    busy_cost = over(costs, cost_s, lambda w: w.busy_cost_usd or 0.0)
+    tokens = over(costs, cost_s, lambda w: w.tokens_out)
+    every_token = over([f.cost_window for f in read], cost_s, lambda w: w.tokens_out)
     assert fmt_usd(cost / tokens * 1e6) != fmt_usd(cost / every_token * 1e6)  # leaving the unpriced host out shows
-    busy_share = sum(f.cost_window.busy_s for f in read) / sum(f.cost_window.watched_gpu_s or 0.0 for f in read)
+    busy = over([f.cost_window for f in read], cost_s, lambda w: w.busy_s)
+    watched = over([f.cost_window for f in read], cost_s, lambda w: w.watched_gpu_s or 0.0)
     async with fleet_app(source, size=(200, 50)) as (app, _):
         header = header_text(app)
         assert f" {fmt_usd(cost / tokens * 1e6)}/Mtok  1m" in header  # effective, the hero, its window
         assert f"busy {fmt_usd(busy_cost / tokens * 1e6)}/Mtok 1m" in header
         assert f"{fmt_usd(sum(f.usd_per_hour_now or 0.0 for f in priced))}/h now" in header
-        tok_out = fmt_tok_s(sum(f.rate_window.tokens_out for f in read) / span)
-        tok_in = fmt_tok_s(sum(f.rate_window.tokens_in for f in read) / span)
+        tok_out = fmt_tok_s(over(rates, rate_s, lambda w: w.tokens_out) / rate_s)
+        tok_in = fmt_tok_s(over(rates, rate_s, lambda w: w.tokens_in) / rate_s)
         assert f"out {tok_out} in {tok_in} tok/s 10s" in header
-        assert f"{fmt_watts(sum(f.rate_window.energy_j for f in read) / span)} 10s" in header
-        assert f"busy {fmt_pct(busy_share, fraction=True)} 1m" in header
+        assert f"{fmt_watts(over(rates, rate_s, lambda w: w.energy_j) / rate_s)} 10s" in header
+        assert f"busy {fmt_pct(busy / watched, fraction=True)} 1m" in header
         assert "hosts 4/6 up" in header and f"{8 * 5} GPUs" in header
         assert "NO PRICE on 1 host(s)" in header and host_name(5) in header
         assert "scripted test source" in header and "● live" in header
@@ -157,6 +168,23 @@ async def test_a_host_going_down_and_back_is_announced_once() -> None:
             app.post_reading(source.read())
             await settle(app, pilot)
         assert list(app.announcements) == ["node-001 DOWN: ssh: connection timed out", "node-001 is back up"]
+
+
+async def test_a_remote_reason_is_shown_as_text_never_as_markup() -> None:
+    """ssh's stderr is the remote's to write: brackets in it neither style, act nor raise."""
+    hosts = demo_hosts(2)
+    reason = "ssh: [/x] [@click=app.quit]quit[/] [link=http://x]"
+    down = replace(hosts[1], state="down", reason=reason, snapshot=None)
+    source = ScriptedSource([fleet_reading(hosts), fleet_reading([hosts[0], down])])
+    app = FleetApp(Config(), source, start_poller=False, handle_signals=False)
+    async with app.run_test(size=(140, 45), notifications=True) as pilot:  # toasts drawn, as for a user
+        for _ in range(2):
+            app.post_reading(source.read())
+            await settle(app, pilot)
+        assert list(app.announcements) == [f"node-001 DOWN: {reason}"]
+        toast = app.screen.query_one(Toast)
+        assert str(toast.render()) == f"node-001 DOWN: {reason}"  # the toast, as written
+        assert app.is_running and app.return_code is None
 
 
 # --- opening a host -------------------------------------------------------------------------------
@@ -407,6 +435,12 @@ def test_graph_buckets_add_what_points_stand_for_and_divide_at_the_end() -> None
     assert whole.tok_s_out == pytest.approx(tokens / series.span_s)
     ratios = [u / 3600 / t * 1e6 for t, u in zip(series.tok_s_out, series.usd_per_hour) if t and u]
     assert whole.usd_per_mtok != pytest.approx(sum(ratios) / len(ratios), rel=1e-4)  # not a mean of ratios
+
+
+def test_a_graph_of_a_source_that_keeps_less_says_what_it_shows() -> None:
+    kept = replace(demo_series([seed_of(0)], 900.0, points=100), span_s=900.0)
+    assert "last 15m (all kept)" in graph_title("fleet", SPANS[2], kept, 100)
+    assert "last 1 h ·" in graph_title("fleet", SPANS[0], demo_series([seed_of(0)], 3600.0, points=100), 100)
 
 
 def test_the_hosts_table_comes_first_and_the_graph_takes_what_is_left() -> None:

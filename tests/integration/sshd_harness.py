@@ -24,9 +24,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
@@ -226,11 +228,19 @@ def wait_for(condition: object, timeout_s: float, what: str) -> None:
 REQUIRE_ENV = "TOKENTOP_REQUIRE_SSHD"
 
 
+def running_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """The body of a test module's ``sshd`` fixture: ``sshd = pytest.fixture(scope="module",
+    name="sshd")(running_sshd)``; one server for the module, stopped with its connections."""
+    server = start_or_skip(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def start_or_skip(directory: Path) -> Sshd:
     """A running, logged-into sshd; else the test skips with the reason, or fails with it when
     ``TOKENTOP_REQUIRE_SSHD=1`` (CI)."""
-    import pytest
-
     server = Sshd(directory)
     try:
         server.prepare()

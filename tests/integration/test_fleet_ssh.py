@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd_harness import Sshd, kill_connection_of, remote_processes, start_or_skip, tokentop_wrapper, wait_for
+from sshd_harness import Sshd, kill_connection_of, remote_processes, running_sshd, tokentop_wrapper, wait_for
 
 from tokentop.config import Config, SshHostConfig
 from tokentop.fleet.model import FleetReading
@@ -19,13 +19,7 @@ SEEDS = (1, 2, 3)
 REMOTE_SETTINGS = "rate_window_s = 2.0\ncost_window_s = 4.0\n"  # windows that fill in seconds
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = start_or_skip(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield server
-    finally:
-        server.stop()
+sshd = pytest.fixture(scope="module", name="sshd")(running_sshd)
 
 
 @pytest.fixture
@@ -97,20 +91,30 @@ def test_a_cut_connection_marks_the_host_down_and_it_comes_back(source: SshSourc
     sshd.stop_listening()  # no new connection can be made ...
     try:
         kill_connection_of(h2_remote[0])  # ... and h2's is cut
+        readings: list[FleetReading] = []
 
         def h2_down() -> bool:
-            return source.read().hosts[1].state == "down"
+            readings.append(source.read())
+            return readings[-1].hosts[1].state == "down"
 
         wait_for(h2_down, 30, "h2 down")
-        reading = source.read()
+        reading = readings[-1]  # the one reading the assertions below are about
         h2 = reading.hosts[1]
         assert h2.snapshot is None and h2.reason is not None
         assert h2.reason.startswith("ssh: ") or "ended" in h2.reason, h2.reason
-        assert "retrying in" in h2.reason
+        assert "; retrying in " in h2.reason or h2.reason.endswith("; reconnecting"), h2.reason
         assert reading.status == "1 of 3 hosts down"
         assert [h.state for h in reading.hosts] == ["up", "down", "up"]
         assert reading.fleet.gpu_count == 16  # a down host leaves the sums
         wait_for(lambda: not h2_remote[0].is_running(), 30, "the cut host's remote tokentop ended")
+        retried: list[FleetReading] = []
+
+        def tried_again() -> bool:
+            retried.append(source.read())
+            return "retrying in 4 s" in (retried[-1].hosts[1].reason or "")
+
+        wait_for(tried_again, 30, "h2 tried again twice")  # 1 s, then 2 s, then 4 s
+        assert {r.hosts[1].state for r in retried} == {"down"}  # down throughout: one notice, not one a try
     finally:
         sshd.start()
     wait_for(lambda: source.read().hosts[1].state == "up", 60, "h2 back up after sshd restarted")

@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd_harness import REPO, Sshd, start_or_skip, tokentop_wrapper
+from sshd_harness import REPO, Sshd, running_sshd, tokentop_wrapper
 
 from tokentop.config import Config, SshHostConfig
 from tokentop.fleet.ssh_command import SSH_CONFIG_ENV
@@ -84,13 +83,7 @@ def test_follow_ends_cleanly_on_a_signal(tmp_path: Path, sig: signal.Signals) ->
 # --- over ssh ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = start_or_skip(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield server
-    finally:
-        server.stop()
+sshd = pytest.fixture(scope="module", name="sshd")(running_sshd)
 
 
 def _hosts_toml(tt: Path, seeds: tuple[int, ...], *extra: str) -> str:

@@ -5,12 +5,11 @@ nothing raw on the terminal; a schema or version it cannot read is the host's re
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from sshd_harness import Sshd, start_or_skip, wait_for
+from sshd_harness import Sshd, running_sshd, wait_for
 
 from tokentop.config import Config, SshHostConfig
 from tokentop.fleet.model import FleetReading
@@ -51,13 +50,7 @@ while True:
 """
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = start_or_skip(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield server
-    finally:
-        server.stop()
+sshd = pytest.fixture(scope="module", name="sshd")(running_sshd)
 
 
 @pytest.fixture
@@ -118,8 +111,6 @@ def test_a_tokentop_without_follow_is_named_too_old(remote: Path) -> None:
 def test_a_host_clock_off_by_more_than_2_s_is_said(remote: Path) -> None:
     reading = _read("skewed", remote, "up")
     offset = reading.hosts[0].clock_offset_s
-    assert offset is not None and 29.0 < offset <= 30.0  # transit only makes it look behind
-    assert reading.messages == ("h1: clock 30.0 s ahead of this one",) or reading.messages == (
-        "h1: clock 29.9 s ahead of this one",
-    )
+    assert offset is not None and 25.0 < offset <= 30.0  # transit only makes it look behind
+    assert reading.messages == (f"h1: clock {offset:.1f} s ahead of this one",)
     assert reading.hosts[0].age_s is not None and reading.hosts[0].age_s < 10  # by the viewer's clock

@@ -16,7 +16,7 @@ import threading
 from tokentop.cli.watchdog import ExitWatchdog
 from tokentop.config import Config, ConfigError
 from tokentop.fleet.model import FleetReading, FleetSource
-from tokentop.fleet.poller import Poller
+from tokentop.fleet.poller import Poller, windows_of
 from tokentop.text import safe_text
 from tokentop.tui import logs_on_screen
 from tokentop.tui.columns import cost_bands
@@ -26,6 +26,10 @@ from tokentop.units import to_ascii
 
 log = logging.getLogger(__name__)
 SUMMARY_WIDTH = 100
+
+
+class SourceUnavailable(Exception):
+    """The fleet source cannot be had; the message is the one line to print."""
 
 
 def build_source(config: Config) -> FleetSource:
@@ -41,11 +45,19 @@ def build_source(config: Config) -> FleetSource:
     raise ValueError(f"no fleet source is set (fleet_source={config.fleet_source!r})")
 
 
-def windows_of(config: Config) -> tuple[float, float]:
-    """The (rate, cost) windows the fleet states before the source's first reading."""
-    if config.fleet_source == "prometheus":
-        return config.prometheus.rate_window_s, config.prometheus.cost_window_s
-    return config.rate_window_s, config.cost_window_s
+def open_source(config: Config) -> FleetSource:
+    """``build_source``, its failures as ``SourceUnavailable`` (bad settings stay ``ConfigError``:
+    one line and exit code 2, from ``main``)."""
+    try:
+        return build_source(config)
+    except ConfigError:
+        raise
+    except ImportError as exc:
+        raise SourceUnavailable(
+            f"tokentop: the {config.fleet_source} fleet source is not available: {safe_text(exc)}"
+        ) from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise SourceUnavailable(f"tokentop: cannot read the fleet: {safe_text(exc)}") from None
 
 
 class Closer:
@@ -73,14 +85,9 @@ def run_live(config: Config) -> int:
     """Run the fleet view until the user quits, a signal or a lost terminal ends it; returns the
     exit code (1 when the source cannot be built)."""
     try:
-        source = build_source(config)
-    except ConfigError:  # one line and exit code 2, from ``main``
-        raise
-    except ImportError as exc:
-        _say(f"tokentop: the {config.fleet_source} fleet source is not available: {safe_text(exc)}")
-        return 1
-    except (OSError, ValueError, RuntimeError) as exc:
-        _say(f"tokentop: cannot read the fleet: {safe_text(exc)}")
+        source = open_source(config)
+    except SourceUnavailable as exc:
+        say(str(exc))
         return 1
     from tokentop.tui.fleet.app import FleetApp
 
@@ -117,7 +124,8 @@ def _print_last(reading: FleetReading | None, config: Config) -> None:
         pass
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """One line on standard error; a terminal already gone is no error."""
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

@@ -33,7 +33,7 @@ from tokentop.snapshot_json import snapshot_dict
 
 SNAPSHOT_TICKS = 3  # two measured intervals: enough for every rate to exist
 EXIT_TICKS_LOST = 1  # as record: some ticks did not reach the history
-EXIT_NO_FLEET_READING = 1  # no host of the fleet could be read
+EXIT_NO_FLEET_READING = 1  # no host of the fleet could be read, or its source cannot be had
 FLEET_WAIT_S = 20.0  # for every ssh host's first reading with rates (ssh's ConnectTimeout is 10 s)
 
 
@@ -149,29 +149,23 @@ def _fleet(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(
             "snapshot with --ssh or --prometheus prints one fleet reading: it takes no --follow or --record"
         )
+    from tokentop.cli.fleet import SourceUnavailable, open_source, say
     from tokentop.fleet.reading_json import reading_dict
 
-    source = _fleet_source(config)
+    try:
+        source = open_source(config)
+    except SourceUnavailable as exc:
+        say(str(exc))
+        return EXIT_NO_FLEET_READING
     try:
         reading = _first_reading(source)
     finally:
         source.close()
     write_stdout(json.dumps(reading_dict(reading), indent=2, allow_nan=False) + "\n")
     if reading.fleet.hosts_up == 0:
-        print(f"tokentop: no host could be read ({reading.status or 'see each host reason'})", file=sys.stderr)
+        say(f"tokentop: no host could be read ({reading.status or 'see each host reason'})")
         return EXIT_NO_FLEET_READING
     return 0
-
-
-def _fleet_source(config: Config) -> FleetSource:
-    """The source ``config.fleet_source`` names, imported only when it is used."""
-    if config.fleet_source == "prometheus":
-        from tokentop.fleet.prometheus_source import PrometheusSource
-
-        return PrometheusSource(config)
-    from tokentop.fleet.ssh import SshSource
-
-    return SshSource(config)
 
 
 def _first_reading(source: FleetSource) -> FleetReading:

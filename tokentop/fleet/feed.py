@@ -10,7 +10,8 @@ than ``MAX_LINE_BYTES`` of one: a longer line is dropped as it streams past.
 
 The JSON carries windows as rates and shares; ``Window`` holds the sums they came from, so they
 are rebuilt: busy GPU-seconds from ``busy_pct`` over the watched GPU-seconds (the host's GPUs
-times the span), the busy cost from the cost less ``idle_usd``.
+times the span; a host with no GPU is one unit, as its own deriver counts it), the busy cost
+from the cost less ``idle_usd``.
 """
 
 from __future__ import annotations
@@ -147,19 +148,15 @@ class JsonObject:
         return FeedError(f"{self.where}.{key} is not {what}")
 
     def num(self, key: str) -> float:
-        # The hot path (some 270 numbers a snapshot): exact type checks, no bool, finite only
-        # (NaN and infinities do not survive ``v - v == 0``), no integer too large for a float.
-        value = self._get(key)
-        if type(value) is float and value - value == 0.0:
-            return value
-        if type(value) is int and -MAX_NUMBER < value < MAX_NUMBER:
-            return float(value)
-        raise self._wrong(key, "a number")
+        return self._number(key, self._get(key))
 
     def num_or_none(self, key: str) -> float | None:
         value = self._get(key)
-        if value is None:
-            return None
+        return None if value is None else self._number(key, value)
+
+    def _number(self, key: str, value: object) -> float:
+        # The hot path (some 270 numbers a snapshot): exact type checks, no bool, finite only
+        # (NaN and infinities do not survive ``v - v == 0``), no integer too large for a float.
         if type(value) is float and value - value == 0.0:
             return value
         if type(value) is int and -MAX_NUMBER < value < MAX_NUMBER:
@@ -228,7 +225,7 @@ def _window(o: JsonObject, watched_units: int | None) -> Window:
     )
 
 
-def _totals(o: JsonObject, gpu_count: int | None) -> Totals:
+def _totals(o: JsonObject, watched_units: int | None) -> Totals:
     elapsed = o.num("elapsed_s")
     return Totals(
         tokens_in=o.num("tokens_in"),
@@ -238,7 +235,7 @@ def _totals(o: JsonObject, gpu_count: int | None) -> Totals:
         busy_s=o.num("busy_gpu_s"),
         busy_cost_usd=o.num_or_none("busy_cost_usd"),
         elapsed_s=elapsed,
-        watched_gpu_s=None if gpu_count is None else gpu_count * elapsed,
+        watched_gpu_s=None if watched_units is None else watched_units * elapsed,
     )
 
 
@@ -312,13 +309,14 @@ def _host(o: JsonObject) -> HostFigures:
     count = o.int_("gpu_count")
     if count < 0:
         raise FeedError("snapshot.host.gpu_count is negative")
+    units = max(count, 1)  # watched units: with no GPU, the host's endpoints count as one
     return HostFigures(
         gpu_count=count,
         power_w=o.num_or_none("power_w_now"),
         usd_per_hour_now=o.num_or_none("usd_per_hour_now"),
-        totals=_totals(o.obj("session"), count),
-        rate_window=_window(o.obj("rate_window"), count),
-        cost_window=_window(o.obj("cost_window"), count),
+        totals=_totals(o.obj("session"), units),
+        rate_window=_window(o.obj("rate_window"), units),
+        cost_window=_window(o.obj("cost_window"), units),
         unpriced_gpus=o.texts("unpriced_gpus"),
     )
 

@@ -1,9 +1,9 @@
 """What a fleet reading holds: one ``FleetHost`` per host, each a ``Snapshot`` of the same shape
 the local view draws, plus the host's state; and the fleet's figures, summed from its hosts.
 
-Every source (``tokentop.fleet.prometheus`` for a Prometheus that scrapes tokentop exporters or
-dcgm-exporter and the servers, ``tokentop.fleet.ssh`` for ``snapshot --json --follow`` feeds)
-produces these, so the fleet screen, ``snapshot --json`` and the arithmetic are the same whatever
+Every source (``tokentop.fleet.prometheus_source`` for a Prometheus that scrapes tokentop
+exporters or dcgm-exporter and the servers, ``tokentop.fleet.ssh`` for ``snapshot --json --follow``
+feeds) produces these, so the fleet screen, ``snapshot --json`` and the arithmetic are the same whatever
 the source. Fleet figures are sums over hosts, and $/Mtok is the summed cost over the summed
 output tokens of the hosts that have a price, never an average of ratios.
 """
@@ -21,6 +21,9 @@ HOST_STATES = ("connecting", "up", "stale", "down")
 than its source allows (``FleetHost.age_s``), figures kept and marked; ``down``: no reading can be
 had (``FleetHost.reason`` says why)."""
 
+CLOCK_OFFSET_SHOWN_S = 2.0
+"""A host clock further off the viewer's than this is said (on screen and in the messages)."""
+
 
 @dataclass(frozen=True, slots=True)
 class FleetHost:
@@ -28,7 +31,7 @@ class FleetHost:
     state: str  # one of HOST_STATES
     reason: str | None = None  # why stale or down, in plain words (safe text)
     # The host as the local view would show it: GPUs, engines, windows, totals. None until the
-    # first reading; kept (and marked stale) when later readings fail.
+    # first reading; when later readings fail a source keeps it (``stale``) or drops it (``down``).
     snapshot: Snapshot | None = None
     age_s: float | None = None  # age of the latest sample, by the viewer's clock
     clock_offset_s: float | None = None  # host clock minus viewer clock, when the source can tell
@@ -135,11 +138,10 @@ def fleet_figures(hosts: Iterable[FleetHost], rate_window_s: float, cost_window_
     unknown (a GPU without a price) is left out of both sides of $/Mtok and named."""
     listed = list(hosts)
     read = [h.snapshot.host for h in listed if h.snapshot is not None]
-    priced = [h for h in listed if h.snapshot is not None and h.snapshot.host.cost_window.cost_usd is not None]
-    unpriced = tuple(h.name for h in listed if h.snapshot is not None and h not in priced)
+    priced = [f for f in read if f.cost_window.cost_usd is not None]
+    unpriced = tuple(h.name for h in listed if h.snapshot is not None and h.snapshot.host.cost_window.cost_usd is None)
     powers = [f.power_w for f in read if f.power_w is not None]
-    rates = [h.snapshot.host.usd_per_hour_now for h in priced if h.snapshot is not None]
-    known_rates = [r for r in rates if r is not None]
+    known_rates = [f.usd_per_hour_now for f in priced if f.usd_per_hour_now is not None]
     return FleetFigures(
         host_count=len(listed),
         hosts_up=sum(h.state == "up" for h in listed),
@@ -150,8 +152,6 @@ def fleet_figures(hosts: Iterable[FleetHost], rate_window_s: float, cost_window_
         usd_per_hour_now=sum(known_rates) if known_rates else None,
         rate_window=sum_windows((f.rate_window for f in read), rate_window_s),
         cost_window=sum_windows((f.cost_window for f in read), cost_window_s),
-        priced_window=sum_windows(
-            (h.snapshot.host.cost_window for h in priced if h.snapshot is not None), cost_window_s
-        ),
+        priced_window=sum_windows((f.cost_window for f in priced), cost_window_s),
         unpriced_hosts=unpriced,
     )

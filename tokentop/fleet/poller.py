@@ -15,12 +15,21 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from tokentop.config import Config
 from tokentop.fleet.model import FleetReading, FleetSource, fleet_figures
 from tokentop.text import safe_text
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[FleetReading], None]
+
+
+def windows_of(config: Config) -> tuple[float, float]:
+    """The (rate, cost) windows the fleet states before its source's first reading: the
+    ``[prometheus]`` ones, or over ssh this tokentop's own (each host reports its own)."""
+    if config.fleet_source == "prometheus":
+        return config.prometheus.rate_window_s, config.prometheus.cost_window_s
+    return config.rate_window_s, config.cost_window_s
 
 
 def failed_reading(

@@ -4,7 +4,8 @@ own ``ssh`` client (``ssh_command``), one reader thread per host, merged into Fl
 Each host goes connecting -> up, and stale when its feed goes quiet, or down with the reason
 ssh's stderr gives (no tokentop there, a tokentop too old, a schema this one cannot read, a
 lost connection); a lost feed is retried with backoff (1 s doubling to 30 s; at once the
-longest for what will not mend by itself). A down host's figures leave the fleet's sums.
+longest for what will not mend by itself), the host staying down until a reading comes. A down
+host's figures leave the fleet's sums.
 
 Nothing remote is left behind: ``close`` closes each ssh's standard input, which the remote
 ``snapshot --follow`` takes as its end (it stops on end of input when its stdin is a pipe, and
@@ -16,7 +17,7 @@ intervals; those are kept as they are (``FleetHost.snapshot``). Ages are measure
 viewer's clock from when a line arrived, and the host's clock offset is its stamp less the
 arrival time (the largest of the recent ones: transit only ever makes it look behind).
 ``series`` places every host's own rates on the viewer's clock: the in-memory past of the
-feeds, ``SERIES_KEEP_S`` long.
+feeds, ``SERIES_KEEP_S`` long, each point one host's rate window (tok/s, W and $/h alike).
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from tokentop.config import Config, SshHostConfig
 from tokentop.fleet.feed import READ_CHUNK, FeedError, LineSplitter, SchemaError, parse_line
-from tokentop.fleet.model import FleetHost, FleetReading, FleetSeries, fleet_figures
-from tokentop.fleet.ssh_command import close_pipes, drain_stderr, failure_reason, ssh_argv
+from tokentop.fleet.model import CLOCK_OFFSET_SHOWN_S, FleetHost, FleetReading, FleetSeries, fleet_figures
+from tokentop.fleet.ssh_command import close_pipes, drain_stderr, end_process, failure_reason, ssh_argv
 from tokentop.model import Snapshot
 from tokentop.text import safe_text
 
@@ -43,8 +45,8 @@ log = logging.getLogger("tokentop.fleet.ssh")
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
-CLOCK_OFFSET_SHOWN_S = 2.0  # a host clock further off than this is said
-SERIES_KEEP_S = 900.0
+SERIES_KEEP_S = 900.0  # the past kept of each feed, for the graphs
+MAX_SERIES_POINTS = 500  # a graph's points at most, whatever its span
 STDERR_LINES = 4  # the last lines of ssh's stderr kept for the reason
 CLOSE_WAIT_S = 2.0  # for ssh to end by itself once its input is closed
 OFFSET_SAMPLES = 10
@@ -55,10 +57,12 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class _Point:
+    """One reading of one host for the graphs: its rate window's figures, on the viewer's clock."""
+
     t_wall: float  # the viewer's clock, when the line arrived
     tok_s_out: float | None
     power_w: float | None
-    usd_per_hour: float | None
+    usd_per_hour: float | None  # None: the host has a GPU without a price
 
 
 class HostFeed:
@@ -88,14 +92,16 @@ class HostFeed:
 
     def _run(self) -> None:
         backoff = BACKOFF_FIRST_S
+        reason = ""
         while not self._stop.is_set():
-            with self._lock:
-                self._state = "connecting" if self._snapshot is None else self._state
+            with self._lock:  # a down host stays down while it is tried again: one notice, not one a try
+                if self._state == "down":
+                    self._reason = f"{reason}; reconnecting"
             try:
                 got_any, reason, lasting = self._follow_once()
             except Exception as exc:  # a bug must not silently end this host's feed: say it, retry
                 log.exception("ssh feed of %s failed", self.host.name)
-                got_any, reason, lasting = False, f"tokentop failed reading the feed: {exc!r}", False
+                got_any, reason, lasting = False, safe_text(f"tokentop failed reading the feed: {exc!r}"), False
             backoff = BACKOFF_FIRST_S if got_any else backoff
             wait = BACKOFF_MAX_S if lasting else backoff
             with self._lock:
@@ -117,17 +123,17 @@ class HostFeed:
         with self._lock:
             self._proc = proc
         if self._stop.is_set():  # close() came while starting: it may have missed this process
-            _end(proc)
+            end_process(proc)
         stderr: deque[str] = deque(maxlen=STDERR_LINES)
         errors = threading.Thread(target=drain_stderr, args=(proc, stderr), daemon=True)
         errors.start()
         got_any, fatal = self._read_lines(proc)
         if fatal is not None:
-            _end(proc)
+            end_process(proc)
         try:
             code: int | None = proc.wait(CLOSE_WAIT_S)
         except subprocess.TimeoutExpired:
-            _end(proc)
+            end_process(proc)
             code = None
         errors.join(CLOSE_WAIT_S)
         with self._lock:
@@ -171,8 +177,9 @@ class HostFeed:
 
     def _take(self, snapshot: Snapshot) -> None:
         now, wall = self._clock(), self._wall()
-        host = snapshot.host
-        point = _Point(wall, host.rate_window.tok_s_out, host.power_w, host.usd_per_hour_now)
+        host, window = snapshot.host, snapshot.host.rate_window
+        watts = window.watts if window.energy_j > 0 else host.power_w  # power alone: no energy read
+        point = _Point(wall, window.tok_s_out, watts, window.usd_per_hour)
         with self._lock:
             self._snapshot, self._received = snapshot, now
             self._state, self._reason = "up", None
@@ -204,6 +211,20 @@ class HostFeed:
             engines_total=len(endpoints),
         )
 
+    def recent(self, since_wall: float) -> list[_Point]:
+        """The kept points that arrived after ``since_wall`` (the viewer's clock), oldest first."""
+        with self._lock:
+            newest_first = list(itertools.takewhile(lambda p: p.t_wall > since_wall, reversed(self.past)))
+        return newest_first[::-1]
+
+    def garbage_message(self) -> str | None:
+        """One line when the feed sent what is not a snapshot: the count and the first reason."""
+        with self._lock:
+            count, first = self.garbage, self.first_garbage
+        if not count:
+            return None
+        return f"{self.host.name}: {count} unreadable line(s) from its feed ignored (first: {first})"
+
     def stop(self) -> None:
         """Close ssh's input (the remote feed's end of input): the first half of ``close``."""
         self._stop.set()
@@ -221,21 +242,8 @@ class HostFeed:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _end(proc)
+                end_process(proc)
         self._thread.join(max(0.5, deadline - time.monotonic()))
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """End an ssh process: SIGTERM, then SIGKILL if it lingers (the remote sees the channel
-    close, and its end of input)."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(1.0)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class SshSource:
@@ -255,7 +263,8 @@ class SshSource:
     def read(self) -> FleetReading:
         hosts = tuple(feed.fleet_host() for feed in self.feeds)
         rate_s, cost_s, windows_note = _windows(hosts, self.config)
-        messages = [*_garbage_messages(self.feeds), *_clock_messages(hosts)]
+        garbage = (feed.garbage_message() for feed in self.feeds)
+        messages = [*(m for m in garbage if m is not None), *_clock_messages(hosts)]
         if windows_note:
             messages.append(windows_note)
         down = [h.name for h in hosts if h.state == "down"]
@@ -272,29 +281,16 @@ class SshSource:
         )
 
     def series(self, span_s: float, host: str | None = None) -> FleetSeries | None:
-        """The feeds' own past (kept in memory for ``SERIES_KEEP_S``), in steps of the refresh:
-        each host's own rates, placed by the viewer's clock; the fleet's are their sums."""
+        """The feeds' own past, kept in memory for ``SERIES_KEEP_S``: a longer span gives what is
+        kept, and its ``span_s`` says so. Steps of the refresh, or longer to stay within
+        ``MAX_SERIES_POINTS``; each host's own rates placed by the viewer's clock (``series_of``)."""
         feeds = [f for f in self.feeds if host is None or f.host.name == host]
         if not feeds:
             return None
-        step = self.refresh_s
+        span = min(span_s, SERIES_KEEP_S)
         end = self._wall()
-        first = int((end - span_s) // step) + 1
-        buckets: dict[int, list[_Point]] = {}
-        for feed in feeds:
-            with feed._lock:
-                recent = list(itertools.takewhile(lambda p: p.t_wall > end - span_s, reversed(feed.past)))
-            for point in recent:
-                buckets.setdefault(int(point.t_wall // step), []).append(point)
-        keys = range(first, int(end // step) + 1)
-        return FleetSeries(
-            span_s=span_s,
-            step_s=step,
-            t_wall=tuple(k * step for k in keys),
-            tok_s_out=tuple(_sum(p.tok_s_out for p in buckets.get(k, ())) for k in keys),
-            power_w=tuple(_sum(p.power_w for p in buckets.get(k, ())) for k in keys),
-            usd_per_hour=tuple(_sum(p.usd_per_hour for p in buckets.get(k, ())) for k in keys),
-        )
+        step = max(self.refresh_s, span / MAX_SERIES_POINTS)
+        return series_of([feed.recent(end - span - step) for feed in feeds], span, step, end)
 
     def all_settled(self) -> bool:
         """Every host has had its first reading with rates (two ticks), or is down."""
@@ -309,13 +305,69 @@ class SshSource:
             feed.join(deadline)
 
 
-def _sum(values: Iterable[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
+def series_of(pasts: Sequence[Sequence[_Point]], span_s: float, step_s: float, end: float) -> FleetSeries:
+    """Hosts' points (one list a host, oldest first) as one series of steps ``step_s`` long up
+    to ``end``, each point at the end of its step. A host counts once a step: the mean of its
+    readings in it, or, when jitter left the step without one, its reading of the step before.
+    The steps then add the hosts up; $/h and the tok/s it is divided by (``priced_tok_s_out``)
+    add only the hosts whose reading has a cost."""
+    first = math.floor((end - span_s) / step_s) + 1
+    count = math.floor(end / step_s) - first + 1
+    tok: list[float | None] = [None] * count
+    watts: list[float | None] = [None] * count
+    usd: list[float | None] = [None] * count
+    priced: list[float | None] = [None] * count
+    for points in pasts:
+        for i, point in _host_steps(points, first, count, step_s):
+            tok[i] = _plus(tok[i], point.tok_s_out)
+            watts[i] = _plus(watts[i], point.power_w)
+            if point.usd_per_hour is not None:
+                usd[i] = _plus(usd[i], point.usd_per_hour)
+                priced[i] = _plus(priced[i], point.tok_s_out)
+    return FleetSeries(
+        span_s=span_s,
+        step_s=step_s,
+        t_wall=tuple((first + i + 1) * step_s for i in range(count)),
+        tok_s_out=tuple(tok),
+        power_w=tuple(watts),
+        usd_per_hour=tuple(usd),
+        priced_tok_s_out=tuple(priced),
+    )
+
+
+def _host_steps(points: Sequence[_Point], first: int, count: int, step_s: float) -> list[tuple[int, _Point]]:
+    """(step, the host's point for it): its readings in a step averaged; a step without one
+    holds the step before's, when that one had readings."""
+    grouped: dict[int, list[_Point]] = {}
+    for point in points:
+        grouped.setdefault(math.floor(point.t_wall / step_s) - first, []).append(point)
+    means = {i: group[0] if len(group) == 1 else _mean(group) for i, group in grouped.items() if -1 <= i < count}
+    held = {i + 1: p for i, p in means.items() if i + 1 < count and i + 1 not in means}
+    return [(i, p) for i, p in {**means, **held}.items() if i >= 0]
+
+
+def _mean(points: Sequence[_Point]) -> _Point:
+    def mean(values: Iterable[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known else None
+
+    return _Point(
+        points[-1].t_wall,
+        mean(p.tok_s_out for p in points),
+        mean(p.power_w for p in points),
+        mean(p.usd_per_hour for p in points),
+    )
+
+
+def _plus(total: float | None, value: float | None) -> float | None:
+    if value is None:
+        return total
+    return value if total is None else total + value
 
 
 def _windows(hosts: Iterable[FleetHost], config: Config) -> tuple[float, float, str | None]:
-    """The hosts' own window lengths when they agree; else the viewer's, with a note."""
+    """The hosts' own window lengths when they agree; else the viewer's, with a note: the fleet
+    then adds each host's rates over its own windows, stated over the viewer's lengths."""
     spans = {(h.snapshot.rate_window_s, h.snapshot.cost_window_s) for h in hosts if h.snapshot is not None}
     if len(spans) == 1:
         rate_s, cost_s = spans.pop()
@@ -325,19 +377,9 @@ def _windows(hosts: Iterable[FleetHost], config: Config) -> tuple[float, float, 
     return (
         config.rate_window_s,
         config.cost_window_s,
-        "the hosts use different windows (rate_window_s, cost_window_s): each host's figures are over its own",
+        "the hosts use different windows (rate_window_s, cost_window_s): each host's figures are over its own, "
+        "and the fleet's add their rates",
     )
-
-
-def _garbage_messages(feeds: Iterable[HostFeed]) -> list[str]:
-    """One line per host that sent what is not a snapshot, with the count and the first reason."""
-    lines = []
-    for feed in feeds:
-        with feed._lock:
-            count, first = feed.garbage, feed.first_garbage
-        if count:
-            lines.append(f"{feed.host.name}: {count} unreadable line(s) from its feed ignored (first: {first})")
-    return lines
 
 
 def _clock_messages(hosts: Iterable[FleetHost]) -> list[str]:

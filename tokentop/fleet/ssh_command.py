@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 from collections import deque
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ SSH_CONFIG_ENV = "TOKENTOP_SSH_CONFIG"
 tests' throwaway sshd. A user's own setup needs none."""
 
 STDERR_LINE_BYTES = 2048
+END_GRACE_S = 1.0  # for ssh to close its channel on SIGTERM before its process group is killed
 
 SSH_OPTIONS = (
     "-T",  # no terminal on the remote side: the feed is a pipe, and nothing can prompt
@@ -109,3 +111,28 @@ def close_pipes(proc: subprocess.Popen[bytes]) -> None:
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def end_process(proc: subprocess.Popen[bytes], grace_s: float = END_GRACE_S) -> None:
+    """End a run over ssh and what it started: SIGTERM to its process group (ssh closes its
+    channel, and the remote sees its end of input), then, after ``grace_s`` at most, SIGKILL to
+    whatever of the group is left, so that no ProxyCommand or jump host's ssh outlives it holding
+    its pipes. Runs are started with ``start_new_session=True``, so the group is theirs alone
+    (a ControlPersist master detaches into a session of its own, and is left alone)."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace_s)
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # the group is empty: all ended
+        pass
+    except OSError:  # not ours to signal after all: ssh itself still is
+        with contextlib.suppress(OSError):
+            proc.send_signal(sig)

@@ -3,8 +3,10 @@ over ssh in parallel (``SUMMARY_TIMEOUT_S`` at most), read back as ``HostSummary
 by ``fleet.summary.fleet_summary`` (sums, never an average of ratios).
 
 The range goes to every host as UTC ISO times, so each host cuts its own history by its own
-clock; a host whose clock is off shifts its range by as much. What comes back is checked as a
-feed is (``feed.JsonObject``): a host that sends what is not a summary is down with the reason.
+clock; a host whose clock is off shifts its range by as much. Without ``--since``, each host
+summarises its own latest session, and a note says when their ranges differ. What comes back is
+checked as a feed is (``feed.JsonObject``): a host that sends what is not a summary is down with
+the reason.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
 from tokentop.config import Config, SshHostConfig
 from tokentop.fleet.feed import READ_CHUNK, FeedError, JsonObject
-from tokentop.fleet.ssh_command import close_pipes, drain_stderr, failure_reason, ssh_argv
+from tokentop.fleet.ssh_command import close_pipes, drain_stderr, end_process, failure_reason, ssh_argv
 from tokentop.fleet.summary import FleetSummary, HostSummary, fleet_summary
 from tokentop.report.figures import EndpointSummary, Figures, GpuSummary
 from tokentop.report.tables import FIGURE_KEYS
@@ -32,6 +35,7 @@ from tokentop.text import safe_text
 SUMMARY_TIMEOUT_S = 60.0
 MAX_SUMMARY_BYTES = 32 * 1024 * 1024
 PARALLEL = 16
+RANGES_APART_S = 60.0  # hosts' own ranges further apart than this are noted
 
 
 def summarize(config: Config, since: float | None, until: float | None) -> FleetSummary:
@@ -45,25 +49,40 @@ def summarize(config: Config, since: float | None, until: float | None) -> Fleet
         results = list(pool.map(lambda host: _host_summary(host, args), config.hosts))
     hosts = [h for h, _ in results]
     ranges = [r for _, r in results if r is not None]
-    start = since if since is not None else min((r[0] for r in ranges), default=0.0)
-    end = until if until is not None else max((r[1] for r in ranges), default=start)
+    now = time.time()  # the range said when no host gave one
+    start = since if since is not None else min((r[0] for r in ranges), default=now)
+    end = until if until is not None else max((r[1] for r in ranges), default=max(start, now))
     names = [h.name for h in config.hosts]
-    return fleet_summary(f"ssh: {', '.join(names)}", "ssh", start, end, hosts)
+    return fleet_summary(f"ssh: {', '.join(names)}", "ssh", start, end, hosts, _range_notes(ranges))
+
+
+def _range_notes(ranges: Sequence[tuple[float, float]]) -> list[str]:
+    """A note when the hosts summarised different ranges (each its own latest session)."""
+    if len(ranges) < 2:
+        return []
+    starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
+    if max(starts) - min(starts) <= RANGES_APART_S and max(ends) - min(ends) <= RANGES_APART_S:
+        return []
+    return [
+        "the hosts' ranges differ (each its own latest session; --since and --until give them one): "
+        "fleet sums add what each host did over its own range, and its tok/s, W and $/h means add "
+        "each host's mean over its own"
+    ]
 
 
 def _host_summary(host: SshHostConfig, args: Sequence[str]) -> tuple[HostSummary, tuple[float, float] | None]:
     """One host's summary and its range, or a down host with the reason."""
-    code, out, stderr = run_bounded(ssh_argv(host, args), SUMMARY_TIMEOUT_S, MAX_SUMMARY_BYTES)
-    if code != 0 or out is None:
-        if code == 2 and stderr and stderr[-1].startswith("tokentop: "):  # the remote's own one line
-            reason = f"no summary: {stderr[-1].removeprefix('tokentop: ')}"
-        elif out is None and code is not None:
-            reason = f"its summary is over {MAX_SUMMARY_BYTES // (1024 * 1024)} MiB: not read"
+    ran = run_bounded(ssh_argv(host, args), SUMMARY_TIMEOUT_S, MAX_SUMMARY_BYTES)
+    if ran.failure is not None:
+        return _down(host, ran.failure), None
+    if ran.code != 0:
+        if ran.code == 2 and ran.stderr and ran.stderr[-1].startswith("tokentop: "):  # the remote's own line
+            reason = f"no summary: {ran.stderr[-1].removeprefix('tokentop: ')}"
         else:
-            reason = failure_reason(code, stderr, what="summary")
+            reason = failure_reason(ran.code, ran.stderr, what="summary")
         return _down(host, reason), None
     try:
-        return host_summary_from_json(host.name, out)
+        return host_summary_from_json(host.name, ran.out)
     except FeedError as exc:
         return _down(host, str(exc)), None
 
@@ -72,15 +91,26 @@ def _down(host: SshHostConfig, reason: str) -> HostSummary:
     return HostSummary(name=host.name, state="down", reason=reason, gpu_count=0, figures=None)
 
 
-def run_bounded(argv: list[str], timeout_s: float, limit: int) -> tuple[int | None, bytes | None, list[str]]:
-    """Run ``argv`` (no input) for at most ``timeout_s``: its exit status (None: it was ended),
-    its output (None: over ``limit`` bytes, not kept) and the last lines of its stderr."""
+@dataclass(frozen=True)
+class Ran:
+    """How a bounded run went: ``failure`` when it could not run or was ended (then ``out`` is
+    what came before, and means nothing), else its exit status and output."""
+
+    code: int | None
+    out: bytes
+    stderr: list[str]  # its last lines, made safe
+    failure: str | None = None
+
+
+def run_bounded(argv: list[str], timeout_s: float, limit: int) -> Ran:
+    """Run ``argv`` (no input) for at most ``timeout_s``, keeping at most ``limit`` bytes of its
+    output: past either it is ended, and ``failure`` says which."""
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
     except OSError as exc:
-        return None, None, [f"cannot run ssh: {exc.strerror or exc}"]
+        return Ran(None, b"", [], f"cannot run ssh: {safe_text(exc.strerror or exc)}")
     stderr: deque[str] = deque(maxlen=4)
     out = bytearray()
     over = threading.Event()
@@ -91,7 +121,7 @@ def run_bounded(argv: list[str], timeout_s: float, limit: int) -> tuple[int | No
         while chunk := os.read(fd, READ_CHUNK):
             if len(out) + len(chunk) > limit:
                 over.set()
-                proc.kill()
+                end_process(proc)
                 return
             out.extend(chunk)
 
@@ -103,14 +133,16 @@ def run_bounded(argv: list[str], timeout_s: float, limit: int) -> tuple[int | No
         reader.start()
     try:
         code: int | None = proc.wait(timeout_s)
+        failure = None
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        code = None
+        end_process(proc)
+        code, failure = None, f"no answer within {timeout_s:g} s"
     for reader in readers:
         reader.join(2.0)
     close_pipes(proc)
-    return code, None if over.is_set() else bytes(out), list(stderr)
+    if over.is_set():
+        failure = f"its answer is over {limit // (1024 * 1024)} MiB: not read"
+    return Ran(code, bytes(out), list(stderr), failure)
 
 
 def host_summary_from_json(name: str, raw: bytes) -> tuple[HostSummary, tuple[float, float]]:

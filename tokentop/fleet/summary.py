@@ -122,13 +122,15 @@ def combine(hosts: Sequence[HostSummary]) -> tuple[Figures | None, tuple[str, ..
 
 
 def _watched_gpu_s(host: HostSummary) -> float:
-    """GPU-seconds the host was watched: what its busy share divides by."""
+    """GPU-seconds the host was watched: what its busy share divides by, recovered from the
+    share when it is not zero; else its GPUs times the range (a host with no GPU counts as one
+    unit, as its own summary does)."""
     f = host.figures
     if f is None:
         return 0.0
     if f.busy_pct:
         return f.busy_s / (f.busy_pct / 100.0)
-    return host.gpu_count * f.duration_s
+    return max(host.gpu_count, 1) * f.duration_s
 
 
 def _sum_known(values: Iterable[float | None]) -> float | None:

@@ -29,7 +29,7 @@ from textual.widgets import Footer
 
 from tokentop.config import Config
 from tokentop.fleet.model import FleetReading, FleetSeries, FleetSource
-from tokentop.fleet.poller import Poller
+from tokentop.fleet.poller import Poller, windows_of
 from tokentop.text import safe_text
 from tokentop.tui.columns import cost_bands
 from tokentop.tui.fleet.events import ReadingReady, SeriesKey, SeriesLoaded
@@ -80,8 +80,7 @@ class FleetApp(App[None]):
         self.config = config
         self.source = source
         self.bands = cost_bands(config.cost)
-        windows = (config.prometheus.rate_window_s, config.prometheus.cost_window_s)
-        self.poller = poller if poller is not None else Poller(source, windows=windows)
+        self.poller = poller if poller is not None else Poller(source, windows=windows_of(config))
         self.start_poller = start_poller
         self.handle_signals = handle_signals
         self.latest: FleetReading | None = None  # the newest reading
@@ -290,8 +289,10 @@ class FleetApp(App[None]):
     # -- notifications --
 
     def _notify(self, text: str, severity: str = "information") -> None:
+        """A toast, as plain text: a host's reason (ssh's stderr, a remote's words) may hold
+        ``[`` ``]``, which as markup would style, link, run an action or raise."""
         self.announcements.append(text)
-        self.notify(text, severity=severity, timeout=6)  # type: ignore[arg-type]
+        self.notify(text, severity=severity, timeout=6, markup=False)  # type: ignore[arg-type]
 
     # -- keys --
 

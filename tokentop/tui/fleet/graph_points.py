@@ -84,8 +84,11 @@ def graph_points(series: FleetSeries, buckets: int) -> list[GraphPoint]:
 
 
 def graph_title(what: str, span: Span, series: FleetSeries | None, buckets: int) -> str:
-    """`` History · fleet (all hosts) · last 1 h · 1m per bar · w: span``."""
-    per_bar = ""
+    """`` History · fleet (all hosts) · last 1 h · 1m per bar · w: span``; a source that keeps
+    less than the span asked gives what it keeps, and the title says so: ``last 15m (all kept)``."""
+    shown, per_bar = f"last {span.label}", ""
     if series is not None and series.t_wall:
+        if series.span_s < span.seconds:
+            shown = f"last {fmt_window(series.span_s)} (all kept)"
         per_bar = f" · {fmt_window(max(series.step_s, series.span_s / max(1, buckets)))} per bar"
-    return f" History · {what} · last {span.label}{per_bar} · w: span"
+    return f" History · {what} · {shown}{per_bar} · w: span"

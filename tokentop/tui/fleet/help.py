@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from tokentop.fleet.ssh import SERIES_KEEP_S
 from tokentop.tui.columns import CostBands
 from tokentop.tui.engine_table import ENGINE_COLUMNS
 from tokentop.tui.fleet.host_table import HOST_COLUMNS
@@ -29,14 +30,20 @@ NOTES = (
     (
         "windows",
         "tok/s and power: the {rate} rate window; $/Mtok and busy share: the {cost} cost window "
-        "(prometheus.rate_window_s and cost_window_s); '$/h now': the last readings",
+        "(prometheus.rate_window_s and cost_window_s; over ssh, the hosts' own rate_window_s and "
+        "cost_window_s); '$/h now': the last readings",
     ),
     ("up", "the host's latest sample is fresh; the age is that of the sample, by this machine's clock"),
     ("STALE", "the latest sample is older than the source allows: its figures are kept, dimmed"),
     ("DOWN", "no reading can be had from the host; the reason is said beside it and in the message line"),
     ("clock", "the host's clock minus this one's, shown when more than 2 s apart"),
     ("stale figures", "when the source itself fails, the header says so and shows the last good figures, marked"),
-    ("history", "the graph reads the source's past: 1 h, 24 h or 7 d (w); some sources keep none, and say so"),
+    (
+        "history",
+        "the graph reads the source's past: 1 h, 24 h or 7 d (w); over ssh only the last "
+        f"{SERIES_KEEP_S / 60:g} minutes are kept, in memory, and the title says 'all kept'; a source that "
+        "keeps none says so",
+    ),
 )
 
 

@@ -1,19 +1,18 @@
 """The hosts table: one row per host of a fleet reading, its columns as data (``ColumnSpec``, as
 the local view's GPU and engine tables). A host's figures are its snapshot's host figures, the
-ones its own header would show; a stale or down host keeps its last figures, dimmed, and its
-state column says so with the reason."""
+ones its own header would show; a stale host (or a down one whose source keeps them) shows its
+last figures, dimmed, and its state column says so with the reason."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
 
-from tokentop.fleet.model import FleetHost, FleetReading
+from tokentop.fleet.model import CLOCK_OFFSET_SHOWN_S, FleetHost, FleetReading
 from tokentop.model import HostFigures
 from tokentop.tui.columns import BAD, DEFAULT_BANDS, DIM, PLAIN, WARN, Cell, ColumnSpec, CostBands
 from tokentop.units import DASH, NA, fmt_duration, fmt_pct, fmt_tok_s, fmt_usd, fmt_usd_per_mtok, fmt_watts, gpu_labels
 
-CLOCK_OFFSET_SHOWN_S = 2.0  # a host clock further off than this is said in its state
 STATE_ORDER = {"down": 0, "stale": 1, "connecting": 2, "up": 3}  # sorting by state: trouble first
 
 
