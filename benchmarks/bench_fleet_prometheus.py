@@ -84,7 +84,7 @@ def serve(port_file: str) -> None:
 
 
 def main() -> None:
-    from prometheus_harness import Job, Prometheus, end, spawn
+    from prometheus_harness import Job, Prometheus, Unavailable, end, spawn
 
     from tokentop.config import Config, PrometheusConfig
     from tokentop.fleet.prometheus_source import PrometheusSource
@@ -94,10 +94,15 @@ def main() -> None:
     exporter = spawn([sys.executable, __file__, "--serve", str(port_file)])
     try:
         while not port_file.exists() or not port_file.read_text():
+            if exporter.poll() is not None:
+                sys.exit(f"the synthetic exporter ended with {exporter.returncode}")
             time.sleep(0.05)
         job = Job("fleet", (f"127.0.0.1:{port_file.read_text()}",), honor_labels=True)
-        prometheus = Prometheus(work, [job])
-        prometheus.start()
+        try:
+            prometheus = Prometheus(work, [job])
+            prometheus.start()
+        except Unavailable as exc:
+            sys.exit(f"no benchmark: real Prometheus unavailable: {exc}")
         try:
             time.sleep(WARMUP_S)
             settings = PrometheusConfig(url=prometheus.url, cost_window_s=10, rate_window_s=5)

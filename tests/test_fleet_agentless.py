@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tokentop.config import CostConfig
+from tokentop.cost import energy_cost_usd
 from tokentop.fleet.agentless import Agentless, instance_host
 from tokentop.fleet.prom_exporters import HostRead, Parts
 from tokentop.fleet.prometheus_api import PromError, vector_answer
@@ -239,3 +240,31 @@ def test_bad_series_are_dropped_and_non_finite_values_are_unknown() -> None:
 )
 def test_the_host_of_an_instance_is_it_without_its_port(instance: str, host: str) -> None:
     assert instance_host(instance) == host
+
+
+def _busy(moved: str, samples: str) -> dict[str, list[tuple[dict[str, str], str]]]:
+    """A window's ``changes``/``count_over_time`` parts for the chat pod's output counter."""
+    name = "srv|vllm|out|vllm:generation_tokens_total"
+    return {f"changes|{name}": [(server("chat"), moved)], f"count|{name}": [(server("chat"), samples)]}
+
+
+def test_each_window_has_its_own_busy_share() -> None:
+    """Busy in 6 of the cost window's 6 intervals but 1 of the rate window's 4: never the one
+    window's share in the other."""
+    out = "srv|vllm|out|vllm:generation_tokens_total"
+    cost = answer({"power_avg": [(POD_1, "300")], out: [(server("chat"), "600")], **_busy("6", "7")})
+    rate = answer({"power_avg": [(POD_1, "300")], out: [(server("chat"), "100")], **_busy("1", "5")})
+    s = hosts(cost, rate, answer({}))[0]["gpu-s"].gpus[0]
+    assert s.cost_window.busy_s == pytest.approx(COST_S) and s.rate_window.busy_s == pytest.approx(RATE_S / 4)
+
+
+def test_dollars_an_hour_are_unknown_when_energy_is_charged_and_power_is_not_known() -> None:
+    owned = CostConfig(energy_in_rate=False)
+    names, _ = hosts(sliced(), sliced_rate(), answer({}), owned)
+    assert names["gpu-s"].gpus[0].usd_per_hour_now is None
+    latest = answer({"power": [(POD_1, "300")]})
+    names, _ = hosts(sliced(), sliced_rate(), latest, owned)
+    per_hour = names["gpu-s"].gpus[0].usd_per_hour_now
+    price = names["gpu-s"].gpus[0].price
+    assert price is not None and per_hour is not None
+    assert per_hour == pytest.approx(price.usd_per_gpu_hour + energy_cost_usd(300.0 * 3600.0, owned))

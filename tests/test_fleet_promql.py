@@ -90,3 +90,29 @@ def test_blank_value_sentinels_are_filtered_in_the_query() -> None:
     assert f"DCGM_FI_DEV_POWER_USAGE < {promql.FP64_BLANK_BELOW:g}" in latest
     assert f"DCGM_FI_DEV_GPU_UTIL < {promql.FP64_BLANK_BELOW:g}" in latest
     assert 9223372036854775794 > promql.FP64_BLANK_BELOW > 5000 * 1000  # above any real reading
+
+
+def test_a_newline_in_a_regex_literal_is_escaped() -> None:
+    literal = promql.regex_quote("a\nb")
+    assert "\n" not in literal and re.fullmatch(unquote('"' + literal + '"'), "a\nb")
+
+
+@pytest.mark.parametrize(
+    ("host", "instances", "not_instances"),
+    [
+        ("gpu-a", ["gpu-a", "gpu-a:9400"], ["gpu-ab:9400", "xgpu-a"]),
+        ("fe80::1", ["fe80::1", "[fe80::1]:9400"], ["[fe80::12]:9400", "fe80::1:9400"]),
+    ],
+)
+def test_an_instance_regex_matches_the_hosts_instances_only(
+    host: str, instances: list[str], not_instances: list[str]
+) -> None:
+    pattern = unquote('"' + promql.instance_regex(host) + '"')
+    assert all(re.fullmatch(pattern, i) for i in instances)
+    assert not any(re.fullmatch(pattern, i) for i in not_instances)
+
+
+def test_the_graph_divides_cost_by_the_tokens_of_priced_gpus_only() -> None:
+    query = promql.tokentop_graph(60.0, "h1")
+    priced = query.split('"priced_tok_s_out"')[0].rsplit("label_replace(", 1)[1]
+    assert "and on (host, uuid) rate(tokentop_gpu_cost_usd_total{" in priced and 'host="h1"' in priced

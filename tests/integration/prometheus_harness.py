@@ -136,8 +136,11 @@ def scrape_config(jobs: Sequence[Job]) -> str:
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, jobs: Sequence[Job]) -> None:
-        self.binary = find_prometheus()
+    """``/usr/bin/prometheus`` scraping ``jobs``; ``Unavailable`` (from here or ``start``) when it
+    cannot be had. ``binary``: one ``find_prometheus`` already found."""
+
+    def __init__(self, workdir: Path, jobs: Sequence[Job], binary: str | None = None) -> None:
+        self.binary = binary or find_prometheus()
         self.workdir = workdir
         self.jobs = list(jobs)
         self.port = free_port()
@@ -250,6 +253,67 @@ def run_tokentop(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "tokentop", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
+
+
+# --- scripted pages for the agentless tests: dcgm-exporter and an inference server ------------
+# Every sample carries an explicit whole-second timestamp and every counter is linear in it, so
+# ``increase()`` over a range ending on a sample is exactly rate x range.
+
+DCGM_TEMPLATE = REPO / "tests" / "fixtures" / "metrics" / "dcgm-exporter-k8s.txt"  # see SOURCES-dcgm.md
+
+
+def stamped(lines: Sequence[str], ts: int) -> str:
+    """A page whose every sample line is stamped with ``ts`` (seconds)."""
+    return "".join(f"{line} {ts * 1000}\n" if line and not line.startswith("#") else f"{line}\n" for line in lines)
+
+
+def with_value(line: str, value: str) -> str:
+    return line.rsplit(" ", 1)[0] + " " + value
+
+
+def dcgm_before_490(template: str, ts: int, t0: float, watts: float) -> str:
+    """The template's two H100s as dcgm-exporter before 4.9.0 prints them (energy in mJ,
+    utilisation in %), their energy counters at ``watts`` each since ``t0``."""
+    out = []
+    for line in template.splitlines():
+        if line.startswith("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{"):
+            line = with_value(line, f"{watts * 1000 * (ts - t0):.0f}")
+        out.append(line)
+    return stamped(out, ts)
+
+
+def dcgm_490(template: str, ts: int, t0: float, watts: float) -> str:
+    """One H200 on host gpu-b, without pods, in dcgm-exporter 4.9.0's layout (energy in J,
+    utilisation 0-1 at 0.5, ``hostname``), made from the template's first GPU."""
+    out = []
+    for line in template.splitlines():
+        if line.startswith("#"):
+            out.append(line.replace("(in mJ)", "(in J)").replace("(in %)", "(ratio)"))
+        elif 'gpu="0"' in line:
+            line = line.replace("NVIDIA H100 80GB HBM3", "NVIDIA H200").replace("Hostname", "hostname")
+            line = line.replace(',container="vllm",namespace="default",pod="vllm-70b"', "")
+            line = line.replace("gpu-a", "gpu-b").replace("GPU-604ac76c", "GPU-b0b0b0b0")
+            value = {
+                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": f"{watts * (ts - t0):.3f}",
+                "DCGM_FI_DEV_POWER_USAGE": f"{watts:g}",
+                "DCGM_FI_DEV_GPU_UTIL": "0.5",
+            }.get(line.split("{", 1)[0])
+            out.append(line if value is None else with_value(line, value))
+    return stamped(out, ts)
+
+
+def server_page(prefix: str, tok_s_out: float, ts: int, t0: float) -> str:
+    """A server's token counters (``vllm``, ``sglang``…): output at ``tok_s_out``, prompt at 3x."""
+    labels = '{engine="0",model_name="llama"}'
+    return stamped(
+        [
+            f"# TYPE {prefix}:generation_tokens_total counter",
+            f"{prefix}:generation_tokens_total{labels} {tok_s_out * (ts - t0):.3f}",
+            f"# TYPE {prefix}:prompt_tokens_total counter",
+            f"{prefix}:prompt_tokens_total{labels} {3 * tok_s_out * (ts - t0):.3f}",
+        ],
+        ts,
     )
 
 

@@ -18,7 +18,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,12 +26,23 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_harness import SCRAPE_INTERVAL_S, ExportedHost, Job, Prometheus, Unavailable, run_tokentop, unavailable
+from prometheus_harness import (
+    SCRAPE_INTERVAL_S,
+    ExportedHost,
+    Job,
+    Prometheus,
+    Unavailable,
+    find_prometheus,
+    run_tokentop,
+    unavailable,
+)
 
 from tokentop.config import Config, PrometheusConfig
 from tokentop.fleet import promql
+from tokentop.fleet.model import FleetHost
 from tokentop.fleet.prometheus_source import NOT_OPENED, PrometheusSource
 from tokentop.fleet.prometheus_summary import summarize
+from tokentop.report import SummaryError
 
 HOSTS = ("h1", "h2", "h3")
 DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "tokentop.json"
@@ -47,27 +58,38 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("fleet-prometheus")
+    try:
+        binary = find_prometheus()  # first: no exporter is started for nothing
+    except Unavailable as exc:
+        unavailable(str(exc))
     hosts = {name: ExportedHost(name, seed, work) for seed, name in enumerate(HOSTS, start=1)}
     prometheus: Prometheus | None = None
     reason = None
     try:
         for host in hosts.values():
             host.start()
-        prometheus = Prometheus(work, [Job("tokentop", tuple(h.target for h in hosts.values()))])
+        prometheus = Prometheus(work, [Job("tokentop", tuple(h.target for h in hosts.values()))], binary)
         prometheus.start()
+        prometheus.wait_for("count by (host) (tokentop_gpu_watched_seconds_total)", lambda r: len(r) == 3)
     except Unavailable as exc:
         reason = str(exc)
+    except BaseException:
+        _stop(hosts, prometheus)
+        raise
     if reason is not None or prometheus is None:
-        for host in hosts.values():
-            host.stop()
+        _stop(hosts, prometheus)
         unavailable(reason or "not started")
     assert prometheus is not None
     try:
-        prometheus.wait_for("count by (host) (tokentop_gpu_watched_seconds_total)", lambda r: len(r) == 3)
         yield Fleet(prometheus, hosts, time.time())
     finally:
-        for host in hosts.values():
-            host.stop()
+        _stop(hosts, prometheus)
+
+
+def _stop(hosts: dict[str, ExportedHost], prometheus: Prometheus | None) -> None:
+    for host in hosts.values():
+        host.stop()
+    if prometheus is not None:
         prometheus.stop()
 
 
@@ -110,7 +132,7 @@ def test_a_reading_has_every_host_with_bounded_queries(fleet: Fleet) -> None:
         assert host.snapshot.host.cost_window.span_s == 10.0 and host.snapshot.host.rate_window.span_s == 5.0
         assert host.snapshot.host.cost_window.tokens_out > 0 and host.snapshot.host.power_w
     first = src.client.queries
-    assert first <= 4
+    assert first <= promql.QUERIES_PER_REFRESH
     src.read()
     assert src.client.queries - first <= promql.QUERIES_PER_REFRESH - 1  # no detection on the second
 
@@ -233,6 +255,17 @@ def test_graphs_keep_under_500_points(fleet: Fleet) -> None:
     assert week is not None and week.step_s >= 7 * 86400 / 499 and len(week.t_wall) <= 500
 
 
+def test_the_graph_divides_cost_only_by_priced_tokens(fleet: Fleet) -> None:
+    """Every demo GPU has a price, so the priced tokens are all of them, point by point."""
+    wait_until(fleet.started + 4)
+    end = time.time()
+    answer = source(fleet.prometheus.url).client.range(promql.tokentop_graph(5.0, None), end - 20, end, 1.0)
+    points = {s.labels[promql.UNION_LABEL]: dict(s.points) for s in answer.series}
+    assert points["priced_tok_s_out"] and points["priced_tok_s_out"].keys() == points["tok_s_out"].keys()
+    for t, tok_s in points["tok_s_out"].items():
+        assert points["priced_tok_s_out"][t] == pytest.approx(tok_s, rel=1e-12)
+
+
 def grafana_expr(expr: str) -> str:
     return expr.replace("$__rate_interval", "10s").replace("$__range", "10s").replace("$host", ".*")
 
@@ -245,6 +278,45 @@ def test_every_grafana_panel_returns_data(fleet: Fleet) -> None:
     for title, expr in targets:
         result = fleet.prometheus.query(grafana_expr(expr))
         assert result and all(r["value"][1] not in ("NaN", "+Inf") for r in result), title
+
+
+def test_the_dashboards_fleet_figures_are_the_fleet_views(fleet: Fleet) -> None:
+    """The Grafana stats over a 10 s range equal the fleet view's over a 10 s cost window, read
+    at the same instant: the same sums of cost over the same sums of tokens."""
+    wait_until(fleet.started + 12)
+    at = time.time() - 1.0
+    reading = _pinned(source(fleet.prometheus.url, cost_window_s=10.0), at).read()
+    panels = {p["title"]: p["targets"][0]["expr"] for p in json.loads(DASHBOARD.read_text())["panels"]}
+    expected = {
+        "Fleet effective $/Mtok (range)": reading.fleet.usd_per_mtok,
+        "Fleet busy $/Mtok (range)": reading.fleet.busy_usd_per_mtok,
+        "Fleet busy share (range)": reading.fleet.cost_window.busy_share,
+    }
+    for title, figure in expected.items():
+        (result,) = fleet.prometheus.query(grafana_expr(panels[title]), at=at)
+        assert figure is not None and float(result["value"][1]) == pytest.approx(figure, rel=1e-9), title
+
+
+def test_a_prometheus_without_fleet_series_says_so(tmp_path: Path) -> None:
+    try:
+        empty = Prometheus(tmp_path, [])
+        empty.start()
+    except Unavailable as exc:
+        unavailable(str(exc))
+    try:
+        reading = source(empty.url).read()
+        assert reading.hosts == () and not reading.stale
+        assert reading.status is not None and "no tokentop_* or DCGM_FI_DEV_POWER_USAGE series" in reading.status
+        with pytest.raises(SummaryError, match="holds no tokentop_\\* or DCGM_FI_DEV_POWER_USAGE series"):
+            summarize(Config(prometheus=PrometheusConfig(url=empty.url)), None, None)
+    finally:
+        empty.stop()
+
+
+@pytest.mark.parametrize("name", ["", "  ", "two\nlines", "x" * 254])
+def test_export_refuses_a_host_name_no_label_can_carry(name: str) -> None:
+    done = run_tokentop("export", "--demo", "--no-history", "--host-name", name, "--listen", "127.0.0.1:0")
+    assert done.returncode == 2 and "--host-name" in done.stderr and "Traceback" not in done.stderr
 
 
 class FlakyProxy:
@@ -333,15 +405,24 @@ def test_partial_data_is_read_and_said(fleet: Fleet) -> None:
     proxy.close()
 
 
+def _read_until(src: PrometheusSource, done: Callable[[dict[str, FleetHost]], bool]) -> dict[str, FleetHost]:
+    """Read every half second until ``done`` holds (at most 30 s): what is asserted is the state a
+    host reaches, not how fast a busy machine's Prometheus gets there."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        states = {h.name: h for h in src.read().hosts}
+        if done(states) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
 def test_a_host_that_stops_goes_stale_then_down(fleet: Fleet) -> None:
     """Last: it stops h3."""
     src = source(fleet.prometheus.url, cost_window_s=3.0, rate_window_s=2.0)
     assert {h.state for h in src.read().hosts} == {"up"}
     fleet.hosts["h3"].stop()
-    time.sleep(2.5 * SCRAPE_INTERVAL_S)
-    states = {h.name: h for h in src.read().hosts}
+    states = _read_until(src, lambda s: s["h3"].state != "up")
     assert states["h3"].state in ("stale", "down") and states["h1"].state == "up"
-    time.sleep(3.5)
-    states = {h.name: h for h in src.read().hosts}
+    states = _read_until(src, lambda s: s["h3"].state == "down")
     assert states["h3"].state == "down" and states["h3"].reason and "no sample" in states["h3"].reason
     assert states["h3"].snapshot is None and src.read().fleet.gpu_count == 16

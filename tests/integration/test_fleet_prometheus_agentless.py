@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 import pytest
 from loopback import LoopbackServer, Reply
-from prometheus_harness import Job, Prometheus, Unavailable, unavailable
+from prometheus_harness import (
+    DCGM_TEMPLATE,
+    Job,
+    Prometheus,
+    Unavailable,
+    dcgm_490,
+    dcgm_before_490,
+    server_page,
+    unavailable,
+)
 
 from tokentop.config import Config, PrometheusConfig
 from tokentop.fleet.prometheus_source import PrometheusSource
@@ -30,52 +39,6 @@ TOK_A, TOK_B = 1000.0, 500.0  # output tok/s
 W_A, W_B = 400.0, 300.0  # per GPU
 
 
-def _stamped(lines: list[str], ts: int) -> str:
-    return "".join(f"{line} {ts * 1000}\n" if line and not line.startswith("#") else f"{line}\n" for line in lines)
-
-
-def dcgm_a(page: str, ts: int) -> str:
-    out = []
-    for line in page.splitlines():
-        if line.startswith("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{"):
-            line = line.rsplit(" ", 1)[0] + f" {W_A * 1000 * (ts - T0):.0f}"
-        out.append(line)
-    return _stamped(out, ts)
-
-
-def dcgm_b(page: str, ts: int) -> str:
-    """One H200 in dcgm-exporter 4.9.0's layout, from the first GPU's lines."""
-    out = []
-    for line in page.splitlines():
-        if line.startswith("#"):
-            out.append(line.replace("(in mJ)", "(in J)").replace("(in %)", "(ratio)"))
-        elif 'gpu="0"' in line:
-            line = line.replace("NVIDIA H100 80GB HBM3", "NVIDIA H200").replace("Hostname", "hostname")
-            line = line.replace(',container="vllm",namespace="default",pod="vllm-70b"', "")
-            line = line.replace("gpu-a", "gpu-b").replace("GPU-604ac76c", "GPU-b0b0b0b0")
-            name = line.split("{", 1)[0]
-            value = {
-                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": f"{W_B * (ts - T0):.3f}",
-                "DCGM_FI_DEV_POWER_USAGE": f"{W_B:g}",
-                "DCGM_FI_DEV_GPU_UTIL": "0.5",
-            }.get(name)
-            out.append(line if value is None else line.rsplit(" ", 1)[0] + " " + value)
-    return _stamped(out, ts)
-
-
-def vllm(rate: float, ts: int) -> str:
-    labels = '{engine="0",model_name="llama"}'
-    return _stamped(
-        [
-            "# TYPE vllm:generation_tokens_total counter",
-            f"vllm:generation_tokens_total{labels} {rate * (ts - T0):.3f}",
-            "# TYPE vllm:prompt_tokens_total counter",
-            f"vllm:prompt_tokens_total{labels} {3 * rate * (ts - T0):.3f}",
-        ],
-        ts,
-    )
-
-
 @dataclass
 class Agentless:
     prometheus: Prometheus
@@ -83,13 +46,13 @@ class Agentless:
 
 
 @pytest.fixture(scope="module")
-def agentless(tmp_path_factory: pytest.TempPathFactory, dcgm_page: str) -> Iterator[Agentless]:
-    page = dcgm_page
+def agentless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agentless]:
+    page = DCGM_TEMPLATE.read_text()
     with LoopbackServer() as pages:
-        pages.route("/a/dcgm", lambda seen: Reply(body=dcgm_a(page, int(time.time()))))
-        pages.route("/b/dcgm", lambda seen: Reply(body=dcgm_b(page, int(time.time()))))
-        pages.route("/a/vllm", lambda seen: Reply(body=vllm(TOK_A, int(time.time()))))
-        pages.route("/b/vllm", lambda seen: Reply(body=vllm(TOK_B, int(time.time()))))
+        pages.route("/a/dcgm", lambda seen: Reply(body=dcgm_before_490(page, int(time.time()), T0, W_A)))
+        pages.route("/b/dcgm", lambda seen: Reply(body=dcgm_490(page, int(time.time()), T0, W_B)))
+        pages.route("/a/vllm", lambda seen: Reply(body=server_page("vllm", TOK_A, int(time.time()), T0)))
+        pages.route("/b/vllm", lambda seen: Reply(body=server_page("vllm", TOK_B, int(time.time()), T0)))
         target = (pages.url.removeprefix("http://"),)
         jobs = [
             Job(
@@ -120,13 +83,6 @@ def agentless(tmp_path_factory: pytest.TempPathFactory, dcgm_page: str) -> Itera
             yield Agentless(prometheus, int(time.time()))
         finally:
             prometheus.stop()
-
-
-@pytest.fixture(scope="module")
-def dcgm_page() -> str:
-    from pathlib import Path
-
-    return (Path(__file__).resolve().parents[1] / "fixtures" / "metrics" / "dcgm-exporter-k8s.txt").read_text()
 
 
 def config(url: str, cost_window_s: float = 6.0) -> Config:

@@ -18,8 +18,11 @@ reset mid-window), energy is the mean power times the window instead. GPU utilis
 4.9.0 and 0-1 after; it is read as 0-1 where the energy counter is in J.
 
 Cost: each GPU's price by its ``modelName`` (``tokentop.cost.price_for`` with the user's config)
-for the whole window in which it has samples, plus its energy where the config charges energy.
-Busy share: the share of scrape intervals in which the server's output counter moved.
+for the whole window (a GPU that first appeared within the window is charged for all of it), plus
+its energy where the config charges energy. A GPU without a price has no cost, so its host's cost
+is unknown and the host is left out of both sides of the fleet's $/Mtok.
+Busy share: the share of scrape intervals in the window in which the server's output counter
+moved, each window from its own ``changes()``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from tokentop.config import CostConfig
-from tokentop.cost import energy_cost_usd, energy_is_charged, price_for
+from tokentop.cost import energy_is_charged, price_for, tick_cost_usd
 from tokentop.fleet.prom_exporters import HostRead, Parts, host_figures
 from tokentop.model import EndpointFigures, EndpointSample, GpuFigures, GpuSample, Price, Totals, Window
 from tokentop.text import safe_text
@@ -233,11 +236,8 @@ class Agentless:
         tokens_in = sum(s.values.get(f"{answer}.tokens.in", 0.0) / len(s.gpus) for s in servers)
         tokens_out = sum(s.values.get(f"{answer}.tokens.out", 0.0) / len(s.gpus) for s in servers)
         joules, method = self._energy(gpu, answer, span_s, unit)
-        cost = None
-        if price is not None:
-            cost = price.usd_per_gpu_hour * span_s / 3600.0
-            cost += energy_cost_usd(joules, self.prices) if energy_is_charged(self.prices) else 0.0
-        share = max((_busy_share(s) for s in servers), default=0.0)
+        cost = tick_cost_usd(price, span_s, joules, self.prices)
+        share = max((_busy_share(s, answer) for s in servers), default=0.0)
         busy_cost = None if cost is None else cost * share
         return Window(span_s, tokens_in, tokens_out, joules, cost, share * span_s, busy_cost), method
 
@@ -249,11 +249,9 @@ class Agentless:
         util = gpu.values.get("latest.util")
         if util is not None and unit == 1.0:  # dcgm-exporter 4.9.0 and later: a 0-1 ratio
             util *= 100.0
-        per_hour = None
-        if price is not None:
-            per_hour = price.usd_per_gpu_hour
-            if energy_is_charged(self.prices) and power is not None:
-                per_hour += energy_cost_usd(power * 3600.0, self.prices)
+        per_hour = None  # unknown too when energy is charged and the power is not known
+        if price is not None and (power is not None or not energy_is_charged(self.prices)):
+            per_hour = tick_cost_usd(price, 3600.0, (power or 0.0) * 3600.0, self.prices)
         totals = Totals(
             cost.tokens_in, cost.tokens_out, cost.energy_j, cost.cost_usd, cost.busy_s, cost.busy_cost_usd,
             elapsed_s=self.cost_window_s,
@@ -296,10 +294,10 @@ class Agentless:
         )
 
 
-def _busy_share(server: _Server) -> float:
-    """Share of scrape intervals in the window in which the output counter moved."""
-    intervals = server.values.get("cost.count.out", 0.0) - 1
-    return min(1.0, server.values.get("cost.changes.out", 0.0) / intervals) if intervals > 0 else 0.0
+def _busy_share(server: _Server, answer: str) -> float:
+    """Share of the scrape intervals in ``answer``'s window in which the output counter moved."""
+    intervals = server.values.get(f"{answer}.count.out", 0.0) - 1
+    return min(1.0, server.values.get(f"{answer}.changes.out", 0.0) / intervals) if intervals > 0 else 0.0
 
 
 def _server_name(server: _Server) -> str:

@@ -27,8 +27,6 @@ from tokentop.text import safe_text
 
 Parts = dict[str, list[Sample]]
 GpuKey = tuple[str, str]  # host, uuid
-EndpointKey = tuple[str, str, str]  # host, endpoint, kind
-COUNTER_KEYS = ("tokens_in", "tokens_out", "energy", "cost", "busy", "busy_cost", "watched")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """A small client of the Prometheus HTTP API (``/api/v1/query`` and ``/api/v1/query_range``).
 
 Every failure becomes a ``PromError`` whose message is one plain line for a status bar:
-unreachable, timed out, an HTTP status, an answer that is not the API's JSON, or the API's own
-``"status": "error"``. Warnings (partial data) come back beside the result. After a failure the
-client backs off (1 s, doubling to 60 s) and answers ``PromError`` at once until the wait is
-over, so a Prometheus that is down is not asked again on every refresh. The bearer token is
-read from the environment variable named in the config, sent in a header, and never kept in a
-message, a ``repr`` or a log.
+unreachable (a host name that cannot be looked up included), timed out, an HTTP status, an answer
+that is not the API's JSON or is too large, or the API's own ``"status": "error"``. Warnings
+(partial data) come back beside the result. The timeout bounds the whole answer, not only each
+read, so a Prometheus that trickles its answer cannot hold a refresh. After a failure the client
+backs off (1 s, doubling to 60 s) and answers ``PromError`` at once until the wait is over, so a
+Prometheus that is down is not asked again on every refresh. The bearer token is read from the
+environment variable named in the config (its absence said plainly), sent in a header, and never
+kept in a message, a ``repr`` or a log.
 """
 
 from __future__ import annotations
@@ -119,28 +121,40 @@ class PromClient:
         return data, warnings
 
     def _ask(self, path: str, params: dict[str, str]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        headers = {"Authorization": f"Bearer {self._token()}"} if self.config.token_env else {}
         self.queries += 1
-        headers = {}
-        token = self.config.bearer_token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        too_slow = f"Prometheus at {self.shown} did not answer within {self.config.timeout_s:g} s"
+        deadline = time.monotonic() + self.config.timeout_s
         try:
             with self._http.stream("POST", self.base + path, data=params, headers=headers) as response:
-                body = _read_capped(response, self.shown)
+                body = _read_capped(response, self.shown, deadline, too_slow)
         except httpx.TimeoutException:
-            raise PromError(f"Prometheus at {self.shown} did not answer within {self.config.timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
+            raise PromError(too_slow) from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, OSError) as exc:
+            # UnicodeError: a host name the IDNA codec refuses (an empty or over-long label)
             raise PromError(f"Prometheus at {self.shown} unreachable: {_short(type(exc).__name__, exc)}") from None
         return _decode(response.status_code, body, self.shown)
 
+    def _token(self) -> str:
+        """The bearer token from the configured variable; ``PromError`` naming the variable (never
+        a value) when it is unset or empty, rather than an anonymous request answered 401."""
+        token = self.config.bearer_token()
+        if not token:
+            name = safe_text(str(self.config.token_env))
+            raise PromError(f"the environment variable {name} (prometheus.token_env) is not set or empty")
+        return token
 
-def _read_capped(response: httpx.Response, shown: str) -> bytes:
+
+def _read_capped(response: httpx.Response, shown: str, deadline: float, too_slow: str) -> bytes:
+    """The whole body, refused past ``MAX_ANSWER_BYTES`` or once ``deadline`` (monotonic) passes."""
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise PromError(f"Prometheus at {shown} answered more than {MAX_ANSWER_BYTES >> 20} MiB: refused")
+        if time.monotonic() > deadline:
+            raise PromError(too_slow)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -174,15 +174,19 @@ def tokentop_hosts_latest(seen_window_s: float, focus: str | None) -> str:
 
 
 def tokentop_graph(rate_s: float, host: str | None) -> str:
-    """The fleet's (or one host's) output tok/s, W and $/h, for a range query."""
+    """The fleet's (or one host's) output tok/s, W and $/h, for a range query; and the output
+    tok/s of the GPUs that have a cost counter (``priced_tok_s_out``), the only tokens $/h may be
+    divided by: a GPU without a price is left out of both sides of $/Mtok."""
     d = duration(rate_s)
     sel = "" if host is None else f"host={quote(host)}"
     out = f'direction="out",{sel}' if sel else 'direction="out"'
+    tokens, cost = f"rate(tokentop_gpu_tokens_total{{{out}}}[{d}])", f"rate(tokentop_gpu_cost_usd_total{{{sel}}}[{d}])"
     return union(
         {
-            "tok_s_out": f"sum(rate(tokentop_gpu_tokens_total{{{out}}}[{d}]))",
+            "tok_s_out": f"sum({tokens})",
+            "priced_tok_s_out": f"sum({tokens} and on (host, uuid) {cost})",
             "power_w": f"sum(tokentop_gpu_power_watts{{{sel}}})",
-            "usd_h": f"sum(rate(tokentop_gpu_cost_usd_total{{{sel}}}[{d}])) * 3600",
+            "usd_h": f"sum({cost}) * 3600",
         }
     )
 
@@ -218,7 +222,9 @@ def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, st
 
 def agentless_window(window_s: float, *, busy: bool) -> str:
     """GPU energy and mean power, server tokens over the window; with ``busy``, how many scrape
-    intervals each server's output counter moved in (``changes``) out of how many it has."""
+    intervals each server's output counter moved in (``changes``) out of how many it has. A
+    window asked without ``busy`` has no busy share of its own (``tokentop.fleet.agentless``
+    never borrows another window's): ask every window that is shown with it."""
     d = duration(window_s)
     parts = {f"energy|{name}": f"max by ({DCGM_BY}) (increase({name}[{d}]))" for name in DCGM_ENERGY_NAMES}
     parts["power_avg"] = f"max by ({DCGM_BY}) (avg_over_time({DCGM_POWER}[{d}]))"
@@ -248,7 +254,7 @@ def agentless_latest(seen_window_s: float) -> str:
 def agentless_graph(rate_s: float, instance_host: str | None) -> str:
     """Fleet (or one host's) output tok/s, W, and GPUs by model (priced in Python), for a range query."""
     d = duration(rate_s)
-    sel = "" if instance_host is None else f'instance=~"{regex_quote(instance_host)}(:[0-9]+)?"'
+    sel = "" if instance_host is None else f'instance=~"{instance_regex(instance_host)}"'
     parts = {
         "power_w": f"sum(max by (instance, UUID) ({DCGM_POWER}{{{sel}}} < {FP64_BLANK_BELOW:g}))",
         "gpus": f"count by (modelName) (max by (instance, UUID, modelName) ({DCGM_POWER}{{{sel}}}))",
@@ -280,7 +286,16 @@ def regex_quote(text: str) -> str:
     """``text`` matched literally inside a PromQL regex literal."""
     special = set(".^$*+?()[]{}|\\")
     escaped = "".join("\\" + c if c in special else c for c in text)
-    return escaped.replace("\\", "\\\\").replace('"', '\\"')
+    return escaped.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def instance_regex(host: str) -> str:
+    """A regex literal's body matching every ``instance`` on ``host``: ``host``, ``host:port``, and
+    for an IPv6 address ``[host]:port`` (the inverse of ``agentless.instance_host``)."""
+    literal = regex_quote(host)
+    if ":" in host:
+        return f"{literal}|\\\\[{literal}\\\\](:[0-9]+)?"
+    return f"{literal}(:[0-9]+)?"
 
 
 def graph_step(span_s: float, max_points: int = 500, min_step_s: float = 1.0) -> float:
