@@ -17,14 +17,16 @@ import argparse
 import asyncio
 import functools
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tokentop.config import Config
 from tokentop.demo import GPU_COUNT, DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
 from tokentop.fleet.model import FleetHost, FleetReading, FleetSeries, fleet_figures
+from tokentop.fleet.prometheus_source import NOT_OPENED
 from tokentop.model import Snapshot
 from tokentop.sampler import Sampler
 
@@ -163,12 +165,25 @@ def demo_series(seeds: Sequence[int | str], span_s: float, points: int = 500) ->
     return FleetSeries(span_s, step, tuple(wall), tuple(tok), tuple(watts), tuple(usd))
 
 
+def unopened(host: FleetHost) -> FleetHost:
+    """``host`` as a source that reads GPU rows for the opened host only gives it while it is
+    not opened (``PrometheusSource(detail="focused")``): its host figures, GPU count, models
+    and engine counts, but no GPU or endpoint rows."""
+    snapshot = host.snapshot
+    if snapshot is None or not snapshot.gpus:
+        return host
+    counts = Counter(g.sample.name for g in snapshot.gpus)
+    bare = replace(snapshot, gpus=(), endpoints=(), gpu_available=False, gpu_reason=NOT_OPENED)
+    return replace(host, snapshot=bare, model_counts=tuple(sorted(counts.items())))
+
+
 @dataclass
 class ScriptedSource:
     """A ``FleetSource`` for tests: ``read`` hands out ``readings`` in turn (the last one again
     once they run out), or raises ``read_error``; ``series`` answers from the demo's simulation
     for the hosts named in ``host_seeds`` (None when ``past`` is False), and records each call
-    with the thread it ran on."""
+    with the thread it ran on. ``focus`` records its calls; with ``focused`` the readings carry
+    GPU rows only for the host last focused (``unopened``), as the Prometheus source's."""
 
     readings: list[FleetReading]
     host_seeds: dict[str, int | str] = field(default_factory=dict)
@@ -179,14 +194,22 @@ class ScriptedSource:
     series_error: Exception | None = None
     series_calls: list[tuple[float, str | None, str]] = field(default_factory=list)
     closed: bool = False
-    _next: int = 0
+    focused: bool = False
+    focus_calls: list[str | None] = field(default_factory=list)
+    reads: int = 0
 
     def read(self) -> FleetReading:
         if self.read_error is not None:
             raise self.read_error
-        reading = self.readings[min(self._next, len(self.readings) - 1)]
-        self._next += 1
-        return reading
+        reading = self.readings[min(self.reads, len(self.readings) - 1)]
+        self.reads += 1
+        if not self.focused:
+            return reading
+        opened = self.focus_calls[-1] if self.focus_calls else None
+        return replace(reading, hosts=tuple(h if h.name == opened else unopened(h) for h in reading.hosts))
+
+    def focus(self, host: str | None) -> None:
+        self.focus_calls.append(host)
 
     def series(self, span_s: float, host: str | None = None) -> FleetSeries | None:
         self.series_calls.append((span_s, host, threading.current_thread().name))

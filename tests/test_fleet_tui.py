@@ -5,6 +5,7 @@ the poller thread and the command's ways out."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -25,20 +26,23 @@ from fleet_factories import (
     host_name,
     scripted_fleet,
     seed_of,
+    unopened,
 )
 from test_tui import screen_text
 from textual.pilot import Pilot
 from textual.widgets._toast import Toast
 
 from tokentop.config import Config, PrometheusConfig
-from tokentop.fleet.model import FleetReading
+from tokentop.fleet.model import FleetHost, FleetReading
 from tokentop.fleet.poller import Poller
+from tokentop.fleet.prometheus_source import NOT_OPENED, PrometheusSource
 from tokentop.model import Window
 from tokentop.tui.engine_table import ENGINE_COLUMNS
 from tokentop.tui.fleet.app import NO_PAST, FleetApp
 from tokentop.tui.fleet.graph_points import SPANS, bucket_count, graph_points, graph_title
 from tokentop.tui.fleet.help import FleetHelpScreen
 from tokentop.tui.fleet.host_screen import HostScreen
+from tokentop.tui.fleet.host_table import gpu_models
 from tokentop.tui.fleet.widgets import PartsHeader, fleet_heights
 from tokentop.tui.gpu_table import GPU_COLUMNS
 from tokentop.tui.keys import FLEET_KEYS
@@ -74,6 +78,13 @@ async def settle(app: FleetApp, pilot: Pilot[None], *keys: str) -> None:
     await pilot.pause()
     await app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert condition(), "the condition never came true"
 
 
 def header_text(app: FleetApp) -> str:
@@ -221,6 +232,71 @@ async def test_enter_opens_a_host_in_the_local_tables_and_esc_goes_back() -> Non
         assert "Enter open" in screen_text(app).splitlines()[-1]
 
 
+def _idle(host: FleetHost) -> FleetHost:
+    """``host`` with no output token over its cost window (its engines up, nothing asked)."""
+    assert host.snapshot is not None
+    figures = host.snapshot.host
+    quiet = replace(figures, cost_window=replace(figures.cost_window, tokens_out=0.0))
+    return replace(host, snapshot=replace(host.snapshot, host=quiet))
+
+
+async def test_a_host_is_read_in_full_only_while_it_is_opened() -> None:
+    """A source that reads GPU rows for the opened host only (as Prometheus's for the screen):
+    the hosts table from each host's counts, the opened host's rows from the next reading."""
+    hosts = demo_hosts(4)
+    source = ScriptedSource([fleet_reading([_idle(hosts[0]), *hosts[1:]])], focused=True)
+    async with fleet_app(source) as (app, pilot):
+        assert source.focus_calls == []
+        table = app.host_table
+        shown = app.shown
+        assert shown is not None and all(h.snapshot and not h.snapshot.gpus for h in shown.hosts)
+        assert [table.cell_text(h.name, "gpus") for h in shown.hosts] == ["8× H200"] * 4  # from the counts
+        assert table.cell_text(host_name(0), "usd_mtok") == "idle"  # engines known: idle, not "—"
+        await settle(app, pilot, "down", "enter")
+        screen = app.screen
+        assert isinstance(screen, HostScreen) and source.focus_calls == [host_name(1)]
+        text = screen_text(app)
+        assert NOT_OPENED in text and "no GPU" not in text  # coming, not missing
+        assert "the engine rows come with the next refresh" in text
+        app.post_reading(source.read())  # the next refresh, with the opened host's rows
+        await settle(app, pilot)
+        snapshot = hosts[1].snapshot
+        assert snapshot is not None and len(screen.gpu_table.row_keys) == len(snapshot.gpus) == 8
+        assert screen.engine_table.row_keys == sorted(e.sample.name for e in snapshot.endpoints)
+        await settle(app, pilot, "escape")
+        assert not isinstance(app.screen, HostScreen) and source.focus_calls == [host_name(1), None]
+
+
+async def test_opening_a_host_has_the_poller_read_at_once() -> None:
+    """The real poller thread, refreshing once an hour: opening a host reads again now."""
+    source = ScriptedSource([fleet_reading(demo_hosts(3))], focused=True, refresh_s=3600.0)
+    app = FleetApp(Config(), source, handle_signals=False)
+    try:
+        async with app.run_test(size=(140, 45)) as pilot:
+            await until(lambda: app.shown is not None)
+            await settle(app, pilot, "down", "enter")
+            screen = app.screen
+            assert isinstance(screen, HostScreen)
+            await until(lambda: len(screen.gpu_table.row_keys) == 8)
+            assert source.reads == 2 and source.focus_calls == [host_name(1)]
+    finally:
+        app.poller.stop()
+
+
+def test_a_hosts_gpus_are_said_from_its_counts_when_its_rows_are_not_read() -> None:
+    (host,) = demo_hosts(1)
+    bare = unopened(host)
+    assert bare.snapshot is not None and bare.snapshot.gpus == () and bare.snapshot.host.gpu_count == 8
+    assert gpu_models(bare) == ("8× H200", ())
+    mixed = replace(bare, model_counts=(("NVIDIA H200", 4), ("NVIDIA L40S", 4)))
+    assert gpu_models(mixed) == ("4× H200, 4× L40S", ("8 GPUs",))  # as a host whose rows are read
+    models_only = replace(mixed, model_counts=(), models=("NVIDIA H200", "NVIDIA L40S"))
+    assert gpu_models(models_only) == ("8 GPUs: H200, L40S", ())
+    assert gpu_models(replace(models_only, models=("NVIDIA H200",))) == ("8× H200", ())
+    no_gpu = replace(bare, snapshot=replace(bare.snapshot, host=replace(bare.snapshot.host, gpu_count=0)))
+    assert gpu_models(no_gpu) == ("no GPU", ())
+
+
 # --- keys and sorting ------------------------------------------------------------------------------
 
 
@@ -326,13 +402,20 @@ async def test_100_hosts_at_80x24_scroll_and_no_figure_is_cut() -> None:
 
 async def test_ascii_only_draws_only_ascii_on_every_screen() -> None:
     source = scripted_fleet(5, down=(1,), stale=(2,))
+    source.focused = True  # the hosts' GPUs said from their counts; the opened host's rows read next
     screens = []
     async with fleet_app(source, size=(120, 40), config=Config(ascii_only=True)) as (app, pilot):
         screens.append(screen_text(app))
-        for keys in (("enter",), ("question_mark",), ("escape", "escape", "p")):
+        await settle(app, pilot, "enter")
+        screens.append(screen_text(app))  # its rows are coming
+        app.post_reading(source.read())
+        await settle(app, pilot)
+        screens.append(screen_text(app))  # they came
+        for keys in (("question_mark",), ("escape", "escape", "p")):
             await settle(app, pilot, *keys)
             screens.append(screen_text(app))
-    assert "* live" in screens[0] and "8x H200" in screens[0] and "| PAUSED" in screens[3]
+    assert "* live" in screens[0] and "8x H200" in screens[0] and "| PAUSED" in screens[-1]
+    assert "  0  H200" in screens[2]
     assert [i for i, screen in enumerate(screens) if not screen.isascii()] == []
 
 
@@ -386,6 +469,24 @@ def test_the_poller_thread_survives_raising_reads_and_sinks_and_stops() -> None:
         time.sleep(0.01)
     assert poller.reads >= 5 and poller.running  # every read raised, so did the sink: still alive
     poller.stop(join_s=30)
+    assert not poller.running
+
+
+def test_the_poller_reads_at_once_when_asked() -> None:
+    source = scripted_fleet(2)
+    source.refresh_s = 3600.0
+    poller = Poller(source)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 30
+        while poller.reads < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        poller.refresh_now()
+        while poller.reads < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert poller.reads == 2  # an hour before the next refresh was due
+    finally:
+        poller.stop(join_s=30)
     assert not poller.running
 
 
@@ -459,7 +560,13 @@ def test_run_live_closes_the_source_on_every_way_out(
     from tokentop.cli import fleet
 
     source = scripted_fleet(3)
-    monkeypatch.setattr(fleet, "build_source", lambda config: source)
+    built: list[bool] = []
+
+    def build_source(config: Config, *, live: bool = False) -> ScriptedSource:
+        built.append(live)
+        return source
+
+    monkeypatch.setattr(fleet, "build_source", build_source)
     original_run = FleetApp.run
 
     def headless_run(self: FleetApp, **kwargs: object) -> None:
@@ -478,11 +585,24 @@ def test_run_live_closes_the_source_on_every_way_out(
     before = set(threading.enumerate())
     config = Config(prometheus=PrometheusConfig(url="http://127.0.0.1:9"))
     assert fleet.run_live(config) == (0 if ending == "quit" else 143)
-    assert source.closed
+    assert source.closed and built == [True]  # the screen's source: GPU rows for the opened host only
     assert not [t for t in set(threading.enumerate()) - before if t.name == "tokentop-fleet-poller" and t.is_alive()]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     out = capsys.readouterr().out
     assert out.startswith("tokentop fleet, last reading at ") and "hosts 3/3 up" in out
+
+
+def test_the_screen_reads_prometheus_per_opened_host_and_snapshot_every_gpu() -> None:
+    from tokentop.cli.fleet import build_source
+
+    config = Config(prometheus=PrometheusConfig(url="http://127.0.0.1:9"))
+    live, full = build_source(config, live=True), build_source(config)
+    try:
+        assert isinstance(live, PrometheusSource) and isinstance(full, PrometheusSource)
+        assert live.detail == "focused" and full.detail == "all"
+    finally:
+        live.close()
+        full.close()
 
 
 def test_run_live_says_in_one_line_when_the_source_cannot_be_had(

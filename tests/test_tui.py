@@ -25,6 +25,7 @@ from factories import build_snapshot
 from rich.cells import cell_len
 from rich.color import ColorSystem
 from textual.pilot import Pilot
+from textual.widgets._toast import Toast
 
 import tokentop
 from tokentop.config import ApiPrice, Config, CostConfig
@@ -38,6 +39,7 @@ from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
 from tokentop.tui.columns import DEFAULT_BANDS, Cell, CostBands, cost_bands, fit_columns
 from tokentop.tui.engine_table import engine_status, model_forms
+from tokentop.tui.events import LogLine
 from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows
 from tokentop.tui.history import HOST, WINDOWS, LiveHistory
 from tokentop.tui.host import FixedHost, HostUsage, PsutilHost
@@ -718,6 +720,22 @@ async def test_logging_goes_to_the_screen_not_the_terminal(rig: Rig, capsys: pyt
         assert "WARNING collector hiccup" in screen_text(app)
     captured = capsys.readouterr()
     assert "collector hiccup" not in captured.err + captured.out
+
+
+async def test_a_notification_is_shown_as_text_never_as_markup(rig: Rig) -> None:
+    """Endpoint names and error texts are not ours to write: brackets in them neither style,
+    act nor raise."""
+    text = "llama [/x] failed: [@click=app.quit]quit[/] [link=http://x]"
+    app = rig.app()
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:  # toasts drawn, as for a user
+        rig.tick(2)
+        await pilot.pause()
+        app.post_message(LogLine(logging.ERROR, text, time.time()))
+        await pilot.pause()
+        assert list(app.announcements) == [text]
+        toast = app.screen.query_one(Toast)
+        assert str(toast.render()) == text  # the toast, as written
+        assert app.is_running and app.return_code is None
 
 
 async def test_sighup_ends_the_app_cleanly(rig: Rig) -> None:

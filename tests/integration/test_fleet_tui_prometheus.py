@@ -58,7 +58,7 @@ async def _until(condition: object, timeout_s: float = 60.0) -> None:
 async def test_the_fleet_screen_over_a_real_prometheus(prometheus: tuple[Prometheus, dict[str, ExportedHost]]) -> None:
     server, hosts = prometheus
     settings = PrometheusConfig(url=server.url, refresh_s=1.0, rate_window_s=5.0, cost_window_s=10.0)
-    source = PrometheusSource(Config(prometheus=settings), stale_after_s=5.0)
+    source = PrometheusSource(Config(prometheus=settings), stale_after_s=5.0, detail="focused")  # as the screen's
     app = FleetApp(Config(prometheus=settings), source, handle_signals=False)  # the real poller thread
     try:
         async with app.run_test(size=(120, 40)) as pilot:
@@ -76,15 +76,18 @@ async def test_the_fleet_screen_over_a_real_prometheus(prometheus: tuple[Prometh
             assert "hosts 3/3 up" in header and f"{reading.fleet.gpu_count} GPUs" in header
             assert f" {fmt_usd(reading.fleet.usd_per_mtok)}/Mtok  10s" in header
             assert f"out {fmt_tok_s(reading.fleet.rate_window.tok_s_out)} in" in header
+            assert all(h.snapshot is not None and not h.snapshot.gpus for h in reading.hosts)  # none opened
+            assert [app.host_table.cell_text(name, "gpus") for name in HOSTS] == ["8× H200"] * 3  # from the counts
             await pilot.press("down", "enter")
             await pilot.pause()
             screen = app.screen
-            assert isinstance(screen, HostScreen) and screen.host_name == "h2"
-            await _until(lambda: len(screen.gpu_table.row_keys) == 8)
+            assert isinstance(screen, HostScreen) and screen.host_name == "h2" and source.focused == "h2"
+            await _until(lambda: len(screen.gpu_table.row_keys) == 8)  # its rows, from the read after focus
             await app.workers.wait_for_complete()
             await pilot.pause()
             assert screen.graph.title.startswith(" History · host h2 · last 1 h") and screen.graph.note is None
             await pilot.press("escape")
+            assert source.focused is None
             hosts["h3"].stop()  # its series stop: the screen says so
             await _until(lambda: app.shown is not None and any(h.state != "up" for h in app.shown.hosts), 90.0)
             await pilot.pause()

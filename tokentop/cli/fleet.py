@@ -13,12 +13,11 @@ import logging
 import sys
 import threading
 
-from tokentop.cli.watchdog import ExitWatchdog
+from tokentop.cli.watchdog import run_watched
 from tokentop.config import Config, ConfigError
 from tokentop.fleet.model import FleetReading, FleetSource
 from tokentop.fleet.poller import Poller, windows_of
 from tokentop.text import safe_text
-from tokentop.tui import logs_on_screen
 from tokentop.tui.columns import cost_bands
 from tokentop.tui.fleet.header_parts import clock, fleet_header_rows
 from tokentop.tui.header_parts import plain_text
@@ -32,12 +31,14 @@ class SourceUnavailable(Exception):
     """The fleet source cannot be had; the message is the one line to print."""
 
 
-def build_source(config: Config) -> FleetSource:
-    """The source ``config.fleet_source`` names (``prometheus`` or ``ssh``)."""
+def build_source(config: Config, *, live: bool = False) -> FleetSource:
+    """The source ``config.fleet_source`` names (``prometheus`` or ``ssh``). ``live``: for the
+    fleet screen, which reads per-GPU rows only for the host it has opened (``focus``); else
+    every host's GPUs (``snapshot --json``)."""
     if config.fleet_source == "prometheus":
         from tokentop.fleet.prometheus_source import PrometheusSource
 
-        return PrometheusSource(config)
+        return PrometheusSource(config, detail="focused" if live else "all")
     if config.fleet_source == "ssh":
         from tokentop.fleet.ssh import SshSource
 
@@ -45,11 +46,11 @@ def build_source(config: Config) -> FleetSource:
     raise ValueError(f"no fleet source is set (fleet_source={config.fleet_source!r})")
 
 
-def open_source(config: Config) -> FleetSource:
+def open_source(config: Config, *, live: bool = False) -> FleetSource:
     """``build_source``, its failures as ``SourceUnavailable`` (bad settings stay ``ConfigError``:
     one line and exit code 2, from ``main``)."""
     try:
-        return build_source(config)
+        return build_source(config, live=live)
     except ConfigError:
         raise
     except ImportError as exc:
@@ -85,7 +86,7 @@ def run_live(config: Config) -> int:
     """Run the fleet view until the user quits, a signal or a lost terminal ends it; returns the
     exit code (1 when the source cannot be built)."""
     try:
-        source = open_source(config)
+        source = open_source(config, live=True)
     except SourceUnavailable as exc:
         say(str(exc))
         return 1
@@ -93,15 +94,7 @@ def run_live(config: Config) -> int:
 
     poller = Poller(source, windows=windows_of(config))
     closer = Closer(poller, source)
-    watchdog = ExitWatchdog(closer.close)
-    app = FleetApp(config, source, poller=poller, on_end=watchdog.arm)
-    watchdog.start()
-    try:
-        with logs_on_screen(app):
-            app.run()
-    finally:
-        watchdog.done()
-        closer.close()
+    app = run_watched(lambda on_end: FleetApp(config, source, poller=poller, on_end=on_end), closer.close)
     if app.ended_by not in ("hangup", "terminal lost"):  # a terminal to print on
         _print_last(app.latest, config)
     return app.return_code or 0

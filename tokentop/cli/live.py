@@ -16,9 +16,9 @@ import threading
 from typing import TYPE_CHECKING, TextIO, cast
 
 from tokentop.cli.runtime import Runtime, build_runtime, open_store
-from tokentop.cli.watchdog import ExitWatchdog
+from tokentop.cli.watchdog import run_watched
 from tokentop.config import Config
-from tokentop.tui import TokentopApp, logs_on_screen, short_summary
+from tokentop.tui import TokentopApp, short_summary
 from tokentop.tui.host import DemoProcessHost
 from tokentop.units import to_ascii
 
@@ -109,16 +109,8 @@ def _run_app(startup: Startup, config: Config, *, summary: str) -> int:
     or a few lines from the last snapshot when there is no history. Returns the exit code: 0
     on quit, 129 on hangup or a lost terminal, 143 on SIGTERM, 1 when it could not start.
     """
-    watchdog = ExitWatchdog(startup.stop)
     host = DemoProcessHost(config.seed) if config.demo else None
-    app = TokentopApp(config, startup=startup.begin, on_end=watchdog.arm, host=host)
-    watchdog.start()
-    try:
-        with logs_on_screen(app):
-            app.run()
-    finally:
-        watchdog.done()
-        startup.stop()
+    app = run_watched(lambda on_end: TokentopApp(config, startup=startup.begin, on_end=on_end, host=host), startup.stop)
     store = startup.store
     for line in startup.said:
         _say(line + "\n")

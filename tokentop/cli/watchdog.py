@@ -6,6 +6,8 @@ full queue. The app calls ``arm`` as soon as a hangup, SIGTERM or a lost termina
 the signal handler, so even when the event loop is stuck); if the app has not returned
 ``grace_s`` later, the watchdog says its last words (stops the sampler, which closes the
 history) and ends the process with the exit code it was armed with.
+
+``run_watched`` is how both live views (``cli.live``, ``cli.fleet``) run their app with one.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+
+class _Runs(Protocol):
+    def run(self) -> object: ...
+
+
+AppT = TypeVar("AppT", bound=_Runs)
 
 
 class ExitWatchdog:
@@ -54,3 +64,22 @@ class ExitWatchdog:
         closing.join(self.last_words_s)
         if not self._done.is_set():
             os._exit(self._code)
+
+
+def run_watched(make_app: Callable[[Callable[[str, int], None]], AppT], last_words: Callable[[], None]) -> AppT:
+    """Build the app (``make_app`` gets the watchdog's ``arm`` for its ``on_end``), run it with
+    log records on its screen, and say ``last_words`` however it ends: once, from here or from
+    the watchdog when the app is stuck on a terminal that is gone (``last_words`` must be safe
+    to call twice). Returns the app, ended."""
+    from tokentop.tui import logs_on_screen
+
+    watchdog = ExitWatchdog(last_words)
+    app = make_app(watchdog.arm)
+    watchdog.start()
+    try:
+        with logs_on_screen(app):
+            app.run()
+    finally:
+        watchdog.done()
+        last_words()
+    return app

@@ -39,6 +39,9 @@ class FleetHost:
     engines_up: int = 0
     engines_total: int = 0
     join: str | None = None  # agentless sources: how GPUs were joined to servers ("pod", "host")
+    # GPUs per model, when the source read the host's counts but not its GPU rows (empty
+    # ``snapshot.gpus``: a Prometheus host that is not opened); () when not known that way.
+    model_counts: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,12 @@ class FleetSource(Protocol):
     def series(self, span_s: float, host: str | None = None) -> FleetSeries | None:
         """Graph points over the last ``span_s`` (the fleet when ``host`` is None); None when the
         source keeps no past or it cannot be read now."""
+        ...
+
+    def focus(self, host: str | None) -> None:
+        """Read per-GPU detail for ``host`` (the one the user opened) from the next refresh on;
+        None: for no host. Called from the UI thread while ``read`` may run on another. A source
+        whose readings always carry every GPU does nothing."""
         ...
 
     def close(self) -> None: ...

@@ -71,6 +71,7 @@ class Poller:
         self.reads = 0
         self._last_good: FleetReading | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by ``refresh_now`` and ``stop``: the wait ends early
         self._thread: threading.Thread | None = None
 
     def poll_once(self) -> FleetReading:
@@ -99,16 +100,24 @@ class Poller:
         self._thread = threading.Thread(target=self._run, name="tokentop-fleet-poller", daemon=True)
         self._thread.start()
 
+    def refresh_now(self) -> None:
+        """Read again without waiting for the rest of ``refresh_s`` (any thread): after the
+        reading in flight, if there is one, else at once. The app calls it when it asks the
+        source for another host's GPU rows (``FleetSource.focus``)."""
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             self.poll_once()
-            self._stop.wait(max(0.0, self.source.refresh_s - (time.monotonic() - started)))
+            self._wake.wait(max(0.0, self.source.refresh_s - (time.monotonic() - started)))
+            self._wake.clear()  # a wake set during the next read is kept for the wait after it
 
     def stop(self, join_s: float = 1.0) -> None:
         """Ask the thread to end and wait up to ``join_s`` for it (a read in flight may take
         longer: closing the source ends it, and the daemon thread never holds the process)."""
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(join_s)

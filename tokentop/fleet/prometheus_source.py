@@ -217,6 +217,7 @@ class PrometheusSource:
             snapshot=snapshot,
             age_s=age,
             models=read.models,
+            model_counts=read.model_counts or (),
             engines_up=engines[0],
             engines_total=engines[1],
             join=read.join,

@@ -292,6 +292,9 @@ class SshSource:
         step = max(self.refresh_s, span / MAX_SERIES_POINTS)
         return series_of([feed.recent(end - span - step) for feed in feeds], span, step, end)
 
+    def focus(self, host: str | None) -> None:
+        """Nothing to do: every feed carries all its host's GPUs."""
+
     def all_settled(self) -> bool:
         """Every host has had its first reading with rates (two ticks), or is down."""
         hosts = [feed.fleet_host() for feed in self.feeds]

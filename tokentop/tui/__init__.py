@@ -1,7 +1,8 @@
 """The live view (Textual). Only this package imports Textual.
 
-``tokentop.cli.live`` runs ``TokentopApp`` inside ``logs_on_screen`` and prints ``short_summary``
-when there is no history to summarise. ``TokentopApp`` (and with it Textual) is imported when
+``tokentop.cli.live`` runs ``TokentopApp`` inside ``logs_on_screen`` (``cli.watchdog.run_watched``,
+as ``cli.fleet`` the fleet's app) and prints ``short_summary`` when there is no history to
+summarise. ``TokentopApp`` (and with it Textual) is imported when
 first asked for: the modules that make rows and columns without drawing them (``gpu_table``,
 ``engine_table``, ``processes``, ``host``, ``header_parts``) load without Textual, for
 ``tokentop --once``.

@@ -15,28 +15,23 @@ Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (
 Beside it: ``events.py`` (the messages that cross threads), ``workers.py`` (what runs on worker
 threads: store reads, the summary file), ``host.py`` (the host's CPU and memory, who runs each GPU
 process), ``notices.py`` (the message line, notifications of changes, the log for the help
-screen) and ``terminal.py`` (``--ascii`` and 16-colour terminals). The graph fetches its own
-data (``widgets/graph.py``).
+screen), ``terminal_app.py`` (how the app ends, ``--ascii`` and 16-colour terminals: shared with
+the fleet view). The graph fetches its own data (``widgets/graph.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
 import socket
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.filter import LineFilter
 from textual.message import Message
 from textual.widgets import Footer
 
@@ -44,23 +39,23 @@ from tokentop.changes import changes
 from tokentop.config import Config
 from tokentop.model import GpuProcess, Snapshot
 from tokentop.tui.columns import cost_bands, window_labels
-from tokentop.tui.engine_table import ENGINE_COLUMNS, EngineRow, engine_rows
+from tokentop.tui.engine_table import EngineRow, engine_rows
 from tokentop.tui.events import LogLine, ProcessesDescribed, SnapshotReady
-from tokentop.tui.gpu_table import GPU_COLUMNS, GpuRow, gpu_rows, gpu_sub_rows
+from tokentop.tui.gpu_table import GpuRow, gpu_rows, gpu_sub_rows
 from tokentop.tui.history import LiveHistory
 from tokentop.tui.host import HostReader, HostUsage, PsutilHost
 from tokentop.tui.keys import bindings
 from tokentop.tui.notices import current_messages, help_log
-from tokentop.tui.processes import PROCESS_COLUMNS, ProcessInfo, ProcessRow, process_rows
+from tokentop.tui.processes import ProcessInfo, ProcessRow, process_rows
 from tokentop.tui.screens.details import DetailsScreen
 from tokentop.tui.screens.help import HelpScreen
 from tokentop.tui.session import short_summary
-from tokentop.tui.terminal import ANSI_THEMES, AsciiFilter, theme_for
+from tokentop.tui.terminal_app import TERMINAL_LOST, TerminalApp
 from tokentop.tui.widgets.graph import HistoryGraph
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.messages import MessageBar
-from tokentop.tui.widgets.panels import Panels
+from tokentop.tui.widgets.panels import Panels, host_panels
 from tokentop.tui.workers import SeriesStore, write_summary_file
 
 __all__ = ["LiveSource", "LogLine", "SeriesStore", "TokentopApp"]
@@ -90,7 +85,7 @@ class StartFailed(Message):
     """What the app was to show could not be set up; the app ends with exit code 1."""
 
 
-class TokentopApp(App[None]):
+class TokentopApp(TerminalApp):
     CSS_PATH = "tokentop.tcss"
     ENABLE_COMMAND_PALETTE = False
     TITLE = "tokentop"
@@ -111,18 +106,13 @@ class TokentopApp(App[None]):
         startup: Callable[[TokentopApp], None] | None = None,
         on_end: Callable[[str, int], None] | None = None,
     ) -> None:
-        """``terminal_fd``: the terminal to watch for an SSH drop (default: standard input when
-        it is a terminal and the app is not headless). ``host``: where the host's CPU and memory
-        and the GPU processes' owners are read (default: this machine, through psutil).
-        ``startup``: called on the event loop once the first screen is drawn, to build the
-        sampler and hand it over with ``attach`` (when ``sampler`` is not given). ``on_end``:
-        called with why and the exit code as soon as a signal or a lost terminal ends the app."""
-        super().__init__()
-        self._ascii = AsciiFilter() if config.ascii_only else None
-        for theme in ANSI_THEMES.values():
-            self.register_theme(theme)
-        if not self.no_color:  # the terminal's own colours where it has only 16
-            self.theme = theme_for(True, self.console.color_system)
+        """``host``: where the host's CPU and memory and the GPU processes' owners are read
+        (default: this machine, through psutil). ``startup``: called on the event loop once the
+        first screen is drawn, to build the sampler and hand it over with ``attach`` (when
+        ``sampler`` is not given). ``terminal_fd``, ``on_end``: as ``TerminalApp``."""
+        super().__init__(
+            ascii_only=bool(config.ascii_only), handle_signals=handle_signals, terminal_fd=terminal_fd, on_end=on_end
+        )
         self.config = config
         self.bands = cost_bands(config.cost)  # how $/Mtok is coloured
         self.sampler = sampler
@@ -131,15 +121,12 @@ class TokentopApp(App[None]):
         self.summary_dir = summary_dir or Path.cwd()
         self._summary_dir_given = summary_dir is not None
         self._startup = startup
-        self.on_end = on_end
         self.start_sampler = start_sampler
-        self.handle_signals = handle_signals
         self.history = LiveHistory()
         self.latest: Snapshot | None = None  # the newest tick sampled
         self.shown: Snapshot | None = None  # the tick on screen: every panel draws this one
         self.paused = False
         self.selected: str | None = None  # UUID of the selected GPU
-        self.announcements: deque[str] = deque(maxlen=100)  # what was notified, newest last
         self.log_lines: deque[tuple[float, int, str]] = deque(maxlen=100)
         self.processes: dict[str, tuple[GpuProcess, ...]] = {}  # last list read, per UUID
         self.host = host or PsutilHost()
@@ -147,37 +134,20 @@ class TokentopApp(App[None]):
         self.process_info: dict[int, ProcessInfo] = {}  # who runs each GPU process, by PID
         self._describing: set[int] = set()  # PIDs being read on a worker
         self.show_processes = False
-        self.ended_by: str | None = None
         self.summary_path: Path | None = None
-        self._tty_fd = terminal_fd
-        self._signals: dict[int, object] = {}  # the handlers the app's replaced
 
     # -- structure --
 
     def compose(self) -> ComposeResult:
         yield HeaderBar(self.host_name, self.config.cost, self.bands, id="header")
-        gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text="reading the GPUs…", id="gpus")
-        engines = GridTable(
-            ENGINE_COLUMNS,
-            default_sort="name",
-            id="engines",
-            show_cursor=False,
-            show_sort=False,
-            empty_text="no inference endpoint yet (looking for local servers)",
-        )
-        engines.can_focus = False
-        processes = GridTable(
-            PROCESS_COLUMNS,
-            default_sort="gpu",
-            id="processes",
-            show_cursor=False,
-            show_sort=False,
-            empty_text="no process holds GPU memory, or the lists are not read yet (every few seconds)",
-        )
-        processes.can_focus = False
-        processes.display = False  # P shows it
         graph = HistoryGraph(self.history, self.config.interval_s, self.store, id="graph")
-        yield Panels(gpus, processes, engines, graph, id="panels")
+        yield host_panels(  # the process table hidden: P shows it
+            graph,
+            gpus_empty="reading the GPUs…",
+            engines_empty="no inference endpoint yet (looking for local servers)",
+            processes_empty="no process holds GPU memory, or the lists are not read yet (every few seconds)",
+            id="panels",
+        )
         yield MessageBar(id="messages")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -197,20 +167,10 @@ class TokentopApp(App[None]):
     def graph(self) -> HistoryGraph:
         return self.query_one("#graph", HistoryGraph)
 
-    def get_line_filters(self) -> Sequence[LineFilter]:
-        """Textual's (NO_COLOR's among them), then with ``--ascii`` the one that makes every
-        character drawn ASCII."""
-        filters = super().get_line_filters()
-        return filters if self._ascii is None else [*filters, self._ascii]
-
     def on_mount(self) -> None:
         self.gpu_table.focus()
         self.query_one(HeaderBar).show(None, "starting")
-        if self.handle_signals:
-            self._install_signal_handlers()
-        if self._tty_fd is None and not self.is_headless:
-            fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else -1
-            self._tty_fd = fd if fd >= 0 and os.isatty(fd) else None
+        self.watch_terminal()
         if self.sampler is not None:
             self._use_sampler(self.sampler, self.store)
         if self._startup is not None:
@@ -219,8 +179,7 @@ class TokentopApp(App[None]):
     def on_unmount(self) -> None:
         if self.sampler is not None:
             self.sampler.sink = None
-        for sig, previous in self._signals.items():
-            signal.signal(sig, previous)  # type: ignore[arg-type]
+        self.unwatch_terminal()
 
     # -- the sampler, when it is built after the first screen --
 
@@ -252,43 +211,6 @@ class TokentopApp(App[None]):
         if self.start_sampler:
             sampler.start()
 
-    # -- ending --
-
-    def _install_signal_handlers(self) -> None:
-        """SIGHUP and SIGTERM end the app. The handler runs in Python's own signal handling, not
-        on the event loop: ``on_end`` is called even when the loop is stuck writing to a
-        terminal that is gone; the loop is then asked to end the app."""
-        loop = asyncio.get_running_loop()
-        for sig, why, code in ((signal.SIGHUP, "hangup", 129), (signal.SIGTERM, "terminated", 143)):
-
-            def handler(signum: int, frame: object, why: str = why, code: int = code) -> None:
-                if self.on_end is not None:
-                    self.on_end(why, code)
-                loop.call_soon_threadsafe(self.end, why, code)
-
-            try:
-                self._signals[sig] = signal.signal(sig, handler)
-            except (ValueError, OSError):  # not the main thread, or no such signal
-                continue
-
-    def end(self, why: str, code: int) -> None:
-        """Leave the app because of something outside it (a signal, a lost terminal)."""
-        if self.on_end is not None:
-            self.on_end(why, code)
-        if self.ended_by is None:
-            self.ended_by = why
-        self.exit(return_code=code)
-
-    def _terminal_alive(self) -> bool:
-        """False once the controlling terminal is gone (an SSH drop): its ioctls fail."""
-        if self._tty_fd is None:
-            return True
-        try:
-            os.get_terminal_size(self._tty_fd)
-        except OSError:
-            return False
-        return True
-
     # -- data in (any thread) --
 
     def post_snapshot(self, snapshot: Snapshot) -> None:
@@ -306,8 +228,8 @@ class TokentopApp(App[None]):
         snapshot = message.snapshot
         previous, self.latest = self.latest, snapshot
         self._announce_changes(previous, snapshot)
-        if not self._terminal_alive():
-            self.end("terminal lost", 129)
+        if not self.terminal_alive():
+            self.end(*TERMINAL_LOST)
             return
         if self.paused:  # the screen keeps the tick it shows; only the banner counts on
             self.query_one(HeaderBar).show(self.shown, self._state())
@@ -406,10 +328,6 @@ class TokentopApp(App[None]):
 
     # -- notifications --
 
-    def _notify(self, text: str, severity: str = "information") -> None:
-        self.announcements.append(text)
-        self.notify(text, severity=severity, timeout=6)  # type: ignore[arg-type]
-
     def _announce_changes(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """Say once when an endpoint goes down or comes back, a GPU is lost or returns, or a
         new message appears; the screen shows the lasting state."""
@@ -461,10 +379,6 @@ class TokentopApp(App[None]):
         self.query_one(HeaderBar).show(self.shown, self._state())
         if not self.paused:
             self.draw()
-
-    def action_toggle_theme(self) -> None:
-        colours = None if self.no_color else self.console.color_system
-        self.theme = theme_for(not self.current_theme.dark, colours)
 
     def action_details(self) -> None:
         if isinstance(self.screen, DetailsScreen):

@@ -7,24 +7,20 @@ worker thread and kept for a minute. Nothing here queries Prometheus or runs ssh
 
 Screens: the hosts (this app's own), a host opened with Enter (``HostScreen``: the local view's
 GPU and engine tables over the host's snapshot), and help. Keys come from ``keys.FLEET_KEYS``.
+Opening a host tells the source (``FleetSource.focus``: a Prometheus source then reads that
+host's GPU rows) and has the poller read at once; Esc tells it no host is opened.
 Tests drive it without threads: ``start_poller=False`` and ``post_reading`` from the test.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.filter import LineFilter
 from textual.widgets import Footer
 
 from tokentop.config import Config
@@ -41,7 +37,7 @@ from tokentop.tui.fleet.host_table import HOST_COLUMNS, HostRow, host_rows
 from tokentop.tui.fleet.notices import fleet_changes, fleet_messages
 from tokentop.tui.fleet.widgets import FleetGraph, FleetPanels, PartsHeader
 from tokentop.tui.keys import FLEET_KEYS, bindings
-from tokentop.tui.terminal import ANSI_THEMES, AsciiFilter, theme_for
+from tokentop.tui.terminal_app import TERMINAL_LOST, TerminalApp
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.messages import MessageBar
 from tokentop.units import fmt_window
@@ -50,7 +46,7 @@ SERIES_REFRESH_S = 60.0  # a graph's past is read again after this long (its bar
 NO_PAST = "no past from this source: it keeps no history, or cannot give it now"
 
 
-class FleetApp(App[None]):
+class FleetApp(TerminalApp):
     CSS_PATH = "../tokentop.tcss"
     ENABLE_COMMAND_PALETTE = False
     TITLE = "tokentop fleet"
@@ -68,21 +64,15 @@ class FleetApp(App[None]):
         on_end: Callable[[str, int], None] | None = None,
     ) -> None:
         """``poller``: reads ``source`` and hands readings to this app (default: one made here).
-        ``terminal_fd``: the terminal to watch for an SSH drop (default: standard input when it
-        is a terminal and the app is not headless). ``on_end``: called with why and the exit
-        code as soon as a signal or a lost terminal ends the app (the CLI's watchdog)."""
-        super().__init__()
-        self._ascii = AsciiFilter() if config.ascii_only else None
-        for theme in ANSI_THEMES.values():
-            self.register_theme(theme)
-        if not self.no_color:  # the terminal's own colours where it has only 16
-            self.theme = theme_for(True, self.console.color_system)
+        ``terminal_fd``, ``on_end``: as ``TerminalApp`` (``on_end``: the command's watchdog)."""
+        super().__init__(
+            ascii_only=bool(config.ascii_only), handle_signals=handle_signals, terminal_fd=terminal_fd, on_end=on_end
+        )
         self.config = config
         self.source = source
         self.bands = cost_bands(config.cost)
         self.poller = poller if poller is not None else Poller(source, windows=windows_of(config))
         self.start_poller = start_poller
-        self.handle_signals = handle_signals
         self.latest: FleetReading | None = None  # the newest reading
         self.shown: FleetReading | None = None  # the reading on screen
         self.readings = 0  # readings received (the newest's number)
@@ -91,11 +81,6 @@ class FleetApp(App[None]):
         self.span_index = 0  # into ``SPANS``
         self.series: dict[SeriesKey, tuple[float, FleetSeries | None, str | None]] = {}
         self._fetching: set[SeriesKey] = set()
-        self.announcements: deque[str] = deque(maxlen=100)
-        self.ended_by: str | None = None
-        self._tty_fd = terminal_fd
-        self.on_end = on_end
-        self._signals: dict[int, object] = {}  # the handlers the app replaced
 
     # -- structure --
 
@@ -122,62 +107,17 @@ class FleetApp(App[None]):
         """The opened host, when it is the screen on top."""
         return self.screen if isinstance(self.screen, HostScreen) else None
 
-    def get_line_filters(self) -> Sequence[LineFilter]:
-        filters = super().get_line_filters()
-        return filters if self._ascii is None else [*filters, self._ascii]
-
     def on_mount(self) -> None:
         self.host_table.focus()
         self.query_one(PartsHeader).show_data(None, "starting")
-        if self.handle_signals:
-            self._install_signal_handlers()
-        if self._tty_fd is None and not self.is_headless:
-            fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else -1
-            self._tty_fd = fd if fd >= 0 and os.isatty(fd) else None
+        self.watch_terminal()
         self.poller.sink = self.post_reading
         if self.start_poller:
             self.poller.start()
 
     def on_unmount(self) -> None:
         self.poller.sink = None
-        for sig, previous in self._signals.items():
-            signal.signal(sig, previous)  # type: ignore[arg-type]
-
-    # -- ending: as the local view (0 on quit, 129 on hangup or a lost terminal, 143 on SIGTERM) --
-
-    def _install_signal_handlers(self) -> None:
-        """SIGHUP and SIGTERM end the app. The handler runs in Python's signal handling, not on
-        the event loop: ``on_end`` is called even when the loop is stuck writing to a terminal
-        that is gone; the loop is then asked to end the app."""
-        loop = asyncio.get_running_loop()
-        for sig, why, code in ((signal.SIGHUP, "hangup", 129), (signal.SIGTERM, "terminated", 143)):
-
-            def handler(signum: int, frame: object, why: str = why, code: int = code) -> None:
-                if self.on_end is not None:
-                    self.on_end(why, code)
-                loop.call_soon_threadsafe(self.end, why, code)
-
-            try:
-                self._signals[sig] = signal.signal(sig, handler)
-            except (ValueError, OSError):  # not the main thread, or no such signal
-                continue
-
-    def end(self, why: str, code: int) -> None:
-        """Leave the app because of something outside it (a signal, a lost terminal)."""
-        if self.on_end is not None:
-            self.on_end(why, code)
-        if self.ended_by is None:
-            self.ended_by = why
-        self.exit(return_code=code)
-
-    def _terminal_alive(self) -> bool:
-        if self._tty_fd is None:
-            return True
-        try:
-            os.get_terminal_size(self._tty_fd)
-        except OSError:
-            return False
-        return True
+        self.unwatch_terminal()
 
     # -- data in (any thread) --
 
@@ -190,8 +130,8 @@ class FleetApp(App[None]):
         self.readings += 1
         for text, severity in fleet_changes(previous, message.reading):
             self._notify(text, severity)
-        if not self._terminal_alive():
-            self.end("terminal lost", 129)
+        if not self.terminal_alive():
+            self.end(*TERMINAL_LOST)
             return
         if self.paused:
             self._draw_header()
@@ -286,14 +226,6 @@ class FleetApp(App[None]):
         self.series[message.key] = (time.monotonic(), message.series, message.error)
         self._draw_graph()
 
-    # -- notifications --
-
-    def _notify(self, text: str, severity: str = "information") -> None:
-        """A toast, as plain text: a host's reason (ssh's stderr, a remote's words) may hold
-        ``[`` ``]``, which as markup would style, link, run an action or raise."""
-        self.announcements.append(text)
-        self.notify(text, severity=severity, timeout=6, markup=False)  # type: ignore[arg-type]
-
     # -- keys --
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -334,14 +266,20 @@ class FleetApp(App[None]):
         self._paint()
 
     def action_open_host(self) -> None:
+        """Open the host under the cursor, and ask the source for its GPU rows at once (a
+        source that reads them for the opened host only has none yet)."""
         name = self.host_table.cursor_key
         if self.host_screen is not None or name is None:
             return
+        self.source.focus(name)
+        self.poller.refresh_now()
         self.push_screen(HostScreen(name, self.bands))
         self.call_after_refresh(self._paint)
 
     def action_close_host(self) -> None:
+        """Back to the fleet; the source stops reading the host's rows from its next refresh."""
         if self.host_screen is not None:
+            self.source.focus(None)
             self.pop_screen()
             self.call_after_refresh(self._paint)
 
@@ -355,7 +293,3 @@ class FleetApp(App[None]):
             self._draw_header()
         else:
             self.draw()
-
-    def action_toggle_theme(self) -> None:
-        colours = None if self.no_color else self.console.color_system
-        self.theme = theme_for(not self.current_theme.dark, colours)

@@ -4,19 +4,13 @@ opened host's tables means. Built with the local help screen's pieces; it scroll
 
 from __future__ import annotations
 
-from rich.table import Table
-from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import VerticalScroll
-from textual.widgets import Static
-
 from tokentop.fleet.ssh import SERIES_KEEP_S
 from tokentop.tui.columns import CostBands
 from tokentop.tui.engine_table import ENGINE_COLUMNS
 from tokentop.tui.fleet.host_table import HOST_COLUMNS
 from tokentop.tui.gpu_table import GPU_COLUMNS
 from tokentop.tui.keys import FLEET_KEYS, FLEET_MOUSE
-from tokentop.tui.screens.help import HelpScreen, _columns_table, _messages_section, _two_columns
+from tokentop.tui.screens.help import HelpScreen, help_body, keys_tables, messages_section
 
 NOTES = (
     (
@@ -47,41 +41,26 @@ NOTES = (
 )
 
 
-def _keys_tables() -> list[object]:
-    keys = _two_columns("Keys")
-    for key in FLEET_KEYS:
-        keys.add_row(key.display, key.help)
-    keys.add_row("Esc", "Close this screen.")
-    mouse = _two_columns("Mouse")
-    for what, meaning in FLEET_MOUSE:
-        mouse.add_row(what, meaning)
-    return [keys, Text(""), mouse]
-
-
 def fleet_help_renderables(windows: dict[str, str], messages: tuple[str, ...], bands: CostBands) -> list[object]:
-    notes: Table = _two_columns("Reading the figures")
-    for word, meaning in NOTES:
-        notes.add_row(word, meaning.format(bands=bands.describe(), **windows))
-    return [
-        *_messages_section(messages, ()),
-        *_keys_tables(),
-        Text(""),
-        notes,
-        Text(""),
-        _columns_table("Hosts table", HOST_COLUMNS, windows),
-        Text(""),
-        _columns_table("A host's GPU table (Enter)", GPU_COLUMNS, windows),
-        Text(""),
-        _columns_table("A host's engine table", ENGINE_COLUMNS, windows),
-    ]
+    keys = [(key.display, key.help) for key in FLEET_KEYS] + [("Esc", "Close this screen.")]
+    return help_body(
+        messages_section(messages, ()),
+        keys_tables(keys, FLEET_MOUSE),
+        NOTES,
+        (
+            ("Hosts table", HOST_COLUMNS),
+            ("A host's GPU table (Enter)", GPU_COLUMNS),
+            ("A host's engine table", ENGINE_COLUMNS),
+        ),
+        windows,
+        bands,
+    )
 
 
 class FleetHelpScreen(HelpScreen):
     """The local help screen (its keys, frame and styles) with the fleet's content."""
 
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="help-body") as body:
-            body.border_title = "tokentop fleet help"
-            body.border_subtitle = "↑↓ PgUp PgDn scroll · Esc or ? closes · q quits"
-            for renderable in fleet_help_renderables(self.windows, self.messages, self.bands):
-                yield Static(renderable)  # type: ignore[arg-type]
+    heading = "tokentop fleet help"
+
+    def renderables(self) -> list[object]:
+        return fleet_help_renderables(self.windows, self.messages, self.bands)

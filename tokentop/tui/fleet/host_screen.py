@@ -12,15 +12,19 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from tokentop.fleet.model import FleetHost, FleetReading
+from tokentop.model import Snapshot
 from tokentop.tui.columns import CostBands, window_labels
-from tokentop.tui.engine_table import ENGINE_COLUMNS, engine_rows
+from tokentop.tui.engine_table import engine_rows
 from tokentop.tui.fleet.header_parts import host_header_rows
 from tokentop.tui.fleet.widgets import FleetGraph, PartsHeader
-from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows, gpu_sub_rows
-from tokentop.tui.processes import PROCESS_COLUMNS
+from tokentop.tui.gpu_table import gpu_rows, gpu_sub_rows
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.messages import MessageBar
-from tokentop.tui.widgets.panels import Panels
+from tokentop.tui.widgets.panels import Panels, host_panels
+
+NO_ENGINE = "no inference endpoint on this host"
+GPU_ROWS_COMING = "the GPU rows come with the next refresh"
+ENGINE_ROWS_COMING = "the engine rows come with the next refresh"
 
 
 def host_of(reading: FleetReading | None, name: str) -> FleetHost | None:
@@ -43,6 +47,17 @@ def _host_messages(host: FleetHost | None) -> tuple[str, ...]:
     return said + tuple(snapshot.messages) + failing
 
 
+def _empty_texts(snapshot: Snapshot) -> tuple[str, str]:
+    """What the GPU and engine tables say when empty. A host whose GPUs are counted but whose
+    rows were not read (the source reads them for the opened host only, from its next refresh)
+    says they are coming, not that there is no GPU or engine."""
+    if snapshot.gpu_available:
+        return "no GPU reported", NO_ENGINE
+    if snapshot.host.gpu_count > 0:
+        return snapshot.gpu_reason or GPU_ROWS_COMING, ENGINE_ROWS_COMING
+    return f"no GPU: {snapshot.gpu_reason}", NO_ENGINE
+
+
 class HostScreen(Screen[None]):
     """The opened host; the app calls ``show`` with each reading it draws."""
 
@@ -53,20 +68,10 @@ class HostScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield PartsHeader(self._header_rows, id="host-header")
-        gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text="no GPU reported", id="gpus")
-        engines = GridTable(
-            ENGINE_COLUMNS,
-            default_sort="name",
-            id="engines",
-            show_cursor=False,
-            show_sort=False,
-            empty_text="no inference endpoint on this host",
+        graph = FleetGraph(id="host-graph")
+        yield host_panels(  # the process table stays hidden: a source gives no process list
+            graph, gpus_empty="no GPU reported", engines_empty=NO_ENGINE, processes_empty="", id="host-panels"
         )
-        engines.can_focus = False
-        processes = GridTable(PROCESS_COLUMNS, default_sort="gpu", id="processes", show_cursor=False)
-        processes.can_focus = False
-        processes.display = False  # a source gives no process list
-        yield Panels(gpus, processes, engines, FleetGraph(id="host-graph"), id="host-panels")
         yield MessageBar(id="host-messages")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -101,7 +106,7 @@ class HostScreen(Screen[None]):
             engines.set_rows([], lambda row: row.key)
         else:
             gpus.windows = engines.windows = window_labels(snapshot)
-            gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
+            gpus.empty_text, engines.empty_text = _empty_texts(snapshot)
             gpus.set_rows(gpu_rows(snapshot, self.bands), lambda row: row.key, gpu_sub_rows)
             engines.set_rows(engine_rows(snapshot), lambda row: row.key)
         self.query_one(Panels).fit()

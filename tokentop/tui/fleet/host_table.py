@@ -31,8 +31,12 @@ class HostRow:
 
     @property
     def serving(self) -> bool:
+        """The host has engines (so no token in the window is ``idle``, not ``—``): from its
+        rows, or its engine count when the source read no rows for it (a host not opened)."""
         snapshot = self.host.snapshot
-        return snapshot is not None and (bool(snapshot.endpoints) or any(g.engines for g in snapshot.gpus))
+        if snapshot is None:
+            return False
+        return bool(snapshot.endpoints) or any(g.engines for g in snapshot.gpus) or self.host.engines_total > 0
 
 
 def host_rows(reading: FleetReading, bands: CostBands = DEFAULT_BANDS) -> list[HostRow]:
@@ -46,17 +50,32 @@ def host_power_w(figures: HostFigures) -> float | None:
 
 
 def gpu_models(host: FleetHost) -> tuple[str, tuple[str, ...]]:
-    """``8× H200`` (``8 GPUs: 4× H200, 4× L40S`` shortened to ``8 GPUs`` when narrow), from the
-    host's snapshot, or its ``models`` when it has none yet."""
+    """``8× H200`` (``4× H200, 4× L40S`` shortened to ``8 GPUs`` when narrow), from the host's
+    GPU rows; from its GPU count and models when the source read no rows for it (a host not
+    opened: ``8 GPUs: H200, L40S`` when only the models are known); its ``models`` when it has
+    no snapshot yet."""
     if host.snapshot is None:
         return (", ".join(host.models) or DASH), ()
     counts = Counter(g.sample.name for g in host.snapshot.gpus)
+    gpu_count = host.snapshot.host.gpu_count
+    if not counts and gpu_count > 0:
+        counts = Counter(dict(host.model_counts))
+        if sum(counts.values()) != gpu_count:  # no per-model counts: the models, and the total
+            return _count_and_models(gpu_count, host.models), ()
     if not counts:
         return "no GPU", ()
     labels = gpu_labels(counts)
     text = ", ".join(f"{n}× {labels[name]}" for name, n in counts.most_common())
     total = sum(counts.values())
     return text, ((f"{total} GPUs",) if len(counts) > 1 else ())
+
+
+def _count_and_models(gpu_count: int, models: tuple[str, ...]) -> str:
+    labels = gpu_labels(models)
+    if len(models) == 1:
+        return f"{gpu_count}× {labels[models[0]]}"
+    named = f": {', '.join(labels[m] for m in models)}" if models else ""
+    return f"{gpu_count} GPUs{named}"
 
 
 def _dim_if_old(row: HostRow, cell: Cell) -> Cell:

@@ -19,7 +19,7 @@ from textual.widget import Widget
 from tokentop.config import CostConfig
 from tokentop.tui.header_parts import Part
 from tokentop.tui.history import LiveHistory
-from tokentop.tui.widgets.graph import CHART_LINES, SERIES, HistoryGraph, Series
+from tokentop.tui.widgets.graph import SERIES, HistoryGraph, Series
 from tokentop.tui.widgets.grid import GridTable
 from tokentop.tui.widgets.header import HeaderBar
 from tokentop.tui.widgets.panels import GRAPH_MIN
@@ -59,22 +59,14 @@ FLEET_SERIES: tuple[Series, ...] = tuple(s for s in SERIES if s.style != "in")
 
 class FleetGraph(HistoryGraph):
     """A ``HistoryGraph`` drawn only through ``show(title, points, note)``: the app fetches the
-    source's past off the event loop and hands the points over."""
+    source's past off the event loop and hands the points over. Its charts: the local graph's
+    but input tok/s (a source's past gives output tok/s, W and $/h, so $/Mtok)."""
+
+    SERIES_DRAWN = FLEET_SERIES
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(LiveHistory(keep_s=0.0), 1.0, None, id=id)
         self.note = "waiting for the source's past…"
-
-    def _layout(self, height: int) -> list[tuple[Series, int]]:
-        """As the local graph's, over the series a source's past has."""
-        rows = height - 1
-        count = min(len(FLEET_SERIES), rows // CHART_LINES)
-        if count <= 0:
-            return []
-        kept = sorted(FLEET_SERIES, key=lambda s: s.rank)[:count]
-        shown = [s for s in FLEET_SERIES if s in kept]
-        each, extra = divmod(rows, count)
-        return [(s, each + (1 if i < extra else 0)) for i, s in enumerate(shown)]
 
 
 def fleet_heights(free: int, table_lines: int) -> tuple[int, int]:

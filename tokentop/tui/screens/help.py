@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.table import Table
@@ -44,34 +45,35 @@ NOTES = (
 )
 
 
-def _two_columns(title: str) -> Table:
+def two_columns(title: str) -> Table:
+    """A titled table of a bold term and its meaning (both help screens' tables)."""
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(ratio=1)
     return table
 
 
-def _columns_table(title: str, specs: tuple[ColumnSpec, ...], windows: dict[str, str]) -> Table:
-    table = _two_columns(title)
+def columns_table(title: str, specs: tuple[ColumnSpec, ...], windows: dict[str, str]) -> Table:
+    """What each column of a table means, under its header as drawn (its window named)."""
+    table = two_columns(title)
     for spec in specs:
         header = f"{spec.title} {spec.window.format(**windows)}".strip()
         table.add_row(header, spec.help)
     return table
 
 
-def _keys_tables() -> list[object]:
-    keys = _two_columns("Keys")
-    for key in KEYS:
-        keys.add_row(key.display, key.help)
-    for display, meaning in OVERLAY_KEYS:
-        keys.add_row(display, meaning)
-    mouse = _two_columns("Mouse")
-    for what, meaning in MOUSE:
-        mouse.add_row(what, meaning)
-    return [keys, Text(""), mouse]
+def keys_tables(keys: Iterable[tuple[str, str]], mouse: Iterable[tuple[str, str]]) -> list[object]:
+    """The keys and the mouse, each ``(what, meaning)``."""
+    tables = []
+    for title, rows in (("Keys", keys), ("Mouse", mouse)):
+        table = two_columns(title)
+        for what, meaning in rows:
+            table.add_row(what, meaning)
+        tables.append(table)
+    return [tables[0], Text(""), tables[1]]
 
 
-def _messages_section(messages: tuple[str, ...], log: tuple[str, ...]) -> list[object]:
+def messages_section(messages: tuple[str, ...], log: tuple[str, ...]) -> list[object]:
     """What is wrong now (GPUs lost, endpoints down, history failures, warnings), always shown."""
     parts: list[object] = [Text("Messages", style="bold")]
     if messages:
@@ -83,22 +85,38 @@ def _messages_section(messages: tuple[str, ...], log: tuple[str, ...]) -> list[o
     return parts + [Text("")]
 
 
+def help_body(
+    messages: list[object],
+    keys: list[object],
+    notes: Iterable[tuple[str, str]],
+    tables: Iterable[tuple[str, tuple[ColumnSpec, ...]]],
+    windows: dict[str, str],
+    bands: CostBands,
+) -> list[object]:
+    """A help screen's content in its order: the messages, the keys, how to read the figures
+    (``notes``: a word and its meaning, ``{rate}``, ``{cost}`` and ``{bands}`` filled in), and
+    what each column of each table means."""
+    notes_table = two_columns("Reading the figures")
+    for word, meaning in notes:
+        notes_table.add_row(word, meaning.format(bands=bands.describe(), **windows))
+    body = [*messages, *keys, Text(""), notes_table]
+    for title, specs in tables:
+        body += [Text(""), columns_table(title, specs, windows)]
+    return body
+
+
 def help_renderables(
     windows: dict[str, str], messages: tuple[str, ...], log: tuple[str, ...] = (), bands: CostBands = DEFAULT_BANDS
 ) -> list[object]:
-    notes = _two_columns("Reading the figures")
-    for word, meaning in NOTES:
-        notes.add_row(word, meaning.format(bands=bands.describe(), **windows))
-    return [
-        *_messages_section(messages, log),
-        *_keys_tables(),
-        Text(""),
-        notes,
-        Text(""),
-        _columns_table("GPU table", GPU_COLUMNS, windows),
-        Text(""),
-        _columns_table("Engine table", ENGINE_COLUMNS, windows),
-    ]
+    keys = [(key.display, key.help) for key in KEYS] + list(OVERLAY_KEYS)
+    return help_body(
+        messages_section(messages, log),
+        keys_tables(keys, MOUSE),
+        NOTES,
+        (("GPU table", GPU_COLUMNS), ("Engine table", ENGINE_COLUMNS)),
+        windows,
+        bands,
+    )
 
 
 class HelpScreen(Overlay):
@@ -117,11 +135,16 @@ class HelpScreen(Overlay):
         self.log_lines = log
         self.bands = bands
 
+    heading: ClassVar[str] = "tokentop help"
+
+    def renderables(self) -> list[object]:
+        return help_renderables(self.windows, self.messages, self.log_lines, self.bands)
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body") as body:
-            body.border_title = "tokentop help"
+            body.border_title = self.heading
             body.border_subtitle = "↑↓ PgUp PgDn scroll · Esc or ? closes · q quits"
-            for renderable in help_renderables(self.windows, self.messages, self.log_lines, self.bands):
+            for renderable in self.renderables():
                 yield Static(renderable)  # type: ignore[arg-type]
 
     def on_mount(self) -> None:

@@ -95,6 +95,7 @@ class HistoryGraph(Widget):
         "graph--power",
         "graph--cost",
     }
+    SERIES_DRAWN: tuple[Series, ...] = SERIES  # the charts it may draw, those that fit by rank
 
     def __init__(
         self, history: LiveHistory, interval_s: float, store: SeriesStore | None = None, *, id: str | None = None
@@ -214,11 +215,12 @@ class HistoryGraph(Widget):
     def _layout(self, height: int) -> list[tuple[Series, int]]:
         """Which series get how many lines under the title: each at least ``CHART_LINES``."""
         rows = height - 1
-        count = min(len(SERIES), rows // CHART_LINES)
+        drawn = self.SERIES_DRAWN
+        count = min(len(drawn), rows // CHART_LINES)
         if count <= 0:
             return []
-        kept = sorted(SERIES, key=lambda s: s.rank)[:count]
-        shown = [s for s in SERIES if s in kept]
+        kept = sorted(drawn, key=lambda s: s.rank)[:count]
+        shown = [s for s in drawn if s in kept]
         each, extra = divmod(rows, count)
         return [(s, each + (1 if i < extra else 0)) for i, s in enumerate(shown)]
 

@@ -15,6 +15,9 @@ from textual import events
 from textual.app import ComposeResult
 from textual.widget import Widget
 
+from tokentop.tui.engine_table import ENGINE_COLUMNS
+from tokentop.tui.gpu_table import GPU_COLUMNS
+from tokentop.tui.processes import PROCESS_COLUMNS
 from tokentop.tui.widgets.grid import HEADER_HEIGHT, GridTable
 
 GRAPH_MIN = 4  # the graph's title and three lines of one chart; less is no chart at all
@@ -75,3 +78,24 @@ class Panels(Widget):
         self.heights = heights
         for widget, lines in zip((self._gpus, self._processes, self._engines, self._graph), heights, strict=True):
             widget.styles.height = lines
+
+
+def host_panels(graph: Widget, *, gpus_empty: str, engines_empty: str, processes_empty: str, id: str) -> Panels:
+    """A host's panels, in the local view and in a fleet's opened host: the GPU table (the one
+    with the cursor: ids ``gpus``, ``processes``, ``engines``), the process table, hidden until
+    shown, the engine table, and ``graph``."""
+    gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text=gpus_empty, id="gpus")
+    engines = GridTable(
+        ENGINE_COLUMNS, default_sort="name", id="engines", show_cursor=False, show_sort=False, empty_text=engines_empty
+    )
+    processes = GridTable(
+        PROCESS_COLUMNS,
+        default_sort="gpu",
+        id="processes",
+        show_cursor=False,
+        show_sort=False,
+        empty_text=processes_empty,
+    )
+    engines.can_focus = processes.can_focus = False
+    processes.display = False
+    return Panels(gpus, processes, engines, graph, id=id)
