@@ -37,6 +37,7 @@ from tokentop.fleet.prom_exporters import HostRead, read_hosts
 from tokentop.fleet.prom_hosts import read_focused
 from tokentop.fleet.prometheus_api import Answer, PromClient, PromError
 from tokentop.model import Snapshot
+from tokentop.text import safe_text
 from tokentop.units import fmt_duration
 
 log = logging.getLogger("tokentop")
@@ -98,7 +99,7 @@ class PrometheusSource:
             return self._failed(str(exc))
         except Exception as exc:  # never a traceback in front of the user; -v logs it
             log.exception("reading the fleet from Prometheus failed")
-            return self._failed(f"cannot read the fleet from Prometheus: {type(exc).__name__}: {exc}")
+            return self._failed(safe_text(f"cannot read the fleet from Prometheus: {type(exc).__name__}: {exc}"))
         self._last = reading
         return reading
 
@@ -123,7 +124,7 @@ class PrometheusSource:
         mode = "tokentop" if "tokentop" in found else "agentless" if "dcgm" in found else None
         self.description = f"prometheus {self.client.shown}" + (f" ({MODES[mode]})" if mode else "")
         notes = ["tokentop exporters and dcgm-exporter both present: reading the exporters (exact)"]
-        return mode, notes if found == {"tokentop", "dcgm"} else []
+        return mode, notes if {"tokentop", "dcgm"} <= found else []
 
     def _hosts(self, now: float) -> tuple[list[HostRead], list[str], list[str]]:
         s = self.settings
@@ -150,7 +151,7 @@ class PrometheusSource:
         else:
             answers = [
                 self.client.instant(promql.agentless_window(s.cost_window_s, busy=True)),
-                self.client.instant(promql.agentless_window(s.rate_window_s, busy=False)),
+                self.client.instant(promql.agentless_window(s.rate_window_s, busy=True)),
                 self.client.instant(promql.agentless_latest(s.cost_window_s)),
             ]
             cost, rate, latest = (a.parts() for a in answers)
@@ -266,7 +267,7 @@ class PrometheusSource:
         return self._graph(answer, span_s, step)
 
     def _graph(self, answer: Answer, span_s: float, step: float) -> FleetSeries:
-        columns: dict[str, dict[float, float]] = {"tok_s_out": {}, "power_w": {}, "usd_h": {}}
+        columns: dict[str, dict[float, float]] = {"tok_s_out": {}, "priced": {}, "power_w": {}, "usd_h": {}}
         cost = self.config.cost
         for series in answer.series:
             part = series.labels.get(promql.UNION_LABEL, "")
@@ -275,6 +276,8 @@ class PrometheusSource:
                     columns["tok_s_out"][t] = columns["tok_s_out"].get(t, 0.0) + v
                 elif part in ("power_w", "usd_h"):
                     columns[part][t] = v
+                elif part == "priced_tok_s_out":
+                    columns["priced"][t] = v
                 elif part == "gpus":
                     price = price_for(series.labels.get("modelName", ""), "", -1, cost)
                     if price is not None:
@@ -285,6 +288,7 @@ class PrometheusSource:
                     columns["usd_h"][t] += energy_cost_usd(watts * 3600.0, cost)
         times = sorted(set().union(*(c.keys() for c in columns.values())))
         return FleetSeries(
+            priced_tok_s_out=self._priced_tokens(columns["priced"], times),
             span_s=span_s,
             step_s=step,
             t_wall=tuple(times),
@@ -292,6 +296,16 @@ class PrometheusSource:
             power_w=tuple(columns["power_w"].get(t) for t in times),
             usd_per_hour=tuple(columns["usd_h"].get(t) for t in times),
         )
+
+    def _priced_tokens(self, priced: dict[float, float], times: list[float]) -> tuple[float | None, ...] | None:
+        """The tok/s whose cost the $/h covers. Exporters: the GPUs with a cost counter, from
+        PromQL. Agentless: tokens cannot be matched to priced GPUs in PromQL, so while the latest
+        reading has an unpriced host the graph's $/Mtok stays blank rather than wrong."""
+        if self.mode == "tokentop":
+            return tuple(priced.get(t, 0.0) for t in times)
+        if self._last is not None and self._last.fleet.unpriced_hosts:
+            return tuple(None for _ in times)
+        return None
 
 
 def _no_gpu_rows(read: HostRead) -> str:

@@ -87,7 +87,7 @@ def failure_reason(returncode: int | None, stderr_lines: Sequence[str], *, what:
     if "unrecognized arguments" in text or "invalid choice" in text:
         return f"the host's tokentop is too old for this ({last}): upgrade it there"
     if returncode == 255:
-        return f"ssh: {last}" if last else "ssh failed (exit 255)"
+        return (last if last.startswith("ssh: ") else f"ssh: {last}") if last else "ssh failed (exit 255)"
     if returncode is None:
         return f"the {what} stopped answering"
     ended = f"the {what} ended" if returncode == 0 else f"the {what} ended (exit {returncode})"
