@@ -147,7 +147,13 @@ def test_a_history_that_cannot_be_used_is_one_line_on_screen_and_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shown: list[str] = []
-    monkeypatch.setattr(TokentopApp, "on_unmount", lambda self: shown.extend(t for _, _, t in self.log_lines))
+    unmount = TokentopApp.on_unmount
+
+    def on_unmount(self: TokentopApp) -> None:  # what the message line held, then the app's own
+        shown.extend(t for _, _, t in self.log_lines)
+        unmount(self)
+
+    monkeypatch.setattr(TokentopApp, "on_unmount", on_unmount)
     headless(monkeypatch)
     db = tmp_path / "not-a-file"
     db.mkdir()
