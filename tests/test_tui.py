@@ -38,7 +38,7 @@ from tokentop.sampler import FIRST_INTERVAL_S, Sampler
 from tokentop.tui import logs_on_screen
 from tokentop.tui.app import TokentopApp
 from tokentop.tui.columns import DEFAULT_BANDS, Cell, CostBands, cost_bands, fit_columns
-from tokentop.tui.engine_table import engine_status, model_forms
+from tokentop.tui.engine_table import ENGINE_COLUMNS, engine_status, model_forms
 from tokentop.tui.events import LogLine
 from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows
 from tokentop.tui.history import HOST, WINDOWS, LiveHistory
@@ -1461,3 +1461,14 @@ async def test_mig_instances_are_sub_rows_that_follow_their_gpu(demo: DemoUnderT
                 assert table.parent_of("MIG-first") == parent.uuid
     finally:
         parent.mig_instances = []
+
+
+def test_a_window_in_a_column_header_is_never_cut() -> None:
+    """The fleet's 15-minute cost window makes ``p50 15m``, wider than the column's own width:
+    the column is made wide enough for it, on every table that states a window."""
+    lengths = {"rate": "1m", "cost": "15m"}
+    for specs in (GPU_COLUMNS, ENGINE_COLUMNS):
+        fitted = fit_columns(specs, 400, 1, None, lengths)
+        assert len(fitted) == len(specs)
+        for spec, width in fitted:
+            assert width >= cell_len(spec.window.format(**lengths)), spec.key

@@ -113,7 +113,7 @@ def table_text(
         lines.append({spec.key: replace(spec.cell(row), fill=None) for spec in specs})  # text, no bars
         for _, cells in sub_rows_of(row) if sub_rows_of else ():
             lines.append({spec.key: replace(cells.get(spec.key, blank), fill=None) for spec in specs})
-    columns = fit_columns(specs, width, PADDING, content_widths(specs, lines))
+    columns = fit_columns(specs, width, PADDING, content_widths(specs, lines), windows)
     pad = " " * PADDING
 
     def line(texts: list[tuple[str, int, bool]]) -> str:

@@ -38,7 +38,7 @@ from textual.widgets import Footer
 from tokentop.changes import changes
 from tokentop.config import Config
 from tokentop.model import GpuProcess, Snapshot
-from tokentop.tui.columns import cost_bands, window_labels
+from tokentop.tui.columns import cost_bands, window_labels, window_lengths
 from tokentop.tui.engine_table import EngineRow, engine_rows
 from tokentop.tui.events import LogLine, ProcessesDescribed, SnapshotReady
 from tokentop.tui.gpu_table import GpuRow, gpu_rows, gpu_sub_rows
@@ -271,6 +271,7 @@ class TokentopApp(TerminalApp):
             self.query_one(HeaderBar).show(snapshot, self._state(), self.host_usage)
             gpus, engines = self.gpu_table, self.engine_table
             gpus.windows = engines.windows = windows
+            gpus.lengths = engines.lengths = window_lengths(snapshot)
             gpus.empty_text = "no GPU reported" if snapshot.gpu_available else f"no GPU: {snapshot.gpu_reason}"
             gpus.set_rows(gpu_rows(snapshot, self.bands), lambda row: row.key, gpu_sub_rows)
             engines.set_rows(engine_rows(snapshot), lambda row: row.key)

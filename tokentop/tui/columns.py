@@ -89,10 +89,13 @@ class ContentWidth:
     most: int
 
 
-def _base_width(spec: ColumnSpec[R], content: ContentWidth | None) -> int:
+def _base_width(spec: ColumnSpec[R], content: ContentWidth | None, windows: Mapping[str, str]) -> int:
+    """The spec's width, wide enough for its window as the header writes it (``p50 30s``: a
+    window is never cut) and, for an identity column, for its cells' shortest forms."""
+    width = max(spec.width, cell_len(spec.window.format(**windows))) if windows else spec.width
     if not spec.identity or content is None:
-        return spec.width
-    return max(spec.width, min(content.least, max(IDENTITY_MAX, spec.width)))
+        return width
+    return max(width, min(content.least, max(IDENTITY_MAX, width)))
 
 
 def fit_columns(
@@ -100,19 +103,22 @@ def fit_columns(
     available: int,
     padding: int,
     content: Mapping[str, ContentWidth] | None = None,
+    windows: Mapping[str, str] | None = None,
 ) -> list[tuple[ColumnSpec[R], int]]:
     """The columns that fit ``available`` cells, most important first, shown in spec order.
 
     A column that does not fit is skipped and narrower, less important ones may still be
     taken. Flexible columns then share what is left, most important first, each up to its
-    widest text when ``content`` says how wide that is.
+    widest text when ``content`` says how wide that is. ``windows`` fills the headers'
+    ``{rate}`` and ``{cost}``.
     """
     content = content or {}
+    windows = windows or {}
     widths: dict[str, int] = {}
     used = 0
     by_priority = sorted(specs, key=lambda s: s.priority)
     for spec in by_priority:
-        need = _base_width(spec, content.get(spec.key)) + 2 * padding
+        need = _base_width(spec, content.get(spec.key), windows) + 2 * padding
         if used + need <= available:
             widths[spec.key] = need - 2 * padding
             used += need
@@ -181,6 +187,14 @@ def window_labels(snapshot: Snapshot | None) -> dict[str, str]:
         "rate": window_label(host.rate_window, snapshot.rate_window_s),
         "cost": window_label(host.cost_window, snapshot.cost_window_s),
     }
+
+
+def window_lengths(snapshot: Snapshot | None) -> dict[str, str]:
+    """The windows' full lengths as headers write them (``1m``, ``15m``): what a column is made
+    wide enough for, so that a window is never cut and columns do not move while one fills."""
+    if snapshot is None:
+        return {}
+    return {"rate": fmt_window(snapshot.rate_window_s), "cost": fmt_window(snapshot.cost_window_s)}
 
 
 # --- cells --------------------------------------------------------------------------------

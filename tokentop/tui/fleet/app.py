@@ -167,7 +167,7 @@ class FleetApp(TerminalApp):
         with self.batch_update():
             self.query_one(PartsHeader).show_data(reading, self._state())
             table = self.host_table
-            table.windows = windows
+            table.windows = table.lengths = windows
             table.set_rows(host_rows(reading, self.bands), lambda row: row.key)
             self.query_one(FleetPanels).fit()
             self.query_one(MessageBar).show(fleet_messages(reading), f"{self._quiet()} · sorted by {table.sort_label}")

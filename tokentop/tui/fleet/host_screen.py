@@ -13,7 +13,7 @@ from textual.widgets import Footer
 
 from tokentop.fleet.model import FleetHost, FleetReading
 from tokentop.model import Snapshot
-from tokentop.tui.columns import CostBands, window_labels
+from tokentop.tui.columns import CostBands, window_labels, window_lengths
 from tokentop.tui.engine_table import engine_rows
 from tokentop.tui.fleet.header_parts import host_header_rows
 from tokentop.tui.fleet.widgets import FleetGraph, PartsHeader
@@ -106,6 +106,7 @@ class HostScreen(Screen[None]):
             engines.set_rows([], lambda row: row.key)
         else:
             gpus.windows = engines.windows = window_labels(snapshot)
+            gpus.lengths = engines.lengths = window_lengths(snapshot)
             gpus.empty_text, engines.empty_text = _empty_texts(snapshot)
             gpus.set_rows(gpu_rows(snapshot, self.bands), lambda row: row.key, gpu_sub_rows)
             engines.set_rows(engine_rows(snapshot), lambda row: row.key)

@@ -92,6 +92,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self.show_sort = show_sort
         self.cursor_key: str | None = None
         self._windows: dict[str, str] = {"rate": "", "cost": ""}
+        self._lengths: dict[str, str] = {}
         self._items: dict[str, R] = {}
         self._keys: list[str] = []
         self._cells: dict[str, dict[str, Cell]] = {}  # row key -> column key -> cell
@@ -99,7 +100,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self._parent_of: dict[str, str] = {}  # sub-row key -> row key
         self._columns: list[tuple[ColumnSpec[R], int]] = []
         self._content: dict[str, ContentWidth] = {}
-        self._fitted_for: tuple[int, dict[str, ContentWidth]] | None = None
+        self._fitted_for: tuple[int, dict[str, ContentWidth], dict[str, str]] | None = None
         self._strips: dict[str, tuple[Any, Strip]] = {}  # row key -> (signature, strip)
         self._header: tuple[Any, list[Strip]] | None = None
         self._styles: dict[str, Style] = {}
@@ -117,6 +118,19 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         if windows != self._windows:
             self._windows = dict(windows)
             self.refresh_lines(0, HEADER_HEIGHT)
+
+    @property
+    def lengths(self) -> dict[str, str]:
+        """The windows' full lengths (``columns.window_lengths``): columns are made wide enough
+        for their headers with these, never cut."""
+        return self._lengths
+
+    @lengths.setter
+    def lengths(self, lengths: dict[str, str]) -> None:
+        if lengths != self._lengths:
+            self._lengths = dict(lengths)
+            self._fit()
+            self.refresh()
 
     def _spec(self, key: str) -> ColumnSpec[R] | None:
         return next((s for s in self.specs if s.key == key), None)
@@ -323,9 +337,9 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
 
     def _fit(self) -> None:
         width = self.scrollable_content_region.width
-        if self._fitted_for != (width, self._content):
-            self._fitted_for = (width, self._content)
-            self._columns = fit_columns(self.specs, width, PADDING, self._content)
+        if self._fitted_for != (width, self._content, self._lengths):
+            self._fitted_for = (width, self._content, dict(self._lengths))
+            self._columns = fit_columns(self.specs, width, PADDING, self._content, self._lengths)
             self._strips.clear()
             self._header = None
 
