@@ -78,7 +78,7 @@ def wait_for_rows(db_path: Path, process: subprocess.Popen[bytes], count: int, t
         try:
             conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
             try:
-                rows = conn.execute("SELECT count(*) FROM endpoint_ticks WHERE status = 'up'").fetchone()[0]
+                rows = conn.execute("SELECT count(*) FROM endpoint_ticks_v WHERE status = 'up'").fetchone()[0]
             finally:
                 conn.close()
             if rows >= count:

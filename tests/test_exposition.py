@@ -244,3 +244,12 @@ def test_a_cut_page_yields_exactly_its_complete_lines(page: str, where: float) -
     complete = cut[: cut.rfind("\n") + 1]
     names = oracle(page)
     assert same(mine(cut, names), oracle(complete))
+
+
+def test_names_that_start_alike_are_told_apart() -> None:
+    """The wanted names become one tree of shared prefixes: a name that begins another, or
+    that a longer name on the page begins with, still matches only itself."""
+    page = "vllm:x 1\nvllm:x_total 2\nvllm:xy 3\nvllm:xyz 4\nvllm:x_totalx 5\nvllm:x_tot 6\nvllm: 7\n"
+    names = ["vllm:x", "vllm:x_total", "vllm:xy", "vllm:", "other"]
+    found = {name: [v for _, v in series] for name, series in read_samples(page, names).series.items()}
+    assert found == {"vllm:x": [1.0], "vllm:x_total": [2.0], "vllm:xy": [3.0], "vllm:": [7.0]}

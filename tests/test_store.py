@@ -743,6 +743,7 @@ RENAMED_IN_V2 = {
 
 
 ADDED_IN_V3 = ("session_endpoints", "session_endpoints_v")
+ADDED_IN_V5 = ("gpu_states", "endpoint_states")
 
 
 def write_version_1(path: Path) -> None:
@@ -838,8 +839,14 @@ def test_a_version_1_file_migrates_to_the_current_version_without_losing_rows_or
 
     with open_store(path) as store:  # opening to write migrates, then starts a session
         assert store.session_id == V1_SESSION + 1
-    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(4,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
     new_contents = contents(path)
+    # Version 5 keeps what repeats tick after tick in states and power in milliwatts: the raw
+    # rows changed shape, not in number, and the views (compared below) read every value as
+    # it was.
+    for raw in ("gpu_ticks", "endpoint_ticks"):
+        assert len(new_contents.pop(raw)) == len(old_contents.pop(raw))
+    assert [len(new_contents.pop(name)) for name in ADDED_IN_V5] == [2, 1]  # each GPU's index, one endpoint
     # Version 4 added which command recorded a session (not known for older ones: NULL) and
     # whether its host was simulated (from their settings: not the fixture's).
     sessions = new_contents.pop("sessions")

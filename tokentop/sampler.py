@@ -181,16 +181,18 @@ class Sampler:
                     if endpoint.url in urls or (rejected_at is not None and now - rejected_at < 60):
                         continue
                     self._probing.append(self._collector(endpoint))
-        self.refresh_mapping()
+        self.refresh_mapping(sockets)
 
-    def refresh_mapping(self) -> None:
+    def refresh_mapping(self, sockets: dict[int, int] | None = None) -> None:
+        """Endpoint -> GPUs again; ``sockets``: a socket table just read (reading the kernel's
+        costs milliseconds: discovery passes the one it read)."""
         if self._last_gpus is None:
             return
         with self._lock:
             endpoints = [c.endpoint for c in self._collectors]
         if not endpoints:
             return
-        self._mapping = map_endpoints(endpoints, self._last_gpus, self._sockets.read())
+        self._mapping = map_endpoints(endpoints, self._last_gpus, self._sockets.read() if sockets is None else sockets)
         self._mapping_stale = False
 
     # -- threads --

@@ -116,6 +116,7 @@ class EndpointCollector:
         self._latency_read_at = -math.inf
         self._tick_t = -math.inf  # the time of the tick being read
         self._errors_warned: set[str] = set()
+        self._requests: dict[tuple[str, str | None], tuple[httpx.URL, httpx.Headers]] = {}
 
     def __repr__(self) -> str:
         return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
@@ -262,11 +263,12 @@ class EndpointCollector:
         and feed percentiles over a minute, so they are read every ``LATENCY_EVERY_S`` only;
         between reads the last ones are carried forward."""
         now = self._tick_t
-        process = read_samples(text, PROCESS_NAMES)
         if fresh or now - self._latency_read_at >= LATENCY_EVERY_S or self._last_good is None:
             self._latency_read_at = now
-            return read_figures(spec, read_samples(text, spec.names), process)
-        reading = read_figures(spec, read_samples(text, spec.scalar_names), process)
+            samples = read_samples(text, spec.names + PROCESS_NAMES)  # one scan of the page
+            return read_figures(spec, samples, samples)
+        samples = read_samples(text, spec.scalar_names + PROCESS_NAMES)
+        reading = read_figures(spec, samples, samples)
         return replace(reading, ttft=self._last_good.ttft, itl=self._last_good.itl)
 
     def _understand_json(self, url: str, data: object) -> tuple[_Source, Reading] | str:
@@ -335,17 +337,16 @@ class EndpointCollector:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Failed(self._timeout_reason())
-        headers = {"Accept-Encoding": "identity"}
-        token = self.endpoint.bearer_token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         try:
-            with self._client.stream("GET", url, headers=headers, timeout=remaining) as response:
+            response = self._client.send(self._request(url, remaining), stream=True)
+            try:
                 if response.status_code != 200:
                     return _Answer(response.status_code)
                 body = self._read_body(response, deadline)
                 said = response.headers
                 return _Answer(200, body, said.get("content-type", ""), said.get("process-start-time-unix", ""))
+            finally:
+                response.close()
         except httpx.TimeoutException:
             raise _Failed(self._timeout_reason()) from None
         except httpx.ConnectError as exc:
@@ -355,6 +356,26 @@ class EndpointCollector:
         except httpx.HTTPError as exc:  # the class name only: messages may quote the request
             raise _Failed(f"request failed ({type(exc).__name__})") from None
 
+    def _request(self, url: str, remaining: float) -> httpx.Request:
+        """A GET of ``url`` built from parts made once per URL and token.
+
+        ``Client.stream(url)`` parses the URL and merges the client's headers, cookies and
+        parameters on every call: a third of httpx's CPU per request (benchmarks/bench_http.py).
+        The client's default headers go in once, then ``identity`` and the bearer token."""
+        token = self.endpoint.bearer_token()
+        key = (url, token)
+        parts = self._requests.get(key)
+        if parts is None:
+            headers = httpx.Headers(self._client.headers)
+            headers["Accept-Encoding"] = "identity"
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            if len(self._requests) >= len(PROBE_PATHS) + 4:  # candidates, siblings: a token changed
+                self._requests.clear()
+            parts = self._requests[key] = (httpx.URL(url), headers)
+        timeout = {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
+        return httpx.Request("GET", parts[0], headers=parts[1], extensions={"timeout": timeout})
+
     def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
         limit = self._max_page_bytes
         too_big = f"page over {_size(limit)}, not read"
@@ -363,7 +384,9 @@ class EndpointCollector:
             raise _Failed(too_big)
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_bytes():
+        # Asked for identity: the bytes as sent unless the server encoded them all the same.
+        encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+        for chunk in response.iter_bytes() if encoded else response.iter_raw():
             size += len(chunk)
             if size > limit:
                 raise _Failed(too_big)

@@ -2,10 +2,11 @@
 
 The official ``prometheus_client`` parser builds every family of a page: 16-45 ms for a
 100-280 KiB vLLM page, every second. tokentop needs about twenty sample names, so this reader
-lets one compiled regular expression (``"\\n"`` + an alternation of the wanted names) pick
-their lines out of the page in C, and parses only those. Label sets repeat from one scrape to
-the next, so parsed labels are cached by their raw text. ``prometheus_client`` stays the test
-oracle (tests/test_exposition.py).
+lets one compiled regular expression (``"\\n"`` + the wanted names as a tree of their shared
+prefixes) pick their lines out of the page in C: a line of a family nobody asked for is left
+after its first few characters, never turned into Python objects, and only the wanted lines
+are parsed. Label sets repeat from one scrape to the next, so parsed labels are cached by their
+raw text. ``prometheus_client`` stays the test oracle (tests/test_exposition.py).
 
 A server can also attack the reader, so what one page costs is bounded: the label cache by an
 estimate of its bytes (a page of fresh 120 KB label values each second must not pile up), and
@@ -73,6 +74,7 @@ class _LabelCache(dict[str, _Parsed | None]):
 
 
 _label_cache = _LabelCache()
+_MISSING: _Parsed = (frozenset(), {})  # a cache miss, told apart by identity
 
 # One ``name="value"`` pair, whitespace allowed around the tokens, value with escapes.
 _LABEL_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
@@ -105,16 +107,24 @@ def read_samples(text: str, names: Iterable[str]) -> PageSamples:
     if not wanted:
         return result
     found: dict[str, dict[frozenset[tuple[str, str]], tuple[Labels, float]]] = {}
+    cached = _label_cache.get
     for name, raw_labels, raw_value, raw_timestamp in _sample_lines(text, wanted):
-        value = _parse_value(raw_value)
+        try:  # the usual value, "12" or "0.25", in one C call; the rest by the rules
+            value = float(raw_value) if "_" not in raw_value else None
+        except ValueError:
+            value = _parse_value(raw_value)
         if value is None or (raw_timestamp and _parse_value(raw_timestamp) is None):
             continue
-        parsed = _labels_of(raw_labels)
+        parsed = cached(raw_labels, _MISSING)
+        if parsed is _MISSING:
+            parsed = _labels_of(raw_labels)
         if parsed is None:
             continue
         key, labels = parsed
-        series = found.setdefault(name, {})
-        if key in series:
+        series = found.get(name)
+        if series is None:
+            series = found[name] = {}
+        elif key in series:
             result.duplicates.add(name)
             del series[key]  # re-inserted below: the kept sample sits where the last one was
         series[key] = (dict(labels), value)
@@ -153,14 +163,42 @@ def _at_most(limit: int, matches: Iterator[re.Match[str]]) -> Iterator[tuple[str
 def _lines_of(names: tuple[str, ...]) -> re.Pattern[str]:
     """Whole, newline-terminated sample lines of ``names``: (name, labels, value, timestamp).
 
+    The names are one alternation shaped as a tree of their shared prefixes (``vllm:(?:num_
+    requests_(?:running|waiting)|...)``), so a line of a family nobody asked for is given up
+    after a few characters, without trying each name in turn: a third less time on a vLLM page,
+    and names from other families (``process_start_time_seconds``) cost next to nothing more.
     The labels group runs to the last ``}`` on the line (values may hold ``}``); the label
     parser checks it. The trailing ``(?=\\n)`` drops a last line cut short.
     """
-    alternation = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
     return re.compile(
-        rf"\n({alternation})(?:\{{([^\n]*)\}}[ \t]*|[ \t]+)"
+        rf"\n({_alternation(sorted(set(names)))})(?:\{{([^\n]*)\}}[ \t]*|[ \t]+)"
         r"([^ \t\r\n]+)(?:[ \t]+([^ \t\r\n]+))?[ \t]*\r?(?=\n)"
     )
+
+
+def _alternation(names: list[str]) -> str:
+    """Distinct ``names`` (``""`` among them: the end of a shorter name) as a prefix tree;
+    the regular expression tries a longer name before a shorter one it starts with."""
+    if len(names) == 1:
+        return re.escape(names[0])
+    by_first: dict[str, list[str]] = {}
+    for name in names:
+        if name:
+            by_first.setdefault(name[0], []).append(name[1:])
+    branches = []
+    for first, rests in by_first.items():
+        shared = _shared_prefix(rests)
+        rest = [r[len(shared) :] for r in rests]
+        branches.append(re.escape(first + shared) + (_alternation(rest) if len(rest) > 1 else ""))
+    tree = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{tree})?" if "" in names else tree
+
+
+def _shared_prefix(words: list[str]) -> str:
+    """The characters every word starts with (those of the first and last in order)."""
+    low, high = min(words), max(words)
+    size = next((i for i, (a, b) in enumerate(zip(low, high)) if a != b), min(len(low), len(high)))
+    return low[:size]
 
 
 def _labels_of(raw: str) -> _Parsed | None:

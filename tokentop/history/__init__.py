@@ -4,7 +4,8 @@
   one lock around one connection shared by a writer and a reader.
 - ``schema``: the tables and views, ``SCHEMA_VERSION``, creating the file's schema and migrating
   older versions (1 said "server" where 2 says "endpoint"; 3 added the session totals; 4 which
-  command recorded each session and whether its host was simulated).
+  command recorded each session and whether its host was simulated; 5 the states, ``states``:
+  what repeats tick after tick stored once, power in milliwatts, memory in exact units).
 - ``files``: opening the file (owner-only, checked, WAL) to write or read-only.
 - ``writer``: a session's ticks, the queue that keeps them while the file is locked or the disk
   full, the count of ticks written and lost; ``rows`` (a snapshot as rows), ``ticks`` (one

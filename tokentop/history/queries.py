@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import sqlite3
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -45,9 +46,15 @@ at(t) AS (
                      AND t > min(:since + b * :step, :until) - :step
                      ORDER BY t DESC LIMIT 1) FROM k
 )
-SELECT {columns} FROM at CROSS JOIN {table} r ON r.session_id = :session AND r.t = at.t
+SELECT {columns} FROM at CROSS JOIN {table} r ON r.session_id = :session AND r.t = at.t{states}
 ORDER BY r.{key}, r.t
 """
+# Schema 5 keeps an endpoint's status, kind, model and GPUs in its row's state, and a GPU's
+# energy method.
+_ENDPOINT_STATE_FIELDS = frozenset(("status", "kind_id", "model_id", "gpus_id"))
+_ENDPOINT_STATES_JOIN = " JOIN endpoint_states s ON s.id = r.state_id"
+# energy method: read as the row's ``state_id`` and looked up in Python (``_state_methods``),
+# cheaper than a join over every row of a track.
 
 
 class _GpuTrackColumns(NamedTuple):
@@ -59,7 +66,7 @@ class _GpuTrackColumns(NamedTuple):
     tokens_out_cum: tuple[float, ...]
     energy_j_cum: tuple[float, ...]
     energy_counter_mj: tuple[int | None, ...]
-    energy_method_id: tuple[int | None, ...]
+    energy_method_id: tuple[int | None, ...]  # the label id; the state id in schema 5 (``_method_of``)
 
 
 class _EndpointTrackColumns(NamedTuple):
@@ -81,9 +88,10 @@ class _EndpointTrackColumns(NamedTuple):
     gpus_id: tuple[int | None, ...]
 
 
-def _select(fields: tuple[str, ...], key: str, key_column: str) -> str:
-    """``r.<field>, ...``, with ``key`` read from the column ``key_column`` (the file's name)."""
-    return ", ".join(f"r.{key_column if name == key else name}" for name in fields)
+def _select(fields: tuple[str, ...], key: str, key_column: str, in_state: frozenset[str] = frozenset()) -> str:
+    """``r.<field>, ...``, with ``key`` read from the column ``key_column`` (the file's name)
+    and the fields ``in_state`` from the row's state (``s.<field>``)."""
+    return ", ".join(f"s.{name}" if name in in_state else f"r.{key_column if name == key else name}" for name in fields)
 
 
 class Reader:
@@ -94,13 +102,22 @@ class Reader:
         self._db = database(conn)  # sqlite-utils where it reads well; the rest is plain SQL
         self._names = names
         ticks, key = names.endpoint_ticks, names.endpoint_id
-        endpoint_columns = _select(_EndpointTrackColumns._fields, "endpoint_id", key)
+        in_state, join = (_ENDPOINT_STATE_FIELDS, _ENDPOINT_STATES_JOIN) if names.states else (frozenset(), "")
+        endpoint_columns = _select(_EndpointTrackColumns._fields, "endpoint_id", key, in_state)
         gpu_columns = _select(_GpuTrackColumns._fields, "gpu_id", "gpu_id")
-        self._gpu_track_sql = _TRACK_SQL.format(table="gpu_ticks", columns=gpu_columns, key="gpu_id")
+        method = "state_id" if names.states else "energy_method_id"  # read in Python: _state_methods
+        gpu_columns = gpu_columns.replace("r.energy_method_id", f"r.{method}")
+        self._gpu_track_sql = _TRACK_SQL.format(table="gpu_ticks", columns=gpu_columns, key="gpu_id", states="")
         self._gpu_row_sql = f"SELECT {gpu_columns} FROM gpu_ticks r WHERE r.session_id = ? AND r.gpu_id = ?"
-        self._endpoint_track_sql = _TRACK_SQL.format(table=ticks, columns=endpoint_columns, key=key)
+        self._energy_methods_sql = (
+            f"SELECT {method}, count(*) FROM gpu_ticks WHERE session_id = ? AND t > ? AND t <= ? AND gpu_id = ?"
+            f" GROUP BY {method}"
+        )
+        self._gpu_id_of: dict[str, int] = {}  # uuid -> id: ids never change
+        self._methods: dict[int | None, str | None] = {}  # see _method_of
+        self._endpoint_track_sql = _TRACK_SQL.format(table=ticks, columns=endpoint_columns, key=key, states=join)
         self._endpoint_rows_sql = (
-            f"SELECT {endpoint_columns} FROM {ticks} r JOIN {names.endpoints} p ON p.id = r.{key}"
+            f"SELECT {endpoint_columns} FROM {ticks} r JOIN {names.endpoints} p ON p.id = r.{key}{join}"
             " WHERE r.session_id = :session AND r.t > :after AND r.t <= :until"
             " AND p.name = :name AND p.url = :url ORDER BY r.t"
         )
@@ -146,8 +163,24 @@ class Reader:
         ]
 
     def _gpu_id(self, uuid: str) -> int | None:
-        row = self._conn.execute("SELECT id FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
-        return None if row is None else int(row[0])
+        found = self._gpu_id_of.get(uuid)
+        if found is None:
+            row = self._conn.execute("SELECT id FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
+            if row is None:
+                return None
+            found = self._gpu_id_of[uuid] = int(row[0])
+        return found
+
+    def _method_of(self, keys: Iterable[int | None]) -> dict[int | None, str | None]:
+        """What a row's ``energy_method_id`` column holds (the label id before schema 5, the
+        state id in 5) -> the method's name; read again only when a key is new."""
+        if any(key not in self._methods for key in keys):
+            labels = self._labels()
+            pairs = self._conn.execute("SELECT id, energy_method_id FROM gpu_states") if self._names.states else None
+            ids = dict(pairs) if pairs is not None else {label: label for label in labels}
+            self._methods = {key: labels.get(method) if method is not None else None for key, method in ids.items()}
+            self._methods[None] = None
+        return self._methods
 
     # --- chart series ----------------------------------------------------------------------------
 
@@ -294,13 +327,16 @@ class Reader:
 
     def gpu_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[GpuTrack]:
         uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
-        labels = self._labels()
         rows = self._conn.execute(self._gpu_track_sql, _track_params(session_id, since, until, step_s)).fetchall()
         first, last = (min(r[1] for r in rows), max(r[1] for r in rows)) if rows else (since, until)
+        columns = [
+            _GpuTrackColumns(*zip(*self._own_ends(session_id, list(group), (first, last), (since, until))))
+            for _, group in itertools.groupby(rows, key=itemgetter(0))
+        ]
+        method_of = self._method_of({key for c in columns for key in c.energy_method_id})
         tracks = []
-        for _, group in itertools.groupby(rows, key=itemgetter(0)):
-            c = _GpuTrackColumns(*zip(*self._own_ends(session_id, list(group), (first, last), (since, until))))
-            methods = tuple(labels.get(m) if m is not None else None for m in c.energy_method_id)
+        for c in columns:
+            methods = tuple(map(method_of.__getitem__, c.energy_method_id))
             uuid = uuids[c.gpu_id[0]]
             tracks.append(
                 GpuTrack(uuid, c.t, c.tokens_in_cum, c.tokens_out_cum, c.energy_j_cum, c.energy_counter_mj, methods)
@@ -344,14 +380,13 @@ class Reader:
         gpu_id = self._gpu_id(uuid)
         if gpu_id is None:
             return {}
-        return dict(
-            self._conn.execute(
-                "SELECT l.text, count(*) FROM gpu_ticks k LEFT JOIN labels l"
-                " ON l.id = k.energy_method_id WHERE k.session_id = ? AND k.t > ? AND k.t <= ?"
-                " AND k.gpu_id = ? GROUP BY k.energy_method_id",
-                (session_id, after, until, gpu_id),
-            ).fetchall()
-        )
+        counts = self._conn.execute(self._energy_methods_sql, (session_id, after, until, gpu_id)).fetchall()
+        method_of = self._method_of(key for key, _ in counts)
+        found: dict[str | None, int] = {}
+        for key, n in counts:
+            method = method_of[key]
+            found[method] = found.get(method, 0) + n
+        return found
 
     def endpoint_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[EndpointTrack]:
         return self._endpoint_tracks(self._endpoint_track_sql, _track_params(session_id, since, until, step_s))

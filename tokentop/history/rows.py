@@ -9,7 +9,7 @@ from tokentop.model import EndpointFigures, GpuFigures, Snapshot, Totals
 
 
 class GpuValues(NamedTuple):
-    """The ``gpu_ticks`` columns gpu_index .. sm_clock_mhz, in table order."""
+    """A GPU's readings of one tick: ``gpu_ticks`` columns and its state's (``states``)."""
 
     gpu_index: int | None
     status: str

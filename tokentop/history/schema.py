@@ -1,7 +1,7 @@
 """The file's schema: its tables and views, its version, creating it and migrating older ones
 (``files`` opens it).
 
-Layout (``SCHEMA_VERSION`` 4):
+Layout (``SCHEMA_VERSION`` 5):
 
 - ``sessions``: one row per ``Store.open``: when, where, which tokentop, the secret-free config,
   which command opened it (``origin``: live, record, export, snapshot) and whether the host was
@@ -25,6 +25,15 @@ Layout (``SCHEMA_VERSION`` 4):
 - Strings that repeat every tick live once in ``gpus`` (uuid, name), ``endpoints`` (name, url)
   and ``labels`` (energy method, engine lists, kinds, models, GPU lists); the ``*_v`` views put
   the plain columns back for people and for ad-hoc SQL.
+- What a GPU or an endpoint keeps tick after tick (schema 5) lives once in ``gpu_states`` (NVML
+  index, status, error, memory total, power limit, engines, energy method, cost rate) and ``endpoint_states``
+  (status, error, kind, model, GPUs); a row points at its state. Memory used is counted in the
+  largest unit that holds it exactly (1 MiB, 1 KiB or a byte: 3 or 4 bytes, not 6), which its
+  state says. A GPU's cost rate changes with
+  its power when electricity is priced: a row keeps its own rate only when it differs from its
+  state's (``coalesce(row, state)``). ``power`` has no type: an INTEGER is whole milliwatts,
+  NVML's unit (3 bytes, not 8), a REAL is watts that are not. Nothing is rounded: the views give
+  every value back exactly as it was written.
 
 Times (``t``, ``t_first``, ``t_last``, ``minute``) are Unix seconds on the session's own clock:
 the wall time of its first tick plus the monotonic seconds since (``clock.SessionClock``), so
@@ -36,7 +45,9 @@ Versions (``PRAGMA user_version``; ``PRAGMA application_id`` marks a tokentop fi
 ``server_id``, the views); 3 added the session totals (columns of ``session_gpus``, left NULL
 for the sessions of older files, and ``session_endpoints``); 4 added ``sessions.origin`` (NULL
 for the sessions of older files: not known) and ``sessions.simulated`` (for older sessions, read
-from their stored config's ``demo``). ``Store.open`` migrates in one
+from their stored config's ``demo``); 5 moved the columns that repeat tick after tick into
+``gpu_states`` and ``endpoint_states`` and power into milliwatts where exact (a fifth smaller; the
+rows are copied once, the views read as before). ``Store.open`` migrates in one
 transaction, through every version in turn; a read-only open reads an older file as it is,
 through ``NAMES[version]``.
 """
@@ -52,9 +63,10 @@ from typing import NamedTuple
 
 import sqlite_utils
 
+from tokentop.history import states
 from tokentop.history.errors import as_store_error
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x546F6B54  # "TokT": marks the file as a tokentop history
 
 
@@ -67,6 +79,7 @@ class TableNames(NamedTuple):
     endpoint_id: str
     session_totals: bool  # the session totals of schema 3
     session_origin: bool  # ``sessions.origin`` and ``sessions.simulated`` of schema 4
+    states: bool = False  # ``gpu_states`` and ``endpoint_states`` of schema 5
 
 
 _ENDPOINT_NAMES = ("endpoints", "endpoint_ticks", "endpoint_rollup_1m", "endpoint_id")
@@ -75,6 +88,7 @@ NAMES = {
     2: TableNames(*_ENDPOINT_NAMES, session_totals=False, session_origin=False),
     3: TableNames(*_ENDPOINT_NAMES, session_totals=True, session_origin=False),
     4: TableNames(*_ENDPOINT_NAMES, session_totals=True, session_origin=True),
+    5: TableNames(*_ENDPOINT_NAMES, session_totals=True, session_origin=True, states=True),
 }
 ORIGINS = ("live", "record", "export", "snapshot")  # the commands that open a session
 DATA_TABLES = ("gpu_ticks", "endpoint_ticks", "gpu_rollup_1m", "endpoint_rollup_1m")
@@ -118,41 +132,54 @@ CREATE TABLE endpoints (id INTEGER PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT
                         UNIQUE (name, url));
 CREATE TABLE labels (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 
+CREATE TABLE gpu_states (
+    id INTEGER PRIMARY KEY,
+    gpu_index INTEGER,
+    status TEXT NOT NULL,
+    error TEXT,
+    mem_total_bytes INTEGER,
+    mem_used_unit INTEGER NOT NULL,    -- bytes in a unit of its rows' mem_used: 1 MiB, 1 KiB or 1
+    power_limit_w REAL,
+    engines_id INTEGER REFERENCES labels (id),  -- comma-separated endpoint names
+    energy_method_id INTEGER REFERENCES labels (id),
+    usd_per_hour REAL                  -- the rate of its first row; NULL: no price
+);
+
 CREATE TABLE gpu_ticks (
     session_id INTEGER NOT NULL REFERENCES sessions (id),
     gpu_id INTEGER NOT NULL REFERENCES gpus (id),
     t REAL NOT NULL,                   -- Unix seconds of the reading
-    gpu_index INTEGER,
-    status TEXT NOT NULL,
-    error TEXT,
+    state_id INTEGER NOT NULL REFERENCES gpu_states (id),
     util_pct REAL,
-    mem_used_bytes INTEGER,
-    mem_total_bytes INTEGER,
-    power_w REAL,
-    power_limit_w REAL,
+    mem_used INTEGER,                  -- memory used, in its state's mem_used_unit
+    power,                             -- no affinity: INTEGER milliwatts when exact, else REAL W
     energy_counter_mj INTEGER,         -- raw NVML counter (since driver load)
     temperature_c REAL,
     sm_clock_mhz INTEGER,
-    energy_method_id INTEGER REFERENCES labels (id),
-    engines_id INTEGER REFERENCES labels (id),  -- comma-separated endpoint names
     tokens_in_cum REAL NOT NULL,       -- cumulative since the session started
     tokens_out_cum REAL NOT NULL,
     energy_j_cum REAL NOT NULL,
     cost_usd_cum REAL,                 -- NULL: no price for this GPU
     busy_s_cum REAL NOT NULL,
     busy_cost_usd_cum REAL,
-    usd_per_hour REAL,
+    usd_per_hour REAL,                 -- NULL: its state's rate
     PRIMARY KEY (session_id, t, gpu_id)
 ) WITHOUT ROWID;
+
+CREATE TABLE endpoint_states (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    error TEXT,
+    kind_id INTEGER REFERENCES labels (id),
+    model_id INTEGER REFERENCES labels (id),
+    gpus_id INTEGER REFERENCES labels (id)   -- comma-separated GPU UUIDs
+);
 
 CREATE TABLE endpoint_ticks (
     session_id INTEGER NOT NULL REFERENCES sessions (id),
     endpoint_id INTEGER NOT NULL REFERENCES endpoints (id),
     t REAL NOT NULL,
-    kind_id INTEGER REFERENCES labels (id),
-    status TEXT NOT NULL,
-    error TEXT,
-    model_id INTEGER REFERENCES labels (id),
+    state_id INTEGER NOT NULL REFERENCES endpoint_states (id),
     prompt_tokens_raw REAL,            -- the endpoint's own counters, as read
     generation_tokens_raw REAL,
     tokens_in_cum REAL NOT NULL,       -- delivered since the session started (resets handled)
@@ -164,7 +191,6 @@ CREATE TABLE endpoint_ticks (
     ttft_p50_s REAL,
     ttft_p95_s REAL,
     itl_p50_s REAL,
-    gpus_id INTEGER REFERENCES labels (id),  -- comma-separated GPU UUIDs
     PRIMARY KEY (session_id, t, endpoint_id)
 ) WITHOUT ROWID;
 
@@ -247,21 +273,24 @@ CREATE TABLE endpoint_rollup_1m (
 
 VIEWS = {
     "gpu_ticks_v": """
-SELECT k.session_id, k.t, g.uuid, k.gpu_index, g.name, k.status, k.error, k.util_pct,
-       k.mem_used_bytes, k.mem_total_bytes, k.power_w, k.power_limit_w, k.energy_counter_mj,
-       k.temperature_c, k.sm_clock_mhz, m.text AS energy_method, e.text AS engines,
-       k.tokens_in_cum, k.tokens_out_cum, k.energy_j_cum, k.cost_usd_cum, k.busy_s_cum,
-       k.busy_cost_usd_cum, k.usd_per_hour
-FROM gpu_ticks k JOIN gpus g ON g.id = k.gpu_id
-LEFT JOIN labels m ON m.id = k.energy_method_id LEFT JOIN labels e ON e.id = k.engines_id""",
+SELECT k.session_id, k.t, g.uuid, s.gpu_index, g.name, s.status, s.error, k.util_pct,
+       k.mem_used * s.mem_used_unit AS mem_used_bytes, s.mem_total_bytes,
+       CASE typeof(k.power) WHEN 'integer' THEN k.power / 1000.0 ELSE k.power END AS power_w,
+       s.power_limit_w, k.energy_counter_mj, k.temperature_c, k.sm_clock_mhz,
+       m.text AS energy_method, e.text AS engines, k.tokens_in_cum, k.tokens_out_cum,
+       k.energy_j_cum, k.cost_usd_cum, k.busy_s_cum, k.busy_cost_usd_cum,
+       coalesce(k.usd_per_hour, s.usd_per_hour) AS usd_per_hour
+FROM gpu_ticks k JOIN gpus g ON g.id = k.gpu_id JOIN gpu_states s ON s.id = k.state_id
+LEFT JOIN labels m ON m.id = s.energy_method_id LEFT JOIN labels e ON e.id = s.engines_id""",
     "endpoint_ticks_v": """
-SELECT k.session_id, k.t, p.name, p.url, kd.text AS kind, k.status, k.error, md.text AS model,
+SELECT k.session_id, k.t, p.name, p.url, kd.text AS kind, s.status, s.error, md.text AS model,
        k.prompt_tokens_raw, k.generation_tokens_raw, k.tokens_in_cum, k.tokens_out_cum,
        k.running, k.waiting, k.kv_cache_fraction, k.requests_finished_raw,
        k.ttft_p50_s, k.ttft_p95_s, k.itl_p50_s, gl.text AS gpus
 FROM endpoint_ticks k JOIN endpoints p ON p.id = k.endpoint_id
-LEFT JOIN labels kd ON kd.id = k.kind_id LEFT JOIN labels md ON md.id = k.model_id
-LEFT JOIN labels gl ON gl.id = k.gpus_id""",
+JOIN endpoint_states s ON s.id = k.state_id
+LEFT JOIN labels kd ON kd.id = s.kind_id LEFT JOIN labels md ON md.id = s.model_id
+LEFT JOIN labels gl ON gl.id = s.gpus_id""",
     "gpu_rollup_1m_v": """
 SELECT r.session_id, r.minute, g.uuid, g.name, r.t_last, r.tokens_in_cum, r.tokens_out_cum,
        r.energy_j_cum, r.cost_usd_cum, r.busy_s_cum, r.busy_cost_usd_cum, r.samples,
@@ -294,6 +323,16 @@ LEFT JOIN labels kd ON kd.id = s.kind_id LEFT JOIN labels md ON md.id = s.model_
 LEFT JOIN labels gl ON gl.id = s.gpus_id""",
 }
 
+# The endpoint rows' view as schemas 2-4 had it: what the 1 -> 2 step creates (5 replaces it).
+_ENDPOINT_TICKS_V4_VIEW = """
+SELECT k.session_id, k.t, p.name, p.url, kd.text AS kind, k.status, k.error, md.text AS model,
+       k.prompt_tokens_raw, k.generation_tokens_raw, k.tokens_in_cum, k.tokens_out_cum,
+       k.running, k.waiting, k.kv_cache_fraction, k.requests_finished_raw,
+       k.ttft_p50_s, k.ttft_p95_s, k.itl_p50_s, gl.text AS gpus
+FROM endpoint_ticks k JOIN endpoints p ON p.id = k.endpoint_id
+LEFT JOIN labels kd ON kd.id = k.kind_id LEFT JOIN labels md ON md.id = k.model_id
+LEFT JOIN labels gl ON gl.id = k.gpus_id"""
+
 
 def minute_of(t: float) -> int:
     """The rollups' ``minute`` of a time: the Unix seconds of its minute's start."""
@@ -323,8 +362,8 @@ def _migrate_1_to_2(db: sqlite_utils.Database) -> None:
     for old_table, new_table in ((old.endpoint_ticks, new.endpoint_ticks), (old.endpoint_rollup, new.endpoint_rollup)):
         db.rename_table(old_table, new_table)
         db.execute(f"ALTER TABLE {new_table} RENAME COLUMN {old.endpoint_id} TO {new.endpoint_id}")
-    for view in ("endpoint_ticks_v", "endpoint_rollup_1m_v"):
-        db.create_view(view, VIEWS[view].strip())
+    db.create_view("endpoint_ticks_v", _ENDPOINT_TICKS_V4_VIEW.strip())
+    db.create_view("endpoint_rollup_1m_v", VIEWS["endpoint_rollup_1m_v"].strip())
 
 
 def _migrate_2_to_3(db: sqlite_utils.Database) -> None:
@@ -352,6 +391,13 @@ def _migrate_3_to_4(db: sqlite_utils.Database) -> None:
     db.conn.executemany("UPDATE sessions SET simulated = 1 WHERE id = ?", demo)
 
 
+def _migrate_4_to_5(db: sqlite_utils.Database) -> None:
+    """Move what repeats tick after tick into ``gpu_states`` / ``endpoint_states`` and power into
+    milliwatts where exact (``states``): the raw rows are copied once; no value changes."""
+    tables = ("gpu_states", "endpoint_states", "gpu_ticks", "endpoint_ticks")
+    states.migrate_4_to_5(db, {table: _create_statement(table) for table in tables}, VIEWS)
+
+
 def config_says_demo(config_json: str) -> bool:
     """Whether a session's stored settings say ``demo``: how files before schema 4 tell a
     simulated session."""
@@ -372,6 +418,7 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 
 

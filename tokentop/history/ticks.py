@@ -15,14 +15,14 @@ from typing import NamedTuple
 from tokentop.derive import Point, window_between
 from tokentop.history.rows import EndpointRow, GpuRow, Tick, cum
 from tokentop.history.schema import minute_of
+from tokentop.history.states import StateIds, memory_columns, power_column
 from tokentop.history.totals import INSERT_SESSION_GPU, first_gpu_row
 
 _INSERT_GPU_TICK = (
-    "INSERT OR IGNORE INTO gpu_ticks (session_id, gpu_id, t, gpu_index, status, error, util_pct,"
-    " mem_used_bytes, mem_total_bytes, power_w, power_limit_w, energy_counter_mj, temperature_c,"
-    " sm_clock_mhz, energy_method_id, engines_id, tokens_in_cum, tokens_out_cum, energy_j_cum,"
+    "INSERT OR IGNORE INTO gpu_ticks (session_id, gpu_id, t, state_id, util_pct, mem_used, power,"
+    " energy_counter_mj, temperature_c, sm_clock_mhz, tokens_in_cum, tokens_out_cum, energy_j_cum,"
     " cost_usd_cum, busy_s_cum, busy_cost_usd_cum, usd_per_hour)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_GPU_ROLLUP = """
 INSERT INTO gpu_rollup_1m (session_id, minute, gpu_id, t_last, tokens_in_cum, tokens_out_cum,
@@ -47,10 +47,10 @@ ON CONFLICT (session_id, minute, gpu_id) DO UPDATE SET
     covered_s = covered_s + excluded.covered_s
 """
 _INSERT_ENDPOINT_TICK = (
-    "INSERT OR IGNORE INTO endpoint_ticks (session_id, endpoint_id, t, kind_id, status, error,"
-    " model_id, prompt_tokens_raw, generation_tokens_raw, tokens_in_cum, tokens_out_cum, running,"
-    " waiting, kv_cache_fraction, requests_finished_raw, ttft_p50_s, ttft_p95_s, itl_p50_s,"
-    " gpus_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO endpoint_ticks (session_id, endpoint_id, t, state_id, prompt_tokens_raw,"
+    " generation_tokens_raw, tokens_in_cum, tokens_out_cum, running, waiting, kv_cache_fraction,"
+    " requests_finished_raw, ttft_p50_s, ttft_p95_s, itl_p50_s)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_ENDPOINT_ROLLUP = """
 INSERT INTO endpoint_rollup_1m (session_id, minute, endpoint_id, t_last, tokens_in_cum,
@@ -97,6 +97,7 @@ class TickRows:
         self._gpu_ids: dict[str, int] = {}
         self._endpoint_ids: dict[tuple[str, str], int] = {}
         self._label_ids: dict[str, int] = {}
+        self._states = StateIds(conn)
         self.latest: dict[int, Point] = {}  # gpu_id -> its latest row's cumulative figures
 
     def rolled_back(self, latest: dict[int, Point]) -> None:
@@ -104,6 +105,7 @@ class TickRows:
         latest rows are ``latest`` again."""
         for ids in (self._gpu_ids, self._endpoint_ids, self._label_ids):
             ids.clear()
+        self._states.clear()
         self.latest = latest
 
     def write(self, tick: Tick) -> None:
@@ -121,8 +123,15 @@ class TickRows:
         if gpu_id is None:
             gpu_id = self._gpu_ids[g.uuid] = self._insert(_GPU, (g.uuid, g.name))
         cum_values = cum(g.totals)
-        labels = (self._label(g.energy_method), self._label(g.engines))
-        row = (sid, gpu_id, t, *g.values, *labels, *cum_values, g.usd_per_hour)
+        v = g.values
+        mem_used, unit = memory_columns(v.mem_used_bytes)
+        labels = (self._label(g.engines), self._label(g.energy_method))
+        state = (v.gpu_index, v.status, v.error, v.mem_total_bytes, unit, v.power_limit_w, *labels)
+        state_id, usd_per_hour = self._states.gpu(state, g.usd_per_hour)
+        row = (
+            *(sid, gpu_id, t, state_id, v.util_pct, mem_used, power_column(v.power_w)),
+            *(v.energy_counter_mj, v.temperature_c, v.sm_clock_mhz, *cum_values, usd_per_hour),
+        )
         inserted = conn.execute(_INSERT_GPU_TICK, row).rowcount == 1
         now = Point(t, g.totals)
         previous = self.latest.get(gpu_id)
@@ -151,8 +160,8 @@ class TickRows:
         endpoint_id = self._endpoint_ids.get(key)
         if endpoint_id is None:
             endpoint_id = self._endpoint_ids[key] = self._insert(_ENDPOINT, key)
-        kind_id, model_id, gpus_id = self._label(e.kind), self._label(e.model), self._label(e.gpus)
-        row = (sid, endpoint_id, t, kind_id, e.status, e.error, model_id, *e.values, gpus_id)
+        labels = (self._label(e.kind), self._label(e.model), self._label(e.gpus))
+        row = (sid, endpoint_id, t, self._states.endpoint((e.status, e.error, *labels)), *e.values)
         if conn.execute(_INSERT_ENDPOINT_TICK, row).rowcount != 1:
             return  # written before (a retry)
         v = e.values

@@ -39,7 +39,7 @@ _UPDATE_GPU = (
 _COUNT_METHODS = """
 SELECT k.gpu_id, m.text, count(*) FROM gpu_ticks k
 JOIN session_gpus s ON s.session_id = k.session_id AND s.gpu_id = k.gpu_id
-LEFT JOIN labels m ON m.id = k.energy_method_id
+JOIN gpu_states g ON g.id = k.state_id LEFT JOIN labels m ON m.id = g.energy_method_id
 WHERE k.session_id = ? AND k.t > ? AND k.t > s.t_first GROUP BY k.gpu_id, m.text
 """
 _METHOD_COLUMN = {"counter": 0, "power_integral": 1}  # else 2: no counter and no power reading
@@ -139,9 +139,11 @@ _UPSERT_ENDPOINT_TOTALS = (
     f"INSERT OR REPLACE INTO session_endpoints (session_id, endpoint_id, {', '.join(_ENDPOINT_TOTALS_COLUMNS)})"
     f" VALUES (?, ?, {', '.join('?' * len(_ENDPOINT_TOTALS_COLUMNS))})"
 )
+_STATE_FIELDS = ("kind_id", "model_id", "gpus_id")  # in ``endpoint_states`` (schema 5)
 _ENDPOINT_ROWS = (
-    f"SELECT {', '.join(_EndpointRow._fields)} FROM endpoint_ticks WHERE session_id = ? AND t > ?"
-    " ORDER BY endpoint_id, t"
+    f"SELECT {', '.join(('s.' if f in _STATE_FIELDS else 'k.') + f for f in _EndpointRow._fields)}"
+    " FROM endpoint_ticks k JOIN endpoint_states s ON s.id = k.state_id"
+    " WHERE k.session_id = ? AND k.t > ? ORDER BY k.endpoint_id, k.t"
 )
 
 
