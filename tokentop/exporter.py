@@ -198,6 +198,7 @@ class SnapshotCollector(Collector):
             return
         yield from self._general(snapshot)
         yield self._gpu_info(snapshot)
+        yield self._endpoint_info(snapshot)
         yield from families(GPU_SERIES, snapshot.gpus, GPU_LABELS, self._gpu_labels)
         yield from families(ENDPOINT_SERIES, snapshot.endpoints, ENDPOINT_LABELS, self._endpoint_labels)
 
@@ -224,6 +225,14 @@ class SnapshotCollector(Collector):
             family = GaugeMetricFamily(name, text, labels=("host",))
             family.add_metric([self._host], value)
             yield family
+
+    def _endpoint_info(self, snap: Snapshot) -> Metric:
+        info = InfoMetricFamily(
+            "tokentop_endpoint", "An inference endpoint as tokentop sees it", labels=ENDPOINT_LABELS
+        )
+        for fig in snap.endpoints:
+            info.add_metric(self._endpoint_labels(fig), {"model": fig.sample.model or ""})
+        return info
 
     def _gpu_info(self, snap: Snapshot) -> Metric:
         info = InfoMetricFamily("tokentop_gpu", "A GPU as tokentop sees it", labels=GPU_LABELS)

@@ -38,6 +38,7 @@ from prometheus_harness import (
 )
 
 from tokentop.config import Config, PrometheusConfig
+from tokentop.demo import engines_for
 from tokentop.fleet import promql
 from tokentop.fleet.model import FleetHost
 from tokentop.fleet.prometheus_source import NOT_OPENED, PrometheusSource
@@ -129,6 +130,7 @@ def test_a_reading_has_every_host_with_bounded_queries(fleet: Fleet) -> None:
     for host in reading.hosts:
         assert host.state == "up" and host.snapshot is not None
         assert len(host.snapshot.gpus) == 8 and host.engines_up == host.engines_total == 3
+        assert {e.sample.model for e in host.snapshot.endpoints} == {e.model for e in engines_for(1)}  # endpoint_info
         assert host.snapshot.host.cost_window.span_s == 10.0 and host.snapshot.host.rate_window.span_s == 5.0
         assert host.snapshot.host.cost_window.tokens_out > 0 and host.snapshot.host.power_w
     first = src.client.queries

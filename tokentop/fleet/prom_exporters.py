@@ -203,6 +203,7 @@ def _endpoints(
 ) -> dict[str, list[EndpointFigures]]:
     ekey = ("host", "endpoint", "kind")
     up = _one(latest, "ep_up", ekey)
+    info = _one(latest, "ep_info", ekey)
     totals_ = counters({"tokens": latest.get("ep_total", [])}, "", ekey)
     rates = counters({"tokens": rate.get("ep_tokens", [])}, "", ekey)
     gauges = {name: _one(latest, name, ekey) for name in ("ep_running", "ep_waiting")}
@@ -216,13 +217,14 @@ def _endpoints(
         total, per, q = totals_.get(key, {}), rates.get(key, {}), quantiles.get(key, {})
         running = gauges["ep_running"].get(key)
         waiting = gauges["ep_waiting"].get(key)
-        state = up.get(key)
+        state, described = up.get(key), info.get(key)
         sample = EndpointSample(
             name=safe_text(name),
             url="",
             t_mono=0.0,
             status="up" if state is not None and state.value == 1.0 else "error",
             kind=None if kind in ("", "unknown") else safe_text(kind),
+            model=safe_text(described.labels["model"]) if described and described.labels.get("model") else None,
             prompt_tokens_total=total.get("tokens_in"),
             generation_tokens_total=total.get("tokens_out"),
             running=running.value if running else None,

@@ -99,6 +99,7 @@ def tokentop_latest_parts(seen_window_s: float, host: str | None = None) -> dict
             "usd_h": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_usd_per_hour')})",
             "info": f"max by ({GPU_BY}, {INFO_LABELS}) (last_over_time({sel('tokentop_gpu_info')}[{d}]))",
             "ep_up": f"max by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_up')})",
+            "ep_info": f"max by ({ENDPOINT_BY}, model) (last_over_time({sel('tokentop_endpoint_info')}[{d}]))",
             "ep_total": f"sum by ({ENDPOINT_BY}, direction) ({sel('tokentop_endpoint_tokens_total')})",
             "ep_running": f"sum by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_requests_running')})",
             "ep_waiting": f"sum by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_requests_waiting')})",
