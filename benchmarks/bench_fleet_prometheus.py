@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests" / "integration")]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests" / "integration")]
 
 HOSTS, GPUS = 100, 8
 REFRESHES = 15
@@ -65,24 +65,6 @@ def page(now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve(port_file: str) -> None:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = page(time.time()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    Path(port_file).write_text(str(server.server_address[1]))
-    server.serve_forever()
-
-
 def main() -> None:
     from prometheus_harness import Job, Prometheus, Unavailable, end, spawn
 
@@ -90,14 +72,13 @@ def main() -> None:
     from tokentop.fleet.prometheus_source import PrometheusSource
 
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    port_file = work / "port"
-    exporter = spawn([sys.executable, __file__, "--serve", str(port_file)])
+    exporter = spawn([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE)
     try:
-        while not port_file.exists() or not port_file.read_text():
-            if exporter.poll() is not None:
-                sys.exit(f"the synthetic exporter ended with {exporter.returncode}")
-            time.sleep(0.05)
-        job = Job("fleet", (f"127.0.0.1:{port_file.read_text()}",), honor_labels=True)
+        assert exporter.stdout is not None
+        port = exporter.stdout.readline().strip().decode()
+        if not port:
+            sys.exit(f"the synthetic exporter ended with {exporter.wait()}")
+        job = Job("fleet", (f"127.0.0.1:{port}",), honor_labels=True)
         try:
             prometheus = Prometheus(work, [job])
             prometheus.start()
@@ -150,7 +131,9 @@ def measure(source: object, what: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        serve(sys.argv[2])
+    if sys.argv[1:2] == ["--serve"]:  # the synthetic exporter's own process
+        from _common import serve_pages
+
+        serve_pages(lambda path: page(time.time()).encode())
     else:
         main()

@@ -17,65 +17,45 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import serve_pages, start_server
+
 from tokentop.collectors import EndpointCollector
 from tokentop.config import EndpointConfig
 
-SERVER = textwrap.dedent(
-    """
-    import itertools, sys
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    series, label_bytes, many = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+def hostile_pages(series: int, label_bytes: int, many: int) -> Callable[[str], bytes]:
+    """The pages of the server: /metrics new every scrape, /many/metrics, /served (a count)."""
     scrape = itertools.count()
     served = [0]
-    many_page = "".join(
-        f'vllm:num_requests_running{{engine="{i}",model_name="m"}} 1\\n' for i in range(many)
-    ).encode()
+    many_page = "".join(f'vllm:num_requests_running{{engine="{i}",model_name="m"}} 1\n' for i in range(many)).encode()
 
-    def unique_page():
+    def unique_page() -> bytes:
         n = next(scrape)
         served[0] = n + 1
         filler = "x" * label_bytes
-        lines = [f'vllm:generation_tokens_total{{engine="0",model_name="m"}} {n}\\n']
-        lines += [
-            f'vllm:num_requests_running{{engine="{i}",model_name="{n}-{i}-{filler}"}} 1\\n'
-            for i in range(series)
-        ]
+        lines = [f'vllm:generation_tokens_total{{engine="0",model_name="m"}} {n}\n']
+        lines += [f'vllm:num_requests_running{{engine="{i}",model_name="{n}-{i}-{filler}"}} 1\n' for i in range(series)]
         return "".join(lines).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def do_GET(self):
-            if self.path == "/served":
-                body = str(served[0]).encode()
-            else:
-                body = many_page if self.path == "/many/metrics" else unique_page()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-        def handle_error(self, *args):
-            pass
+    def body_for(path: str) -> bytes:
+        if path == "/served":
+            return str(served[0]).encode()
+        return many_page if path == "/many/metrics" else unique_page()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-    """
-)
+    return body_for
 
 
 def rss_mb(pid: int) -> float | None:
@@ -141,14 +121,14 @@ def main() -> None:
     parser.add_argument("--label-kb", type=int, default=120)
     parser.add_argument("--many", type=int, default=110_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server's own process
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(args.series), str(args.label_kb * 1000), str(args.many)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    if args.serve:
+        serve_pages(hostile_pages(args.series, args.label_kb * 1000, args.many), disable_nagle=False)
+        return
+    server, (port,) = start_server([sys.executable, __file__, "--serve", *sys.argv[1:]])
     try:
-        base = f"http://127.0.0.1:{int(server.stdout.readline())}"  # type: ignore[union-attr]
+        base = f"http://127.0.0.1:{port}"
         page_mb = args.series * args.label_kb / 1000
         print(f"page: {args.series} series with a fresh {args.label_kb} KB label each, {page_mb:.1f} MB a scrape")
         samples = record_rss(base + "/metrics", args.duration)

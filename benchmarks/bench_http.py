@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_reader import SERVER, busy_page
+from _common import serve_file
+from bench_reader import busy_page
 
 HEADERS = {"Accept-Encoding": "identity"}
 TIMEOUT = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
@@ -89,10 +89,9 @@ def main() -> None:
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(args.engines))
         size = page.stat().st_size
-        server = subprocess.Popen([sys.executable, "-c", SERVER, str(page)], stdout=subprocess.PIPE, text=True)
+        server, (port,) = serve_file(page)
         try:
-            assert server.stdout is not None
-            each = ways(int(server.stdout.readline()))
+            each = ways(port)
             cpu: dict[str, list[float]] = {name: [] for name in each}
             for run in each.values():  # connect, warm up
                 for _ in range(20):

@@ -18,81 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-WARMUP_S = 5.0
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import ROOT, Figures, cpu_ticks, measure, measure_record
+
 SESSION = "tokentop-bench"
-
-
-@dataclass
-class Figures:
-    cpu_pct: float  # over the whole measured span
-    cpu_pct_median: float  # median of one-second slices
-    main_thread_pct: float  # the main thread alone: the event loop for the live view
-    peak_rss_mb: float
-    seconds: float
-
-
-def cpu_ticks(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-
-
-def thread_ticks(pid: int, tid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def measure(pid: int, seconds: float) -> Figures:
-    """Sample the process once a second for ``seconds`` after the warm-up."""
-    time.sleep(WARMUP_S)
-    start_t, start = time.monotonic(), cpu_ticks(pid)
-    main_start = thread_ticks(pid, pid)
-    if start is None or main_start is None:
-        raise SystemExit(f"process {pid} ended during the warm-up")
-    last_t, last, main_last = start_t, start, main_start
-    slices = []
-    rss = peak_rss_mb(pid) or 0.0
-    while time.monotonic() - start_t < seconds:
-        time.sleep(1.0)
-        now_t, now, main_now = time.monotonic(), cpu_ticks(pid), thread_ticks(pid, pid)
-        if now is None or main_now is None:
-            break
-        main_last = main_now
-        rss = peak_rss_mb(pid) or rss
-        slices.append((now - last) / CLK_TCK / (now_t - last_t) * 100)
-        last_t, last = now_t, now
-    span = last_t - start_t
-
-    def pct(ticks: int) -> float:
-        return ticks / CLK_TCK / span * 100 if span > 0 else float("nan")
-
-    median = statistics.median(slices) if slices else float("nan")
-    return Figures(pct(last - start), median, pct(main_last - main_start), rss, span)
 
 
 def live_command(db: Path) -> list[str]:
@@ -131,21 +67,7 @@ def bench_live(seconds: float, size: str, db: Path) -> tuple[Figures, str]:
 
 
 def bench_record(seconds: float, db: Path) -> Figures:
-    duration = seconds + WARMUP_S + 2
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokentop.cli", "record", "--demo", "--duration", f"{duration:g}", "--db", str(db)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        figures = measure(proc.pid, seconds)
-    finally:
-        _, err = proc.communicate(timeout=duration + 30)
-    if proc.returncode != 0:
-        raise SystemExit(f"record failed ({proc.returncode}): {err.strip()}")
-    return figures
+    return measure_record(seconds, ["--demo", "--db", str(db)])
 
 
 def _quote(text: str) -> str:

@@ -28,10 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_live import WARMUP_S, Figures, cpu_ticks, measure
-from bench_reader import SERVER, busy_page
+from _common import ROOT, Figures, cpu_ticks, measure, measure_record, serve_file
+from bench_reader import busy_page
 
-ROOT = Path(__file__).resolve().parent.parent
 FAKENVML = ROOT.parent / "shared" / "tools" / "fakenvml"
 ENDPOINTS = 4
 
@@ -78,23 +77,7 @@ def side_by_side(seconds: float, commands: dict[str, list[str]], env: dict[str, 
 
 
 def record(seconds: float, ports: list[int], db: Path, env: dict[str, str]) -> Figures:
-    duration = seconds + WARMUP_S + 2
-    command = [sys.executable, "-m", "tokentop.cli", "record", "--duration", f"{duration:g}", "--db", str(db)]
-    proc = subprocess.Popen(
-        command + tokentop_args(ports),
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        figures = measure(proc.pid, seconds)
-    finally:
-        _, err = proc.communicate(timeout=duration + 30)
-    if proc.returncode != 0:
-        raise SystemExit(f"record failed ({proc.returncode}): {err.strip()}")
-    return figures
+    return measure_record(seconds, ["--db", str(db), *tokentop_args(ports)], env)
 
 
 def line(name: str, f: Figures) -> str:
@@ -115,12 +98,12 @@ def main() -> int:
         env = {"LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(7))
-        servers = [
-            subprocess.Popen([sys.executable, "-c", SERVER, str(page)], stdout=subprocess.PIPE, text=True)
-            for _ in range(ENDPOINTS)
-        ]
+        servers, ports = [], []
         try:
-            ports = [int(s.stdout.readline()) for s in servers if s.stdout is not None]
+            for _ in range(ENDPOINTS):  # one process each
+                server, (port,) = serve_file(page)
+                servers.append(server)
+                ports.append(port)
             rec = record(args.record_seconds, ports, Path(tmp) / "record.db", env)
             print(f"fake NVML (C, 8 GPUs), {ENDPOINTS} loopback vLLM endpoints of 128 KiB, 1 Hz, {os.cpu_count()} CPUs")
             print(line("record", rec) + "   target <= 0.3 %")

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,31 +28,11 @@ from tokentop.collectors.kinds import VLLM, read_figures
 from tokentop.config import EndpointConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import serve_file
 from conftest import read_page  # tests/conftest.py names the fixtures folder
 
 FIXTURE = "vllm/v1-qwen3-0.6b-via-dynamo.txt"
-
-SERVER = textwrap.dedent(
-    """
-    import sys
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    body = open(sys.argv[1], "rb").read()
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-    """
-)
 
 
 def busy_page(engines: int) -> str:
@@ -132,9 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "metrics"
         body.write_text(page)
-        server = subprocess.Popen([sys.executable, "-c", SERVER, str(body)], stdout=subprocess.PIPE, text=True)
+        server, (port,) = serve_file(body)
         try:
-            port = int(server.stdout.readline())  # type: ignore[union-attr]
             with httpx.Client() as client:
                 collector = EndpointCollector(
                     EndpointConfig(f"http://127.0.0.1:{port}"), client, timeout_s=2.0, max_page_bytes=8 << 20

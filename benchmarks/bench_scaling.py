@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _common import peak_rss_mb, serve_file
 from bench_reader import busy_page
 
 PAGES = {"10 KiB": None, "128 KiB": 7, "1 MiB": 58}  # engines on the page; None: cut to 10 KiB
@@ -44,30 +45,6 @@ ROWS = [  # (GPUs, endpoints, page)
     (8, 4, "1 MiB"),
     (64, 16, "128 KiB"),
 ]
-
-SERVERS = textwrap.dedent(
-    """
-    import sys, threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    body = open(sys.argv[1], "rb").read()
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(int(sys.argv[2]))]
-    print(" ".join(str(s.server_address[1]) for s in servers), flush=True)
-    for s in servers:
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-    threading.Event().wait()
-    """
-)
 
 
 def page_text(page: str) -> str:
@@ -99,12 +76,8 @@ def one(gpus: int, endpoints: int, page: str, ticks: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "page.txt"
         path.write_text(page_text(page))
-        server = subprocess.Popen(
-            [sys.executable, "-c", SERVERS, str(path), str(endpoints)], stdout=subprocess.PIPE, text=True
-        )
+        server, ports = serve_file(path, endpoints)  # one process, a thread per endpoint
         try:
-            assert server.stdout is not None
-            ports = [int(p) for p in server.stdout.readline().split()]
             config = Config(
                 endpoints=tuple(
                     EndpointConfig(
@@ -126,14 +99,7 @@ def one(gpus: int, endpoints: int, page: str, ticks: int) -> dict[str, float]:
             sampler.stop()
         finally:
             server.kill()
-    return {"cpu_ms": statistics.median(cpu) * 1e3, "rss_mb": peak_rss_mb(), "up": up}
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return {"cpu_ms": statistics.median(cpu) * 1e3, "rss_mb": peak_rss_mb(os.getpid()) or float("nan"), "up": up}
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_reader import SERVER, busy_page
+from _common import serve_file
+from bench_reader import busy_page
 
 from tokentop.config import Config, EndpointConfig
 from tokentop.history import Store
@@ -39,12 +39,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(args.engines))
-        servers = [
-            subprocess.Popen([sys.executable, "-c", SERVER, str(page)], stdout=subprocess.PIPE, text=True)
-            for _ in range(4)
-        ]
+        servers, ports = [], []
         try:
-            ports = [int(s.stdout.readline()) for s in servers]
+            for _ in range(4):  # one process each
+                server, (port,) = serve_file(page)
+                servers.append(server)
+                ports.append(port)
             config = Config(
                 endpoints=tuple(
                     EndpointConfig(

@@ -117,6 +117,23 @@ class Job:
     honor_labels: bool = False
 
 
+def agentless_jobs(target: tuple[str, ...]) -> list[Job]:
+    """The agentless scenario's hosts gpu-a and gpu-b, their pages at ``target``: /a/dcgm and
+    /b/dcgm (dcgm-exporter; gpu-a's runs as a pod, so the target labels name that pod), /a/vllm
+    (pod default/vllm-70b) and /b/vllm (no pod)."""
+    return [
+        Job(
+            "dcgm-a",
+            target,
+            {"instance": "gpu-a:9400", "pod": "dcgm-exporter-x7", "namespace": "gpu-operator"},
+            "/a/dcgm",
+        ),
+        Job("dcgm-b", target, {"instance": "gpu-b:9400"}, "/b/dcgm"),
+        Job("vllm-a", target, {"instance": "10.0.0.7:8000", "pod": "vllm-70b", "namespace": "default"}, "/a/vllm"),
+        Job("vllm-b", target, {"instance": "gpu-b:8000"}, "/b/vllm"),
+    ]
+
+
 def scrape_config(jobs: Sequence[Job]) -> str:
     """A prometheus.yml (JSON is YAML) scraping every job each second."""
     every = f"{SCRAPE_INTERVAL_S:g}s"

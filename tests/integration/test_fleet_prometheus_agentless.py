@@ -21,9 +21,9 @@ import pytest
 from loopback import LoopbackServer, Reply
 from prometheus_harness import (
     DCGM_TEMPLATE,
-    Job,
     Prometheus,
     Unavailable,
+    agentless_jobs,
     dcgm_490,
     dcgm_before_490,
     server_page,
@@ -54,17 +54,7 @@ def agentless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agentless]:
         pages.route("/a/vllm", lambda seen: Reply(body=server_page("vllm", TOK_A, int(time.time()), T0)))
         pages.route("/b/vllm", lambda seen: Reply(body=server_page("vllm", TOK_B, int(time.time()), T0)))
         target = (pages.url.removeprefix("http://"),)
-        jobs = [
-            Job(
-                "dcgm-a",
-                target,
-                {"instance": "gpu-a:9400", "pod": "dcgm-exporter-x7", "namespace": "gpu-operator"},
-                "/a/dcgm",
-            ),
-            Job("dcgm-b", target, {"instance": "gpu-b:9400"}, "/b/dcgm"),
-            Job("vllm-a", target, {"instance": "10.0.0.7:8000", "pod": "vllm-70b", "namespace": "default"}, "/a/vllm"),
-            Job("vllm-b", target, {"instance": "gpu-b:8000"}, "/b/vllm"),
-        ]
+        jobs = agentless_jobs(target)
         prometheus = None
         reason = None
         try:
