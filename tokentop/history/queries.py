@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -32,6 +32,7 @@ from tokentop.history.schema import TableNames, config_says_demo, database, minu
 from tokentop.history.series import RAW_LOOKBACK_S
 from tokentop.model import Totals, Window
 
+_SPANS_PER_QUERY = 400  # 800 bound parameters: within every SQLite's limit (999 before 3.32)
 _CUM_SELECT = "tokens_in_cum, tokens_out_cum, energy_j_cum, cost_usd_cum, busy_s_cum, busy_cost_usd_cum"
 
 # Tracks: for each boundary ``since + k * step`` (the last one clamped to ``until``), the rows of
@@ -110,8 +111,9 @@ class Reader:
         self._gpu_track_sql = _TRACK_SQL.format(table="gpu_ticks", columns=gpu_columns, key="gpu_id", states="")
         self._gpu_row_sql = f"SELECT {gpu_columns} FROM gpu_ticks r WHERE r.session_id = ? AND r.gpu_id = ?"
         self._energy_methods_sql = (
-            f"SELECT {method}, count(*) FROM gpu_ticks WHERE session_id = ? AND t > ? AND t <= ? AND gpu_id = ?"
-            f" GROUP BY {method}"
+            "WITH spans(after, until) AS (VALUES {spans})"
+            f" SELECT r.{method}, count(*) FROM spans CROSS JOIN gpu_ticks r WHERE r.session_id = ?"
+            f" AND r.t > spans.after AND r.t <= spans.until AND r.gpu_id = ? GROUP BY r.{method}"
         )
         self._gpu_id_of: dict[str, int] = {}  # uuid -> id: ids never change
         self._methods: dict[int | None, str | None] = {}  # see _method_of
@@ -328,10 +330,12 @@ class Reader:
     def gpu_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[GpuTrack]:
         uuids = dict(self._conn.execute("SELECT id, uuid FROM gpus"))
         rows = self._conn.execute(self._gpu_track_sql, _track_params(session_id, since, until, step_s)).fetchall()
-        first, last = (min(r[1] for r in rows), max(r[1] for r in rows)) if rows else (since, until)
+        groups = [list(group) for _, group in itertools.groupby(rows, key=itemgetter(0))]
+        # Each group is in time order: the track's first and last ticks are among their ends.
+        first, last = (min(g[0][1] for g in groups), max(g[-1][1] for g in groups)) if groups else (since, until)
         columns = [
-            _GpuTrackColumns(*zip(*self._own_ends(session_id, list(group), (first, last), (since, until))))
-            for _, group in itertools.groupby(rows, key=itemgetter(0))
+            _GpuTrackColumns(*zip(*self._own_ends(session_id, group, (first, last), (since, until))))
+            for group in groups
         ]
         method_of = self._method_of({key for c in columns for key in c.energy_method_id})
         tracks = []
@@ -376,11 +380,17 @@ class Reader:
             minutes.append(GpuMinutes(uuids[gpu_id], minute, covered_s, tokens_in, tokens_out, energy_j))
         return minutes
 
-    def gpu_energy_methods(self, session_id: int, uuid: str, after: float, until: float) -> dict[str | None, int]:
+    def gpu_energy_methods(
+        self, session_id: int, uuid: str, spans: Sequence[tuple[float, float]]
+    ) -> dict[str | None, int]:
         gpu_id = self._gpu_id(uuid)
         if gpu_id is None:
             return {}
-        counts = self._conn.execute(self._energy_methods_sql, (session_id, after, until, gpu_id)).fetchall()
+        counts: list[tuple[int | None, int]] = []
+        for first in range(0, len(spans), _SPANS_PER_QUERY):
+            chunk = spans[first : first + _SPANS_PER_QUERY]
+            sql = self._energy_methods_sql.format(spans=", ".join(["(?, ?)"] * len(chunk)))
+            counts += self._conn.execute(sql, (*itertools.chain.from_iterable(chunk), session_id, gpu_id))
         method_of = self._method_of(key for key, _ in counts)
         found: dict[str | None, int] = {}
         for key, n in counts:

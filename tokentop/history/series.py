@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from typing import NamedTuple
+from typing import Final
 
 from tokentop.history.records import SeriesPoint
 from tokentop.history.schema import minute_of
@@ -43,33 +43,30 @@ SELECT b, sum(tin), sum(tout), sum(e), CASE WHEN count(cost) = count(*) THEN sum
 FROM d WHERE b >= 0 AND span > 0 GROUP BY b
 """
 # Rollups: the per-minute differences summed (one streaming pass in key order), then the
-# minutes summed into buckets of whole minutes.
-_SERIES_ROLLUP_SQL = """
-SELECT CAST((minute - :since) / :step AS INTEGER) AS b, sum(tin), sum(tout), sum(e),
+# minutes summed into buckets of whole minutes. With 1-minute buckets each minute is its own
+# bucket: the minutes are the buckets, without the second grouping.
+_MINUTES_SQL = """
+SELECT {bucket} AS b, sum(tokens_in_delta) AS tin, sum(tokens_out_delta) AS tout,
+       sum(energy_j_delta) AS e,
+       CASE WHEN count(cost_usd_delta) = count(*) THEN sum(cost_usd_delta) END AS cost,
+       max(covered_s) AS covered
+FROM gpu_rollup_1m
+WHERE session_id = :session AND minute >= :since AND minute < :until {{gpu_filter}}
+GROUP BY minute
+"""
+_SERIES_MINUTES_SQL = _MINUTES_SQL.format(bucket="CAST((minute - :since) / :step AS INTEGER)")
+_SERIES_ROLLUP_SQL = f"""
+SELECT CAST((b - :since) / :step AS INTEGER), sum(tin), sum(tout), sum(e),
        CASE WHEN count(cost) = count(*) THEN sum(cost) END, sum(covered)
-FROM (
-    SELECT minute, sum(tokens_in_delta) AS tin, sum(tokens_out_delta) AS tout,
-           sum(energy_j_delta) AS e, max(covered_s) AS covered,
-           CASE WHEN count(cost_usd_delta) = count(*) THEN sum(cost_usd_delta) END AS cost
-    FROM gpu_rollup_1m
-    WHERE session_id = :session AND minute >= :since AND minute < :until {gpu_filter}
-    GROUP BY minute
-)
-GROUP BY b
+FROM ({_MINUTES_SQL.format(bucket="minute")})
+GROUP BY 1
 """
 
 
-class _Bucket(NamedTuple):
-    """One chart bucket's deliveries and the seconds they cover."""
-
-    tokens_in: float
-    tokens_out: float
-    energy_j: float
-    cost_usd: float | None
-    covered_s: float
-
-
-_NO_BUCKET = _Bucket(0.0, 0.0, 0.0, None, 0.0)
+# A bucket as both queries return it: (b, tokens in, tokens out, energy J, cost $ or None,
+# seconds covered). Read as plain rows: a NamedTuple per bucket costs a tenth of a day's chart.
+_Bucket = tuple[int, float, float, float, float | None, float]
+_COVERED_S: Final = 5
 
 
 def gpu_series(
@@ -95,15 +92,22 @@ def _buckets(
 ) -> dict[int, _Bucket]:
     """Per bucket, the session that covered it longest (sessions at the same time are taken
     to watch the same GPUs)."""
-    sql = _SERIES_ROLLUP_SQL if rollups else _SERIES_RAW_SQL
+    if rollups:
+        sql = _SERIES_MINUTES_SQL if step_s == 60.0 else _SERIES_ROLLUP_SQL
+    else:
+        sql = _SERIES_RAW_SQL
     sql = sql.format(gpu_filter="" if gpu_id is None else "AND gpu_id = :gpu")
     params = {"since": since, "until": until, "step": step_s, "lo": since - RAW_LOOKBACK_S, "gpu": gpu_id}
     chosen: dict[int, _Bucket] = {}
     for session in _sessions_between(conn, session_id, since, until):
-        for b, *figures in conn.execute(sql, {**params, "session": session}):
-            bucket = _Bucket(*figures)
-            if b not in chosen or bucket.covered_s > chosen[b].covered_s:
-                chosen[b] = bucket
+        rows: list[_Bucket] = conn.execute(sql, {**params, "session": session}).fetchall()
+        if not chosen:  # the first (usually the only) session
+            chosen = {row[0]: row for row in rows}
+            continue
+        for row in rows:
+            b = row[0]
+            if b not in chosen or row[_COVERED_S] > chosen[b][_COVERED_S]:
+                chosen[b] = row
     return chosen
 
 
@@ -125,14 +129,13 @@ def _points(buckets: dict[int, _Bucket], since: float, until: float, step_s: flo
     points = []
     for b in range(math.ceil((until - since) / step_s)):
         start = since + b * step_s
-        bucket = buckets.get(b, _NO_BUCKET)
-        span = bucket.covered_s
-        if span <= 0:
+        bucket = buckets.get(b)
+        if bucket is None or bucket[_COVERED_S] <= 0:
             points.append(SeriesPoint(start, None, None, None, None))
             continue
-        per_mtok = usd_per_mtok(bucket.cost_usd, bucket.tokens_out)
-        tok_s_in, tok_s_out, watts = bucket.tokens_in / span, bucket.tokens_out / span, bucket.energy_j / span
-        points.append(SeriesPoint(start, tok_s_in, tok_s_out, watts, per_mtok))
+        _, tokens_in, tokens_out, energy_j, cost_usd, span = bucket
+        per_mtok = usd_per_mtok(cost_usd, tokens_out)
+        points.append(SeriesPoint(start, tokens_in / span, tokens_out / span, energy_j / span, per_mtok))
     return points
 
 

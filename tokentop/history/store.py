@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -244,7 +244,14 @@ class Store:
         """How many of one GPU's ticks in ``(after, until]`` measured their energy each way
         (``counter``, ``power_integral``, None: no power at all). Reads every row of the span:
         meant for the short spans where the counter does not explain the energy."""
-        return self._read(self._reader.gpu_energy_methods, session_id, uuid, after, until)
+        return self.gpu_energy_methods_over(session_id, uuid, [(after, until)])
+
+    def gpu_energy_methods_over(
+        self, session_id: int, uuid: str, spans: Sequence[tuple[float, float]]
+    ) -> dict[str | None, int]:
+        """``gpu_energy_methods`` over several disjoint spans ``(after, until]`` at once, summed:
+        one read for all of a GPU's spans instead of one each."""
+        return self._read(self._reader.gpu_energy_methods, session_id, uuid, spans)
 
     def endpoint_tracks(self, session_id: int, since: float, until: float, step_s: float) -> list[EndpointTrack]:
         """Each endpoint's row of the last tick in ``(b - step_s, b]`` for every boundary, as

@@ -18,12 +18,23 @@ may hold control characters. The raw strings still key the store's queries.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 from tokentop.config import ApiPrice, CostConfig
 from tokentop.cost import J_PER_KWH, api_equivalent_usd, energy_is_charged, price_for
 from tokentop.derive import Point, sum_windows, window_between
-from tokentop.history import EndpointSessionTotals, EndpointTrack, GpuInfo, GpuTrack, SessionInfo, Store
+from tokentop.history import (
+    EndpointSessionTotals,
+    EndpointTrack,
+    GpuInfo,
+    GpuSessionTotals,
+    GpuTrack,
+    SessionInfo,
+    Store,
+)
 from tokentop.model import Totals, Window
 from tokentop.report.errors import SummaryError
 from tokentop.report.figures import (
@@ -79,12 +90,33 @@ class _FixedWindows:
     source: str  # "raw" | "rollup_1m"
     per_gpu: dict[str, RateWindows]
     tracks: dict[str, GpuTrack]  # boundary points of the per-tick rows (energy method)
+    session_totals: dict[str, GpuSessionTotals]  # their ticks by energy method, per GPU UUID
 
 
 def build_summary(
     store: Store, session: SessionInfo, since: float | None = None, until: float | None = None
 ) -> SessionSummary:
     """Summarise ``session`` over ``[since, until]`` (default: all of it)."""
+    with _collector_paused():
+        return _build_summary(store, session, since, until)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused for the summary's few hundred milliseconds: a day's
+    tracks are some hundred thousand tuples, all alive until the summary returns, and each
+    collection the allocations set off walked them again (a tenth of the summary's time). The
+    collector resumes, as it was, on return."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build_summary(store: Store, session: SessionInfo, since: float | None, until: float | None) -> SessionSummary:
     start, end = _clip_range(store, session.id, since, until)
     notes: list[Note] = []
     if session.ended_at is None:
@@ -170,7 +202,8 @@ def _fixed_windows(store: Store, session_id: int, gpu_infos: list[GpuInfo], star
         per_gpu = {uuid: windows_from_track(t) for uuid, t in tracks.items()}
     else:
         per_gpu = {m.uuid: windows_from_minutes(m) for m in store.gpu_minutes(session_id, start, end)}
-    return _FixedWindows(length, "raw" if raw else "rollup_1m", per_gpu, tracks)
+    session_totals = {g.uuid: g for g in store.gpu_session_totals(session_id)}
+    return _FixedWindows(length, "raw" if raw else "rollup_1m", per_gpu, tracks, session_totals)
 
 
 def _gpu_summaries(
@@ -201,7 +234,8 @@ def _gpu_summaries(
         windows.append(window)
         rate_windows.append(fixed.per_gpu.get(info.uuid, NO_WINDOWS))
         track = fixed.tracks.get(info.uuid)
-        method = energy_method(store, session_id, track) if track is not None else NO_ENERGY_METHOD
+        session_totals = fixed.session_totals.get(info.uuid)
+        method = energy_method(store, session_id, track, session_totals) if track is not None else NO_ENERGY_METHOD
         method = kept.energy_methods.get(info.uuid, method)
         # Never measured: no tick had power or a counter (a window without rows holds no method,
         # but energy from the rollups).

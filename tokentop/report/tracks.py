@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from operator import sub, truediv
 from typing import NamedTuple
 
-from tokentop.history import EndpointTrack, GpuMinutes, GpuTrack, Store
+from tokentop.history import EndpointTrack, GpuMinutes, GpuSessionTotals, GpuTrack, Store
 
 MIN_WINDOW_SHARE = 0.5  # a window covering less than this share of its length joins its neighbour
 MIN_WINDOWS_FOR_PERCENTILES = 3  # fewer windows: the peak only, and the summary says why
@@ -186,19 +186,25 @@ def _counter_explains(track: GpuTrack) -> list[bool]:
     ]
 
 
-def energy_method(store: Store, session_id: int, track: GpuTrack) -> EnergyMethod:
+def energy_method(
+    store: Store, session_id: int, track: GpuTrack, session_totals: GpuSessionTotals | None = None
+) -> EnergyMethod:
     """Counter windows need no reading; the rest (resets, GPUs without a counter, missing
-    readings) are counted tick by tick, consecutive ones in one read."""
-    counts: dict[str | None, int] = {}
+    readings) are counted tick by tick: each run of consecutive ones a span, all spans in one
+    read. Nothing is read when the session's totals (``session_totals``, this GPU's) show every
+    tick of the track measured by the counter."""
+    if _all_by_counter(track, session_totals):
+        return EnergyMethod("counter", 0, 0)
     explained = _counter_explains(track)
+    spans: list[tuple[float, float]] = []
     start = None
     for i, by_counter in enumerate([*explained, True], start=1):  # a sentinel ends the last run
         if not by_counter:
             start = track.t[i - 1] if start is None else start
         elif start is not None:
-            for method, n in store.gpu_energy_methods(session_id, track.uuid, start, track.t[i - 1]).items():
-                counts[method] = counts.get(method, 0) + n
+            spans.append((start, track.t[i - 1]))
             start = None
+    counts = store.gpu_energy_methods_over(session_id, track.uuid, spans) if spans else {}
     integrated, unmeasured = counts.get("power_integral", 0), counts.get(None, 0)
     has_counter = any(explained) or counts.get("counter", 0) > 0
     if has_counter and integrated:
@@ -210,6 +216,21 @@ def energy_method(store: Store, session_id: int, track: GpuTrack) -> EnergyMetho
     else:
         method = None
     return EnergyMethod(method, integrated, unmeasured)
+
+
+def _all_by_counter(track: GpuTrack, session_totals: GpuSessionTotals | None) -> bool:
+    """Whether the session's totals count every tick after the GPU's first by the counter, up
+    to a time at or after the track's last point: then every tick of the track was (and
+    ``energy_method`` would count only counter ticks, in its spans and out of them)."""
+    return (
+        session_totals is not None
+        and len(track.t) >= 2
+        and session_totals.counter_ticks > 0
+        and session_totals.integrated_ticks == 0
+        and session_totals.unmeasured_ticks == 0
+        and session_totals.t_first <= track.t[0]
+        and session_totals.t_last >= track.t[-1]
+    )
 
 
 # --- requests an endpoint completed ---------------------------------------------------------
