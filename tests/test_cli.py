@@ -386,3 +386,46 @@ def test_record_says_the_history_is_waiting_once_not_every_tick(tmp_path: Path) 
     assert process.returncode == 0, err
     waiting = [line for line in err.splitlines() if "waiting in memory" in line]
     assert len(waiting) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["snapshot", "--json", "--ssh=-oProxyCommand=x"], "--ssh: not an ssh target: '-oProxyCommand=x'"),
+        (
+            ["snapshot", "--json", "--ssh", "gpu-1:99999"],
+            "--ssh: port 99999 of 'gpu-1:99999' is not between 1 and 65535",
+        ),
+        (["summary", "--prometheus", "ftp://x"], "--prometheus: must start with http:// or https://: 'ftp://x'"),
+        (["summary", "--prometheus", "http://me:pw@x"], "--prometheus: 'http://…@x' carries credentials"),
+        (["--prometheus", "http://x:9090", "--ssh", "gpu-1"], "a fleet is read from Prometheus or over ssh, not both"),
+    ],
+)
+def test_a_bad_fleet_option_is_one_line_naming_the_flag(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tokentop: {said}") and err.count("\n") == 1 and "pw" not in err
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[[hosts]]\nssh = "-oProxyCommand=x"', "hosts[0].ssh"),
+        ('[[hosts]]\nssh = ""', "hosts[0].ssh"),
+        ('[prometheus]\nurl = "http://me:pw@x"', "prometheus.url"),
+        ('[prometheus]\nurl = "http://x"\nrefresh_s = 0', "prometheus.refresh_s"),
+        ('[prometheus]\nurl = "http://x"\n[[hosts]]\nssh = "gpu-1"', "prometheus.url (--prometheus) or hosts (--ssh)"),
+    ],
+)
+@pytest.mark.parametrize("command", [[], ["snapshot", "--json"], ["summary"]])
+def test_bad_fleet_settings_are_one_line_naming_the_key(
+    toml: str, key: str, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(toml + "\n")
+    assert main([*command, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tokentop: config file {path}: ") and key in err and err.count("\n") == 1
+    assert "pw" not in err

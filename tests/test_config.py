@@ -16,6 +16,7 @@ from tokentop.config import (
     ConfigError,
     CostConfig,
     EndpointConfig,
+    SshHostConfig,
     load_config,
     parse_endpoint_flag,
 )
@@ -313,3 +314,79 @@ def test_ascii_only_is_chosen_when_the_locale_is_not_utf8(environment: dict[str,
     assert out.split() == [str(utf8), str(not utf8)]
     assert load_config(None, ascii_only=True).ascii_only is True  # --ascii whatever the locale
     assert load_config(None, ascii_only=False).ascii_only is False  # --no-ascii
+
+
+# --- the fleet's settings ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ('[prometheus]\nurl = "ftp://x"', "prometheus.url: must start with http:// or https://: 'ftp://x'"),
+        ('[prometheus]\nurl = "http://user:pw@x"', "prometheus.url: 'http://…@x' carries credentials"),
+        (
+            '[prometheus]\nurl = "http://x:9090/?token=pw"',
+            "prometheus.url: 'http://x:9090/': query 'token' not accepted",
+        ),
+        (
+            '[prometheus]\nurl = "http://x:9090"\nrefresh_s = 0',
+            "prometheus.refresh_s: must be between 0.5 and 3600, not 0",
+        ),
+        (
+            '[prometheus]\nurl = "http://x:9090"\ntimeout_s = 0',
+            "prometheus.timeout_s: must be between 0.1 and 60, not 0",
+        ),
+        ('[[hosts]]\nssh = "-oProxyCommand=x"', "hosts[0].ssh: not an ssh target: '-oProxyCommand=x'"),
+        ('[[hosts]]\nssh = ""', "hosts[0].ssh: not an ssh target: ''"),
+        ('[[hosts]]\nssh = "a b"', "hosts[0].ssh: not an ssh target: 'a b'"),
+        ('[[hosts]]\nssh = "g1"\n[[hosts]]\nssh = "g2:99999"', "hosts[1].ssh: port 99999 of 'g2:99999' is not between"),
+        ('[[hosts]]\nssh = "me@[::1]:0"', "hosts[0].ssh: port 0 of 'me@[::1]:0' is not between 1 and 65535"),
+        ('[[hosts]]\nssh = "g1"\ncommand = " "', "hosts[0].command: is empty"),
+        ('[[hosts]]\ncommand = "tokentop"', "hosts[0]: setting 'ssh' is missing"),
+        ('[[hosts]]\nssh = "g1"\n[[hosts]]\nssh = "g1"', "two hosts are called 'g1': give each its own name="),
+        (
+            '[prometheus]\nurl = "http://x:9090"\n[[hosts]]\nssh = "g1"',
+            "not both: give prometheus.url (--prometheus) or hosts (--ssh)",
+        ),
+    ],
+)
+def test_bad_fleet_settings_name_the_key_and_never_echo_a_credential(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=re.escape(words)) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and "pw" not in message
+
+
+def test_a_bare_ipv6_address_and_a_host_alias_are_ssh_targets() -> None:
+    assert [SshHostConfig(ssh=t).name for t in ("fe80::1", "gpu-1", "[fe80::1]:2200")] == [
+        "fe80::1",
+        "gpu-1",
+        "[fe80::1]:2200",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prometheus", "words"),
+    [
+        ({"url": "ftp://x"}, "--prometheus: must start with http:// or https://"),
+        ({"url": "http://user:pw@x"}, "--prometheus: 'http://…@x' carries credentials"),
+        ({"url": "http://x", "token_env": "A\x1bB"}, "--prometheus-token-env: holds a control"),
+    ],
+)
+def test_a_bad_prometheus_flag_is_named_by_the_flag(prometheus: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)) as info:
+        load_config(None, prometheus=prometheus)
+    assert "pw" not in str(info.value)
+
+
+def test_prometheus_flags_go_on_top_of_the_files_table(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[prometheus]\nurl = "http://a:9090"\nrefresh_s = 2\n')
+    config = load_config(path, prometheus={"token_env": "PROM_TOKEN"})
+    assert (config.prometheus.url, config.prometheus.refresh_s, config.prometheus.token_env) == (
+        "http://a:9090",
+        2.0,
+        "PROM_TOKEN",
+    )

@@ -195,7 +195,7 @@ def test_the_remote_command_quotes_tokentops_arguments_not_the_users() -> None:
         ),
         (255, ["root@gpu-1: Permission denied (publickey)."], "ssh: root@gpu-1: Permission denied (publickey)."),
         (255, [], "ssh failed (exit 255)"),
-        (255, ["ssh: connect to host gpu-2 port 22: Connection refused"], "ssh: connect to host gpu-2"),
+        (255, ["ssh: connect to host gpu-2 port 22: Connection refused\r\n"], "ssh: connect to host gpu-2"),
         (0, [], "the feed ended"),
         (1, ["\x1b[31mboom"], "the feed ended (exit 1): \ufffd[31mboom"),
     ],
@@ -203,7 +203,7 @@ def test_the_remote_command_quotes_tokentops_arguments_not_the_users() -> None:
 def test_why_a_feed_ended_comes_from_ssh_and_its_stderr(code: int, stderr: list[str], start: str) -> None:
     reason = failure_reason(code, stderr)
     assert reason.startswith(start)
-    assert "ssh: ssh:" not in reason
+    assert "ssh: ssh:" not in reason and reason == reason.strip() and "\r" not in reason
 
 
 def test_ssh_runs_batch_with_the_destination_after_its_options() -> None:

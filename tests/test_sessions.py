@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from test_cli import counting_vllm, tokentop
 from tokentop import report
 from tokentop.cli import main
 from tokentop.cli.live import run_live
+from tokentop.cli.parser import build_parser, config_from_args
 from tokentop.cli.runtime import Runtime, open_store
 from tokentop.config import Config
 from tokentop.history import Store
@@ -356,16 +358,66 @@ def test_the_short_summary_keeps_its_host_block_whatever_the_width(tmp_path: Pat
         ["--no-summary", "export", "--listen", "nowhere"],  # (a bad --listen: never left serving)
         ["export", "--prometheus", "http://127.0.0.1:9090"],
         ["--summary", "none", "snapshot"],
+        ["snapshot", "--no-history", "--json"],  # a lone snapshot writes no history anyway
+        ["snapshot", "--db", "x.db", "--json"],
+        ["--once", "--db", "x.db"],
+        ["--once", "--no-history"],
     ],
 )
 def test_a_command_refuses_an_option_it_would_ignore_in_one_line(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
-    command = next(a for a in argv if a in ("summary", "snapshot", "export"))
-    flag = next(a for a in argv if a.startswith("--"))
+    command = next(a for a in argv if a in ("summary", "snapshot", "export", "--once"))
+    flag = next(a for a in argv if a.startswith("--") and a != command)
     flag = "--summary/--no-summary" if "summary" in flag else flag
-    assert one_line(capsys.readouterr().err) == f"tokentop: {command} does not take {flag}: it would be ignored\n"
+    said = one_line(capsys.readouterr().err)
+    assert re.fullmatch(f"tokentop: {command} does not take {flag}( without [-a-z ]+)?: it would be ignored\n", said)
+
+
+def test_snapshot_refuses_no_history_with_record_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["snapshot", "--json", "--record", "--no-history"]) == 2
+    said = one_line(capsys.readouterr().err)
+    assert said == "tokentop: snapshot does not take --no-history without --follow: leave out --no-history\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--prometheus", "http://127.0.0.1:1", "--demo"], "the fleet view (--prometheus) does not take --demo"),
+        (["--ssh", "gpu-1", "--no-summary"], "the fleet view (--ssh) does not take --summary/--no-summary"),
+        (
+            ["--prometheus", "http://127.0.0.1:1", "--interval", "2"],
+            "the fleet view (--prometheus) does not take --interval",
+        ),
+        (["snapshot", "--json", "--ssh", "gpu-1", "--db", "x.db"], "snapshot of a fleet (--ssh) does not take --db"),
+        (["snapshot", "--ssh", "gpu-1", "--no-history"], "snapshot of a fleet (--ssh) does not take --no-history"),
+        (
+            ["snapshot", "--ssh", "gpu-1", "--endpoint", "http://h:1"],
+            "snapshot of a fleet (--ssh) does not take --endpoint",
+        ),
+        (
+            ["summary", "--prometheus", "http://127.0.0.1:1", "--demo"],
+            "summary of a fleet (--prometheus) does not take --demo",
+        ),
+        (["--seed", "3"], "the fleet view (the settings' [[hosts]]) does not take --seed"),
+    ],
+)
+def test_a_fleet_refuses_the_options_of_this_host_in_one_line(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = tmp_path / "fleet.toml"
+    settings.write_text('[[hosts]]\nssh = "gpu-9"\n')
+    if not any(a in argv for a in ("--ssh", "--prometheus")):
+        argv = ["--config", str(settings), *argv]
+    assert main(argv) == 2
+    assert one_line(capsys.readouterr().err) == f"tokentop: {said}: it would be ignored\n"
+
+
+def test_over_ssh_the_interval_is_each_hosts_and_taken() -> None:
+    args = build_parser().parse_args(["snapshot", "--json", "--ssh", "gpu-1", "--interval", "0.5"])
+    config = config_from_args(args)
+    assert (config.fleet_source, config.interval_s) == ("ssh", 0.5)
 
 
 def test_summary_takes_demo_db_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -233,6 +233,11 @@ class SshHostConfig:
         settle(self)
         if not self.ssh or self.ssh.startswith("-") or any(c.isspace() for c in self.ssh):
             raise ConfigError(f"not an ssh target: {self.ssh!r}", "ssh")
+        host, colon, port = self.ssh.rpartition(":")
+        if colon and port.isdigit() and (host.endswith("]") or ":" not in host) and not 0 < int(port) < 65536:
+            raise ConfigError(f"port {port} of {self.ssh!r} is not between 1 and 65535", "ssh")
+        if not self.command.strip():
+            raise ConfigError("is empty: leave it out to run tokentop, or give how to run it there", "command")
         if not self.name:
             object.__setattr__(self, "name", self.ssh)
 
@@ -288,7 +293,10 @@ class Config:
             if repeated:
                 raise ConfigError(f"two {what} are called {repeated[0]!r}: give each its own name=")
         if self.prometheus.url is not None and self.hosts:
-            raise ConfigError("a fleet is read from Prometheus or over ssh, not both: give prometheus url or hosts")
+            raise ConfigError(
+                "a fleet is read from Prometheus or over ssh, not both: "
+                "give prometheus.url (--prometheus) or hosts (--ssh)"
+            )
 
     @property
     def fleet_source(self) -> str | None:
@@ -330,6 +338,9 @@ def default_db_path(*, demo: bool = False) -> Path:
     return Path(base) / "tokentop" / ("demo.db" if demo else "history.db")
 
 
+_PROMETHEUS_FLAGS = {"url": "--prometheus", "token_env": "--prometheus-token-env"}
+
+
 def load_config(path: Path | None, **overrides: Any) -> Config:
     """Read the TOML file (when given), then apply flag overrides (``None`` means not given)."""
     config = Config() if path is None else _read_file(Path(path))
@@ -338,7 +349,10 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         if listed in given:
             given[listed] = tuple(dict.fromkeys(tuple(getattr(config, listed)) + tuple(given[listed])))
     if "prometheus" in given:  # --prometheus URL / --prometheus-token-env VAR: on top of the file's table
-        given["prometheus"] = replace(config.prometheus, **given["prometheus"])
+        try:
+            given["prometheus"] = replace(config.prometheus, **given["prometheus"])
+        except ConfigError as exc:  # named by the flag that gave it
+            raise ConfigError(exc.problem, _PROMETHEUS_FLAGS.get(exc.key or "", "--prometheus")) from None
     if given.get("ascii_only", config.ascii_only) is None:
         given["ascii_only"] = not speaks_utf8()
     return replace(config, **given)

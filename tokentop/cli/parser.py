@@ -18,12 +18,12 @@ from typing import Any
 
 from tokentop import __version__
 from tokentop.cli.runtime import UsageError
-from tokentop.config import Config, SshHostConfig, default_db_path, load_config, parse_endpoint_flag
+from tokentop.config import Config, ConfigError, SshHostConfig, default_db_path, load_config, parse_endpoint_flag
 
 COMMANDS = {  # name: what it does; the module tokentop.cli.<name> holds its options and its run()
     "record": "sample into the history database until stopped",
-    "snapshot": "print one complete reading",
-    "summary": "what a session delivered and cost, from the history",
+    "snapshot": "print one complete reading as JSON (--follow: one a line; a fleet's with --prometheus/--ssh)",
+    "summary": "what a session delivered and cost, from the history (a fleet's with --prometheus/--ssh)",
     "export": "serve tokentop's figures as Prometheus /metrics",
 }
 SUMMARY_MODES = ("short", "full", "none")  # the summary printed when the live view or record ends
@@ -46,6 +46,11 @@ COMMON_FLAGS = {
     "ssh": "--ssh",
 }
 ALL_COMMON = frozenset(COMMON_FLAGS.values())
+# What reads a fleet when the settings name one (the live view, snapshot, summary), and the
+# shared options it then ignores: each host samples and records by its own settings. Over ssh
+# --interval is each host's interval; Prometheus is read every [prometheus] refresh_s.
+FLEET_COMMANDS = (None, "snapshot", "summary")
+FLEET_IGNORES = ("--demo", "--db", "--no-history", "--endpoint", "--seed", "--summary")
 
 
 def refuse_ignored(args: argparse.Namespace) -> None:
@@ -57,7 +62,24 @@ def refuse_ignored(args: argparse.Namespace) -> None:
     for dest, flag in COMMON_FLAGS.items():
         if flag not in takes and getattr(args, dest, None) is not None:
             said = "--summary/--no-summary" if flag == "--summary" else flag
-            raise UsageError(f"{args.command} does not take {said}: it would be ignored")
+            command = "--once" if args.command == "once" else args.command  # an option, not a command
+            raise UsageError(f"{command} does not take {said}: it would be ignored")
+
+
+def refuse_ignored_by_fleet(args: argparse.Namespace, config: Config) -> None:
+    """One line (``UsageError``) for an option the fleet would ignore: ``tokentop --prometheus
+    URL --demo``, or ``summary --db X`` with ``[[hosts]]`` in the settings."""
+    if args.command not in FLEET_COMMANDS or config.fleet_source is None:
+        return
+    ignored = FLEET_IGNORES + (("--interval",) if config.fleet_source == "prometheus" else ())
+    for dest, flag in COMMON_FLAGS.items():
+        if flag in ignored and getattr(args, dest, None) is not None:
+            what = f"{args.command} of a fleet" if args.command else "the fleet view"
+            said = "--summary/--no-summary" if flag == "--summary" else flag
+            given = "--prometheus" if config.fleet_source == "prometheus" else "--ssh"
+            if getattr(args, given.lstrip("-"), None) is None:
+                given = "the settings' [prometheus] url" if given == "--prometheus" else "the settings' [[hosts]]"
+            raise UsageError(f"{what} ({given}) does not take {said}: it would be ignored")
 
 
 def command_module(name: str) -> ModuleType:
@@ -78,7 +100,7 @@ class _LazyCommands(argparse._SubParsersAction):
         command = self._name_parser_map.get(name)
         if command is not None and name not in loaded:
             module = command_module(name)
-            _common(command, sub=True, takes=frozenset(module.COMMON_OPTIONS))
+            _common(command, sub=True, takes=frozenset(module.COMMON_OPTIONS), reads_only=name == "summary")
             module.add_arguments(command)
             loaded.add(name)
         super().__call__(parser, namespace, values, option_string)
@@ -105,11 +127,15 @@ def add_summary_mode(parser: argparse.ArgumentParser, when: str, *, default: str
     )
 
 
-def _common_options() -> list[tuple[str, str, dict[str, Any]]]:
-    """The options the commands share: (flag, help, argparse's other arguments)."""
+def _common_options(*, reads_only: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """The options the commands share: (flag, help, argparse's other arguments). ``reads_only``:
+    for ``summary``, which reads a history and samples nothing."""
     db_help = f"history database (default {default_db_path()}; demo.db beside it with --demo)"
+    demo_help = "simulate a host (8x H200, three vLLM engines); no GPU needed"
+    if reads_only:
+        demo_help = "read the --demo sessions' history (demo.db, unless --db)"
     return [
-        ("--demo", "simulate a host (8x H200, three vLLM engines); no GPU needed", {"action": "store_true"}),
+        ("--demo", demo_help, {"action": "store_true"}),
         ("--db", db_help, {"type": Path}),
         ("--no-history", "do not keep a history database", {"dest": "history", "action": "store_false"}),
         (
@@ -134,12 +160,14 @@ def _common_options() -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def _common(parser: argparse.ArgumentParser, *, sub: bool = False, takes: frozenset[str] = ALL_COMMON) -> None:
+def _common(
+    parser: argparse.ArgumentParser, *, sub: bool = False, takes: frozenset[str] = ALL_COMMON, reads_only: bool = False
+) -> None:
     """Options every command takes. On subcommands they default to "not given", so that
     ``tokentop --demo record`` and ``tokentop record --demo`` mean the same; those a command does
     not take are hidden from its help, and refused once parsed."""
     unset = argparse.SUPPRESS if sub else None
-    for flag, text, options in _common_options():
+    for flag, text, options in _common_options(reads_only=reads_only):
         parser.add_argument(flag, default=unset, help=text if flag in takes else argparse.SUPPRESS, **options)
     parser.add_argument(
         "-v",
@@ -184,7 +212,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     endpoints = tuple(parse_endpoint_flag(e) for e in args.endpoint) if args.endpoint else None
     prometheus = {"url": args.prometheus, "token_env": args.prometheus_token_env}
     prometheus = {k: v for k, v in prometheus.items() if v is not None}
-    return load_config(
+    config = load_config(
         args.config,
         demo=args.demo,
         db_path=args.db,
@@ -194,5 +222,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
         seed=args.seed,
         ascii_only=args.ascii_only,
         prometheus=prometheus or None,
-        hosts=tuple(SshHostConfig(ssh=target) for target in args.ssh) if args.ssh else None,
+        hosts=tuple(_ssh_host(target) for target in args.ssh) if args.ssh else None,
     )
+    refuse_ignored_by_fleet(args, config)
+    return config
+
+
+def _ssh_host(target: str) -> SshHostConfig:
+    """A host of ``--ssh``; a bad target is named by the flag."""
+    try:
+        return SshHostConfig(ssh=target)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, "--ssh") from None

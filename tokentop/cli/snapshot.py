@@ -34,6 +34,7 @@ from tokentop.snapshot_json import snapshot_dict
 SNAPSHOT_TICKS = 3  # two measured intervals: enough for every rate to exist
 EXIT_TICKS_LOST = 1  # as record: some ticks did not reach the history
 EXIT_NO_FLEET_READING = 1  # no host of the fleet could be read, or its source cannot be had
+SAID_HOSTS = 3  # hosts whose reason the one line gives when none could be read
 FLEET_WAIT_S = 20.0  # for every ssh host's first reading with rates (ssh's ConnectTimeout is 10 s)
 
 
@@ -63,7 +64,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.follow:
         return _follow(args, config)
     if args.db is not None and not args.record:
-        raise UsageError("snapshot does not take --db without --record or --follow: it writes no history unless asked")
+        raise UsageError("snapshot does not take --db without --record or --follow: it would be ignored")
+    if getattr(args, "history", None) is False:  # --no-history: a lone snapshot writes none anyway
+        said = "leave out --no-history" if args.record else "it would be ignored"
+        raise UsageError(f"snapshot does not take --no-history without --follow: {said}")
     if args.record and not config.history:
         raise UsageError("snapshot --record writes the history, which the settings turn off (history = false)")
     runtime = build_runtime(config)
@@ -147,7 +151,8 @@ def _stop_at_end_of_input(stop: threading.Event) -> None:
 def _fleet(args: argparse.Namespace, config: Config) -> int:
     if args.follow or args.record:
         raise UsageError(
-            "snapshot with --ssh or --prometheus prints one fleet reading: it takes no --follow or --record"
+            "snapshot of a fleet (--ssh, --prometheus, or the settings' [[hosts]] or [prometheus] url) "
+            "prints one reading: it takes no --follow or --record"
         )
     from tokentop.cli.fleet import SourceUnavailable, open_source, say
     from tokentop.fleet.reading_json import reading_dict
@@ -163,9 +168,19 @@ def _fleet(args: argparse.Namespace, config: Config) -> int:
         source.close()
     write_stdout(json.dumps(reading_dict(reading), indent=2, allow_nan=False) + "\n")
     if reading.fleet.hosts_up == 0:
-        say(f"tokentop: no host could be read ({reading.status or 'see each host reason'})")
+        say(f"tokentop: no host could be read ({_why_none(reading)})")
         return EXIT_NO_FLEET_READING
     return 0
+
+
+def _why_none(reading: FleetReading) -> str:
+    """The source's trouble (Prometheus unreachable), else the first hosts' reasons (ssh's own
+    words); a one-shot reading is not retried, so a reason's "retrying in" is left out."""
+    reasons = [f"{h.name}: {h.reason.partition('; retrying in ')[0].strip()}" for h in reading.hosts if h.reason]
+    if not reasons:
+        return reading.status or "no host answered"
+    more = f"; and {len(reasons) - SAID_HOSTS} more" if len(reasons) > SAID_HOSTS else ""
+    return "; ".join(reasons[:SAID_HOSTS]) + more
 
 
 def _first_reading(source: FleetSource) -> FleetReading:

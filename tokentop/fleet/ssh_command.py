@@ -79,7 +79,7 @@ def ssh_argv(host: SshHostConfig, args: Sequence[str], *, ssh: str = "ssh") -> l
 
 def failure_reason(returncode: int | None, stderr_lines: Sequence[str], *, what: str = "feed") -> str:
     """Why a run over ssh ended, from its exit status and the last lines of its stderr."""
-    lines = [safe_text(line) for line in stderr_lines if line.strip()]
+    lines = [safe_text(line).strip() for line in stderr_lines if line.strip()]
     text = " ".join(lines)
     last = lines[-1] if lines else ""
     if returncode == 127 or "command not found" in text or re.search(r": not found\b", text):
