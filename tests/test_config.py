@@ -16,6 +16,7 @@ from tokentop.config import (
     ConfigError,
     CostConfig,
     EndpointConfig,
+    PrometheusConfig,
     SshHostConfig,
     load_config,
     parse_endpoint_flag,
@@ -373,6 +374,7 @@ def test_a_bare_ipv6_address_and_a_host_alias_are_ssh_targets() -> None:
         ({"url": "ftp://x"}, "--prometheus: must start with http:// or https://"),
         ({"url": "http://user:pw@x"}, "--prometheus: 'http://…@x' carries credentials"),
         ({"url": "http://x", "token_env": "A\x1bB"}, "--prometheus-token-env: holds a control"),
+        ({"url": "http://x", "token_env": "1BAD"}, "--prometheus-token-env: must be an environment variable's name"),
     ],
 )
 def test_a_bad_prometheus_flag_is_named_by_the_flag(prometheus: dict[str, str], words: str) -> None:
@@ -390,3 +392,12 @@ def test_prometheus_flags_go_on_top_of_the_files_table(tmp_path: Path) -> None:
         2.0,
         "PROM_TOKEN",
     )
+
+
+@pytest.mark.parametrize("name", ["1BAD", "A-B", "PROM TOKEN", "$TOKEN"])
+def test_a_token_env_must_be_a_name_a_shell_can_export(name: str) -> None:
+    """Such a variable can never be set: said when the settings are read, not at the first request."""
+    for make in (lambda: EndpointConfig("http://h:1", token_env=name), lambda: PrometheusConfig(token_env=name)):
+        with pytest.raises(ConfigError, match="token_env: must be an environment variable's name"):
+            make()
+    assert EndpointConfig("http://h:1", token_env="_VLLM_KEY2").token_env == "_VLLM_KEY2"

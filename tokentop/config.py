@@ -40,7 +40,16 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tokentop.config_check import MAX_TEXT_CHARS, MAX_URL_CHARS, ConfigError, build, in_range, one_of, settle
+from tokentop.config_check import (
+    ENVIRONMENT_NAME,
+    MAX_TEXT_CHARS,
+    MAX_URL_CHARS,
+    ConfigError,
+    build,
+    in_range,
+    one_of,
+    settle,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -128,7 +137,7 @@ class EndpointConfig:
     """Engine kind (vllm, sglang, ...); detected from what the endpoint serves when not given."""
     gpus: tuple[GpuRef, ...] = ()
     """GPUs the engine behind this endpoint runs on (NVML indices or UUIDs); found by process when empty."""
-    token_env: str | None = None
+    token_env: str | None = field(default=None, metadata=ENVIRONMENT_NAME)
     """Name of the environment variable holding a bearer token (never the token itself)."""
 
     def __post_init__(self) -> None:
@@ -198,7 +207,7 @@ class PrometheusConfig:
 
     url: str | None = field(default=None, metadata={"max_chars": MAX_URL_CHARS})
     """Base URL of the Prometheus HTTP API (``http://prometheus:9090``); none: no fleet view."""
-    token_env: str | None = None
+    token_env: str | None = field(default=None, metadata=ENVIRONMENT_NAME)
     """Name of the environment variable holding a bearer token (never the token itself)."""
     refresh_s: float = field(default=5.0, metadata=in_range(0.5, 3600))
     """Seconds between refreshes. Faster than the scrape interval only repeats the same figures."""

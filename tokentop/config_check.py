@@ -5,6 +5,7 @@ for a TOML table. Kept apart from ``tokentop.config``, which says what the setti
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from itertools import pairwise
@@ -58,6 +59,18 @@ def in_range(
     low: float = -math.inf, high: float = math.inf, *, low_open: bool = False, high_open: bool = False
 ) -> dict:
     return {"bounds": Bounds(low, high, low_open, high_open)}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """What a text setting must look like: a regular expression, and the words for it."""
+
+    regex: re.Pattern[str]
+    what: str
+
+
+ENVIRONMENT_NAME = {"pattern": Pattern(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "an environment variable's name")}
+"""The rule of a ``token_env``: a name a shell can export (letters, digits, ``_``; no digit first)."""
 
 
 def one_of(*allowed: str) -> dict:
@@ -187,6 +200,9 @@ def _text(value: object, key: str, rules: Mapping[str, Any]) -> str:
     limit = rules.get("max_chars", MAX_TEXT_CHARS)
     if len(text) > limit:
         raise ConfigError(f"is longer than {limit} characters", key)
+    pattern: Pattern | None = rules.get("pattern")
+    if pattern is not None and not pattern.regex.fullmatch(text):
+        raise ConfigError(f"must be {pattern.what}, not {text[:40]!r}", key)
     choices = rules.get("choices")
     if choices is not None and text not in choices:
         raise ConfigError(f"must be one of {', '.join(choices)}, not {text!r}", key)
