@@ -15,6 +15,9 @@ from tokentop.history.errors import BUSY, NOTADB, StoreError, as_store_error, de
 from tokentop.history.schema import APPLICATION_ID, SCHEMA_VERSION, create_or_migrate, database, rollback
 
 OPEN_TIMEOUT_S = 5.0  # waiting for another process while creating the schema or the session
+# Waiting for another process that migrates the file (a 24 h schema-4 file takes about 5 s, a
+# longer raw retention more): the file is opened once it is done, not refused as locked.
+MIGRATION_WAIT_S = 120.0
 
 
 def _not_a_database_hint(exc: sqlite3.Error) -> str:
@@ -51,10 +54,13 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
     conn = _connect(path, uri=None)
     try:
         set_pragma(conn, path, f"busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
-        check(conn, path)
+        version = check(conn, path)
         _enable_wal(conn, path)
         set_pragma(conn, path, "synchronous = NORMAL")
+        if version < SCHEMA_VERSION:  # another process may be migrating it: wait for that
+            set_pragma(conn, path, f"busy_timeout = {int(MIGRATION_WAIT_S * 1000)}")
         create_or_migrate(conn, path)
+        set_pragma(conn, path, f"busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
     except BaseException:
         conn.close()
         raise

@@ -59,8 +59,10 @@ def power_column(power_w: float | None) -> int | float | None:
     """``power`` as stored: an int of milliwatts when ``power_w`` is exactly that (``mw / 1000``
     gives it back bit for bit), else the watts as they are (a float: the column has no affinity,
     so SQLite keeps the type that says which)."""
-    if power_w is None or not math.isfinite(power_w) or abs(power_w) >= _MAX_W:
-        return power_w
+    if power_w is None:
+        return None
+    if not math.isfinite(power_w) or abs(power_w) >= _MAX_W:
+        return float(power_w)  # an int here would read back as milliwatts: a thousandth
     milliwatts = round(power_w * 1000)
     return milliwatts if milliwatts / 1000 == power_w else float(power_w)
 
@@ -74,8 +76,12 @@ def memory_columns(used_bytes: int | None) -> tuple[int | None, int]:
     return used_bytes, 1
 
 
+_MAX_CACHED_STATES = 1024  # a state per tick (an error quoting a changing value) must not pile up
+
+
 class StateIds:
-    """The state ids a writer has used, so that a tick costs dict lookups and no SQL."""
+    """The state ids a writer has used, so that a tick costs dict lookups and no SQL; at most
+    ``_MAX_CACHED_STATES`` of each kind (all forgotten past that: found again in the table)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -96,6 +102,8 @@ class StateIds:
             if row is None:
                 cursor = self._conn.execute(_INSERT_GPU_STATE, (*state, usd_per_hour))
                 row = (cursor.lastrowid, usd_per_hour)
+            if len(self._gpu) >= _MAX_CACHED_STATES:
+                self._gpu.clear()
             found = self._gpu[key] = (int(row[0]), row[1])
         state_id, state_rate = found
         return state_id, None if usd_per_hour == state_rate else usd_per_hour
@@ -106,6 +114,8 @@ class StateIds:
             row = self._conn.execute(_FIND_ENDPOINT_STATE, state).fetchone()
             if row is None:
                 row = (self._conn.execute(_INSERT_ENDPOINT_STATE, state).lastrowid,)
+            if len(self._endpoint) >= _MAX_CACHED_STATES:
+                self._endpoint.clear()
             found = self._endpoint[state] = int(row[0])
         return found
 
