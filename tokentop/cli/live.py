@@ -13,6 +13,7 @@ import io
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO, cast
 
 from tokentop.cli.runtime import Runtime, build_runtime, open_store
@@ -43,11 +44,19 @@ def run_live(runtime: Runtime, store: Store | None, *, summary: str = "short") -
     return _run_app(Startup(runtime.config, runtime, store), runtime.config, summary=summary)
 
 
+class _StoppedFirst(Exception):
+    """``stop`` came while the start-up was building: what it built is closed, not handed over."""
+
+
 class Startup:
     """The GPU source, the history and the sampler, built on a thread once the app has drawn
     its first screen (``begin``), and stopped at the end whatever happened (``stop``). A history
     that cannot be used is one line, on the screen and again on stderr once the terminal is
-    back; anything else that fails ends the app with one line, never a traceback."""
+    back; anything else that fails ends the app with one line, never a traceback.
+
+    Each part is handed over as soon as it is built, so that ``stop`` closes it even when the
+    build is still under way (the watchdog gives it 1.5 s); a part built after ``stop`` is closed
+    by the build itself, and a ``begin`` after ``stop`` builds nothing."""
 
     def __init__(self, config: Config, runtime: Runtime | None = None, store: Store | None = None) -> None:
         self.config = config
@@ -56,12 +65,16 @@ class Startup:
         self.sampler: Sampler | None = None
         self.said: list[str] = []  # lines for stderr once the terminal is back
         self._thread: threading.Thread | None = None
-        self._stop_lock = threading.Lock()
+        self._lock = threading.Lock()  # what is handed over, and whether stop came
+        self._stop_lock = threading.Lock()  # one stop at a time: the second waits for the first
         self._stopped = False
 
     def begin(self, app: TokentopApp) -> None:
-        self._thread = threading.Thread(target=self._build, args=(app,), name="tokentop-startup", daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._stopped:  # the app is already ending (the watchdog said its last words)
+                return
+            self._thread = threading.Thread(target=self._build, args=(app,), name="tokentop-startup", daemon=True)
+            self._thread.start()
 
     def _build(self, app: TokentopApp) -> None:
         from tokentop.sampler import Sampler
@@ -71,33 +84,56 @@ class Startup:
             app.warn(line.removeprefix("tokentop: "))
 
         try:
-            if self.runtime is None:
-                self.runtime = build_runtime(self.config)
+            runtime = self.runtime
+            if runtime is None:
+                runtime = build_runtime(self.config)
+                self._keep("runtime", runtime, runtime.close)
             if not self._store_given:
-                self.store = open_store(self.runtime.config, required=False, say=say)
-            self.sampler = Sampler(self.runtime.config, self.runtime.gpus, store=self.store)
+                store = open_store(runtime.config, required=False, say=say)
+                self._keep("store", store, store.close if store is not None else None)
+            sampler = Sampler(runtime.config, runtime.gpus, store=self.store)
+            self._keep("sampler", sampler, sampler.stop)
+        except _StoppedFirst:
+            return
         except Exception as exc:  # a traceback in front of the user is a bug: one line, at -v the rest
             log.debug("start-up failed", exc_info=True)
             self.said.append(f"tokentop: cannot start: {exc}")
             app.start_failed()
             return
-        app.attach(self.sampler, self.store)
+        app.attach(sampler, self.store)
+
+    def _keep(self, name: str, built: object, close: Callable[[], object] | None) -> None:
+        """Hand ``built`` over as ``self.<name>``, for ``stop`` to close; if ``stop`` came first,
+        close it here instead and end the build (``_StoppedFirst``)."""
+        with self._lock:
+            if not self._stopped:
+                setattr(self, name, built)
+                return
+        if close is not None:
+            close()
+        raise _StoppedFirst
 
     def stop(self) -> None:
-        """Wait for a start-up under way, stop the sampler (which closes the history), close
-        the demo. Once, from whichever thread comes first (the app's end, or the watchdog)."""
+        """Wait a while for a start-up under way, then stop the sampler (which closes the
+        history), close the history if no sampler was built, close the demo: what was handed
+        over by then; the build closes what it makes later. Once, from whichever thread comes
+        first (the app's end, or the watchdog); a second call waits for the first."""
         with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            if self._thread is not None:
-                self._thread.join(BUILD_WAIT_S)
-            if self.sampler is not None:
-                self.sampler.stop()
-            elif self.store is not None:
-                self.store.close()
-            if self.runtime is not None:
-                self.runtime.close()
+            with self._lock:
+                if self._stopped:
+                    return
+                self._stopped = True
+                thread = self._thread
+            if thread is not None:
+                thread.join(BUILD_WAIT_S)
+            with self._lock:
+                sampler, store, runtime = self.sampler, self.store, self.runtime
+            if sampler is not None:
+                sampler.stop()
+            elif store is not None:
+                store.close()
+            if runtime is not None:
+                runtime.close()
 
 
 def _run_app(startup: Startup, config: Config, *, summary: str) -> int:

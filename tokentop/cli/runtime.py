@@ -53,7 +53,12 @@ def build_runtime(config: Config) -> Runtime:
         from tokentop.demo import DemoGpuReader, DemoHost
 
         host = DemoHost(seed=config.seed)
-        config = replace(config, endpoints=tuple(config.endpoints) + host.serve())
+        try:
+            served = host.serve()
+        except BaseException:  # the engines already serving are not left behind
+            host.close()
+            raise
+        config = replace(config, endpoints=tuple(config.endpoints) + served)
         return Runtime(config, DemoGpuReader(host), host)
     from tokentop.nvml.reader import NvmlReader
 

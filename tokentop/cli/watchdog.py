@@ -7,15 +7,20 @@ the signal handler, so even when the event loop is stuck); if the app has not re
 ``grace_s`` later, the watchdog says its last words (stops the sampler, which closes the
 history) and ends the process with the exit code it was armed with.
 
-``run_watched`` is how both live views (``cli.live``, ``cli.fleet``) run their app with one.
+``run_watched`` is how both live views (``cli.live``, ``cli.fleet``) run their app with one. Once
+the app has returned (and put back the signal handlers it had), SIGHUP and SIGTERM wait for the
+last words (a terminal closed right after ``q`` must not kill the process halfway through
+closing the history), then end the process as they would have.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
@@ -81,5 +86,28 @@ def run_watched(make_app: Callable[[Callable[[str, int], None]], AppT], last_wor
             app.run()
     finally:
         watchdog.done()
-        last_words()
+        with signals_held():
+            last_words()
     return app
+
+
+HELD_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGHUP and SIGTERM wait until the block is done, then act as the handlers in place before
+    it would have (by default: end the process, 129 or 143). Only the main thread sets handlers:
+    elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
