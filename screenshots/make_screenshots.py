@@ -79,7 +79,7 @@ async def render(picture: Picture, snapshots: Iterable[Snapshot], out: Path) -> 
 
 def sixteen_gpu_snapshots(ticks: int = 3) -> list[Snapshot]:
     """A host of 16 fake GPUs (no engine) read by the real NVML reader on a simulated clock."""
-    from tokentop.demo import SimulatedClock
+    from tokentop.demo import SimulatedClock, ticked
     from tokentop.nvml.fake import FakeNvml
     from tokentop.nvml.reader import NvmlReader
     from tokentop.sampler import Sampler
@@ -88,14 +88,7 @@ def sixteen_gpu_snapshots(ticks: int = 3) -> list[Snapshot]:
     sampler = Sampler(
         Config(discover=False), NvmlReader(lib=FakeNvml.healthy(count=16)), clock=clock, wall_clock=clock.wall
     )
-    try:
-        snapshots = []
-        for _ in range(ticks):
-            clock.t += 1.0
-            snapshots.append(sampler.tick())
-        return snapshots
-    finally:
-        sampler.stop()
+    return ticked(sampler, clock, ticks)
 
 
 SIXTEEN_GPUS = Picture("live-16gpus-80x24.svg", (80, 24), caption="16 GPUs at 80x24: every GPU keeps a row")

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tokentop.config import Config
-from tokentop.demo import GPU_COUNT, DemoGpuReader, DemoHost, SimulatedClock, simulated_snapshots
+from tokentop.demo import GPU_COUNT, DemoHost, SimulatedClock, simulated_snapshots
 from tokentop.fleet.model import FleetHost, FleetReading, FleetSeries, fleet_figures
 from tokentop.fleet.prometheus_source import NOT_OPENED
 from tokentop.model import Snapshot
-from tokentop.sampler import Sampler
 
 TICKS = 65  # past the demo's 60 s cost window, so every window is full
 SEEDS = (7, 11, 23)  # three demo hosts, each its own load
@@ -37,32 +36,13 @@ UNPRICED_GPU = "NVIDIA Mystery X1"
 WALL_END = SimulatedClock.WALL_START + SimulatedClock().t + TICKS  # the last snapshot's wall time
 
 
-def _unpriced_run(seed: int, ticks: int) -> list[Snapshot]:
-    """The demo host with GPUs of a model no price table knows, sampled as ``simulated_snapshots``."""
-    clock = SimulatedClock()
-    host = DemoHost(seed=seed, clock=clock)
-    for gpu in host.fake.gpus:
-        gpu.name = UNPRICED_GPU  # NVML names are read when the sampler opens the reader
-    config = Config(endpoints=host.serve(), http_timeout_s=5.0)
-    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
-    try:
-        snapshots = []
-        for _ in range(ticks):
-            clock.t += 1.0
-            snapshots.append(sampler.tick())
-        return snapshots
-    finally:
-        sampler.stop()
-        host.close()
-
-
 @functools.lru_cache(maxsize=1)
 def demo_runs() -> dict[int | str, list[Snapshot]]:
     """``TICKS`` snapshots of the demo host for each of ``SEEDS``, and of an unpriced one; run
     at once, and once per process."""
     with ThreadPoolExecutor(len(SEEDS) + 1) as pool:
         priced = {seed: pool.submit(simulated_snapshots, TICKS, seed) for seed in SEEDS}
-        unpriced = pool.submit(_unpriced_run, SEEDS[0], TICKS)
+        unpriced = pool.submit(simulated_snapshots, TICKS, SEEDS[0], gpu_name=UNPRICED_GPU)
         runs: dict[int | str, list[Snapshot]] = {seed: future.result() for seed, future in priced.items()}
         runs[UNPRICED] = unpriced.result()
     return runs

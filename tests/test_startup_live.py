@@ -18,7 +18,6 @@ import pytest
 from test_tui import DemoUnderTest, FixedHost, Rig, demo, rig_on, screen_text  # noqa: F401 (demo: a fixture)
 
 from tokentop.cli import main
-from tokentop.cli.watchdog import ExitWatchdog
 from tokentop.config import Config
 from tokentop.tui.app import TokentopApp
 
@@ -191,10 +190,10 @@ def test_a_watchdog_told_the_app_returned_lets_the_process_end_its_own_way(tmp_p
     assert not (tmp_path / "last-words").exists()
 
 
-def test_a_watchdog_never_armed_does_nothing() -> None:
-    dog = ExitWatchdog(lambda: None, grace_s=0.0)
-    dog.start()
-    dog.done()
+def test_a_watchdog_never_armed_does_nothing(tmp_path: Path) -> None:
+    result = watched("time.sleep(0.6)\ndog.done()\nsys.exit(0)\n", tmp_path)  # well past its grace
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "last-words").exists()
 
 
 def test_the_summary_printed_at_quit_under_ascii_is_ascii_only(

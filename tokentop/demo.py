@@ -20,12 +20,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokentop.config import CostConfig, EndpointConfig
 from tokentop.model import GpuReading, Snapshot
 from tokentop.nvml.fake import FakeNvml
 from tokentop.nvml.reader import NvmlReader
+
+if TYPE_CHECKING:  # imported where used: the live view starts before it needs the sampler
+    from tokentop.sampler import Sampler
 
 GPU_NAME = "NVIDIA H200"
 GPU_COUNT = 8
@@ -395,28 +398,47 @@ class SimulatedClock:
         return self.WALL_START + self.t
 
 
-def simulated_snapshots(ticks: int, seed: int = 7, cost: CostConfig | None = None) -> list[Snapshot]:
+def simulated_snapshots(
+    ticks: int, seed: int = 7, cost: CostConfig | None = None, gpu_name: str | None = None
+) -> list[Snapshot]:
     """``ticks`` one-second readings of a fresh demo host on a simulated clock, with the
     loopback ports written as 8000, 8001, 8002 so that pictures do not depend on which ports
-    the system gave. The same inputs give the same snapshots. ``cost``: the default's when None."""
+    the system gave. The same inputs give the same snapshots. ``cost``: the default's when None.
+    ``gpu_name``: the GPUs' model, in place of the H200 (one no price table knows, say)."""
     from tokentop.config import Config
     from tokentop.sampler import Sampler
 
     clock = SimulatedClock()
     host = DemoHost(seed=seed, clock=clock)
-    config = Config(endpoints=host.serve(), http_timeout_s=5.0, cost=cost or CostConfig())
-    sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
+    if gpu_name is not None:
+        for gpu in host.fake.gpus:
+            gpu.name = gpu_name  # NVML names are read when the sampler opens the reader
     try:
-        ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
+        config = Config(endpoints=host.serve(), http_timeout_s=5.0, cost=cost or CostConfig())
+        sampler = Sampler(config, DemoGpuReader(host), clock=clock, wall_clock=clock.wall)
+        snapshots = ticked(sampler, clock, ticks)
+    finally:
+        host.close()
+    ports = {e.url: f"http://127.0.0.1:{8000 + i}/metrics" for i, e in enumerate(config.endpoints)}
+    return [
+        replace(
+            snap,
+            endpoints=tuple(
+                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url))) for s in snap.endpoints
+            ),
+        )
+        for snap in snapshots
+    ]
+
+
+def ticked(sampler: Sampler, clock: SimulatedClock, ticks: int) -> list[Snapshot]:
+    """``ticks`` readings, the simulated clock moved one second before each; the sampler is
+    stopped afterwards whatever happens."""
+    try:
         snapshots = []
         for _ in range(ticks):
             clock.t += 1.0
-            snap = sampler.tick()
-            endpoints = tuple(
-                replace(s, sample=replace(s.sample, url=ports.get(s.sample.url, s.sample.url))) for s in snap.endpoints
-            )
-            snapshots.append(replace(snap, endpoints=endpoints))
+            snapshots.append(sampler.tick())
         return snapshots
     finally:
         sampler.stop()
-        host.close()
