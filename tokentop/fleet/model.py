@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from tokentop.model import Snapshot, Window
 
-HOST_STATES = ("connecting", "up", "stale", "down")
+HostState = Literal["connecting", "up", "stale", "down"]
 """``connecting``: no reading yet; ``up``: a fresh reading; ``stale``: the latest reading is older
 than its source allows (``FleetHost.age_s``), figures kept and marked; ``down``: no reading can be
 had (``FleetHost.reason`` says why)."""
@@ -28,7 +28,7 @@ CLOCK_OFFSET_SHOWN_S = 2.0
 @dataclass(frozen=True, slots=True)
 class FleetHost:
     name: str
-    state: str  # one of HOST_STATES
+    state: HostState
     reason: str | None = None  # why stale or down, in plain words (safe text)
     # The host as the local view would show it: GPUs, engines, windows, totals. None until the
     # first reading; when later readings fail a source keeps it (``stale``) or drops it (``down``).

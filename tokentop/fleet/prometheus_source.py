@@ -32,7 +32,7 @@ from tokentop.config import Config
 from tokentop.cost import energy_cost_usd, energy_is_charged, price_for
 from tokentop.fleet import promql
 from tokentop.fleet.agentless import Agentless
-from tokentop.fleet.model import FleetHost, FleetReading, FleetSeries, fleet_figures
+from tokentop.fleet.model import FleetHost, FleetReading, FleetSeries, HostState, fleet_figures
 from tokentop.fleet.prom_exporters import HostRead, read_hosts
 from tokentop.fleet.prom_hosts import read_focused
 from tokentop.fleet.prometheus_api import Answer, PromClient, PromError
@@ -189,7 +189,8 @@ class PrometheusSource:
 
     def _host(self, read: HostRead, now: float) -> FleetHost:
         age = None if read.seen_t is None else max(0.0, now - read.seen_t)
-        state, reason = "up", None
+        state: HostState = "up"
+        reason: str | None = None
         if read.scraped is False:
             state, reason = "stale", "Prometheus cannot scrape its exporter (up is 0)"
         elif age is None:

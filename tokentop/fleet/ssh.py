@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from tokentop.config import Config, SshHostConfig
 from tokentop.fleet.feed import READ_CHUNK, FeedError, LineSplitter, SchemaError, parse_line
-from tokentop.fleet.model import CLOCK_OFFSET_SHOWN_S, FleetHost, FleetReading, FleetSeries, fleet_figures
+from tokentop.fleet.model import CLOCK_OFFSET_SHOWN_S, FleetHost, FleetReading, FleetSeries, HostState, fleet_figures
 from tokentop.fleet.ssh_command import close_pipes, drain_stderr, end_process, failure_reason, ssh_argv
 from tokentop.model import Snapshot
 from tokentop.text import safe_text
@@ -75,7 +75,7 @@ class HostFeed:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._state = "connecting"
+        self._state: HostState = "connecting"
         self._reason: str | None = None
         self._snapshot: Snapshot | None = None
         self._received = 0.0
