@@ -81,6 +81,10 @@ def test_increases_between_two_scrapes_equal_the_summary_of_that_range(demo_conf
         types, first = scrape(url)
         time.sleep(1.0)
         _, second = scrape(url)
+        scraped = sampler.latest.seq  # at least the tick the second scrape showed
+        while sampler.latest.seq <= scraped:  # one more tick in the history: the range ends inside it
+            assert time.monotonic() < deadline + 10, "the sampler stopped ticking"
+            time.sleep(0.05)
     finally:
         server.shutdown()
         server.server_close()
