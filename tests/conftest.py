@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from loopback import LoopbackServer
+
+from tokentop.collectors.fetch import PageClient
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metrics"
 
@@ -58,6 +59,7 @@ def server() -> Iterator[LoopbackServer]:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client() as http:
-        yield http
+def client() -> Iterator[PageClient]:
+    pages = PageClient()
+    yield pages
+    pages.close()

@@ -10,11 +10,11 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 from loopback import LoopbackServer, Reply, Seen
 
 from tokentop.collectors import EndpointCollector, poll_all
+from tokentop.collectors.fetch import PageClient
 from tokentop.config import EndpointConfig
 
 
@@ -33,7 +33,7 @@ def vllm_page(prompt: float | str, generation: float | str, running: float | str
 
 
 def make(
-    url: str, client: httpx.Client, *, timeout_s: float = 1.0, max_page_bytes: int = 8 << 20, **endpoint: str
+    url: str, client: PageClient, *, timeout_s: float = 1.0, max_page_bytes: int = 8 << 20, **endpoint: str
 ) -> EndpointCollector:
     config = EndpointConfig(url, **endpoint)
     return EndpointCollector(config, client, timeout_s=timeout_s, max_page_bytes=max_page_bytes)
@@ -48,7 +48,7 @@ def closed_port() -> int:
 # --- figures ------------------------------------------------------------------------------
 
 
-def test_data_parallel_engines_are_summed_kv_is_the_fullest(server: LoopbackServer, client: httpx.Client) -> None:
+def test_data_parallel_engines_are_summed_kv_is_the_fullest(server: LoopbackServer, client: PageClient) -> None:
     fullest = 'vllm:kv_cache_usage_perc{engine="2",model_name="m"} '
     page = vllm_page(10, 20, running=1, engines=3).replace(fullest + "0.25", fullest + "0.75")
     server.route("/metrics", page)
@@ -57,7 +57,7 @@ def test_data_parallel_engines_are_summed_kv_is_the_fullest(server: LoopbackServ
     assert sample.kv_cache_fraction == 0.75
 
 
-def test_sglang_tensor_parallel_ranks_are_not_summed(server: LoopbackServer, client: httpx.Client) -> None:
+def test_sglang_tensor_parallel_ranks_are_not_summed(server: LoopbackServer, client: PageClient) -> None:
     page = (
         "".join(
             f'sglang:num_running_reqs{{dp_rank="{dp}",model_name="m",tp_rank="{tp}"}} 5\n'
@@ -72,7 +72,7 @@ def test_sglang_tensor_parallel_ranks_are_not_summed(server: LoopbackServer, cli
 
 
 def test_nan_and_inf_gauges_become_unknown_a_nan_counter_rejects_the_read(
-    server: LoopbackServer, client: httpx.Client
+    server: LoopbackServer, client: PageClient
 ) -> None:
     server.route("/metrics", vllm_page(5, 7, running="+Inf").replace("0.25", "-nan(ind)"), vllm_page("NaN", 7))
     gauges = make(server.url, client).poll(1.0)
@@ -83,14 +83,14 @@ def test_nan_and_inf_gauges_become_unknown_a_nan_counter_rejects_the_read(
     assert counter.status == "error" and "vllm:prompt_tokens_total" in (counter.error or "")
 
 
-def test_duplicate_series_keep_the_last_and_say_so(server: LoopbackServer, client: httpx.Client) -> None:
+def test_duplicate_series_keep_the_last_and_say_so(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(5, 7) + 'vllm:prompt_tokens_total{engine="0",model_name="m"} 6\n')
     sample = make(server.url, client).poll(1.0)
     assert sample.prompt_tokens_total == 6
     assert "repeats" in (sample.note or "")
 
 
-def test_a_counter_going_backwards_is_reported_as_read(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_counter_going_backwards_is_reported_as_read(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(100, 500), vllm_page(3, 4))  # a restart: derive handles resets
     collector = make(server.url, client)
     assert collector.poll(1.0).generation_tokens_total == 500
@@ -144,7 +144,7 @@ KIND_PAGES = {
 
 
 @pytest.mark.parametrize("name", sorted(KIND_PAGES))
-def test_each_kinds_names(name: str, server: LoopbackServer, client: httpx.Client) -> None:
+def test_each_kinds_names(name: str, server: LoopbackServer, client: PageClient) -> None:
     page, expected = KIND_PAGES[name]
     server.route("/metrics", page)
     sample = make(server.url, client).poll(1.0)
@@ -153,13 +153,13 @@ def test_each_kinds_names(name: str, server: LoopbackServer, client: httpx.Clien
     assert (sample.kind, sample.kind_detail, *figures, sample.kv_cache_fraction) == expected
 
 
-def test_tgi_model_comes_from_info(server: LoopbackServer, client: httpx.Client) -> None:
+def test_tgi_model_comes_from_info(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", KIND_PAGES["tgi"][0])
     server.route("/info", Reply(body='{"model_id": "bigscience/bloom-560m"}', content_type="application/json"))
     assert make(server.url, client).poll(1.0).model == "bigscience/bloom-560m"
 
 
-def test_triton_first_response_histogram_is_converted_from_ms(server: LoopbackServer, client: httpx.Client) -> None:
+def test_triton_first_response_histogram_is_converted_from_ms(server: LoopbackServer, client: PageClient) -> None:
     labels = 'model="m",version="1"'
     server.route(
         "/metrics",
@@ -178,13 +178,13 @@ def test_triton_first_response_histogram_is_converted_from_ms(server: LoopbackSe
 # --- failures -------------------------------------------------------------------------------
 
 
-def test_connection_refused(client: httpx.Client) -> None:
+def test_connection_refused(client: PageClient) -> None:
     sample = make(f"http://127.0.0.1:{closed_port()}", client).poll(1.0)
     assert (sample.status, sample.error) == ("error", "connection refused")
     assert sample.prompt_tokens_total is None
 
 
-def test_a_slow_server_times_out_at_the_collectors_timeout(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_slow_server_times_out_at_the_collectors_timeout(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", Reply(body=vllm_page(1, 1), delay_s=5))
     started = time.monotonic()
     sample = make(server.url, client, timeout_s=0.3).poll(1.0)
@@ -192,7 +192,7 @@ def test_a_slow_server_times_out_at_the_collectors_timeout(server: LoopbackServe
     assert (sample.status, sample.error) == ("error", "timed out after 0.3 s")
 
 
-def test_a_dripping_server_cannot_hold_the_tick(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_dripping_server_cannot_hold_the_tick(server: LoopbackServer, client: PageClient) -> None:
     def drip() -> Iterator[bytes]:
         for _ in range(100):
             yield b"# still here\n"
@@ -222,14 +222,14 @@ def test_a_dripping_server_cannot_hold_the_tick(server: LoopbackServer, client: 
     ids=["500", "html", "binary", "cut-short", "dropped", "unknown-text", "empty"],
 )
 def test_unusable_answers_give_a_plain_reason(
-    reply: Reply, reason: str, server: LoopbackServer, client: httpx.Client
+    reply: Reply, reason: str, server: LoopbackServer, client: PageClient
 ) -> None:
     server.route("/metrics", reply)
     sample = make(server.url + "/metrics", client).poll(1.0)
     assert (sample.status, sample.error) == ("error", reason)
 
 
-def test_a_page_cut_at_the_end_gives_only_its_complete_lines(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_page_cut_at_the_end_gives_only_its_complete_lines(server: LoopbackServer, client: PageClient) -> None:
     page = vllm_page(12, 345)
     cut = page[: page.index("345") + 2]  # "...generation_tokens_total{...} 34" and the connection closes
     server.route("/metrics", Reply(stream=lambda: [cut.encode()]))
@@ -238,7 +238,7 @@ def test_a_page_cut_at_the_end_gives_only_its_complete_lines(server: LoopbackSer
 
 
 @pytest.mark.parametrize("announced", [True, False], ids=["content-length", "streamed"])
-def test_a_50_mb_page_is_not_read(announced: bool, server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_50_mb_page_is_not_read(announced: bool, server: LoopbackServer, client: PageClient) -> None:
     block = ('vllm:prompt_tokens_total{engine="0",model_name="' + "x" * 200 + '"} 1\n').encode() * 256
     count = 50 * 1024 * 1024 // len(block)
     headers = {"Content-Length": str(len(block) * count)} if announced else {}
@@ -257,7 +257,7 @@ def test_a_50_mb_page_is_not_read(announced: bool, server: LoopbackServer, clien
     assert elapsed < 2.0
 
 
-def test_stale_keeps_the_last_figures_then_turns_to_error(server: LoopbackServer, client: httpx.Client) -> None:
+def test_stale_keeps_the_last_figures_then_turns_to_error(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(10, 20), Reply(status=500))
     collector = make(server.url, client)
     assert collector.poll(100.0).status == "up"
@@ -268,7 +268,7 @@ def test_stale_keeps_the_last_figures_then_turns_to_error(server: LoopbackServer
     assert (gone.status, gone.error, gone.generation_tokens_total) == ("error", "HTTP 500", None)
 
 
-def test_a_server_that_comes_back_is_detected_afresh(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_server_that_comes_back_is_detected_afresh(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(10, 20), Reply(status=503), 'sglang:generation_tokens_total{model_name="s"} 3\n')
     collector = make(server.url, client)
     assert collector.poll(1.0).kind == "vllm"
@@ -278,7 +278,7 @@ def test_a_server_that_comes_back_is_detected_afresh(server: LoopbackServer, cli
 
 
 def test_bearer_token_is_sent_and_never_shown(
-    server: LoopbackServer, client: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    server: LoopbackServer, client: PageClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = "sk-very-secret-4242"
     monkeypatch.setenv("TT_TEST_TOKEN", token)
@@ -301,7 +301,7 @@ def test_bearer_token_is_sent_and_never_shown(
     assert server.requests[0].headers["authorization"] == f"Bearer {token}"
 
 
-def test_a_given_kind_skips_detection(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_given_kind_skips_detection(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(1, 2))
     assert make(server.url, client, kind="vllm").poll(1.0).kind == "vllm"
     assert make(server.url, client, kind="sglang").poll(1.0).error == "no known metrics on page"
@@ -310,14 +310,14 @@ def test_a_given_kind_skips_detection(server: LoopbackServer, client: httpx.Clie
 # --- probing --------------------------------------------------------------------------------
 
 
-def test_a_full_url_is_used_as_given(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_full_url_is_used_as_given(server: LoopbackServer, client: PageClient) -> None:
     server.route("/custom/metrics", vllm_page(1, 2))
     sample = make(server.url + "/custom/metrics", client).poll(1.0)
     assert sample.status == "up"
     assert [seen.path for seen in server.requests] == ["/custom/metrics"]
 
 
-def test_a_base_url_is_probed_once_and_remembered(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_base_url_is_probed_once_and_remembered(server: LoopbackServer, client: PageClient) -> None:
     server.route("/v1/metrics", 'num_requests_running{model_name="n"} 2\ngpu_cache_usage_perc{model_name="n"} 0.5\n')
     collector = make(server.url, client)
     assert collector.poll(1.0).kind == "nim"
@@ -326,7 +326,7 @@ def test_a_base_url_is_probed_once_and_remembered(server: LoopbackServer, client
     assert [seen.path for seen in server.requests][2:] == ["/v1/metrics"]
 
 
-def test_trtllm_serve_prefers_prometheus_over_its_json(server: LoopbackServer, client: httpx.Client) -> None:
+def test_trtllm_serve_prefers_prometheus_over_its_json(server: LoopbackServer, client: PageClient) -> None:
     iterations = [
         {
             "iter": 1,
@@ -350,7 +350,7 @@ def test_trtllm_serve_prefers_prometheus_over_its_json(server: LoopbackServer, c
 
 
 def test_llamacpp_counters_plus_slots_progress(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     busy_slots = fixture_page("llamacpp/slots-busy-4slots-gemma3-270m-cpu.json")
     idle_slots = json.dumps([{**slot, "is_processing": False} for slot in json.loads(busy_slots)])
@@ -373,9 +373,7 @@ def test_llamacpp_counters_plus_slots_progress(
     assert paths == ["/metrics", "/props", "/slots", "/metrics", "/slots"]
 
 
-def test_llamacpp_prompt_progress_only_counts_when_metrics_are_off(
-    server: LoopbackServer, client: httpx.Client
-) -> None:
+def test_llamacpp_prompt_progress_only_counts_when_metrics_are_off(server: LoopbackServer, client: PageClient) -> None:
     slots = [
         {
             "id": i,
@@ -403,14 +401,14 @@ def test_llamacpp_prompt_progress_only_counts_when_metrics_are_off(
         ({"model_path": "C:\\models\\g.gguf"}, "g.gguf"),
     ],
 )
-def test_llamacpp_model_name_from_props(props: dict, model: str, server: LoopbackServer, client: httpx.Client) -> None:
+def test_llamacpp_model_name_from_props(props: dict, model: str, server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", "llamacpp:prompt_tokens_total 1\n")
     server.route("/props", json.dumps(props))
     assert make(server.url, client).poll(1.0).model == model
 
 
 def test_llamacpp_with_metrics_off_runs_on_slots(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     server.route("/metrics", Reply(status=501, body="This server does not support metrics endpoint."))
     server.route("/slots", fixture_page("llamacpp/slots-busy-4slots-gemma3-270m-cpu.json"))
@@ -420,7 +418,7 @@ def test_llamacpp_with_metrics_off_runs_on_slots(
     assert (sample.running, sample.generation_tokens_in_flight) == (4, 316)
 
 
-def test_llamacpp_without_slots_still_reports_counters(server: LoopbackServer, client: httpx.Client) -> None:
+def test_llamacpp_without_slots_still_reports_counters(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", "llamacpp:prompt_tokens_total 5\nllamacpp:tokens_predicted_total 6\n")
     server.route("/slots", Reply(status=501))
     sample = make(server.url, client).poll(1.0)
@@ -428,7 +426,7 @@ def test_llamacpp_without_slots_still_reports_counters(server: LoopbackServer, c
     assert "/slots is off" in (sample.note or "")
 
 
-def test_ollama(server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]) -> None:
+def test_ollama(server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]) -> None:
     ps = fixture_page("ollama/api-ps-docs-mistral.json")
     server.route("/api/ps", Reply(body=ps, content_type="application/json"))
     sample = make(server.url, client).poll(1.0)
@@ -441,7 +439,7 @@ def test_ollama(server: LoopbackServer, client: httpx.Client, fixture_page: Call
 # --- poll_all -------------------------------------------------------------------------------
 
 
-def test_poll_all_returns_by_the_deadline_whatever_one_endpoint_does(client: httpx.Client) -> None:
+def test_poll_all_returns_by_the_deadline_whatever_one_endpoint_does(client: PageClient) -> None:
     with LoopbackServer() as fast, LoopbackServer() as slow:
         fast.route("/metrics", vllm_page(1, 2))
         slow.route("/metrics", vllm_page(3, 4), Reply(body=vllm_page(5, 6), delay_s=3))
@@ -465,7 +463,7 @@ def test_poll_all_with_no_endpoints() -> None:
 
 
 def test_latency_histograms_are_read_every_few_seconds_and_carried_between(
-    server: LoopbackServer, client: httpx.Client
+    server: LoopbackServer, client: PageClient
 ) -> None:
     def page(observations: int) -> str:
         return (

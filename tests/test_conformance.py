@@ -10,11 +10,11 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from loopback import LoopbackServer, Reply
 
 from tokentop.collectors import EndpointCollector
+from tokentop.collectors.fetch import PageClient
 from tokentop.config import EndpointConfig
 from tokentop.model import EndpointSample
 
@@ -54,12 +54,13 @@ def server() -> Iterator[LoopbackServer]:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client() as http:
-        yield http
+def client() -> Iterator[PageClient]:
+    pages = PageClient()
+    yield pages
+    pages.close()
 
 
-def read_once(server: LoopbackServer, client: httpx.Client, routes: dict[str, str | Reply]) -> EndpointSample:
+def read_once(server: LoopbackServer, client: PageClient, routes: dict[str, str | Reply]) -> EndpointSample:
     server.reset()
     for path, reply in routes.items():
         server.route(path, reply)
@@ -74,7 +75,7 @@ def test_every_page_is_in_the_table(fixtures_dir: Path) -> None:
 
 @pytest.mark.parametrize("page", sorted(EXPECTED))
 def test_page_yields_the_expected_figures(
-    page: str, server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    page: str, server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     kind, detail, prompt, generation, running, waiting = EXPECTED[page]
     sample = read_once(server, client, {PATHS.get(kind, "/metrics"): fixture_page(page)})
@@ -87,14 +88,14 @@ def test_page_yields_the_expected_figures(
 
 
 def test_triton_trtllm_kv_fraction(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     page = fixture_page("trtllm/triton-trtllm-backend-ifb-readme.txt")
     assert read_once(server, client, {"/metrics": page}).kv_cache_fraction == 0.4875
 
 
 def test_vllm_histograms_and_request_count(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     sample = read_once(server, client, {"/metrics": fixture_page("vllm/v1-qwen3-0.6b-via-dynamo.txt")})
     assert sample.model == "Qwen/Qwen3-0.6B"
@@ -108,7 +109,7 @@ def test_vllm_histograms_and_request_count(
 
 
 def test_llamacpp_busy_page_with_its_slots(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     sample = read_once(
         server,
@@ -125,7 +126,7 @@ def test_llamacpp_busy_page_with_its_slots(
 
 
 def test_llamacpp_readme_slots_without_metrics(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     sample = read_once(
         server,
@@ -140,7 +141,7 @@ def test_llamacpp_readme_slots_without_metrics(
     assert (sample.running, sample.generation_tokens_in_flight) == (2, 136)  # the old dict-shaped next_token
 
 
-def test_ollama_ps(server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]) -> None:
+def test_ollama_ps(server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]) -> None:
     text = fixture_page("ollama/api-ps-docs-mistral.json")
     size_vram = json.loads(text)["models"][0]["size_vram"]
     sample = read_once(server, client, {"/api/ps": Reply(body=text, content_type="application/json")})

@@ -15,12 +15,12 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-import httpx
 import pytest
 from loopback import LoopbackServer, Reply
 
 from tokentop.collectors import EndpointCollector
 from tokentop.collectors.exposition import MAX_SAMPLE_LINES
+from tokentop.collectors.fetch import PageClient
 from tokentop.config import Config, EndpointConfig
 from tokentop.model import EndpointSample
 from tokentop.text import MAX_TEXT
@@ -50,7 +50,7 @@ def vllm_page(
     )
 
 
-def make(url: str, client: httpx.Client, *, timeout_s: float = 2.0, **endpoint: str) -> EndpointCollector:
+def make(url: str, client: PageClient, *, timeout_s: float = 2.0, **endpoint: str) -> EndpointCollector:
     return EndpointCollector(EndpointConfig(url, **endpoint), client, timeout_s=timeout_s, max_page_bytes=8 << 20)
 
 
@@ -67,7 +67,7 @@ def assert_safe(sample: EndpointSample) -> None:
 # --- 1: terminal escape injection -------------------------------------------------------------
 
 
-def test_escape_sequences_in_labels_never_reach_the_sample(server: LoopbackServer, client: httpx.Client) -> None:
+def test_escape_sequences_in_labels_never_reach_the_sample(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(model=HOSTILE_MODEL), vllm_page(model=SCREEN_CLEARING_MODEL))
     collector = make(server.url, client)
     osc = collector.poll(1.0)
@@ -78,7 +78,7 @@ def test_escape_sequences_in_labels_never_reach_the_sample(server: LoopbackServe
         assert_safe(sample)
 
 
-def test_many_long_model_names_are_cut_to_one_bounded_line(server: LoopbackServer, client: httpx.Client) -> None:
+def test_many_long_model_names_are_cut_to_one_bounded_line(server: LoopbackServer, client: PageClient) -> None:
     page = "".join(vllm_line("num_requests_running", 1, model=f"{i}" + "x" * 5000, engine=i) for i in range(5))
     server.route("/metrics", page)
     sample = make(server.url, client).poll(1.0)
@@ -86,7 +86,7 @@ def test_many_long_model_names_are_cut_to_one_bounded_line(server: LoopbackServe
     assert_safe(sample)
 
 
-def test_ollama_props_and_info_names_are_made_safe(server: LoopbackServer, client: httpx.Client) -> None:
+def test_ollama_props_and_info_names_are_made_safe(server: LoopbackServer, client: PageClient) -> None:
     models = [{"name": HOSTILE_MODEL, "size": 1, "size_vram": 1}, {"model": "b\nc\x1b[2J" * 100}]
     server.route("/api/ps", Reply(body=json.dumps({"models": models}), content_type="application/json"))
     ollama = make(server.url, client).poll(1.0)
@@ -151,7 +151,7 @@ async def test_the_live_view_draws_no_escape_byte(server: LoopbackServer) -> Non
 # --- 2: memory and time bounded whatever the page ---------------------------------------------
 
 
-def test_unique_huge_labels_do_not_pile_up_in_memory(server: LoopbackServer, client: httpx.Client) -> None:
+def test_unique_huge_labels_do_not_pile_up_in_memory(server: LoopbackServer, client: PageClient) -> None:
     scrape = itertools.count()
 
     def fresh_labels(_: object) -> Reply:
@@ -173,7 +173,7 @@ def test_unique_huge_labels_do_not_pile_up_in_memory(server: LoopbackServer, cli
     assert grown < 4 << 20, f"{grown / 2**20:.1f} MiB kept after 8 pages of unique labels"
 
 
-def test_a_page_of_too_many_series_is_refused_within_the_tick(server: LoopbackServer, client: httpx.Client) -> None:
+def test_a_page_of_too_many_series_is_refused_within_the_tick(server: LoopbackServer, client: PageClient) -> None:
     page = "".join(vllm_line("num_requests_running", 1, engine=i) for i in range(110_000))
     server.route("/metrics", vllm_page() + page)
     collector = make(server.url + "/metrics", client, timeout_s=1.0)
@@ -187,7 +187,7 @@ def test_a_page_of_too_many_series_is_refused_within_the_tick(server: LoopbackSe
 # --- 3: non-finite and absurd figures -----------------------------------------------------------
 
 
-def test_an_absurd_token_counter_rejects_the_tick_and_says_which(server: LoopbackServer, client: httpx.Client) -> None:
+def test_an_absurd_token_counter_rejects_the_tick_and_says_which(server: LoopbackServer, client: PageClient) -> None:
     server.route("/metrics", vllm_page(generation=500), vllm_page(generation=1e308), vllm_page(generation=1.7e308))
     collector = make(server.url + "/metrics", client)
     good = collector.poll(1.0)
@@ -201,7 +201,7 @@ def test_an_absurd_token_counter_rejects_the_tick_and_says_which(server: Loopbac
 
 @pytest.mark.parametrize("value", ["NaN", "+Inf", "-1", str(2**60)])
 def test_a_bad_token_counter_on_a_fresh_endpoint_is_an_error(
-    value: str, server: LoopbackServer, client: httpx.Client
+    value: str, server: LoopbackServer, client: PageClient
 ) -> None:
     server.route("/metrics", vllm_page(prompt=value))
     sample = make(server.url + "/metrics", client).poll(1.0)
@@ -209,7 +209,7 @@ def test_a_bad_token_counter_on_a_fresh_endpoint_is_an_error(
     assert "vllm:prompt_tokens_total" in (sample.error or "")
 
 
-def test_absurd_gauges_and_histograms_become_unknown_with_a_note(server: LoopbackServer, client: httpx.Client) -> None:
+def test_absurd_gauges_and_histograms_become_unknown_with_a_note(server: LoopbackServer, client: PageClient) -> None:
     histogram = (
         'vllm:time_to_first_token_seconds_bucket{engine="0",le="1",model_name="m"} 1e300\n'
         'vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 1e300\n'
@@ -235,7 +235,7 @@ def test_absurd_gauges_and_histograms_become_unknown_with_a_note(server: Loopbac
 
 
 def test_process_start_time_is_published(
-    server: LoopbackServer, client: httpx.Client, fixture_page: Callable[[str], str]
+    server: LoopbackServer, client: PageClient, fixture_page: Callable[[str], str]
 ) -> None:
     start = "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1.7e9\n"
     server.route("/metrics", vllm_page() + start)
@@ -254,7 +254,7 @@ def test_process_start_time_is_published(
 
 
 def test_deeply_nested_json_is_a_one_line_error(
-    server: LoopbackServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
+    server: LoopbackServer, client: PageClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server.route("/metrics", "[" * 200_000)
@@ -264,7 +264,7 @@ def test_deeply_nested_json_is_a_one_line_error(
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
 
 
-def test_huge_integers_in_slots_and_ollama_do_not_raise(server: LoopbackServer, client: httpx.Client) -> None:
+def test_huge_integers_in_slots_and_ollama_do_not_raise(server: LoopbackServer, client: PageClient) -> None:
     huge = "1" * 400
     slots = f'[{{"id": 0, "n_ctx": 512, "is_processing": true, "next_token": [{{"n_decoded": {huge}}}]}}]'
     server.route("/metrics", "llamacpp:prompt_tokens_total 1\nllamacpp:tokens_predicted_total 2\n")
@@ -285,7 +285,7 @@ def test_huge_integers_in_slots_and_ollama_do_not_raise(server: LoopbackServer, 
 
 
 def test_an_internal_error_warns_once_and_keeps_the_traceback_at_debug(
-    server: LoopbackServer, client: httpx.Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackServer, client: PageClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*_: object) -> None:
         raise RuntimeError("reader bug \x1b]0;PWN\x07")
@@ -308,7 +308,7 @@ def test_an_internal_error_warns_once_and_keeps_the_traceback_at_debug(
 
 @pytest.mark.parametrize(("value", "said"), [(None, "TT_HOSTILE_TOKEN is not set"), ("", "TT_HOSTILE_TOKEN is empty")])
 def test_a_missing_token_is_said_at_the_first_read(
-    value: str | None, said: str, server: LoopbackServer, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    value: str | None, said: str, server: LoopbackServer, client: PageClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if value is None:
         monkeypatch.delenv("TT_HOSTILE_TOKEN", raising=False)

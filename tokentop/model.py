@@ -264,3 +264,4 @@ class Snapshot:
     endpoints: tuple[EndpointFigures, ...]
     host: HostFigures
     messages: tuple[str, ...] = field(default=())  # things the user should know this tick
+    first_look: bool = False  # GPUs alone, shown while the first endpoint reads are under way; never stored

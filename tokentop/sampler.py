@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import httpx
-
 from tokentop.collectors import EndpointCollector, poll_all
+from tokentop.collectors.fetch import PageClient
 from tokentop.config import Config, EndpointConfig
 from tokentop.derive import Deriver
 from tokentop.discover import SocketTable, candidate_endpoints, map_endpoints
@@ -55,7 +54,10 @@ class Sampler:
         sink: Sink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        first_look: bool = False,
     ) -> None:
+        """``first_look``: when started (``start``), hand the sink the GPUs alone before the
+        first endpoint reads, which can take seconds (the live view's first screen)."""
         self.config = config
         self.gpus = gpus
         self.store = store
@@ -65,9 +67,9 @@ class Sampler:
         self.deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
         self.latest: Snapshot | None = None
         self.store_problem: str | None = None
-        # Certificates cost ~3 MB of memory to load: only when some endpoint is https.
-        https = any(e.url.startswith("https://") for e in config.endpoints)
-        self._client = httpx.Client(follow_redirects=False, trust_env=False, verify=https)
+        self._pages = PageClient()
+        self._first_look = False  # set by start() when asked: the next tick sends the GPUs first
+        self._wants_first_look = first_look
         self._collectors = [self._collector(e) for e in config.endpoints]
         self._probing: list[EndpointCollector] = []  # discovered, not yet confirmed servers
         self._rejected: dict[str, float] = {}  # url -> when a probe failed
@@ -97,6 +99,9 @@ class Sampler:
             self._last_gpus = reading
         with self._lock:
             collectors = list(self._collectors) + list(self._probing)
+        if self._first_look and collectors and self.sink is not None:
+            self.sink(self._gpus_alone(reading, t_wall))
+        self._first_look = False
         samples = poll_all(collectors, t, self.config.timeout_s) if collectors else ()
         samples = self._settle_probes(samples)
         up = {s.name for s in samples if s.status == "up"}
@@ -111,6 +116,13 @@ class Sampler:
         if self.sink is not None:
             self.sink(snapshot)
         return snapshot
+
+    def _gpus_alone(self, reading: GpuReading, t_wall: float) -> Snapshot:
+        """The first tick's GPUs, before the endpoints answer: from a deriver of its own, so
+        that nothing of it is counted (the real first tick follows as soon as they answer)."""
+        config = self.config
+        deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
+        return dataclasses.replace(deriver.step(reading, (), {}, t_wall), first_look=True)
 
     def _store(self, snapshot: Snapshot) -> Snapshot:
         if self.store is None:
@@ -129,7 +141,7 @@ class Sampler:
 
     def _collector(self, endpoint: EndpointConfig) -> EndpointCollector:
         return EndpointCollector(
-            endpoint, self._client, timeout_s=self.config.timeout_s, max_page_bytes=self.config.max_page_bytes
+            endpoint, self._pages, timeout_s=self.config.timeout_s, max_page_bytes=self.config.max_page_bytes
         )
 
     def _settle_probes(self, samples: tuple[EndpointSample, ...]) -> tuple[EndpointSample, ...]:
@@ -152,6 +164,7 @@ class Sampler:
                     kept.append(sample)
                 else:
                     self._rejected[probe.endpoint.url] = self.clock()
+                    probe.close()
             return tuple(kept)
 
     def discover_once(self) -> None:
@@ -200,6 +213,7 @@ class Sampler:
     def start(self) -> None:
         """Tick every interval on a daemon thread; discovery on another."""
         self.start_background()
+        self._first_look = self._wants_first_look
         self._thread = threading.Thread(target=self._run, name="tokentop-sampler", daemon=True)
         self._thread.start()
 
@@ -273,6 +287,6 @@ class Sampler:
                 closing = f"closing the history failed: {exc}"
             if closing:
                 log.warning(closing)
-        self._client.close()
+        self._pages.close()  # every endpoint's connection
         self.gpus.close()
         return closing

@@ -5,8 +5,9 @@ A base URL (``http://host:8000``) is probed once: ``/metrics``, ``/v1/metrics`` 
 ``--metrics``); what answered is remembered until the endpoint fails, and probed for afresh
 when it comes back (it may be another server now). A full stats URL is used as given.
 
-``poll`` never raises: every failure becomes a short reason in the sample. Bodies are
-streamed and cut at ``max_page_bytes``; the bearer token goes into a header and nowhere else.
+``poll`` never raises: every failure becomes a short reason in the sample. Pages are got by
+``fetch`` (cut at ``max_page_bytes`` and at the deadline); the bearer token goes into a header
+and nowhere else.
 A bug in a reader is logged as one WARNING line per distinct error, its traceback at DEBUG
 only (the log at ``-v``): a hostile page must not print a traceback every tick.
 """
@@ -20,10 +21,10 @@ import re
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-
-import httpx
+from urllib.parse import urlsplit
 
 from tokentop.collectors.exposition import TooManySamples, read_samples
+from tokentop.collectors.fetch import Answer, FetchFailed, FetchTimedOut, PageClient
 from tokentop.collectors.json_pages import (
     SlotsProgress,
     is_ollama_ps,
@@ -62,14 +63,6 @@ class _Failed(Exception):
 
 
 @dataclass(frozen=True)
-class _Answer:
-    status: int
-    body: bytes = b""
-    content_type: str = ""
-    start_time: str = ""  # llama.cpp's Process-Start-Time-Unix header
-
-
-@dataclass(frozen=True)
 class _Source:
     """What answered, and how to read it."""
 
@@ -96,14 +89,14 @@ class EndpointCollector:
     def __init__(
         self,
         endpoint: EndpointConfig,
-        client: httpx.Client,
+        pages: PageClient,
         *,
         timeout_s: float,
         max_page_bytes: int,
         stale_after_s: float = STALE_AFTER_S,
     ) -> None:
         self.endpoint = endpoint
-        self._client = client
+        self._connection = pages.connection()
         self._timeout_s = timeout_s
         self._max_page_bytes = max_page_bytes
         self._stale_after_s = stale_after_s
@@ -116,7 +109,6 @@ class EndpointCollector:
         self._latency_read_at = -math.inf
         self._tick_t = -math.inf  # the time of the tick being read
         self._errors_warned: set[str] = set()
-        self._requests: dict[tuple[str, str | None], tuple[httpx.URL, httpx.Headers]] = {}
 
     def __repr__(self) -> str:
         return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
@@ -159,6 +151,10 @@ class EndpointCollector:
         )
         self._last_good = sample
         return sample
+
+    def close(self) -> None:
+        """Close the connection to the server."""
+        self._connection.close()
 
     def failed_sample(self, t_mono: float, reason: str) -> EndpointSample:
         """This tick's sample when the endpoint gave nothing usable: "stale" or "error"."""
@@ -230,7 +226,7 @@ class EndpointCollector:
             return json_stats
         raise _Failed(first_problem or "no stats endpoint found")
 
-    def _understand(self, url: str, answer: _Answer, known: _Source | None) -> tuple[_Source, Reading] | str:
+    def _understand(self, url: str, answer: Answer, known: _Source | None) -> tuple[_Source, Reading] | str:
         """Turn a 200 answer into figures, or say in a few words why it cannot be; raise
         ``_Failed`` for a known server's page that holds nonsense."""
         text = _decode(answer)
@@ -274,7 +270,7 @@ class EndpointCollector:
     def _understand_json(self, url: str, data: object) -> tuple[_Source, Reading] | str:
         kind = self.endpoint.kind
         # trtllm-serve drains its list on every read: an empty one at /metrics is an idle engine
-        idle_trtllm = data == [] and httpx.URL(url).path.endswith("/metrics")
+        idle_trtllm = data == [] and urlsplit(url).path.endswith("/metrics")
         if kind in (None, "trtllm") and (is_trtllm_iterations(data) or idle_trtllm):
             source = _Source(url, "trtllm-json", "trtllm", "JSON iteration stats")
             reading = read_trtllm_iterations(data)
@@ -333,67 +329,15 @@ class EndpointCollector:
         if not token.strip():
             raise _Failed(f"token_env {variable} is empty")
 
-    def _get(self, url: str, deadline: float) -> _Answer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Failed(self._timeout_reason())
-        try:
-            response = self._client.send(self._request(url, remaining), stream=True)
-            try:
-                if response.status_code != 200:
-                    return _Answer(response.status_code)
-                body = self._read_body(response, deadline)
-                said = response.headers
-                return _Answer(200, body, said.get("content-type", ""), said.get("process-start-time-unix", ""))
-            finally:
-                response.close()
-        except httpx.TimeoutException:
-            raise _Failed(self._timeout_reason()) from None
-        except httpx.ConnectError as exc:
-            raise _Failed(_connect_reason(exc)) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError):
-            raise _Failed("connection closed before the answer was complete") from None
-        except httpx.HTTPError as exc:  # the class name only: messages may quote the request
-            raise _Failed(f"request failed ({type(exc).__name__})") from None
-
-    def _request(self, url: str, remaining: float) -> httpx.Request:
-        """A GET of ``url`` built from parts made once per URL and token.
-
-        ``Client.stream(url)`` parses the URL and merges the client's headers, cookies and
-        parameters on every call: a third of httpx's CPU per request (benchmarks/bench_http.py).
-        The client's default headers go in once, then ``identity`` and the bearer token."""
+    def _get(self, url: str, deadline: float) -> Answer:
         token = self.endpoint.bearer_token()
-        key = (url, token)
-        parts = self._requests.get(key)
-        if parts is None:
-            headers = httpx.Headers(self._client.headers)
-            headers["Accept-Encoding"] = "identity"
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            if len(self._requests) >= len(PROBE_PATHS) + 4:  # candidates, siblings: a token changed
-                self._requests.clear()
-            parts = self._requests[key] = (httpx.URL(url), headers)
-        timeout = {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
-        return httpx.Request("GET", parts[0], headers=parts[1], extensions={"timeout": timeout})
-
-    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
-        limit = self._max_page_bytes
-        too_big = f"page over {_size(limit)}, not read"
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise _Failed(too_big)
-        chunks: list[bytes] = []
-        size = 0
-        # Asked for identity: the bytes as sent unless the server encoded them all the same.
-        encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
-        for chunk in response.iter_bytes() if encoded else response.iter_raw():
-            size += len(chunk)
-            if size > limit:
-                raise _Failed(too_big)
-            if time.monotonic() > deadline:  # a server dripping bytes never trips the read timeout
-                raise _Failed(self._timeout_reason())
-            chunks.append(chunk)
-        return b"".join(chunks)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            return self._connection.get(url, headers, deadline, self._max_page_bytes)
+        except FetchTimedOut:
+            raise _Failed(self._timeout_reason()) from None
+        except FetchFailed as failure:
+            raise _Failed(failure.reason) from None
 
     def _timeout_reason(self) -> str:
         return f"timed out after {self._timeout_s:g} s"
@@ -403,31 +347,34 @@ class EndpointCollector:
 
 
 def _candidate_urls(url: str) -> tuple[str, ...]:
-    parsed = httpx.URL(url)
+    parsed = urlsplit(url)
     path = parsed.path.rstrip("/")
     if path.endswith(_FULL_URL_ENDINGS):
         if path.endswith("/metrics"):  # llama.cpp answers 501 there without --metrics
             return (url, _sibling(url, "slots"))
         return (url,)
-    return tuple(str(parsed.copy_with(path=path + probe)) for probe in PROBE_PATHS)
+    return tuple(parsed._replace(path=path + probe).geturl() for probe in PROBE_PATHS)
 
 
 def _sibling(url: str, name: str) -> str:
     """``http://h/x/metrics?model=m`` -> ``http://h/x/<name>?model=m``."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(path=parsed.path.rsplit("/", 1)[0] + "/" + name))
+    parsed = urlsplit(url)
+    return parsed._replace(path=parsed.path.rsplit("/", 1)[0] + "/" + name).geturl()
 
 
-def _decode(answer: _Answer) -> str | _Json | _Problem:
+def _decode(answer: Answer) -> str | _Json | _Problem:
     """The page's text, its JSON, or why it is neither."""
     body = answer.body
     if not body or body.isspace():
         return _Problem("empty page")
     if b"\x00" in body:
         return _Problem("binary data")
-    text = body.decode("utf-8", errors="replace")
-    if text.count("\ufffd") * 100 > len(text):
-        return _Problem("binary data")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", errors="replace")
+        if text.count("\ufffd") * 100 > len(text):
+            return _Problem("binary data")
     start = _LEADING_SPACE.match(text).end()  # type: ignore[union-attr]  # \s* always matches
     first = text[start : start + 1]
     if first == "<" or "html" in answer.content_type.lower():
@@ -470,21 +417,3 @@ def _http_reason(status: int, token_sent: bool) -> str:
     if status == 501:
         return "HTTP 501: metrics are off on this server"
     return f"HTTP {status}"
-
-
-def _connect_reason(exc: httpx.ConnectError) -> str:
-    text = str(exc).lower()
-    if "refused" in text:
-        return "connection refused"
-    if "name or service" in text or "nodename" in text or "getaddrinfo" in text or "resolution" in text:
-        return "host not found"
-    if "ssl" in text or "certificate" in text:
-        return "TLS handshake failed"
-    return "cannot connect"
-
-
-def _size(n_bytes: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:g} {unit}"
-    return f"{n_bytes} bytes"
