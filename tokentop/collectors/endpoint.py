@@ -44,6 +44,7 @@ from tokentop.text import safe_optional, safe_text
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 5.0
+QUICK_READ_S = 0.05  # a read this quick, last time, is done on the sampler's thread (poll_all)
 LATENCY_EVERY_S = 5.0  # seconds between reads of the TTFT / inter-token histograms
 """A failed read within this long of the last good one gives a "stale" sample, not "error"."""
 PROBE_PATHS = ("/metrics", "/v1/metrics", "/prometheus/metrics", "/api/ps", "/slots")
@@ -52,6 +53,11 @@ _LEADING_SPACE = re.compile(r"\s*")
 _LLAMACPP_SLOTS_OFF = "/slots is off: tokens show up only when requests finish"
 _LLAMACPP_METRICS_OFF = "metrics off: /slots"
 _ERRORS_WARNED_MAX = 32  # distinct reader errors remembered per endpoint, to warn of each once
+
+
+class _TooSlowHere(Exception):
+    """An inline read (``poll(..., give_up_after_s=)``) passed its own limit: not a failure of
+    the endpoint, which is read again on a thread of its own."""
 
 
 class _Failed(Exception):
@@ -106,6 +112,8 @@ class EndpointCollector:
         self._last_good: EndpointSample | None = None
         self._kind = endpoint.kind
         self.pending: Future[EndpointSample] | None = None  # poll_all's read in progress
+        self.quick = False  # the last read answered "up" within QUICK_READ_S: poll_all reads it inline
+        self._give_up_at = math.inf
         self._latency_read_at = -math.inf
         self._tick_t = -math.inf  # the time of the tick being read
         self._errors_warned: set[str] = set()
@@ -115,15 +123,28 @@ class EndpointCollector:
 
     def poll(self, t_mono: float) -> EndpointSample:
         """Read the endpoint once. Never raises; ``t_mono`` is the tick's time."""
-        deadline = time.monotonic() + self._timeout_s
+        sample = self.poll_within(t_mono, math.inf)
+        assert sample is not None  # with no limit of its own, a read gives a sample
+        return sample
+
+    def poll_within(self, t_mono: float, give_up_after_s: float) -> EndpointSample | None:
+        """``poll``, but None when the read takes longer than ``give_up_after_s`` (shorter than
+        the endpoint's timeout): the endpoint is not failed for that, only read elsewhere."""
+        started = time.monotonic()
+        deadline = started + self._timeout_s
+        self._give_up_at = started + give_up_after_s if give_up_after_s < self._timeout_s else math.inf
         self._tick_t = t_mono
+        self.quick = False
         try:
             source, reading = self._read(deadline)
+        except _TooSlowHere:
+            return None
         except _Failed as failure:
             return self._forget_and_fail(t_mono, failure.reason)
         except Exception as exc:  # a bug here must not stop the sampler
             self._log_internal_error(exc)
             return self._forget_and_fail(t_mono, "internal error (see the log)")
+        self.quick = time.monotonic() - started < QUICK_READ_S
         if source != self._source:
             log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
             self._source = source
@@ -333,8 +354,10 @@ class EndpointCollector:
         token = self.endpoint.bearer_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            return self._connection.get(url, headers, deadline, self._max_page_bytes)
+            return self._connection.get(url, headers, min(deadline, self._give_up_at), self._max_page_bytes)
         except FetchTimedOut:
+            if self._give_up_at < deadline:
+                raise _TooSlowHere from None
             raise _Failed(self._timeout_reason()) from None
         except FetchFailed as failure:
             raise _Failed(failure.reason) from None

@@ -1,0 +1,65 @@
+"""poll_all reads quick endpoints inline, one after another, and the rest on threads; a quick
+endpoint that stalls is handed to a thread and holds neither the tick nor the endpoints after it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from loopback import LoopbackServer, Reply
+from test_collectors import make, vllm_page
+
+from tokentop.collectors import poll_all
+from tokentop.collectors.fetch import PageClient
+from tokentop.collectors.poll import INLINE_LIMIT_S
+
+
+def test_quick_endpoints_are_read_on_the_callers_thread(client: PageClient) -> None:
+    with LoopbackServer() as a, LoopbackServer() as b:
+        threads: list[str] = []
+        for server in (a, b):
+            server.route(
+                "/metrics", lambda seen: threads.append(threading.current_thread().name) or Reply(vllm_page(1, 2))
+            )
+        collectors = [make(a.url + "/metrics", client), make(b.url + "/metrics", client)]
+        poll_all(collectors, 1.0, deadline_s=2.0)  # first reads: not known to be quick yet
+        assert all(c.quick for c in collectors)
+        caller = threading.current_thread()
+        seen_on: list[threading.Thread] = []
+        original = collectors[1].poll_within
+
+        def recording(t_mono: float, give_up_after_s: float):  # type: ignore[no-untyped-def]
+            seen_on.append(threading.current_thread())
+            return original(t_mono, give_up_after_s)
+
+        collectors[1].poll_within = recording  # type: ignore[method-assign]
+        second = poll_all(collectors, 2.0, deadline_s=2.0)
+        assert [s.status for s in second] == ["up", "up"]
+        assert seen_on == [caller]
+
+
+def test_a_quick_endpoint_that_stalls_does_not_hold_the_next_one(client: PageClient) -> None:
+    with LoopbackServer() as stalls, LoopbackServer() as after:
+        stalls.route("/metrics", vllm_page(1, 2), Reply(body=vllm_page(3, 4), delay_s=1.0))
+        after.route("/metrics", vllm_page(5, 6), vllm_page(7, 8))
+        collectors = [make(stalls.url + "/metrics", client, timeout_s=5.0), make(after.url + "/metrics", client)]
+        assert [s.status for s in poll_all(collectors, 1.0, deadline_s=2.0)] == ["up", "up"]
+        started = time.monotonic()
+        second = poll_all(collectors, 2.0, deadline_s=3.0)
+        took = time.monotonic() - started
+        # the stalled one is handed over after INLINE_LIMIT_S and answers at about 1 s; the
+        # other is read meanwhile, not timed out behind it
+        assert [s.status for s in second] == ["up", "up"]
+        assert second[1].generation_tokens_total == 8
+        assert second[0].generation_tokens_total == 4 and took >= 1.0 - 0.05
+        assert not collectors[0].quick and collectors[1].quick
+        # the stalled endpoint was asked twice: inline, then on a thread
+        assert len(stalls.requests) == 3 and INLINE_LIMIT_S < 1.0
+
+
+def test_an_endpoint_that_fails_is_not_read_inline(client: PageClient) -> None:
+    with LoopbackServer() as server:
+        server.route("/metrics", Reply(status=500))
+        collector = make(server.url + "/metrics", client)
+        poll_all([collector], 1.0, deadline_s=1.0)
+        assert not collector.quick
