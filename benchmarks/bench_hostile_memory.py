@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import serve_pages, start_server
 
 from tokentop.collectors import EndpointCollector
+from tokentop.collectors.fetch import PageClient
 from tokentop.config import EndpointConfig
 
 
@@ -100,7 +102,7 @@ def record_rss(url: str, duration_s: float) -> list[float]:
 
 
 def time_many_series_poll(base: str, repeat: int) -> None:
-    with httpx.Client() as client:
+    with closing(PageClient()) as client:
         walls = []
         for i in range(repeat):
             collector = EndpointCollector(

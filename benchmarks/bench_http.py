@@ -1,4 +1,4 @@
-"""httpx's CPU per request beside ``http.client``'s, on the same keep-alive request.
+"""tokentop's CPU per page read, beside httpx's and ``http.client``'s, on the same keep-alive request.
 
     python benchmarks/bench_http.py [--engines 7] [--requests 600]
 
@@ -10,11 +10,13 @@ system, the kernel's loopback work included), and each way's ratio to ``http.cli
 
 - ``Client.stream``: what tokentop did before issue 13 (URL parsed, client headers, cookies
   and parameters merged on every request, then the decoding iterator).
-- ``Client.send``: what tokentop does now (``EndpointCollector._request``: URL and headers made
-  once, the raw iterator when the body is not encoded).
+- ``Client.send``: what tokentop did after issue 13's first step (URL and headers made once,
+  the raw iterator when the body is not encoded).
+- ``PageConnection``: what tokentop does now (``tokentop.collectors.fetch``: ``http.client``
+  with its deadline, size limit and headers, as ``EndpointCollector._get`` calls it).
 - ``HTTPTransport``: httpx's own transport under the client (no auth, redirect or cookie steps):
   the floor of httpx as a client, via httpcore and h11.
-- ``http.client``: the standard library, for comparison only.
+- ``http.client``: the standard library alone, the floor of ``PageConnection``.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import serve_file
 from bench_reader import busy_page
 
+from tokentop.collectors.fetch import PageClient
+
 HEADERS = {"Accept-Encoding": "identity"}
 TIMEOUT = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
 
 
-def ways(port: int) -> dict[str, Callable[[], bytes]]:
+def ways(port: int, pages: PageClient) -> dict[str, Callable[[], bytes]]:
     url = f"http://127.0.0.1:{port}/metrics"
     client = httpx.Client(follow_redirects=False, trust_env=False, verify=False)
     prepared_url = httpx.URL(url)
@@ -47,6 +51,7 @@ def ways(port: int) -> dict[str, Callable[[], bytes]]:
     prepared_headers.update(HEADERS)
     transport = httpx.HTTPTransport()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    page_connection = pages.connection()
 
     def stream() -> bytes:
         with client.stream("GET", url, headers=HEADERS, timeout=1.0) as response:
@@ -68,14 +73,18 @@ def ways(port: int) -> dict[str, Callable[[], bytes]]:
         finally:
             response.close()
 
+    def tokentop_now() -> bytes:
+        return page_connection.get(url, {}, time.monotonic() + 1.0, 64 << 20).body
+
     def standard_library() -> bytes:
         connection.request("GET", "/metrics", headers=HEADERS)
         return connection.getresponse().read()
 
     return {
         "httpx Client.stream (before)": stream,
-        "httpx Client.send (now)": send,
+        "httpx Client.send (before)": send,
         "httpx HTTPTransport (floor)": transport_only,
+        "tokentop PageConnection (now)": tokentop_now,
         "http.client": standard_library,
     }
 
@@ -90,8 +99,9 @@ def main() -> None:
         page.write_text(busy_page(args.engines))
         size = page.stat().st_size
         server, (port,) = serve_file(page)
+        pages = PageClient()
         try:
-            each = ways(port)
+            each = ways(port, pages)
             cpu: dict[str, list[float]] = {name: [] for name in each}
             for run in each.values():  # connect, warm up
                 for _ in range(20):
@@ -103,6 +113,7 @@ def main() -> None:
                     cpu[name].append(time.process_time() - started)
                 time.sleep(0.002)  # let the server go idle, as between ticks
         finally:
+            pages.close()
             server.kill()
     floor = statistics.median(cpu["http.client"])
     print(f"page: {size / 1024:.0f} KiB, one keep-alive connection, {args.requests} requests per way, taking turns")

@@ -19,6 +19,7 @@ deadline, and a keep-alive connection the server closed while idle is retried on
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ from tokentop import __version__
 
 if TYPE_CHECKING:
     import httpx
+    from _typeshed import WriteableBuffer
 
 CHUNK_BYTES = 1 << 16
 USER_AGENT = f"tokentop/{__version__}"
@@ -95,6 +97,10 @@ class PageClient:
                 self._https = httpx.Client(follow_redirects=False, trust_env=False)
             return self._https
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -155,7 +161,7 @@ class PageConnection:
         for attempt in (1, 2):
             connection, reused = self._connect(host, port, deadline)
             try:
-                _set_timeout(connection, deadline)
+                _set_deadline(connection, deadline)
                 connection.putrequest("GET", target, skip_accept_encoding=True)
                 connection.putheader("Accept-Encoding", "identity")
                 connection.putheader("User-Agent", USER_AGENT)
@@ -181,7 +187,9 @@ class PageConnection:
         if self._plain is not None and self._plain_to == (host, port) and self._plain.sock is not None:
             return self._plain, True
         self._close_plain()
-        connection = http.client.HTTPConnection(host, port, timeout=max(deadline - time.monotonic(), 1e-3))
+        if self._client.closed:
+            raise FetchFailed("stopped")
+        connection = _Connection(host, port, timeout=max(deadline - time.monotonic(), 1e-3))
         try:
             connection.connect()
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -197,6 +205,29 @@ class PageConnection:
             self._plain = None
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read waits only until ``deadline`` (monotonic seconds): a server
+    dripping bytes into a header line, a chunk size or endless trailers cannot hold a read
+    past it, nor can one that goes silent in an answer that closes its connection
+    (http.client hands that socket to the response, out of ``_set_deadline``'s reach)."""
+
+    deadline = math.inf
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("past the deadline")
+        self.settimeout(remaining)
+        return super().recv_into(buffer, nbytes, flags)
+
+
+class _Connection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        plain = self.sock
+        self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto, plain.detach())
+
+
 def _read_plain(
     connection: http.client.HTTPConnection, response: http.client.HTTPResponse, deadline: float, max_bytes: int
 ) -> Answer:
@@ -208,7 +239,7 @@ def _read_plain(
         if length.isdigit() and int(length) > max_bytes:
             raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
         encoding = response.getheader("Content-Encoding", "identity").strip().lower()
-        body = _read_chunks(lambda: response.read1(CHUNK_BYTES), connection, deadline, max_bytes)
+        body = _read_chunks(lambda: response.read1(CHUNK_BYTES), deadline, max_bytes)
         if response.length:  # the server closed before the length it announced
             raise FetchFailed(CLOSED_EARLY)
         response.close()  # read to its end: the connection is ready for the next request
@@ -224,16 +255,12 @@ def _read_plain(
         raise FetchFailed(f"request failed ({type(exc).__name__})") from None
 
 
-def _read_chunks(
-    read: Callable[[], bytes], connection: http.client.HTTPConnection | None, deadline: float, max_bytes: int
-) -> bytes:
+def _read_chunks(read: Callable[[], bytes], deadline: float, max_bytes: int) -> bytes:
     """The body, chunk by chunk: cut at ``max_bytes`` and at the deadline (a server sending a
     byte a second never trips a socket timeout)."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        if connection is not None:
-            _set_timeout(connection, deadline)
         chunk = read()
         if not chunk:
             return b"".join(chunks)
@@ -259,16 +286,21 @@ def _decoded(body: bytes, encoding: str, max_bytes: int) -> bytes:
         raise FetchFailed(f"request failed (bad {encoding} data)") from None
     if len(text) > max_bytes:
         raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
+    if not inflater.eof:  # the stream stopped short: part of a page is no page
+        raise FetchFailed(f"request failed (bad {encoding} data)")
     return text
 
 
-def _set_timeout(connection: http.client.HTTPConnection, deadline: float) -> None:
+def _set_deadline(connection: http.client.HTTPConnection, deadline: float) -> None:
+    """Every later read and write of the connection's socket waits until ``deadline`` at most."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchTimedOut()
     connection.timeout = remaining
     if connection.sock is not None:
         connection.sock.settimeout(remaining)
+        if isinstance(connection.sock, _DeadlineSocket):
+            connection.sock.deadline = deadline
 
 
 def _failure(exc: OSError, *, connecting: bool) -> FetchFailed:
@@ -299,7 +331,7 @@ def _get_https(client: httpx.Client, url: str, headers: Mapping[str, str], deadl
                 raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
             # iter_bytes decodes what a server encoded although asked for identity
             chunks = response.iter_bytes(CHUNK_BYTES)
-            body = _read_chunks(lambda: next(chunks, b""), None, deadline, max_bytes)
+            body = _read_chunks(lambda: next(chunks, b""), deadline, max_bytes)
             return Answer(200, body, said.get("content-type", ""), said.get("process-start-time-unix", ""))
     except httpx.TimeoutException:
         raise FetchTimedOut() from None

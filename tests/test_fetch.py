@@ -1,0 +1,687 @@
+"""``tokentop.collectors.fetch`` against real sockets on loopback.
+
+Most servers here are ``ScriptedServer``: raw TCP, one thread per accepted connection running a
+script that reads requests and writes whatever bytes the test needs (answers HTTP/1.0, closes
+an idle keep-alive connection, drips bytes, sends garbage), while the server counts the
+connections it accepted, the requests it read and the connections the client closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tokentop import __version__
+from tokentop.collectors.fetch import CLOSED_EARLY, Answer, FetchFailed, FetchTimedOut, PageClient, PageConnection
+
+PAGE = b"".join(b'vllm:generation_tokens_total{model_name="m",engine="%d"} %d\n' % (i, i * 7) for i in range(200))
+MiB = 1 << 20
+DRIP_S = 0.05  # a dripping server's pause between two bytes
+MARGIN_S = 1.0  # how far past its deadline a cut read may return (machines are noisy)
+SLOW_TIMEOUT_S = 2.0  # the deadline of a read from a slow server
+GIVE_UP_S = SLOW_TIMEOUT_S + MARGIN_S + 0.5  # a slow server stops then, in case the read was not cut
+
+Script = Callable[["Peer"], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    line: str  # "GET /metrics HTTP/1.1"
+    headers: dict[str, str]  # lower-case names
+
+
+class ScriptedServer:
+    """A raw TCP server on loopback: each accepted connection goes to ``script`` as a ``Peer``,
+    on a thread of its own, and is closed when the script returns."""
+
+    def __init__(self, script: Script, host: str = "127.0.0.1") -> None:
+        self._script = script
+        self._listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._listener.bind((host, 0))
+        self._listener.listen(64)
+        self._listener.settimeout(0.02)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        self.stopping = threading.Event()
+        self.changed = threading.Condition()
+        self.accepted = 0
+        self.finished = 0  # connections whose script returned (and which the server closed)
+        self.hangups = 0  # connections the client closed while the script waited for a request
+        self.requests: list[Request] = []
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, name="scripted-accept", daemon=True)
+        self._acceptor.start()
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(condition, timeout_s)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._acceptor.join(timeout=5)
+        self._listener.close()
+        for sock in self._sockets:  # wakes the scripts waiting in recv
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            sock.settimeout(None)
+            with self.changed:
+                self.accepted += 1
+                self._sockets.append(sock)
+                self.changed.notify_all()
+            thread = threading.Thread(target=self._serve, args=(Peer(self, sock, self.accepted),), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, peer: Peer) -> None:
+        try:
+            self._script(peer)
+        except OSError:
+            pass  # the client hung up mid-answer: part of the tests
+        finally:
+            peer.sock.close()
+            with self.changed:
+                self.finished += 1
+                self.changed.notify_all()
+
+
+class Peer:
+    """One accepted connection, as its script sees it."""
+
+    def __init__(self, server: ScriptedServer, sock: socket.socket, index: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.index = index  # 1 for the server's first connection
+        self._buffer = b""
+
+    def request(self) -> Request | None:
+        """The next request's line and headers; None when the client closed first."""
+        while b"\r\n\r\n" not in self._buffer:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                with self.server.changed:
+                    self.server.hangups += not self.server.stopping.is_set()
+                    self.server.changed.notify_all()
+                return None
+            self._buffer += data
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        line, *fields = head.decode("latin-1").split("\r\n")
+        request = Request(
+            line, {name.strip().lower(): value.strip() for name, _, value in (f.partition(":") for f in fields)}
+        )
+        with self.server.changed:
+            self.server.requests.append(request)
+            self.server.changed.notify_all()
+        return request
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def drip(self, data: bytes, for_s: float) -> None:
+        """Send ``data`` a byte every DRIP_S, for at most ``for_s`` seconds."""
+        end = time.monotonic() + for_s
+        for byte in data:
+            if time.monotonic() > end or self.server.stopping.wait(DRIP_S):
+                return
+            self.send(bytes((byte,)))
+
+    def hold(self, for_s: float = 30.0) -> None:
+        """Keep the connection open, silent, until the client closes it or the server stops."""
+        self.sock.settimeout(for_s)
+        try:
+            while self.sock.recv(1 << 16):
+                pass
+        except TimeoutError:
+            pass
+
+
+def answer(
+    body: bytes = PAGE,
+    *,
+    status: str = "200 OK",
+    version: str = "HTTP/1.1",
+    headers: Sequence[str] = (),
+    length: bool = True,
+) -> bytes:
+    lines = [f"{version} {status}", *headers] + ([f"Content-Length: {len(body)}"] if length else [])
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+CHUNKED_HEAD = answer(b"", headers=["Transfer-Encoding: chunked"], length=False)
+
+
+def keep_alive(*replies: bytes) -> Script:
+    """Answer every request on a connection, with the next of ``replies`` (shared by all
+    connections; the last one repeats), until the client closes."""
+    queue = list(replies)
+
+    def script(peer: Peer) -> None:
+        while peer.request() is not None:
+            peer.send(queue.pop(0) if len(queue) > 1 else queue[0])
+
+    return script
+
+
+def once(reply: bytes) -> Script:
+    """Answer one request, then close the connection."""
+
+    def script(peer: Peer) -> None:
+        if peer.request() is not None:
+            peer.send(reply)
+
+    return script
+
+
+def get(
+    connection: PageConnection, url: str, *, timeout_s: float = 5.0, max_bytes: int = MiB, **headers: str
+) -> Answer:
+    return connection.get(url, headers, time.monotonic() + timeout_s, max_bytes)
+
+
+def failure(connection: PageConnection, url: str, *, timeout_s: float = 5.0, max_bytes: int = MiB) -> FetchFailed:
+    """The FetchFailed that reading ``url`` raises (an exception of any other type fails the test)."""
+    with pytest.raises(FetchFailed) as caught:
+        get(connection, url, timeout_s=timeout_s, max_bytes=max_bytes)
+    return caught.value
+
+
+def unavailable(thing: str, reason: str) -> None:
+    """Skip, saying why, or fail where TOKENTOP_REQUIRE_<THING>=1."""
+    if os.environ.get(f"TOKENTOP_REQUIRE_{thing}") == "1":
+        pytest.fail(f"{reason} (TOKENTOP_REQUIRE_{thing}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script, host: str = "127.0.0.1") -> ScriptedServer:
+        servers.append(ScriptedServer(script, host))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def connection(client: PageClient) -> PageConnection:
+    return client.connection()
+
+
+# 1. keep-alive
+
+
+def test_twenty_reads_share_one_connection(serve: Callable[..., ScriptedServer], connection: PageConnection) -> None:
+    server = serve(keep_alive(answer()))
+    for _ in range(20):
+        assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert len(server.requests) == 20
+    assert server.accepted == 1
+
+
+# 2. a connection the server closed
+
+
+def test_an_idle_connection_the_server_closed_is_read_again_on_a_new_one(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(once(answer()))
+    assert get(connection, server.url + "/metrics").body == PAGE
+    assert server.wait_until(lambda: server.finished == 1)
+    assert get(connection, server.url + "/metrics").body == PAGE  # no error: retried at once
+    assert server.accepted == 2
+
+
+def test_a_server_that_closes_every_connection_at_once_is_tried_once_a_read(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(lambda peer: None)
+    for reads in (1, 2, 3):
+        assert failure(connection, server.url + "/metrics").reason == CLOSED_EARLY
+        assert server.accepted == reads
+
+
+def test_a_stale_connection_is_retried_once_not_more(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def first_answers_then_closes_the_rest_close_at_once(peer: Peer) -> None:
+        if peer.index == 1:
+            once(answer())(peer)
+
+    server = serve(first_answers_then_closes_the_rest_close_at_once)
+    assert get(connection, server.url + "/metrics").status == 200
+    assert server.wait_until(lambda: server.finished == 1)
+    assert failure(connection, server.url + "/metrics").reason == CLOSED_EARLY
+    assert server.accepted == 2  # the stale one, then one retry
+    assert failure(connection, server.url + "/metrics").reason == CLOSED_EARLY
+    assert server.accepted == 3
+
+
+# 3. answers that end their connection
+
+CLOSING_ANSWERS = {
+    "HTTP/1.1 Connection: close": answer(headers=["Connection: close"]),
+    "HTTP/1.0 with a length": answer(version="HTTP/1.0"),
+    "HTTP/1.0 ended by the close": answer(version="HTTP/1.0", length=False),
+}
+
+
+@pytest.mark.parametrize("reply", CLOSING_ANSWERS.values(), ids=CLOSING_ANSWERS.keys())
+def test_answers_that_close_their_connection_are_read_each_on_a_new_one(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, reply: bytes
+) -> None:
+    server = serve(once(reply))
+    for _ in range(5):
+        assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert server.accepted == 5
+
+
+# 4. chunked bodies
+
+
+def test_a_chunked_body_is_read_whole_and_the_connection_kept(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    pieces = [PAGE[:1], PAGE[1:1000], PAGE[1000:]]
+    server = serve(keep_alive(CHUNKED_HEAD + chunked(*pieces)))
+    for _ in range(3):
+        assert get(connection, server.url + "/metrics").body == PAGE
+    assert server.accepted == 1
+
+
+CUT_CHUNKED = {
+    "after a whole chunk": CHUNKED_HEAD + b"5\r\nabcde\r\n",
+    "inside a chunk": CHUNKED_HEAD + b"a\r\nabc",
+    "after a chunk's size": CHUNKED_HEAD + b"a\r\n",
+}
+
+
+@pytest.mark.parametrize("reply", CUT_CHUNKED.values(), ids=CUT_CHUNKED.keys())
+def test_a_chunked_body_cut_short_is_an_error(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, reply: bytes
+) -> None:
+    server = serve(once(reply))
+    assert failure(connection, server.url + "/metrics").reason == CLOSED_EARLY
+
+
+def test_a_chunked_body_over_the_limit_is_not_read_to_its_end(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def chunks_for_ever(peer: Peer) -> None:
+        peer.request()
+        peer.send(CHUNKED_HEAD)
+        while not peer.server.stopping.is_set():
+            peer.send(b"%x\r\n%s\r\n" % (1 << 16, b"x" * (1 << 16)))
+
+    server = serve(chunks_for_ever)
+    reason = failure(connection, server.url + "/metrics", timeout_s=30, max_bytes=256 << 10).reason
+    assert reason == "page over 256 KiB, not read"  # a read to the end would time out instead
+
+
+# 5. the deadline
+
+
+def _drip_body(peer: Peer) -> None:
+    peer.request()
+    peer.send(answer(b"", headers=["Content-Length: 100000"], length=False))
+    peer.drip(b"x" * 100000, for_s=GIVE_UP_S)
+
+
+def _drip_a_header(peer: Peer) -> None:
+    peer.request()
+    peer.send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    peer.drip(b"y" * 60000, for_s=GIVE_UP_S)
+
+
+def _drip_a_chunk_size(peer: Peer) -> None:
+    peer.request()
+    peer.send(CHUNKED_HEAD + b"5\r\nabcde\r\n")
+    peer.drip(b"0" * 60000, for_s=GIVE_UP_S)
+
+
+def _trailers_for_ever(peer: Peer) -> None:
+    peer.request()
+    peer.send(CHUNKED_HEAD + b"5\r\nabcde\r\n0\r\n")
+    end = time.monotonic() + GIVE_UP_S
+    while time.monotonic() < end and not peer.server.stopping.wait(0.005):
+        peer.send(b"X-Trailer: z\r\n" * 1000)
+
+
+def _drip_then_stall_a_closing_answer(peer: Peer) -> None:
+    """Bytes until just before the deadline, then silence."""
+    peer.request()
+    peer.send(answer(b"", headers=["Connection: close"], length=False))
+    peer.drip(b"x" * 100000, for_s=SLOW_TIMEOUT_S - 0.2)
+    peer.hold(GIVE_UP_S - SLOW_TIMEOUT_S)
+
+
+SLOW_SERVERS = [
+    pytest.param(_drip_body, id="dripping the body"),
+    pytest.param(_drip_a_header, id="dripping a header line"),
+    pytest.param(_drip_a_chunk_size, id="dripping a chunk size line"),
+    pytest.param(_trailers_for_ever, id="sending trailer lines for ever"),
+    pytest.param(_drip_then_stall_a_closing_answer, id="going silent in a body ended by the close"),
+    pytest.param(lambda peer: peer.hold(), id="never answering"),
+]
+
+
+@pytest.mark.parametrize("script", SLOW_SERVERS)
+def test_a_slow_server_is_cut_at_the_deadline(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, script: Script
+) -> None:
+    server = serve(script)
+    started = time.monotonic()
+    with pytest.raises(FetchTimedOut):
+        get(connection, server.url + "/metrics", timeout_s=SLOW_TIMEOUT_S)
+    assert time.monotonic() - started < SLOW_TIMEOUT_S + MARGIN_S
+
+
+def test_a_deadline_already_past_sends_nothing(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(keep_alive(answer()))
+    with pytest.raises(FetchTimedOut):
+        connection.get(server.url + "/metrics", {}, time.monotonic() - 1, MiB)
+    assert server.accepted == 0
+
+
+# 6. size limits and encodings
+
+
+def test_a_length_over_the_limit_is_refused_before_the_body(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def announces_ten_mib_sends_none(peer: Peer) -> None:
+        peer.request()
+        peer.send(answer(b"", headers=[f"Content-Length: {10 * MiB}"], length=False))
+        peer.hold()
+
+    server = serve(announces_ten_mib_sends_none)
+    assert failure(connection, server.url + "/metrics", timeout_s=30).reason == "page over 1 MiB, not read"
+
+
+def test_a_compressed_page_that_inflates_past_the_limit_is_refused(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    bomb = gzip.compress(b"\0" * (64 * MiB))  # about 64 KiB on the wire
+    server = serve(keep_alive(answer(bomb, headers=["Content-Encoding: gzip"])))
+    assert failure(connection, server.url + "/metrics").reason == "page over 1 MiB, not read"
+
+
+def test_an_unknown_encoding_is_not_read(serve: Callable[..., ScriptedServer], connection: PageConnection) -> None:
+    server = serve(keep_alive(answer(b"\x1b\x00\xf8", headers=["Content-Encoding: br"])))
+    assert failure(connection, server.url + "/metrics").reason == "page sent as br, not read"
+
+
+ENCODED = {"gzip": gzip.compress(PAGE), "x-gzip": gzip.compress(PAGE), "deflate": zlib.compress(PAGE), "identity": PAGE}
+
+
+@pytest.mark.parametrize(("encoding", "body"), ENCODED.items(), ids=ENCODED.keys())
+def test_an_encoded_page_within_the_limit_is_decoded(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, encoding: str, body: bytes
+) -> None:
+    server = serve(keep_alive(answer(body, headers=[f"Content-Encoding: {encoding}"])))
+    assert get(connection, server.url + "/metrics").body == PAGE
+
+
+def test_bad_gzip_data_is_an_error(serve: Callable[..., ScriptedServer], connection: PageConnection) -> None:
+    server = serve(keep_alive(answer(b"not gzip at all", headers=["Content-Encoding: gzip"])))
+    assert failure(connection, server.url + "/metrics").reason == "request failed (bad gzip data)"
+
+
+def test_a_gzip_stream_cut_short_is_an_error_not_part_of_a_page(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    cut = gzip.compress(PAGE)[:-100]  # the server's Content-Length is this cut body's
+    server = serve(keep_alive(answer(cut, headers=["Content-Encoding: gzip"])))
+    assert failure(connection, server.url + "/metrics").reason == "request failed (bad gzip data)"
+
+
+# 7. statuses other than 200
+
+
+def test_a_redirect_is_its_status_and_the_connection_goes_on(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    redirect = answer(b"", status="302 Found", headers=["Location: /elsewhere"])
+    server = serve(keep_alive(redirect, answer()))
+    assert get(connection, server.url + "/metrics") == Answer(302)
+    assert [request.line for request in server.requests] == ["GET /metrics HTTP/1.1"]  # not followed
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+
+
+def test_a_server_error_then_a_page_on_the_same_connection(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(keep_alive(answer(b"engine dead\n", status="500 Internal Server Error"), answer()))
+    assert get(connection, server.url + "/metrics") == Answer(500)
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+
+
+# 8. not HTTP at all
+
+GARBAGE = {
+    "words": (b"garbage\r\n\r\n", "request failed (BadStatusLine)"),
+    "a status that is no number": (b"HTTP/1.1 abc OK\r\n\r\n", "request failed (BadStatusLine)"),
+    "binary bytes then the close": (b"\x00\xff\x16\x03" * 8, "request failed (BadStatusLine)"),
+    "a status line over 64 KiB": (b"HTTP/1.1 200 " + b"O" * 70000 + b"\r\n\r\n", "request failed (LineTooLong)"),
+    "over 100 headers": (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "request failed (HTTPException)"),
+    "headers then the close": (answer(b"", headers=["Content-Length: 100"], length=False), CLOSED_EARLY),
+    "nothing then the close": (b"", CLOSED_EARLY),
+}
+
+
+@pytest.mark.parametrize(("reply", "reason"), GARBAGE.values(), ids=GARBAGE.keys())
+def test_a_server_that_does_not_speak_http_gets_a_short_reason(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, reply: bytes, reason: str
+) -> None:
+    server = serve(once(reply))
+    assert failure(connection, server.url + "/metrics").reason == reason
+
+
+# 9. no server
+
+
+def test_a_closed_port_is_connection_refused(connection: PageConnection) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert failure(connection, f"http://127.0.0.1:{port}/metrics").reason == "connection refused"
+
+
+def test_a_name_that_cannot_resolve_is_host_not_found(connection: PageConnection) -> None:
+    try:
+        socket.getaddrinfo("nohost.invalid", 1)
+    except socket.gaierror:
+        pass
+    else:
+        unavailable("RESOLVER", "this resolver answers for the reserved .invalid domain")
+    assert failure(connection, "http://nohost.invalid:1/metrics").reason == "host not found"
+
+
+# 10. IPv6
+
+
+def test_ipv6_loopback(serve: Callable[..., ScriptedServer], connection: PageConnection) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        unavailable("IPV6", f"cannot bind ::1 here ({exc.strerror})")
+    server = serve(keep_alive(answer()), host="::1")
+    assert server.url.startswith("http://[::1]:")
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert server.requests[0].headers["host"] == f"[::1]:{server.port}"
+
+
+# 11. what is sent
+
+
+def test_the_request_headers(serve: Callable[..., ScriptedServer], connection: PageConnection) -> None:
+    server = serve(keep_alive(answer()))
+    get(connection, server.url + "/v1/metrics?model=m", Authorization="Bearer s3cret")
+    (request,) = server.requests
+    assert request.line == "GET /v1/metrics?model=m HTTP/1.1"
+    assert request.headers["authorization"] == "Bearer s3cret"
+    assert request.headers["user-agent"] == f"tokentop/{__version__}"
+    assert request.headers["accept-encoding"] == "identity"
+    assert request.headers["host"] == f"127.0.0.1:{server.port}"
+
+
+def test_the_answer_keeps_its_content_type_and_start_time(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(
+        keep_alive(answer(headers=["Content-Type: text/plain; version=0.0.4", "Process-Start-Time-Unix: 1700000000"]))
+    )
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE, "text/plain; version=0.0.4", "1700000000")
+
+
+# 12. closing
+
+
+def test_closing_the_client_closes_every_connection_it_made(
+    serve: Callable[..., ScriptedServer], client: PageClient
+) -> None:
+    server = serve(keep_alive(answer()))
+    for connection in [client.connection() for _ in range(3)]:
+        get(connection, server.url + "/metrics")
+    assert server.accepted == 3
+    assert server.hangups == 0
+    client.close()
+    assert server.wait_until(lambda: server.hangups == 3), f"{server.hangups} of 3 connections closed"
+
+
+def test_a_connection_closed_by_its_collector_is_closed_and_forgotten(
+    serve: Callable[..., ScriptedServer], client: PageClient
+) -> None:
+    server = serve(keep_alive(answer()))
+    connection = client.connection()
+    get(connection, server.url + "/metrics")
+    connection.close()
+    assert server.wait_until(lambda: server.hangups == 1)
+
+
+def test_no_read_after_the_client_closed(serve: Callable[..., ScriptedServer], client: PageClient) -> None:
+    server = serve(keep_alive(answer()))
+    connection = client.connection()
+    client.close()
+    try:
+        assert failure(connection, server.url + "/metrics").reason == "stopped"
+        assert server.accepted == 0
+    finally:
+        connection.close()  # what the read opened, if it did
+
+
+# 13. https
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A server-side TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        unavailable("OPENSSL", "no openssl here to make a self-signed certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"), "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if made.returncode != 0:
+        unavailable("OPENSSL", f"openssl req failed: {made.stderr.strip()[-200:]}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context
+
+
+def tls(context: ssl.SSLContext) -> Script:
+    def script(peer: Peer) -> None:
+        try:
+            with context.wrap_socket(peer.sock, server_side=True) as wrapped:
+                wrapped.recv(1)
+        except ssl.SSLError:
+            pass  # the client refused the certificate
+
+    return script
+
+
+def test_a_self_signed_certificate_fails_the_tls_handshake(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, self_signed: ssl.SSLContext
+) -> None:
+    server = serve(tls(self_signed))
+    https_url = server.url.replace("http://", "https://") + "/metrics"
+    assert failure(connection, https_url).reason == "TLS handshake failed"
+
+
+HTTPX_IMPORTED_WHEN = """
+import sys, time
+import tokentop.sampler
+from tokentop.collectors.fetch import FetchFailed, PageClient
+
+plain_url, https_url = sys.argv[1:]
+connection = PageClient().connection()
+print("after import", "httpx" in sys.modules)
+assert connection.get(plain_url, {}, time.monotonic() + 5, 1 << 20).status == 200
+print("after http", "httpx" in sys.modules)
+try:
+    connection.get(https_url, {}, time.monotonic() + 5, 1 << 20)
+except FetchFailed as failure:
+    print("https:", failure.reason)
+print("after https", "httpx" in sys.modules)
+"""
+
+
+def test_httpx_is_imported_only_for_an_https_page(
+    serve: Callable[..., ScriptedServer], self_signed: ssl.SSLContext
+) -> None:
+    plain, secure = serve(keep_alive(answer())), serve(tls(self_signed))
+    https_url = secure.url.replace("http://", "https://") + "/metrics"
+    run = subprocess.run(
+        [sys.executable, "-c", HTTPX_IMPORTED_WHEN, plain.url + "/metrics", https_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "after import False",
+        "after http False",
+        "https: TLS handshake failed",
+        "after https True",
+    ]
