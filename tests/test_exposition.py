@@ -155,9 +155,11 @@ def test_duplicate_series_keep_the_last_and_are_reported() -> None:
     assert result.duplicates == {"d"}
 
 
-def test_returned_labels_are_the_callers_own() -> None:
+def test_returned_labels_are_read_only_so_the_shared_cache_cannot_be_changed() -> None:
     page = 'm{a="1"} 1\n'
-    read_samples(page, ["m"]).get("m")[0][0]["a"] = "changed"
+    labels = read_samples(page, ["m"]).get("m")[0][0]
+    with pytest.raises(TypeError):
+        labels["a"] = "changed"  # type: ignore[index]
     assert read_samples(page, ["m"]).get("m") == [({"a": "1"}, 1.0)]
 
 
@@ -230,8 +232,8 @@ def test_generated_pages_read_like_the_oracle(page: str) -> None:
 
 @settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(pages())
-def test_long_pages_read_line_by_line_read_like_the_oracle(page: str) -> None:
-    """A page long enough to hold ``MAX_SAMPLE_LINES`` lines is read lazily, not in one call."""
+def test_long_pages_read_like_the_oracle(page: str) -> None:
+    """A page long enough to hold ``MAX_SAMPLE_LINES`` lines, most of it one long comment."""
     expected = oracle(page)
     padded = page + "# " + "x" * (MAX_SAMPLE_LINES * 40) + "\n"  # a comment: nothing to read
     assert same(mine(padded, expected), expected)

@@ -29,6 +29,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from operator import itemgetter
 
 from tokentop.collectors.exposition import PageSamples, Series
 from tokentop.collectors.plausible import MAX_COUNT, Implausible, plausible, series_text
@@ -40,6 +41,7 @@ _SELECTOR = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(\w+)="([^"]*)"\})?$')
 MODEL_NAMES_SHOWN = 3
 MODEL_NAME_CHARS = 60  # each name, when several are shown on one line
 PROCESS_NAMES = ("process_start_time_seconds",)  # the standard process metrics tokentop reads
+_LABELS, _VALUE = itemgetter(0), itemgetter(1)  # of a sample, (labels, value)
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,8 @@ def read_figures(spec: KindSpec, samples: PageSamples, process: PageSamples | No
 
 def _rank_zero(series: Series) -> Series:
     """Drop the series of non-zero tensor/pipeline ranks: they repeat rank 0's figures."""
+    if all(map(_RANK_LABELS.isdisjoint, map(_LABELS, series))):
+        return series  # no rank labels (every server but SGLang): one C loop, nothing copied
     return [
         (labels, value)
         for labels, value in series
@@ -376,22 +380,27 @@ def _figure(
 ) -> tuple[float | None, str | None]:
     """The first present selector's series combined by ``how``, or (None, which series is bad)."""
     for selector in selectors:
-        series = selector.pick(_rank_zero(samples.get(selector.name)))
+        series = samples.get(selector.name)
+        if series:
+            series = selector.pick(_rank_zero(series))
         if not series:
             continue
-        bad = _first_bad(selector.name, series, upper)
-        if bad is not None:
-            return None, bad
-        value = float(how([value for _, value in series]))
+        values = list(map(_VALUE, series))
+        if not _all_plausible(values, upper):
+            return None, _first_bad(selector.name, series, upper)
+        value = float(how(values))
         return (value, None) if plausible(value, upper) else (None, f"{selector.name} sums to {value:g}")
     return None, None
 
 
+def _all_plausible(values: list[float], upper: float = MAX_COUNT) -> bool:
+    """Three C loops: a NaN or an infinity makes the sum non-finite."""
+    return math.isfinite(sum(values)) and min(values) >= 0 and max(values) <= upper
+
+
 def _first_bad(name: str, series: Series, upper: float = MAX_COUNT) -> str | None:
-    """The first series whose value is not plausible, as text; None when all are. The usual
-    case, all good, is settled by three C loops (a NaN or an infinity makes the sum non-finite)."""
-    values = [value for _, value in series]
-    if math.isfinite(sum(values)) and min(values) >= 0 and max(values) <= upper:
+    """The first series whose value is not plausible, as text; None when all are."""
+    if _all_plausible(list(map(_VALUE, series)), upper):
         return None
     for labels, value in series:
         if not plausible(value, upper):
@@ -403,14 +412,7 @@ def _histogram(samples: PageSamples, bases: tuple[str, ...], unit_s: float) -> t
     """The first present histogram, summed bucket by bucket, or (None, which series is bad)."""
     for base in bases:
         bucket_series = _rank_zero(samples.get(base + "_bucket"))
-        buckets: dict[float, float] = {}
-        for labels, count in bucket_series:
-            try:
-                upper = float(labels.get("le", ""))
-            except ValueError:
-                continue
-            if not math.isnan(upper):
-                buckets[upper] = buckets.get(upper, 0.0) + count
+        buckets = _buckets(bucket_series) if bucket_series else {}
         if not buckets:
             continue
         sums = _rank_zero(samples.get(base + "_sum"))
@@ -429,6 +431,33 @@ def _histogram(samples: PageSamples, bases: tuple[str, ...], unit_s: float) -> t
             count=count,
         ), None
     return None, None
+
+
+def _buckets(series: Series, by_text: bool = True) -> dict[float, float]:
+    """Counts summed by upper bound; a series without a numeric ``le`` is left out. Summed by
+    the bound's text, a dict lookup a line, then made numbers once a bound; by number where two
+    spellings name one bound ("1", "1.0"), so that each sum is made in the same order."""
+    sums: dict[str | float | None, float] = {}
+    for labels, count in series:
+        bound = labels.get("le") if by_text else _bound(labels.get("le"))
+        sums[bound] = sums.get(bound, 0.0) + count
+    buckets: dict[float, float] = {}
+    for bound, count in sums.items():
+        upper = _bound(bound) if by_text else bound
+        if isinstance(upper, float):
+            if upper in buckets:
+                return _buckets(series, by_text=False)
+            buckets[upper] = count
+    return buckets
+
+
+def _bound(le: object) -> float | None:
+    """A bucket's upper bound as a number; None when ``le`` is missing, not a number or NaN."""
+    try:
+        upper = float(le) if isinstance(le, str) else math.nan
+    except ValueError:
+        return None
+    return None if math.isnan(upper) else upper
 
 
 def _model(spec: KindSpec, samples: PageSamples) -> str | None:
