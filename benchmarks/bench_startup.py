@@ -14,7 +14,15 @@ starts to the first screen on which:
 Prints each run, and the median and range of each over ``--runs`` runs. First, the import
 time of what the live view loads before its app starts (``tokentop.cli`` and
 ``tokentop.cli.live``), beside a bare Python and Textual's ``textual.app``: the median wall
-time of ``--runs`` fresh interpreters.
+time of ``--runs`` fresh interpreters. Beside tokentop, Textual's own floor, timed the same
+way: the first paint of a Textual app with one Static (the header's first words) and nothing
+else; no Textual app draws sooner on this machine. The programs' runs are taken in turn, so
+that a moment when the machine is busier weighs on each alike.
+
+Bytecode: the tokentop tree measured is compiled first (``python -m compileall``), as
+``pip install`` does. Where ``PYTHONDONTWRITEBYTECODE`` is set (as in this project's
+environment) nothing else would write it, and every run would be timed compiling the modules
+changed since the last compile.
 
 ``--before DIR``: the same, in the same run, for an earlier tokentop's source tree (made with
 ``git archive <commit> tokentop | tar -x -C DIR``), run from DIR so that its package is the one
@@ -37,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +56,20 @@ GIVE_UP_S = 15.0
 GPUS = 8
 
 Check = Callable[[str], bool]
+
+# The floor: Textual, one Static, q to quit (as tokentop, so that ``end`` is as quick).
+TEXTUAL_FLOOR = """
+from textual.app import App
+from textual.widgets import Static
+
+class OneStatic(App):
+    BINDINGS = [("q", "quit", "quit")]
+
+    def compose(self):
+        yield Static(" tokentop  host")
+
+OneStatic().run()
+"""
 
 TOKENTOP_MARKS: dict[str, Check] = {
     "first paint": lambda screen: re.search(r"^ tokentop  ", screen, re.M) is not None,
@@ -120,22 +143,32 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
-def run_many(
-    label: str,
-    command: list[str],
-    marks: dict[str, Check],
-    args: argparse.Namespace,
-    env: dict[str, str],
-    cwd: Path = ROOT,
-) -> None:
-    runs = []
+@dataclass(frozen=True)
+class Program:
+    """One program timed: its label, command line, marks, environment and directory."""
+
+    label: str
+    command: list[str]
+    marks: dict[str, Check]
+    env: dict[str, str]
+    cwd: Path = ROOT
+
+
+def run_many(programs: list[Program], args: argparse.Namespace) -> None:
+    """``--runs`` runs of each program, taken in turn (run 1 of each, then run 2 of each...) so
+    that a machine busier at one moment than another weighs on all of them alike."""
+    runs: dict[str, list[dict[str, float]]] = {program.label: [] for program in programs}
     for i in range(args.runs):
-        figures = time_marks(command, marks, args.size, env, cwd)
-        runs.append(figures)
-        print(f"  {label} run {i + 1}: " + ", ".join(f"{name} {value:.2f} s" for name, value in figures.items()))
-        time.sleep(0.5)  # let the last run's process go before the next starts
-    summary = ", ".join(f"{name} {spread([run[name] for run in runs])}" for name in marks)
-    print(f"{label}, median (range) of {args.runs}: {summary}")
+        for program in programs:
+            figures = time_marks(program.command, program.marks, args.size, program.env, program.cwd)
+            runs[program.label].append(figures)
+            shown = ", ".join(f"{name} {value:.2f} s" for name, value in figures.items())
+            print(f"  {program.label} run {i + 1}: {shown}")
+            time.sleep(0.5)  # let the last run's process go before the next starts
+    for program in programs:
+        taken = runs[program.label]
+        summary = ", ".join(f"{name} {spread([run[name] for run in taken])}" for name in program.marks)
+        print(f"{program.label}, median (range) of {args.runs}: {summary}")
 
 
 def import_times(label: str, cwd: Path, runs: int) -> None:
@@ -154,6 +187,12 @@ def import_times(label: str, cwd: Path, runs: int) -> None:
             times.append(time.monotonic() - start)
         figures.append(f"{name} {spread(times)}")
     print(f"{label} imports, median (range) of {runs}: " + ", ".join(figures))
+
+
+def compile_tree(tree: Path) -> None:
+    """Compile the tree's bytecode, as an installed package has it (see the module's doc)."""
+    compileall = [sys.executable, "-m", "compileall", "-q", str(tree / "tokentop")]
+    subprocess.run(compileall, check=True, stdout=subprocess.DEVNULL)
 
 
 def nvitop_command(python: str) -> tuple[list[str], dict[str, str]] | None:
@@ -188,14 +227,19 @@ def main() -> int:
     if args.before is not None:
         trees.insert(0, ("tokentop before", args.before.resolve()))
     for label, tree in trees:
-        import_times(label, tree, args.runs)
+        print(f"{label}: compiling the bytecode of {tree / 'tokentop'} first (python -m compileall)")
+        compile_tree(tree)
     for label, tree in trees:
-        run_many(label, command, TOKENTOP_MARKS, args, env, tree)
+        import_times(label, tree, args.runs)
+    floor = {"first paint": TOKENTOP_MARKS["first paint"]}
+    programs = [Program("a Textual app with one Static", [sys.executable, "-c", TEXTUAL_FLOOR], floor, env)]
+    programs += [Program(label, command, TOKENTOP_MARKS, env, tree) for label, tree in trees]
     if args.nvitop:
         found = nvitop_command(args.nvitop_python)
         if found is not None:
             nvitop, nvitop_env = found
-            run_many("nvitop", nvitop, NVITOP_MARKS, args, env | nvitop_env)
+            programs.append(Program("nvitop", nvitop, NVITOP_MARKS, env | nvitop_env))
+    run_many(programs, args)
     return 0
 
 

@@ -54,10 +54,7 @@ class Sampler:
         sink: Sink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        first_look: bool = False,
     ) -> None:
-        """``first_look``: when started (``start``), hand the sink the GPUs alone before the
-        first endpoint reads, which can take seconds (the live view's first screen)."""
         self.config = config
         self.gpus = gpus
         self.store = store
@@ -68,8 +65,6 @@ class Sampler:
         self.latest: Snapshot | None = None
         self.store_problem: str | None = None
         self._pages = PageClient()
-        self._first_look = False  # set by start() when asked: the next tick sends the GPUs first
-        self._wants_first_look = first_look
         self._collectors = [self._collector(e) for e in config.endpoints]
         self._probing: list[EndpointCollector] = []  # discovered, not yet confirmed servers
         self._rejected: dict[str, float] = {}  # url -> when a probe failed
@@ -99,9 +94,6 @@ class Sampler:
             self._last_gpus = reading
         with self._lock:
             collectors = list(self._collectors) + list(self._probing)
-        if self._first_look and collectors and self.sink is not None:
-            self.sink(self._gpus_alone(reading, t_wall))
-        self._first_look = False
         samples = poll_all(collectors, t, self.config.timeout_s) if collectors else ()
         samples = self._settle_probes(samples)
         up = {s.name for s in samples if s.status == "up"}
@@ -116,13 +108,6 @@ class Sampler:
         if self.sink is not None:
             self.sink(snapshot)
         return snapshot
-
-    def _gpus_alone(self, reading: GpuReading, t_wall: float) -> Snapshot:
-        """The first tick's GPUs, before the endpoints answer: from a deriver of its own, so
-        that nothing of it is counted (the real first tick follows as soon as they answer)."""
-        config = self.config
-        deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
-        return dataclasses.replace(deriver.step(reading, (), {}, t_wall), first_look=True)
 
     def _store(self, snapshot: Snapshot) -> Snapshot:
         if self.store is None:
@@ -213,7 +198,6 @@ class Sampler:
     def start(self) -> None:
         """Tick every interval on a daemon thread; discovery on another."""
         self.start_background()
-        self._first_look = self._wants_first_look
         self._thread = threading.Thread(target=self._run, name="tokentop-sampler", daemon=True)
         self._thread.start()
 
