@@ -16,7 +16,7 @@ from typing import NamedTuple
 from tokentop.config import CostConfig
 from tokentop.cost import price_for, tick_cost_usd
 from tokentop.derive.counters import DeliveredCounter, EnergyStep, energy_delta_j, first_energy_method
-from tokentop.derive.windows import Point, Ring, advance, all_finite, host_tick, windowed_quantile
+from tokentop.derive.windows import GpuTick, Point, Ring, advance, all_finite, host_tick, windowed_quantiles
 from tokentop.model import (
     EndpointFigures,
     EndpointSample,
@@ -214,6 +214,8 @@ class Deriver:
         rate = ring.window(self.rate_window_s)
         base = ring.reading_before(self.cost_window_s)  # latency percentiles are over the cost window
         no_window = base is now
+        ttft_p50, ttft_p95 = windowed_quantiles((0.5, 0.95), sample.ttft, base.ttft, no_window)
+        (itl_p50,) = windowed_quantiles((0.5,), sample.itl, base.itl, no_window)
         return EndpointFigures(
             sample=sample,
             gpus=m.gpus,
@@ -223,19 +225,19 @@ class Deriver:
             tokens_out_total=now.totals.tokens_out,
             tok_s_in=rate.tok_s_in,
             tok_s_out=rate.tok_s_out,
-            ttft_p50_s=windowed_quantile(0.5, sample.ttft, base.ttft, no_window),
-            ttft_p95_s=windowed_quantile(0.95, sample.ttft, base.ttft, no_window),
-            itl_p50_s=windowed_quantile(0.5, sample.itl, base.itl, no_window),
+            ttft_p50_s=ttft_p50,
+            ttft_p95_s=ttft_p95,
+            itl_p50_s=itl_p50,
         )
 
     # -- GPUs --
 
     def _step_gpus(
         self, reading: GpuReading, gpu_tokens: dict[str, TickTokens], dt: float, t: float
-    ) -> tuple[list[GpuFigures], list[Window]]:
+    ) -> tuple[list[GpuFigures], list[GpuTick]]:
         """Each GPU's figures, and what it added this tick."""
         figs: list[GpuFigures] = []
-        ticks: list[Window] = []
+        ticks: list[GpuTick] = []
         for sample in reading.gpus:
             state = self._gpus.get(sample.uuid)
             if state is None:
@@ -263,7 +265,7 @@ class Deriver:
 
     def _gpu_tick(
         self, state: _GpuState, sample: GpuSample, tokens: TickTokens, dt: float
-    ) -> tuple[Window, str | None]:
+    ) -> tuple[GpuTick, str | None]:
         """What one GPU added this tick (its tokens, energy, cost), and how its energy is
         measured; advances its totals. A tick that is not all finite numbers adds nothing."""
         prev, state.prev = state.prev, sample
@@ -274,7 +276,7 @@ class Deriver:
             self._note_energy(state, sample, energy, dt)
         cost = tick_cost_usd(state.price, dt, energy.joules, self.cost)
         busy_s, busy_cost = (dt, cost) if tokens.busy else (0.0, 0.0)
-        tick = Window(dt, tokens.tokens_in, tokens.tokens_out, energy.joules, cost, busy_s, busy_cost)
+        tick = GpuTick(dt, tokens.tokens_in, tokens.tokens_out, energy.joules, cost, busy_s, busy_cost)
         totals = advance(state.totals, tick)
         if all_finite(tick) and all_finite(totals):
             state.totals, state.dropped = totals, False
@@ -286,7 +288,7 @@ class Deriver:
             )
         state.dropped = True
         unknown = tick.cost_usd is None
-        return Window(0.0, 0.0, 0.0, 0.0, None if unknown else 0.0, 0.0, None if unknown else 0.0), energy.method
+        return GpuTick(0.0, 0.0, 0.0, 0.0, None if unknown else 0.0, 0.0, None if unknown else 0.0), energy.method
 
     def _note_energy(self, state: _GpuState, sample: GpuSample, energy: EnergyStep, dt: float) -> None:
         """Say once per run of them that an energy counter step was not believed."""

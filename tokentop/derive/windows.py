@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -28,57 +29,78 @@ class Point(NamedTuple):
 def window_between(old: Point, new: Point) -> Window:
     """Figures over the span between two cumulative points."""
     a, b = old.totals, new.totals
+    cost, busy_cost, watched = a.cost_usd, a.busy_cost_usd, a.watched_gpu_s
     return Window(
-        span_s=max(0.0, new.t - old.t),
-        tokens_in=b.tokens_in - a.tokens_in,
-        tokens_out=b.tokens_out - a.tokens_out,
-        energy_j=b.energy_j - a.energy_j,
-        cost_usd=_diff(b.cost_usd, a.cost_usd),
-        busy_s=b.busy_s - a.busy_s,
-        busy_cost_usd=_diff(b.busy_cost_usd, a.busy_cost_usd),
-        watched_gpu_s=_diff(b.watched_gpu_s, a.watched_gpu_s),
+        max(0.0, new.t - old.t),
+        b.tokens_in - a.tokens_in,
+        b.tokens_out - a.tokens_out,
+        b.energy_j - a.energy_j,
+        None if cost is None or b.cost_usd is None else b.cost_usd - cost,
+        b.busy_s - a.busy_s,
+        None if busy_cost is None or b.busy_cost_usd is None else b.busy_cost_usd - busy_cost,
+        None if watched is None or b.watched_gpu_s is None else b.watched_gpu_s - watched,
     )
 
 
-def sum_windows(windows: list[Window]) -> Window:
+class GpuTick(NamedTuple):
+    """What one GPU added in one tick: a ``Window``'s figures in a plain tuple (built for every
+    GPU every tick, only to be added up: ``advance``, ``host_tick``)."""
+
+    span_s: float
+    tokens_in: float
+    tokens_out: float
+    energy_j: float
+    cost_usd: float | None
+    busy_s: float
+    busy_cost_usd: float | None
+    watched_gpu_s: float | None = None
+
+
+Summable = Window | GpuTick  # what the host's tick and the totals add up
+
+
+def sum_windows(windows: Sequence[Summable]) -> Window:
     """Several GPUs' windows as one host window: sums, over the longest span; busy and watched
     time in GPU-seconds. Cost is unknown when any GPU's is (a host total that leaves a GPU out
     would lie)."""
     return Window(
-        span_s=max(w.span_s for w in windows),
-        tokens_in=sum(w.tokens_in for w in windows),
-        tokens_out=sum(w.tokens_out for w in windows),
-        energy_j=sum(w.energy_j for w in windows),
+        span_s=max([w.span_s for w in windows]),
+        tokens_in=sum([w.tokens_in for w in windows]),
+        tokens_out=sum([w.tokens_out for w in windows]),
+        energy_j=sum([w.energy_j for w in windows]),
         cost_usd=_sum_known([w.cost_usd for w in windows]),
-        busy_s=sum(w.busy_s for w in windows),
+        busy_s=sum([w.busy_s for w in windows]),
         busy_cost_usd=_sum_known([w.busy_cost_usd for w in windows]),
-        watched_gpu_s=sum(w.span_s if w.watched_gpu_s is None else w.watched_gpu_s for w in windows),
+        watched_gpu_s=sum([w.span_s if w.watched_gpu_s is None else w.watched_gpu_s for w in windows]),
     )
 
 
-def host_tick(gpu_ticks: list[Window]) -> Window:
+def host_tick(gpu_ticks: Sequence[Summable]) -> Window:
     """The host's tick from its GPUs' ticks: their sum (``sum_windows``), with no busy cost when
     any GPU has no price."""
     total = sum_windows(gpu_ticks)
     return total if total.cost_usd is not None else replace(total, busy_cost_usd=None)
 
 
-def advance(totals: Totals, tick: Window) -> Totals:
+def advance(totals: Totals, tick: Summable) -> Totals:
     """Cumulative totals one tick later."""
-    watched = None if totals.watched_gpu_s is None else totals.watched_gpu_s + _watched(tick)
+    watched = totals.watched_gpu_s
+    if watched is not None:
+        watched += tick.span_s if tick.watched_gpu_s is None else tick.watched_gpu_s
+    cost, busy_cost = totals.cost_usd, totals.busy_cost_usd
     return Totals(
-        tokens_in=totals.tokens_in + tick.tokens_in,
-        tokens_out=totals.tokens_out + tick.tokens_out,
-        energy_j=totals.energy_j + tick.energy_j,
-        cost_usd=_add(totals.cost_usd, tick.cost_usd),
-        busy_s=totals.busy_s + tick.busy_s,
-        busy_cost_usd=_add(totals.busy_cost_usd, tick.busy_cost_usd),
-        elapsed_s=totals.elapsed_s + tick.span_s,
-        watched_gpu_s=watched,
+        totals.tokens_in + tick.tokens_in,
+        totals.tokens_out + tick.tokens_out,
+        totals.energy_j + tick.energy_j,
+        None if cost is None or tick.cost_usd is None else cost + tick.cost_usd,
+        totals.busy_s + tick.busy_s,
+        None if busy_cost is None or tick.busy_cost_usd is None else busy_cost + tick.busy_cost_usd,
+        totals.elapsed_s + tick.span_s,
+        watched,
     )
 
 
-def all_finite(figures: Totals | Window) -> bool:
+def all_finite(figures: Totals | Summable) -> bool:
     """Every known figure is a finite number (None, unknown, passes). Their sum is finite only
     when each is, so one check does (it fails also for sums beyond the largest float)."""
     total = figures.tokens_in + figures.tokens_out + figures.energy_j + figures.busy_s
@@ -88,10 +110,6 @@ def all_finite(figures: Totals | Window) -> bool:
     return math.isfinite(total)
 
 
-def _watched(tick: Window) -> float:
-    return tick.span_s if tick.watched_gpu_s is None else tick.watched_gpu_s
-
-
 def _window_from_between(before: Point, after: Point, share: float, end: Point) -> Window:
     """The window from the instant ``share`` of the way from ``before`` to ``after`` up to
     ``end``: cumulative figures grow linearly between two readings as far as we know. (One
@@ -99,18 +117,18 @@ def _window_from_between(before: Point, after: Point, share: float, end: Point) 
     a, b, z = before.totals, after.totals, end.totals
     cost, busy_cost, watched = a.cost_usd, a.busy_cost_usd, a.watched_gpu_s
     return Window(
-        span_s=end.t - (before.t + (after.t - before.t) * share),
-        tokens_in=z.tokens_in - (a.tokens_in + (b.tokens_in - a.tokens_in) * share),
-        tokens_out=z.tokens_out - (a.tokens_out + (b.tokens_out - a.tokens_out) * share),
-        energy_j=z.energy_j - (a.energy_j + (b.energy_j - a.energy_j) * share),
-        cost_usd=None
+        end.t - (before.t + (after.t - before.t) * share),
+        z.tokens_in - (a.tokens_in + (b.tokens_in - a.tokens_in) * share),
+        z.tokens_out - (a.tokens_out + (b.tokens_out - a.tokens_out) * share),
+        z.energy_j - (a.energy_j + (b.energy_j - a.energy_j) * share),
+        None
         if cost is None or b.cost_usd is None or z.cost_usd is None
         else z.cost_usd - (cost + (b.cost_usd - cost) * share),
-        busy_s=z.busy_s - (a.busy_s + (b.busy_s - a.busy_s) * share),
-        busy_cost_usd=None
+        z.busy_s - (a.busy_s + (b.busy_s - a.busy_s) * share),
+        None
         if busy_cost is None or b.busy_cost_usd is None or z.busy_cost_usd is None
         else z.busy_cost_usd - (busy_cost + (b.busy_cost_usd - busy_cost) * share),
-        watched_gpu_s=None
+        None
         if watched is None or b.watched_gpu_s is None or z.watched_gpu_s is None
         else z.watched_gpu_s - (watched + (b.watched_gpu_s - watched) * share),
     )
@@ -123,46 +141,62 @@ def histogram_quantile(q: float, hist: Histogram | None, base: Histogram | None 
     """
     if hist is None:
         return None
-    buckets = list(hist.buckets)
-    if base is not None and [b for b, _ in base.buckets] == [b for b, _ in buckets]:
-        diffs = [(le, c - c0) for (le, c), (_, c0) in zip(buckets, base.buckets)]
-        if all(c >= 0 for _, c in diffs):  # else the server restarted: use its own totals
-            buckets = diffs
+    return _quantile(q, hist.buckets if base is None else _observed(hist.buckets, base.buckets))
+
+
+def windowed_quantiles(
+    qs: tuple[float, ...], hist: Histogram | None, base: Histogram | None, no_window: bool
+) -> list[float | None]:
+    """Percentiles over the window only: None until a reading at the window's start exists
+    (never the server's whole life under a "1 min" heading), and None rather than a figure
+    that is not a finite number. The window's counts are worked out once for all of ``qs``."""
+    if no_window or base is None or hist is None:
+        return [None] * len(qs)
+    buckets = _observed(hist.buckets, base.buckets)
+    return [_finite_or_none(_quantile(q, buckets)) for q in qs]
+
+
+Buckets = Sequence[tuple[float, float]]  # cumulative (upper bound, count), +Inf last
+
+
+def _observed(buckets: Buckets, base: Buckets) -> Buckets:
+    """The counts observed since ``base``, bucket by bucket; ``buckets`` themselves when the
+    bounds differ or a count went down (the server restarted: its own totals are all there is).
+    One pass (a plain loop: cheaper here than whole-column builtins)."""
+    if len(base) != len(buckets):
+        return buckets
+    observed = []
+    for (bound, count), (base_bound, base_count) in zip(buckets, base):
+        since = count - base_count
+        if not since >= 0 or (bound is not base_bound and bound != base_bound):
+            return buckets
+        observed.append((bound, since))
+    return observed
+
+
+def _quantile(q: float, buckets: Buckets) -> float | None:
+    """The ``q`` quantile of cumulative buckets: interpolated inside the first that reaches it."""
     if not buckets or buckets[-1][1] <= 0:
         return None
     rank = q * buckets[-1][1]
     prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
+    for bound, count in buckets:
         if count >= rank:
-            if math.isinf(le):
+            if math.isinf(bound):
                 return prev_le  # above the highest finite bucket: its bound is all we know
             if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
+                return bound
+            return prev_le + (bound - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = bound, count
     return prev_le
 
 
-def windowed_quantile(q: float, hist: Histogram | None, base: Histogram | None, no_window: bool) -> float | None:
-    """A percentile over the window only: None until a reading at the window's start exists
-    (never the server's whole life under a "1 min" heading), and None rather than a figure
-    that is not a finite number."""
-    if no_window or base is None:
-        return None
-    value = histogram_quantile(q, hist, base)
+def _finite_or_none(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
 def _sum_known(values: list[float | None]) -> float | None:
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
-
-
-def _diff(b: float | None, a: float | None) -> float | None:
-    return None if a is None or b is None else b - a
-
-
-def _add(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a + b
+    return None if None in values else sum([v for v in values if v is not None])
 
 
 @dataclass
@@ -172,12 +206,18 @@ class Ring:
 
     keep_s: float
     points: deque[Point] = field(default_factory=deque)
+    times: deque[float] = field(init=False, repr=False, compare=False)  # the points' ``t``, to bisect
+
+    def __post_init__(self) -> None:
+        self.times = deque(point.t for point in self.points)
 
     def push(self, point: Point) -> None:
-        points = self.points
+        points, times = self.points, self.times
         points.append(point)
-        while len(points) > 2 and point.t - points[1].t >= self.keep_s:
+        times.append(point.t)
+        while len(points) > 2 and point.t - times[1] >= self.keep_s:
             points.popleft()
+            times.popleft()
 
     @property
     def last(self) -> Point:
@@ -187,9 +227,9 @@ class Ring:
         """Where a window of ``seconds`` that ends at the last point starts: the reading at or
         before that instant, the one after it and how far between (share) when it falls
         between two; the oldest reading alone while the ring holds less."""
-        points = self.points
-        start_t = points[-1].t - seconds
-        i = bisect_right(points, start_t, key=lambda p: p.t)  # the first point after start_t
+        points, times = self.points, self.times
+        start_t = times[-1] - seconds
+        i = bisect_right(times, start_t)  # the first point after start_t
         if i == 0:
             return points[0], None, 0.0
         before = points[i - 1]

@@ -1,10 +1,11 @@
 """One tick's rows and 1-minute rollups, written in the caller's transaction.
 
-The per-tick path uses raw ``sqlite3``: a tick of 8 GPUs and 4 endpoints is about 40 statements,
-each a bind and a step of a statement ``sqlite3`` keeps prepared (a few microseconds); going
-through sqlite-utils would add its per-call Python work (dicts, quoting, transaction checks) to
-each of them, every second, for nothing. Writing a tick twice changes nothing: raw rows are keyed
-by time and a rollup only counts a row that was actually inserted.
+The per-tick path uses raw ``sqlite3``: a tick of 8 GPUs and 4 endpoints is 12 row inserts (each
+a bind and a step of a statement ``sqlite3`` keeps prepared), then the rollups of the new rows in
+one ``executemany`` per table; going through sqlite-utils would add its per-call Python work
+(dicts, quoting, transaction checks) to each of them, every second, for nothing. Writing a tick
+twice changes nothing: raw rows are keyed by time and a rollup only counts a row that was
+actually inserted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-from tokentop.derive import Point, window_between
+from tokentop.derive import Point
 from tokentop.history.rows import EndpointRow, GpuRow, Tick, cum
 from tokentop.history.schema import minute_of
 from tokentop.history.states import StateIds, memory_columns, power_column
@@ -109,20 +110,22 @@ class TickRows:
         self.latest = latest
 
     def write(self, tick: Tick) -> None:
-        """One tick's rows and rollups, in the caller's transaction."""
+        """One tick's rows and rollups, in the caller's transaction: the rows one by one (a
+        rollup counts only a row actually inserted), then the rollups of those in one call."""
         minute = minute_of(tick.t)
-        for gpu in tick.gpus:
-            self._write_gpu(tick.t, minute, gpu)
-        for endpoint in tick.endpoints:
-            self._write_endpoint(tick.t, minute, endpoint)
+        gpu_rollups = [self._write_gpu(tick.t, minute, gpu) for gpu in tick.gpus]
+        endpoint_rollups = [self._write_endpoint(tick.t, minute, endpoint) for endpoint in tick.endpoints]
+        self._conn.executemany(_UPSERT_GPU_ROLLUP, [rollup for rollup in gpu_rollups if rollup is not None])
+        self._conn.executemany(_UPSERT_ENDPOINT_ROLLUP, [rollup for rollup in endpoint_rollups if rollup is not None])
 
-    def _write_gpu(self, t: float, minute: int, g: GpuRow) -> None:
-        """The GPU's row, and its minute's rollup when the row is new."""
+    def _write_gpu(self, t: float, minute: int, g: GpuRow) -> tuple | None:
+        """The GPU's row; its minute's rollup values when the row is new."""
         conn, sid = self._conn, self.session_id
         gpu_id = self._gpu_ids.get(g.uuid)
         if gpu_id is None:
             gpu_id = self._gpu_ids[g.uuid] = self._insert(_GPU, (g.uuid, g.name))
-        cum_values = cum(g.totals)
+        totals = g.totals
+        cum_values = cum(totals)
         v = g.values
         mem_used, unit = memory_columns(v.mem_used_bytes)
         labels = (self._label(g.engines), self._label(g.energy_method))
@@ -133,46 +136,45 @@ class TickRows:
             *(v.energy_counter_mj, v.temperature_c, v.sm_clock_mhz, *cum_values, usd_per_hour),
         )
         inserted = conn.execute(_INSERT_GPU_TICK, row).rowcount == 1
-        now = Point(t, g.totals)
+        now = Point(t, totals)
         previous = self.latest.get(gpu_id)
         self.latest[gpu_id] = now  # also after a replay: this row is the latest
         if not inserted:
-            return  # written before (a retry): counted once already
+            return None  # written before (a retry): counted once already
         if previous is None:  # the session's first row of this GPU: it adds nothing yet
-            conn.execute(INSERT_SESSION_GPU, first_gpu_row(sid, gpu_id, g.values.gpu_index, now))
+            conn.execute(INSERT_SESSION_GPU, first_gpu_row(sid, gpu_id, v.gpu_index, now))
             previous = now
-        delta = window_between(previous, now)
-        power, util = g.values.power_w, g.values.util_pct
-        conn.execute(
-            _UPSERT_GPU_ROLLUP,
-            (
-                *(sid, minute, gpu_id, t, *cum_values),
-                *(power or 0.0, int(power is not None), power),
-                *(util or 0.0, int(util is not None)),
-                *(delta.tokens_in, delta.tokens_out, delta.energy_j, delta.cost_usd, delta.span_s),
-            ),
+        before = previous.totals  # the differences as ``window_between`` takes them
+        cost, cost_before = totals.cost_usd, before.cost_usd
+        power, util = v.power_w, v.util_pct
+        return (
+            *(sid, minute, gpu_id, t, *cum_values),
+            *(power or 0.0, int(power is not None), power),
+            *(util or 0.0, int(util is not None)),
+            totals.tokens_in - before.tokens_in,
+            totals.tokens_out - before.tokens_out,
+            totals.energy_j - before.energy_j,
+            None if cost is None or cost_before is None else cost - cost_before,
+            max(0.0, t - previous.t),
         )
 
-    def _write_endpoint(self, t: float, minute: int, e: EndpointRow) -> None:
-        """The endpoint's row, and its minute's rollup when the row is new."""
-        conn, sid = self._conn, self.session_id
+    def _write_endpoint(self, t: float, minute: int, e: EndpointRow) -> tuple | None:
+        """The endpoint's row; its minute's rollup values when the row is new."""
+        sid = self.session_id
         key = (e.name, e.url)
         endpoint_id = self._endpoint_ids.get(key)
         if endpoint_id is None:
             endpoint_id = self._endpoint_ids[key] = self._insert(_ENDPOINT, key)
         labels = (self._label(e.kind), self._label(e.model), self._label(e.gpus))
         row = (sid, endpoint_id, t, self._states.endpoint((e.status, e.error, *labels)), *e.values)
-        if conn.execute(_INSERT_ENDPOINT_TICK, row).rowcount != 1:
-            return  # written before (a retry)
+        if self._conn.execute(_INSERT_ENDPOINT_TICK, row).rowcount != 1:
+            return None  # written before (a retry)
         v = e.values
-        conn.execute(
-            _UPSERT_ENDPOINT_ROLLUP,
-            (
-                *(sid, minute, endpoint_id, t, v.tokens_in_cum, v.tokens_out_cum, int(e.status == "up")),
-                *(v.running or 0.0, int(v.running is not None)),
-                *(v.waiting or 0.0, int(v.waiting is not None)),
-                *(v.kv_cache_fraction or 0.0, int(v.kv_cache_fraction is not None), v.kv_cache_fraction),
-            ),
+        return (
+            *(sid, minute, endpoint_id, t, v.tokens_in_cum, v.tokens_out_cum, int(e.status == "up")),
+            *(v.running or 0.0, int(v.running is not None)),
+            *(v.waiting or 0.0, int(v.waiting is not None)),
+            *(v.kv_cache_fraction or 0.0, int(v.kv_cache_fraction is not None), v.kv_cache_fraction),
         )
 
     def _label(self, text: str | None) -> int | None:

@@ -10,8 +10,11 @@ failing field never hides the others.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import struct
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from tokentop.text import safe_text
@@ -19,6 +22,12 @@ from tokentop.text import safe_text
 log = logging.getLogger("tokentop.nvml")
 
 NO_GPU_PANEL = "running without a GPU panel"
+
+# One nvmlFieldValue_t as nvml.h lays it out (fieldId, scopeId, timestamp, latencyUsec, valueType,
+# nvmlReturn, an 8-byte union of values): the members tokentop reads, by offset and size.
+_FIELD_RECORD = struct.Struct("=I20xII8s")  # fieldId, valueType, nvmlReturn, the union's bytes
+_FIELD_MEMBERS = (("fieldId", 0, 4), ("valueType", 24, 4), ("nvmlReturn", 28, 4), ("value", 32, 8))
+_UNSIGNED_LONG_LONG = struct.Struct("@Q")  # ullVal: what a value of an unknown type is read as
 
 # Reasons a query is no longer asked, as shown by ``NvmlReader.unavailable_queries``.
 NOT_SUPPORTED = "not supported"
@@ -52,6 +61,7 @@ class GpuState:
     failures: list[str] = field(default_factory=list)  # queries that failed this tick, with why
     logged_failures: set[str] = field(default_factory=set)  # queries whose failure was logged
     unopened: str | None = None  # why NVML gave no handle for this GPU at open (it reads as lost)
+    field_request: FieldRequest | None = None  # its field-values call straight to NVML (pynvml itself)
 
 
 class NvmlCalls:
@@ -84,6 +94,12 @@ class NvmlCalls:
             lib.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
             lib.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
         }
+        self.field_struct = _known_field_layout(lib)
+        union = dict(getattr(getattr(lib, "c_nvmlValue_t", None), "_fields_", ()))
+        self.value_structs = {  # how each member of the value union reads from its bytes
+            code: struct.Struct("@" + union.get(member, ctypes.c_ulonglong)._type_)
+            for code, member in self.value_members.items()
+        }
         self.init_reasons = {
             lib.NVML_ERROR_LIBRARY_NOT_FOUND: "no NVIDIA driver found (NVML library not loaded)",
             lib.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded",
@@ -105,15 +121,16 @@ class NvmlCalls:
             return f"NVML could not start ({exc}, error {code}): {NO_GPU_PANEL}"
         return f"NVML could not start ({describe(exc)}): {NO_GPU_PANEL}"
 
-    def call(self, gpu: GpuState, name: str, *args: Any, query: str | None = None) -> Any:
+    def call(self, gpu: GpuState, name: str, *args: Any, query: str | None = None, via: Any = None) -> Any:
         """The one place a GPU is asked anything. ``None``: not known (this tick or for good).
 
-        ``query`` names the question when it differs from the function (calls on a MIG handle).
+        ``query`` names the question when it differs from the function (calls on a MIG handle);
+        ``via``: what makes the call instead of the binding's function of that name.
         """
         query = query or name
         if query in gpu.not_asked:
             return None
-        function = getattr(self.lib, name, None)
+        function = via or getattr(self.lib, name, None)
         if function is None:
             self.on_error(gpu, query, self.function_not_found, "absent from the NVML binding")
             return None
@@ -160,12 +177,86 @@ class NvmlCalls:
         gpu.logged_failures.add(query)
         log.warning("GPU %d %s failed: %s; N/A while it fails, asked again each tick", gpu.index, query, why)
 
+    def field_request(self) -> FieldRequest | None:
+        """A GPU's own ``FieldRequest`` when the binding is pynvml itself, else None (its
+        ``nvmlDeviceGetFieldValues`` is called as it is)."""
+        lookup = getattr(self.lib, "_nvmlGetFunctionPointer", None)
+        if not isinstance(self.lib, ModuleType) or not callable(lookup) or self.field_struct is None:
+            return None
+        return FieldRequest(self, lookup)
+
+    def field_values(self, values: Any) -> list[tuple[int, int, Any]]:
+        """``(field id, return code, value)`` of each entry ``nvmlDeviceGetFieldValues`` returned;
+        the value only where the code is success (else None).
+
+        pynvml's structs answer every attribute through a Python-level ``__getattribute__``: an
+        array of the binding's own struct, laid out as nvml.h says, is read from its bytes."""
+        success = self.success
+        if isinstance(values, ctypes.Array) and values._type_ is self.field_struct:
+            return [
+                (field_id, code, self.value_structs.get(value_type, _UNSIGNED_LONG_LONG).unpack_from(raw)[0])
+                if code == success
+                else (field_id, code, None)
+                for field_id, value_type, code, raw in _FIELD_RECORD.iter_unpack(values)
+            ]
+        return [(int(v.fieldId), v.nvmlReturn, self._member(v) if v.nvmlReturn == success else None) for v in values]
+
+    def _member(self, value: Any) -> Any:
+        return getattr(value.value, self.value_members.get(value.valueType, "ullVal"))
+
     def error_text(self, code: int) -> str:
         """The binding's own words for an error code (a field's return carries only the code)."""
         try:
             return str(self.nvml_error(code))
         except Exception:
             return f"NVML error {code}"
+
+
+class FieldRequest:
+    """One GPU's ``nvmlDeviceGetFieldValues`` made through the C function itself, over an array of
+    its field ids made once. pynvml's wrapper builds that array anew on every call, each id set
+    through a Python-level ``__setattr__`` after a failed tuple unpack: about seven times the cost
+    of the NVML call, most of what reading a GPU through a real driver costs tokentop.
+
+    Called as the binding's function is (``handle, field_ids``), it fails as the binding does: an
+    ``NVMLError`` of the code NVML returned, FUNCTION_NOT_FOUND when the driver lacks the symbol.
+    The array it returns is its own, filled again by the next call."""
+
+    def __init__(self, calls: NvmlCalls, lookup: Any) -> None:
+        self._calls = calls
+        self._lookup = lookup  # pynvml's cached function-pointer lookup
+        self._function: Any = None
+        self._ids: list[int] = []
+        self._values: Any = None
+        self._arguments: tuple[Any, ...] = ()
+
+    def __call__(self, handle: Any, field_ids: list[int]) -> Any:
+        if field_ids != self._ids:
+            self._ids = list(field_ids)
+            self._values = (self._calls.field_struct * len(field_ids))()
+            for slot, field_id in zip(self._values, field_ids, strict=True):
+                slot.fieldId = field_id
+            self._arguments = (ctypes.c_int32(len(field_ids)), ctypes.byref(self._values))
+        if self._function is None:
+            self._function = self._lookup("nvmlDeviceGetFieldValues")
+        code = self._function(handle, *self._arguments)
+        if code != self._calls.success:
+            raise self._calls.nvml_error(code)
+        return self._values
+
+
+def _known_field_layout(lib: Any) -> Any:
+    """The binding's ``c_nvmlFieldValue_t`` when it is laid out as ``_FIELD_MEMBERS`` says (so
+    its arrays can be read from their bytes), else None."""
+    struct_type: Any = getattr(lib, "c_nvmlFieldValue_t", None)
+    try:
+        known = ctypes.sizeof(struct_type) == _FIELD_RECORD.size and all(
+            (getattr(struct_type, name).offset, getattr(struct_type, name).size) == (offset, size)
+            for name, offset, size in _FIELD_MEMBERS
+        )
+    except (TypeError, AttributeError):
+        return None
+    return struct_type if known else None
 
 
 class NeverRaised(Exception):

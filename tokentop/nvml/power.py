@@ -25,7 +25,7 @@ def read_power(nvml: NvmlCalls, gpu: GpuState) -> PowerReading:
     """Power, its kind, limit and energy: one field-values call, single calls as fallback."""
     found: dict[int, float | int] = {}
     if gpu.fields:
-        values = nvml.call(gpu, "nvmlDeviceGetFieldValues", gpu.handle, gpu.fields)
+        values = nvml.call(gpu, "nvmlDeviceGetFieldValues", gpu.handle, gpu.fields, via=gpu.field_request)
         if values is None:
             if "nvmlDeviceGetFieldValues" in gpu.not_asked:
                 gpu.fields = []
@@ -60,12 +60,9 @@ def read_power(nvml: NvmlCalls, gpu: GpuState) -> PowerReading:
 
 def take_fields(nvml: NvmlCalls, gpu: GpuState, values: Any, found: dict[int, float | int]) -> None:
     """Check each field's own return: the call can succeed while single fields fail."""
-    for value in values:
-        field_id = int(value.fieldId)
-        code = value.nvmlReturn
+    for field_id, code, value in nvml.field_values(values):
         if code == nvml.success:
-            member = nvml.value_members.get(value.valueType, "ullVal")
-            found[field_id] = getattr(value.value, member)
+            found[field_id] = value
             continue
         key = field_key(field_id)
         nvml.on_error(gpu, key, code, nvml.error_text(code))

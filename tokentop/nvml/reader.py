@@ -191,6 +191,7 @@ class NvmlReader:
         state.uuid = index_key(index) if uuid is None else nvml_text(uuid)
         state.name = UNKNOWN_NAME if name is None else nvml_text(name)
         state.fields = list(POWER_FIELDS)
+        state.field_request = nvml.field_request()
         return state
 
     def _read_gpu(self, gpu: GpuState, with_processes: bool) -> GpuSample:
