@@ -27,7 +27,7 @@ changed since the last compile.
 ``--before DIR``: the same, in the same run, for an earlier tokentop's source tree (made with
 ``git archive <commit> tokentop | tar -x -C DIR``), run from DIR so that its package is the one
 imported. ``--nvitop``: also nvitop's full screen (every GPU row) on the same 8 simulated
-H200s, through the fake ``libnvidia-ml.so.1`` in ``/work/shared/tools/fakenvml`` (nvitop from
+H200s, through the fake ``libnvidia-ml.so.1`` in ``tests/fakenvml`` (nvitop from
 ``--nvitop-python``, a Python that has it). Targets: first paint <= 0.35 s, every GPU row
 <= 0.5 s, first rates <= 1.2 s.
 """
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKENVML = Path("/work/shared/tools/fakenvml")
+FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
 SESSION = "tokentop-startup"
 POLL_S = 0.015
 GIVE_UP_S = 15.0

@@ -10,7 +10,7 @@ at 1 Hz). Inside those ticks, the thread CPU time (``time.thread_time``) of:
 
 - ``gpus.read``: ``NvmlReader.read`` over the Python ``FakeNvml`` (its GPUs' power,
   utilisation, temperature, clock and energy change every tick), and over the C fake NVML
-  (``/work/shared/tools/fakenvml``, built here) through the real ``pynvml`` and ctypes;
+  (``tests/fakenvml``, built here) through the real ``pynvml`` and ctypes;
 - ``deriver.step``: ``Deriver.step``;
 - ``store.append``: ``Store.append`` to a real SQLite file.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKENVML = Path("/work/shared/tools/fakenvml")
+FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
 ENDPOINTS = 4
 GPUS = 8
 PARTS = ("gpus.read", "deriver.step", "store.append")

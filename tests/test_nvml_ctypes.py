@@ -1,7 +1,7 @@
 """NvmlReader through the real pynvml and ctypes, over the C fake ``libnvidia-ml.so.1``
-(``shared/tools/fakenvml``, built here): the path a real driver takes, the field values called
-straight through NVML's function pointer (issue 13) included, and the errors NVML.md says to
-survive. Each reading runs in a child process: the loader finds the library at start.
+(``tests/fakenvml``, a copy of ``shared/tools/fakenvml``, built here): the path a real driver
+takes, the field values called straight through NVML's function pointer (issue 13) included,
+and the errors NVML.md says to survive. Each reading runs in a child process: the loader finds the library at start.
 
 Without a C compiler or the fake's source the tests skip, saying why; with
 ``TOKENTOP_REQUIRE_FAKENVML=1`` (CI) they fail instead.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 REQUIRE_ENV = "TOKENTOP_REQUIRE_FAKENVML"
-SOURCES = (Path(__file__).resolve().parents[2] / "shared" / "tools" / "fakenvml", Path("/work/shared/tools/fakenvml"))
+SOURCE = Path(__file__).resolve().parent / "fakenvml"  # a copy of shared/tools/fakenvml: SOURCE.md
 
 CHILD = """
 import dataclasses, json, sys
@@ -41,9 +41,9 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def fake_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = next((path for path in SOURCES if (path / "fakenvml.c").exists()), None)
-    why = "its source (shared/tools/fakenvml) is not here"
-    if source is not None:
+    source = SOURCE
+    why = "its source (tests/fakenvml) is not here"
+    if (source / "fakenvml.c").exists():
         build = tmp_path_factory.mktemp("fakenvml")
         try:
             made = subprocess.run(["make", "-s", "-C", str(source), f"BUILD={build}"], capture_output=True, text=True)
