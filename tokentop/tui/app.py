@@ -6,7 +6,10 @@ event loop draws the newest one inside ``batch_update``. Nothing here touches NV
 SQLite on the event loop: history for the long graph windows is read on a worker thread.
 
 The sampler comes ready-made, or later (``attach``, any thread) from a ``startup`` hook called
-once the first screen is drawn. A signal or a lost terminal calls ``on_end`` at once, even when
+once the first screen is drawn; the footer's keys then wait for the first GPU rows. Started,
+the sampler first hands over a first look (``Snapshot.first_look``: the GPUs alone, before the
+endpoints first answer), drawn at once and kept nowhere: not the latest tick, not a graph
+point, not a tick a pause holds. A signal or a lost terminal calls ``on_end`` at once, even when
 the event loop is stuck on a terminal that is gone (the live view's watchdog then ends it).
 
 Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (or
@@ -33,7 +36,8 @@ from typing import ClassVar, Protocol
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.message import Message
-from textual.widgets import Footer
+from textual.widget import Widget
+from textual.widgets import Static
 
 from tokentop.changes import changes
 from tokentop.config import Config
@@ -59,6 +63,18 @@ from tokentop.tui.widgets.panels import Panels, host_panels
 from tokentop.tui.workers import SeriesStore, write_summary_file
 
 __all__ = ["LiveSource", "LogLine", "SeriesStore", "TokentopApp"]
+
+
+ENGINES_BEING_READ = "reading the inference endpoints…"  # until the first tick: not yet a verdict
+NO_ENGINES = "no inference endpoint yet (looking for local servers)"
+KEYS_WAIT_S = 1.0  # the keys' footer comes with the first GPU rows, or after this at the latest
+
+
+def keys_footer() -> Widget:
+    """Textual's footer of the keys (imported when first made: not before the first screen)."""
+    from textual.widgets import Footer
+
+    return Footer(compact=True, show_command_palette=False)
 
 
 def plural(count: int, word: str) -> str:
@@ -121,6 +137,7 @@ class TokentopApp(TerminalApp):
         self.summary_dir = summary_dir or Path.cwd()
         self._summary_dir_given = summary_dir is not None
         self._startup = startup
+        self._keys_line: Static | None = None  # where the footer goes once the GPUs are drawn
         self.start_sampler = start_sampler
         self.history = LiveHistory()
         self.latest: Snapshot | None = None  # the newest tick sampled
@@ -144,12 +161,17 @@ class TokentopApp(TerminalApp):
         yield host_panels(  # the process table hidden: P shows it
             graph,
             gpus_empty="reading the GPUs…",
-            engines_empty="no inference endpoint yet (looking for local servers)",
+            engines_empty=ENGINES_BEING_READ,
             processes_empty="no process holds GPU memory, or the lists are not read yet (every few seconds)",
             id="panels",
         )
         yield MessageBar(id="messages")
-        yield Footer(compact=True, show_command_palette=False)
+        if self._startup is None:
+            yield keys_footer()
+        else:  # its dozen keys (about 60 ms of widgets) come after the first GPU rows: its line is kept
+            self._keys_line = Static(id="keys-line")
+            self._keys_line.styles.dock, self._keys_line.styles.height = "bottom", 1
+            yield self._keys_line
 
     @property
     def gpu_table(self) -> GridTable[GpuRow]:
@@ -175,6 +197,17 @@ class TokentopApp(TerminalApp):
             self._use_sampler(self.sampler, self.store)
         if self._startup is not None:
             self.call_after_refresh(self._startup, self)
+            self.set_timer(KEYS_WAIT_S, self._show_keys)
+
+    async def _show_keys(self) -> None:
+        """The keys' footer in the line kept for it (once)."""
+        line, self._keys_line = self._keys_line, None
+        if line is None or line.parent is None:
+            return
+        screen = line.screen
+        await screen.mount(keys_footer(), after=line)
+        await line.remove()
+        screen.refresh_bindings()  # the footer lists the keys it was mounted after
 
     def on_unmount(self) -> None:
         if self.sampler is not None:
@@ -211,14 +244,26 @@ class TokentopApp(TerminalApp):
         if self.start_sampler:
             sampler.start()
 
+    def _engines_read(self) -> None:
+        """From the first tick on, an engine panel without rows means none was found (before
+        it, that the endpoints are being read)."""
+        table = self.engine_table
+        if table.empty_text != NO_ENGINES:
+            table.empty_text = NO_ENGINES
+            table.refresh()
+
     # -- data in (any thread) --
 
     def post_snapshot(self, snapshot: Snapshot) -> None:
         """The sampler's sink: keep what every tick brings (graph data, process lists, which
         come only every few seconds), read the host's CPU and memory (/proc: on this thread,
-        never the event loop), then ask the loop to draw the tick."""
-        self.history.add(snapshot)
+        never the event loop), then ask the loop to draw the tick. A first look (the GPUs
+        alone, before the endpoints first answer) is only drawn: nothing of it is kept."""
         self.host_usage = self.host.usage()
+        if snapshot.first_look:
+            self.post_message(SnapshotReady(snapshot))
+            return
+        self.history.add(snapshot)
         for gpu in snapshot.gpus:
             if gpu.sample.processes is not None:
                 self.processes[gpu.sample.uuid] = gpu.sample.processes  # one atomic dict store
@@ -226,15 +271,24 @@ class TokentopApp(TerminalApp):
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         snapshot = message.snapshot
-        previous, self.latest = self.latest, snapshot
-        self._announce_changes(previous, snapshot)
+        if not snapshot.first_look:
+            previous, self.latest = self.latest, snapshot
+            self._announce_changes(previous, snapshot)
         if not self.terminal_alive():
             self.end(*TERMINAL_LOST)
             return
-        if self.paused:  # the screen keeps the tick it shows; only the banner counts on
-            self.query_one(HeaderBar).show(self.shown, self._state())
+        if snapshot.first_look:  # drawn until the first tick comes; never the latest, never held
+            if self.latest is None and not self.paused:
+                self.draw(snapshot)
+                self.call_after_refresh(self._show_keys)
+            return
+        self._engines_read()
+        if self.paused and not (self.shown is not None and self.shown.first_look):
+            self.query_one(HeaderBar).show(self.shown, self._state())  # the screen keeps its tick
             return
         self.draw()
+        if self._keys_line is not None:
+            self.call_after_refresh(self._show_keys)
 
     def on_log_line(self, message: LogLine) -> None:
         self.log_lines.append((message.created, message.level, message.text))
@@ -260,12 +314,13 @@ class TokentopApp(TerminalApp):
             return f"PAUSED since {since}, sampling goes on ({ticks} since); p resumes"
         return "live" if self.latest is not None else "starting"
 
-    def draw(self) -> None:
-        """Everything from the latest snapshot, which becomes the one shown; each widget redraws
-        only what changed."""
-        snapshot = self.shown = self.latest
+    def draw(self, snapshot: Snapshot | None = None) -> None:
+        """Everything from ``snapshot`` (default: the latest), which becomes the one shown; each
+        widget redraws only what changed."""
+        snapshot = snapshot or self.latest
         if snapshot is None:
             return
+        self.shown = snapshot
         windows = window_labels(snapshot)
         with self.batch_update():
             self.query_one(HeaderBar).show(snapshot, self._state(), self.host_usage)

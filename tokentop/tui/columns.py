@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -142,8 +143,15 @@ def fit_text(text: str, width: int, right: bool) -> str:
     return " " * (width - length) + text if right else text + " " * (width - length)
 
 
+def sized_by_content(spec: ColumnSpec[R]) -> bool:
+    """Whether ``fit_columns`` sizes the column from its cells: an identity column (never
+    narrower than their shortest forms) or a flexible one (up to their widest)."""
+    return spec.identity or spec.flex_max > spec.width
+
+
 def content_widths(specs: Sequence[ColumnSpec[R]], rows: Iterable[Mapping[str, Cell]]) -> dict[str, ContentWidth]:
-    """How wide each column's cells are (their shortest forms, their whole text and bar)."""
+    """How wide the cells of each column sized by them are (their shortest forms, their whole
+    text and bar); the other columns' widths do not depend on their cells."""
     rows = list(rows)
     return {
         spec.key: ContentWidth(
@@ -151,6 +159,7 @@ def content_widths(specs: Sequence[ColumnSpec[R]], rows: Iterable[Mapping[str, C
             max((row[spec.key].widest for row in rows), default=0),
         )
         for spec in specs
+        if sized_by_content(spec)
     }
 
 
@@ -205,15 +214,26 @@ def with_mtok_unit(text: str) -> str:
     return f"{text}/Mtok" if text.startswith("$") else f"{text} $/Mtok"
 
 
+@lru_cache(maxsize=2048)
+def text_cell(text: str, style: str = PLAIN) -> Cell:
+    """One ``Cell`` per text and style, kept: a cell that did not change is the same object as
+    the tick before, which the table tells apart from a changed one at once (and makes no new
+    one every second)."""
+    return Cell(text, style)
+
+
 def figure_cell(text: str) -> Cell:
     """A figure: dimmed when it is N/A so that the known ones stand out."""
-    return Cell(text, DIM if text == NA else PLAIN)
+    return text_cell(text, DIM if text == NA else PLAIN)
+
+
+WARMING_CELL = Cell(WARMING, DIM)
 
 
 def window_cell(text: str, window: Window) -> Cell:
     """A figure over a window: ``warming`` while the window covers no time at all yet (the
     first tick), rather than N/A."""
-    return Cell(WARMING, DIM) if window.span_s <= 0 else figure_cell(text)
+    return WARMING_CELL if window.span_s <= 0 else figure_cell(text)
 
 
 @dataclass(frozen=True)

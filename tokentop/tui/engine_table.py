@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from tokentop.model import EndpointFigures, Snapshot
-from tokentop.tui.columns import BAD, DIM, GOOD, PLAIN, WARN, Cell, ColumnSpec, figure_cell
+from tokentop.tui.columns import BAD, DIM, GOOD, PLAIN, WARMING_CELL, WARN, Cell, ColumnSpec, figure_cell, text_cell
 from tokentop.units import (
     DASH,
     NA,
-    WARMING,
     fmt_latency,
     fmt_pct,
     fmt_tok_s,
@@ -55,14 +55,14 @@ def engine_rows(snapshot: Snapshot) -> list[EngineRow]:
 def engine_status(endpoint: EndpointFigures) -> Cell:
     s = endpoint.sample
     if s.status == "error":
-        return Cell(f"error: {s.error}" if s.error else "error", BAD)
+        return text_cell(f"error: {s.error}" if s.error else "error", BAD)
     text = "stale" if s.status == "stale" else "up"
     if s.status == "stale" and s.error:
         text += f": {s.error}"
     detail = "; ".join(x for x in (s.kind_detail, s.note) if x)
     if detail:
         text += f" · {detail}"
-    return Cell(text, WARN if s.status == "stale" else GOOD)
+    return text_cell(text, WARN if s.status == "stale" else GOOD)
 
 
 def model_forms(model: str | None) -> tuple[str, ...]:
@@ -81,12 +81,17 @@ def model_forms(model: str | None) -> tuple[str, ...]:
 
 
 def _model_cell(row: EngineRow) -> Cell:
-    full, *shorter = model_forms(row.endpoint.sample.model)
+    return _model_cell_of(row.endpoint.sample.model)
+
+
+@lru_cache(maxsize=256)
+def _model_cell_of(model: str | None) -> Cell:
+    full, *shorter = model_forms(model)
     return Cell(full, DIM if full == NA else PLAIN, shorter=tuple(shorter))
 
 
 def _rate_cell(row: EngineRow, value: float | None) -> Cell:
-    return Cell(WARMING, DIM) if row.warming else figure_cell(fmt_tok_s(value))
+    return WARMING_CELL if row.warming else figure_cell(fmt_tok_s(value))
 
 
 def _count(value: float | None) -> str:
@@ -100,7 +105,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "",
         10,
         0,
-        lambda r: Cell(r.endpoint.sample.name),
+        lambda r: text_cell(r.endpoint.sample.name),
         lambda r: r.endpoint.sample.name,
         descending=False,
         right=False,
@@ -140,7 +145,7 @@ ENGINE_COLUMNS: tuple[ColumnSpec[EngineRow], ...] = (
         "",
         4,
         8,
-        lambda r: Cell(r.gpu_indices or DASH, PLAIN if r.gpu_indices else DIM),
+        lambda r: text_cell(r.gpu_indices or DASH, PLAIN if r.gpu_indices else DIM),
         lambda r: r.gpu_indices or None,
         descending=False,
         right=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from tokentop.model import GpuFigures, Snapshot
 from tokentop.tui.columns import (
@@ -17,6 +18,7 @@ from tokentop.tui.columns import (
     CostBands,
     figure_cell,
     is_filling,
+    text_cell,
     url_port,
     window_cell,
 )
@@ -65,6 +67,7 @@ class GpuRow:
     label: str  # the model as this host's table writes it (two models never share a label)
     cost_filling: bool  # the cost window is younger than its length
     bands: CostBands  # how its $/Mtok is coloured
+    reading: bool = False  # a first look: the engines are still being read
 
     @property
     def key(self) -> str:
@@ -72,7 +75,7 @@ class GpuRow:
 
     @property
     def serving(self) -> bool:
-        return bool(self.gpu.engines)
+        return self.reading or bool(self.gpu.engines)
 
 
 def gpu_rows(snapshot: Snapshot, bands: CostBands = DEFAULT_BANDS) -> list[GpuRow]:
@@ -88,7 +91,7 @@ def gpu_rows(snapshot: Snapshot, bands: CostBands = DEFAULT_BANDS) -> list[GpuRo
                 continue
             refs.append(EngineRef(name, url_port(server.sample.url), max(1, len(server.gpus)), server.sample.status))
         filling = is_filling(gpu.cost_window, snapshot.cost_window_s)
-        rows.append(GpuRow(gpu, tuple(refs), labels[gpu.sample.name], filling, bands))
+        rows.append(GpuRow(gpu, tuple(refs), labels[gpu.sample.name], filling, bands, snapshot.first_look))
     return rows
 
 
@@ -100,12 +103,13 @@ def gpu_summary(snapshot: Snapshot) -> str:
 def _gpu_name_cell(row: GpuRow) -> Cell:
     status = row.gpu.sample.status
     if status == "lost":
-        return Cell("LOST", BAD)
+        return text_cell("LOST", BAD)
     if status != "ok":
-        return Cell("ERROR", BAD)
-    return Cell(row.label)
+        return text_cell("ERROR", BAD)
+    return text_cell(row.label)
 
 
+@lru_cache(maxsize=1024)
 def _memory(used_bytes: int | None, total_bytes: int | None) -> Cell:
     """Used over total GiB (``123/141``), with a bar of the share used where there is room."""
     if used_bytes is None:
@@ -139,7 +143,7 @@ def _power_cell(row: GpuRow) -> Cell:
     s = row.gpu.sample
     text = fmt_power_over_limit(s.power_w, s.power_limit_w)
     if s.power_w is not None and s.power_limit_w and s.power_w >= 0.97 * s.power_limit_w:
-        return Cell(text + "!", WARN)  # at the limit: throttling likely
+        return text_cell(text + "!", WARN)  # at the limit: throttling likely
     return figure_cell(text)
 
 
@@ -147,19 +151,26 @@ def _usd_per_mtok_cell(row: GpuRow) -> Cell:
     window = row.gpu.cost_window
     value = window.usd_per_mtok
     text = fmt_usd_per_mtok(value, tokens_out=window.tokens_out, serving=row.serving, filling=row.cost_filling)
-    return Cell(text, row.bands.style(value))
+    return text_cell(text, row.bands.style(value))
 
 
 def _engine_cell(row: GpuRow) -> Cell:
+    if row.reading:
+        return text_cell("…", DIM)  # not yet known, which "—" (no engine) would not say
+    return _engines_cell(row.engines)
+
+
+@lru_cache(maxsize=256)
+def _engines_cell(engines: tuple[EngineRef, ...]) -> Cell:
     """The engines by name, port and share; narrower forms drop the port, then the share, but
     never the name or a (down) / (stale) mark."""
-    if not row.engines:
-        return Cell(DASH, DIM)
+    if not engines:
+        return text_cell(DASH, DIM)
     forms = [
-        ", ".join(e.label(port, share) for e in row.engines)
+        ", ".join(e.label(port, share) for e in engines)
         for port, share in ((True, True), (False, True), (False, False))
     ]
-    statuses = {e.status for e in row.engines}
+    statuses = {e.status for e in engines}
     style = BAD if "error" in statuses else WARN if "stale" in statuses else PLAIN
     return Cell(forms[0], style, shorter=tuple(dict.fromkeys(forms[1:])))
 
@@ -175,7 +186,7 @@ GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
         "",
         2,
         0,
-        lambda r: Cell(str(r.gpu.sample.index)),
+        lambda r: text_cell(str(r.gpu.sample.index)),
         lambda r: r.gpu.sample.index,
         descending=False,
         help="NVML index of the GPU",

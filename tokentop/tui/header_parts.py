@@ -85,7 +85,7 @@ def cost_parts(snapshot: Snapshot, bands: CostBands) -> list[Part]:
     """Effective $/Mtok first and loudest (coloured by ``bands``), busy $/Mtok, then $/hour."""
     host = snapshot.host
     window = host.cost_window
-    serving = any(g.engines for g in snapshot.gpus) or bool(snapshot.endpoints)
+    serving = snapshot.first_look or any(g.engines for g in snapshot.gpus) or bool(snapshot.endpoints)
     filling = is_filling(window, snapshot.cost_window_s)
 
     def per_mtok(value: float | None) -> str:

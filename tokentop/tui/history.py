@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from tokentop.derive import HOST, Point, window_between
-from tokentop.model import Snapshot, Window, usd_per_mtok
+from tokentop.model import Snapshot, usd_per_mtok
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,21 @@ class GraphPoint:
     usd_per_mtok: float | None
 
 
+class _Added(NamedTuple):
+    """What a tick added (the difference of two snapshots' totals): the part of a ``Window``
+    that the bars add up, kept for ten minutes per GPU."""
+
+    span_s: float
+    tokens_in: float
+    tokens_out: float
+    energy_j: float
+    cost_usd: float | None
+
+
 class _Tick(NamedTuple):
     t: float  # monotonic end of the tick
-    added: Window  # what the tick added: the difference of two snapshots' totals
+    added: _Added
+    point: GraphPoint  # the tick as a bar of its own (made once, on the sampler's thread)
 
 
 @dataclass(slots=True)
@@ -61,7 +73,7 @@ class _Bucket:
     energy_j: float = 0.0
     cost_usd: float | None = 0.0  # None once a tick in it had no price
 
-    def add(self, tick: Window) -> None:
+    def add(self, tick: _Added) -> None:
         self.seconds += tick.span_s
         self.tokens_in += tick.tokens_in
         self.tokens_out += tick.tokens_out
@@ -100,7 +112,9 @@ class LiveHistory:
             return
         t = point.t
         ticks = self._ticks.setdefault(key, deque())
-        ticks.append(_Tick(t, window_between(previous, point)))  # totals only grow: no negative
+        window = window_between(previous, point)  # totals only grow: no negative
+        added = _Added(window.span_s, window.tokens_in, window.tokens_out, window.energy_j, window.cost_usd)
+        ticks.append(_Tick(t, added, _one_tick(t, added)))
         while ticks and t - ticks[0].t > self.keep_s:
             ticks.popleft()
 
@@ -111,21 +125,33 @@ class LiveHistory:
         longer ones are aligned to multiples of their length and only complete ones are shown,
         so a bar does not change once drawn and the chart moves one bar at a time.
         """
-        with self._lock:
-            ticks = list(self._ticks.get(key, ()))
         step = window_s / max(1, buckets)
         if step < 1.5 * interval_s:
-            recent = [t for t in ticks if t.t > now - window_s - 0.5 * interval_s][-buckets:]
-            padding = [GraphPoint(now - window_s, None, None, None, None)] * (buckets - len(recent))
-            return padding + [_one_tick(tick) for tick in recent]
+            with self._lock:  # read under the lock: the sampler's thread appends meanwhile
+                recent = _newest(self._ticks.get(key, deque()), now - window_s - 0.5 * interval_s, buckets)
+            return [GraphPoint(now - window_s, None, None, None, None)] * (buckets - len(recent)) + recent
+        with self._lock:
+            ticks = list(self._ticks.get(key, ()))
         end = math.floor(now / step) * step
         return bucket_ticks(ticks, window_s, buckets, end)
 
 
-def _one_tick(tick: _Tick) -> GraphPoint:
+def _one_tick(t: float, added: _Added) -> GraphPoint:
     bucket = _Bucket()
-    bucket.add(tick.added)
-    return bucket.point(tick.t)
+    bucket.add(added)
+    return bucket.point(t)
+
+
+def _newest(ticks: deque[_Tick], after: float, count: int) -> list[GraphPoint]:
+    """The points of up to ``count`` newest ticks that end after ``after``, oldest first (read
+    from the newest end: the deque holds ten minutes)."""
+    points: list[GraphPoint] = []
+    for tick in reversed(ticks):
+        if len(points) == count or tick.t <= after:
+            break
+        points.append(tick.point)
+    points.reverse()
+    return points
 
 
 def bucket_ticks(ticks: Iterable[_Tick], window_s: float, buckets: int, now: float) -> list[GraphPoint]:

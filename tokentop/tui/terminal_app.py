@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from textual.app import App
+from textual.driver import Driver
 from textual.filter import LineFilter
 
 from tokentop.tui.terminal import ANSI_THEMES, AsciiFilter, theme_for
@@ -55,6 +56,16 @@ class TerminalApp(App[None]):
         self._tty_fd = terminal_fd
         self._signals: dict[int, object] = {}  # the handlers the app replaced
         self.announcements: deque[str] = deque(maxlen=100)  # what was notified, newest last
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver for this platform; on Linux, one whose input thread sleeps until a
+        key comes (``quiet_driver``: Textual's wakes ten times a second)."""
+        driver = super().get_driver_class()
+        if driver.__module__ == "textual.drivers.linux_driver" and driver.__name__ == "LinuxDriver":
+            from tokentop.tui.quiet_driver import QuietLinuxDriver
+
+            return QuietLinuxDriver
+        return driver
 
     def get_line_filters(self) -> Sequence[LineFilter]:
         """Textual's (NO_COLOR's among them), then with ``--ascii`` the one that makes every

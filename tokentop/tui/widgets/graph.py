@@ -15,17 +15,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
 
 from tokentop.model import Snapshot
 from tokentop.tui.events import HistoryLoaded, HistoryRequest
 from tokentop.tui.history import HOST, WINDOWS, GraphPoint, LiveHistory, buckets_for
+from tokentop.tui.widgets.strips import changed_lines, fitted
 from tokentop.tui.workers import SeriesStore, read_long_history
 from tokentop.units import NA, fmt_tok_s, fmt_usd, fmt_watts, fmt_window, gpu_labels
 
@@ -33,6 +36,7 @@ LEVELS = " ▁▂▃▄▅▆▇█"
 LABEL_WIDTH = 19
 CHART_LINES = 3  # the fewest lines a chart is drawn on: its last, max and min values beside it
 HIDDEN_NOTE = " History: a taller terminal shows it"
+Line = tuple[tuple[str, str], ...]  # a line as (text, style name) pieces
 LONG_REFRESH_S = 60.0  # the store's rollups are per minute: reading them more often shows nothing new
 
 
@@ -53,31 +57,52 @@ SERIES: tuple[Series, ...] = (
 )
 
 
-def column_values(
-    points: Sequence[GraphPoint], value: Callable[[GraphPoint], float | None], width: int
-) -> list[float | None]:
-    """One value per plot column: buckets stretched over the width."""
-    n = len(points)
-    if n == 0 or width <= 0:
-        return [None] * max(0, width)
-    return [value(points[min(n - 1, col * n // width)]) for col in range(width)]
+@lru_cache(maxsize=32)
+def _repeats(points: int, width: int) -> tuple[int, ...]:
+    """How many of ``width`` plot columns each point takes (buckets stretched over the width;
+    0: a point left out, when there are more points than columns)."""
+    counts = [0] * points
+    for col in range(width):
+        counts[min(points - 1, col * points // width)] += 1
+    return tuple(counts)
 
 
-def bar_rows(values: Sequence[float | None], height: int, top: float) -> list[str]:
-    """``height`` lines of bar characters, top line first; ``top`` is the full-height value."""
+def bar_rows(values: Sequence[float | None], repeats: Sequence[int], height: int, top: float) -> list[str]:
+    """``height`` lines of bar characters, top line first: each value drawn over as many plot
+    columns as ``repeats`` gives it; ``top`` is the full-height value."""
     if height <= 0:
         return []
-    columns = []
-    blank = " " * height
-    for value in values:
-        if value is None or value <= 0 or top <= 0:
-            columns.append(blank)
+    blocks = []
+    for value, repeat in zip(values, repeats, strict=True):
+        if not repeat:
             continue
-        eighths = max(1, round(min(1.0, value / top) * height * 8))
-        full, part = divmod(eighths, 8)
-        column = (LEVELS[part] if part else "") + "█" * full
-        columns.append(" " * (height - len(column)) + column)
-    return ["".join(row) for row in zip(*columns, strict=True)] if columns else [""] * height
+        if value is None or value <= 0 or top <= 0:
+            blocks.append(_bar_block(0, height, repeat))
+        else:
+            blocks.append(_bar_block(max(1, round(min(1.0, value / top) * height * 8)), height, repeat))
+    if not blocks:
+        return [""] * height
+    return ["".join(parts) for parts in zip(*blocks, strict=True)]
+
+
+@lru_cache(maxsize=1024)
+def _bar_block(eighths: int, height: int, repeat: int) -> tuple[str, ...]:
+    """``repeat`` plot columns of a bar ``eighths`` eighths of a cell high, one string per line,
+    top first (kept: a chart has few heights, whatever its values)."""
+    full, part = divmod(eighths, 8)
+    column = " " * (height - full - (1 if part else 0)) + (LEVELS[part] if part else "") + "█" * full
+    return tuple(cell * repeat for cell in column)
+
+
+SINGLE_CELLS = frozenset(LEVELS + "█")  # the bars' characters, each one cell wide
+
+
+def _cells(text: str) -> int:
+    """Cells ``text`` takes; a chart's bars and labels (block characters, ASCII) counted by
+    length, the way that costs least (``cell_len`` looks at each character of a string it has
+    not seen, and bars are new every tick)."""
+    one_cell_each = (text.isascii() and text.isprintable()) or SINGLE_CELLS.issuperset(text)
+    return len(text) if one_cell_each else cell_len(text)
 
 
 def without_gpu(points: list[GraphPoint]) -> list[GraphPoint]:
@@ -111,8 +136,10 @@ class HistoryGraph(Widget):
         self.title = ""
         self.points: list[GraphPoint] = []
         self.note: str | None = "waiting for the first readings…"
-        self._strips: list[Strip] = []
-        self._built_for: tuple[int, int] | None = None
+        self._lines: list[Line] = []  # what each line shows, for the size below
+        self._lines_for: Size | None = None
+        self._strips: dict[int, tuple[tuple[int, Line], Strip]] = {}  # line -> ((width, line), strip)
+        self._charts: dict[str, tuple[tuple[int, int, tuple[float | None, ...]], list[Line]]] = {}  # by series
         self._styles: dict[str, Style] = {}
 
     @property
@@ -188,19 +215,28 @@ class HistoryGraph(Widget):
         self.follow(self._snapshot, self._selected)
 
     def show(self, title: str, points: list[GraphPoint], note: str | None = None) -> None:
-        """New chart data; redraws only when something differs."""
+        """New chart data; repaints only the lines that differ (a chart whose values did not
+        move, a label that says the same, stay as they are)."""
         if (title, points, note) == (self.title, self.points, self.note):
             return
         self.title, self.points, self.note = title, points, note
-        self._built_for = None
-        self.refresh()
+        size = self.size
+        if self._lines_for != size or not size.area:
+            self._lines_for = None
+            self.refresh()
+            return
+        lines = self._build(*size)
+        regions = changed_lines(self._lines, lines, size.width)
+        self._lines = lines
+        if regions:
+            self.refresh(*regions)
 
     def on_resize(self, event: events.Resize) -> None:
-        self._built_for = None
+        self._lines_for = None
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._built_for = None
+        self._strips.clear()
         self._styles = {}
 
     def _style(self, name: str) -> Style:
@@ -224,57 +260,72 @@ class HistoryGraph(Widget):
         each, extra = divmod(rows, count)
         return [(s, each + (1 if i < extra else 0)) for i, s in enumerate(shown)]
 
-    def _build(self, width: int, height: int) -> list[Strip]:
-        base = self._style("")
+    def _build(self, width: int, height: int) -> list[Line]:
+        """What each line shows, as (text, style) pieces: compared line by line with what is on
+        screen, so only the lines that differ are made again."""
         if not self._layout(height):  # too short for one chart: say so on its first line
-            hidden = Strip([Segment(HIDDEN_NOTE, self._style("note"))])
-            return [hidden.extend_cell_length(width, base).crop(0, width)] if height > 0 else []
-        title = Strip([Segment(self.title, self._style("title"))])
-        strips: list[Strip] = [title.extend_cell_length(width, base).crop(0, width)]
-        plot = max(1, width - LABEL_WIDTH - 1)
-        label_style = self._style("label")
+            return [((HIDDEN_NOTE, "note"),)] if height > 0 else []
+        lines: list[Line] = [((self.title, "title"),)]
         if self.note is not None or not self.points:
             note = self.note or "no data yet"
-            lines = height - len(strips)
-            for i in range(lines):
-                text = f"  {note}" if i == (lines - 1) // 2 else ""
-                line = Strip([Segment(text, self._style("note"))])
-                strips.append(line.extend_cell_length(width, base).crop(0, width))
-            return strips
-        for series, lines in self._layout(height):
-            values = column_values(self.points, series.value, plot)
-            known = [v for v in values if v is not None]
-            top = max(known) if known else 0.0
-            last = next((v for v in reversed(values) if v is not None), None)
-            labels = [
-                f"{series.label:<10}{series.fmt(last):>8}",
-                f"{'max':<10}{series.fmt(top) if known else NA:>8}",
-                f"{'min':<10}{series.fmt(min(known)) if known else NA:>8}",
-            ]
-            bars = bar_rows(values, lines, top)
-            if not known:
-                middle = (lines - 1) // 2
-                bars[middle] = "no data in this window".center(plot)[:plot]
-            for i in range(lines):
-                label = labels[i] if i < len(labels) else ""
-                strips.append(
-                    Strip(
-                        [
-                            Segment(label.ljust(LABEL_WIDTH)[:LABEL_WIDTH], label_style),
-                            Segment(" ", base),
-                            Segment(bars[i], self._style(series.style) if known else self._style("note")),
-                        ]
-                    )
-                    .extend_cell_length(width, base)
-                    .crop(0, width)
-                )
-        return strips
+            rows = height - len(lines)
+            lines += [((f"  {note}" if i == (rows - 1) // 2 else "", "note"),) for i in range(rows)]
+            return lines
+        plot = max(1, width - LABEL_WIDTH - 1)
+        for series, rows in self._layout(height):
+            lines += self._chart(series, rows, plot)
+        return lines
+
+    def _chart(self, series: Series, rows: int, plot: int) -> list[Line]:
+        """One series' lines: bars ``plot`` columns wide, its last, max and min values beside
+        (kept while its values stay the same: a chart of an idle engine does not move)."""
+        per_point = tuple(series.value(point) for point in self.points)
+        kept = self._charts.get(series.label)
+        if kept is not None and kept[0] == (rows, plot, per_point):
+            return kept[1]
+        repeats = _repeats(len(per_point), plot)
+        values = [value for value, repeat in zip(per_point, repeats, strict=True) if repeat]  # those on screen
+        known = [v for v in values if v is not None]
+        top = max(known) if known else 0.0
+        last = next((v for v in reversed(values) if v is not None), None)
+        labels = [
+            f"{series.label:<10}{series.fmt(last):>8}",
+            f"{'max':<10}{series.fmt(top) if known else NA:>8}",
+            f"{'min':<10}{series.fmt(min(known)) if known else NA:>8}",
+        ]
+        bars = bar_rows(per_point, repeats, rows, top)
+        if not known:
+            bars[(rows - 1) // 2] = "no data in this window".center(plot)[:plot]
+        style = series.style if known else "note"
+        lines: list[Line] = [
+            (
+                ((labels[i] if i < len(labels) else "").ljust(LABEL_WIDTH)[:LABEL_WIDTH], "label"),
+                (" ", ""),
+                (bars[i], style),
+            )
+            for i in range(rows)
+        ]
+        self._charts[series.label] = ((rows, plot, per_point), lines)
+        return lines
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines are worked out for the size once per paint (asking a widget its size is
+        not free), then drawn by ``render_line``."""
+        size = self.size
+        if self._lines_for != size:
+            self._lines, self._lines_for = self._build(*size), size
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
-        width, height = self.size
-        if self._built_for != (width, height):
-            self._strips = self._build(width, height)
-            self._built_for = (width, height)
-        if y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(width, self._style(""))
+        lines, size = self._lines, self._lines_for
+        width = size.width if size is not None else self.size.width
+        if y >= len(lines):
+            return Strip.blank(width, self._style(""))
+        line = lines[y]
+        kept = self._strips.get(y)
+        if kept is not None and kept[0] == (width, line):
+            return kept[1]
+        segments = [Segment(text, self._style(name)) for text, name in line]
+        strip = fitted(segments, width, self._style(""), length=sum(_cells(text) for text, _ in line))
+        self._strips[y] = ((width, line), strip)
+        return strip

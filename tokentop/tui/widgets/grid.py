@@ -18,25 +18,34 @@ their shortest, so a narrow table drops less important columns before a row's na
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tokentop.tui.columns import Cell, ColumnSpec, ContentWidth, content_widths, fit_columns, fit_text, sort_rows
+from tokentop.tui.widgets.grid_lines import PADDING, GridLines
 
 R = TypeVar("R")
 SubRows = Sequence[tuple[str, dict[str, Cell]]]  # (sub-row key, column key -> cell)
 
 HEADER_HEIGHT = 2
-PADDING = 1
+
+
+class _Frame(NamedTuple):
+    """What every line of one paint shares."""
+
+    width: int
+    top: int  # the first row shown
+    body_rows: int  # lines for rows
+    overflows: bool  # the last line says how many rows are hidden
+    focused: bool  # the cursor shows
 
 
 class GridTable(ScrollView, Generic[R], can_focus=True):
@@ -101,9 +110,9 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         self._columns: list[tuple[ColumnSpec[R], int]] = []
         self._content: dict[str, ContentWidth] = {}
         self._fitted_for: tuple[int, dict[str, ContentWidth], dict[str, str]] | None = None
-        self._strips: dict[str, tuple[Any, Strip]] = {}  # row key -> (signature, strip)
-        self._header: tuple[Any, list[Strip]] | None = None
         self._styles: dict[str, Style] = {}
+        self._lines = GridLines(self._style)
+        self._frame: _Frame | None = None  # the geometry of the paint under way
 
     # -- data in --
 
@@ -117,7 +126,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
     def windows(self, windows: dict[str, str]) -> None:
         if windows != self._windows:
             self._windows = dict(windows)
-            self.refresh_lines(0, HEADER_HEIGHT)
+            self.refresh(Region(0, 1, self.size.width, 1))  # the header's window line (it stays put while rows scroll)
 
     @property
     def lengths(self) -> dict[str, str]:
@@ -164,11 +173,12 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
             self._keys, self._content = order, content
             self._update_virtual_size()
             self.refresh(layout=resized)
-        else:  # same rows in the same order: repaint only the rows on screen that changed
-            top, rows = self._top(), self._body_rows()
-            for line in (order.index(key) - top for key in changed):
-                if 0 <= line < rows:
-                    self.refresh_lines(HEADER_HEIGHT + line)
+        elif changed:  # same rows in the same order: repaint only the rows on screen that changed
+            top, rows, width = self._top(), self._body_rows(), self.size.width
+            lines = (order.index(key) - top for key in changed)
+            regions = [Region(0, HEADER_HEIGHT + line, width, 1) for line in lines if 0 <= line < rows]
+            if regions:
+                self.refresh(*regions)
         if self.cursor_key not in self._items:
             self.cursor_key = order[0] if order else None
             self.post_message(self.Selected(self, self.cursor_key))
@@ -187,7 +197,6 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
 
     def _resort(self) -> None:
         self._keys = self._sorted_keys()
-        self._header = None
         self._scroll_cursor_into_view()
         self.refresh()
 
@@ -307,16 +316,22 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         return HEADER_HEIGHT + max(1, len(self._keys))
 
     def _overflows(self) -> bool:
-        return len(self._keys) > self.size.height - HEADER_HEIGHT
+        return self._shown_rows(self.size.height)[0]
 
     def _body_rows(self) -> int:
-        """Lines for rows: all below the header, less the "more" line when they do not all fit."""
-        body = max(0, self.size.height - HEADER_HEIGHT)
-        return body - 1 if self._overflows() and body > 0 else body
+        return self._shown_rows(self.size.height)[1]
 
     def _top(self) -> int:
-        """The first row shown (the scroll offset, kept within the rows)."""
-        return max(0, min(self.scroll_offset.y, len(self._keys) - self._body_rows()))
+        return self._shown_rows(self.size.height)[2]
+
+    def _shown_rows(self, height: int) -> tuple[bool, int, int]:
+        """At ``height`` lines: whether the rows overflow, the lines for rows (all below the
+        header, less the "more" line when they do not all fit) and the first row shown (the
+        scroll offset, kept within the rows)."""
+        overflows = len(self._keys) > height - HEADER_HEIGHT
+        body = max(0, height - HEADER_HEIGHT)
+        body_rows = body - 1 if overflows and body > 0 else body
+        return overflows, body_rows, max(0, min(self.scroll_offset.y, len(self._keys) - body_rows))
 
     @property
     def allow_vertical_scroll(self) -> bool:
@@ -340,14 +355,12 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         if self._fitted_for != (width, self._content, self._lengths):
             self._fitted_for = (width, self._content, dict(self._lengths))
             self._columns = fit_columns(self.specs, width, PADDING, self._content, self._lengths)
-            self._strips.clear()
-            self._header = None
+            self._lines.clear()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._strips.clear()
-        self._header = None
-        self._styles = {}
+        self._lines.clear()
+        self._styles.clear()
 
     # -- drawing --
 
@@ -360,56 +373,6 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
                 base += self.get_component_rich_style(f"grid--{part}")
             style = self._styles[name] = base
         return style
-
-    def _header_strips(self, width: int) -> list[Strip]:
-        signature = (width, self.sort_key, self.sort_descending, tuple(self.windows.items()), tuple(self._columns))
-        if self._header is not None and self._header[0] == signature:
-            return self._header[1]
-        base = self._style("header")
-        sorted_style = base + self.get_component_rich_style("grid--sorted")
-        lines: list[list[Segment]] = [[], []]
-        pad = " " * PADDING
-        for spec, col_width in self._columns:
-            is_sorted = self.show_sort and spec.key == self.sort_key
-            style = sorted_style if is_sorted else base
-            if not is_sorted:
-                title = pad + fit_text(spec.title, col_width, spec.right) + pad
-            elif cell_len(spec.title) < col_width:  # the arrow right before the title, in its column
-                arrow = "▼" if self.sort_descending else "▲"
-                title = pad + fit_text(arrow + spec.title, col_width, spec.right) + pad
-            else:  # a title that fills its column: the arrow in the padding before it
-                title = ("▼" if self.sort_descending else "▲") + fit_text(spec.title, col_width, spec.right) + pad
-            lines[0].append(Segment(title, style))
-            window = spec.window.format(**self.windows)
-            lines[1].append(Segment(pad + fit_text(window, col_width, spec.right) + pad, style))
-        strips = [Strip(line).extend_cell_length(width, base).crop(0, width).simplify() for line in lines]
-        self._header = (signature, strips)
-        return strips
-
-    def _row_strip(self, key: str, width: int) -> Strip:
-        cursor = self.show_cursor and key == self.cursor_key and self.has_focus_within_app
-        cells = self._cells[key]
-        signature = (width, cursor, tuple(cells[spec.key] for spec, _ in self._columns), tuple(self._columns))
-        cached = self._strips.get(key)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        base = self._style("cursor" if cursor else "")
-        segments = []
-        pad = " " * PADDING
-        for spec, col_width in self._columns:
-            cell = cells[spec.key]
-            style = (self._style(f"cursor+{cell.style}") if cursor else self._style(cell.style)) if cell.style else base
-            bar, text = cell.with_bar(col_width)
-            if bar:
-                text = fit_text(bar + text, col_width, spec.right)
-                split = max(0, len(text) - len(cell.text)) if spec.right else min(len(bar), len(text))
-                bar_style = self._style("cursor+bar" if cursor else "bar")
-                segments += [Segment(pad, base), Segment(text[:split], bar_style), Segment(text[split:] + pad, style)]
-            else:
-                segments.append(Segment(pad + fit_text(cell.fitting(col_width), col_width, spec.right) + pad, style))
-        strip = Strip(segments).extend_cell_length(width, base).crop(0, width).simplify()
-        self._strips[key] = (signature, strip)
-        return strip
 
     @property
     def has_focus_within_app(self) -> bool:
@@ -425,25 +388,43 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
         how = "(↑↓, wheel)" if self.can_focus else "(wheel)"
         return f" {' · '.join(parts)}  {how}" if parts else ""
 
-    def render_line(self, y: int) -> Strip:
+    def _measure(self) -> _Frame:
         self._fit()
+        overflows, body_rows, top = self._shown_rows(self.size.height)
         width = self.scrollable_content_region.width
+        return _Frame(width, top, body_rows, overflows, self.has_focus_within_app)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Work out the geometry once per paint, not once per line: asking a widget its size
+        or focus is not free."""
+        self._frame = self._measure()
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
+    def render_line(self, y: int) -> Strip:
+        frame = self._frame or self._measure()  # measured here when called outside a paint
+        width, top, body_rows = frame.width, frame.top, frame.body_rows
         if y < HEADER_HEIGHT:
-            return self._header_strips(width)[y]
+            sorted_by = self.sort_key if self.show_sort else None
+            if y == 0:
+                return self._lines.titles(self._columns, width, sorted_by, self.sort_descending)
+            return self._lines.windows(self._columns, width, self.windows, sorted_by)
         line = y - HEADER_HEIGHT
-        if line == self._body_rows() and self._overflows():
+        if line == body_rows and frame.overflows:
             return Strip([Segment(fit_text(self.more_text(), width, False), self._style("more"))])
-        position = self._top() + line
-        if 0 <= position < len(self._keys) and line < self._body_rows():
-            return self._row_strip(self._keys[position], width)
+        position = top + line
+        if 0 <= position < len(self._keys) and line < body_rows:
+            key = self._keys[position]
+            cursor = self.show_cursor and key == self.cursor_key and frame.focused
+            return self._lines.row(key, self._cells[key], self._columns, width, cursor)
         if position == 0 and self.empty_text:
             return Strip([Segment(fit_text(" " + self.empty_text, width, False), self._style("empty"))])
         return Strip.blank(width, self._style(""))
 
     def on_focus(self) -> None:
-        self._strips.clear()
-        self.refresh()
+        self.refresh()  # the cursor shows or hides
 
     def on_blur(self) -> None:
-        self._strips.clear()
         self.refresh()

@@ -15,6 +15,7 @@ from tokentop.model import Snapshot
 from tokentop.tui.columns import DEFAULT_BANDS, CostBands
 from tokentop.tui.header_parts import SEPARATOR, Part, header_rows, plain_text
 from tokentop.tui.host import HostUsage
+from tokentop.tui.widgets.strips import fitted
 
 
 class HeaderBar(Widget):
@@ -44,7 +45,7 @@ class HeaderBar(Widget):
         # (width, snapshot, state, usage) asked, and the rows made for them
         self._rows: tuple[tuple[int, Snapshot | None, str, HostUsage | None], list[list[Part]]] | None = None
         self._shown: list[list[Part]] = []
-        self._strips: tuple[int, list[Strip]] | None = None  # (width, strips)
+        self._strips: dict[int, tuple[tuple[int, list[Part]], Strip]] = {}  # line -> ((width, parts), strip)
         self._styles: dict[str, Style] = {}
 
     def show(self, snapshot: Snapshot | None, state: str, usage: HostUsage | None = None) -> None:
@@ -56,21 +57,20 @@ class HeaderBar(Widget):
             return
         changed = [y for y, row in enumerate(rows) if y >= len(self._shown) or row != self._shown[y]]
         layout = len(rows) != len(self._shown)
-        self._shown, self._strips = rows, None
+        self._shown = rows
         if layout:
             self.refresh(layout=True)
         else:
             self.refresh(*(Region(0, y, width, 1) for y in changed))
 
     def on_resize(self, event: events.Resize) -> None:
-        self._strips = None
         self._shown = self.rows_for(event.size.width)
         self.refresh()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles = {}
-        self._strips = None
+        self._strips.clear()
         self.refresh()
 
     def _style(self, kind: str) -> Style:
@@ -98,29 +98,31 @@ class HeaderBar(Widget):
         """The header as plain text (for tests and logs)."""
         return plain_text(self.rows_for(self.size.width or 80))
 
-    def _build_strips(self, width: int) -> list[Strip]:
+    def _line(self, row: list[Part], width: int) -> Strip:
         base = self._style("")
-        strips = []
-        for row in self.rows_for(width):
-            segments = [Segment(" ", base)]
-            for j, p in enumerate(row):
-                if j:
-                    segments.append(Segment(SEPARATOR, base))
-                segments += [Segment(text, self._style(kind)) for text, kind in p.pieces]
-            strip = Strip(segments)
-            if strip.cell_length > width:
-                strip = strip.crop(0, width - 1).extend_cell_length(width - 1, base)
-                strip = Strip(list(strip) + [Segment("…", base)])
-            strips.append(strip.extend_cell_length(width, base))
-        return strips
+        segments = [Segment(" ", base)]
+        for j, p in enumerate(row):
+            if j:
+                segments.append(Segment(SEPARATOR, base))
+            segments += [Segment(text, self._style(kind)) for text, kind in p.pieces]
+        if Segment.get_line_length(segments) > width:  # cut: an ellipsis in the last cell
+            strip = Strip(segments).crop(0, width - 1).extend_cell_length(width - 1, base)
+            return Strip([*strip, Segment("…", base)], width)
+        return fitted(segments, width, base)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         """Asked by the layout for the width it is about to give: right after any resize."""
         return max(1, len(self.rows_for(width)))
 
     def render_line(self, y: int) -> Strip:
+        """Each line is made again only when what it shows changes (the uptime line every
+        second, the cost line seldom)."""
         width = self.size.width
-        if self._strips is None or self._strips[0] != width:
-            self._strips = (width, self._build_strips(width))
-        strips = self._strips[1]
-        return strips[y] if y < len(strips) else Strip.blank(width, self._style(""))
+        rows = self.rows_for(width)
+        if y >= len(rows):
+            return Strip.blank(width, self._style(""))
+        shown = (width, rows[y])
+        kept = self._strips.get(y)
+        if kept is None or kept[0] != shown:
+            kept = self._strips[y] = (shown, self._line(rows[y], width))
+        return kept[1]
