@@ -63,3 +63,33 @@ def test_an_endpoint_that_fails_is_not_read_inline(client: PageClient) -> None:
         collector = make(server.url + "/metrics", client)
         poll_all([collector], 1.0, deadline_s=1.0)
         assert not collector.quick
+
+
+def test_an_endpoint_with_no_open_connection_is_read_on_a_thread(client: PageClient) -> None:
+    """A connect (and its name lookup, which no timeout bounds) never runs on the sampler's thread."""
+    with LoopbackServer() as server:
+        server.route("/metrics", vllm_page(1, 2))
+        collector = make(server.url + "/metrics", client)
+        poll_all([collector], 1.0, deadline_s=2.0)
+        assert collector.quick and collector.connected
+        collector._connection._close_plain()  # as when the server closed the idle connection
+        assert not collector.connected
+        server.route("/metrics", vllm_page(3, 4))
+        read_on: list[threading.Thread] = []
+        original = collector.poll_within
+
+        def recording(t_mono: float, give_up_after_s: float):  # type: ignore[no-untyped-def]
+            read_on.append(threading.current_thread())
+            return original(t_mono, give_up_after_s)
+
+        collector.poll_within = recording  # type: ignore[method-assign]
+        assert poll_all([collector], 2.0, deadline_s=2.0)[0].generation_tokens_total == 4
+        assert len(read_on) == 1 and read_on[0] is not threading.current_thread()
+
+
+def test_a_url_with_a_space_or_a_letter_beyond_ascii_is_sent_encoded(client: PageClient) -> None:
+    with LoopbackServer() as server:
+        server.route("/%C3%A9/metrics", vllm_page(5, 6))  # the path as sent
+        sample = make(server.url + "/é/metrics?model=a b", client).poll(1.0)
+        assert sample.status == "up" and sample.generation_tokens_total == 6
+        assert server.requests[-1].query == "model=a%20b"

@@ -107,6 +107,7 @@ import os, signal, sys
 from pathlib import Path
 from tokentop.cli.watchdog import run_watched
 said = Path(sys.argv[1])
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a login shell leaves it (nohup would ignore it)
 
 class App:
     def run(self):

@@ -739,6 +739,7 @@ async def test_a_notification_is_shown_as_text_never_as_markup(rig: Rig) -> None
 
 
 async def test_sighup_ends_the_app_cleanly(rig: Rig) -> None:
+    before = signal.getsignal(signal.SIGHUP)  # SIG_DFL, or SIG_IGN under nohup
     app = rig.app(handle_signals=True)
     async with app.run_test() as pilot:
         rig.tick(2)
@@ -747,7 +748,7 @@ async def test_sighup_ends_the_app_cleanly(rig: Rig) -> None:
         await pilot.pause()
         await pilot.pause()
     assert app.ended_by == "hangup" and app.return_code == 129
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # the handler went with the app
+    assert signal.getsignal(signal.SIGHUP) == before  # the handler went with the app
 
 
 async def test_a_lost_terminal_ends_the_app_even_without_sighup(rig: Rig) -> None:

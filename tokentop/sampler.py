@@ -149,7 +149,7 @@ class Sampler:
                     kept.append(sample)
                 else:
                     self._rejected[probe.endpoint.url] = self.clock()
-                    probe.close()
+                    _close_when_done(probe)
             return tuple(kept)
 
     def discover_once(self) -> None:
@@ -274,3 +274,12 @@ class Sampler:
         self._pages.close()  # every endpoint's connection
         self.gpus.close()
         return closing
+
+
+def _close_when_done(collector: EndpointCollector) -> None:
+    """Close a collector's connection once its read under way (if any) has ended."""
+    pending = collector.pending
+    if pending is None or pending.done():
+        collector.close()
+    else:
+        pending.add_done_callback(lambda _: collector.close())

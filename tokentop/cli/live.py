@@ -101,7 +101,10 @@ class Startup:
             if runtime is None:
                 runtime = build_runtime(self.config)
                 self._keep("runtime", runtime, runtime.close)
-            _first_look(app, runtime)
+            try:
+                _first_look(app, runtime)
+            except Exception:  # only a nicety: the sampler's first tick draws the GPUs all the same
+                log.debug("the first look failed", exc_info=True)
             if not self._store_given:
                 store = open_store(runtime.config, required=False, say=say)
                 self._keep("store", store, store.close if store is not None else None)

@@ -1,4 +1,4 @@
-"""One collector per configured endpoint (``poll.poll_all`` reads them all at once each tick).
+"""One collector per configured endpoint (``poll.poll_all`` reads every one each tick).
 
 A base URL (``http://host:8000``) is probed once: ``/metrics``, ``/v1/metrics`` (NIM),
 ``/prometheus/metrics`` (trtllm-serve), ``/api/ps`` (Ollama), ``/slots`` (llama.cpp without
@@ -44,9 +44,9 @@ from tokentop.text import safe_optional, safe_text
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 5.0
+"""A failed read within this long of the last good one gives a "stale" sample, not "error"."""
 QUICK_READ_S = 0.05  # a read this quick, last time, is done on the sampler's thread (poll_all)
 LATENCY_EVERY_S = 5.0  # seconds between reads of the TTFT / inter-token histograms
-"""A failed read within this long of the last good one gives a "stale" sample, not "error"."""
 PROBE_PATHS = ("/metrics", "/v1/metrics", "/prometheus/metrics", "/api/ps", "/slots")
 _FULL_URL_ENDINGS = ("/metrics", "/api/ps", "/slots")
 _LEADING_SPACE = re.compile(r"\s*")
@@ -56,7 +56,7 @@ _ERRORS_WARNED_MAX = 32  # distinct reader errors remembered per endpoint, to wa
 
 
 class _TooSlowHere(Exception):
-    """An inline read (``poll(..., give_up_after_s=)``) passed its own limit: not a failure of
+    """An inline read (``poll_within(t_mono, give_up_after_s)``) passed its own limit: not a failure of
     the endpoint, which is read again on a thread of its own."""
 
 
@@ -144,7 +144,8 @@ class EndpointCollector:
         except Exception as exc:  # a bug here must not stop the sampler
             self._log_internal_error(exc)
             return self._forget_and_fail(t_mono, "internal error (see the log)")
-        self.quick = time.monotonic() - started < QUICK_READ_S
+        # trtllm-serve's JSON list is emptied by each read: never read it twice in a tick
+        self.quick = time.monotonic() - started < QUICK_READ_S and source.form != "trtllm-json"
         if source != self._source:
             log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
             self._source = source
@@ -173,8 +174,13 @@ class EndpointCollector:
         self._last_good = sample
         return sample
 
+    @property
+    def connected(self) -> bool:
+        """A connection to the server is open: a read needs no connect nor name lookup."""
+        return self._connection.is_open
+
     def close(self) -> None:
-        """Close the connection to the server."""
+        """Close the connection to the server (a read under way on another thread fails)."""
         self._connection.close()
 
     def failed_sample(self, t_mono: float, reason: str) -> EndpointSample:

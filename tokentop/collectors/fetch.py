@@ -12,8 +12,11 @@ all of them; httpx is imported only when one is read.
 
 Both ways give the same ``Answer`` or raise ``FetchFailed`` with the same few words, so the
 collector cannot tell them apart: nothing is followed (a redirect is its status), the body is
-asked for as ``identity`` and cut at ``max_bytes``, a server dripping bytes is cut at the
-deadline, and a keep-alive connection the server closed while idle is retried once at once.
+asked for as ``identity`` and cut at ``max_bytes`` and at the deadline, and a keep-alive
+connection the server closed while idle is retried once at once. Over plain http every socket
+read waits only for the time left, so a server dripping its status line, headers or chunk sizes
+is cut at the deadline too; over https httpx bounds each of those reads by the time left at the
+start of the request, not the whole of them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from tokentop import __version__
 
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 1 << 16
 USER_AGENT = f"tokentop/{__version__}"
 CLOSED_EARLY = "connection closed before the answer was complete"
+_PATH_SAFE = "/%:@!$&'()*+,;=~"
+_QUERY_SAFE = "=&%:@!$'()*+,;/?~"
 # A keep-alive connection the server closed while it sat idle fails like this on first use.
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -120,6 +125,13 @@ class PageConnection:
         self._plain: http.client.HTTPConnection | None = None
         self._plain_to: tuple[str, int] | None = None
         self._targets: dict[str, tuple[str, int, str]] = {}  # url -> host, port, path and query
+        self._closed = False  # closed by another thread (the sampler's stop): a read under way ends
+
+    @property
+    def is_open(self) -> bool:
+        """A plain-http connection is open: the next read needs no connect (nor a name lookup)."""
+        plain = self._plain
+        return plain is not None and plain.sock is not None
 
     def get(self, url: str, headers: Mapping[str, str], deadline: float, max_bytes: int) -> Answer:
         """The answer to a GET of ``url``; raises ``FetchFailed``. ``deadline``: monotonic
@@ -131,13 +143,19 @@ class PageConnection:
         host, port, target = self._target(url)
         try:
             return self._get_plain(host, port, target, headers, deadline, max_bytes)
-        except BaseException:
+        except BaseException as exc:
             self._close_plain()  # whatever was half-read must not be read as the next answer
+            if self._stopped() and not isinstance(exc, FetchFailed):
+                raise FetchFailed("stopped") from None  # the connection was closed under the read
             raise
 
     def close(self) -> None:
+        self._closed = True
         self._close_plain()
         self._client.forget(self)
+
+    def _stopped(self) -> bool:
+        return self._closed or self._client.closed
 
     def _target(self, url: str) -> tuple[str, int, str]:
         found = self._targets.get(url)
@@ -149,7 +167,10 @@ class PageConnection:
                 port = parts.port or 80
             except ValueError:
                 raise FetchFailed("not an http URL") from None
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            # as httpx did: spaces and other letters percent-encoded, what is already encoded kept
+            target = quote(parts.path or "/", safe=_PATH_SAFE)
+            if parts.query:
+                target += "?" + quote(parts.query, safe=_QUERY_SAFE)
             if len(self._targets) >= 16:  # a collector asks for a handful of URLs
                 self._targets.clear()
             found = self._targets[url] = (parts.hostname, port, target)
@@ -177,7 +198,9 @@ class PageConnection:
             except OSError as exc:
                 raise _failure(exc, connecting=not reused) from None
             except http.client.HTTPException as exc:
-                raise FetchFailed(f"request failed ({type(exc).__name__})") from None
+                raise _request_failed(exc) from None
+            except UnicodeError:  # a host name http.client cannot write
+                raise FetchFailed("not an http URL") from None
             return _read_plain(connection, response, deadline, max_bytes)
         raise AssertionError("unreachable")  # pragma: no cover  # the loop returns or raises
 
@@ -187,15 +210,18 @@ class PageConnection:
         if self._plain is not None and self._plain_to == (host, port) and self._plain.sock is not None:
             return self._plain, True
         self._close_plain()
-        if self._client.closed:
+        if self._stopped():
             raise FetchFailed("stopped")
         connection = _Connection(host, port, timeout=max(deadline - time.monotonic(), 1e-3))
         try:
-            connection.connect()
+            connection.connect()  # the name lookup in it has no timeout of its own: checked after
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             connection.close()
             raise _failure(exc, connecting=True) from None
+        if self._stopped() or time.monotonic() > deadline:
+            connection.close()
+            raise FetchFailed("stopped") if self._stopped() else FetchTimedOut()
         self._plain, self._plain_to = connection, (host, port)
         return connection, False
 
@@ -222,6 +248,8 @@ class _DeadlineSocket(socket.socket):
 
 
 class _Connection(http.client.HTTPConnection):
+    auto_open = 0  # never reconnect behind our back: a closed connection is a failed read
+
     def connect(self) -> None:
         super().connect()
         plain = self.sock
@@ -237,7 +265,7 @@ def _read_plain(
             return Answer(response.status)
         length = response.getheader("Content-Length", "")
         if length.isdigit() and int(length) > max_bytes:
-            raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
+            raise _too_big(max_bytes)
         encoding = response.getheader("Content-Encoding", "identity").strip().lower()
         body = _read_chunks(lambda: response.read1(CHUNK_BYTES), deadline, max_bytes)
         if response.length:  # the server closed before the length it announced
@@ -252,7 +280,7 @@ def _read_plain(
     except http.client.IncompleteRead:
         raise FetchFailed(CLOSED_EARLY) from None
     except http.client.HTTPException as exc:
-        raise FetchFailed(f"request failed ({type(exc).__name__})") from None
+        raise _request_failed(exc) from None
 
 
 def _read_chunks(read: Callable[[], bytes], deadline: float, max_bytes: int) -> bytes:
@@ -266,7 +294,7 @@ def _read_chunks(read: Callable[[], bytes], deadline: float, max_bytes: int) -> 
             return b"".join(chunks)
         size += len(chunk)
         if size > max_bytes:
-            raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
+            raise _too_big(max_bytes)
         if time.monotonic() > deadline:
             raise FetchTimedOut()
         chunks.append(chunk)
@@ -285,7 +313,7 @@ def _decoded(body: bytes, encoding: str, max_bytes: int) -> bytes:
     except zlib.error:
         raise FetchFailed(f"request failed (bad {encoding} data)") from None
     if len(text) > max_bytes:
-        raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
+        raise _too_big(max_bytes)
     if not inflater.eof:  # the stream stopped short: part of a page is no page
         raise FetchFailed(f"request failed (bad {encoding} data)")
     return text
@@ -328,7 +356,7 @@ def _get_https(client: httpx.Client, url: str, headers: Mapping[str, str], deadl
             said = response.headers
             length = said.get("content-length", "")
             if length.isdigit() and int(length) > max_bytes:
-                raise FetchFailed(f"page over {size_text(max_bytes)}, not read")
+                raise _too_big(max_bytes)
             # iter_bytes decodes what a server encoded although asked for identity
             chunks = response.iter_bytes(CHUNK_BYTES)
             body = _read_chunks(lambda: next(chunks, b""), deadline, max_bytes)
@@ -340,7 +368,7 @@ def _get_https(client: httpx.Client, url: str, headers: Mapping[str, str], deadl
     except (httpx.RemoteProtocolError, httpx.ReadError):
         raise FetchFailed(CLOSED_EARLY) from None
     except httpx.HTTPError as exc:  # the class name only: messages may quote the request
-        raise FetchFailed(f"request failed ({type(exc).__name__})") from None
+        raise _request_failed(exc) from None
 
 
 def _connect_reason(exc: Exception) -> str:
@@ -354,7 +382,15 @@ def _connect_reason(exc: Exception) -> str:
     return "cannot connect"
 
 
-def size_text(n_bytes: int) -> str:
+def _request_failed(exc: Exception) -> FetchFailed:
+    return FetchFailed(f"request failed ({type(exc).__name__})")  # its message may quote the request
+
+
+def _too_big(max_bytes: int) -> FetchFailed:
+    return FetchFailed(f"page over {_size_text(max_bytes)}, not read")
+
+
+def _size_text(n_bytes: int) -> str:
     for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if n_bytes >= scale:
             return f"{n_bytes / scale:g} {unit}"

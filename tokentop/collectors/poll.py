@@ -1,10 +1,11 @@
 """Every endpoint read each tick, within a deadline whatever one of them does.
 
-Endpoints whose last read was quick are read one after another on the caller's thread: handing
-a read to a thread and back costs more than the read of a loopback page (benchmarks/bench_tick.py).
-The others are read at the same time on threads of their own, started first. An inline read that
-stops being quick is given up after ``INLINE_LIMIT_S`` and handed to a thread for the rest of the
-deadline, so that one stalled server never holds the endpoints after it.
+Endpoints whose last read was quick, over a connection still open, are read one after another
+on the caller's thread: handing a read to a thread and back costs more than the read of a
+loopback page (benchmarks/bench_tick.py). The others are read at the same time on threads of
+their own, started first. An inline read that stops being quick is given up after
+``INLINE_LIMIT_S`` and handed to a thread for the rest of the deadline, so that one stalled
+server never holds the endpoints after it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s:
         pending = collector.pending
         if pending is not None and not pending.done():
             results[i] = None  # the previous tick's read is still going: don't pile up
-        elif collector.quick:
+        elif collector.quick and collector.connected:  # no connect, no name lookup, inline
             inline.append(i)
         else:
             results[i] = _submit(collectors, i, t_mono)

@@ -6,11 +6,12 @@ event loop draws the newest one inside ``batch_update``. Nothing here touches NV
 SQLite on the event loop: history for the long graph windows is read on a worker thread.
 
 The sampler comes ready-made, or later (``attach``, any thread) from a ``startup`` hook called
-once the first screen is drawn; the footer's keys then wait for the first GPU rows. Started,
-the sampler first hands over a first look (``Snapshot.first_look``: the GPUs alone, before the
-endpoints first answer), drawn at once and kept nowhere: not the latest tick, not a graph
-point, not a tick a pause holds. A signal or a lost terminal calls ``on_end`` at once, even when
-the event loop is stuck on a terminal that is gone (the live view's watchdog then ends it).
+once the first screen is drawn; the footer's keys then wait for the first GPU rows. That
+start-up (``cli.live``) first hands over a first look (``Snapshot.first_look``: the GPUs alone,
+before the sampler exists and the endpoints first answer), drawn at once and kept nowhere: not
+the latest tick, not a graph point, not a tick a pause holds. A signal or a lost terminal
+calls ``on_end`` at once, even when the event loop is stuck on a terminal that is gone (the
+live view's watchdog then ends it).
 
 Tests drive it without threads: ``start_sampler=False`` and ``sampler.tick()`` (or
 ``post_snapshot``) from the test, with a fake clock.

@@ -96,6 +96,10 @@ class QuietLinuxDriver(LinuxDriver):
     def close(self) -> None:
         super().close()
         if self._pipe_open:
+            thread = self._key_thread
+            if thread is not None and thread.is_alive():  # still waiting: wake it before the pipe goes
+                self.exit_event.set()
+                thread.join(1.0)
             self._pipe_open = False
             if isinstance(self.exit_event, _WakingEvent):
                 self.exit_event.disconnect()

@@ -166,6 +166,7 @@ class GridTable(ScrollView, Generic[R], can_focus=True):
                     cells[sub_key] = {spec.key: sub_cells.get(spec.key, blank) for spec in self.specs}
         changed = [key for key, row in cells.items() if row != self._cells.get(key)]
         self._cells = cells
+        self._lines.keep(cells.keys())
         content = content_widths(self.specs, cells.values())
         order = self._sorted_keys()
         if order != self._keys or content != self._content:

@@ -8,7 +8,7 @@ windows' spans change while they fill; the titles and the sort arrow seldom do).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from rich.cells import cell_len
@@ -39,6 +39,11 @@ class GridLines:
         self._cells: dict[tuple[int, bool, bool, int], tuple[Cell, list[Segment]]] = {}
         self._titles: tuple[Any, Strip] | None = None
         self._windows: tuple[Any, Strip] | None = None
+
+    def keep(self, keys: Collection[str]) -> None:
+        """Forget the lines of rows no longer in the table (ended processes, dropped engines)."""
+        for key in self._rows.keys() - keys:
+            del self._rows[key]
 
     def clear(self) -> None:
         self._rows.clear()
