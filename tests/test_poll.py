@@ -9,30 +9,33 @@ import time
 from loopback import LoopbackServer, Reply
 from test_collectors import make, vllm_page
 
-from tokentop.collectors import poll_all
+from tokentop.collectors import EndpointCollector, poll_all
 from tokentop.collectors.fetch import PageClient
 from tokentop.collectors.poll import INLINE_LIMIT_S
 
 
+def threads_reading(collector: EndpointCollector) -> list[threading.Thread]:
+    """The thread of each later read of ``collector`` (recorded as it starts)."""
+    read_on: list[threading.Thread] = []
+    original = collector.poll_within
+
+    def recording(t_mono: float, give_up_after_s: float):  # type: ignore[no-untyped-def]
+        read_on.append(threading.current_thread())
+        return original(t_mono, give_up_after_s)
+
+    collector.poll_within = recording  # type: ignore[method-assign]
+    return read_on
+
+
 def test_quick_endpoints_are_read_on_the_callers_thread(client: PageClient) -> None:
     with LoopbackServer() as a, LoopbackServer() as b:
-        threads: list[str] = []
         for server in (a, b):
-            server.route(
-                "/metrics", lambda seen: threads.append(threading.current_thread().name) or Reply(vllm_page(1, 2))
-            )
+            server.route("/metrics", vllm_page(1, 2))
         collectors = [make(a.url + "/metrics", client), make(b.url + "/metrics", client)]
         poll_all(collectors, 1.0, deadline_s=2.0)  # first reads: not known to be quick yet
         assert all(c.quick for c in collectors)
         caller = threading.current_thread()
-        seen_on: list[threading.Thread] = []
-        original = collectors[1].poll_within
-
-        def recording(t_mono: float, give_up_after_s: float):  # type: ignore[no-untyped-def]
-            seen_on.append(threading.current_thread())
-            return original(t_mono, give_up_after_s)
-
-        collectors[1].poll_within = recording  # type: ignore[method-assign]
+        seen_on = threads_reading(collectors[1])
         second = poll_all(collectors, 2.0, deadline_s=2.0)
         assert [s.status for s in second] == ["up", "up"]
         assert seen_on == [caller]
@@ -75,14 +78,7 @@ def test_an_endpoint_with_no_open_connection_is_read_on_a_thread(client: PageCli
         collector._connection._close_plain()  # as when the server closed the idle connection
         assert not collector.connected
         server.route("/metrics", vllm_page(3, 4))
-        read_on: list[threading.Thread] = []
-        original = collector.poll_within
-
-        def recording(t_mono: float, give_up_after_s: float):  # type: ignore[no-untyped-def]
-            read_on.append(threading.current_thread())
-            return original(t_mono, give_up_after_s)
-
-        collector.poll_within = recording  # type: ignore[method-assign]
+        read_on = threads_reading(collector)
         assert poll_all([collector], 2.0, deadline_s=2.0)[0].generation_tokens_total == 4
         assert len(read_on) == 1 and read_on[0] is not threading.current_thread()
 

@@ -61,7 +61,7 @@ class Sampler:
         self.sink = sink
         self.clock = clock
         self.wall_clock = wall_clock
-        self.deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
+        self.deriver = Deriver.for_config(config)
         self.latest: Snapshot | None = None
         self.store_problem: str | None = None
         self._pages = PageClient()

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from tokentop.config import CostConfig
+from tokentop.config import Config, CostConfig
 from tokentop.cost import price_for, tick_cost_usd
 from tokentop.derive.counters import DeliveredCounter, EnergyStep, energy_delta_j, first_energy_method
 from tokentop.derive.windows import GpuTick, Point, Ring, advance, all_finite, host_tick, windowed_quantiles
@@ -107,6 +107,11 @@ class _GpuState:
 
 class Deriver:
     """Turns each tick's readings into a Snapshot. One instance per session."""
+
+    @classmethod
+    def for_config(cls, config: Config) -> Deriver:
+        """A deriver with the settings' cost model, windows and tok/s ceiling."""
+        return cls(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
 
     def __init__(
         self,

@@ -13,5 +13,4 @@ from tokentop.model import GpuReading, Snapshot
 def gpus_alone(config: Config, reading: GpuReading, t_wall: float) -> Snapshot:
     """``reading`` as a snapshot with no endpoint, marked ``first_look``. It comes from a deriver
     of its own, so nothing of it is counted: the session's first tick is still its first."""
-    deriver = Deriver(config.cost, config.rate_window_s, config.cost_window_s, config.max_endpoint_tok_s)
-    return dataclasses.replace(deriver.step(reading, (), {}, t_wall), first_look=True)
+    return dataclasses.replace(Deriver.for_config(config).step(reading, (), {}, t_wall), first_look=True)
