@@ -58,9 +58,42 @@ def start_server(command: Sequence[str]) -> tuple[subprocess.Popen[str], list[in
     return server, [int(port) for port in server.stdout.readline().split()]
 
 
-def serve_file(path: Path, count: int = 1) -> tuple[subprocess.Popen[str], list[int]]:
-    """A child serving the file at ``path`` on ``count`` ports (threads of the one process)."""
-    return start_server([sys.executable, __file__, str(path), str(count)])
+def serve_file(path: Path, count: int = 1, *, by_name: bool = False) -> tuple[subprocess.Popen[str], list[int]]:
+    """A child serving the file at ``path`` on ``count`` ports (threads of the one process);
+    ``by_name``: a query ``?name[]=...`` is answered as prometheus_client's app does."""
+    return start_server([sys.executable, __file__, str(path), str(count), *(["--by-name"] if by_name else [])])
+
+
+def by_name_pages(page: bytes) -> Callable[[str], bytes]:
+    """``body_for`` of a server that answers ``?name[]=a&name[]=b`` as vLLM's (prometheus_client's
+    app) does: only the samples named, rendered by ``restricted_registry`` and ``generate_latest``
+    from the page's families; the page itself without a query."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = list(text_string_to_metric_families(page.decode()))
+
+    class Page:
+        def collect(self) -> list[object]:
+            return families
+
+        def describe(self) -> list[object]:
+            return families
+
+    registry = CollectorRegistry()
+    registry.register(Page())  # type: ignore[arg-type]
+    rendered: dict[str, bytes] = {}  # query -> body: the page does not change
+
+    def body_for(path: str) -> bytes:
+        query = urlsplit(path).query
+        if query not in rendered:
+            names = parse_qs(query).get("name[]")
+            rendered[query] = generate_latest(registry.restricted_registry(names)) if names else page
+        return rendered[query]
+
+    return body_for
 
 
 @dataclass
@@ -149,4 +182,5 @@ def measure_record(seconds: float, args: Sequence[str], env: dict[str, str] | No
 
 if __name__ == "__main__":
     page = Path(sys.argv[1]).read_bytes()
-    serve_pages(lambda path: page, int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    body_for = by_name_pages(page) if "--by-name" in sys.argv else lambda path: page
+    serve_pages(body_for, int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -1,19 +1,38 @@
 """CPU time of one whole tick: 8 GPUs and 4 endpoints serving ~130 KiB vLLM pages.
 
-    python benchmarks/bench_tick.py [--ticks 200] [--engines 7]
+    python benchmarks/bench_tick.py [--ticks 200] [--rounds 2] [--nvml c|python] [--before DIR]
 
-The four servers run in another process, so their CPU is not ours; the tick's CPU is this
-process's ``time.process_time()`` (all threads: sampler and HTTP pool) around
-``Sampler.tick()``, so the wait for the network is excluded. GPUs are the fake NVML under the
-real reader (a real driver call costs more; see benchmarks/device_nvml_check.py). Includes the
-SQLite append to a real file. Prints the median and p95 per tick. Target: at most 2.5 ms (issue 13;
-benchmarks/bench_http.py shows what of it is httpx's own floor).
+Each tick is a real ``Sampler.tick()``: the GPUs through the real reader, the four endpoints'
+pages over loopback HTTP from another process (its CPU is not ours), the derivation and the
+SQLite append to a real file. Its CPU is this process's ``time.process_time()`` (every thread:
+the sampler's and the HTTP pool's) around the tick, so the wait for the network is excluded.
+The clock advances 1 s per tick, as at 1 Hz, so every fifth read of a page also reads the
+latency histograms (``LATENCY_EVERY_S``); ticks are ``--gap`` apart in real time.
+
+GPUs: ``--nvml c`` (the default) is the C fake ``libnvidia-ml.so.1`` in tests/fakenvml under the
+real ``pynvml`` and ctypes, as on a real host less the driver's own time (see
+device_nvml_check.py); ``--nvml python`` is the Python fake, whose own code costs about as much
+as the reader's.
+
+Two kinds of server, in turn, ``--rounds`` times, each run a fresh process:
+
+- *whole pages*: the server ignores a query, so every read is the whole page (a server other
+  than prometheus_client's app, or vLLM with several API servers);
+- *by name*: the server answers ``?name[]=`` as prometheus_client's app does (vLLM with one API
+  server, LMDeploy): only the samples asked for (collectors/by_name.py).
+
+``--before DIR``: the same for an earlier tokentop's source tree (``git archive <commit>
+tokentop | tar -x -C DIR``), in the same run. Prints the median and p95 of each. Target
+(issue 13): at most 2.5 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,64 +40,104 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import serve_file
-from bench_reader import busy_page
+from _common import ROOT, serve_file
+from bench_tick_parts import SteppedClock, build_fakenvml
 
-from tokentop.config import Config, EndpointConfig
-from tokentop.history import Store
-from tokentop.nvml.fake import FakeNvml
-from tokentop.nvml.reader import NvmlReader
-from tokentop.sampler import Sampler
+SERVERS = {"whole pages": False, "by name": True}
+
+
+def child(tree: Path, nvml: str, ports: list[int], ticks: int, gap_s: float) -> list[float]:
+    """CPU seconds of each of ``ticks`` ticks of the tokentop in ``tree``."""
+    sys.path.insert(0, str(tree))
+    from tokentop.config import Config, EndpointConfig
+    from tokentop.history import Store
+    from tokentop.nvml.fake import FakeNvml
+    from tokentop.nvml.reader import NvmlReader
+    from tokentop.sampler import Sampler
+
+    config = Config(
+        endpoints=tuple(
+            EndpointConfig(
+                url=f"http://127.0.0.1:{p}/metrics", name=f"e{i}", kind="vllm", gpus=(str(2 * i), str(2 * i + 1))
+            )
+            for i, p in enumerate(ports)
+        )
+    )
+    clock = SteppedClock()
+    cpu = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "h.db", host="bench", version="bench", config={})
+        lib = FakeNvml.healthy(count=8) if nvml == "python" else None
+        sampler = Sampler(config, NvmlReader(lib=lib), store=store, clock=clock.mono, wall_clock=clock.wall)
+        if not sampler.gpus.available:
+            raise SystemExit(f"{nvml} NVML not readable: {sampler.gpus.reason}")
+        for i in range(ticks + 10):  # the first 10 warm up: caches, kinds, the filter's trial
+            started = time.process_time()
+            sampler.tick()
+            if i >= 10:
+                cpu.append(time.process_time() - started)
+            clock.step()
+            time.sleep(gap_s)
+        sampler.stop()
+    return cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--gap", type=float, default=0.02, help="seconds between ticks in real time")
     parser.add_argument("--engines", type=int, default=7, help="DP engines per page (7: about 130 KiB)")
+    parser.add_argument("--nvml", choices=("c", "python"), default="c")
+    parser.add_argument("--before", type=Path, help="an earlier tokentop's source tree")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        ports = [int(port) for port in args.ports.split(",")]
+        print(json.dumps(child(args.tree, args.nvml, ports, args.ticks, args.gap)))
+        return
+    from bench_reader import busy_page  # it imports tokentop: not in a child, which picks its tree
+
+    trees = {"now": ROOT} | ({"before": args.before.resolve()} if args.before else {})
+    cpu: dict[tuple[str, str], list[float]] = {(tree, server): [] for tree in trees for server in SERVERS}
     with tempfile.TemporaryDirectory() as tmp:
+        lib, why = build_fakenvml(Path(tmp)) if args.nvml == "c" else (None, "")
+        if args.nvml == "c" and lib is None:
+            raise SystemExit(why)
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(args.engines))
-        servers, ports = [], []
-        try:
-            for _ in range(4):  # one process each
-                server, (port,) = serve_file(page)
-                servers.append(server)
-                ports.append(port)
-            config = Config(
-                endpoints=tuple(
-                    EndpointConfig(
-                        url=f"http://127.0.0.1:{p}/metrics",
-                        name=f"e{i}",
-                        kind="vllm",
-                        gpus=(str(2 * i), str(2 * i + 1)),
-                    )
-                    for i, p in enumerate(ports)
-                )
-            )
-            store = Store.open(Path(tmp) / "h.db", host="bench", version="bench", config={})
-            sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=8)), store=store)
-            cpu = []
-            for i in range(args.ticks + 5):
-                started = time.process_time()
-                sampler.tick()
-                if i >= 5:  # warm-up: first reads fill caches and detect kinds
-                    cpu.append(time.process_time() - started)
-                time.sleep(0.01)
-            sampler.stop()
-        finally:
-            for server in servers:
-                server.kill()
-    cpu.sort()
-    print(f"page size: {page_size_kib(args.engines):.0f} KiB x 4 endpoints, 8 GPUs (fake NVML), SQLite append")
-    print(
-        f"CPU per tick: median {statistics.median(cpu) * 1e3:.2f} ms, "
-        f"p95 {cpu[int(len(cpu) * 0.95)] * 1e3:.2f} ms over {len(cpu)} ticks (target <= 2.5 ms)"
-    )
+        size_kib = page.stat().st_size / 1024
+        for _ in range(args.rounds):
+            for server_name, by_name in SERVERS.items():
+                server, ports = serve_file(page, 4, by_name=by_name)
+                try:
+                    for tree_name, tree in trees.items():
+                        cpu[tree_name, server_name] += run_child(tree, ports, args, lib)
+                finally:
+                    server.kill()
+    print(f"8 GPUs ({args.nvml} fake NVML), 4 endpoints of {size_kib:.0f} KiB vLLM pages, SQLite append")
+    print(f"{args.rounds} rounds x {args.ticks} ticks, 1 s apart on the sampler's clock; CPU per tick, ms:")
+    print(f"{'tree':8s} {'server':12s} {'median':>8s} {'p95':>8s}   (target <= 2.5 ms)")
+    for (tree_name, server_name), values in cpu.items():
+        values.sort()
+        median, p95 = statistics.median(values) * 1e3, values[int(len(values) * 0.95)] * 1e3
+        print(f"{tree_name:8s} {server_name:12s} {median:8.2f} {p95:8.2f}")
 
 
-def page_size_kib(engines: int) -> float:
-    return len(busy_page(engines).encode()) / 1024
+def run_child(tree: Path, ports: list[int], args: argparse.Namespace, lib: Path | None) -> list[float]:
+    command = [sys.executable, __file__, "--child", "--tree", str(tree), "--ports", ",".join(map(str, ports))]
+    command += ["--ticks", str(args.ticks), "--gap", str(args.gap), "--nvml", args.nvml]
+    env = dict(os.environ)
+    if lib is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH")]))
+        env.pop("FAKENVML_CONFIG", None)  # its defaults: 8 H200s under a sine load
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree} failed:\n{done.stderr}")
+    values: list[float] = json.loads(done.stdout.splitlines()[-1])
+    return values
 
 
 if __name__ == "__main__":

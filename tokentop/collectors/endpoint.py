@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from tokentop.collectors.by_name import filtered_urls, same_figures
 from tokentop.collectors.exposition import TooManySamples, read_samples
 from tokentop.collectors.fetch import Answer, FetchFailed, FetchTimedOut, PageClient
 from tokentop.collectors.json_pages import (
@@ -77,6 +78,7 @@ class _Source:
     kind: str
     detail: str | None = None
     spec: KindSpec | None = None
+    by_name: tuple[str, str] | None = None  # (scalar, full) URLs asking for what is read (by_name.py)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ class EndpointCollector:
         self._latency_read_at = -math.inf
         self._tick_t = -math.inf  # the time of the tick being read
         self._errors_warned: set[str] = set()
+        self._filter_untried = False  # the server found answers ``?name[]=``: try it on the next read
+        self._whole_page_bytes = 0  # the size of the page that found the server
 
     def __repr__(self) -> str:
         return f"EndpointCollector(name={self.endpoint.name!r}, url={self.endpoint.url!r}, kind={self._kind!r})"
@@ -218,17 +222,47 @@ class EndpointCollector:
         if known is None:
             source, reading = self._probe(deadline)
             self._api_model = self._model_from_api(source, deadline)
+            self._filter_untried = source.spec is not None and source.spec.answers_by_name
         else:
-            answer = self._get(known.url, deadline)
-            if answer.status != 200:
-                raise _Failed(_http_reason(answer.status, self.endpoint.token_env is not None))
-            found = self._understand(known.url, answer, known)
-            if isinstance(found, str):
-                raise _Failed(found)
-            source, reading = found
+            source, reading = self._read_known(known, deadline)
         if source.kind == "llamacpp" and source.form == "prometheus":
             reading = self._add_slots(source.url, reading, deadline)
         return source, reading
+
+    def _read_known(self, known: _Source, deadline: float) -> tuple[_Source, Reading]:
+        if self._filter_untried:
+            self._filter_untried = False
+            if (tried := self._try_name_filter(known, deadline)) is not None:
+                return tried
+        answer = self._get(self._page_url(known), deadline)
+        if answer.status != 200:
+            raise _Failed(_http_reason(answer.status, self.endpoint.token_env is not None))
+        found = self._understand(known.url, answer, known)
+        if isinstance(found, str):
+            raise _Failed(found)
+        return found
+
+    def _try_name_filter(self, known: _Source, deadline: float) -> tuple[_Source, Reading] | None:
+        """Read the page filtered by name, once per server found: the filter is kept when it
+        gives the figures the whole page gave, from fewer bytes. None: read the whole page."""
+        assert known.spec is not None
+        trial = replace(known, by_name=filtered_urls(known.url, known.spec.scalar_names, known.spec.names))
+        answer = self._get(self._page_url(trial), deadline)
+        found = self._understand(known.url, answer, trial) if answer.status == 200 else f"HTTP {answer.status}"
+        name = self.endpoint.name
+        if isinstance(found, str) or self._last_good is None or not same_figures(found[1], self._last_good):
+            log.info("%s: a page filtered by name lacks figures (%s): reads the whole page", name, found)
+            return None
+        if len(answer.body) >= 0.9 * self._whole_page_bytes:  # the query was ignored: a whole page it is
+            log.info("%s: the server ignores a filter by name: reads the whole page", name)
+            return replace(found[0], by_name=None), found[1]
+        log.info(
+            "%s: asks for the samples it reads by name (%d bytes, not %d)",
+            name,
+            len(answer.body),
+            self._whole_page_bytes,
+        )
+        return found
 
     def _probe(self, deadline: float) -> tuple[_Source, Reading]:
         first_problem: str | None = None
@@ -248,6 +282,7 @@ class EndpointCollector:
             elif found[0].form == "trtllm-json" and json_stats is None:
                 json_stats = found  # trtllm-serve: its /prometheus/metrics has token counters
             else:
+                self._whole_page_bytes = len(answer.body)
                 return found
         if json_stats is not None:
             return json_stats
@@ -279,20 +314,31 @@ class EndpointCollector:
                 return "no known metrics on page"
         if reading.process_start_time_s is None and answer.start_time:
             reading = replace(reading, process_start_time_s=_start_time(answer.start_time))
-        return _Source(url, "prometheus", detection.spec.kind, detection.detail, detection.spec), reading
+        by_name = known.by_name if known is not None else None
+        return _Source(url, "prometheus", detection.spec.kind, detection.detail, detection.spec, by_name), reading
 
     def _read_page(self, text: str, spec: KindSpec, *, fresh: bool) -> Reading:
         """Figures from a Prometheus page. Latency histograms are most of a busy page's lines
         and feed percentiles over a minute, so they are read every ``LATENCY_EVERY_S`` only;
         between reads the last ones are carried forward."""
-        now = self._tick_t
-        if fresh or now - self._latency_read_at >= LATENCY_EVERY_S or self._last_good is None:
-            self._latency_read_at = now
+        last = self._last_good
+        if fresh or last is None or self._latency_due():
+            self._latency_read_at = self._tick_t
             samples = read_samples(text, spec.names + PROCESS_NAMES)  # one scan of the page
             return read_figures(spec, samples, samples)
         samples = read_samples(text, spec.scalar_names + PROCESS_NAMES)
         reading = read_figures(spec, samples, samples)
-        return replace(reading, ttft=self._last_good.ttft, itl=self._last_good.itl)
+        return replace(reading, ttft=last.ttft, itl=last.itl)
+
+    def _latency_due(self) -> bool:
+        return self._last_good is None or self._tick_t - self._latency_read_at >= LATENCY_EVERY_S
+
+    def _page_url(self, known: _Source) -> str:
+        """Where this tick's page is read: filtered by name to what this tick reads, when it can be."""
+        if known.by_name is None:
+            return known.url
+        scalar, full = known.by_name
+        return full if self._latency_due() else scalar
 
     def _understand_json(self, url: str, data: object) -> tuple[_Source, Reading] | str:
         kind = self.endpoint.kind

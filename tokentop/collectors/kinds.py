@@ -87,6 +87,7 @@ class KindSpec:
     latency_unit_s: float = 1.0  # 0.001 when the server's histograms count milliseconds
     model_labels: tuple[str, ...] = ("model_name",)
     model_from: tuple[str, ...] = ()  # names whose labels name the model; default: the figures'
+    answers_by_name: bool = False  # prometheus_client's app: ``?name[]=`` gives only those (by_name.py)
     names: tuple[str, ...] = field(init=False)  # every sample name to read
     scalar_names: tuple[str, ...] = field(init=False)  # the same without the latency histograms
 
@@ -108,6 +109,7 @@ def _vllm_like(
     itl: tuple[str, ...] = ("inter_token_latency_seconds", "time_per_output_token_seconds"),  # 0.10.2
     waiting_fallback: tuple[str, ...] = (),
     model_labels: tuple[str, ...] = ("model_name",),
+    answers_by_name: bool = False,
 ) -> KindSpec:
     """vLLM's names, as vLLM, Ray, NIM, LMDeploy and Triton's vLLM backend spell them."""
     return KindSpec(
@@ -121,14 +123,17 @@ def _vllm_like(
         ttft=(prefix + "time_to_first_token_seconds",),
         itl=tuple(prefix + name for name in itl),
         model_labels=model_labels,
+        answers_by_name=answers_by_name,
     )
 
 
-VLLM = _vllm_like("vllm", "vllm:")
+VLLM = _vllm_like("vllm", "vllm:", answers_by_name=True)
 RAY = _vllm_like("ray", "ray_vllm:")
 RAY_SANITIZED = _vllm_like("ray", "ray_vllm_")  # newer vLLM: ':' is not allowed in OpenTelemetry
 NIM = _vllm_like("nim", "")
-LMDEPLOY = _vllm_like("lmdeploy", "lmdeploy:", itl=("iter_token_latency", "time_per_output_token_seconds"))
+LMDEPLOY = _vllm_like(
+    "lmdeploy", "lmdeploy:", itl=("iter_token_latency", "time_per_output_token_seconds"), answers_by_name=True
+)
 TRITON_VLLM = _vllm_like(
     "triton", "vllm:", waiting_fallback=("nv_inference_pending_request_count",), model_labels=("model",)
 )
