@@ -1,12 +1,15 @@
 """tokentop beside nvitop on the same fake host: the C fake NVML and four loopback vLLM endpoints.
 
     python benchmarks/bench_peers.py [--seconds 30] [--nvitop /tmp/venv/bin/nvitop] [--before DIR] [--rounds 3]
+        [--by-name]
 
 1. Builds ``tests/fakenvml`` (a copy of shared/tools/fakenvml: a fake ``libnvidia-ml.so.1``,
    8 H200s by default) into a temporary folder and puts it first on ``LD_LIBRARY_PATH``: tokentop's real NVML reader and
    nvitop both call it through pynvml, unchanged.
 2. Serves four 128 KiB vLLM pages (bench_reader.py's) from another process, so their CPU is not
-   counted, and points tokentop at them (``--endpoint URL,kind=vllm,gpus=..``).
+   counted, and points tokentop at them (``--endpoint URL,kind=vllm,gpus=..``). ``--by-name``:
+   the server answers ``?name[]=`` as vLLM's (prometheus_client's app) does, so tokentop asks
+   for what it reads (collectors/by_name.py); without it, every read is the whole page.
 3. ``tokentop record`` as a plain process; then the live view and ``nvitop --interval 1`` in
    two tmux sessions at 160x50 over the same span. CPU % of one core and peak RSS are read from
    ``/proc`` as bench_live.py does (after its warm-up).
@@ -154,6 +157,7 @@ def main() -> int:
     parser.add_argument("--nvitop", help="nvitop's executable (a scratch venv); without it, record only")
     parser.add_argument("--before", type=Path, help="an earlier tokentop's source tree, its live view measured too")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--by-name", action="store_true", help="servers answer ?name[]= as prometheus_client does")
     args = parser.parse_args()
     if args.before is not None:
         args.before = args.before.resolve()
@@ -165,10 +169,14 @@ def main() -> int:
         servers, ports = [], []
         try:
             for _ in range(ENDPOINTS):  # one process each
-                server, (port,) = serve_file(page)
+                server, (port,) = serve_file(page, by_name=args.by_name)
                 servers.append(server)
                 ports.append(port)
-            print(f"fake NVML (C, 8 GPUs), {ENDPOINTS} loopback vLLM endpoints of 128 KiB, 1 Hz, {os.cpu_count()} CPUs")
+            asked = "answering ?name[]=" if args.by_name else "whole pages"
+            print(
+                f"fake NVML (C, 8 GPUs), {ENDPOINTS} loopback vLLM endpoints of 128 KiB ({asked}), "
+                f"1 Hz, {os.cpu_count()} CPUs"
+            )
             rounds = []
             for number in range(args.rounds):
                 if args.rounds > 1:
