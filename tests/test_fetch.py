@@ -289,12 +289,31 @@ def test_a_stale_connection_is_retried_once_not_more(
     assert server.accepted == 3
 
 
+def test_a_kept_connection_the_server_drops_on_the_next_request_is_retried_on_a_new_one(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def drops_its_first_connection_on_the_second_request(peer: Peer) -> None:
+        if peer.index == 1:
+            once(answer())(peer)
+            peer.request()  # read, not answered: the connection looked idle to the client
+        else:
+            keep_alive(answer())(peer)
+
+    server = serve(drops_its_first_connection_on_the_second_request)
+    for _ in range(2):
+        assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert len(server.requests) == 3
+    assert server.accepted == 2
+
+
 # 3. answers that end their connection
 
 CLOSING_ANSWERS = {
     "HTTP/1.1 Connection: close": answer(headers=["Connection: close"]),
     "HTTP/1.0 with a length": answer(version="HTTP/1.0"),
     "HTTP/1.0 ended by the close": answer(version="HTTP/1.0", length=False),
+    "HTTP/1.1 ended by the close": answer(length=False),
+    "HTTP/1.1 Connection: keep-alive, close": answer(headers=["Connection: keep-alive, Close"]),
 }
 
 
@@ -319,6 +338,60 @@ def test_a_chunked_body_is_read_whole_and_the_connection_kept(
     for _ in range(3):
         assert get(connection, server.url + "/metrics").body == PAGE
     assert server.accepted == 1
+
+
+def test_chunk_extensions_hex_of_either_case_and_trailers_are_read(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    body = b"".join(
+        [b"A;name=value\r\n", PAGE[:10], b"\r\n", b"000f ; x\r\n", PAGE[10:25], b"\r\n"]
+        + [b"%X\r\n%s\r\n" % (len(PAGE) - 25, PAGE[25:]), b"0\r\nX-Checksum: 1\r\nX-More: 2\r\n\r\n"]
+    )
+    server = serve(keep_alive(CHUNKED_HEAD + body))
+    for _ in range(2):
+        assert get(connection, server.url + "/metrics").body == PAGE
+    assert server.accepted == 1  # the trailers were read to their end
+
+
+def test_bare_lf_line_ends_are_read_as_crlf(serve: Callable[..., ScriptedServer], connection: PageConnection) -> None:
+    """RFC 9112 lets a reader take a bare LF for CRLF, as http.client and h11 did."""
+    length_framed = b"HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 3\n\nabc"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\n\r\n3\nabc\n2;x\r\nde\r\n0\nX-T: 1\n\n"
+    server = serve(keep_alive(length_framed, chunked, length_framed))
+    bodies = [get(connection, server.url + "/metrics") for _ in range(3)]
+    assert [(answer.body, answer.content_type) for answer in bodies] == [
+        (b"abc", "text/plain"),
+        (b"abcde", ""),
+        (b"abc", "text/plain"),
+    ]
+    assert server.accepted == 1  # each answer was read to its end: the connection carried the next
+
+
+BAD_CHUNKS = {
+    "a size that is no hex": (CHUNKED_HEAD + b"zz\r\nabc\r\n0\r\n\r\n", "request failed (bad chunk size)"),
+    "a size with 0x": (CHUNKED_HEAD + b"0x3\r\nabc\r\n0\r\n\r\n", "request failed (bad chunk size)"),
+    "a negative size": (CHUNKED_HEAD + b"-3\r\nabc\r\n0\r\n\r\n", "request failed (bad chunk size)"),
+    "no size": (CHUNKED_HEAD + b"\r\nabc\r\n0\r\n\r\n", "request failed (bad chunk size)"),
+    "more data than the size": (CHUNKED_HEAD + b"3\r\nabcd\r\n0\r\n\r\n", "request failed (bad chunk end)"),
+    "a size line over 4 KiB": (CHUNKED_HEAD + b"3;" + b"x" * 5000 + b"\r\n", "request failed (chunk line too long)"),
+    "over 100 trailer lines": (
+        CHUNKED_HEAD + b"0\r\n" + b"X-T: z\r\n" * 101 + b"\r\n",
+        "request failed (over 100 trailer lines)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("reply", "reason"), BAD_CHUNKS.values(), ids=BAD_CHUNKS.keys())
+def test_a_bad_chunk_is_an_error(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, reply: bytes, reason: str
+) -> None:
+    def answers_then_holds(peer: Peer) -> None:  # no close to end the read: the error must
+        peer.request()
+        peer.send(reply)
+        peer.hold()
+
+    server = serve(answers_then_holds)
+    assert failure(connection, server.url + "/metrics", timeout_s=30).reason == reason
 
 
 CUT_CHUNKED = {
@@ -371,12 +444,10 @@ def _drip_a_chunk_size(peer: Peer) -> None:
     peer.drip(b"0" * 60000, for_s=GIVE_UP_S)
 
 
-def _trailers_for_ever(peer: Peer) -> None:
+def _drip_trailer_lines(peer: Peer) -> None:
     peer.request()
     peer.send(CHUNKED_HEAD + b"5\r\nabcde\r\n0\r\n")
-    end = time.monotonic() + GIVE_UP_S
-    while time.monotonic() < end and not peer.server.stopping.wait(0.005):
-        peer.send(b"X-Trailer: z\r\n" * 1000)
+    peer.drip(b"X-T: z\r\n" * 30, for_s=GIVE_UP_S)  # 30 lines: under the trailer limit
 
 
 def _drip_then_stall_a_closing_answer(peer: Peer) -> None:
@@ -391,7 +462,7 @@ SLOW_SERVERS = [
     pytest.param(_drip_body, id="dripping the body"),
     pytest.param(_drip_a_header, id="dripping a header line"),
     pytest.param(_drip_a_chunk_size, id="dripping a chunk size line"),
-    pytest.param(_trailers_for_ever, id="sending trailer lines for ever"),
+    pytest.param(_drip_trailer_lines, id="dripping trailer lines"),
     pytest.param(_drip_then_stall_a_closing_answer, id="going silent in a body ended by the close"),
     pytest.param(lambda peer: peer.hold(), id="never answering"),
 ]
@@ -493,11 +564,14 @@ def test_a_server_error_then_a_page_on_the_same_connection(
 # 8. not HTTP at all
 
 GARBAGE = {
-    "words": (b"garbage\r\n\r\n", "request failed (BadStatusLine)"),
-    "a status that is no number": (b"HTTP/1.1 abc OK\r\n\r\n", "request failed (BadStatusLine)"),
-    "binary bytes then the close": (b"\x00\xff\x16\x03" * 8, "request failed (BadStatusLine)"),
-    "a status line over 64 KiB": (b"HTTP/1.1 200 " + b"O" * 70000 + b"\r\n\r\n", "request failed (LineTooLong)"),
-    "over 100 headers": (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "request failed (HTTPException)"),
+    "words": (b"garbage\r\n\r\n", "request failed (bad status line)"),
+    "a status that is no number": (b"HTTP/1.1 abc OK\r\n\r\n", "request failed (bad status line)"),
+    "binary bytes then the close": (b"\x00\xff\x16\x03" * 8, "request failed (bad status line)"),
+    "a status line over 64 KiB": (
+        b"HTTP/1.1 200 " + b"O" * 70000 + b"\r\n\r\n",
+        "request failed (headers over 64 KiB)",
+    ),
+    "over 100 headers": (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "request failed (over 100 headers)"),
     "headers then the close": (answer(b"", headers=["Content-Length: 100"], length=False), CLOSED_EARLY),
     "nothing then the close": (b"", CLOSED_EARLY),
 }
@@ -509,6 +583,186 @@ def test_a_server_that_does_not_speak_http_gets_a_short_reason(
 ) -> None:
     server = serve(once(reply))
     assert failure(connection, server.url + "/metrics").reason == reason
+
+
+def held(reply: bytes) -> Script:
+    """Answer one request with ``reply``, then keep the connection open: a read that waited
+    for more would run to its deadline, so the error has to come from the bytes alone."""
+
+    def script(peer: Peer) -> None:
+        peer.request()
+        peer.send(reply)
+        peer.hold()
+
+    return script
+
+
+BAD_HEADS = {
+    "HTTP/0.9: a page with no status line": (PAGE, "request failed (bad status line)"),
+    "a two-digit status": (b"HTTP/1.1 20 OK\r\n\r\n", "request failed (bad status line)"),
+    "a four-digit status": (b"HTTP/1.1 2000 OK\r\n\r\n", "request failed (bad status line)"),
+    "a status under 100": (b"HTTP/1.1 099 Odd\r\n\r\n", "request failed (bad status line)"),
+    "two spaces before the status": (b"HTTP/1.1  200 OK\r\n\r\n", "request failed (bad status line)"),
+    "HTTP/2 written as HTTP/1": (b"HTTP/2 200 OK\r\n\r\n", "request failed (bad status line)"),
+    "HTTP/1.2": (b"HTTP/1.2 200 OK\r\n\r\n", "request failed (bad status line)"),
+    "a lower-case protocol": (b"http/1.1 200 OK\r\n\r\n", "request failed (bad status line)"),
+    "a bare CR in a value": (
+        b"HTTP/1.1 200 OK\r\nX-A: b\rc\r\nContent-Length: 0\r\n\r\n",
+        "request failed (bad header line)",
+    ),
+    "a folded header line": (
+        b"HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\nContent-Length: 0\r\n\r\n",
+        "request failed (folded header line)",
+    ),
+    "a space before the colon": (
+        b"HTTP/1.1 200 OK\r\nContent-Length : 3\r\n\r\nabc",
+        "request failed (bad header line)",
+    ),
+    "a line with no colon": (b"HTTP/1.1 200 OK\r\nContent-Length 3\r\n\r\nabc", "request failed (bad header line)"),
+    "a header line over 64 KiB": (
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * (65 << 10) + b"\r\n\r\n",
+        "request failed (headers over 64 KiB)",
+    ),
+    "a flood of 100 Continue": (b"HTTP/1.1 100 Continue\r\n\r\n" * 3000, "request failed (headers over 64 KiB)"),
+}
+
+
+@pytest.mark.parametrize(("reply", "reason"), BAD_HEADS.values(), ids=BAD_HEADS.keys())
+def test_a_bad_status_line_or_header_is_an_error_at_once(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, reply: bytes, reason: str
+) -> None:
+    server = serve(held(reply))
+    assert failure(connection, server.url + "/metrics", timeout_s=30).reason == reason
+
+
+BAD_FRAMING = {
+    "two lengths that differ": (["Content-Length: 3", "Content-Length: 4"], "request failed (bad Content-Length)"),
+    "a list of lengths that differ": (["Content-Length: 3, 4"], "request failed (bad Content-Length)"),
+    "a negative length": (["Content-Length: -3"], "request failed (bad Content-Length)"),
+    "a signed length": (["Content-Length: +3"], "request failed (bad Content-Length)"),
+    "a length that is no number": (["Content-Length: three"], "request failed (bad Content-Length)"),
+    "an empty length": (["Content-Length:"], "request failed (bad Content-Length)"),
+    "a length and chunked": (
+        ["Content-Length: 3", "Transfer-Encoding: chunked"],
+        "request failed (both Content-Length and chunked)",
+    ),
+    "a transfer coding not chunked": (["Transfer-Encoding: gzip"], "request failed (Transfer-Encoding not chunked)"),
+    "gzip then chunked": (["Transfer-Encoding: gzip, chunked"], "request failed (Transfer-Encoding not chunked)"),
+}
+
+
+@pytest.mark.parametrize(("headers", "reason"), BAD_FRAMING.values(), ids=BAD_FRAMING.keys())
+def test_a_body_framed_two_ways_or_none_is_an_error(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, headers: list[str], reason: str
+) -> None:
+    server = serve(held(answer(b"abc", headers=headers, length=False)))
+    assert failure(connection, server.url + "/metrics", timeout_s=30).reason == reason
+
+
+SAME_LENGTH = {
+    "twice alike": ["Content-Length: 3", "content-length: 3"],
+    "a list alike": ["Content-Length: 3, 3"],
+    "leading zeros": ["Content-Length: 003"],
+}
+
+
+@pytest.mark.parametrize("headers", SAME_LENGTH.values(), ids=SAME_LENGTH.keys())
+def test_a_length_said_twice_alike_is_one_length(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, headers: list[str]
+) -> None:
+    server = serve(keep_alive(answer(b"abc", headers=headers, length=False)))
+    for _ in range(2):
+        assert get(connection, server.url + "/metrics").body == b"abc"
+    assert server.accepted == 1
+
+
+def test_chunked_in_any_case_and_a_status_with_no_reason_are_read(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    head = b"HTTP/1.1 200\r\nTransfer-Encoding: Chunked\r\nx-odd-but-fine:\tvalue \xe9\r\n\r\n"
+    server = serve(keep_alive(head + chunked(PAGE)))
+    assert get(connection, server.url + "/metrics").body == PAGE
+
+
+INFORMATIONAL = {
+    "100 Continue": b"HTTP/1.1 100 Continue\r\n\r\n",
+    "103 Early Hints with headers": b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+    "both": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("before", INFORMATIONAL.values(), ids=INFORMATIONAL.keys())
+def test_informational_answers_before_the_answer_are_passed_over(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, before: bytes
+) -> None:
+    server = serve(keep_alive(before + answer()))
+    for _ in range(2):
+        assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert server.accepted == 1
+
+
+def test_switching_protocols_is_a_status_and_ends_the_connection(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    server = serve(keep_alive(switch, answer()))
+    assert get(connection, server.url + "/metrics") == Answer(101)
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert server.accepted == 2
+
+
+# 8b. bytes after the answer
+
+
+def test_bytes_after_a_body_are_not_read_as_the_next_answer(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    stray = answer(b"not asked for\n", status="500 Internal Server Error")
+    server = serve(keep_alive(answer() + stray))  # one send: the stray answer comes with the page
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert server.wait_until(lambda: server.hangups == 1)  # closed once the page was read
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)  # not the 500
+    assert server.accepted == 2  # the first connection was closed
+
+
+def test_bytes_that_come_while_the_connection_is_idle_are_not_read_as_the_next_answer(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    stray = answer(b"not asked for\n", status="500 Internal Server Error")
+
+    def page_then_a_stray_answer(peer: Peer) -> None:
+        while peer.request() is not None:
+            peer.send(answer())
+            if peer.index == 1:
+                time.sleep(0.1)
+                peer.send(stray)
+                with peer.server.changed:
+                    peer.server.changed.notify_all()
+
+    server = serve(page_then_a_stray_answer)
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    time.sleep(0.5)  # the stray answer is in
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)  # not the 500
+    assert server.accepted == 2
+    assert len(server.requests) == 2  # read afresh at once: no request went to the spoilt connection
+
+
+def test_a_body_that_comes_in_pieces_is_put_together(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    big = os.urandom(300 << 10)  # past the first read's 64 KiB
+    reply = answer(big)
+
+    def in_pieces(peer: Peer) -> None:
+        while peer.request() is not None:
+            for start in range(0, len(reply), 50_000):
+                peer.send(reply[start : start + 50_000])
+                time.sleep(0.01)
+
+    server = serve(in_pieces)
+    for _ in range(2):
+        assert get(connection, server.url + "/metrics").body == big
+    assert server.accepted == 1
 
 
 # 9. no server
@@ -569,6 +823,27 @@ def test_the_answer_keeps_its_content_type_and_start_time(
     assert get(connection, server.url + "/metrics") == Answer(200, PAGE, "text/plain; version=0.0.4", "1700000000")
 
 
+def test_a_header_value_with_a_line_break_is_refused_before_any_request(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(keep_alive(answer()))
+    with pytest.raises(FetchFailed) as caught:
+        get(connection, server.url + "/metrics", Authorization="Bearer x\r\nX-Injected: 1")
+    assert caught.value.reason == "request failed (bad Authorization header)"
+    assert server.accepted == 0
+    assert get(connection, server.url + "/metrics", Authorization="Bearer x").body == PAGE
+
+
+def test_the_request_goes_out_as_written_each_time(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(keep_alive(answer()))
+    for token in ("a", "a", "b"):
+        get(connection, server.url + "/v1/metrics?name[]=x y", Authorization=f"Bearer {token}")
+    assert [request.headers["authorization"] for request in server.requests] == ["Bearer a", "Bearer a", "Bearer b"]
+    assert {request.line for request in server.requests} == {"GET /v1/metrics?name%5B%5D=x%20y HTTP/1.1"}
+
+
 # 12. closing
 
 
@@ -603,6 +878,20 @@ def test_no_read_after_the_client_closed(serve: Callable[..., ScriptedServer], c
         assert server.accepted == 0
     finally:
         connection.close()  # what the read opened, if it did
+
+
+def test_a_read_under_way_ends_as_stopped_when_its_connection_is_closed(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(lambda peer: peer.hold())
+    closer = threading.Timer(0.3, connection.close)
+    closer.start()
+    started = time.monotonic()
+    try:
+        assert failure(connection, server.url + "/metrics", timeout_s=30).reason == "stopped"
+    finally:
+        closer.cancel()
+    assert time.monotonic() - started < 15  # woken by the close, not run to its deadline
 
 
 # 13. https

@@ -1,28 +1,28 @@
-"""GET one stats page within a deadline and a size limit: ``http.client`` for plain http,
-httpx for https.
+"""GET one stats page within a deadline and a size limit: our own HTTP/1.1 reader
+(``tokentop.collectors.http1``) for plain http, httpx for https.
 
-Why two clients: httpx costs about 0.3 ms of CPU a request more than the standard library's
-``http.client`` on the same keep-alive request (benchmarks/bench_http.py: 0.60 against
-0.22 ms for a 128 KiB page), and four endpoints' worth of that was the whole tick's budget
-(issue 13). Inference servers' stats are nearly always plain http on loopback or inside a
-cluster, so each collector gets a keep-alive ``http.client`` connection of its own, read by
-one thread at a time (``poll_all`` never starts a second read of an endpoint whose first is
-still going). https endpoints keep httpx, for its certificate handling, with one client for
-all of them; httpx is imported only when one is read.
+Why two clients: httpx costs about 0.6 ms of CPU a request more than a bare socket on the same
+keep-alive request, and four endpoints' worth of that was the whole tick's budget (issue 13);
+``http.client`` still spent 0.1 ms of it parsing its headers through the ``email`` package.
+Inference servers' stats are nearly always plain http on loopback or inside a cluster, so each
+collector gets a keep-alive connection of its own, read by one thread at a time (``poll_all``
+never starts a second read of an endpoint whose first is still going), its request's bytes made
+once per URL. https endpoints keep httpx, for its certificate handling, with one client for all
+of them; httpx is imported only when one is read.
 
 Both ways give the same ``Answer`` or raise ``FetchFailed`` with the same few words, so the
 collector cannot tell them apart: nothing is followed (a redirect is its status), the body is
 asked for as ``identity`` and cut at ``max_bytes`` and at the deadline, and a keep-alive
-connection the server closed while idle is retried once at once. Over plain http every socket
-read waits only for the time left, so a server dripping its status line, headers or chunk sizes
-is cut at the deadline too; over https httpx bounds each of those reads by the time left at the
-start of the request, not the whole of them.
+connection the server closed while idle is read afresh (found closed before the request, or
+retried once at once). Over plain http every wait for the server lasts only the time left, so a
+server dripping its status line, headers or chunk sizes is cut at the deadline too; over https
+httpx bounds each of those reads by the time left at the start of the request, not the whole of
+them.
 """
 
 from __future__ import annotations
 
-import http.client
-import math
+import re
 import socket
 import threading
 import time
@@ -33,18 +33,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from tokentop import __version__
+from tokentop.collectors.http1 import Http1Connection, PeerClosed, ProtocolError, TooBig
 
 if TYPE_CHECKING:
     import httpx
-    from _typeshed import WriteableBuffer
 
 CHUNK_BYTES = 1 << 16
 USER_AGENT = f"tokentop/{__version__}"
 CLOSED_EARLY = "connection closed before the answer was complete"
 _PATH_SAFE = "/%:@!$&'()*+,;=~"
 _QUERY_SAFE = "=&%:@!$'()*+,;/?~"
-# A keep-alive connection the server closed while it sat idle fails like this on first use.
-_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_FIXED_HEADERS = f"Accept-Encoding: identity\r\nUser-Agent: {USER_AGENT}\r\n".encode("ascii")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NOT_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,16 @@ class PageConnection:
 
     def __init__(self, client: PageClient) -> None:
         self._client = client
-        self._plain: http.client.HTTPConnection | None = None
+        self._plain: Http1Connection | None = None
         self._plain_to: tuple[str, int] | None = None
-        self._targets: dict[str, tuple[str, int, str]] = {}  # url -> host, port, path and query
+        self._requests: dict[str, tuple[str, int, bytes]] = {}  # url -> host, port, request head
+        self._extra: tuple[tuple[tuple[str, str], ...], bytes] = ((), b"")  # the last headers given, as sent
         self._closed = False  # closed by another thread (the sampler's stop): a read under way ends
 
     @property
     def is_open(self) -> bool:
         """A plain-http connection is open: the next read needs no connect (nor a name lookup)."""
-        plain = self._plain
-        return plain is not None and plain.sock is not None
+        return self._plain is not None
 
     def get(self, url: str, headers: Mapping[str, str], deadline: float, max_bytes: int) -> Answer:
         """The answer to a GET of ``url``; raises ``FetchFailed``. ``deadline``: monotonic
@@ -140,13 +141,17 @@ class PageConnection:
             raise FetchTimedOut()
         if url.startswith("https://"):
             return _get_https(self._client.https_client(), url, headers, deadline, max_bytes)
-        host, port, target = self._target(url)
+        host, port, request = self._request(url)
+        request += self._extra_headers(headers) + b"\r\n"
         try:
-            return self._get_plain(host, port, target, headers, deadline, max_bytes)
-        except BaseException as exc:
+            return self._get_plain(host, port, request, deadline, max_bytes)
+        except (OSError, ProtocolError, TooBig) as exc:
             self._close_plain()  # whatever was half-read must not be read as the next answer
-            if self._stopped() and not isinstance(exc, FetchFailed):
+            if self._stopped():
                 raise FetchFailed("stopped") from None  # the connection was closed under the read
+            raise _plain_failure(exc, max_bytes) from None
+        except BaseException:
+            self._close_plain()
             raise
 
     def close(self) -> None:
@@ -157,68 +162,80 @@ class PageConnection:
     def _stopped(self) -> bool:
         return self._closed or self._client.closed
 
-    def _target(self, url: str) -> tuple[str, int, str]:
-        found = self._targets.get(url)
+    def _request(self, url: str) -> tuple[str, int, bytes]:
+        """Host, port and the request's bytes up to the headers given with each read."""
+        found = self._requests.get(url)
         if found is None:
             parts = urlsplit(url)
             if parts.scheme != "http" or not parts.hostname:
                 raise FetchFailed("not an http URL")
             try:
                 port = parts.port or 80
-            except ValueError:
+                host = _host_bytes(parts.hostname)
+            except ValueError:  # a port out of range, or a name IDNA cannot write (a UnicodeError)
                 raise FetchFailed("not an http URL") from None
             # as httpx did: spaces and other letters percent-encoded, what is already encoded kept
             target = quote(parts.path or "/", safe=_PATH_SAFE)
             if parts.query:
                 target += "?" + quote(parts.query, safe=_QUERY_SAFE)
-            if len(self._targets) >= 16:  # a collector asks for a handful of URLs
-                self._targets.clear()
-            found = self._targets[url] = (parts.hostname, port, target)
+            if b":" in host:
+                host = b"[" + host + b"]"
+            if port != 80:
+                host += b":%d" % port
+            head = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s" % (target.encode("ascii"), host, _FIXED_HEADERS)
+            if len(self._requests) >= 16:  # a collector asks for a handful of URLs
+                self._requests.clear()
+            found = self._requests[url] = (parts.hostname, port, head)
         return found
 
-    def _get_plain(
-        self, host: str, port: int, target: str, headers: Mapping[str, str], deadline: float, max_bytes: int
-    ) -> Answer:
+    def _extra_headers(self, headers: Mapping[str, str]) -> bytes:
+        """``headers`` as request lines (the last ones are kept: a collector sends the same)."""
+        given = tuple(headers.items())
+        if given != self._extra[0]:
+            lines = b""
+            for name, value in given:
+                if not _TOKEN.fullmatch(name) or _NOT_IN_VALUE.search(value):
+                    raise FetchFailed(f"request failed (bad {name[:20]} header)")
+                lines += f"{name}: {value}\r\n".encode("latin-1")
+            self._extra = (given, lines)
+        return self._extra[1]
+
+    def _get_plain(self, host: str, port: int, request: bytes, deadline: float, max_bytes: int) -> Answer:
         for attempt in (1, 2):
             connection, reused = self._connect(host, port, deadline)
             try:
-                _set_deadline(connection, deadline)
-                connection.putrequest("GET", target, skip_accept_encoding=True)
-                connection.putheader("Accept-Encoding", "identity")
-                connection.putheader("User-Agent", USER_AGENT)
-                for name, value in headers.items():
-                    connection.putheader(name, value)
-                connection.endheaders()
-                response = connection.getresponse()
-            except _STALE_CONNECTION:
+                connection.send(request, deadline)
+                head = connection.read_head(deadline)
+            except (PeerClosed, ConnectionResetError, BrokenPipeError) as exc:
                 self._close_plain()
-                if reused and attempt == 1:
+                if reused and attempt == 1 and not (isinstance(exc, PeerClosed) and exc.answered):
                     continue  # the server closed the idle connection: once more, afresh
-                raise FetchFailed(CLOSED_EARLY) from None
-            except OSError as exc:
-                raise _failure(exc, connecting=not reused) from None
-            except http.client.HTTPException as exc:
-                raise _request_failed(exc) from None
-            except UnicodeError:  # a host name http.client cannot write
-                raise FetchFailed("not an http URL") from None
-            return _read_plain(connection, response, deadline, max_bytes)
+                raise  # CLOSED_EARLY, or "stopped" where the close was ours
+            if head.status != 200:
+                self._close_plain()  # the body is not wanted: a fresh connection next time
+                return Answer(head.status)
+            body = connection.read_body(head, deadline, max_bytes)
+            if not (head.keep_alive and connection.ended_clean):
+                self._close_plain()
+            return Answer(200, _decoded(body, head.encoding, max_bytes), head.content_type, head.start_time)
         raise AssertionError("unreachable")  # pragma: no cover  # the loop returns or raises
 
-    def _connect(self, host: str, port: int, deadline: float) -> tuple[http.client.HTTPConnection, bool]:
-        """The open connection to ``host:port``, or a new one (connected here, so that a
-        refused or unreachable server is told from one that closed on us)."""
-        if self._plain is not None and self._plain_to == (host, port) and self._plain.sock is not None:
-            return self._plain, True
+    def _connect(self, host: str, port: int, deadline: float) -> tuple[Http1Connection, bool]:
+        """The open connection to ``host:port`` if nothing came on it while idle, or a new one
+        (connected here, so that a refused or unreachable server is told from one that closed
+        on us)."""
+        plain = self._plain
+        if plain is not None and self._plain_to == (host, port) and plain.idle:
+            return plain, True
         self._close_plain()
         if self._stopped():
             raise FetchFailed("stopped")
-        connection = _Connection(host, port, timeout=max(deadline - time.monotonic(), 1e-3))
         try:
-            connection.connect()  # the name lookup in it has no timeout of its own: checked after
-            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # the name lookup in it has no timeout of its own: checked after
+            sock = socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 1e-3))
         except OSError as exc:
-            connection.close()
             raise _failure(exc, connecting=True) from None
+        connection = Http1Connection(sock)
         if self._stopped() or time.monotonic() > deadline:
             connection.close()
             raise FetchFailed("stopped") if self._stopped() else FetchTimedOut()
@@ -226,61 +243,25 @@ class PageConnection:
         return connection, False
 
     def _close_plain(self) -> None:
-        if self._plain is not None:
-            self._plain.close()
-            self._plain = None
+        plain, self._plain = self._plain, None
+        if plain is not None:
+            plain.close()
 
 
-class _DeadlineSocket(socket.socket):
-    """A socket whose every read waits only until ``deadline`` (monotonic seconds): a server
-    dripping bytes into a header line, a chunk size or endless trailers cannot hold a read
-    past it, nor can one that goes silent in an answer that closes its connection
-    (http.client hands that socket to the response, out of ``_set_deadline``'s reach)."""
-
-    deadline = math.inf
-
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("past the deadline")
-        self.settimeout(remaining)
-        return super().recv_into(buffer, nbytes, flags)
+def _plain_failure(exc: OSError | ProtocolError | TooBig, max_bytes: int) -> FetchFailed:
+    if isinstance(exc, TooBig):
+        return _too_big(max_bytes)
+    if isinstance(exc, ProtocolError):
+        return FetchFailed(f"request failed ({exc.reason})")
+    return _failure(exc, connecting=False)
 
 
-class _Connection(http.client.HTTPConnection):
-    auto_open = 0  # never reconnect behind our back: a closed connection is a failed read
-
-    def connect(self) -> None:
-        super().connect()
-        plain = self.sock
-        self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto, plain.detach())
-
-
-def _read_plain(
-    connection: http.client.HTTPConnection, response: http.client.HTTPResponse, deadline: float, max_bytes: int
-) -> Answer:
+def _host_bytes(name: str) -> bytes:
+    """``name`` as the Host header writes it; raises ``UnicodeError`` where IDNA cannot."""
     try:
-        if response.status != 200:
-            connection.close()  # the body is not wanted: a fresh connection next time
-            return Answer(response.status)
-        length = response.getheader("Content-Length", "")
-        if length.isdigit() and int(length) > max_bytes:
-            raise _too_big(max_bytes)
-        encoding = response.getheader("Content-Encoding", "identity").strip().lower()
-        body = _read_chunks(lambda: response.read1(CHUNK_BYTES), deadline, max_bytes)
-        if response.length:  # the server closed before the length it announced
-            raise FetchFailed(CLOSED_EARLY)
-        response.close()  # read to its end: the connection is ready for the next request
-        body = _decoded(body, encoding, max_bytes)
-        return Answer(
-            200, body, response.getheader("Content-Type", ""), response.getheader("Process-Start-Time-Unix", "")
-        )
-    except OSError as exc:
-        raise _failure(exc, connecting=False) from None
-    except http.client.IncompleteRead:
-        raise FetchFailed(CLOSED_EARLY) from None
-    except http.client.HTTPException as exc:
-        raise _request_failed(exc) from None
+        return name.encode("ascii")
+    except UnicodeError:
+        return name.encode("idna")
 
 
 def _read_chunks(read: Callable[[], bytes], deadline: float, max_bytes: int) -> bytes:
@@ -319,18 +300,6 @@ def _decoded(body: bytes, encoding: str, max_bytes: int) -> bytes:
     return text
 
 
-def _set_deadline(connection: http.client.HTTPConnection, deadline: float) -> None:
-    """Every later read and write of the connection's socket waits until ``deadline`` at most."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise FetchTimedOut()
-    connection.timeout = remaining
-    if connection.sock is not None:
-        connection.sock.settimeout(remaining)
-        if isinstance(connection.sock, _DeadlineSocket):
-            connection.sock.deadline = deadline
-
-
 def _failure(exc: OSError, *, connecting: bool) -> FetchFailed:
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return FetchTimedOut()
@@ -338,7 +307,7 @@ def _failure(exc: OSError, *, connecting: bool) -> FetchFailed:
         return FetchFailed("host not found")
     if isinstance(exc, ConnectionRefusedError):
         return FetchFailed("connection refused")
-    if isinstance(exc, _STALE_CONNECTION) or not connecting:
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or not connecting:
         return FetchFailed(CLOSED_EARLY)
     return FetchFailed("cannot connect")
 
