@@ -1,13 +1,21 @@
 """How one tick's CPU and the process's memory grow with GPUs, endpoints and page size.
 
-    python benchmarks/bench_scaling.py [--ticks 40]
+    python benchmarks/bench_scaling.py [--ticks 40] [--python-fake] [--before DIR] [--rounds 1] [--row G E PAGE]
 
 Each row is a fresh process (so that memory is its own) running ``Sampler.tick`` as ``record``
-does: the real NVML reader over the fake NVML (``tokentop.nvml.fake``; a real driver call costs
-more, see device_nvml_check.py), the endpoints' pages served by one other process (one
+does: the real NVML reader through the real ``pynvml`` and ctypes over the C fake NVML
+(``tests/fakenvml``, a fake ``libnvidia-ml.so.1`` built here, up to 64 GPUs; a real driver call
+costs more, see device_nvml_check.py), the endpoints' pages served by one other process (one
 listening thread per endpoint: its CPU is not ours), the SQLite append to a real file. Printed
 per row: the median CPU of a tick (``time.process_time``, every thread of ours: the poll pool
 too), that as a share of one core at 1 Hz, and the peak RSS.
+
+``--python-fake``: the Python ``FakeNvml`` (``tokentop.nvml.fake``) instead, as before; it costs
+about as much as the reader itself, so its GPU rows measure the fake too. Without a C compiler
+the Python fake is used, and the first line says so. ``--before DIR``: each row also for an
+earlier tokentop's source tree (``git archive <commit> tokentop | tar -x -C DIR``), in the same
+run, interleaved ``--rounds`` times, with the ratio now / before (medians over every round's
+ticks). ``--row``: only the rows named (repeatable), e.g. ``--row 64 16 "128 KiB"``.
 
 Pages: the real vLLM V1 capture of bench_reader.py with N data-parallel engines (128 KiB: 7
 engines, 1 MiB: 58), and for 10 KiB the one-engine page cut down to every line tokentop reads
@@ -26,12 +34,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import peak_rss_mb, serve_file
 from bench_reader import busy_page
 
+ROOT = Path(__file__).resolve().parent.parent
+FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
 PAGES = {"10 KiB": None, "128 KiB": 7, "1 MiB": 58}  # engines on the page; None: cut to 10 KiB
 ROWS = [  # (GPUs, endpoints, page)
     (1, 4, "128 KiB"),
@@ -65,8 +76,8 @@ def page_text(page: str) -> str:
     return "".join(line for line in lines if line in kept)
 
 
-def one(gpus: int, endpoints: int, page: str, ticks: int) -> dict[str, float]:
-    """Runs in the child: the ticks of one row; returns its figures."""
+def one(gpus: int, endpoints: int, page: str, ticks: int, python_fake: bool) -> dict[str, Any]:
+    """Runs in the child: the ticks of one row; returns its figures (every tick's CPU)."""
     from tokentop.config import Config, EndpointConfig
     from tokentop.history import Store
     from tokentop.nvml.fake import FakeNvml
@@ -87,7 +98,8 @@ def one(gpus: int, endpoints: int, page: str, ticks: int) -> dict[str, float]:
                 )
             )
             store = Store.open(Path(tmp) / "h.db", host="bench", version="bench", config={})
-            sampler = Sampler(config, NvmlReader(lib=FakeNvml.healthy(count=gpus)), store=store)
+            reader = NvmlReader(lib=FakeNvml.healthy(count=gpus) if python_fake else None)
+            sampler = Sampler(config, reader, store=store)
             cpu = []
             for i in range(ticks + 5):
                 started = time.process_time()
@@ -97,29 +109,89 @@ def one(gpus: int, endpoints: int, page: str, ticks: int) -> dict[str, float]:
                 time.sleep(0.02)
             up = sum(e.sample.status == "up" for e in snapshot.endpoints)
             sampler.stop()
+            if len(snapshot.gpus) != gpus:
+                raise SystemExit(f"{len(snapshot.gpus)} GPUs read, {gpus} wanted: {snapshot.gpu_reason}")
         finally:
             server.kill()
-    return {"cpu_ms": statistics.median(cpu) * 1e3, "rss_mb": peak_rss_mb(os.getpid()) or float("nan"), "up": up}
+    return {"cpu_ms": [c * 1e3 for c in cpu], "rss_mb": peak_rss_mb(os.getpid()) or float("nan"), "up": up}
+
+
+def build_fakenvml(into: Path) -> tuple[Path | None, str]:
+    """The C fake NVML built into ``into``; None and why when it cannot be built here."""
+    if not FAKENVML.exists():
+        return None, f"{FAKENVML} not found"
+    made = subprocess.run(["make", "-s", "-C", str(FAKENVML), f"BUILD={into}"], capture_output=True, text=True)
+    if made.returncode != 0:
+        return None, f"the fake libnvidia-ml.so.1 did not build: {made.stderr.strip()}"
+    return into, ""
+
+
+def run_row(row: tuple[int, int, str], tree: Path, ticks: int, lib: Path | None, tmp: Path) -> dict[str, Any]:
+    """One row in a fresh process importing tokentop from ``tree``; over the C fake at ``lib``
+    (its config: ``row``'s GPU count) or, when None, the Python fake."""
+    gpus, endpoints, page = row
+    child = [sys.executable, __file__, "--ticks", str(ticks), "--tree", str(tree)]
+    child += ["--one", str(gpus), str(endpoints), page] + (["--python-fake"] if lib is None else [])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    if lib is not None:
+        config = tmp / f"fakenvml-{gpus}.conf"
+        config.write_text(f"gpus = {gpus}\n")  # the defaults otherwise: H200s under a sine load
+        env["FAKENVML_CONFIG"] = str(config)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH")]))
+    done = subprocess.run(child, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"row {row} ({tree}) failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=40)
+    parser.add_argument("--python-fake", action="store_true", help="the Python FakeNvml instead of the C fake")
+    parser.add_argument("--before", type=Path, help="an earlier tokentop's source tree, measured in the same run")
+    parser.add_argument("--rounds", type=int, default=1, help="processes per (row, tree), interleaved")
+    parser.add_argument("--row", nargs=3, action="append", metavar=("GPUS", "ENDPOINTS", "PAGE"), help="only this row")
     parser.add_argument("--one", nargs=3, metavar=("GPUS", "ENDPOINTS", "PAGE"), help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
+        import tokentop  # from ``tree``: first on PYTHONPATH (``run_row``)
+
+        assert Path(tokentop.__file__).resolve().is_relative_to(args.tree.resolve()), tokentop.__file__
         gpus, endpoints, page = args.one
-        print(json.dumps(one(int(gpus), int(endpoints), page, args.ticks)))
+        print(json.dumps(one(int(gpus), int(endpoints), page, args.ticks, args.python_fake)))
         return
-    print(f"median CPU of one tick over {args.ticks} ticks (record's path: NVML, HTTP, derive, SQLite append)")
-    print(f"{'GPUs':>5} {'endpoints':>9} {'page':>8} | {'tick CPU':>9} {'% core at 1 Hz':>14} {'peak RSS':>9} | up")
-    for gpus, endpoints, page in ROWS:
-        child = [sys.executable, __file__, "--ticks", str(args.ticks), "--one", str(gpus), str(endpoints), page]
-        result = json.loads(subprocess.run(child, capture_output=True, text=True, check=True).stdout)
-        print(
-            f"{gpus:>5} {endpoints:>9} {page:>8} | {result['cpu_ms']:>6.2f} ms {result['cpu_ms'] / 10:>13.2f}% "
-            f"{result['rss_mb']:>6.1f} MB | {result['up']}/{endpoints}"
-        )
+    rows = [(int(g), int(e), p) for g, e, p in args.row] if args.row else ROWS
+    trees = [("now", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        lib, why = (None, "--python-fake") if args.python_fake else build_fakenvml(Path(tmp) / "fakenvml")
+        nvml = "C fake libnvidia-ml.so.1 through pynvml" if lib else f"Python FakeNvml ({why})"
+        print(f"median CPU of one tick over {args.rounds} x {args.ticks} ticks (record's path: NVML, HTTP, derive,")
+        print(f"SQLite append); NVML: {nvml}" + ("; trees: now, before" if args.before else ""))
+        head = f"{'GPUs':>5} {'endpoints':>9} {'page':>8} | {'tick CPU':>9} {'% core at 1 Hz':>14} {'peak RSS':>9} | up"
+        print(head + ("  | before: tick CPU, peak RSS, now/before" if args.before else ""))
+        for row in rows:
+            results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+            for _ in range(args.rounds):
+                for label, tree in trees:
+                    results[label].append(run_row(row, tree, args.ticks, lib, Path(tmp)))
+            print_row(row, results)
+
+
+def print_row(row: tuple[int, int, str], results: dict[str, list[dict[str, Any]]]) -> None:
+    gpus, endpoints, page = row
+    cpu = {label: statistics.median([c for r in runs for c in r["cpu_ms"]]) for label, runs in results.items()}
+    rss = {label: statistics.median([r["rss_mb"] for r in runs]) for label, runs in results.items()}
+    up = results["now"][-1]["up"]
+    line = (
+        f"{gpus:>5} {endpoints:>9} {page:>8} | {cpu['now']:>6.2f} ms {cpu['now'] / 10:>13.2f}% "
+        f"{rss['now']:>6.1f} MB | {up}/{endpoints}"
+    )
+    if "before" in cpu:
+        line += f"  | {cpu['before']:>6.2f} ms {rss['before']:>6.1f} MB {cpu['now'] / cpu['before']:>6.2f}"
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

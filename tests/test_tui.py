@@ -1250,6 +1250,9 @@ async def test_shift_p_shows_each_gpu_process_with_its_user_memory_engine_and_co
 def test_a_process_belongs_to_the_engine_that_started_it() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
+        until = time.monotonic() + 10  # until the child has exec'd: before, its command line is ours
+        while "time.sleep(30)" not in " ".join(psutil.Process(child.pid).cmdline()) and time.monotonic() < until:
+            time.sleep(0.01)
         info = describe_processes([child.pid])[child.pid]
         assert info.user == psutil.Process().username() and "time.sleep(30)" in info.command
         assert os.getpid() in info.ancestors

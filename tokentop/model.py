@@ -8,17 +8,49 @@ the CLI and the TUI only ever read snapshots. ``None`` always means "not known"
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar
+
+_Record = TypeVar("_Record")
+
+
+def _stored_by_slots(cls: type[_Record]) -> type[_Record]:
+    """A frozen slots dataclass with an ``__init__`` that stores each field through its slot's
+    own descriptor. The one ``dataclass`` writes calls ``object.__setattr__(self, name, value)``
+    for each field, to get past the frozen ``__setattr__``: it looks the name up every time, and
+    costs about twice as much. These objects are built for every GPU and endpoint every tick.
+    Same signature, defaults and result; fields with a default factory are not supported."""
+    names, parameters, namespace = [], [], {}
+    for f in fields(cls):  # type: ignore[arg-type]  # only applied to dataclasses
+        if f.default_factory is not MISSING or not f.init or f.kw_only:
+            raise TypeError(f"{cls.__name__}.{f.name}: only plain fields and defaults are supported")
+        names.append(f.name)
+        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is MISSING:
+            parameters.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            parameters.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names) or "    pass\n"
+    exec(f"def __init__(self, {', '.join(parameters)}):\n{body}", namespace)
+    init: Any = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 
 # --- GPUs (NVML) -------------------------------------------------------------
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuProcess:
     pid: int
     used_memory_bytes: int | None
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class MigSample:
     """One MIG instance of a physical GPU: memory only (NVML gives MIG no power or utilisation)."""
@@ -29,6 +61,7 @@ class MigSample:
     memory_total_bytes: int | None
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuSample:
     """One physical GPU read once through NVML."""
@@ -53,6 +86,7 @@ class GpuSample:
     mig: tuple[MigSample, ...] = ()  # MIG instances, when MIG mode is enabled
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuReading:
     """All GPUs at one instant. ``available`` is False when NVML cannot be used at all."""
@@ -67,6 +101,7 @@ class GpuReading:
 # --- inference servers --------------------------------------------------------
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Histogram:
     """A Prometheus histogram: cumulative ``(upper_bound, count)`` pairs, +Inf last."""
@@ -76,6 +111,7 @@ class Histogram:
     count: float
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class EndpointSample:
     """One endpoint read once.
@@ -108,6 +144,7 @@ class EndpointSample:
     note: str | None = None  # plain words for the user, e.g. "Ollama publishes no token counters"
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class EngineMapping:
     """Which GPUs one endpoint runs on, and how we know (``tokentop.discover`` finds it)."""
@@ -120,6 +157,7 @@ class EngineMapping:
 # --- derived figures ---------------------------------------------------------
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Price:
     """The hourly rate in use for one GPU and where it came from."""
@@ -137,6 +175,7 @@ def usd_per_mtok(cost_usd: float | None, tokens_out: float) -> float | None:
     return cost_usd / tokens_out * 1e6
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Totals:
     """Cumulative since the session started (monotonic; survive counter resets)."""
@@ -153,6 +192,7 @@ class Totals:
     watched_gpu_s: float | None = None
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Window:
     """Figures over a measured span that ends now. ``span_s`` is the span actually covered."""
@@ -212,6 +252,7 @@ class Window:
         return self.cost_usd - self.busy_cost_usd
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuFigures:
     sample: GpuSample
@@ -224,6 +265,7 @@ class GpuFigures:
     cost_window: Window  # longer window for $/Mtok, tok/J, busy share (``Snapshot.cost_window_s``)
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class EndpointFigures:
     sample: EndpointSample
@@ -239,6 +281,7 @@ class EndpointFigures:
     itl_p50_s: float | None
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class HostFigures:
     gpu_count: int
@@ -250,6 +293,7 @@ class HostFigures:
     unpriced_gpus: tuple[str, ...] = ()  # UUIDs with no known price
 
 
+@_stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     seq: int

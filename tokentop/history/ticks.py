@@ -14,7 +14,7 @@ import sqlite3
 from typing import NamedTuple
 
 from tokentop.derive import Point
-from tokentop.history.rows import EndpointRow, GpuRow, Tick, cum
+from tokentop.history.rows import EndpointRow, GpuRow, Tick
 from tokentop.history.schema import minute_of
 from tokentop.history.states import StateIds, memory_columns, power_column
 from tokentop.history.totals import INSERT_SESSION_GPU, first_gpu_row
@@ -119,44 +119,48 @@ class TickRows:
         self._conn.executemany(_UPSERT_ENDPOINT_ROLLUP, [rollup for rollup in endpoint_rollups if rollup is not None])
 
     def _write_gpu(self, t: float, minute: int, g: GpuRow) -> tuple | None:
-        """The GPU's row; its minute's rollup values when the row is new."""
+        """The GPU's row; its minute's rollup values when the row is new. (Its tuples are built
+        in one go, without unpacking others: this runs for every GPU every tick.)"""
         conn, sid = self._conn, self.session_id
         gpu_id = self._gpu_ids.get(g.uuid)
         if gpu_id is None:
             gpu_id = self._gpu_ids[g.uuid] = self._insert(_GPU, (g.uuid, g.name))
         totals = g.totals
-        cum_values = cum(totals)
+        tokens_in, tokens_out, energy_j, cost = totals.tokens_in, totals.tokens_out, totals.energy_j, totals.cost_usd
+        busy_s, busy_cost = totals.busy_s, totals.busy_cost_usd
         v = g.values
+        power, util = v.power_w, v.util_pct
         mem_used, unit = memory_columns(v.mem_used_bytes)
         labels = (self._label(g.engines), self._label(g.energy_method))
         state = (v.gpu_index, v.status, v.error, v.mem_total_bytes, unit, v.power_limit_w, *labels)
         state_id, usd_per_hour = self._states.gpu(state, g.usd_per_hour)
+        # fmt: off
         row = (
-            *(sid, gpu_id, t, state_id, v.util_pct, mem_used, power_column(v.power_w)),
-            *(v.energy_counter_mj, v.temperature_c, v.sm_clock_mhz, *cum_values, usd_per_hour),
+            sid, gpu_id, t, state_id, util, mem_used, power_column(power), v.energy_counter_mj, v.temperature_c,
+            v.sm_clock_mhz, tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost, usd_per_hour,
         )
+        # fmt: on
         inserted = conn.execute(_INSERT_GPU_TICK, row).rowcount == 1
         now = Point(t, totals)
-        previous = self.latest.get(gpu_id)
-        self.latest[gpu_id] = now  # also after a replay: this row is the latest
+        latest = self.latest
+        previous = latest.get(gpu_id)
+        latest[gpu_id] = now  # also after a replay: this row is the latest
         if not inserted:
             return None  # written before (a retry): counted once already
         if previous is None:  # the session's first row of this GPU: it adds nothing yet
             conn.execute(INSERT_SESSION_GPU, first_gpu_row(sid, gpu_id, v.gpu_index, now))
             previous = now
         before = previous.totals  # the differences as ``window_between`` takes them
-        cost, cost_before = totals.cost_usd, before.cost_usd
-        power, util = v.power_w, v.util_pct
+        cost_before = before.cost_usd
+        # fmt: off
         return (
-            *(sid, minute, gpu_id, t, *cum_values),
-            *(power or 0.0, int(power is not None), power),
-            *(util or 0.0, int(util is not None)),
-            totals.tokens_in - before.tokens_in,
-            totals.tokens_out - before.tokens_out,
-            totals.energy_j - before.energy_j,
+            sid, minute, gpu_id, t, tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost,
+            power or 0.0, int(power is not None), power, util or 0.0, int(util is not None),
+            tokens_in - before.tokens_in, tokens_out - before.tokens_out, energy_j - before.energy_j,
             None if cost is None or cost_before is None else cost - cost_before,
             max(0.0, t - previous.t),
         )
+        # fmt: on
 
     def _write_endpoint(self, t: float, minute: int, e: EndpointRow) -> tuple | None:
         """The endpoint's row; its minute's rollup values when the row is new."""
