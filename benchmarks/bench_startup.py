@@ -11,9 +11,12 @@ starts to the first screen on which:
 - first tok/s: a number in the header's tok/s part (``out 1.23k``) rather than ``warming``;
 - first $/Mtok: a dollar figure for the header's effective $/Mtok.
 
-Prints each run, and the median and range of each over ``--runs`` runs. First, the import
-time of what the live view loads before its app starts (``tokentop.cli`` and
-``tokentop.cli.live``), beside a bare Python and Textual's ``textual.app``: the median wall
+The screen read is whatever the terminal shows, from whichever writer: since the live view
+writes a plain first frame of its own before Textual is loaded (``cli.first_frame``), the
+first paint and every GPU row are that frame's, and the app takes it over later. Prints each
+run, and the median and range of each over ``--runs`` runs. First, the import time of what the
+live view loads before its first frame (``tokentop.cli`` and ``tokentop.cli.live``, which no
+longer load Textual), beside a bare Python and Textual's ``textual.app``: the median wall
 time of ``--runs`` fresh interpreters. Beside tokentop, Textual's own floor, timed the same
 way: the first paint of a Textual app with one Static (the header's first words) and nothing
 else; no Textual app draws sooner on this machine. The programs' runs are taken in turn, so

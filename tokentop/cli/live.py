@@ -1,12 +1,14 @@
 """``tokentop`` with no command: the live view, then the session summary once the terminal is back.
 
-The screen comes first: the app is created and drawn ("starting"), and only then are the GPU
-source (NVML, or the demo's engines), the history and the sampler built, on a thread of their
-own (``Startup``), and handed to the app. Their imports and set-up (about 0.1 s of CPU) so no
-longer stand between the command and its first screen. As soon as the GPUs can be read, before
-the history, the sampler and the endpoints' first answers, the app gets a first look (the GPUs
-alone, ``derive.first_look``): every GPU row is drawn without waiting for any of those.
-``benchmarks/bench_startup.py`` times all of it.
+What comes first is a frame of our own (``first_frame``): as soon as the settings are read, the
+alternate screen and the header's first lines, before Textual (about 0.2 s to load) is even
+imported. Meanwhile the GPU source (NVML, or the demo's engines) is built and read on a thread
+(``EarlyLook``), and the frame draws every GPU row from that reading while Textual loads; its
+driver then takes the screen over without clearing it, and shows the app's screen once that has
+drawn the same reading (a first look: the GPUs alone, ``derive.first_look``). The app's
+start-up (``Startup``, on a thread once its first screen is drawn) takes the GPU source over and
+builds the history and the sampler. Where no frame can be drawn (no terminal), the same, without
+the frame. ``benchmarks/bench_startup.py`` times all of it.
 """
 
 from __future__ import annotations
@@ -14,22 +16,26 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO, cast
 
+from tokentop.cli.first_frame import FirstFrame
 from tokentop.cli.runtime import Runtime, build_runtime, open_store
 from tokentop.cli.watchdog import run_watched
 from tokentop.config import Config
-from tokentop.tui import TokentopApp, short_summary
+from tokentop.tui import short_summary
 from tokentop.tui.host import DemoProcessHost
 from tokentop.units import to_ascii
 
 if TYPE_CHECKING:
     from tokentop.history import Store
+    from tokentop.model import Snapshot
     from tokentop.sampler import Sampler
+    from tokentop.tui import TokentopApp
 
 log = logging.getLogger(__name__)
 BUILD_WAIT_S = 10.0  # how long the end of the app waits for a start-up still under way
@@ -40,7 +46,18 @@ def run(args: argparse.Namespace, config: Config) -> int:
         from tokentop.cli import fleet
 
         return fleet.run_live(config)
-    return _run_app(Startup(config), config, summary=args.summary_mode or "short")
+    frame = FirstFrame.open(config, socket.gethostname())
+    early = EarlyLook(config, frame)
+    startup = Startup(config, early=early)
+    try:
+        early.start()  # beside Textual's import: waiting for it first made the rates as much later
+        return _run_app(startup, config, summary=args.summary_mode or "short", frame=frame)
+    finally:  # whatever happened before the app took the terminal: the screen as it was, one line
+        if frame is not None:
+            frame.leave()
+            startup.held_logs += frame.stop_holding_logs()
+        startup.stop()
+        startup.replay_logs()
 
 
 def run_live(runtime: Runtime, store: Store | None, *, summary: str = "short") -> int:
@@ -48,13 +65,79 @@ def run_live(runtime: Runtime, store: Store | None, *, summary: str = "short") -
     return _run_app(Startup(runtime.config, runtime, store), runtime.config, summary=summary)
 
 
-def _first_look(app: TokentopApp, runtime: Runtime) -> None:
-    """The GPUs, drawn before what is slower to build is built (the sampler reads them again)."""
+def _look(runtime: Runtime) -> Snapshot:
+    """The GPUs alone, before what is slower to build is built (the sampler reads them again)."""
     from tokentop.derive.first_look import gpus_alone
 
     runtime.gpus.open()  # the sampler opens them again: once is all it takes
-    reading = runtime.gpus.read(time.monotonic(), False)
-    app.post_snapshot(gpus_alone(runtime.config, reading, time.time()))
+    return gpus_alone(runtime.config, runtime.gpus.read(time.monotonic(), False), time.time())
+
+
+def _replay(records: list[logging.LogRecord]) -> None:
+    """Log records held while the first frame owned the screen, to the handlers in place now."""
+    for record in records:
+        logging.getLogger().handle(record)
+
+
+class EarlyLook:
+    """The GPU source built and read on a thread of its own as soon as the settings are read,
+    while Textual loads: the first frame draws the reading, and the app's start-up takes the
+    source (``take``) with a first look of the same reading. Built, it is the start-up's to
+    close; ``discard``, when no start-up will take it (the app never began)."""
+
+    def __init__(self, config: Config, frame: FirstFrame | None) -> None:
+        self.config, self.frame = config, frame
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._built: tuple[Runtime, Snapshot | None] | None = None
+        self._error: Exception | None = None
+        self._discarded = False
+        self._thread = threading.Thread(target=self._build, name="tokentop-early-look", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            runtime = build_runtime(self.config)
+        except Exception as exc:  # said by the start-up that takes it: one line, exit code 1
+            self._error = exc
+            self._done.set()
+            return
+        look = None
+        try:
+            look = _look(runtime)
+        except Exception:  # only a nicety: the sampler's first tick draws the GPUs all the same
+            log.debug("the first look failed", exc_info=True)
+        if look is not None and self.frame is not None:
+            self.frame.draw(look)
+        with self._lock:
+            discarded = self._discarded
+            if not discarded:
+                self._built = (runtime, look)
+        self._done.set()
+        if discarded:
+            runtime.close()
+
+    def take(self) -> tuple[Runtime, Snapshot | None]:
+        """The source and its first look, once built (the caller closes it from now on); raises
+        what building it raised."""
+        self._done.wait()
+        with self._lock:
+            built, self._built = self._built, None
+        if self._error is not None:
+            raise self._error
+        if built is None:
+            raise RuntimeError("the GPU source was taken already")
+        return built
+
+    def discard(self) -> None:
+        """Nobody will take the source: closed now, or by the build when it is done."""
+        with self._lock:
+            self._discarded = True
+            built, self._built = self._built, None
+        if built is not None:
+            built[0].close()
 
 
 class _StoppedFirst(Exception):
@@ -62,8 +145,10 @@ class _StoppedFirst(Exception):
 
 
 class Startup:
-    """The GPU source, the history and the sampler, built on a thread once the app has drawn
-    its first screen (``begin``), and stopped at the end whatever happened (``stop``). A history
+    """The GPU source (taken from ``early``, or built here), the history and the sampler, on a
+    thread once the app has drawn its first screen (``begin``), and stopped at the end whatever
+    happened (``stop``). The first look goes to the app first, then the app's screen is let out
+    (``show_held_screen``: where a first frame stays until then). A history
     that cannot be used is one line, on the screen and again on stderr once the terminal is
     back; anything else that fails ends the app with one line, never a traceback.
 
@@ -71,10 +156,21 @@ class Startup:
     build is still under way (the watchdog gives it 1.5 s); a part built after ``stop`` is closed
     by the build itself, and a ``begin`` after ``stop`` builds nothing."""
 
-    def __init__(self, config: Config, runtime: Runtime | None = None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runtime: Runtime | None = None,
+        store: Store | None = None,
+        *,
+        early: EarlyLook | None = None,
+    ) -> None:
+        """``early``: where the GPU source comes from when no ``runtime`` is given (built while
+        Textual loads); else it is built here."""
         self.config = config
         self.runtime, self.store = runtime, store
         self._store_given = runtime is not None
+        self._early = early
+        self.held_logs: list[logging.LogRecord] = []  # logged while the first frame had the screen
         self.sampler: Sampler | None = None
         self.said: list[str] = []  # lines for stderr once the terminal is back
         self._thread: threading.Thread | None = None
@@ -88,6 +184,11 @@ class Startup:
                 return
             self._thread = threading.Thread(target=self._build, args=(app,), name="tokentop-startup", daemon=True)
             self._thread.start()
+        self.replay_logs()  # the app's log handler is in place: on its screen
+
+    def replay_logs(self) -> None:
+        held, self.held_logs = self.held_logs, []
+        _replay(held)
 
     def _build(self, app: TokentopApp) -> None:
         from tokentop.sampler import Sampler
@@ -97,14 +198,17 @@ class Startup:
             app.warn(line.removeprefix("tokentop: "))
 
         try:
-            runtime = self.runtime
+            runtime, look = self.runtime, None
             if runtime is None:
-                runtime = build_runtime(self.config)
+                runtime, look = self._early.take() if self._early is not None else (build_runtime(self.config), None)
                 self._keep("runtime", runtime, runtime.close)
             try:
-                _first_look(app, runtime)
+                if look is None:
+                    look = _look(runtime)
+                app.post_snapshot(look)
             except Exception:  # only a nicety: the sampler's first tick draws the GPUs all the same
                 log.debug("the first look failed", exc_info=True)
+            app.show_held_screen()  # once the first look is drawn: the first frame showed its rows
             if not self._store_given:
                 store = open_store(runtime.config, required=False, say=say)
                 self._keep("store", store, store.close if store is not None else None)
@@ -143,6 +247,8 @@ class Startup:
                 thread = self._thread
             if thread is not None:
                 thread.join(BUILD_WAIT_S)
+            elif self._early is not None:  # never begun: nothing will take what it builds
+                self._early.discard()
             with self._lock:
                 sampler, store, runtime = self.sampler, self.store, self.runtime
             if sampler is not None:
@@ -153,7 +259,7 @@ class Startup:
                 runtime.close()
 
 
-def _run_app(startup: Startup, config: Config, *, summary: str) -> int:
+def _run_app(startup: Startup, config: Config, *, summary: str, frame: FirstFrame | None = None) -> int:
     """Run the live view until the user quits, a signal or a lost terminal ends it.
 
     Stops the sampler (which closes the history) whatever happened, then, once the terminal is
@@ -162,8 +268,21 @@ def _run_app(startup: Startup, config: Config, *, summary: str) -> int:
     or a few lines from the last snapshot when there is no history. Returns the exit code: 0
     on quit, 129 on hangup or a lost terminal, 143 on SIGTERM, 1 when it could not start.
     """
+    from tokentop.tui import TokentopApp
+
     host = DemoProcessHost(config.seed) if config.demo else None
-    app = run_watched(lambda on_end: TokentopApp(config, startup=startup.begin, on_end=on_end, host=host), startup.stop)
+
+    def make_app(on_end: Callable[[str, int], None]) -> TokentopApp:
+        app = TokentopApp(config, startup=startup.begin, on_end=on_end, host=host)
+        if frame is not None:  # its driver takes the frame's screen over (``tui.quiet_driver``)
+            app.frame_on_screen = frame
+            startup.held_logs += frame.stop_holding_logs()
+        return app
+
+    app = run_watched(make_app, startup.stop)
+    if frame is not None:  # the driver never took the terminal: leave the frame before anything is said
+        frame.leave()
+    startup.replay_logs()
     store = startup.store
     for line in startup.said:
         _say(line + "\n")

@@ -7,10 +7,19 @@ second after each input it still wakes every 0.1 s, so that a key sequence left 
 lone Esc, told apart from the start of an arrow key by a timeout) is delivered.
 
 The loop is Textual's own (``LinuxDriver.run_input_thread``, Textual 8) but for the timeout.
+
+A first frame already on the alternate screen (the app's ``frame_on_screen``: the live command
+writes one before Textual is loaded) is taken over without a blank screen: the driver does not
+enter the alternate screen again (entering it clears it), and while that frame shows rows the
+app's output is dropped, until ``show_held_screen`` (once the app's first look is painted) or
+``HOLD_MAX_S``, and the app's whole screen is then drawn at once: the frame stays until a screen
+at least as full replaces it. Once only: after a suspend (Ctrl-Z) the alternate screen is
+entered as Textual does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import selectors
@@ -26,6 +35,8 @@ from textual.drivers.linux_driver import LinuxDriver
 
 POLL_S = 0.1  # Textual's wait between checks, kept while a key sequence may be unfinished
 AWAKE_AFTER_INPUT_S = 1.0  # an unfinished sequence times out well within this
+HOLD_MAX_S = 1.0  # the app's output dropped at most this long behind a first frame
+ENTER_ALT_SCREEN = "\x1b[?1049h"  # what Textual's driver writes first (and clears the screen with)
 
 
 class _WakingEvent(Event):
@@ -54,6 +65,40 @@ class QuietLinuxDriver(LinuxDriver):
         os.set_blocking(self._wake_write, False)
         self._pipe_open = True
         self.exit_event = _WakingEvent(self._wake_write)
+        self._frame = getattr(app, "frame_on_screen", None)  # taken over on the first start only
+        self._in_alt_screen = False  # entered before Textual: its ENTER_ALT_SCREEN is not written
+        self._holding = False  # the app's output is dropped: a first frame stays meanwhile
+
+    def start_application_mode(self) -> None:
+        frame, self._frame = self._frame, None
+        hold = frame.hand_over() if frame is not None else False
+        self._in_alt_screen = frame is not None
+        try:
+            super().start_application_mode()
+        finally:
+            self._in_alt_screen = False
+        if hold:
+            self._holding = True
+            asyncio.get_running_loop().call_later(HOLD_MAX_S, self.show_held_screen)
+
+    def write(self, data: str) -> None:
+        if self._in_alt_screen and data == ENTER_ALT_SCREEN:
+            self._in_alt_screen = False
+            return
+        if not self._holding:
+            super().write(data)
+
+    def show_held_screen(self) -> None:
+        """Let the app's output through (on the event loop, as Textual's writes), and draw its
+        whole screen again at the next refresh: one frame, where the frames it drew meanwhile,
+        written one after the other, could each be seen in turn."""
+        if self._holding:
+            self._holding = False
+            self._app.refresh(layout=True)
+
+    def stop_application_mode(self) -> None:
+        self._holding = False  # leaving: the screen is not drawn again
+        super().stop_application_mode()
 
     def run_input_thread(self) -> None:
         """Wait for input (or the end) and dispatch events, as Textual does."""

@@ -6,7 +6,8 @@ drop, seen when a reading comes in); exit codes 0 on quit, 129 on hangup or a lo
 on SIGTERM. ``on_end`` is called at once, even when the event loop is stuck writing to a
 terminal that is gone (the command's watchdog then ends the process). Drawing: ``--ascii``
 (every character drawn made ASCII), the terminal's own colours where it has only 16, the theme
-key, and notifications as plain text.
+key, and notifications as plain text. Taking over a first frame the command wrote on the
+alternate screen before Textual was loaded (``frame_on_screen``, ``show_held_screen``).
 """
 
 from __future__ import annotations
@@ -17,15 +18,31 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from textual.app import App
 from textual.driver import Driver
 from textual.filter import LineFilter
+from textual.message import Message
 
 from tokentop.tui.terminal import ANSI_THEMES, AsciiFilter, theme_for
 
 ENDING_SIGNALS = ((signal.SIGHUP, "hangup", 129), (signal.SIGTERM, "terminated", 143))
 TERMINAL_LOST = ("terminal lost", 129)
+
+
+class FrameOnScreen(Protocol):
+    """A first frame the command wrote on the alternate screen before Textual was loaded
+    (``cli.first_frame``)."""
+
+    def hand_over(self) -> bool:
+        """The driver takes the terminal: the frame stops drawing. Whether it shows rows that
+        the app's first screen (drawn before its first reading) should not blank out."""
+        ...
+
+
+class ShowHeldScreen(Message):
+    """Posted after what the app should first show: the driver then lets the app's screen out."""
 
 
 class TerminalApp(App[None]):
@@ -56,6 +73,10 @@ class TerminalApp(App[None]):
         self._tty_fd = terminal_fd
         self._signals: dict[int, object] = {}  # the handlers the app replaced
         self.announcements: deque[str] = deque(maxlen=100)  # what was notified, newest last
+        # Set by the command before ``run``: the alternate screen is entered already, and the
+        # driver neither enters (clears) it again nor, while the frame shows rows, lets the app's
+        # screen out until ``show_held_screen`` (``quiet_driver``).
+        self.frame_on_screen: FrameOnScreen | None = None
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver for this platform; on Linux, one whose input thread sleeps until a
@@ -66,6 +87,17 @@ class TerminalApp(App[None]):
 
             return QuietLinuxDriver
         return driver
+
+    def show_held_screen(self) -> None:
+        """Any thread, after posting what the first screen should show (a first look): once
+        that is handled (messages keep their order), the driver lets the app's screen out,
+        drawn whole from what the widgets hold then."""
+        self.post_message(ShowHeldScreen())
+
+    def on_show_held_screen(self, message: ShowHeldScreen) -> None:
+        show = getattr(self._driver, "show_held_screen", None)
+        if show is not None:
+            show()
 
     def get_line_filters(self) -> Sequence[LineFilter]:
         """Textual's (NO_COLOR's among them), then with ``--ascii`` the one that makes every
