@@ -1,6 +1,7 @@
 """How one tick's CPU and the process's memory grow with GPUs, endpoints and page size.
 
-    python benchmarks/bench_scaling.py [--ticks 40] [--python-fake] [--before DIR] [--rounds 1] [--row G E PAGE]
+    python benchmarks/bench_scaling.py [--ticks 40] [--python-fake] [--by-name] [--before DIR] [--rounds 1]
+        [--row G E PAGE]
 
 Each row is a fresh process (so that memory is its own) running ``Sampler.tick`` as ``record``
 does: the real NVML reader through the real ``pynvml`` and ctypes over the C fake NVML
@@ -8,7 +9,12 @@ does: the real NVML reader through the real ``pynvml`` and ctypes over the C fak
 costs more, see device_nvml_check.py), the endpoints' pages served by one other process (one
 listening thread per endpoint: its CPU is not ours), the SQLite append to a real file. Printed
 per row: the median CPU of a tick (``time.process_time``, every thread of ours: the poll pool
-too), that as a share of one core at 1 Hz, and the peak RSS.
+too), that as a share of one core at 1 Hz, and the peak RSS. The sampler's clock advances 1 s a
+tick, as at 1 Hz, so every fifth read of a page also reads the latency histograms.
+
+``--by-name``: the server answers ``?name[]=`` as prometheus_client's app (vLLM's) does, so a
+read asks for only what it needs (``collectors/by_name.py``); without it every read is the
+whole page, as from a server that ignores the query.
 
 ``--python-fake``: the Python ``FakeNvml`` (``tokentop.nvml.fake``) instead, as before; it costs
 about as much as the reader itself, so its GPU rows measure the fake too. Without a C compiler
@@ -40,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import peak_rss_mb, serve_file
 from bench_reader import busy_page
+from bench_tick_parts import SteppedClock
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
@@ -76,7 +83,7 @@ def page_text(page: str) -> str:
     return "".join(line for line in lines if line in kept)
 
 
-def one(gpus: int, endpoints: int, page: str, ticks: int, python_fake: bool) -> dict[str, Any]:
+def one(gpus: int, endpoints: int, page: str, ticks: int, python_fake: bool, by_name: bool) -> dict[str, Any]:
     """Runs in the child: the ticks of one row; returns its figures (every tick's CPU)."""
     from tokentop.config import Config, EndpointConfig
     from tokentop.history import Store
@@ -87,7 +94,7 @@ def one(gpus: int, endpoints: int, page: str, ticks: int, python_fake: bool) -> 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "page.txt"
         path.write_text(page_text(page))
-        server, ports = serve_file(path, endpoints)  # one process, a thread per endpoint
+        server, ports = serve_file(path, endpoints, by_name=by_name)  # one process, a thread per endpoint
         try:
             config = Config(
                 endpoints=tuple(
@@ -99,13 +106,15 @@ def one(gpus: int, endpoints: int, page: str, ticks: int, python_fake: bool) -> 
             )
             store = Store.open(Path(tmp) / "h.db", host="bench", version="bench", config={})
             reader = NvmlReader(lib=FakeNvml.healthy(count=gpus) if python_fake else None)
-            sampler = Sampler(config, reader, store=store)
+            clock = SteppedClock()  # 1 s a tick, as at 1 Hz: every fifth read has the latency histograms
+            sampler = Sampler(config, reader, store=store, clock=clock.mono, wall_clock=clock.wall)
             cpu = []
-            for i in range(ticks + 5):
+            for i in range(ticks + 10):
                 started = time.process_time()
                 snapshot = sampler.tick()
-                if i >= 5:  # warm-up: kinds detected, label caches filled
+                if i >= 10:  # warm-up: kinds detected, label caches filled, the filter tried
                     cpu.append(time.process_time() - started)
+                clock.step()
                 time.sleep(0.02)
             up = sum(e.sample.status == "up" for e in snapshot.endpoints)
             sampler.stop()
@@ -126,12 +135,15 @@ def build_fakenvml(into: Path) -> tuple[Path | None, str]:
     return into, ""
 
 
-def run_row(row: tuple[int, int, str], tree: Path, ticks: int, lib: Path | None, tmp: Path) -> dict[str, Any]:
+def run_row(
+    row: tuple[int, int, str], tree: Path, ticks: int, lib: Path | None, tmp: Path, by_name: bool
+) -> dict[str, Any]:
     """One row in a fresh process importing tokentop from ``tree``; over the C fake at ``lib``
     (its config: ``row``'s GPU count) or, when None, the Python fake."""
     gpus, endpoints, page = row
     child = [sys.executable, __file__, "--ticks", str(ticks), "--tree", str(tree)]
     child += ["--one", str(gpus), str(endpoints), page] + (["--python-fake"] if lib is None else [])
+    child += ["--by-name"] if by_name else []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     if lib is not None:
@@ -150,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=40)
     parser.add_argument("--python-fake", action="store_true", help="the Python FakeNvml instead of the C fake")
+    parser.add_argument("--by-name", action="store_true", help="servers answer ?name[]= as prometheus_client does")
     parser.add_argument("--before", type=Path, help="an earlier tokentop's source tree, measured in the same run")
     parser.add_argument("--rounds", type=int, default=1, help="processes per (row, tree), interleaved")
     parser.add_argument("--row", nargs=3, action="append", metavar=("GPUS", "ENDPOINTS", "PAGE"), help="only this row")
@@ -161,7 +174,7 @@ def main() -> None:
 
         assert Path(tokentop.__file__).resolve().is_relative_to(args.tree.resolve()), tokentop.__file__
         gpus, endpoints, page = args.one
-        print(json.dumps(one(int(gpus), int(endpoints), page, args.ticks, args.python_fake)))
+        print(json.dumps(one(int(gpus), int(endpoints), page, args.ticks, args.python_fake, args.by_name)))
         return
     rows = [(int(g), int(e), p) for g, e, p in args.row] if args.row else ROWS
     trees = [("now", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
@@ -170,13 +183,14 @@ def main() -> None:
         nvml = "C fake libnvidia-ml.so.1 through pynvml" if lib else f"Python FakeNvml ({why})"
         print(f"median CPU of one tick over {args.rounds} x {args.ticks} ticks (record's path: NVML, HTTP, derive,")
         print(f"SQLite append); NVML: {nvml}" + ("; trees: now, before" if args.before else ""))
+        print("servers: " + ("answer ?name[]= as vLLM's does" if args.by_name else "whole pages (a query is ignored)"))
         head = f"{'GPUs':>5} {'endpoints':>9} {'page':>8} | {'tick CPU':>9} {'% core at 1 Hz':>14} {'peak RSS':>9} | up"
         print(head + ("  | before: tick CPU, peak RSS, now/before" if args.before else ""))
         for row in rows:
             results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
             for _ in range(args.rounds):
                 for label, tree in trees:
-                    results[label].append(run_row(row, tree, args.ticks, lib, Path(tmp)))
+                    results[label].append(run_row(row, tree, args.ticks, lib, Path(tmp), args.by_name))
             print_row(row, results)
 
 
