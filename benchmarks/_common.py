@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARMUP_S = 5.0
 
@@ -49,6 +50,17 @@ def serve_pages(body_for: Callable[[str], bytes], count: int = 1, *, disable_nag
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     threading.Event().wait()
+
+
+def build_fakenvml(into: Path) -> tuple[Path | None, str]:
+    """The C fake NVML (``libnvidia-ml.so.1``) built into ``into``; None and why when it cannot
+    be built here."""
+    if not FAKENVML.exists():
+        return None, f"{FAKENVML} not found"
+    made = subprocess.run(["make", "-s", "-C", str(FAKENVML), f"BUILD={into}"], capture_output=True, text=True)
+    if made.returncode != 0:
+        return None, f"the fake libnvidia-ml.so.1 did not build: {made.stderr.strip()}"
+    return into, ""
 
 
 def start_server(command: Sequence[str]) -> tuple[subprocess.Popen[str], list[int]]:

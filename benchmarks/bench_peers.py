@@ -41,17 +41,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import ROOT, Figures, cpu_ticks, measure, measure_record, serve_file
+from _common import ROOT, Figures, build_fakenvml, cpu_ticks, measure, measure_record, serve_file
 from bench_reader import busy_page
 
-FAKENVML = ROOT / "tests" / "fakenvml"
 ENDPOINTS = 4
 TMUX = ["tmux", "-L", "tokentop-bench-peers", "-f", "/dev/null"]  # a server of its own: no other session is touched
-
-
-def build_fakenvml(into: Path) -> Path:
-    subprocess.run(["make", "-s", "-C", str(FAKENVML), f"BUILD={into}"], check=True, capture_output=True)
-    return into
 
 
 def tokentop_args(ports: list[int]) -> list[str]:
@@ -162,7 +156,9 @@ def main() -> int:
     if args.before is not None:
         args.before = args.before.resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        lib = build_fakenvml(Path(tmp) / "fakenvml")
+        lib, why = build_fakenvml(Path(tmp) / "fakenvml")
+        if lib is None:
+            raise SystemExit(why)
         env = {"LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}".rstrip(":")}
         page = Path(tmp) / "page.txt"
         page.write_text(busy_page(7))

@@ -44,12 +44,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import peak_rss_mb, serve_file
+from _common import build_fakenvml, peak_rss_mb, serve_file
 from bench_reader import busy_page
 from bench_tick_parts import SteppedClock
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
 PAGES = {"10 KiB": None, "128 KiB": 7, "1 MiB": 58}  # engines on the page; None: cut to 10 KiB
 ROWS = [  # (GPUs, endpoints, page)
     (1, 4, "128 KiB"),
@@ -123,16 +122,6 @@ def one(gpus: int, endpoints: int, page: str, ticks: int, python_fake: bool, by_
         finally:
             server.kill()
     return {"cpu_ms": [c * 1e3 for c in cpu], "rss_mb": peak_rss_mb(os.getpid()) or float("nan"), "up": up}
-
-
-def build_fakenvml(into: Path) -> tuple[Path | None, str]:
-    """The C fake NVML built into ``into``; None and why when it cannot be built here."""
-    if not FAKENVML.exists():
-        return None, f"{FAKENVML} not found"
-    made = subprocess.run(["make", "-s", "-C", str(FAKENVML), f"BUILD={into}"], capture_output=True, text=True)
-    if made.returncode != 0:
-        return None, f"the fake libnvidia-ml.so.1 did not build: {made.stderr.strip()}"
-    return into, ""
 
 
 def run_row(

@@ -40,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import ROOT, serve_file
-from bench_tick_parts import SteppedClock, build_fakenvml
+from _common import ROOT, build_fakenvml, serve_file
+from bench_tick_parts import SteppedClock
 
 SERVERS = {"whole pages": False, "by name": True}
 

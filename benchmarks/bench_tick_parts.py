@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKENVML = ROOT / "tests" / "fakenvml"  # a copy of shared/tools/fakenvml
 ENDPOINTS = 4
 GPUS = 8
 PARTS = ("gpus.read", "deriver.step", "store.append")
@@ -166,16 +165,6 @@ def timed(function: Callable[..., Any], into: list[float]) -> Callable[..., Any]
 # --- the run -----------------------------------------------------------------------------------
 
 
-def build_fakenvml(into: Path) -> tuple[Path | None, str]:
-    """The C fake NVML built into ``into``; None and why when it cannot be built here."""
-    if not FAKENVML.exists():
-        return None, f"{FAKENVML} not found"
-    made = subprocess.run(["make", "-s", "-C", str(FAKENVML), f"BUILD={into}"], capture_output=True, text=True)
-    if made.returncode != 0:
-        return None, f"the fake libnvidia-ml.so.1 did not build: {made.stderr.strip()}"
-    return into, ""
-
-
 def run_child(tree: Path, nvml: str, ports: list[int], args: argparse.Namespace, lib: Path | None) -> dict:
     command = [sys.executable, __file__, "--child", nvml, "--tree", str(tree), "--ports", ",".join(map(str, ports))]
     command += ["--ticks", str(args.ticks), "--gap", str(args.gap)]
@@ -229,7 +218,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import start_server
+    from _common import build_fakenvml, start_server
 
     trees = [("now", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
     with tempfile.TemporaryDirectory() as tmp:

@@ -82,9 +82,9 @@ def serving(registry: CollectorRegistry, port: int = 0) -> Iterator[tuple[str, l
         server.server_close()
 
 
-def one_process_registry() -> CollectorRegistry:
+def one_process_registry(prefix: str = "vllm:") -> CollectorRegistry:
     scope: dict[str, Any] = {"ENGINES": ENGINES}
-    exec("from prometheus_client import *\n" + FIGURES, scope)
+    exec("from prometheus_client import *\n" + FIGURES.replace("vllm:", prefix), scope)
     registry: CollectorRegistry = scope["registry"]
     return registry
 
@@ -108,12 +108,13 @@ def asked_names(query: str) -> set[str]:
     return set(parse_qs(query).get("name[]", []))
 
 
+@pytest.mark.parametrize("prefix", ["vllm:", "lmdeploy:"])
 def test_prometheus_client_is_asked_for_what_each_read_needs_and_gives_the_same_figures(
-    client: PageClient,
+    prefix: str, client: PageClient
 ) -> None:
-    with serving(one_process_registry()) as (url, answers):
+    with serving(one_process_registry(prefix)) as (url, answers):
         endpoint = collector(url, client)
-        ticks = [1.0, 2.0, 3.0, 1.0 + LATENCY_EVERY_S, 2.0 + LATENCY_EVERY_S]
+        ticks = [1.0, 2.0, 3.0, 2.0 + LATENCY_EVERY_S, 3.0 + LATENCY_EVERY_S]
         samples = [endpoint.poll(t) for t in ticks]
     for sample in samples:
         assert sample.status == "up"
@@ -122,10 +123,10 @@ def test_prometheus_client_is_asked_for_what_each_read_needs_and_gives_the_same_
         assert sample.ttft is not None and sample.ttft.count == ENGINES
     queries = [query for query, _ in answers]
     assert queries[0] == ""  # the read that finds the server reads the whole page
-    scalar, full = asked_names(queries[1]), asked_names(queries[3])
-    assert "vllm:generation_tokens_total" in scalar and not any(name.endswith("_bucket") for name in scalar)
-    assert "vllm:time_to_first_token_seconds_bucket" in full and scalar < full
-    assert [asked_names(query) for query in queries[1:]] == [scalar, scalar, full, scalar]
+    full, scalar = asked_names(queries[1]), asked_names(queries[2])  # the trial asks for every name
+    assert f"{prefix}generation_tokens_total" in scalar and not any(name.endswith("_bucket") for name in scalar)
+    assert f"{prefix}time_to_first_token_seconds_bucket" in full and scalar < full
+    assert [asked_names(query) for query in queries[1:]] == [full, scalar, full, scalar]
     whole_bytes = answers[0][1]
     assert all(size * 4 < whole_bytes for _, size in answers[1:])
 
@@ -141,22 +142,48 @@ def test_a_multiprocess_registry_answers_empty_so_the_whole_page_is_read(client:
     assert answers[1][1] == 0
 
 
-def test_a_filtered_page_lacking_a_figure_is_not_used(server: LoopbackServer, client: PageClient) -> None:
-    whole = one_page(running=True)
+@pytest.mark.parametrize("lacking", ["running", "ttft"])
+def test_a_filtered_page_lacking_a_figure_is_not_used(lacking: str, server: LoopbackServer, client: PageClient) -> None:
+    down = [Reply(status=503)]  # once, at 6.0: the server is found again after it
 
     def answer(seen: Seen) -> Reply:
-        return Reply(body=one_page(running=False) if "name" in seen.query else whole)
+        if "name" in seen.query:
+            return Reply(body=one_page(lacking, unread=False))
+        return down.pop() if len(server.requests) == 5 else Reply(body=one_page(""))
 
     server.route("/metrics", answer)
     endpoint = collector(server.url + "/metrics", client)
     samples = [endpoint.poll(t) for t in (1.0, 2.0, 3.0)]
-    assert [s.running for s in samples] == [2, 2, 2]
+    assert [(s.running, s.ttft is not None) for s in samples] == [(2, True)] * 3
     assert ["name" in seen.query for seen in server.requests] == [False, True, False, False]
+    assert endpoint.poll(6.0).status == "stale"
+    assert [endpoint.poll(t).status for t in (7.0, 8.0)] == ["up", "up"]  # found again: not tried again
+    assert not any("name" in seen.query for seen in server.requests[4:])
+
+
+def test_a_filtered_read_that_loses_a_figure_is_replaced_by_the_whole_page(
+    server: LoopbackServer, client: PageClient
+) -> None:
+    filtered = [one_page("", unread=False)] * 2 + [one_page("running", unread=False)]
+    server.route("/metrics", lambda seen: Reply(body=filtered.pop(0) if "name" in seen.query else one_page("")))
+    endpoint = collector(server.url + "/metrics", client)
+    samples = [endpoint.poll(t) for t in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    assert [s.running for s in samples] == [2] * 5  # at 4.0 from the whole page, read in the same tick
+    assert ["name" in seen.query for seen in server.requests] == [False, True, True, True, False, False]
+
+
+def test_a_trial_the_connection_drops_leaves_the_reads_whole_and_up(server: LoopbackServer, client: PageClient) -> None:
+    server.route("/metrics", lambda seen: Reply(drop=True) if "name" in seen.query else Reply(body=one_page("")))
+    endpoint = collector(server.url + "/metrics?model=m", client)
+    assert [endpoint.poll(t).status for t in (1.0, 2.0, 3.0, 4.0)] == ["up"] * 4
+    asked = [seen.query for seen in server.requests]
+    assert asked[0] == "model=m" and asked[1].startswith("model=m&name%5B%5D=")
+    assert asked[-3:] == ["model=m"] * 3  # the whole page at 2.0 (the same tick), 3.0 and 4.0
 
 
 @pytest.mark.parametrize("refusal", [Reply(status=400), Reply(body="<html>bad query</html>", content_type="text/html")])
 def test_a_refused_filter_is_not_used(refusal: Reply, server: LoopbackServer, client: PageClient) -> None:
-    page = one_page(running=True)
+    page = one_page("")
     server.route("/metrics", lambda seen: refusal if "name" in seen.query else Reply(body=page))
     endpoint = collector(server.url + "/metrics", client)
     assert [endpoint.poll(t).generation_tokens_total for t in (1.0, 2.0, 3.0)] == [600, 600, 600]
@@ -164,7 +191,7 @@ def test_a_refused_filter_is_not_used(refusal: Reply, server: LoopbackServer, cl
 
 
 def test_a_server_ignoring_the_query_is_read_whole_without_it(server: LoopbackServer, client: PageClient) -> None:
-    server.route("/metrics", one_page(running=True))
+    server.route("/metrics", one_page(""))
     endpoint = collector(server.url + "/metrics", client)
     assert [endpoint.poll(t).status for t in (1.0, 2.0, 3.0)] == ["up", "up", "up"]
     # the trial's answer was the whole page: used as such, and the query is not sent again
@@ -185,10 +212,16 @@ def test_the_filter_is_tried_again_when_the_server_is_found_again(client: PageCl
     assert [bool(query) for query, _ in again] == [False, True]
 
 
-def one_page(*, running: bool) -> str:
-    """A vLLM page of one process with other families beside the read ones (over 10x larger)."""
+def one_page(lacking: str, *, unread: bool = True) -> str:
+    """A vLLM page of one process, without the ``lacking`` figure ("running" or "ttft"); with
+    ``unread``, other families beside the read ones (the page over 10x larger)."""
     lines = ['vllm:generation_tokens_total{model_name="m"} 600', 'vllm:prompt_tokens_total{model_name="m"} 300']
-    if running:
+    if lacking != "running":
         lines.append('vllm:num_requests_running{model_name="m"} 2')
-    lines += [f'vllm:unread_seconds_bucket{{le="{i}",model_name="m"}} {i}' for i in range(300)]
+    if lacking != "ttft":
+        name = "vllm:time_to_first_token_seconds"
+        lines += [f'{name}_bucket{{le="0.5",model_name="m"}} 3', f'{name}_bucket{{le="+Inf",model_name="m"}} 4']
+        lines += [f'{name}_sum{{model_name="m"}} 1.5', f'{name}_count{{model_name="m"}} 4']
+    if unread:
+        lines += [f'vllm:unread_seconds_bucket{{le="{i}",model_name="m"}} {i}' for i in range(300)]
     return "\n".join(lines) + "\n"

@@ -8,10 +8,12 @@ the process that serves its API, and tokentop reads less.
 The filter is used only once it is known to give the same figures. A registry in
 multiprocess mode (vLLM with ``--api-server-count`` > 1) answers it with an empty page, and a
 server behind a proxy may drop the query or refuse it. So the read after the one that found
-the server asks for the filtered page, and the filter is kept when that page gives every
-figure the whole page gave, from fewer bytes (``EndpointCollector._try_name_filter``);
-otherwise the whole page is read, as before. A page that later lacks the figures fails its
-read, and the next read probes the server afresh, this trial with it.
+the server asks for the filtered page with every name (the latency histograms too, as the
+whole page was read), and the filter is kept when that page gives every figure the whole page
+gave, from under 90 % of its bytes (``EndpointCollector._try_name_filter``); otherwise the
+whole page is read in the same tick, and from then on: a URL whose filter was not usable is
+not tried again. A filtered read that gives fewer figures than the read before it is dropped
+the same way, for the whole page, in the same tick.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def filtered_urls(url: str, scalar_names: tuple[str, ...], names: tuple[str, ...
     return _asking(url, scalar_names + PROCESS_NAMES), _asking(url, names + PROCESS_NAMES)
 
 
-def same_figures(reading: Reading, last: EndpointSample) -> bool:
-    """``reading`` has every figure ``last`` had, and no other."""
-    return all((getattr(reading, name) is None) == (getattr(last, name) is None) for name in _FIGURES)
+def keeps_figures(reading: Reading, last: EndpointSample) -> bool:
+    """``reading`` has every figure ``last`` had."""
+    return all(getattr(reading, name) is not None for name in _FIGURES if getattr(last, name) is not None)
 
 
 def _asking(url: str, names: tuple[str, ...]) -> str:

@@ -14,16 +14,15 @@ only (the log at ``-v``): a hostile page must not print a traceback every tick.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from tokentop.collectors.by_name import filtered_urls, same_figures
+from tokentop.collectors.body import BodyProblem, JsonBody, decode_body
+from tokentop.collectors.by_name import filtered_urls, keeps_figures
 from tokentop.collectors.exposition import TooManySamples, read_samples
 from tokentop.collectors.fetch import Answer, FetchFailed, FetchTimedOut, PageClient
 from tokentop.collectors.json_pages import (
@@ -50,7 +49,6 @@ QUICK_READ_S = 0.05  # a read this quick, last time, is done on the sampler's th
 LATENCY_EVERY_S = 5.0  # seconds between reads of the TTFT / inter-token histograms
 PROBE_PATHS = ("/metrics", "/v1/metrics", "/prometheus/metrics", "/api/ps", "/slots")
 _FULL_URL_ENDINGS = ("/metrics", "/api/ps", "/slots")
-_LEADING_SPACE = re.compile(r"\s*")
 _LLAMACPP_SLOTS_OFF = "/slots is off: tokens show up only when requests finish"
 _LLAMACPP_METRICS_OFF = "metrics off: /slots"
 _ERRORS_WARNED_MAX = 32  # distinct reader errors remembered per endpoint, to warn of each once
@@ -79,16 +77,6 @@ class _Source:
     detail: str | None = None
     spec: KindSpec | None = None
     by_name: tuple[str, str] | None = None  # (scalar, full) URLs asking for what is read (by_name.py)
-
-
-@dataclass(frozen=True)
-class _Json:
-    data: object
-
-
-@dataclass(frozen=True)
-class _Problem:
-    reason: str
 
 
 class EndpointCollector:
@@ -120,6 +108,7 @@ class EndpointCollector:
         self._tick_t = -math.inf  # the time of the tick being read
         self._errors_warned: set[str] = set()
         self._filter_untried = False  # the server found answers ``?name[]=``: try it on the next read
+        self._filter_refused: set[str] = set()  # URLs whose filtered page was not usable: not tried again
         self._whole_page_bytes = 0  # the size of the page that found the server
 
     def __repr__(self) -> str:
@@ -150,9 +139,10 @@ class EndpointCollector:
             return self._forget_and_fail(t_mono, "internal error (see the log)")
         # trtllm-serve's JSON list is emptied by each read: never read it twice in a tick
         self.quick = time.monotonic() - started < QUICK_READ_S and source.form != "trtllm-json"
-        if source != self._source:
+        was = self._source
+        if was is None or (source.url, source.kind, source.detail) != (was.url, was.kind, was.detail):
             log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
-            self._source = source
+        self._source = source
         self._kind = source.kind
         sample = EndpointSample(
             name=self.endpoint.name,
@@ -222,7 +212,8 @@ class EndpointCollector:
         if known is None:
             source, reading = self._probe(deadline)
             self._api_model = self._model_from_api(source, deadline)
-            self._filter_untried = source.spec is not None and source.spec.answers_by_name
+            spec = source.spec
+            self._filter_untried = spec is not None and spec.answers_by_name and source.url not in self._filter_refused
         else:
             source, reading = self._read_known(known, deadline)
         if source.kind == "llamacpp" and source.form == "prometheus":
@@ -230,37 +221,55 @@ class EndpointCollector:
         return source, reading
 
     def _read_known(self, known: _Source, deadline: float) -> tuple[_Source, Reading]:
-        if self._filter_untried:
-            self._filter_untried = False
-            if (tried := self._try_name_filter(known, deadline)) is not None:
-                return tried
+        if self._filter_untried and (tried := self._try_name_filter(known, deadline)) is not None:
+            return tried
+        read_at = self._latency_read_at
         answer = self._get(self._page_url(known), deadline)
         if answer.status != 200:
             raise _Failed(_http_reason(answer.status, self.endpoint.token_env is not None))
         found = self._understand(known.url, answer, known)
         if isinstance(found, str):
             raise _Failed(found)
+        last = self._last_good
+        if known.by_name is not None and last is not None and not keeps_figures(found[1], last):
+            self._filter_refused.add(known.url)
+            self._latency_read_at = read_at  # the whole page is read as this one was
+            log.info("%s: a page filtered by name lost figures: reads the whole page", self.endpoint.name)
+            return self._read_known(replace(known, by_name=None), deadline)
         return found
 
     def _try_name_filter(self, known: _Source, deadline: float) -> tuple[_Source, Reading] | None:
-        """Read the page filtered by name, once per server found: the filter is kept when it
-        gives the figures the whole page gave, from fewer bytes. None: read the whole page."""
+        """Read the page filtered by name, once per server found, with the latency histograms
+        (as the whole page was read when the server was found): the filter is kept when it
+        gives every figure the whole page gave, from fewer bytes. None: read the whole page.
+        The histograms' schedule (``LATENCY_EVERY_S``) stays as it was: when they were not due,
+        the last ones are carried forward as by any read between two of theirs."""
         assert known.spec is not None
         trial = replace(known, by_name=filtered_urls(known.url, known.spec.scalar_names, known.spec.names))
-        answer = self._get(self._page_url(trial), deadline)
-        found = self._understand(known.url, answer, trial) if answer.status == 200 else f"HTTP {answer.status}"
-        name = self.endpoint.name
-        if isinstance(found, str) or self._last_good is None or not same_figures(found[1], self._last_good):
-            log.info("%s: a page filtered by name lacks figures (%s): reads the whole page", name, found)
+        due, read_at = self._latency_due(), self._latency_read_at
+        self._latency_read_at = -math.inf  # a full read: the trial asks for every name
+        try:
+            answer = self._get(self._page_url(trial), deadline)
+            found = self._understand(known.url, answer, trial) if answer.status == 200 else f"HTTP {answer.status}"
+        except _Failed as failure:  # refused by a proxy, say: not the server's fault
+            found = failure.reason
+        self._filter_untried = False  # a _TooSlowHere above leaves it to the read on a thread
+        last, name = self._last_good, self.endpoint.name
+        if not due:
+            self._latency_read_at = read_at
+        if isinstance(found, str) or last is None or not keeps_figures(found[1], last):
+            self._filter_refused.add(known.url)
+            why = found if isinstance(found, str) else "other figures than the whole page"
+            log.info("%s: a page filtered by name was not usable (%s): reads the whole page", name, why)
             return None
+        if not due:
+            found = found[0], replace(found[1], ttft=last.ttft, itl=last.itl)
         if len(answer.body) >= 0.9 * self._whole_page_bytes:  # the query was ignored: a whole page it is
+            self._filter_refused.add(known.url)
             log.info("%s: the server ignores a filter by name: reads the whole page", name)
             return replace(found[0], by_name=None), found[1]
         log.info(
-            "%s: asks for the samples it reads by name (%d bytes, not %d)",
-            name,
-            len(answer.body),
-            self._whole_page_bytes,
+            "%s: asks for what it reads by name (%d bytes, not %d)", name, len(answer.body), self._whole_page_bytes
         )
         return found
 
@@ -291,10 +300,10 @@ class EndpointCollector:
     def _understand(self, url: str, answer: Answer, known: _Source | None) -> tuple[_Source, Reading] | str:
         """Turn a 200 answer into figures, or say in a few words why it cannot be; raise
         ``_Failed`` for a known server's page that holds nonsense."""
-        text = _decode(answer)
-        if isinstance(text, _Json):
+        text = decode_body(answer)
+        if isinstance(text, JsonBody):
             return self._understand_json(url, text.data)
-        if isinstance(text, _Problem):
+        if isinstance(text, BodyProblem):
             return text.reason
         kind = self.endpoint.kind
         detection: Detection | None
@@ -365,8 +374,8 @@ class EndpointCollector:
             answer = self._get(_sibling(metrics_url, "slots"), deadline)
         except _Failed as failure:
             return replace(reading, note=_join_notes(reading.note, f"/slots: {failure.reason}"))
-        content = _decode(answer) if answer.status == 200 else None
-        progress = _slots_of(content.data) if isinstance(content, _Json) else None
+        content = decode_body(answer) if answer.status == 200 else None
+        progress = _slots_of(content.data) if isinstance(content, JsonBody) else None
         if progress is None:
             return replace(reading, note=_join_notes(reading.note, _LLAMACPP_SLOTS_OFF))
         if isinstance(progress, Implausible):
@@ -383,8 +392,8 @@ class EndpointCollector:
             answer = self._get(_sibling(source.url, path), deadline)
         except _Failed:
             return None
-        content = _decode(answer) if answer.status == 200 else None
-        if not isinstance(content, _Json):
+        content = decode_body(answer) if answer.status == 200 else None
+        if not isinstance(content, JsonBody):
             return None
         if source.kind == "llamacpp":
             return llamacpp_model(content.data)
@@ -435,33 +444,6 @@ def _sibling(url: str, name: str) -> str:
     """``http://h/x/metrics?model=m`` -> ``http://h/x/<name>?model=m``."""
     parsed = urlsplit(url)
     return parsed._replace(path=parsed.path.rsplit("/", 1)[0] + "/" + name).geturl()
-
-
-def _decode(answer: Answer) -> str | _Json | _Problem:
-    """The page's text, its JSON, or why it is neither."""
-    body = answer.body
-    if not body or body.isspace():
-        return _Problem("empty page")
-    if b"\x00" in body:
-        return _Problem("binary data")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = body.decode("utf-8", errors="replace")
-        if text.count("\ufffd") * 100 > len(text):
-            return _Problem("binary data")
-    start = _LEADING_SPACE.match(text).end()  # type: ignore[union-attr]  # \s* always matches
-    first = text[start : start + 1]
-    if first == "<" or "html" in answer.content_type.lower():
-        return _Problem("not a metrics page (HTML)")
-    if first in ("[", "{"):
-        try:
-            return _Json(json.loads(text))
-        except ValueError:
-            return _Problem("not a metrics page (broken JSON)")
-        except RecursionError:
-            return _Problem("not a metrics page (JSON nested too deep)")
-    return text
 
 
 def _start_time(header: str) -> float | None:
