@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tokentop import __version__
+from tokentop.collectors import fetch
 from tokentop.collectors.fetch import CLOSED_EARLY, Answer, FetchFailed, FetchTimedOut, PageClient, PageConnection
 
 PAGE = b"".join(b'vllm:generation_tokens_total{model_name="m",engine="%d"} %d\n' % (i, i * 7) for i in range(200))
@@ -866,6 +867,23 @@ def test_a_connection_closed_by_its_collector_is_closed_and_forgotten(
     connection = client.connection()
     get(connection, server.url + "/metrics")
     connection.close()
+    assert server.wait_until(lambda: server.hangups == 1)
+
+
+def test_a_socket_whose_connection_cannot_be_set_up_is_closed(
+    serve: Callable[..., ScriptedServer], connection: PageConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setting a socket's options fails on one the server reset already: the socket is closed."""
+    server = serve(keep_alive(answer()))
+    given: list[socket.socket] = []
+
+    def reset(sock: socket.socket) -> None:
+        given.append(sock)
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(fetch, "Http1Connection", reset)
+    assert failure(connection, server.url + "/metrics").reason
+    assert len(given) == 1 and given[0].fileno() == -1
     assert server.wait_until(lambda: server.hangups == 1)
 
 

@@ -1,12 +1,13 @@
 """The model's records keep a dataclass's constructor exactly, with their cheaper ``__init__``
 (``tokentop.model._stored_by_slots``): same parameters and defaults, every field stored, still
-frozen, and ``dataclasses.replace`` and pickling work."""
+frozen, and ``dataclasses.replace``, pickling and ``typing.get_type_hints`` work."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import pickle
+import typing
 
 import pytest
 
@@ -30,6 +31,8 @@ def test_same_parameters_defaults_and_values(record: type) -> None:
     fields = dataclasses.fields(record)
     parameters = list(inspect.signature(record.__init__).parameters.values())[1:]  # type: ignore[misc]
     assert [p.name for p in parameters] == [f.name for f in fields]
+    assert record.__init__.__module__ == model.__name__  # type: ignore[misc]
+    assert typing.get_type_hints(record.__init__) == {**typing.get_type_hints(record), "return": type(None)}  # type: ignore[misc]
     for parameter, f in zip(parameters, fields, strict=True):
         assert parameter.default is (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
 

@@ -8,7 +8,9 @@ the CLI and the TUI only ever read snapshots. ``None`` always means "not known"
 
 from __future__ import annotations
 
+import sys
 from dataclasses import MISSING, dataclass, field, fields
+from types import FunctionType
 from typing import Any, TypeVar
 
 _Record = TypeVar("_Record")
@@ -20,20 +22,26 @@ def _stored_by_slots(cls: type[_Record]) -> type[_Record]:
     for each field, to get past the frozen ``__setattr__``: it looks the name up every time, and
     costs about twice as much. These objects are built for every GPU and endpoint every tick.
     Same signature, defaults and result; fields with a default factory are not supported."""
-    names, parameters, namespace = [], [], {}
+    names, parameters, closed = [], [], {}
     for f in fields(cls):  # type: ignore[arg-type]  # only applied to dataclasses
         if f.default_factory is not MISSING or not f.init or f.kw_only:
             raise TypeError(f"{cls.__name__}.{f.name}: only plain fields and defaults are supported")
         names.append(f.name)
-        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        closed[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
         if f.default is MISSING:
             parameters.append(f.name)
         else:
-            namespace[f"_default_{f.name}"] = f.default
+            closed[f"_default_{f.name}"] = f.default
             parameters.append(f"{f.name}=_default_{f.name}")
-    body = "".join(f"    _set_{name}(self, {name})\n" for name in names) or "    pass\n"
-    exec(f"def __init__(self, {', '.join(parameters)}):\n{body}", namespace)
-    init: Any = namespace["__init__"]
+    body = "".join(f"        _set_{name}(self, {name})\n" for name in names) or "        pass\n"
+    scope: dict[str, Any] = {}
+    signature = ", ".join(["self", *parameters])
+    exec(f"def make({', '.join(closed)}):\n    def __init__({signature}):\n{body}    return __init__\n", scope)
+    made = scope["make"](**closed)  # the setters and defaults in its closure, not in its globals
+    # the record's module as its globals, as dataclass's own: typing.get_type_hints reads them
+    module = vars(sys.modules[cls.__module__])
+    init: Any = FunctionType(made.__code__, module, "__init__", made.__defaults__, made.__closure__)
+    init.__module__ = cls.__module__
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__annotations__ = dict(cls.__init__.__annotations__)
     cls.__init__ = init  # type: ignore[method-assign]

@@ -235,7 +235,11 @@ class PageConnection:
             sock = socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 1e-3))
         except OSError as exc:
             raise _failure(exc, connecting=True) from None
-        connection = Http1Connection(sock)
+        try:
+            connection = Http1Connection(sock)
+        except BaseException:  # its options not set on a socket already reset: not left open
+            sock.close()
+            raise
         if self._stopped() or time.monotonic() > deadline:
             connection.close()
             raise FetchFailed("stopped") if self._stopped() else FetchTimedOut()

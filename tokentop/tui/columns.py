@@ -29,6 +29,7 @@ R = TypeVar("R")
 PLAIN, BAD, WARN, DIM, GOOD = "", "bad", "warn", "dim", "good"
 
 IDENTITY_MAX = 20  # an identity column is kept this wide at most before it is cropped
+PADDING = 1  # a table cell's padding on each side, in cells (the widgets' and the first frame's)
 
 
 BAR_CELLS = 5  # the widest a cell's bar is drawn

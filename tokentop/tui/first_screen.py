@@ -11,6 +11,7 @@ from rich.cells import cell_len, set_cell_size
 from tokentop.config import Config
 from tokentop.model import Snapshot
 from tokentop.tui.columns import (
+    PADDING,
     Cell,
     CostBands,
     content_widths,
@@ -21,12 +22,11 @@ from tokentop.tui.columns import (
     window_labels,
     window_lengths,
 )
-from tokentop.tui.gpu_table import GPU_COLUMNS, gpu_rows, gpu_sub_rows
+from tokentop.tui.gpu_table import FIRST_SORT, GPU_COLUMNS, gpu_rows, gpu_sub_rows
 from tokentop.tui.header_parts import SEPARATOR, header_rows
 from tokentop.units import to_ascii
 
-PAD = " "  # a table cell's padding on each side (``widgets.grid_lines.PADDING``)
-SORTED_BY = "index"  # the GPU table's first order (``widgets.panels``), ascending
+PAD = " " * PADDING
 
 
 def header_lines(host_name: str, snapshot: Snapshot | None, config: Config, bands: CostBands, width: int) -> list[str]:
@@ -40,15 +40,15 @@ def header_lines(host_name: str, snapshot: Snapshot | None, config: Config, band
 def gpu_lines(snapshot: Snapshot, bands: CostBands, width: int) -> list[str]:
     """The GPU table as ``widgets.grid`` draws it: titles (the sort arrow on ``#``), windows,
     one line a GPU (bars in the memory column), MIG instances under their GPU."""
-    spec = next(s for s in GPU_COLUMNS if s.key == SORTED_BY)
+    spec = next(s for s in GPU_COLUMNS if s.key == FIRST_SORT)
     cells: list[dict[str, Cell]] = []
     blank = Cell("")
     for row in sort_rows(gpu_rows(snapshot, bands), spec.sort_value, spec.descending):
         cells.append({s.key: s.cell(row) for s in GPU_COLUMNS})
         cells += [{s.key: sub.get(s.key, blank) for s in GPU_COLUMNS} for _, sub in gpu_sub_rows(row)]
-    columns = fit_columns(GPU_COLUMNS, width, len(PAD), content_widths(GPU_COLUMNS, cells), window_lengths(snapshot))
+    columns = fit_columns(GPU_COLUMNS, width, PADDING, content_widths(GPU_COLUMNS, cells), window_lengths(snapshot))
     windows = window_labels(snapshot)
-    titles = "".join(_title(s.title, w, s.right, s.key == SORTED_BY) for s, w in columns)
+    titles = "".join(_title(s.title, w, s.right, s.key == FIRST_SORT) for s, w in columns)
     lines = [titles, "".join(PAD + fit_text(s.window.format(**windows), w, s.right) + PAD for s, w in columns)]
     lines += ["".join(_cell(row[s.key], w, s.right) for s, w in columns) for row in cells]
     return [set_cell_size(line, width) if cell_len(line) > width else line for line in lines]
@@ -78,8 +78,11 @@ def frame_lines(config: Config, host_name: str, snapshot: Snapshot | None, width
     return [to_ascii(line) for line in lines] if config.ascii_only else lines
 
 
-def screen_text(lines: list[str], width: int) -> str:
+def screen_text(lines: list[str], width: int, height: int) -> str:
     """What writes ``lines`` from the top left, each line ended (``ESC [K``: not a line that fills
-    the width, whose last cell that would erase), and clears below them."""
+    the width, whose last cell that would erase), and clears the rows below them: none where they
+    fill the height (the terminal would move the cursor only as far as the last line, and erase it)."""
     out = [f"\x1b[{y};1H{line}" + ("\x1b[K" if cell_len(line) < width else "") for y, line in enumerate(lines, 1)]
-    return "".join(out) + f"\x1b[{len(lines) + 1};1H\x1b[J"
+    if len(lines) < height:
+        out.append(f"\x1b[{len(lines) + 1};1H\x1b[J")
+    return "".join(out)

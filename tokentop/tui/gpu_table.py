@@ -179,6 +179,8 @@ def _usd_per_hour(row: GpuRow) -> float | None:
     return row.gpu.usd_per_hour_now
 
 
+FIRST_SORT = "index"  # the column the table is first sorted by, in its own order (ascending)
+
 GPU_COLUMNS: tuple[ColumnSpec[GpuRow], ...] = (
     ColumnSpec(
         "index",

@@ -14,7 +14,8 @@ enter the alternate screen again (entering it clears it), and while that frame s
 app's output is dropped, until ``show_held_screen`` (once the app's first look is painted) or
 ``HOLD_MAX_S``, and the app's whole screen is then drawn at once: the frame stays until a screen
 at least as full replaces it. Once only: after a suspend (Ctrl-Z) the alternate screen is
-entered as Textual does.
+entered as Textual does. A suspend closes the driver (and its wake-up pipe): the pipe is opened
+again as the driver starts again.
 """
 
 from __future__ import annotations
@@ -61,15 +62,20 @@ class _WakingEvent(Event):
 class QuietLinuxDriver(LinuxDriver):
     def __init__(self, app: Any, **options: Any) -> None:
         super().__init__(app, **options)
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_write, False)
-        self._pipe_open = True
-        self.exit_event = _WakingEvent(self._wake_write)
+        self._open_pipe()
         self._frame = getattr(app, "frame_on_screen", None)  # taken over on the first start only
         self._in_alt_screen = False  # entered before Textual: its ENTER_ALT_SCREEN is not written
         self._holding = False  # the app's output is dropped: a first frame stays meanwhile
 
+    def _open_pipe(self) -> None:
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._pipe_open = True
+        self.exit_event = _WakingEvent(self._wake_write)
+
     def start_application_mode(self) -> None:
+        if not self._pipe_open:  # closed by a suspend (Textual closes the driver, then starts it again)
+            self._open_pipe()
         frame, self._frame = self._frame, None
         hold = frame.hand_over() if frame is not None else False
         self._in_alt_screen = frame is not None

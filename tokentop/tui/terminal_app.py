@@ -25,9 +25,9 @@ from textual.driver import Driver
 from textual.filter import LineFilter
 from textual.message import Message
 
+from tokentop.tui.endings import ENDING_SIGNALS
 from tokentop.tui.terminal import ANSI_THEMES, AsciiFilter, theme_for
 
-ENDING_SIGNALS = ((signal.SIGHUP, "hangup", 129), (signal.SIGTERM, "terminated", 143))
 TERMINAL_LOST = ("terminal lost", 129)
 
 

@@ -16,10 +16,9 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tokentop.tui.columns import Cell, ColumnSpec, fit_text
+from tokentop.tui.columns import PADDING, Cell, ColumnSpec, fit_text
 from tokentop.tui.widgets.strips import fitted
 
-PADDING = 1
 PAD = " " * PADDING
 CELLS_KEPT = 2048  # cells' segments kept at most: those on screen (some 700 on a tall terminal), ticks before
 

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 
 from tokentop.tui.engine_table import ENGINE_COLUMNS
-from tokentop.tui.gpu_table import GPU_COLUMNS
+from tokentop.tui.gpu_table import FIRST_SORT, GPU_COLUMNS
 from tokentop.tui.processes import PROCESS_COLUMNS
 from tokentop.tui.widgets.grid import HEADER_HEIGHT, GridTable
 
@@ -84,7 +84,7 @@ def host_panels(graph: Widget, *, gpus_empty: str, engines_empty: str, processes
     """A host's panels, in the local view and in a fleet's opened host: the GPU table (the one
     with the cursor: ids ``gpus``, ``processes``, ``engines``), the process table, hidden until
     shown, the engine table, and ``graph``."""
-    gpus = GridTable(GPU_COLUMNS, default_sort="index", empty_text=gpus_empty, id="gpus")
+    gpus = GridTable(GPU_COLUMNS, default_sort=FIRST_SORT, empty_text=gpus_empty, id="gpus")
     engines = GridTable(
         ENGINE_COLUMNS, default_sort="name", id="engines", show_cursor=False, show_sort=False, empty_text=engines_empty
     )
