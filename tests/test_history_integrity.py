@@ -130,6 +130,38 @@ def test_rows_of_a_session_are_timed_by_its_own_clock(tmp_path: Path) -> None:
     assert [n is not None for n in notes] == [False, False, True, False, True, False]
 
 
+def test_a_range_in_the_snapshots_own_times_selects_exactly_their_rows(tmp_path: Path) -> None:
+    """The wall clock read a little before or after the monotonic one (a few 1e-7 s, or a thread
+    switch between the two reads): a row is timed by its snapshot's wall time, so that a range
+    given in those times (the exporter's, ``snapshot --json``) starts and ends on those rows,
+    and the summary of it is the difference of the snapshots' totals."""
+    path = tmp_path / "h.db"
+    jitter = [0.0, 3e-7, -2.5e-7, 4e-4, -8e-4, 1e-7, -3e-7, 2e-7]  # each under a millisecond
+    snapshots = [
+        replace(build_snapshot(T0 + k + jitter[k], [Totals(tokens_out=100.0 * k * k)], seq=k + 1), t_mono=500.0 + k)
+        for k in range(len(jitter))
+    ]
+    with open_store(path) as store:
+        for snapshot in snapshots:
+            store.append(snapshot)
+    assert [t for (t,) in rows(path, "SELECT t FROM gpu_ticks ORDER BY t")] == [s.t_wall for s in snapshots]
+    with Store.open_readonly(path) as history:
+        [session] = history.sessions()
+        for first, last in ((1, 6), (2, 4), (3, 7)):
+            since, until = snapshots[first].t_wall, snapshots[last].t_wall
+            [gpu] = report.build_summary(history, session, since, until).gpus
+            assert gpu.figures.tokens_out == approx(100.0 * (last * last - first * first))
+
+
+def test_a_wall_clock_a_few_milliseconds_off_is_the_session_clocks(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    walls = [T0, T0 + 1 + 0.002, T0 + 2 - 0.0005]  # 2 ms off: the session's clock; 0.5 ms: its own
+    with open_store(path) as store:
+        for k, wall in enumerate(walls):
+            store.append(replace(build_snapshot(wall, [Totals(tokens_out=10.0 * k)], seq=k + 1), t_mono=500.0 + k))
+    assert [t for (t,) in rows(path, "SELECT t FROM gpu_ticks ORDER BY t")] == [T0, T0 + 1, T0 + 2 - 0.0005]
+
+
 # --- retention run by a later session never changes a closed one ---------------------------------
 
 KEPT_FIGURES = (

@@ -25,6 +25,7 @@ log = logging.getLogger("tokentop.sampler")
 
 Sink = Callable[[Snapshot], None]
 SOCKETS_EVERY_S = 15.0  # checks for new listening servers; a server coming back is seen at once
+CLOCKS_APART_S = 1e-4  # two reads of the clocks further apart than this are read again (_both_clocks)
 FIRST_INTERVAL_S = 0.25  # the live view's second tick comes this soon: rates need two readings
 
 
@@ -85,7 +86,7 @@ class Sampler:
     # -- one tick --
 
     def tick(self) -> Snapshot:
-        t, t_wall = self.clock(), self.wall_clock()  # the same instant on both clocks
+        t, t_wall = self._both_clocks()
         with_processes = t - self._last_process_read >= self.config.process_interval_s
         if with_processes:
             self._last_process_read = t
@@ -108,6 +109,19 @@ class Sampler:
         if self.sink is not None:
             self.sink(snapshot)
         return snapshot
+
+    def _both_clocks(self) -> tuple[float, float]:
+        """The monotonic and the wall clock at one instant. The history times a reading by the
+        first (``history.clock``), the snapshot and the exporter by the second, so the two must
+        agree: where another thread ran between the two reads (the GIL changes hands every
+        5 ms), an exporter's range and the summary of that range differed by that much of a
+        tick. So the wall clock is read between two reads of the monotonic one, again (three
+        tries at most) while those are over ``CLOCKS_APART_S`` apart."""
+        for _ in range(3):
+            before, t_wall, after = self.clock(), self.wall_clock(), self.clock()
+            if after - before <= CLOCKS_APART_S:
+                break
+        return (before + after) / 2, t_wall
 
     def _store(self, snapshot: Snapshot) -> Snapshot:
         if self.store is None:

@@ -4,8 +4,10 @@ A wall clock can be set by hand, stepped by NTP or moved by a test harness while
 times read from it then go backwards or leap days ahead, and every duration taken from them
 (the summary's duration, W, tok/s, $/hour) and every age (retention) is wrong. So the history
 times a reading as the wall time of the session's first tick plus the monotonic seconds since
-then (``SessionClock.time_of``). These times never go backwards, never advance by more than the
-measured interval, and their differences are measured durations. The wall clock only places the
+then (``SessionClock.time_of``); while the wall clock agrees with that to a millisecond, the
+reading's wall time itself (the time its snapshot carries). These times never go backwards,
+never advance by more than the measured interval and a millisecond, and their differences are
+measured durations. The wall clock only places the
 session's start; where it later disagrees with the session's clock by more than
 ``WALL_CLOCK_TOLERANCE_S`` that is said once (``note``): said again only when the wall clock
 moves again, not every tick while it stays off.
@@ -19,6 +21,7 @@ from __future__ import annotations
 from tokentop.units import fmt_duration
 
 WALL_CLOCK_TOLERANCE_S = 2.0
+SAME_INSTANT_S = 1e-3  # the clocks agree this closely: a reading is timed by its wall time itself
 
 
 class SessionClock:
@@ -37,7 +40,11 @@ class SessionClock:
         wall_0, mono_0 = self._start
         t = wall_0 + (t_mono - mono_0)
         self.offset_s = t_wall - t
-        return t
+        # Agreeing to a millisecond, the clocks differ only by when each was read and by
+        # rounding (a few 1e-7 s at today's Unix times): the reading's own wall time then, the
+        # time its snapshot carries (the exporter's, ``snapshot --json``), so that a range given
+        # in those times selects exactly their rows; a boundary row otherwise fell out by 2e-7 s.
+        return t_wall if abs(self.offset_s) <= SAME_INSTANT_S else t
 
     def now(self, t_wall: float) -> float:
         """The session's time of a wall time read just now (the latest offset still holds)."""
