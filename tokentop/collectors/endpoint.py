@@ -253,6 +253,9 @@ class EndpointCollector:
             found = self._understand(known.url, answer, trial) if answer.status == 200 else f"HTTP {answer.status}"
         except _Failed as failure:  # refused by a proxy, say: not the server's fault
             found = failure.reason
+        except _TooSlowHere:  # tried again on a thread, on the same schedule
+            self._latency_read_at = read_at
+            raise
         self._filter_untried = False  # a _TooSlowHere above leaves it to the read on a thread
         last, name = self._last_good, self.endpoint.name
         if not due:
