@@ -47,24 +47,27 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
         return fleet.run_live(config)
     frame = FirstFrame.open(config, socket.gethostname())
+    startup: Startup | None = None
     try:
         early = EarlyLook(config, frame)
         startup = Startup(config, early=early)
-        try:
-            # built while Textual is imported: building it after the import made the first rates later by the
-            # import's time
-            early.start()
-            return _run_app(startup, config, summary=args.summary_mode or "short", frame=frame)
-        finally:  # whatever happened before the app took the terminal: the screen as it was, one line
-            if frame is not None:
-                frame.leave()
-                startup.held_logs += frame.stop_holding_logs()
-            startup.stop()
-            startup.replay_logs()
-    finally:  # SIGTERM or SIGHUP (``SystemExit``) even before the start-up was made
+        # built while Textual is imported: building it after the import made the first rates later by the
+        # import's time
+        early.start()
+        return _run_app(startup, config, summary=args.summary_mode or "short", frame=frame)
+    finally:  # whatever happened before the app took the terminal (SIGTERM or SIGHUP too): the screen as it was
+        held = []
         if frame is not None:
             frame.leave()
-            _replay(frame.stop_holding_logs())
+            held = frame.stop_holding_logs()
+        if startup is None:
+            _replay(held)
+        else:
+            startup.held_logs += held
+            try:
+                startup.stop()
+            finally:
+                startup.replay_logs()
 
 
 def run_live(runtime: Runtime, store: Store | None, *, summary: str = "short") -> int:
