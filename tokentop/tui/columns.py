@@ -144,6 +144,17 @@ def fit_text(text: str, width: int, right: bool) -> str:
     return " " * (width - length) + text if right else text + " " * (width - length)
 
 
+def title_text(title: str, width: int, right: bool, arrow: str | None) -> str:
+    """A column's title in its cell, padding included; ``arrow``: the sort column's, right
+    before the title in its column, or in the padding before it when the title fills it."""
+    pad = " " * PADDING
+    if arrow is None:
+        return pad + fit_text(title, width, right) + pad
+    if cell_len(title) < width:
+        return pad + fit_text(arrow + title, width, right) + pad
+    return arrow + fit_text(title, width, right) + pad
+
+
 def sized_by_content(spec: ColumnSpec[R]) -> bool:
     """Whether ``fit_columns`` sizes the column from its cells: an identity column (never
     narrower than their shortest forms) or a flexible one (up to their widest)."""

@@ -19,6 +19,7 @@ from tokentop.tui.columns import (
     fit_columns,
     fit_text,
     sort_rows,
+    title_text,
     window_labels,
     window_lengths,
 )
@@ -48,18 +49,10 @@ def gpu_lines(snapshot: Snapshot, bands: CostBands, width: int) -> list[str]:
         cells += [{s.key: sub.get(s.key, blank) for s in GPU_COLUMNS} for _, sub in gpu_sub_rows(row)]
     columns = fit_columns(GPU_COLUMNS, width, PADDING, content_widths(GPU_COLUMNS, cells), window_lengths(snapshot))
     windows = window_labels(snapshot)
-    titles = "".join(_title(s.title, w, s.right, s.key == FIRST_SORT) for s, w in columns)
+    titles = "".join(title_text(s.title, w, s.right, "▲" if s.key == FIRST_SORT else None) for s, w in columns)
     lines = [titles, "".join(PAD + fit_text(s.window.format(**windows), w, s.right) + PAD for s, w in columns)]
     lines += ["".join(_cell(row[s.key], w, s.right) for s, w in columns) for row in cells]
     return [set_cell_size(line, width) if cell_len(line) > width else line for line in lines]
-
-
-def _title(title: str, width: int, right: bool, sorted_by: bool) -> str:
-    if not sorted_by:
-        return PAD + fit_text(title, width, right) + PAD
-    if cell_len(title) < width:  # the arrow right before the title, in its column
-        return PAD + fit_text("▲" + title, width, right) + PAD
-    return "▲" + fit_text(title, width, right) + PAD
 
 
 def _cell(cell: Cell, width: int, right: bool) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from tokentop.derive import HOST, Point, window_between
-from tokentop.model import Snapshot, usd_per_mtok
+from tokentop.model import Snapshot, Window, usd_per_mtok
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,9 @@ class GraphPoint:
     usd_per_mtok: float | None
 
 
-class _Added(NamedTuple):
-    """What a tick added (the difference of two snapshots' totals): the part of a ``Window``
-    that the bars add up, kept for ten minutes per GPU."""
-
-    span_s: float
-    tokens_in: float
-    tokens_out: float
-    energy_j: float
-    cost_usd: float | None
-
-
 class _Tick(NamedTuple):
     t: float  # monotonic end of the tick
-    added: _Added
+    added: Window  # the difference of two snapshots' totals
     point: GraphPoint  # the tick as a bar of its own (made once, on the sampler's thread)
 
 
@@ -73,7 +62,7 @@ class _Bucket:
     energy_j: float = 0.0
     cost_usd: float | None = 0.0  # None once a tick in it had no price
 
-    def add(self, tick: _Added) -> None:
+    def add(self, tick: Window) -> None:
         self.seconds += tick.span_s
         self.tokens_in += tick.tokens_in
         self.tokens_out += tick.tokens_out
@@ -112,8 +101,7 @@ class LiveHistory:
             return
         t = point.t
         ticks = self._ticks.setdefault(key, deque())
-        window = window_between(previous, point)  # totals only grow: no negative
-        added = _Added(window.span_s, window.tokens_in, window.tokens_out, window.energy_j, window.cost_usd)
+        added = window_between(previous, point)  # totals only grow: no negative
         ticks.append(_Tick(t, added, _one_tick(t, added)))
         while ticks and t - ticks[0].t > self.keep_s:
             ticks.popleft()
@@ -136,7 +124,7 @@ class LiveHistory:
         return bucket_ticks(ticks, window_s, buckets, end)
 
 
-def _one_tick(t: float, added: _Added) -> GraphPoint:
+def _one_tick(t: float, added: Window) -> GraphPoint:
     bucket = _Bucket()
     bucket.add(added)
     return bucket.point(t)

@@ -29,8 +29,17 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tokentop.tui.columns import Cell, ColumnSpec, ContentWidth, content_widths, fit_columns, fit_text, sort_rows
-from tokentop.tui.widgets.grid_lines import PADDING, GridLines
+from tokentop.tui.columns import (
+    PADDING,
+    Cell,
+    ColumnSpec,
+    ContentWidth,
+    content_widths,
+    fit_columns,
+    fit_text,
+    sort_rows,
+)
+from tokentop.tui.widgets.grid_lines import GridLines
 
 R = TypeVar("R")
 SubRows = Sequence[tuple[str, dict[str, Cell]]]  # (sub-row key, column key -> cell)

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tokentop.tui.columns import PADDING, Cell, ColumnSpec, fit_text
+from tokentop.tui.columns import PADDING, Cell, ColumnSpec, fit_text, title_text
 from tokentop.tui.widgets.strips import fitted
 
 PAD = " " * PADDING
@@ -59,12 +58,9 @@ class GridLines:
         arrow = "▼" if descending else "▲"
         segments = []
         for spec, col_width in columns:
-            if spec.key != sorted_by:
-                segments.append(Segment(PAD + fit_text(spec.title, col_width, spec.right) + PAD, base))
-            elif cell_len(spec.title) < col_width:  # the arrow right before the title, in its column
-                segments.append(Segment(PAD + fit_text(arrow + spec.title, col_width, spec.right) + PAD, sorted_style))
-            else:  # a title that fills its column: the arrow in the padding before it
-                segments.append(Segment(arrow + fit_text(spec.title, col_width, spec.right) + PAD, sorted_style))
+            sorted_here = spec.key == sorted_by
+            text = title_text(spec.title, col_width, spec.right, arrow if sorted_here else None)
+            segments.append(Segment(text, sorted_style if sorted_here else base))
         strip = fitted(segments, width, base, simplify=True)
         self._titles = (shown, strip)
         return strip

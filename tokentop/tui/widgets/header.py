@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.geometry import Region, Size
+from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -15,7 +15,7 @@ from tokentop.model import Snapshot
 from tokentop.tui.columns import DEFAULT_BANDS, CostBands
 from tokentop.tui.header_parts import SEPARATOR, Part, header_rows, plain_text
 from tokentop.tui.host import HostUsage
-from tokentop.tui.widgets.strips import fitted
+from tokentop.tui.widgets.strips import changed_lines, fitted
 
 
 class HeaderBar(Widget):
@@ -55,13 +55,11 @@ class HeaderBar(Widget):
         rows = self.rows_for(width)
         if rows == self._shown:
             return
-        changed = [y for y, row in enumerate(rows) if y >= len(self._shown) or row != self._shown[y]]
-        layout = len(rows) != len(self._shown)
-        self._shown = rows
-        if layout:
+        old, self._shown = self._shown, rows
+        if len(rows) != len(old):
             self.refresh(layout=True)
         else:
-            self.refresh(*(Region(0, y, width, 1) for y in changed))
+            self.refresh(*changed_lines(old, rows, width))
 
     def on_resize(self, event: events.Resize) -> None:
         self._shown = self.rows_for(event.size.width)

@@ -15,7 +15,7 @@ from textual.strip import Strip
 def fitted(
     segments: list[Segment], width: int, pad: Style, *, simplify: bool = False, length: int | None = None
 ) -> Strip:
-    """``segments`` in exactly ``width`` cells: padded with ``pad`` or cropped; ``simplify``
+    """``segments`` in exactly ``width`` cells: padded with ``pad`` (appended to ``segments``) or cropped; ``simplify``
     joins neighbours of the same style (fewer segments for the compositor to cut). ``length``:
     the segments' cells, when the caller knows it."""
     if length is None:
