@@ -264,6 +264,26 @@ def test_ttft_percentiles_over_the_cost_window() -> None:
     assert snap.endpoints[0].ttft_p95_s == pytest.approx(0.1 + 0.9 * 45 / 50)
 
 
+def test_carried_histograms_give_new_percentiles_when_the_window_slides_past_a_read() -> None:
+    """Histograms are carried forward between reads (the same object tick after tick); the
+    percentiles are reused only while the window starts at the same reading too."""
+    d = Deriver(CostConfig(), cost_window_s=2)
+    empty = Histogram(((0.1, 0), (1.0, 0), (float("inf"), 0)), 0, 0)
+    fast = Histogram(((0.1, 10), (1.0, 10), (float("inf"), 10)), 0.5, 10)  # 10 under 0.1 s
+    slow = Histogram(((0.1, 10), (1.0, 20), (float("inf"), 20)), 5.5, 20)  # then 10 more under 1 s
+    p50 = []
+    for t, hist in enumerate((empty, fast, fast, slow, slow, slow, slow)):
+        snap = d.step(_reading(float(t), []), (server("e", float(t), 0, 0, ttft=hist),), {}, t)
+        p50.append(snap.endpoints[0].ttft_p50_s)
+    # the window starts at the reading at or before t - 2 s: t=0 for t=0..2 (empty -> fast);
+    # t=1 (fast) at t=3 and t=2 (the same fast object) at t=4, -> slow; then slow -> the same
+    # slow: nothing observed in the window, though the newest histogram is the one of t=4
+    assert p50[0] is None
+    assert p50[1] == p50[2] == pytest.approx(0.05)
+    assert p50[3] == p50[4] == pytest.approx(0.1 + 0.9 * 5 / 10)
+    assert p50[5] is None and p50[6] is None
+
+
 def test_host_is_the_sum_of_its_gpus_and_an_unmapped_endpoint_is_named() -> None:
     d = Deriver(CostConfig())
     mapping = {"local": EngineMapping(("a",), "process")}  # "remote" is mapped to nothing

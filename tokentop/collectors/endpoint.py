@@ -309,25 +309,28 @@ class EndpointCollector:
         if isinstance(text, BodyProblem):
             return text.reason
         kind = self.endpoint.kind
-        detection: Detection | None
+        detection: Detection | None = None  # the page's, when the server is not known yet
         if known is not None and known.spec is not None:
-            detection = Detection(known.spec, known.detail)
+            spec, detail = known.spec, known.detail
         else:
             detection = detect(text, kind)
-        if detection is None:
-            return "no known metrics on page"
+            if detection is None:
+                return "no known metrics on page"
+            spec, detail = detection.spec, detection.detail
         try:
-            reading = self._read_page(text, detection.spec, fresh=known is None)
+            reading = self._read_page(text, spec, fresh=known is None)
         except (Implausible, TooManySamples) as refused:  # the server is found: other paths won't help
             raise _Failed(str(refused)) from None
         if not reading.has_figures:
-            recognised = detect(text, kind) if known is not None else detection
-            if recognised is None or not recognised.from_page or recognised.spec.kind != detection.spec.kind:
+            recognised = detection or detect(text, kind)
+            if recognised is None or not recognised.from_page or recognised.spec.kind != spec.kind:
                 return "no known metrics on page"
         if reading.process_start_time_s is None and answer.start_time:
             reading = replace(reading, process_start_time_s=_start_time(answer.start_time))
+        if known is not None and known.url == url and known.form == "prometheus" and known.spec is spec:
+            return known, reading  # the server as it was found: the same source
         by_name = known.by_name if known is not None else None
-        return _Source(url, "prometheus", detection.spec.kind, detection.detail, detection.spec, by_name), reading
+        return _Source(url, "prometheus", spec.kind, detail, spec, by_name), reading
 
     def _read_page(self, text: str, spec: KindSpec, *, fresh: bool) -> Reading:
         """Figures from a Prometheus page. Latency histograms are most of a busy page's lines

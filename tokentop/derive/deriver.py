@@ -71,6 +71,20 @@ def endpoints_tick(delivered: Collection[TickTokens], dt_s: float) -> Window:
     return Window(dt_s, tokens_in, tokens_out, 0.0, None, busy_s, None, watched_gpu_s=dt_s)
 
 
+class _Latency(NamedTuple):
+    """Percentiles over the cost window and the histograms they came from. Histograms are read
+    every few seconds and carried forward between reads (``endpoint.LATENCY_EVERY_S``), so most
+    ticks see the very same objects as the tick before: then the percentiles are too."""
+
+    histograms: tuple[object, ...]  # (ttft, its base, itl, its base, no window), compared by identity
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    itl_p50_s: float | None
+
+    def same_histograms(self, histograms: tuple[object, ...]) -> bool:
+        return all(a is b for a, b in zip(self.histograms, histograms))
+
+
 @dataclass
 class _ServerState:
     ring: Ring
@@ -78,6 +92,7 @@ class _ServerState:
     generation: DeliveredCounter
     start_time_s: float | None = None  # the engine's own start (Unix s), last seen
     pid: int | None = None  # the listening process, last seen
+    latency: _Latency | None = None  # the last tick's percentiles, and the histograms behind them
 
     def same_process(self, start_time_s: float | None, pid: int | None) -> bool:
         """Whether the engine's start time, and its PID where known, show that it has not
@@ -187,7 +202,7 @@ class Deriver:
             delivered[sample.name] = TickTokens(added_in, added_out, bool(sample.running), (sample.name,))
             totals = Totals(tokens_in=state.prompt.delivered, tokens_out=state.generation.delivered)
             state.ring.push(Point(sample.t_mono, totals, sample.ttft, sample.itl))
-            figs.append(self._endpoint_figures(sample, state.ring, m))
+            figs.append(self._endpoint_figures(sample, state, m))
         return figs, delivered
 
     def _fresh_s(self, sample: EndpointSample, t_wall: float) -> float | None:
@@ -214,13 +229,11 @@ class Deriver:
             self._events.append(f"{sample.name}: {which} tokens counter {counter.event}")
         return added
 
-    def _endpoint_figures(self, sample: EndpointSample, ring: Ring, m: EngineMapping) -> EndpointFigures:
+    def _endpoint_figures(self, sample: EndpointSample, state: _ServerState, m: EngineMapping) -> EndpointFigures:
+        ring = state.ring
         now = ring.last
         rate = ring.window(self.rate_window_s)
-        base = ring.reading_before(self.cost_window_s)  # latency percentiles are over the cost window
-        no_window = base is now
-        ttft_p50, ttft_p95 = windowed_quantiles((0.5, 0.95), sample.ttft, base.ttft, no_window)
-        (itl_p50,) = windowed_quantiles((0.5,), sample.itl, base.itl, no_window)
+        latency = state.latency = _latency(sample, ring.reading_before(self.cost_window_s), now, state.latency)
         return EndpointFigures(
             sample=sample,
             gpus=m.gpus,
@@ -230,9 +243,9 @@ class Deriver:
             tokens_out_total=now.totals.tokens_out,
             tok_s_in=rate.tok_s_in,
             tok_s_out=rate.tok_s_out,
-            ttft_p50_s=ttft_p50,
-            ttft_p95_s=ttft_p95,
-            itl_p50_s=itl_p50,
+            ttft_p50_s=latency.ttft_p50_s,
+            ttft_p95_s=latency.ttft_p95_s,
+            itl_p50_s=latency.itl_p50_s,
         )
 
     # -- GPUs --
@@ -331,6 +344,19 @@ class Deriver:
             cost_window=ring.window(self.cost_window_s),
             unpriced_gpus=tuple(f.sample.uuid for f in gpu_figs if f.price is None),
         )
+
+
+def _latency(sample: EndpointSample, base: Point, now: Point, last: _Latency | None) -> _Latency:
+    """The endpoint's latency percentiles over the cost window (from ``base``, the reading at
+    or before its start: histograms cannot be interpolated); the last tick's when they come
+    from the same histograms."""
+    no_window = base is now
+    histograms = (sample.ttft, base.ttft, sample.itl, base.itl, no_window)
+    if last is not None and last.same_histograms(histograms):
+        return last
+    ttft_p50, ttft_p95 = windowed_quantiles((0.5, 0.95), sample.ttft, base.ttft, no_window)
+    (itl_p50,) = windowed_quantiles((0.5,), sample.itl, base.itl, no_window)
+    return _Latency(histograms, ttft_p50, ttft_p95, itl_p50)
 
 
 def _attribute(
