@@ -3,35 +3,26 @@ in memory."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from tokentop.history.states import memory_columns, power_column
 from tokentop.model import EndpointFigures, GpuFigures, Snapshot, Totals
 
 
-class GpuValues(NamedTuple):
-    """A GPU's readings of one tick: ``gpu_ticks`` columns and its state's (``states``)."""
-
-    gpu_index: int | None
-    status: str
-    error: str | None
-    util_pct: float | None
-    mem_used_bytes: int | None
-    mem_total_bytes: int | None
-    power_w: float | None
-    power_limit_w: float | None
-    energy_counter_mj: int | None
-    temperature_c: float | None
-    sm_clock_mhz: int | None
-
-
 class GpuRow(NamedTuple):
+    """A GPU's reading of one tick as its ``gpu_ticks`` row and its state's (``gpu_states``)
+    columns, the strings its ids stand for, and what its rollup adds up."""
+
     uuid: str
     name: str
     energy_method: str | None
     engines: str  # comma-separated endpoint names
-    values: GpuValues
-    totals: Totals
+    state: tuple[Any, ...]  # gpu_index, status, error, mem_total_bytes, mem_used_unit, power_limit_w
+    columns: tuple[Any, ...]  # util_pct .. busy_cost_usd_cum as stored (``gpu_ticks``, after state_id)
     usd_per_hour: float | None
+    totals: Totals
+    power_w: float | None
+    util_pct: float | None
 
 
 class EndpointValues(NamedTuple):
@@ -74,20 +65,20 @@ def prepare(snapshot: Snapshot, t: float) -> Tick:
 
 def _gpu_row(fig: GpuFigures) -> GpuRow:
     s = fig.sample
-    values = GpuValues(
-        s.index,
-        s.status,
-        s.error,
-        s.utilization_pct,
-        s.memory_used_bytes,
-        s.memory_total_bytes,
-        s.power_w,
-        s.power_limit_w,
-        s.energy_counter_mj,
-        s.temperature_c,
-        s.sm_clock_mhz,
+    t = fig.totals
+    mem_used, unit = memory_columns(s.memory_used_bytes)
+    power = s.power_w
+    # fmt: off
+    columns = (
+        s.utilization_pct, mem_used, power_column(power), s.energy_counter_mj, s.temperature_c, s.sm_clock_mhz,
+        t.tokens_in, t.tokens_out, t.energy_j, t.cost_usd, t.busy_s, t.busy_cost_usd,
     )
-    return GpuRow(s.uuid, s.name, fig.energy_method, ",".join(fig.engines), values, fig.totals, fig.usd_per_hour_now)
+    # fmt: on
+    state = (s.index, s.status, s.error, s.memory_total_bytes, unit, s.power_limit_w)
+    engines = ",".join(fig.engines)
+    return GpuRow(
+        s.uuid, s.name, fig.energy_method, engines, state, columns, fig.usd_per_hour_now, t, power, s.utilization_pct
+    )
 
 
 def _endpoint_row(fig: EndpointFigures) -> EndpointRow:

@@ -1,22 +1,26 @@
 """One tick's rows and 1-minute rollups, written in the caller's transaction.
 
-The per-tick path uses raw ``sqlite3``: a tick of 8 GPUs and 4 endpoints is 12 row inserts (each
-a bind and a step of a statement ``sqlite3`` keeps prepared), then the rollups of the new rows in
-one ``executemany`` per table; going through sqlite-utils would add its per-call Python work
-(dicts, quoting, transaction checks) to each of them, every second, for nothing. Writing a tick
-twice changes nothing: raw rows are keyed by time and a rollup only counts a row that was
-actually inserted.
+The per-tick path uses raw ``sqlite3``: a tick's GPU rows go in one ``executemany`` (a bind and
+a step of a statement ``sqlite3`` keeps prepared, per row, without a Python call each), so do
+its endpoint rows, then the rollups of the new rows in one ``executemany`` per table; going
+through sqlite-utils would add its per-call Python work (dicts, quoting, transaction checks) to
+each of them, every second, for nothing. Writing a tick twice changes nothing: raw rows are
+keyed by time and a rollup only counts a row that was actually inserted (a tick that may hold
+rows written before is inserted row by row, each insert telling whether its row is new).
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from collections.abc import Iterable
+from itertools import repeat
 from typing import NamedTuple
 
 from tokentop.derive import Point
 from tokentop.history.rows import EndpointRow, GpuRow, Tick
 from tokentop.history.schema import minute_of
-from tokentop.history.states import StateIds, memory_columns, power_column
+from tokentop.history.states import StateIds
 from tokentop.history.totals import INSERT_SESSION_GPU, first_gpu_row
 
 _INSERT_GPU_TICK = (
@@ -100,6 +104,7 @@ class TickRows:
         self._label_ids: dict[str, int] = {}
         self._states = StateIds(conn)
         self.latest: dict[int, Point] = {}  # gpu_id -> its latest row's cumulative figures
+        self._newest_t = -math.inf  # no row of the session is timed later (rolled back or not)
 
     def rolled_back(self, latest: dict[int, Point]) -> None:
         """Forget what a failed transaction did: the ids it handed out may not exist, and the
@@ -110,37 +115,52 @@ class TickRows:
         self.latest = latest
 
     def write(self, tick: Tick) -> None:
-        """One tick's rows and rollups, in the caller's transaction: the rows one by one (a
-        rollup counts only a row actually inserted), then the rollups of those in one call."""
-        minute = minute_of(tick.t)
-        gpu_rollups = [self._write_gpu(tick.t, minute, gpu) for gpu in tick.gpus]
-        endpoint_rollups = [self._write_endpoint(tick.t, minute, endpoint) for endpoint in tick.endpoints]
+        """One tick's rows and rollups, in the caller's transaction: the rows (a rollup counts
+        only a row actually inserted), then the rollups of those in one call per table."""
+        t = tick.t
+        minute = minute_of(t)
+        # No row of this session is timed ``t`` yet when ``t`` is past every time written: then
+        # each GPU's (endpoint's) row is new unless the tick lists it twice, and the rows go in
+        # one ``executemany``; else one by one, each insert telling whether its row is new.
+        fresh = t > self._newest_t
+        if fresh:
+            self._newest_t = t
+        gpu_rows = [self._gpu_row(t, gpu) for gpu in tick.gpus]
+        gpus_inserted = self._insert(_INSERT_GPU_TICK, gpu_rows, fresh)
+        gpu_rollups = [
+            self._gpu_rollup(minute, gpu, row, inserted)
+            for gpu, row, inserted in zip(tick.gpus, gpu_rows, gpus_inserted, strict=True)
+        ]
+        endpoint_rows = [self._endpoint_row(t, endpoint) for endpoint in tick.endpoints]
+        endpoints_inserted = self._insert(_INSERT_ENDPOINT_TICK, endpoint_rows, fresh)
+        endpoint_rollups = [
+            _endpoint_rollup(minute, endpoint, row)
+            for endpoint, row, inserted in zip(tick.endpoints, endpoint_rows, endpoints_inserted, strict=True)
+            if inserted
+        ]
         self._conn.executemany(_UPSERT_GPU_ROLLUP, [rollup for rollup in gpu_rollups if rollup is not None])
-        self._conn.executemany(_UPSERT_ENDPOINT_ROLLUP, [rollup for rollup in endpoint_rollups if rollup is not None])
+        self._conn.executemany(_UPSERT_ENDPOINT_ROLLUP, endpoint_rollups)
 
-    def _write_gpu(self, t: float, minute: int, g: GpuRow) -> tuple | None:
-        """The GPU's row; its minute's rollup values when the row is new. (Its tuples are built
-        in one go, without unpacking others: this runs for every GPU every tick.)"""
-        conn, sid = self._conn, self.session_id
+    def _insert(self, sql: str, rows: list[tuple], fresh: bool) -> Iterable[bool]:
+        """Insert the rows (``(session, id, t, ...)``); whether each was new."""
+        if fresh and len({row[1] for row in rows}) == len(rows):  # each id once: every row is new
+            self._conn.executemany(sql, rows)
+            return repeat(True, len(rows))
+        return [self._conn.execute(sql, row).rowcount == 1 for row in rows]
+
+    def _gpu_row(self, t: float, g: GpuRow) -> tuple:
+        """The GPU's ``gpu_ticks`` row."""
         gpu_id = self._gpu_ids.get(g.uuid)
         if gpu_id is None:
-            gpu_id = self._gpu_ids[g.uuid] = self._insert(_GPU, (g.uuid, g.name))
-        totals = g.totals
-        tokens_in, tokens_out, energy_j, cost = totals.tokens_in, totals.tokens_out, totals.energy_j, totals.cost_usd
-        busy_s, busy_cost = totals.busy_s, totals.busy_cost_usd
-        v = g.values
-        power, util = v.power_w, v.util_pct
-        mem_used, unit = memory_columns(v.mem_used_bytes)
-        labels = (self._label(g.engines), self._label(g.energy_method))
-        state = (v.gpu_index, v.status, v.error, v.mem_total_bytes, unit, v.power_limit_w, *labels)
+            gpu_id = self._gpu_ids[g.uuid] = self._intern(_GPU, (g.uuid, g.name))
+        state = (*g.state, self._label(g.engines), self._label(g.energy_method))
         state_id, usd_per_hour = self._states.gpu(state, g.usd_per_hour)
-        # fmt: off
-        row = (
-            sid, gpu_id, t, state_id, util, mem_used, power_column(power), v.energy_counter_mj, v.temperature_c,
-            v.sm_clock_mhz, tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost, usd_per_hour,
-        )
-        # fmt: on
-        inserted = conn.execute(_INSERT_GPU_TICK, row).rowcount == 1
+        return (self.session_id, gpu_id, t, state_id, *g.columns, usd_per_hour)
+
+    def _gpu_rollup(self, minute: int, g: GpuRow, row: tuple, inserted: bool) -> tuple | None:
+        """The GPU's row is its latest; its minute's rollup values when the row is new."""
+        sid, gpu_id, t = row[0], row[1], row[2]
+        totals = g.totals
         now = Point(t, totals)
         latest = self.latest
         previous = latest.get(gpu_id)
@@ -148,13 +168,15 @@ class TickRows:
         if not inserted:
             return None  # written before (a retry): counted once already
         if previous is None:  # the session's first row of this GPU: it adds nothing yet
-            conn.execute(INSERT_SESSION_GPU, first_gpu_row(sid, gpu_id, v.gpu_index, now))
+            self._conn.execute(INSERT_SESSION_GPU, first_gpu_row(sid, gpu_id, g.state[0], now))
             previous = now
         before = previous.totals  # the differences as ``window_between`` takes them
+        tokens_in, tokens_out, energy_j, cost = totals.tokens_in, totals.tokens_out, totals.energy_j, totals.cost_usd
         cost_before = before.cost_usd
+        power, util = g.power_w, g.util_pct
         # fmt: off
         return (
-            sid, minute, gpu_id, t, tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost,
+            sid, minute, gpu_id, t, tokens_in, tokens_out, energy_j, cost, totals.busy_s, totals.busy_cost_usd,
             power or 0.0, int(power is not None), power, util or 0.0, int(util is not None),
             tokens_in - before.tokens_in, tokens_out - before.tokens_out, energy_j - before.energy_j,
             None if cost is None or cost_before is None else cost - cost_before,
@@ -162,35 +184,36 @@ class TickRows:
         )
         # fmt: on
 
-    def _write_endpoint(self, t: float, minute: int, e: EndpointRow) -> tuple | None:
-        """The endpoint's row; its minute's rollup values when the row is new."""
-        sid = self.session_id
+    def _endpoint_row(self, t: float, e: EndpointRow) -> tuple:
+        """The endpoint's ``endpoint_ticks`` row."""
         key = (e.name, e.url)
         endpoint_id = self._endpoint_ids.get(key)
         if endpoint_id is None:
-            endpoint_id = self._endpoint_ids[key] = self._insert(_ENDPOINT, key)
+            endpoint_id = self._endpoint_ids[key] = self._intern(_ENDPOINT, key)
         labels = (self._label(e.kind), self._label(e.model), self._label(e.gpus))
-        row = (sid, endpoint_id, t, self._states.endpoint((e.status, e.error, *labels)), *e.values)
-        if self._conn.execute(_INSERT_ENDPOINT_TICK, row).rowcount != 1:
-            return None  # written before (a retry)
-        v = e.values
-        return (
-            *(sid, minute, endpoint_id, t, v.tokens_in_cum, v.tokens_out_cum, int(e.status == "up")),
-            *(v.running or 0.0, int(v.running is not None)),
-            *(v.waiting or 0.0, int(v.waiting is not None)),
-            *(v.kv_cache_fraction or 0.0, int(v.kv_cache_fraction is not None), v.kv_cache_fraction),
-        )
+        return (self.session_id, endpoint_id, t, self._states.endpoint((e.status, e.error, *labels)), *e.values)
 
     def _label(self, text: str | None) -> int | None:
         if text is None:
             return None
         found = self._label_ids.get(text)  # the per-tick case: a dict lookup, no SQL
         if found is None:
-            found = self._label_ids[text] = self._insert(_LABEL, (text,))
+            found = self._label_ids[text] = self._intern(_LABEL, (text,))
         return found
 
-    def _insert(self, sql: _Intern, values: tuple[str, ...]) -> int:
+    def _intern(self, sql: _Intern, values: tuple[str, ...]) -> int:
         """The row id of a repeated string (or pair), inserted on first sight."""
         self._conn.execute(sql.insert, values)
         row_id: int = self._conn.execute(sql.select, values[: sql.select_arity]).fetchone()[0]
         return row_id
+
+
+def _endpoint_rollup(minute: int, e: EndpointRow, row: tuple) -> tuple:
+    """The rollup values of the endpoint's new row."""
+    v = e.values
+    return (
+        *(row[0], minute, row[1], row[2], v.tokens_in_cum, v.tokens_out_cum, int(e.status == "up")),
+        *(v.running or 0.0, int(v.running is not None)),
+        *(v.waiting or 0.0, int(v.waiting is not None)),
+        *(v.kv_cache_fraction or 0.0, int(v.kv_cache_fraction is not None), v.kv_cache_fraction),
+    )

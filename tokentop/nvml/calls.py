@@ -13,9 +13,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokentop.text import safe_text
 
@@ -62,6 +63,7 @@ class GpuState:
     logged_failures: set[str] = field(default_factory=set)  # queries whose failure was logged
     unopened: str | None = None  # why NVML gave no handle for this GPU at open (it reads as lost)
     field_request: FieldRequest | None = None  # its field-values call straight to NVML (pynvml itself)
+    direct: Any = None  # its ``direct.DirectReads``: the four single queries straight to NVML (pynvml itself)
 
 
 class NvmlCalls:
@@ -152,6 +154,18 @@ class NvmlCalls:
                 return None
         return None
 
+    def answered_after(self, gpu: GpuState, query: str, code: int, again: Callable[[], int]) -> bool:
+        """A C function called without the binding (``direct.py``) returned ``code``, not
+        success: whether it answered after all, when ``call`` would ask again (``again``, once:
+        INSUFFICIENT_SIZE); otherwise the code is acted on as ``call`` acts on the binding's
+        ``NVMLError`` of that code, in the binding's words."""
+        if code == self.insufficient_size:
+            code = again()
+            if code == self.success:
+                return True
+        self.on_error(gpu, query, code, self.error_text(code))
+        return False
+
     def on_error(self, gpu: GpuState, query: str, code: int | None, message: str) -> None:
         """Act on the error code of one query of one GPU, as NVML.md's table of errors says."""
         if code == self.not_supported or code == self.no_permission:
@@ -229,6 +243,7 @@ class FieldRequest:
         self._ids: list[int] = []
         self._values: Any = None
         self._arguments: tuple[Any, ...] = ()
+        self._answers = _NOT_YET_READ  # how this array reads in one unpack
 
     def __call__(self, handle: Any, field_ids: list[int]) -> Any:
         if field_ids != self._ids:
@@ -237,12 +252,49 @@ class FieldRequest:
             for slot, field_id in zip(self._values, field_ids, strict=True):
                 slot.fieldId = field_id
             self._arguments = (ctypes.c_int32(len(field_ids)), ctypes.byref(self._values))
+            self._answers = _NOT_YET_READ
         if self._function is None:
             self._function = self._lookup("nvmlDeviceGetFieldValues")
         code = self._function(handle, *self._arguments)
         if code != self._calls.success:
             raise self._calls.nvml_error(code)
         return self._values
+
+    def answers(self) -> tuple[tuple[int, ...], tuple[Any, ...]] | None:
+        """The field ids of the last call's array and their values, when every field answered
+        (else None: ``NvmlCalls.field_values`` reads them one by one). One unpack reads the
+        whole array, each value as its type's member of the union, as ``field_values`` does."""
+        answers = self._answers
+        flat = answers.records.unpack_from(self._values)
+        if flat[1::4] != answers.value_types:  # a new array, or NVML gave a field another type
+            answers = self._answers = _answers_of(self._calls, self._values)
+            flat = answers.records.unpack_from(self._values)
+        if flat[2::4] != answers.successes:
+            return None
+        return flat[0::4], flat[3::4]
+
+
+class _Answers(NamedTuple):
+    """How an array of field values of these types reads: (fieldId, valueType, nvmlReturn, the
+    value as its type's member) per field."""
+
+    records: struct.Struct
+    value_types: tuple[int, ...]
+    successes: tuple[int, ...]  # every field's return, when all succeeded
+
+
+_NOT_YET_READ = _Answers(struct.Struct(""), (-1,), ())  # reads nothing, matches no array
+
+
+def _answers_of(calls: NvmlCalls, values: Any) -> _Answers:
+    """The ``_Answers`` of this array's value types (read from it): each value at the start of
+    its union's 8 bytes, in the member's own native type (an unknown type as unsigned long long)."""
+    value_types = tuple(value_type for _, value_type, _, _ in _FIELD_RECORD.iter_unpack(values))
+    layout = "".join(
+        f"I20xII{member.format[1:]}{8 - member.size}x"
+        for member in (calls.value_structs.get(value_type, _UNSIGNED_LONG_LONG) for value_type in value_types)
+    )
+    return _Answers(struct.Struct("@" + layout), value_types, (calls.success,) * len(value_types))
 
 
 def _known_field_layout(lib: Any) -> Any:

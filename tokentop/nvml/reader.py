@@ -8,8 +8,11 @@ one field ``None`` this tick (the GPU is ``"error"`` only when nothing at all co
 Every GPU NVML counts is listed: one whose UUID cannot be read is keyed by its index, one that
 gives no handle is listed as lost. ``open`` and ``read`` never raise.
 
-Beside it: ``power.py`` (one field-values call per GPU), ``processes.py`` (process lists) and
-``mig.py`` (MIG instances). NVML reads driver state only: it never creates a CUDA context.
+Beside it: ``power.py`` (one field-values call per GPU), ``direct.py`` (utilisation, memory,
+temperature and clock straight through NVML's C functions when the binding is pynvml),
+``processes.py`` (process lists) and ``mig.py`` (MIG instances); what a call made straight
+through a C function returns is acted on as ``NvmlCalls.call`` acts on the binding's error of
+that code. NVML reads driver state only: it never creates a CUDA context.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tokentop.nvml.calls import (
     describe,
     nvml_text,
 )
+from tokentop.nvml.direct import direct_reads, read_basic
 from tokentop.nvml.mig import MIG_MEMORY_QUERY, MIG_UUID_QUERY, probe_mig, read_mig
 from tokentop.nvml.power import (
     ENERGY_FIELD,
@@ -192,6 +196,7 @@ class NvmlReader:
         state.name = UNKNOWN_NAME if name is None else nvml_text(name)
         state.fields = list(POWER_FIELDS)
         state.field_request = nvml.field_request()
+        state.direct = direct_reads(nvml, handle)
         return state
 
     def _read_gpu(self, gpu: GpuState, with_processes: bool) -> GpuSample:
@@ -220,35 +225,32 @@ class NvmlReader:
         """Every query of this tick; the failures of single queries are in ``gpu.failures``."""
         nvml = self._nvml
         assert nvml is not None  # bound at open, before any GPU is listed
-        handle = gpu.handle
         power_w, power_source, power_limit_w, energy_mj = read_power(nvml, gpu)
-        utilization = nvml.call(gpu, "nvmlDeviceGetUtilizationRates", handle)
-        memory = nvml.call(gpu, "nvmlDeviceGetMemoryInfo", handle)
-        temperature = nvml.call(gpu, "nvmlDeviceGetTemperature", handle, nvml.temperature_sensor)
-        sm_clock = nvml.call(gpu, "nvmlDeviceGetClockInfo", handle, nvml.sm_clock)
+        utilization, memory_used, memory_total, temperature, sm_clock = read_basic(nvml, gpu)
         processes = read_processes(nvml, gpu) if with_processes else None
         mig = read_mig(nvml, gpu) if gpu.mig_slots else ()
-        memory_used = None
-        if memory is not None:
-            memory_used = int(memory.used)
-            gpu.memory_total_bytes = int(memory.total)
-        readings = (utilization, memory, power_w, power_limit_w, energy_mj, temperature, sm_clock, processes)
-        nothing_read = bool(gpu.failures) and all(value is None for value in readings)
-        return GpuSample(
-            uuid=gpu.uuid,
-            index=gpu.index,
-            name=gpu.name,
-            status="error" if nothing_read else "ok",
-            error="; ".join(gpu.failures) or None,
-            utilization_pct=None if utilization is None else float(utilization.gpu),
-            memory_used_bytes=memory_used,
-            memory_total_bytes=gpu.memory_total_bytes,
-            power_w=power_w,
-            power_source=power_source,
-            power_limit_w=power_limit_w,
-            energy_counter_mj=energy_mj,
-            temperature_c=None if temperature is None else float(temperature),
-            sm_clock_mhz=None if sm_clock is None else int(sm_clock),
-            processes=processes,
-            mig=mig,
+        if memory_used is not None and memory_total is not None:  # one answer: both or neither
+            memory_used = int(memory_used)
+            gpu.memory_total_bytes = int(memory_total)
+        nothing_read = bool(gpu.failures) and all(
+            value is None
+            for value in (utilization, memory_used, power_w, power_limit_w, energy_mj, temperature, sm_clock, processes)
+        )
+        return GpuSample(  # by position: keywords cost a GpuSample a third more, for every GPU every tick
+            gpu.uuid,
+            gpu.index,
+            gpu.name,
+            "error" if nothing_read else "ok",  # status
+            "; ".join(gpu.failures) or None,  # error
+            None if utilization is None else float(utilization),  # utilization_pct
+            memory_used,  # memory_used_bytes
+            gpu.memory_total_bytes,
+            power_w,
+            power_source,
+            power_limit_w,
+            energy_mj,  # energy_counter_mj
+            None if temperature is None else float(temperature),  # temperature_c
+            None if sm_clock is None else int(sm_clock),  # sm_clock_mhz
+            processes,
+            mig,
         )
