@@ -1,5 +1,5 @@
 """The model's records keep a dataclass's constructor exactly, with their cheaper ``__init__``
-(``tokentop.model._stored_by_slots``): same parameters and defaults, every field stored, still
+(``tokentop.model.stored_by_slots``): same parameters and defaults, every field stored, still
 frozen, and ``dataclasses.replace``, pickling and ``typing.get_type_hints`` work."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 _Record = TypeVar("_Record")
 
 
-def _stored_by_slots(cls: type[_Record]) -> type[_Record]:
+def stored_by_slots(cls: type[_Record]) -> type[_Record]:
     """A frozen slots dataclass with an ``__init__`` that stores each field through its slot's
     own descriptor. The one ``dataclass`` writes calls ``object.__setattr__(self, name, value)``
     for each field, to get past the frozen ``__setattr__``: it looks the name up every time, and
@@ -51,14 +51,14 @@ def _stored_by_slots(cls: type[_Record]) -> type[_Record]:
 # --- GPUs (NVML) -------------------------------------------------------------
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuProcess:
     pid: int
     used_memory_bytes: int | None
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class MigSample:
     """One MIG instance of a physical GPU: memory only (NVML gives MIG no power or utilisation)."""
@@ -69,7 +69,7 @@ class MigSample:
     memory_total_bytes: int | None
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuSample:
     """One physical GPU read once through NVML."""
@@ -94,7 +94,7 @@ class GpuSample:
     mig: tuple[MigSample, ...] = ()  # MIG instances, when MIG mode is enabled
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuReading:
     """All GPUs at one instant. ``available`` is False when NVML cannot be used at all."""
@@ -109,7 +109,7 @@ class GpuReading:
 # --- inference servers --------------------------------------------------------
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Histogram:
     """A Prometheus histogram: cumulative ``(upper_bound, count)`` pairs, +Inf last."""
@@ -119,7 +119,7 @@ class Histogram:
     count: float
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class EndpointSample:
     """One endpoint read once.
@@ -152,7 +152,7 @@ class EndpointSample:
     note: str | None = None  # plain words for the user, e.g. "Ollama publishes no token counters"
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class EngineMapping:
     """Which GPUs one endpoint runs on, and how we know (``tokentop.discover`` finds it)."""
@@ -165,7 +165,7 @@ class EngineMapping:
 # --- derived figures ---------------------------------------------------------
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Price:
     """The hourly rate in use for one GPU and where it came from."""
@@ -183,7 +183,7 @@ def usd_per_mtok(cost_usd: float | None, tokens_out: float) -> float | None:
     return cost_usd / tokens_out * 1e6
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Totals:
     """Cumulative since the session started (monotonic; survive counter resets)."""
@@ -200,7 +200,7 @@ class Totals:
     watched_gpu_s: float | None = None
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Window:
     """Figures over a measured span that ends now. ``span_s`` is the span actually covered."""
@@ -260,7 +260,7 @@ class Window:
         return self.cost_usd - self.busy_cost_usd
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class GpuFigures:
     sample: GpuSample
@@ -273,7 +273,7 @@ class GpuFigures:
     cost_window: Window  # longer window for $/Mtok, tok/J, busy share (``Snapshot.cost_window_s``)
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class EndpointFigures:
     sample: EndpointSample
@@ -289,7 +289,7 @@ class EndpointFigures:
     itl_p50_s: float | None
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class HostFigures:
     gpu_count: int
@@ -301,7 +301,7 @@ class HostFigures:
     unpriced_gpus: tuple[str, ...] = ()  # UUIDs with no known price
 
 
-@_stored_by_slots
+@stored_by_slots
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     seq: int

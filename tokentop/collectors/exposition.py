@@ -11,9 +11,12 @@ cut into lines with one ``str.split`` on ``"\\n" + name``, and the usual line (`
 value``) is cut at its last blank: its labels are looked up in a cache of parsed label sets,
 its value in the page's value texts (zeros and the top buckets of histograms repeat). Any
 other line goes through the full grammar, so both ways give the same numbers. Parsed labels
-are shared read-only mappings. ``prometheus_client`` stays the test oracle
-(tests/test_exposition.py); tests/test_exposition_pages.py checks generated hostile pages
-against a plain line-by-line reading of the grammar.
+are shared read-only mappings, the same objects page after page (kinds.py and buckets.py find
+unchanged series by them), and the names of every label set parsed go into one set that only
+grows (``PageSamples.label_names``): a reader learns in one lookup that no series has some
+label. ``prometheus_client`` stays the test oracle (tests/test_exposition.py);
+tests/test_exposition_pages.py checks generated hostile pages against a plain line-by-line
+reading of the grammar.
 
 A server can also attack the reader, so what one page costs is bounded: the label cache by an
 estimate of its bytes (a page of fresh 120 KB label values each second must not pile up), and
@@ -35,10 +38,9 @@ Rules, all chosen so that a bad or cut page never yields a wrong number:
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -52,6 +54,7 @@ _Found = dict[str, dict[_Key, tuple[Labels, float]]]  # name -> series key -> sa
 MAX_SAMPLE_LINES = 10_000
 """Lines of the wanted names read from one page at most: a real server writes a few hundred."""
 LABEL_CACHE_BYTES = 16 << 20
+LABEL_NAMES_KEPT = 1024  # label names the reader remembers having parsed; past it, none
 _CACHED_LABEL_CHARS = 1024  # longer label sets (no real server writes one) are parsed, not kept
 _ENTRY_BYTES = 1024  # the dict, frozenset, tuples and strings of one short entry, about
 
@@ -60,20 +63,34 @@ class TooManySamples(ValueError):
     """The page holds more than ``MAX_SAMPLE_LINES`` lines of the wanted names."""
 
 
-class _LabelCache(dict[str, _Parsed]):
-    """Raw label text (``""`` or ``{...}``) -> parsed labels (``_INVALID``: not a label set),
-    bounded by bytes.
+class _LabelCache(dict[str, "_Parsed | None"]):
+    """Raw label text (``""`` or ``{...}``) -> parsed labels (None: not a label set), bounded
+    by bytes.
 
     A dict, so that a hit costs one C lookup; ``size_bytes`` is an estimate (4 bytes a
     character, the widest ``str``, plus the entry's objects) and the whole cache is dropped
     when it would pass ``LABEL_CACHE_BYTES``: the next page fills it again in a millisecond.
+
+    ``names`` is every label name parsed so far, kept or not (None past ``LABEL_NAMES_KEPT``):
+    it only grows, so that it holds the names of every page read before it was looked at, and
+    a reader of the samples learns that no series has a label in one lookup.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.size_bytes = 0
+        self.names: frozenset[str] | None = frozenset()
+        self._names_lock = threading.Lock()  # pages are read on several threads at once
 
-    def keep(self, raw: str, parsed: _Parsed) -> None:
+    def note_names(self, labels: dict[str, str]) -> None:
+        if self.names is None or self.names.issuperset(labels):
+            return
+        with self._names_lock:
+            if self.names is not None:
+                grown = self.names.union(labels)
+                self.names = grown if len(grown) <= LABEL_NAMES_KEPT else None
+
+    def keep(self, raw: str, parsed: _Parsed | None) -> None:
         if len(raw) > _CACHED_LABEL_CHARS:
             return
         cost = _ENTRY_BYTES + 4 * len(raw)
@@ -88,9 +105,7 @@ class _LabelCache(dict[str, _Parsed]):
 
 
 _label_cache = _LabelCache()
-# Told apart by identity: not a label set; not the usual shape of a line.
-_INVALID: _Parsed = (frozenset(), MappingProxyType({}))
-_ODD: _Parsed = (frozenset(), MappingProxyType({}))
+_ODD: _Parsed = (frozenset(), MappingProxyType({}))  # told apart by identity: not the usual shape of a line
 
 # One ``name="value"`` pair, whitespace allowed around the tokens, value with escapes.
 _LABEL_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
@@ -108,6 +123,9 @@ class PageSamples:
 
     series: dict[str, Series] = field(default_factory=dict)
     duplicates: set[str] = field(default_factory=set)  # names whose series appeared twice
+    # A superset of the label names of ``series`` (every name the reader had parsed when it
+    # read the page): a label missing from it is on no series. None: not known.
+    label_names: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     def get(self, name: str) -> Series:
         return self.series.get(name, [])
@@ -122,21 +140,20 @@ def read_samples(text: str, names: Iterable[str]) -> PageSamples:
     Raises ``TooManySamples`` past ``MAX_SAMPLE_LINES`` lines of those names, having parsed
     no more of them than that.
     """
-    result = PageSamples()
-    wanted = tuple(dict.fromkeys(names))
-    if not wanted:
-        return result
-    runs = _runs_of(wanted)
+    wanted, runs = _pattern_of(names if isinstance(names, tuple) else tuple(names))
+    if runs is None:
+        return PageSamples()
     found: _Found = {}
+    duplicates: set[str] = set()
     values: dict[str, float] = {}
     budget = MAX_SAMPLE_LINES
     if text.startswith(wanted):  # the first line has no "\n" before it: read on its own
         for run in runs.finditer("\n" + text[: text.find("\n") + 1]):
-            budget = _read_run(run, found, result.duplicates, values, budget)
+            budget = _read_run(run, found, duplicates, values, budget)
     for run in runs.finditer(text, 0, text.rfind("\n") + 1):  # complete lines only
-        budget = _read_run(run, found, result.duplicates, values, budget)
-    result.series = {name: list(series.values()) for name, series in found.items() if series}
-    return result
+        budget = _read_run(run, found, duplicates, values, budget)
+    series = {name: list(series.values()) for name, series in found.items() if series}
+    return PageSamples(series, duplicates, _label_cache.names)  # the names after the page's
 
 
 def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: dict[str, float], budget: int) -> int:
@@ -145,11 +162,13 @@ def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: d
     A usual line is ``{labels} value`` after the name: cut at its last blank, the labels are
     looked up in the label cache and the value in ``values``, the page's value text ->
     number (zeros and the top buckets of histograms repeat, and ``float()`` costs more than a
-    dict lookup). Any other line (a timestamp, tabs, two blanks) is read by the full grammar.
+    dict lookup). Any other line (labels not parsed yet, a timestamp, tabs, two blanks) goes
+    through ``_unusual_line``.
     """
-    name = run.group(1)
-    lines = run.group().split("\n" + name)  # what follows the name on each line, after a ""
-    budget -= len(lines) - 1
+    name = run[1]
+    lines = run[0].split("\n" + name)  # what follows the name on each line
+    del lines[0]  # the "" before the first "\n" + name
+    budget -= len(lines)
     if budget < 0:
         raise TooManySamples(
             f"page has over {MAX_SAMPLE_LINES:,} series of the figures tokentop reads; "
@@ -159,19 +178,24 @@ def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: d
     if series is None:
         series = found[name] = {}
     cached, known_value = _label_cache.get, values.get
-    for rest in itertools.islice(lines, 1, None):
+    for rest in lines:
         raw_labels, _, raw_value = rest.rpartition(" ")
         value = known_value(raw_value)
-        if value is None and (value := _usual_value(raw_value)) is not None:
-            values[raw_value] = value
-        if value is None or (parsed := cached(raw_labels) or _labels_of(raw_labels)) is _ODD:
-            # not the usual shape (a timestamp, tabs, two blanks...): the full grammar reads it
-            sample = _odd_line(rest)
+        # float() takes "1_000", and tabs and carriage returns around a number, which the
+        # grammar reads as separators (one carriage return may end a line): the full grammar
+        # reads those lines
+        if value is None and not (
+            "_" in raw_value or "\t" in raw_value or ("\r" in raw_value and "\r" in raw_value[:-1])
+        ):
+            try:
+                value = values[raw_value] = float(raw_value)
+            except ValueError:
+                value = None  # the full grammar has the last word
+        if value is None or (parsed := cached(raw_labels)) is None:
+            sample = _unusual_line(rest, raw_labels, value)
             if sample is None:
                 continue
             parsed, value = sample
-        if parsed is _INVALID:
-            continue
         key, labels = parsed
         if key in series:
             duplicates.add(name)
@@ -180,19 +204,22 @@ def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: d
     return budget
 
 
-def _usual_value(raw: str) -> float | None:
-    """The number of a value cut at the line's last blank, or None when the full grammar must
-    read the line: ``float()`` takes ``1_000``, and tabs and carriage returns around a number,
-    which the grammar reads as separators (one carriage return may end a line)."""
-    if "_" in raw or "\t" in raw or "\r" in raw[:-1]:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
+_patterns: dict[tuple[str, ...], tuple[tuple[str, ...], re.Pattern[str] | None]] = {}
+_PATTERNS_KEPT = 64
 
 
-@functools.lru_cache(maxsize=64)
+def _pattern_of(names: tuple[str, ...]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    """The distinct names, in order, and their pattern (None: no names), made once for the
+    tuple of names a collector asks for on every tick."""
+    known = _patterns.get(names)
+    if known is None:
+        if len(_patterns) >= _PATTERNS_KEPT:
+            _patterns.clear()
+        wanted = tuple(dict.fromkeys(names))
+        known = _patterns[names] = (wanted, _runs_of(wanted) if wanted else None)
+    return known
+
+
 def _runs_of(names: tuple[str, ...]) -> re.Pattern[str]:
     """Runs of lines of ``names``: ``"\\n"``, a name, a label brace or a blank, the rest of the
     line, and each next line that starts with the same name (at most ``MAX_SAMPLE_LINES``:
@@ -207,9 +234,17 @@ def _runs_of(names: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"\n({tree}){line_end}(?:\n\1{line_end}){{0,{MAX_SAMPLE_LINES}}}")
 
 
-def _odd_line(after_name: str) -> tuple[_Parsed, float] | None:
-    """(labels, value) of a line off the usual shape, by the full grammar; None if it is not
-    a sample line."""
+def _unusual_line(after_name: str, raw_labels: str, value: float | None) -> tuple[_Parsed, float] | None:
+    """(labels, value) of a line that the label cache and the page's values do not read alone
+    (``raw_labels`` and ``value``: the line cut at its last blank), or None if it is not a
+    sample line: labels to parse, labels known not to be a label set, or a line off the usual
+    shape (a timestamp, tabs, two blanks...) that the full grammar reads."""
+    if value is not None:
+        if raw_labels in _label_cache:  # kept as None: not a label set
+            return None
+        parsed = _labels_of(raw_labels)
+        if parsed is not _ODD:
+            return None if parsed is None else (parsed, value)
     match = _LINE_REST.match(after_name)
     if match is None:
         return None
@@ -217,7 +252,8 @@ def _odd_line(after_name: str) -> tuple[_Parsed, float] | None:
     value = _parse_value(raw_value)
     if value is None or (raw_timestamp is not None and _parse_value(raw_timestamp) is None):
         return None
-    return _labels_of("" if raw_labels is None else "{" + raw_labels + "}"), value
+    parsed = _labels_of("" if raw_labels is None else "{" + raw_labels + "}")
+    return None if parsed is None else (parsed, value)
 
 
 def _alternation(names: list[str]) -> str:
@@ -245,13 +281,17 @@ def _shared_prefix(words: list[str]) -> str:
     return low[:size]
 
 
-def _labels_of(raw: str) -> _Parsed:
-    """Parse and cache ``raw``, the text before a line's value: ``""`` or ``{labels}``;
-    ``_ODD`` (not kept) for any other text, which only the full grammar can read."""
+def _labels_of(raw: str) -> _Parsed | None:
+    """Parse and cache ``raw``, the text before a line's value: ``""`` or ``{labels}`` (None:
+    not a label set); ``_ODD`` (not kept) for any other text, which only the full grammar can
+    read."""
     if raw and not (raw[0] == "{" and raw[-1] == "}"):
         return _ODD
     labels = _parse_labels(raw[1:-1]) if raw else {}
-    parsed = _INVALID if labels is None else (frozenset(labels.items()), MappingProxyType(labels))
+    parsed = None
+    if labels is not None:
+        _label_cache.note_names(labels)
+        parsed = (frozenset(labels.items()), MappingProxyType(labels))
     _label_cache.keep(raw, parsed)
     return parsed
 

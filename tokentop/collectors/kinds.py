@@ -10,9 +10,11 @@ Summing rules (SERVERS.md sections 13-14):
   data-parallel engines (vLLM ``engine``, SGLang ``dp_rank``), replicas (Ray ``WorkerId``),
   models (Triton ``model``) and partitions (``finished_reason``, ``is_streaming``).
 - Series of a non-zero tensor/pipeline rank (SGLang ``tp_rank``, ``pp_rank``, ...) repeat what
-  rank 0 says, so they are dropped before summing.
+  rank 0 says, so they are dropped before summing (no series is looked at while the reader
+  has parsed no rank label: ``PageSamples.label_names``).
 - The KV-cache fraction is the fullest engine's (max), never a sum.
-- Histograms are summed bucket by bucket, in seconds.
+- Histograms are summed bucket by bucket, in seconds (``buckets.py``: in C, by a layout kept
+  while the page's label sets stay the same).
 - A value no server can mean (``plausible.py``: NaN, infinite, negative, over 2^53; a KV
   fraction over 1) is never passed on. In a token counter it rejects the whole reading
   (``Implausible``): a counter that vanished for a tick would look like "no counter" or a
@@ -27,13 +29,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
-from operator import itemgetter
+from dataclasses import dataclass, field, fields
+from itertools import chain
+from operator import attrgetter, itemgetter
 
-from tokentop.collectors.exposition import PageSamples, Series
+from tokentop.collectors.buckets import by_label_sets, layout_of, sums_line_by_line
+from tokentop.collectors.exposition import Labels, PageSamples, Series
 from tokentop.collectors.plausible import MAX_COUNT, Implausible, plausible, series_text
-from tokentop.model import Histogram
+from tokentop.model import Histogram, stored_by_slots
 from tokentop.text import MAX_TEXT, safe_text
 
 _RANK_LABELS = frozenset(("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))
@@ -296,7 +299,8 @@ def _join(*parts: str | None) -> str | None:
 # --- reading the figures -------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@stored_by_slots
+@dataclass(frozen=True, slots=True)
 class Reading:
     """What one answer says, in ``EndpointSample``'s terms (same field names)."""
 
@@ -318,61 +322,63 @@ class Reading:
     @property
     def has_figures(self) -> bool:
         """Any figure of an inference server (any Python process has a start time)."""
-        words = ("model", "note", "kind_detail", "process_start_time_s")
-        return any(getattr(self, f.name) is not None for f in fields(self) if f.name not in words)
+        figures = _FIGURES(self)  # one C call; ``count`` compares with ``None`` in C too
+        return figures.count(None) < len(figures)
+
+
+_WORDS = ("model", "note", "kind_detail", "process_start_time_s")
+_FIGURES = attrgetter(*(f.name for f in fields(Reading) if f.name not in _WORDS))
+_NO_SERIES: Series = []  # never changed
+_Found = dict[str, Series]  # PageSamples.series
+_Picks = tuple[Selector, ...]  # a figure's alternatives, the first present used
 
 
 def read_figures(spec: KindSpec, samples: PageSamples, process: PageSamples | None = None) -> Reading:
     """The figures of one page (``samples`` of ``spec.names``, ``process`` of ``PROCESS_NAMES``);
     raises ``Implausible`` when a token counter holds nonsense."""
+    found, ranked = samples.series, _ranked(samples)
     ignored: list[str] = []
-
-    def figure(
-        selectors: tuple[Selector, ...],
-        how: Callable[[list[float]], float] = sum,
-        upper: float = MAX_COUNT,
-        among: PageSamples = samples,
-    ) -> float | None:
-        value, problem = _figure(among, selectors, how, upper)
-        if problem is not None:
-            ignored.append(problem)
-        return value
-
-    def counter(selectors: tuple[Selector, ...]) -> float | None:
-        value, problem = _figure(samples, selectors, sum, MAX_COUNT)
-        if problem is not None:
-            raise Implausible(f"{problem}: not a token count")
-        return value
-
-    def histogram(bases: tuple[str, ...]) -> Histogram | None:
-        found, problem = _histogram(samples, bases, spec.latency_unit_s)
-        if problem is not None:
-            ignored.append(problem)
-        return found
-
-    reading = Reading(
-        model=_model(spec, samples),
-        prompt_tokens_total=counter(spec.prompt),
-        generation_tokens_total=counter(spec.generation),
-        running=figure(spec.running),
-        waiting=figure(spec.waiting),
-        kv_cache_fraction=figure(spec.kv, max, upper=1.0),
-        requests_finished_total=figure(spec.finished),
-        process_start_time_s=figure(_PROCESS_START, max, among=process) if process is not None else None,
-        ttft=histogram(spec.ttft),
-        itl=histogram(spec.itl),
-    )
+    prompt = _figure(found, spec.prompt, MAX_COUNT, ranked, ignored)
+    generation = _figure(found, spec.generation, MAX_COUNT, ranked, ignored)
+    if ignored:  # a token counter that holds nonsense rejects the whole reading
+        raise Implausible(f"{ignored[0]}: not a token count")
+    running = _figure(found, spec.running, MAX_COUNT, ranked, ignored)
+    waiting = _figure(found, spec.waiting, MAX_COUNT, ranked, ignored)
+    kv_cache_fraction = _figure(found, spec.kv, 1.0, ranked, ignored, largest=True)
+    finished = _figure(found, spec.finished, MAX_COUNT, ranked, ignored)
+    started = None
+    if process is not None:
+        started = _figure(process.series, _PROCESS_START, MAX_COUNT, _ranked(process), ignored, largest=True)
+    ttft = _histogram(found, spec.ttft, spec.latency_unit_s, ranked, ignored)
+    itl = _histogram(found, spec.itl, spec.latency_unit_s, ranked, ignored)
     repeated = samples.duplicates.difference(PROCESS_NAMES)  # ``process`` may be read with them
     notes = ["the page repeats some series; the last of each was used"] if repeated else []
     if ignored:
         notes.append("not plausible, left out: " + "; ".join(ignored))
-    return replace(reading, note=safe_text("; ".join(notes), MAX_TEXT)) if notes else reading
+    return Reading(
+        model=_model(spec, found),
+        prompt_tokens_total=prompt,
+        generation_tokens_total=generation,
+        running=running,
+        waiting=waiting,
+        kv_cache_fraction=kv_cache_fraction,
+        requests_finished_total=finished,
+        process_start_time_s=started,
+        ttft=ttft,
+        itl=itl,
+        note=safe_text("; ".join(notes), MAX_TEXT) if notes else None,
+    )
+
+
+def _ranked(samples: PageSamples) -> bool:
+    """May a series have a rank label? Not when the reader's label names say none has."""
+    return samples.label_names is None or not _RANK_LABELS.isdisjoint(samples.label_names)
 
 
 def _rank_zero(series: Series) -> Series:
     """Drop the series of non-zero tensor/pipeline ranks: they repeat rank 0's figures."""
-    if all(map(_RANK_LABELS.isdisjoint, map(_LABELS, series))):
-        return series  # no rank labels (every server but SGLang): one C loop, nothing copied
+    if _RANK_LABELS.isdisjoint(chain.from_iterable(map(_LABELS, series))):
+        return series  # no rank labels (every server but SGLang): one C loop over the label names
     return [
         (labels, value)
         for labels, value in series
@@ -381,21 +387,31 @@ def _rank_zero(series: Series) -> Series:
 
 
 def _figure(
-    samples: PageSamples, selectors: tuple[Selector, ...], how: Callable[[list[float]], float], upper: float
-) -> tuple[float | None, str | None]:
-    """The first present selector's series combined by ``how``, or (None, which series is bad)."""
+    found: _Found, selectors: _Picks, upper: float, ranked: bool, problems: list[str], largest: bool = False
+) -> float | None:
+    """The first present selector's series summed (``largest``: the largest of them); None,
+    and which series is bad added to ``problems``, when a value or the sum is not plausible.
+    ``ranked``: a series may have a rank label."""
     for selector in selectors:
-        series = samples.get(selector.name)
-        if series:
-            series = selector.pick(_rank_zero(series))
+        series = found.get(selector.name)
+        if series and ranked:
+            series = _rank_zero(series)
+        if series and selector.label is not None:
+            series = selector.pick(series)
         if not series:
             continue
         values = list(map(_VALUE, series))
-        if not _all_plausible(values, upper):
-            return None, _first_bad(selector.name, series, upper)
-        value = float(how(values))
-        return (value, None) if plausible(value, upper) else (None, f"{selector.name} sums to {value:g}")
-    return None, None
+        total, high = sum(values), max(values)
+        if not (math.isfinite(total) and min(values) >= 0 and high <= upper):  # as ``_all_plausible``
+            if (bad := _first_bad(selector.name, series, upper)) is not None:
+                problems.append(bad)
+            return None
+        value = float(high if largest else total)
+        if value <= upper:  # and >= 0: a sum of plausible values
+            return value
+        problems.append(f"{selector.name} sums to {value:g}")
+        return None
+    return None
 
 
 def _all_plausible(values: list[float], upper: float = MAX_COUNT) -> bool:
@@ -405,78 +421,69 @@ def _all_plausible(values: list[float], upper: float = MAX_COUNT) -> bool:
 
 def _first_bad(name: str, series: Series, upper: float = MAX_COUNT) -> str | None:
     """The first series whose value is not plausible, as text; None when all are."""
-    if _all_plausible(list(map(_VALUE, series)), upper):
-        return None
     for labels, value in series:
         if not plausible(value, upper):
             return series_text(name, labels, value)
     return None
 
 
-def _histogram(samples: PageSamples, bases: tuple[str, ...], unit_s: float) -> tuple[Histogram | None, str | None]:
-    """The first present histogram, summed bucket by bucket, or (None, which series is bad)."""
+def _histogram(
+    found: _Found, bases: tuple[str, ...], unit_s: float, ranked: bool, problems: list[str]
+) -> Histogram | None:
+    """The first present histogram, summed bucket by bucket; None, and which series is bad
+    added to ``problems``, when one is not plausible."""
     for base in bases:
-        bucket_series = _rank_zero(samples.get(base + "_bucket"))
-        buckets = _buckets(bucket_series) if bucket_series else {}
+        bucket_series = found.get(base + "_bucket")
+        if bucket_series and ranked:
+            bucket_series = _rank_zero(bucket_series)
+        if not bucket_series:
+            continue
+        bucket_values = list(map(_VALUE, bucket_series))
+        layout = layout_of(base + "_bucket", bucket_series)
+        buckets = sums_line_by_line(bucket_series) if layout is None else layout.sums(bucket_values)
         if not buckets:
             continue
-        sums = _rank_zero(samples.get(base + "_sum"))
-        counts = _rank_zero(samples.get(base + "_count"))
+        sums = found.get(base + "_sum") or _NO_SERIES
+        counts = found.get(base + "_count") or _NO_SERIES
+        if ranked:
+            sums, counts = _rank_zero(sums), _rank_zero(counts)
         if not sums or math.inf not in buckets:
-            return None, None
-        for suffix, series in (("_bucket", bucket_series), ("_sum", sums), ("_count", counts)):
-            if series and (bad := _first_bad(base + suffix, series)) is not None:
-                return None, bad
-        count = sum(v for _, v in counts) if counts else buckets[math.inf]
-        if not all(plausible(v) for v in (*buckets.values(), count)):
-            return None, f"{base} sums to more than 2^53"
-        return Histogram(
-            buckets=tuple(sorted((upper * unit_s, count) for upper, count in buckets.items())),
-            sum=sum(v for _, v in sums) * unit_s,
-            count=count,
-        ), None
-    return None, None
+            return None
+        sum_values, count_values = list(map(_VALUE, sums)), list(map(_VALUE, counts))
+        parts = [("_sum", sums, sum_values), ("_count", counts, count_values)]
+        if layout is None or not layout.surely_plausible(bucket_values, buckets):
+            parts.insert(0, ("_bucket", bucket_series, bucket_values))
+        for suffix, series, values in parts:
+            if series and not _all_plausible(values) and (bad := _first_bad(base + suffix, series)) is not None:
+                problems.append(bad)
+                return None
+        count = sum(count_values) if counts else buckets[math.inf]
+        if max(buckets.values()) > MAX_COUNT or not plausible(count):  # each sum is finite and >= 0
+            problems.append(f"{base} sums to more than 2^53")
+            return None
+        scaled = buckets.items() if unit_s == 1.0 else ((upper * unit_s, n) for upper, n in buckets.items())
+        return Histogram(buckets=tuple(sorted(scaled)), sum=sum(sum_values) * unit_s, count=count)
+    return None
 
 
-def _buckets(series: Series, by_text: bool = True) -> dict[float, float]:
-    """Counts summed by upper bound; a series without a numeric ``le`` is left out. Summed by
-    the bound's text, a dict lookup a line, then made numbers once a bound; by number where two
-    spellings name one bound ("1", "1.0"), so that each sum is made in the same order."""
-    sums: dict[str | float | None, float] = {}
-    for labels, count in series:
-        bound = labels.get("le") if by_text else _bound(labels.get("le"))
-        sums[bound] = sums.get(bound, 0.0) + count
-    buckets: dict[float, float] = {}
-    for bound, count in sums.items():
-        upper = _bound(bound) if by_text else bound
-        if isinstance(upper, float):
-            if upper in buckets:
-                return _buckets(series, by_text=False)
-            buckets[upper] = count
-    return buckets
-
-
-def _bound(le: object) -> float | None:
-    """A bucket's upper bound as a number; None when ``le`` is missing, not a number or NaN."""
-    try:
-        upper = float(le) if isinstance(le, str) else math.nan
-    except ValueError:
-        return None
-    return None if math.isnan(upper) else upper
-
-
-def _model(spec: KindSpec, samples: PageSamples) -> str | None:
+def _model(spec: KindSpec, found: _Found) -> str | None:
+    """The models named by the series of the first name whose series carry a model label."""
     if not spec.model_labels:
         return None
-    found: dict[str, None] = {}
     for name in spec.model_from or spec.names:
-        for labels, _ in samples.get(name):
-            for label in spec.model_labels:
-                if labels.get(label):
-                    found[labels[label]] = None
-        if found:
-            break  # the first name that carries a model label names them all
-    return describe_models(list(found))
+        series = found.get(name)
+        if series and (model := by_label_sets(name, series, _models_of, spec.model_labels)) is not None:
+            return model
+    return None
+
+
+def _models_of(label_sets: list[Labels], model_labels: tuple[str, ...]) -> str | None:
+    names: dict[str, None] = {}
+    for labels in label_sets:
+        for label in model_labels:
+            if model := labels.get(label):
+                names[model] = None
+    return describe_models(list(names))
 
 
 def describe_models(names: list[str]) -> str | None:
@@ -484,7 +491,8 @@ def describe_models(names: list[str]) -> str | None:
     however many names a server gives and whatever they hold."""
     if not names:
         return None
-    each = MAX_TEXT if len(names) == 1 else MODEL_NAME_CHARS
-    shown = ", ".join(safe_text(name, each) for name in names[:MODEL_NAMES_SHOWN])
+    if len(names) == 1:
+        return safe_text(names[0], MAX_TEXT)  # what the lines below make of one name
+    shown = ", ".join(safe_text(name, MODEL_NAME_CHARS) for name in names[:MODEL_NAMES_SHOWN])
     more = len(names) - MODEL_NAMES_SHOWN
     return safe_text(f"{shown} (+{more} more)" if more > 0 else shown)
