@@ -342,8 +342,7 @@ class EndpointCollector:
             samples = read_samples(text, spec.names + PROCESS_NAMES)  # one scan of the page
             return read_figures(spec, samples, samples)
         samples = read_samples(text, spec.scalar_names + PROCESS_NAMES)
-        reading = read_figures(spec, samples, samples)
-        return replace(reading, ttft=last.ttft, itl=last.itl)
+        return read_figures(spec, samples, samples, carried=(last.ttft, last.itl))
 
     def _latency_due(self) -> bool:
         return self._last_good is None or self._tick_t - self._latency_read_at >= LATENCY_EVERY_S

@@ -333,9 +333,15 @@ _Found = dict[str, Series]  # PageSamples.series
 _Picks = tuple[Selector, ...]  # a figure's alternatives, the first present used
 
 
-def read_figures(spec: KindSpec, samples: PageSamples, process: PageSamples | None = None) -> Reading:
+def read_figures(
+    spec: KindSpec,
+    samples: PageSamples,
+    process: PageSamples | None = None,
+    carried: tuple[Histogram | None, Histogram | None] | None = None,
+) -> Reading:
     """The figures of one page (``samples`` of ``spec.names``, ``process`` of ``PROCESS_NAMES``);
-    raises ``Implausible`` when a token counter holds nonsense."""
+    raises ``Implausible`` when a token counter holds nonsense. ``carried``: the latency
+    histograms (TTFT, ITL) of an earlier read, for a read of ``spec.scalar_names`` only."""
     found, ranked = samples.series, _ranked(samples)
     ignored: list[str] = []
     prompt = _figure(found, spec.prompt, MAX_COUNT, ranked, ignored)
@@ -349,8 +355,11 @@ def read_figures(spec: KindSpec, samples: PageSamples, process: PageSamples | No
     started = None
     if process is not None:
         started = _figure(process.series, _PROCESS_START, MAX_COUNT, _ranked(process), ignored, largest=True)
-    ttft = _histogram(found, spec.ttft, spec.latency_unit_s, ranked, ignored)
-    itl = _histogram(found, spec.itl, spec.latency_unit_s, ranked, ignored)
+    if carried is None:
+        ttft = _histogram(found, spec.ttft, spec.latency_unit_s, ranked, ignored)
+        itl = _histogram(found, spec.itl, spec.latency_unit_s, ranked, ignored)
+    else:
+        ttft, itl = carried
     repeated = samples.duplicates.difference(PROCESS_NAMES)  # ``process`` may be read with them
     notes = ["the page repeats some series; the last of each was used"] if repeated else []
     if ignored:
