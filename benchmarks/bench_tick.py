@@ -124,7 +124,7 @@ def main() -> None:
         values.sort()
         median, p95 = statistics.median(values) * 1e3, values[int(len(values) * 0.95)] * 1e3
         print(f"{tree_name:8s} {server_name:12s} {median:8.2f} {statistics.mean(values) * 1e3:8.2f} {p95:8.2f}")
-    print("median: a tick that reads the counters; mean: with every fifth one's histograms (what record costs a second)")
+    print("median: a tick that reads the counters; mean: with every fifth one's histograms (record's cost a second)")
 
 
 def run_child(tree: Path, ports: list[int], args: argparse.Namespace, lib: Path | None) -> list[float]:
