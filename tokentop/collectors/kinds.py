@@ -35,7 +35,7 @@ from operator import attrgetter, itemgetter
 
 from tokentop.collectors.buckets import by_label_sets, layout_of, sums_line_by_line
 from tokentop.collectors.exposition import Labels, PageSamples, Series
-from tokentop.collectors.plausible import MAX_COUNT, Implausible, plausible, series_text
+from tokentop.collectors.plausible import MAX_COUNT, Implausible, all_plausible, first_bad, plausible
 from tokentop.model import Histogram, stored_by_slots
 from tokentop.text import MAX_TEXT, safe_text
 
@@ -411,8 +411,8 @@ def _figure(
             continue
         values = list(map(_VALUE, series))
         total, high = sum(values), max(values)
-        if not (math.isfinite(total) and min(values) >= 0 and high <= upper):  # as ``_all_plausible``
-            if (bad := _first_bad(selector.name, series, upper)) is not None:
+        if not (math.isfinite(total) and min(values) >= 0 and high <= upper):  # as ``all_plausible``
+            if (bad := first_bad(selector.name, series, upper)) is not None:
                 problems.append(bad)
             return None
         value = float(high if largest else total)
@@ -420,19 +420,6 @@ def _figure(
             return value
         problems.append(f"{selector.name} sums to {value:g}")
         return None
-    return None
-
-
-def _all_plausible(values: list[float], upper: float = MAX_COUNT) -> bool:
-    """Three C loops: a NaN or an infinity makes the sum non-finite."""
-    return math.isfinite(sum(values)) and min(values) >= 0 and max(values) <= upper
-
-
-def _first_bad(name: str, series: Series, upper: float = MAX_COUNT) -> str | None:
-    """The first series whose value is not plausible, as text; None when all are."""
-    for labels, value in series:
-        if not plausible(value, upper):
-            return series_text(name, labels, value)
     return None
 
 
@@ -463,7 +450,7 @@ def _histogram(
         if layout is None or not layout.surely_plausible(bucket_values, buckets):
             parts.insert(0, ("_bucket", bucket_series, bucket_values))
         for suffix, series, values in parts:
-            if series and not _all_plausible(values) and (bad := _first_bad(base + suffix, series)) is not None:
+            if series and not all_plausible(values) and (bad := first_bad(base + suffix, series)) is not None:
                 problems.append(bad)
                 return None
         count = sum(count_values) if counts else buckets[math.inf]

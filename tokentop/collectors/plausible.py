@@ -11,7 +11,9 @@ with a note that names it.
 
 from __future__ import annotations
 
-from tokentop.collectors.exposition import Labels
+import math
+
+from tokentop.collectors.exposition import Labels, Series
 from tokentop.text import safe_text
 
 MAX_COUNT = float(2**53)
@@ -38,3 +40,16 @@ def series_text(name: str, labels: Labels, value: float) -> str:
     label_text = ",".join(f'{label}="{text}"' for label, text in labels.items())
     series = safe_text(f"{name}{{{label_text}}}" if label_text else name, SERIES_SHOWN)
     return f"{series} = {shown(value)}"
+
+
+def all_plausible(values: list[float], upper: float = MAX_COUNT) -> bool:
+    """Every value plausible, in three C loops: a NaN or an infinity makes the sum non-finite."""
+    return math.isfinite(sum(values)) and min(values) >= 0 and max(values) <= upper
+
+
+def first_bad(name: str, series: Series, upper: float = MAX_COUNT) -> str | None:
+    """The first series whose value is not plausible, as text; None when all are."""
+    for labels, value in series:
+        if not plausible(value, upper):
+            return series_text(name, labels, value)
+    return None

@@ -26,7 +26,7 @@ ENERGY_LIMIT_FACTOR = 2.0  # an energy step above this x power limit x interval 
 FALLBACK_POWER_LIMIT_W = 1500.0
 
 
-@dataclass
+@dataclass(slots=True)
 class DeliveredCounter:
     """A server's cumulative counter turned into tokens delivered since we started watching."""
 
@@ -74,11 +74,15 @@ class DeliveredCounter:
                 return self._hold(raw, effective, t, f"fell from {self.last_raw:,.0f} to {raw:,.0f}, {why}")
             self.high_water = effective  # restarted: the new counter starts from zero
             return self._accept(raw, t, max(0.0, effective))
-        added = max(0.0, effective - self.high_water)
+        high_water = self.high_water
+        added = effective - high_water
+        if not added > 0.0:  # max(0.0, added), written out (every endpoint, every tick)
+            added = 0.0
         if added > self.max_tok_s * elapsed:
             what = f"jumped by {added:,.0f} in {elapsed:.1f} s (over {self.max_tok_s:,.0f} tok/s)"
             return self._hold(raw, effective, t, what)
-        self.high_water = max(self.high_water, effective)
+        if effective > high_water:
+            self.high_water = effective
         return self._accept(raw, t, added)
 
     def _first(self, raw: float, effective: float, t: float, fresh_s: float | None) -> float:
@@ -153,19 +157,24 @@ def first_energy_method(sample: GpuSample) -> str | None:
     return "power_integral" if sample.power_w is not None else None
 
 
+_step = tuple.__new__  # an EnergyStep without its Python ``__new__`` (one per GPU per tick)
+
+
 def energy_delta_j(prev: GpuSample | None, cur: GpuSample, dt_s: float) -> EnergyStep:
     """Board energy between two readings of one GPU: the counter's difference, or the power
     trapezoid where there is no counter, it went down (a driver reload) or it rose more than
     ``ENERGY_LIMIT_FACTOR`` x the power limit x ``dt_s`` (a spike)."""
     ignored: float | None = None
-    if prev is not None and prev.energy_counter_mj is not None and cur.energy_counter_mj is not None:
-        step_j = (cur.energy_counter_mj - prev.energy_counter_mj) / 1000.0
+    counter = cur.energy_counter_mj
+    if prev is not None and prev.energy_counter_mj is not None and counter is not None:
+        step_j = (counter - prev.energy_counter_mj) / 1000.0
         limit_w = cur.power_limit_w or FALLBACK_POWER_LIMIT_W
         if 0 <= step_j <= ENERGY_LIMIT_FACTOR * limit_w * dt_s:
-            return EnergyStep(step_j, "counter")
+            return _step(EnergyStep, (step_j, "counter", None))
         if step_j > 0:
             ignored = step_j
-    if cur.power_w is None:
-        return EnergyStep(0.0, None, ignored)
-    before = prev.power_w if prev is not None and prev.power_w is not None else cur.power_w
-    return EnergyStep((before + cur.power_w) / 2.0 * dt_s, "power_integral", ignored)
+    power_w = cur.power_w
+    if power_w is None:
+        return _step(EnergyStep, (0.0, None, ignored))
+    before = prev.power_w if prev is not None and prev.power_w is not None else power_w
+    return _step(EnergyStep, ((before + power_w) / 2.0 * dt_s, "power_integral", ignored))

@@ -14,9 +14,19 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from tokentop.config import Config, CostConfig
-from tokentop.cost import price_for, tick_cost_usd
-from tokentop.derive.counters import DeliveredCounter, EnergyStep, energy_delta_j, first_energy_method
-from tokentop.derive.windows import GpuTick, Point, Ring, advance, all_finite, host_tick, windowed_quantiles
+from tokentop.cost import energy_is_charged, price_for, tick_cost_usd
+from tokentop.derive.counters import DeliveredCounter, energy_delta_j, first_energy_method
+from tokentop.derive.windows import (
+    GpuTick,
+    Point,
+    Ring,
+    Series,
+    advance,
+    advance_gpu,
+    all_finite,
+    host_tick,
+    windowed_quantiles,
+)
 from tokentop.model import (
     EndpointFigures,
     EndpointSample,
@@ -24,6 +34,7 @@ from tokentop.model import (
     GpuFigures,
     GpuReading,
     GpuSample,
+    Histogram,
     HostFigures,
     Price,
     Snapshot,
@@ -49,15 +60,20 @@ class TickTokens(NamedTuple):
 
     def plus_share(self, other: TickTokens, share: float) -> TickTokens:
         """These tokens and ``share`` of ``other``'s (an engine split over its GPUs)."""
-        return TickTokens(
-            self.tokens_in + other.tokens_in * share,
-            self.tokens_out + other.tokens_out * share,
-            self.running or other.running,
-            self.engines + other.engines,
+        return _tokens(
+            TickTokens,
+            (
+                self.tokens_in + other.tokens_in * share,
+                self.tokens_out + other.tokens_out * share,
+                self.running or other.running,
+                self.engines + other.engines,
+            ),
         )
 
 
 _NO_TOKENS = TickTokens()
+# The tuples built for every endpoint (and GPU) every tick, without their Python ``__new__``.
+_tokens = _point = tuple.__new__
 _NO_MAPPING = EngineMapping()
 _ZERO = Totals()
 _HOST_ZERO = Totals(watched_gpu_s=0.0)
@@ -76,20 +92,22 @@ class _Latency(NamedTuple):
     every few seconds and carried forward between reads (``endpoint.LATENCY_EVERY_S``), so most
     ticks see the very same objects as the tick before: then the percentiles are too."""
 
-    histograms: tuple[object, ...]  # (ttft, its base, itl, its base, no window), compared by identity
+    ttft: Histogram | None  # the histograms, compared by identity
+    ttft_base: Histogram | None
+    itl: Histogram | None
+    itl_base: Histogram | None
+    no_window: bool
     ttft_p50_s: float | None
     ttft_p95_s: float | None
     itl_p50_s: float | None
 
-    def same_histograms(self, histograms: tuple[object, ...]) -> bool:
-        return all(a is b for a, b in zip(self.histograms, histograms))
 
-
-@dataclass
+@dataclass(slots=True)
 class _ServerState:
     ring: Ring
     prompt: DeliveredCounter
     generation: DeliveredCounter
+    engines: tuple[str, ...]  # its name: where the tokens it delivers come from
     start_time_s: float | None = None  # the engine's own start (Unix s), last seen
     pid: int | None = None  # the listening process, last seen
     latency: _Latency | None = None  # the last tick's percentiles, and the histograms behind them
@@ -110,10 +128,13 @@ class _ServerState:
         return same
 
 
-@dataclass
+@dataclass(slots=True)
 class _GpuState:
     price: Price | None
-    ring: Ring
+    series: Series
+    # The cost per hour of the last tick, where it does not follow the power (no price, or energy
+    # not charged); None where it does (``Deriver._usd_per_hour_now``).
+    fixed_usd_per_hour: tuple[float | None] | None
     totals: Totals = _ZERO
     prev: GpuSample | None = None
     energy_ignored: bool = False  # the last tick left out an energy counter step
@@ -144,7 +165,7 @@ class Deriver:
         self._t_prev: float | None = None
         self._session_start: float | None = None  # wall time of the first tick
         self._gpus: dict[str, _GpuState] = {}
-        self._host_ring = Ring(self._keep_s)
+        self._host_series = Series(self._keep_s)
         self._servers: dict[str, _ServerState] = {}
         self._events: list[str] = []  # what this tick left out, for its messages
 
@@ -163,6 +184,7 @@ class Deriver:
         gpu_tokens = _attribute(servers, mapping, delivered)
         gpu_figs, gpu_ticks = self._step_gpus(gpus, gpu_tokens, dt or 0.0, t)
         tick = host_tick(gpu_ticks) if gpu_ticks else endpoints_tick(delivered.values(), dt or 0.0)
+        unpriced = [f for f in gpu_figs if f.price is None]
         return Snapshot(
             seq=self._seq,
             t_wall=t_wall,
@@ -174,8 +196,8 @@ class Deriver:
             gpu_reason=gpus.reason,
             gpus=tuple(gpu_figs),
             endpoints=tuple(endpoint_figs),
-            host=self._step_host(gpu_figs, tick, t),
-            messages=_messages(gpu_figs, endpoint_figs) + tuple(self._events),
+            host=self._step_host(gpu_figs, unpriced, tick, t),
+            messages=_messages(gpu_figs, unpriced, endpoint_figs) + tuple(self._events),
         )
 
     # -- servers --
@@ -187,22 +209,28 @@ class Deriver:
         figs: list[EndpointFigures] = []
         delivered: dict[str, TickTokens] = {}
         for sample in servers:
-            state = self._servers.get(sample.name)
+            name = sample.name
+            state = self._servers.get(name)
             if state is None:
-                state = self._servers[sample.name] = _ServerState(
+                state = self._servers[name] = _ServerState(
                     Ring(self._keep_s),
                     DeliveredCounter(self.max_endpoint_tok_s),
                     DeliveredCounter(self.max_endpoint_tok_s),
+                    (name,),
                 )
-            m = mapping.get(sample.name, _NO_MAPPING)
+            m = mapping.get(name, _NO_MAPPING)
             same = state.same_process(sample.process_start_time_s, m.pid)
-            fresh_s = self._fresh_s(sample, t_wall)
-            added_in = self._count(sample, "prompt", state.prompt, same, fresh_s)
-            added_out = self._count(sample, "generation", state.generation, same, fresh_s)
-            delivered[sample.name] = TickTokens(added_in, added_out, bool(sample.running), (sample.name,))
-            totals = Totals(tokens_in=state.prompt.delivered, tokens_out=state.generation.delivered)
-            state.ring.push(Point(sample.t_mono, totals, sample.ttft, sample.itl))
-            figs.append(self._endpoint_figures(sample, state, m))
+            prompt, generation = state.prompt, state.generation
+            if sample.status == "up":  # a "stale" sample repeats an old reading: nothing new to count
+                fresh_s = self._fresh_s(sample, t_wall)
+                added_in = self._count(sample, "prompt", prompt, same, fresh_s)
+                added_out = self._count(sample, "generation", generation, same, fresh_s)
+            else:
+                added_in = added_out = 0.0
+            delivered[name] = _tokens(TickTokens, (added_in, added_out, bool(sample.running), state.engines))
+            totals = Totals(prompt.delivered, generation.delivered)
+            state.ring.push(_point(Point, (sample.t_mono, totals, sample.ttft, sample.itl)))
+            figs.append(self._endpoint_figures(sample, state, m, totals))
         return figs, delivered
 
     def _fresh_s(self, sample: EndpointSample, t_wall: float) -> float | None:
@@ -217,9 +245,7 @@ class Deriver:
         self, sample: EndpointSample, which: str, counter: DeliveredCounter, same_process: bool, fresh_s: float | None
     ) -> float:
         """Feed one of the endpoint's counters ("prompt" or "generation") a fresh reading; say
-        what it ignored. A "stale" sample repeats an old reading: nothing new to count."""
-        if sample.status != "up":
-            return 0.0
+        what it ignored."""
         if which == "prompt":
             raw, in_flight = sample.prompt_tokens_total, sample.prompt_tokens_in_flight
         else:
@@ -229,23 +255,24 @@ class Deriver:
             self._events.append(f"{sample.name}: {which} tokens counter {counter.event}")
         return added
 
-    def _endpoint_figures(self, sample: EndpointSample, state: _ServerState, m: EngineMapping) -> EndpointFigures:
+    def _endpoint_figures(
+        self, sample: EndpointSample, state: _ServerState, m: EngineMapping, totals: Totals
+    ) -> EndpointFigures:
         ring = state.ring
-        now = ring.last
-        rate = ring.window(self.rate_window_s)
-        latency = state.latency = _latency(sample, ring.reading_before(self.cost_window_s), now, state.latency)
+        tok_s_in, tok_s_out = ring.token_rates(self.rate_window_s)
+        latency = state.latency = _latency(sample, ring.reading_before(self.cost_window_s), ring.last, state.latency)
         return EndpointFigures(
-            sample=sample,
-            gpus=m.gpus,
-            mapping=m.source,
-            pid=m.pid,
-            tokens_in_total=now.totals.tokens_in,
-            tokens_out_total=now.totals.tokens_out,
-            tok_s_in=rate.tok_s_in,
-            tok_s_out=rate.tok_s_out,
-            ttft_p50_s=latency.ttft_p50_s,
-            ttft_p95_s=latency.ttft_p95_s,
-            itl_p50_s=latency.itl_p50_s,
+            sample,
+            m.gpus,
+            m.source,
+            m.pid,
+            totals.tokens_in,
+            totals.tokens_out,
+            tok_s_in,
+            tok_s_out,
+            latency.ttft_p50_s,
+            latency.ttft_p95_s,
+            latency.itl_p50_s,
         )
 
     # -- GPUs --
@@ -256,30 +283,38 @@ class Deriver:
         """Each GPU's figures, and what it added this tick."""
         figs: list[GpuFigures] = []
         ticks: list[GpuTick] = []
+        states, rate_s, cost_s = self._gpus, self.rate_window_s, self.cost_window_s
         for sample in reading.gpus:
-            state = self._gpus.get(sample.uuid)
+            state = states.get(sample.uuid)
             if state is None:
-                price = price_for(sample.name, sample.uuid, sample.index, self.cost)
-                state = self._gpus[sample.uuid] = _GpuState(price, Ring(self._keep_s))
+                state = states[sample.uuid] = self._new_gpu(sample)
             tokens = gpu_tokens.get(sample.uuid, _NO_TOKENS)
             tick, method = self._gpu_tick(state, sample, tokens, dt)
-            state.ring.push(Point(t, state.totals))
+            series, totals, fixed = state.series, state.totals, state.fixed_usd_per_hour
+            series.add(t, totals)
             ticks.append(tick)
             figs.append(
                 GpuFigures(
-                    sample=sample,
-                    engines=tokens.engines,
-                    price=state.price,
-                    energy_method=method,
-                    usd_per_hour_now=_finite_or_none(
-                        tick_cost_usd(state.price, 3600.0, (sample.power_w or 0.0) * 3600.0, self.cost)
-                    ),
-                    totals=state.totals,
-                    rate_window=state.ring.window(self.rate_window_s),
-                    cost_window=state.ring.window(self.cost_window_s),
+                    sample,
+                    tokens.engines,
+                    state.price,
+                    method,
+                    fixed[0] if fixed is not None else self._usd_per_hour_now(state.price, sample.power_w),
+                    totals,
+                    series.window(rate_s),
+                    series.window(cost_s),
                 )
             )
         return figs, ticks
+
+    def _new_gpu(self, sample: GpuSample) -> _GpuState:
+        price = price_for(sample.name, sample.uuid, sample.index, self.cost)
+        fixed = None if price is not None and energy_is_charged(self.cost) else (self._usd_per_hour_now(price, None),)
+        return _GpuState(price, Series(self._keep_s), fixed)
+
+    def _usd_per_hour_now(self, price: Price | None, power_w: float | None) -> float | None:
+        """The cost rate of the last tick: an hour at the GPU's last power reading."""
+        return _finite_or_none(tick_cost_usd(price, 3600.0, (power_w or 0.0) * 3600.0, self.cost))
 
     def _gpu_tick(
         self, state: _GpuState, sample: GpuSample, tokens: TickTokens, dt: float
@@ -288,61 +323,64 @@ class Deriver:
         measured; advances its totals. A tick that is not all finite numbers adds nothing."""
         prev, state.prev = state.prev, sample
         if prev is None:  # the first reading measures nothing yet; name the method the next ones use
-            energy = EnergyStep(0.0, first_energy_method(sample))
+            joules, method = 0.0, first_energy_method(sample)
         else:
-            energy = energy_delta_j(prev, sample, dt)
-            self._note_energy(state, sample, energy, dt)
-        cost = tick_cost_usd(state.price, dt, energy.joules, self.cost)
+            joules, method, ignored_j = energy_delta_j(prev, sample, dt)
+            if ignored_j is not None or state.energy_ignored:
+                self._note_energy(state, sample, method, ignored_j, dt)
+        cost = tick_cost_usd(state.price, dt, joules, self.cost)
         busy_s, busy_cost = (dt, cost) if tokens.busy else (0.0, 0.0)
-        tick = GpuTick(dt, tokens.tokens_in, tokens.tokens_out, energy.joules, cost, busy_s, busy_cost)
-        totals = advance(state.totals, tick)
-        if all_finite(tick) and all_finite(totals):
+        tick = (dt, tokens.tokens_in, tokens.tokens_out, joules, cost, busy_s, busy_cost)
+        totals = advance_gpu(state.totals, tick)
+        if totals is not None:
             state.totals, state.dropped = totals, False
-            return tick, energy.method
+            return tick, method
         if not state.dropped:
             self._events.append(
-                f"GPU {sample.index}: a tick with figures that are not finite numbers (energy {energy.joules} J,"
+                f"GPU {sample.index}: a tick with figures that are not finite numbers (energy {joules} J,"
                 f" cost {cost} $, tokens {tokens.tokens_out}) was left out"
             )
         state.dropped = True
-        unknown = tick.cost_usd is None
-        return GpuTick(0.0, 0.0, 0.0, 0.0, None if unknown else 0.0, 0.0, None if unknown else 0.0), energy.method
+        unknown = cost is None
+        return (0.0, 0.0, 0.0, 0.0, None if unknown else 0.0, 0.0, None if unknown else 0.0), method
 
-    def _note_energy(self, state: _GpuState, sample: GpuSample, energy: EnergyStep, dt: float) -> None:
+    def _note_energy(
+        self, state: _GpuState, sample: GpuSample, method: str | None, ignored_j: float | None, dt: float
+    ) -> None:
         """Say once per run of them that an energy counter step was not believed."""
-        if energy.ignored_j is not None and not state.energy_ignored:
+        if ignored_j is not None and not state.energy_ignored:
             instead = (
                 "power integrated for this tick instead"
-                if energy.method == "power_integral"
+                if method == "power_integral"
                 else "no energy counted for this tick (no power reading)"
             )
             self._events.append(
-                f"GPU {sample.index}: energy counter rose {energy.ignored_j:,.0f} J in {dt:.1f} s,"
+                f"GPU {sample.index}: energy counter rose {ignored_j:,.0f} J in {dt:.1f} s,"
                 f" more than twice its power limit allows: {instead}"
             )
-        state.energy_ignored = energy.ignored_j is not None
+        state.energy_ignored = ignored_j is not None
 
     # -- the host --
 
-    def _step_host(self, gpu_figs: list[GpuFigures], tick: Window, t: float) -> HostFigures:
-        ring = self._host_ring
-        before = ring.last.totals if ring.points else _HOST_ZERO
+    def _step_host(self, gpu_figs: list[GpuFigures], unpriced: list[GpuFigures], tick: Window, t: float) -> HostFigures:
+        series = self._host_series
+        before = series.totals[-1] if series.totals else _HOST_ZERO
         totals = advance(before, tick)
         if not all_finite(totals):  # cannot happen from finite GPU ticks; never let one through
             self._events.append("host: a tick whose totals are not finite numbers was left out")
             totals = before
-        ring.push(Point(t, totals))
+        series.add(t, totals)
         priced = tick.cost_usd is not None  # every GPU has a price (and there is a GPU)
-        powers = [f.sample.power_w for f in gpu_figs if f.sample.power_w is not None]
-        rates = [f.usd_per_hour_now for f in gpu_figs if f.usd_per_hour_now is not None]
+        powers = [power for f in gpu_figs if (power := f.sample.power_w) is not None]
+        rates = [rate for f in gpu_figs if (rate := f.usd_per_hour_now) is not None]
         return HostFigures(
             gpu_count=len(gpu_figs),
             power_w=_finite_or_none(sum(powers)) if powers else None,
             usd_per_hour_now=_finite_or_none(sum(rates)) if priced else None,
             totals=totals,
-            rate_window=ring.window(self.rate_window_s),
-            cost_window=ring.window(self.cost_window_s),
-            unpriced_gpus=tuple(f.sample.uuid for f in gpu_figs if f.price is None),
+            rate_window=series.window(self.rate_window_s),
+            cost_window=series.window(self.cost_window_s),
+            unpriced_gpus=tuple(f.sample.uuid for f in unpriced),
         )
 
 
@@ -350,13 +388,19 @@ def _latency(sample: EndpointSample, base: Point, now: Point, last: _Latency | N
     """The endpoint's latency percentiles over the cost window (from ``base``, the reading at
     or before its start: histograms cannot be interpolated); the last tick's when they come
     from the same histograms."""
-    no_window = base is now
-    histograms = (sample.ttft, base.ttft, sample.itl, base.itl, no_window)
-    if last is not None and last.same_histograms(histograms):
+    ttft, ttft_base, itl, itl_base, no_window = sample.ttft, base.ttft, sample.itl, base.itl, base is now
+    if (
+        last is not None
+        and last.ttft is ttft
+        and last.ttft_base is ttft_base
+        and last.itl is itl
+        and last.itl_base is itl_base
+        and last.no_window is no_window
+    ):
         return last
-    ttft_p50, ttft_p95 = windowed_quantiles((0.5, 0.95), sample.ttft, base.ttft, no_window)
-    (itl_p50,) = windowed_quantiles((0.5,), sample.itl, base.itl, no_window)
-    return _Latency(histograms, ttft_p50, ttft_p95, itl_p50)
+    ttft_p50, ttft_p95 = windowed_quantiles((0.5, 0.95), ttft, ttft_base, no_window)
+    (itl_p50,) = windowed_quantiles((0.5,), itl, itl_base, no_window)
+    return _Latency(ttft, ttft_base, itl, itl_base, no_window, ttft_p50, ttft_p95, itl_p50)
 
 
 def _attribute(
@@ -370,8 +414,15 @@ def _attribute(
             continue
         tokens = delivered[sample.name]
         share = 1.0 / len(gpus)
+        alone = None  # its share on a GPU no other endpoint gave tokens yet: the same on each
         for uuid in gpus:
-            per_gpu[uuid] = per_gpu.get(uuid, _NO_TOKENS).plus_share(tokens, share)
+            held = per_gpu.get(uuid)
+            if held is not None:
+                per_gpu[uuid] = held.plus_share(tokens, share)
+                continue
+            if alone is None:
+                alone = _NO_TOKENS.plus_share(tokens, share)
+            per_gpu[uuid] = alone
     return per_gpu
 
 
@@ -379,16 +430,16 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def _messages(gpu_figs: list[GpuFigures], endpoint_figs: list[EndpointFigures]) -> tuple[str, ...]:
+def _messages(
+    gpu_figs: list[GpuFigures], unpriced: list[GpuFigures], endpoint_figs: list[EndpointFigures]
+) -> tuple[str, ...]:
     """What the user should know this tick: GPUs without a price, endpoints on no known GPU."""
-    unpriced = tuple(
-        f"no price for GPU model {f.sample.name!r}: set cost.gpu_hour_usd in the config"
-        for f in gpu_figs
-        if f.price is None
-    )
-    return unpriced + tuple(
+    no_price = tuple(f"no price for GPU model {f.sample.name!r}: set cost.gpu_hour_usd in the config" for f in unpriced)
+    if not gpu_figs:
+        return no_price
+    return no_price + tuple(
         f"endpoint {f.sample.name} runs on no known GPU: its tokens are in no GPU's or the host's "
         "$/Mtok; give it gpus= in the config"
         for f in endpoint_figs
-        if gpu_figs and not f.gpus and f.sample.status == "up"
+        if not f.gpus and f.sample.status == "up"
     )

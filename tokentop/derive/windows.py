@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import NamedTuple
 
 from tokentop.model import Histogram, Totals, Window
@@ -28,10 +27,14 @@ class Point(NamedTuple):
 
 def window_between(old: Point, new: Point) -> Window:
     """Figures over the span between two cumulative points."""
-    a, b = old.totals, new.totals
+    return _difference(old.totals, new.totals, max(0.0, new.t - old.t))
+
+
+def _difference(a: Totals, b: Totals, span_s: float) -> Window:
+    """Figures over ``span_s`` from totals ``a`` to totals ``b``."""
     cost, busy_cost, watched = a.cost_usd, a.busy_cost_usd, a.watched_gpu_s
     return Window(
-        max(0.0, new.t - old.t),
+        span_s,
         b.tokens_in - a.tokens_in,
         b.tokens_out - a.tokens_out,
         b.energy_j - a.energy_j,
@@ -42,24 +45,13 @@ def window_between(old: Point, new: Point) -> Window:
     )
 
 
-class GpuTick(NamedTuple):
-    """What one GPU added in one tick: a ``Window``'s figures in a plain tuple (built for every
-    GPU every tick, only to be added up: ``advance``, ``host_tick``)."""
-
-    span_s: float
-    tokens_in: float
-    tokens_out: float
-    energy_j: float
-    cost_usd: float | None
-    busy_s: float
-    busy_cost_usd: float | None
-    watched_gpu_s: float | None = None
+# What one GPU added in one tick: a ``Window``'s first seven figures (span_s, tokens_in,
+# tokens_out, energy_j, cost_usd, busy_s, busy_cost_usd) in a plain tuple, built for every GPU
+# every tick only to be added up (``advance_gpu``, ``host_tick``).
+GpuTick = tuple[float, float, float, float, float | None, float, float | None]
 
 
-Summable = Window | GpuTick  # what the host's tick and the totals add up
-
-
-def sum_windows(windows: Sequence[Summable]) -> Window:
+def sum_windows(windows: Sequence[Window]) -> Window:
     """Several GPUs' windows as one host window: sums, over the longest span; busy and watched
     time in GPU-seconds. Cost is unknown when any GPU's is (a host total that leaves a GPU out
     would lie)."""
@@ -75,14 +67,19 @@ def sum_windows(windows: Sequence[Summable]) -> Window:
     )
 
 
-def host_tick(gpu_ticks: Sequence[Summable]) -> Window:
+def host_tick(gpu_ticks: Sequence[Window] | Sequence[GpuTick]) -> Window:
     """The host's tick from its GPUs' ticks: their sum (``sum_windows``), with no busy cost when
-    any GPU has no price."""
-    total = sum_windows(gpu_ticks)
-    return total if total.cost_usd is not None else replace(total, busy_cost_usd=None)
+    any GPU has no price. GPU ticks are summed column by column (the same sums)."""
+    if not isinstance(gpu_ticks[0], tuple):
+        total = sum_windows(gpu_ticks)  # type: ignore[arg-type]  # Windows, then
+        return total if total.cost_usd is not None else replace(total, busy_cost_usd=None)
+    spans, tokens_in, tokens_out, energy_j, costs, busy_s, busy_costs = zip(*gpu_ticks)
+    cost = None if None in costs else sum(costs)
+    busy_cost = None if cost is None or None in busy_costs else sum(busy_costs)
+    return Window(max(spans), sum(tokens_in), sum(tokens_out), sum(energy_j), cost, sum(busy_s), busy_cost, sum(spans))
 
 
-def advance(totals: Totals, tick: Summable) -> Totals:
+def advance(totals: Totals, tick: Window) -> Totals:
     """Cumulative totals one tick later."""
     watched = totals.watched_gpu_s
     if watched is not None:
@@ -100,7 +97,36 @@ def advance(totals: Totals, tick: Summable) -> Totals:
     )
 
 
-def all_finite(figures: Totals | Summable) -> bool:
+def advance_gpu(totals: Totals, tick: GpuTick) -> Totals | None:
+    """``advance`` by one GPU's tick, or None where ``all_finite`` of the tick or of the new
+    totals would be false (the same sums in the same order: one call for all three)."""
+    span_s, tokens_in, tokens_out, energy_j, cost_usd, busy_s, busy_cost_usd = tick
+    known = tokens_in + tokens_out + energy_j + busy_s
+    if cost_usd is not None:
+        known += cost_usd
+    if busy_cost_usd is not None:
+        known += busy_cost_usd
+    if not math.isfinite(known):
+        return None
+    watched, cost, busy_cost = totals.watched_gpu_s, totals.cost_usd, totals.busy_cost_usd
+    if watched is not None:
+        watched += span_s
+    cost = None if cost is None or cost_usd is None else cost + cost_usd
+    busy_cost = None if busy_cost is None or busy_cost_usd is None else busy_cost + busy_cost_usd
+    tokens_in = totals.tokens_in + tokens_in
+    tokens_out = totals.tokens_out + tokens_out
+    energy_j = totals.energy_j + energy_j
+    busy_s = totals.busy_s + busy_s
+    known = tokens_in + tokens_out + energy_j + busy_s
+    for optional in (cost, busy_cost, watched):
+        if optional is not None:
+            known += optional
+    if not math.isfinite(known):
+        return None
+    return Totals(tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost, totals.elapsed_s + span_s, watched)
+
+
+def all_finite(figures: Totals | Window) -> bool:
     """Every known figure is a finite number (None, unknown, passes). Their sum is finite only
     when each is, so one check does (it fails also for sums beyond the largest float)."""
     total = figures.tokens_in + figures.tokens_out + figures.energy_j + figures.busy_s
@@ -110,14 +136,13 @@ def all_finite(figures: Totals | Summable) -> bool:
     return math.isfinite(total)
 
 
-def _window_from_between(before: Point, after: Point, share: float, end: Point) -> Window:
-    """The window from the instant ``share`` of the way from ``before`` to ``after`` up to
-    ``end``: cumulative figures grow linearly between two readings as far as we know. (One
-    Window built, no Totals in between: this runs for every window of every tick.)"""
-    a, b, z = before.totals, after.totals, end.totals
+def _interpolated(a: Totals, b: Totals, share: float, z: Totals, span_s: float) -> Window:
+    """The window over ``span_s`` from the instant ``share`` of the way from totals ``a`` to
+    ``b`` up to totals ``z``: cumulative figures grow linearly between two readings as far as we
+    know. (One Window built, no Totals in between: this runs for every window of every tick.)"""
     cost, busy_cost, watched = a.cost_usd, a.busy_cost_usd, a.watched_gpu_s
     return Window(
-        end.t - (before.t + (after.t - before.t) * share),
+        span_s,
         z.tokens_in - (a.tokens_in + (b.tokens_in - a.tokens_in) * share),
         z.tokens_out - (a.tokens_out + (b.tokens_out - a.tokens_out) * share),
         z.energy_j - (a.energy_j + (b.energy_j - a.energy_j) * share),
@@ -199,55 +224,109 @@ def _sum_known(values: list[float | None]) -> float | None:
     return None if None in values else sum([v for v in values if v is not None])
 
 
-@dataclass
-class Ring:
-    """Cumulative points, in time order, over the longest on-screen window, plus one older
-    point so that a window of that length can start between two readings."""
+class Series:
+    """Cumulative totals at their times, in time order, over the longest on-screen window, plus
+    one older point so that a window of that length can start between two readings. (A GPU's
+    and the host's: two flat lists, no point objects; the windows of every GPU are worked out
+    from them every tick.)"""
 
-    keep_s: float
-    points: deque[Point] = field(default_factory=deque)
-    times: deque[float] = field(init=False, repr=False, compare=False)  # the points' ``t``, to bisect
+    __slots__ = ("keep_s", "times", "totals")
 
-    def __post_init__(self) -> None:
-        self.times = deque(point.t for point in self.points)
+    def __init__(self, keep_s: float) -> None:
+        self.keep_s = keep_s
+        self.times: list[float] = []
+        self.totals: list[Totals] = []
+
+    def add(self, t: float, totals: Totals) -> int:
+        """Add the totals at ``t``; returns how many of the oldest were dropped."""
+        times = self.times
+        times.append(t)
+        self.totals.append(totals)
+        dropped = 0
+        while len(times) - dropped > 2 and t - times[dropped + 1] >= self.keep_s:
+            dropped += 1
+        if dropped:
+            del times[:dropped], self.totals[:dropped]
+        return dropped
+
+    def _bracket(self, seconds: float) -> tuple[int, float | None, float]:
+        """Where a window of ``seconds`` that ends at the last point starts: the index of the
+        reading at or before that instant (the oldest while the series holds less), how far
+        it is from there to the next reading (share) when it falls between two, and the
+        window's span."""
+        times = self.times
+        end_t = times[-1]
+        start_t = end_t - seconds
+        i = bisect_right(times, start_t)
+        if i == 0:
+            return 0, None, max(0.0, end_t - times[0])
+        before_t = times[i - 1]
+        if before_t == start_t or i == len(times):
+            return i - 1, None, max(0.0, end_t - before_t)
+        after_t = times[i]
+        share = (start_t - before_t) / (after_t - before_t)
+        return i - 1, share, end_t - (before_t + (after_t - before_t) * share)
+
+    def window(self, seconds: float) -> Window:
+        """The last ``seconds``: exactly that long once the series holds that much (the start
+        interpolated between the two readings around it), else since the oldest reading (its
+        ``span_s`` says how long). ``_bracket`` written out: two windows of every GPU every
+        tick."""
+        times, totals = self.times, self.totals
+        end_t = times[-1]
+        start_t = end_t - seconds
+        i = bisect_right(times, start_t)
+        if i == 0:
+            return _difference(totals[0], totals[-1], max(0.0, end_t - times[0]))
+        before_t = times[i - 1]
+        if before_t == start_t or i == len(times):
+            return _difference(totals[i - 1], totals[-1], max(0.0, end_t - before_t))
+        after_t = times[i]
+        share = (start_t - before_t) / (after_t - before_t)
+        span_s = end_t - (before_t + (after_t - before_t) * share)
+        return _interpolated(totals[i - 1], totals[i], share, totals[-1], span_s)
+
+    def token_rates(self, seconds: float) -> tuple[float | None, float | None]:
+        """``window(seconds)``'s ``tok_s_in`` and ``tok_s_out``, and nothing else of it (an
+        endpoint's figures: its totals are tokens only)."""
+        j, share, span_s = self._bracket(seconds)
+        if not span_s > 0:
+            return None, None
+        totals = self.totals
+        a, z = totals[j], totals[-1]
+        if share is None:
+            return (z.tokens_in - a.tokens_in) / span_s, (z.tokens_out - a.tokens_out) / span_s
+        b = totals[j + 1]
+        return (
+            (z.tokens_in - (a.tokens_in + (b.tokens_in - a.tokens_in) * share)) / span_s,
+            (z.tokens_out - (a.tokens_out + (b.tokens_out - a.tokens_out) * share)) / span_s,
+        )
+
+
+class Ring(Series):
+    """A ``Series`` that keeps its points, histograms included (an endpoint's: its latency
+    percentiles start at the reading at or before a window's start). Points come in by
+    ``push`` only."""
+
+    __slots__ = ("points",)
+
+    def __init__(self, keep_s: float) -> None:
+        super().__init__(keep_s)
+        self.points: list[Point] = []
 
     def push(self, point: Point) -> None:
-        points, times = self.points, self.times
+        points = self.points
         points.append(point)
-        times.append(point.t)
-        while len(points) > 2 and point.t - times[1] >= self.keep_s:
-            points.popleft()
-            times.popleft()
+        dropped = self.add(point.t, point.totals)
+        if dropped:
+            del points[:dropped]
 
     @property
     def last(self) -> Point:
         return self.points[-1]
 
-    def _bracket(self, seconds: float) -> tuple[Point, Point | None, float]:
-        """Where a window of ``seconds`` that ends at the last point starts: the reading at or
-        before that instant, the one after it and how far between (share) when it falls
-        between two; the oldest reading alone while the ring holds less."""
-        points, times = self.points, self.times
-        start_t = times[-1] - seconds
-        i = bisect_right(times, start_t)  # the first point after start_t
-        if i == 0:
-            return points[0], None, 0.0
-        before = points[i - 1]
-        if before.t == start_t or i == len(points):
-            return before, None, 0.0
-        after = points[i]
-        return before, after, (start_t - before.t) / (after.t - before.t)
-
     def reading_before(self, seconds: float) -> Point:
         """The reading at or before the start of a window of ``seconds`` (histograms cannot be
         interpolated: percentiles over a window start there)."""
-        return self._bracket(seconds)[0]
-
-    def window(self, seconds: float) -> Window:
-        """The last ``seconds``: exactly that long once the ring holds that much (the start
-        interpolated between the two readings around it), else since the oldest reading (its
-        ``span_s`` says how long)."""
-        before, after, share = self._bracket(seconds)
-        if after is None:
-            return window_between(before, self.points[-1])
-        return _window_from_between(before, after, share, self.points[-1])
+        times = self.times
+        return self.points[max(bisect_right(times, times[-1] - seconds) - 1, 0)]
