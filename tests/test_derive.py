@@ -338,11 +338,11 @@ def test_ring_window_starts_exactly_its_length_back_else_at_the_oldest_point() -
 
 
 def test_host_tick_sums_its_gpus_busy_time_in_gpu_seconds() -> None:
-    busy = Window(1.0, 10.0, 90.0, 500.0, 0.002, 1.0, 0.002)
-    idle = Window(1.0, 0.0, 0.0, 100.0, 0.001, 0.0, 0.0)
+    busy = (1.0, 10.0, 90.0, 500.0, 0.002, 1.0, 0.002)  # a GPU's tick: a Window's first seven figures
+    idle = (1.0, 0.0, 0.0, 100.0, 0.001, 0.0, 0.0)
     host = host_tick([busy, idle])
     assert (host.tokens_out, host.energy_j, host.cost_usd) == (90.0, 600.0, pytest.approx(0.003))
     assert (host.busy_s, host.watched_gpu_s, host.busy_share) == (1.0, 2.0, 0.5)
     assert host.busy_cost_usd == pytest.approx(0.002)
-    unpriced = host_tick([busy, Window(1.0, 0.0, 0.0, 100.0, None, 0.0, 0.0)])
+    unpriced = host_tick([busy, (1.0, 0.0, 0.0, 100.0, None, 0.0, 0.0)])
     assert unpriced.cost_usd is None and unpriced.busy_cost_usd is None  # never a partial host cost

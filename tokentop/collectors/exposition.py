@@ -38,6 +38,7 @@ Rules, all chosen so that a bad or cut page never yields a wrong number:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -204,20 +205,12 @@ def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: d
     return budget
 
 
-_patterns: dict[tuple[str, ...], tuple[tuple[str, ...], re.Pattern[str] | None]] = {}
-_PATTERNS_KEPT = 64
-
-
+@functools.lru_cache(maxsize=64)
 def _pattern_of(names: tuple[str, ...]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
     """The distinct names, in order, and their pattern (None: no names), made once for the
     tuple of names a collector asks for on every tick."""
-    known = _patterns.get(names)
-    if known is None:
-        if len(_patterns) >= _PATTERNS_KEPT:
-            _patterns.clear()
-        wanted = tuple(dict.fromkeys(names))
-        known = _patterns[names] = (wanted, _runs_of(wanted) if wanted else None)
-    return known
+    wanted = tuple(dict.fromkeys(names))
+    return wanted, _runs_of(wanted) if wanted else None
 
 
 def _runs_of(names: tuple[str, ...]) -> re.Pattern[str]:

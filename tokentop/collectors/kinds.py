@@ -487,8 +487,7 @@ def describe_models(names: list[str]) -> str | None:
     however many names a server gives and whatever they hold."""
     if not names:
         return None
-    if len(names) == 1:
-        return safe_text(names[0], MAX_TEXT)  # what the lines below make of one name
-    shown = ", ".join(safe_text(name, MODEL_NAME_CHARS) for name in names[:MODEL_NAMES_SHOWN])
+    each = MAX_TEXT if len(names) == 1 else MODEL_NAME_CHARS
+    shown = ", ".join(safe_text(name, each) for name in names[:MODEL_NAMES_SHOWN])
     more = len(names) - MODEL_NAMES_SHOWN
     return safe_text(f"{shown} (+{more} more)" if more > 0 else shown)

@@ -74,15 +74,11 @@ class DeliveredCounter:
                 return self._hold(raw, effective, t, f"fell from {self.last_raw:,.0f} to {raw:,.0f}, {why}")
             self.high_water = effective  # restarted: the new counter starts from zero
             return self._accept(raw, t, max(0.0, effective))
-        high_water = self.high_water
-        added = effective - high_water
-        if not added > 0.0:  # max(0.0, added), written out (every endpoint, every tick)
-            added = 0.0
+        added = max(0.0, effective - self.high_water)
         if added > self.max_tok_s * elapsed:
             what = f"jumped by {added:,.0f} in {elapsed:.1f} s (over {self.max_tok_s:,.0f} tok/s)"
             return self._hold(raw, effective, t, what)
-        if effective > high_water:
-            self.high_water = effective
+        self.high_water = max(self.high_water, effective)
         return self._accept(raw, t, added)
 
     def _first(self, raw: float, effective: float, t: float, fresh_s: float | None) -> float:
@@ -157,9 +153,6 @@ def first_energy_method(sample: GpuSample) -> str | None:
     return "power_integral" if sample.power_w is not None else None
 
 
-_step = tuple.__new__  # an EnergyStep without its Python ``__new__`` (one per GPU per tick)
-
-
 def energy_delta_j(prev: GpuSample | None, cur: GpuSample, dt_s: float) -> EnergyStep:
     """Board energy between two readings of one GPU: the counter's difference, or the power
     trapezoid where there is no counter, it went down (a driver reload) or it rose more than
@@ -170,11 +163,11 @@ def energy_delta_j(prev: GpuSample | None, cur: GpuSample, dt_s: float) -> Energ
         step_j = (counter - prev.energy_counter_mj) / 1000.0
         limit_w = cur.power_limit_w or FALLBACK_POWER_LIMIT_W
         if 0 <= step_j <= ENERGY_LIMIT_FACTOR * limit_w * dt_s:
-            return _step(EnergyStep, (step_j, "counter", None))
+            return EnergyStep(step_j, "counter")
         if step_j > 0:
             ignored = step_j
     power_w = cur.power_w
     if power_w is None:
-        return _step(EnergyStep, (0.0, None, ignored))
+        return EnergyStep(0.0, None, ignored)
     before = prev.power_w if prev is not None and prev.power_w is not None else power_w
-    return _step(EnergyStep, ((before + power_w) / 2.0 * dt_s, "power_integral", ignored))
+    return EnergyStep((before + power_w) / 2.0 * dt_s, "power_integral", ignored)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from tokentop.config import Config, CostConfig
-from tokentop.cost import energy_is_charged, price_for, tick_cost_usd
+from tokentop.cost import price_for, tick_cost_usd
 from tokentop.derive.counters import DeliveredCounter, energy_delta_j, first_energy_method
 from tokentop.derive.windows import (
     GpuTick,
@@ -60,20 +60,15 @@ class TickTokens(NamedTuple):
 
     def plus_share(self, other: TickTokens, share: float) -> TickTokens:
         """These tokens and ``share`` of ``other``'s (an engine split over its GPUs)."""
-        return _tokens(
-            TickTokens,
-            (
-                self.tokens_in + other.tokens_in * share,
-                self.tokens_out + other.tokens_out * share,
-                self.running or other.running,
-                self.engines + other.engines,
-            ),
+        return TickTokens(
+            self.tokens_in + other.tokens_in * share,
+            self.tokens_out + other.tokens_out * share,
+            self.running or other.running,
+            self.engines + other.engines,
         )
 
 
 _NO_TOKENS = TickTokens()
-# The tuples built for every endpoint (and GPU) every tick, without their Python ``__new__``.
-_tokens = _point = tuple.__new__
 _NO_MAPPING = EngineMapping()
 _ZERO = Totals()
 _HOST_ZERO = Totals(watched_gpu_s=0.0)
@@ -132,9 +127,6 @@ class _ServerState:
 class _GpuState:
     price: Price | None
     series: Series
-    # The cost per hour of the last tick, where it does not follow the power (no price, or energy
-    # not charged); None where it does (``Deriver._usd_per_hour_now``).
-    fixed_usd_per_hour: tuple[float | None] | None
     totals: Totals = _ZERO
     prev: GpuSample | None = None
     energy_ignored: bool = False  # the last tick left out an energy counter step
@@ -227,9 +219,9 @@ class Deriver:
                 added_out = self._count(sample, "generation", generation, same, fresh_s)
             else:
                 added_in = added_out = 0.0
-            delivered[name] = _tokens(TickTokens, (added_in, added_out, bool(sample.running), state.engines))
+            delivered[name] = TickTokens(added_in, added_out, bool(sample.running), state.engines)
             totals = Totals(prompt.delivered, generation.delivered)
-            state.ring.push(_point(Point, (sample.t_mono, totals, sample.ttft, sample.itl)))
+            state.ring.push(Point(sample.t_mono, totals, sample.ttft, sample.itl))
             figs.append(self._endpoint_figures(sample, state, m, totals))
         return figs, delivered
 
@@ -287,10 +279,11 @@ class Deriver:
         for sample in reading.gpus:
             state = states.get(sample.uuid)
             if state is None:
-                state = states[sample.uuid] = self._new_gpu(sample)
+                price = price_for(sample.name, sample.uuid, sample.index, self.cost)
+                state = states[sample.uuid] = _GpuState(price, Series(self._keep_s))
             tokens = gpu_tokens.get(sample.uuid, _NO_TOKENS)
             tick, method = self._gpu_tick(state, sample, tokens, dt)
-            series, totals, fixed = state.series, state.totals, state.fixed_usd_per_hour
+            series, totals = state.series, state.totals
             series.add(t, totals)
             ticks.append(tick)
             figs.append(
@@ -299,18 +292,13 @@ class Deriver:
                     tokens.engines,
                     state.price,
                     method,
-                    fixed[0] if fixed is not None else self._usd_per_hour_now(state.price, sample.power_w),
+                    self._usd_per_hour_now(state.price, sample.power_w),
                     totals,
                     series.window(rate_s),
                     series.window(cost_s),
                 )
             )
         return figs, ticks
-
-    def _new_gpu(self, sample: GpuSample) -> _GpuState:
-        price = price_for(sample.name, sample.uuid, sample.index, self.cost)
-        fixed = None if price is not None and energy_is_charged(self.cost) else (self._usd_per_hour_now(price, None),)
-        return _GpuState(price, Series(self._keep_s), fixed)
 
     def _usd_per_hour_now(self, price: Price | None, power_w: float | None) -> float | None:
         """The cost rate of the last tick: an hour at the GPU's last power reading."""
@@ -414,15 +402,8 @@ def _attribute(
             continue
         tokens = delivered[sample.name]
         share = 1.0 / len(gpus)
-        alone = None  # its share on a GPU no other endpoint gave tokens yet: the same on each
         for uuid in gpus:
-            held = per_gpu.get(uuid)
-            if held is not None:
-                per_gpu[uuid] = held.plus_share(tokens, share)
-                continue
-            if alone is None:
-                alone = _NO_TOKENS.plus_share(tokens, share)
-            per_gpu[uuid] = alone
+            per_gpu[uuid] = per_gpu.get(uuid, _NO_TOKENS).plus_share(tokens, share)
     return per_gpu
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import NamedTuple
 
 from tokentop.model import Histogram, Totals, Window
@@ -67,12 +66,10 @@ def sum_windows(windows: Sequence[Window]) -> Window:
     )
 
 
-def host_tick(gpu_ticks: Sequence[Window] | Sequence[GpuTick]) -> Window:
-    """The host's tick from its GPUs' ticks: their sum (``sum_windows``), with no busy cost when
-    any GPU has no price. GPU ticks are summed column by column (the same sums)."""
-    if not isinstance(gpu_ticks[0], tuple):
-        total = sum_windows(gpu_ticks)  # type: ignore[arg-type]  # Windows, then
-        return total if total.cost_usd is not None else replace(total, busy_cost_usd=None)
+def host_tick(gpu_ticks: Sequence[GpuTick]) -> Window:
+    """The host's tick from its GPUs' ticks: their sum by ``sum_windows``' rule (busy and
+    watched time in GPU-seconds), summed column by column, with no busy cost when any GPU has
+    no price."""
     spans, tokens_in, tokens_out, energy_j, costs, busy_s, busy_costs = zip(*gpu_ticks)
     cost = None if None in costs else sum(costs)
     busy_cost = None if cost is None or None in busy_costs else sum(busy_costs)
@@ -117,13 +114,8 @@ def advance_gpu(totals: Totals, tick: GpuTick) -> Totals | None:
     tokens_out = totals.tokens_out + tokens_out
     energy_j = totals.energy_j + energy_j
     busy_s = totals.busy_s + busy_s
-    known = tokens_in + tokens_out + energy_j + busy_s
-    for optional in (cost, busy_cost, watched):
-        if optional is not None:
-            known += optional
-    if not math.isfinite(known):
-        return None
-    return Totals(tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost, totals.elapsed_s + span_s, watched)
+    advanced = Totals(tokens_in, tokens_out, energy_j, cost, busy_s, busy_cost, totals.elapsed_s + span_s, watched)
+    return advanced if all_finite(advanced) else None
 
 
 def all_finite(figures: Totals | Window) -> bool:
@@ -270,21 +262,12 @@ class Series:
     def window(self, seconds: float) -> Window:
         """The last ``seconds``: exactly that long once the series holds that much (the start
         interpolated between the two readings around it), else since the oldest reading (its
-        ``span_s`` says how long). ``_bracket`` written out: two windows of every GPU every
-        tick."""
-        times, totals = self.times, self.totals
-        end_t = times[-1]
-        start_t = end_t - seconds
-        i = bisect_right(times, start_t)
-        if i == 0:
-            return _difference(totals[0], totals[-1], max(0.0, end_t - times[0]))
-        before_t = times[i - 1]
-        if before_t == start_t or i == len(times):
-            return _difference(totals[i - 1], totals[-1], max(0.0, end_t - before_t))
-        after_t = times[i]
-        share = (start_t - before_t) / (after_t - before_t)
-        span_s = end_t - (before_t + (after_t - before_t) * share)
-        return _interpolated(totals[i - 1], totals[i], share, totals[-1], span_s)
+        ``span_s`` says how long)."""
+        j, share, span_s = self._bracket(seconds)
+        totals = self.totals
+        if share is None:
+            return _difference(totals[j], totals[-1], span_s)
+        return _interpolated(totals[j], totals[j + 1], share, totals[-1], span_s)
 
     def token_rates(self, seconds: float) -> tuple[float | None, float | None]:
         """``window(seconds)``'s ``tok_s_in`` and ``tok_s_out``, and nothing else of it (an

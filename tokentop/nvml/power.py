@@ -32,11 +32,11 @@ def read_power(nvml: NvmlCalls, gpu: GpuState) -> PowerReading:
             if "nvmlDeviceGetFieldValues" in gpu.not_asked:
                 gpu.fields = []
         else:
-            average, energy, limit = answered_fields(nvml, gpu, values)
-    return power_of(nvml, gpu, average, energy, limit)
+            average, energy, limit = _answered_fields(nvml, gpu, values)
+    return _power_of(nvml, gpu, average, energy, limit)
 
 
-def answered_fields(nvml: NvmlCalls, gpu: GpuState, values: Any) -> tuple[Any, Any, Any]:
+def _answered_fields(nvml: NvmlCalls, gpu: GpuState, values: Any) -> tuple[Any, Any, Any]:
     """The power, energy and limit fields' values (``_NOT_ANSWERED`` for each one that failed
     or was not asked): read in one unpack when every field answered (``FieldRequest.answers``),
     else field by field, each failure acted on."""
@@ -53,7 +53,7 @@ def answered_fields(nvml: NvmlCalls, gpu: GpuState, values: Any) -> tuple[Any, A
     return average, found.get(ENERGY_FIELD, _NOT_ANSWERED), found.get(POWER_LIMIT_FIELD, _NOT_ANSWERED)
 
 
-def power_of(nvml: NvmlCalls, gpu: GpuState, average: Any, energy: Any, limit: Any) -> PowerReading:
+def _power_of(nvml: NvmlCalls, gpu: GpuState, average: Any, energy: Any, limit: Any) -> PowerReading:
     """The reading from the fields' values, each one not answered asked by its single call when
     its field is no longer asked (else it is not known this tick)."""
     handle = gpu.handle
