@@ -23,9 +23,10 @@ How each figure is computed (the README repeats this for users):
   GPU-seconds, its share over watched GPU-seconds), as the history and the summary add them
   up. A host with no GPU reading counts what its endpoints delivered. An endpoint mapped to no
   GPU is named in the snapshot's messages.
-* Windows (``windows.Ring``): a window of N seconds starts exactly N seconds before the
-  newest reading, interpolated between the two readings around that instant; ``span_s`` is
-  what it covers (less while the session is younger than N).
+* Windows (``windows.Series``; an endpoint's ``windows.Ring`` keeps its points too): a window
+  of N seconds starts exactly N seconds before the newest reading, interpolated between the
+  two readings around that instant; ``span_s`` is what it covers (less while the session is
+  younger than N).
 * Nothing that is not a finite number reaches a Snapshot: such a tick is left out, and said.
 """
 
