@@ -49,8 +49,19 @@ Way = Callable[[], bytes]
 
 
 def earlier_fetch(tree: Path) -> ModuleType:
-    """``tokentop/collectors/fetch.py`` of another source tree, loaded beside ours."""
-    spec = importlib.util.spec_from_file_location("fetch_before", tree / "tokentop" / "collectors" / "fetch.py")
+    """``tokentop/collectors/fetch.py`` of another source tree, loaded beside ours, with that
+    tree's ``http1.py`` under it (its ``from tokentop.collectors.http1 import ...`` finds it)."""
+    http1 = _load("http1_before", tree / "tokentop" / "collectors" / "http1.py")
+    ours = sys.modules["tokentop.collectors.http1"]
+    sys.modules["tokentop.collectors.http1"] = http1
+    try:
+        return _load("fetch_before", tree / "tokentop" / "collectors" / "fetch.py")
+    finally:
+        sys.modules["tokentop.collectors.http1"] = ours
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up

@@ -34,6 +34,7 @@ from urllib.parse import quote, urlsplit
 
 from tokentop import __version__
 from tokentop.collectors.http1 import Http1Connection, PeerClosed, ProtocolError, TooBig
+from tokentop.model import stored_by_slots
 
 if TYPE_CHECKING:
     import httpx
@@ -48,7 +49,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _NOT_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
-@dataclass(frozen=True)
+@stored_by_slots
+@dataclass(frozen=True, slots=True)
 class Answer:
     status: int
     body: bytes = b""
@@ -125,8 +127,8 @@ class PageConnection:
         self._client = client
         self._plain: Http1Connection | None = None
         self._plain_to: tuple[str, int] | None = None
-        self._requests: dict[str, tuple[str, int, bytes]] = {}  # url -> host, port, request head
-        self._extra: tuple[tuple[tuple[str, str], ...], bytes] = ((), b"")  # the last headers given, as sent
+        # url -> host, port, the request's bytes, and the headers given that are in them
+        self._requests: dict[str, tuple[str, int, bytes, dict[str, str]]] = {}
         self._closed = False  # closed by another thread (the sampler's stop): a read under way ends
 
     @property
@@ -141,8 +143,7 @@ class PageConnection:
             raise FetchTimedOut()
         if url.startswith("https://"):
             return _get_https(self._client.https_client(), url, headers, deadline, max_bytes)
-        host, port, request = self._request(url)
-        request += self._extra_headers(headers) + b"\r\n"
+        host, port, request, _ = self._request(url, headers)
         try:
             return self._get_plain(host, port, request, deadline, max_bytes)
         except (OSError, ProtocolError, TooBig) as exc:
@@ -162,43 +163,15 @@ class PageConnection:
     def _stopped(self) -> bool:
         return self._closed or self._client.closed
 
-    def _request(self, url: str) -> tuple[str, int, bytes]:
-        """Host, port and the request's bytes up to the headers given with each read."""
+    def _request(self, url: str, headers: Mapping[str, str]) -> tuple[str, int, bytes, dict[str, str]]:
+        """Host, port and the request's bytes, made again only when the URL or headers are new."""
         found = self._requests.get(url)
-        if found is None:
-            parts = urlsplit(url)
-            if parts.scheme != "http" or not parts.hostname:
-                raise FetchFailed("not an http URL")
-            try:
-                port = parts.port or 80
-                host = _host_bytes(parts.hostname)
-            except ValueError:  # a port out of range, or a name IDNA cannot write (a UnicodeError)
-                raise FetchFailed("not an http URL") from None
-            # as httpx did: spaces and other letters percent-encoded, what is already encoded kept
-            target = quote(parts.path or "/", safe=_PATH_SAFE)
-            if parts.query:
-                target += "?" + quote(parts.query, safe=_QUERY_SAFE)
-            if b":" in host:
-                host = b"[" + host + b"]"
-            if port != 80:
-                host += b":%d" % port
-            head = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s" % (target.encode("ascii"), host, _FIXED_HEADERS)
+        if found is None or found[3] != headers:
+            host, port, head = _request_head(url)
             if len(self._requests) >= 16:  # a collector asks for a handful of URLs
                 self._requests.clear()
-            found = self._requests[url] = (parts.hostname, port, head)
+            found = self._requests[url] = (host, port, head + _header_lines(headers) + b"\r\n", dict(headers))
         return found
-
-    def _extra_headers(self, headers: Mapping[str, str]) -> bytes:
-        """``headers`` as request lines (the last ones are kept: a collector sends the same)."""
-        given = tuple(headers.items())
-        if given != self._extra[0]:
-            lines = b""
-            for name, value in given:
-                if not _TOKEN.fullmatch(name) or _NOT_IN_VALUE.search(value):
-                    raise FetchFailed(f"request failed (bad {name[:20]} header)")
-                lines += f"{name}: {value}\r\n".encode("latin-1")
-            self._extra = (given, lines)
-        return self._extra[1]
 
     def _get_plain(self, host: str, port: int, request: bytes, deadline: float, max_bytes: int) -> Answer:
         for attempt in (1, 2):
@@ -217,7 +190,9 @@ class PageConnection:
             body = connection.read_body(head, deadline, max_bytes)
             if not (head.keep_alive and connection.ended_clean):
                 self._close_plain()
-            return Answer(200, _decoded(body, head.encoding, max_bytes), head.content_type, head.start_time)
+            if head.encoding:
+                body = _decoded(body, head.encoding, max_bytes)
+            return Answer(200, body, head.content_type, head.start_time)
         raise AssertionError("unreachable")  # pragma: no cover  # the loop returns or raises
 
     def _connect(self, host: str, port: int, deadline: float) -> tuple[Http1Connection, bool]:
@@ -258,6 +233,37 @@ def _plain_failure(exc: OSError | ProtocolError | TooBig, max_bytes: int) -> Fet
     if isinstance(exc, ProtocolError):
         return FetchFailed(f"request failed ({exc.reason})")
     return _failure(exc, connecting=False)
+
+
+def _request_head(url: str) -> tuple[str, int, bytes]:
+    """Host, port and the request's bytes up to the headers given with each read."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise FetchFailed("not an http URL")
+    try:
+        port = parts.port or 80
+        host = _host_bytes(parts.hostname)
+    except ValueError:  # a port out of range, or a name IDNA cannot write (a UnicodeError)
+        raise FetchFailed("not an http URL") from None
+    # as httpx did: spaces and other letters percent-encoded, what is already encoded kept
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    if b":" in host:
+        host = b"[" + host + b"]"
+    if port != 80:
+        host += b":%d" % port
+    return parts.hostname, port, b"GET %s HTTP/1.1\r\nHost: %s\r\n%s" % (target.encode("ascii"), host, _FIXED_HEADERS)
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    """``headers`` as request lines; ``FetchFailed`` for a name or value that cannot be sent."""
+    lines = b""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name) or _NOT_IN_VALUE.search(value):
+            raise FetchFailed(f"request failed (bad {name[:20]} header)")
+        lines += f"{name}: {value}\r\n".encode("latin-1")
+    return lines
 
 
 def _host_bytes(name: str) -> bytes:

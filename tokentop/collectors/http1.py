@@ -10,6 +10,10 @@ the deadline: the socket is non-blocking and each wait is a ``poll`` for the tim
 LF ends a line as CRLF does (RFC 9112 section 2.2 allows it; ``http.client`` and h11 did, and a
 hand-made exporter may write one).
 
+Most servers send the same kind of head (``HTTP/1.1 200``, a Content-Length, a few other
+headers); one match of ``_COMMON_HEAD`` reads it, and any other head is read the full way, to
+the same ``Head`` (tests/test_http1.py compares the two on many heads).
+
 Raises ``TimeoutError`` (the deadline passed), ``ProtocolError`` (not an answer to read),
 ``TooBig`` (past the size limit), ``PeerClosed`` (the server closed before the answer's end) or
 any other ``OSError`` of the socket.
@@ -23,16 +27,35 @@ import select
 import socket
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEAD_LIMIT = 64 << 10  # the status line and header block (with any 1xx answers before it)
 MAX_FIELDS = 100  # header lines; trailer lines too
 CHUNK_LINE_LIMIT = 4096  # a chunk's size line, extensions included
 RECV_BYTES = 1 << 16
+MAX_LENGTH_DIGITS = 18  # a Content-Length of more is no page (and int() refuses over 4,300 digits)
 _TEXT = rb"[^\x00-\x08\x0a-\x1f\x7f]*"  # a reason or a header's value: no control but HTAB
+_NAME = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # the status line, then lines of name and value (line ends made CRLF), nothing folded
-_HEAD = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: %s)?(?:\r\n[!#$%%&'*+.^_`|~0-9A-Za-z-]+:%s)*" % (_TEXT, _TEXT))
+_HEAD = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: %s)?(?:\r\n%s:%s)*" % (_TEXT, _NAME, _TEXT))
 _START_TIME = b"process-start-time-unix"  # llama.cpp's
+# The common head, to its blank line: HTTP/1.1 200, CRLF line ends, names in any case, one
+# Content-Length (group 1), at most one Content-Type (2) and Process-Start-Time-Unix (3) (``(?(n)(?!))``
+# refuses a second), Connection only keep-alive, no Transfer- or Content-Encoding, other lines as
+# ``_HEAD`` reads them. Each line can be read one way only: a head it does not match costs one pass.
+_COMMON_LINE = b"|".join(
+    (
+        rb"content-length:(?(1)(?!))[ \t]*([0-9]{1,%d})[ \t]*" % MAX_LENGTH_DIGITS,
+        rb"content-type:(?(2)(?!))(%s)" % _TEXT,
+        rb"%s:(?(3)(?!))(%s)" % (_START_TIME, _TEXT),
+        rb"connection:[ \t]*keep-alive[ \t]*",
+        rb"(?!(?:content-(?:length|type|encoding)|transfer-encoding|connection|%s):)%s:%s"
+        % (_START_TIME, _NAME, _TEXT),
+    )
+)
+_COMMON_HEAD = re.compile(
+    rb"HTTP/1\.1 200(?: %s)?(?:\r\n(?i:%s)){0,%d}(?(1)|(?!))\r\n\r\n" % (_TEXT, _COMMON_LINE, MAX_FIELDS)
+)
 _WANTED = re.compile(
     rb"\r\n(content-length|transfer-encoding|content-encoding|connection|content-type|%s):([^\r]*)" % _START_TIME,
     re.IGNORECASE,
@@ -63,9 +86,9 @@ class PeerClosed(ConnectionError):
         self.answered = answered
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """What of an answer's status line and headers is used."""
+class Head(NamedTuple):
+    """What of an answer's status line and headers is used (a NamedTuple: one is made for every
+    GET, in a third of the time of a frozen dataclass)."""
 
     status: int
     length: int | None = None  # Content-Length
@@ -99,7 +122,13 @@ class Http1Connection:
         self.sock.close()
 
     def send(self, request: bytes, deadline: float) -> None:
-        view = memoryview(request)
+        try:
+            sent = self.sock.send(request)  # nearly always the whole request at once
+        except BlockingIOError:
+            sent = 0
+        if sent == len(request):
+            return
+        view = memoryview(request)[sent:]
         while view:
             try:
                 view = view[self.sock.send(view) :]
@@ -110,6 +139,22 @@ class Http1Connection:
 
     def read_head(self, deadline: float) -> Head:
         """The answer's head, past any 1xx answers (``100 Continue``, ``103 Early Hints``)."""
+        data = self._data
+        if not data:
+            data = self._recv(deadline)
+            if not data:
+                raise PeerClosed(answered=False)
+        common = _COMMON_HEAD.match(data, 0, HEAD_LIMIT + 4)
+        if common is None:
+            self._data = data
+            return self._read_any_head(deadline)
+        self._data = data[common.end() :]
+        length, type_value, time_value = common.groups()
+        content_type = type_value.strip(b" \t").decode("latin-1") if type_value else ""
+        start_time = time_value.strip(b" \t").decode("latin-1") if time_value else ""
+        return Head(200, int(length), False, True, "", content_type, start_time)
+
+    def _read_any_head(self, deadline: float) -> Head:
         room = HEAD_LIMIT
         while True:
             block = self._head_block(deadline, room)
@@ -151,6 +196,10 @@ class Http1Connection:
 
     def _read_length(self, length: int, deadline: float) -> bytes:
         data = self._data
+        if not data and 0 < length <= RECV_BYTES:  # the body written apart from its head: asked for whole
+            data = self._recv(deadline, length)  # no more: a byte after the body stays unread
+            if not data:
+                raise PeerClosed(answered=True)
         if len(data) >= length:
             self._data = data[length:]
             return data[:length]
@@ -225,11 +274,16 @@ class Http1Connection:
         self._data = data[size:]
         return data[:size]
 
-    def _recv(self, deadline: float) -> bytes:
+    def _recv(self, deadline: float, size: int = RECV_BYTES) -> bytes:
         while True:
-            _wait(self._readable, deadline)  # first: a recv that finds nothing costs more than a poll
-            with suppress(BlockingIOError):
-                return self.sock.recv(RECV_BYTES)
+            # poll first: a recv that finds nothing costs more (_wait written out: it runs every GET)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._readable.poll(math.ceil(remaining * 1000)):
+                raise TimeoutError("past the deadline")
+            try:
+                return self.sock.recv(size)
+            except BlockingIOError:
+                pass
 
     def _recv_into(self, view: memoryview, deadline: float) -> int:
         while True:
@@ -301,7 +355,7 @@ def _content_length(values: list[bytes]) -> int:
     """The one length that ``values`` give (repeated alike, as some proxies do, is one)."""
     texts = _tokens(values) if len(values) > 1 or b"," in values[0] else {values[0]}
     (text,) = texts if len(texts) == 1 else (b"",)
-    if not text.isdigit():
+    if not text.isdigit() or len(text) > MAX_LENGTH_DIGITS:
         raise ProtocolError("bad Content-Length")
     return int(text)
 
