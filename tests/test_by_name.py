@@ -9,6 +9,7 @@ filtered query with an empty page.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -21,14 +22,19 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from loopback import LoopbackServer, Reply, Seen
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tokentop.collectors import EndpointCollector
+from tokentop.collectors.by_name import _FIGURES, keeps_figures
 from tokentop.collectors.endpoint import LATENCY_EVERY_S
 from tokentop.collectors.fetch import PageClient
+from tokentop.collectors.kinds import Reading
 from tokentop.config import EndpointConfig
+from tokentop.model import EndpointSample, Histogram
 
 ENGINES = 4
 # What vLLM's registry holds, cut down: the figures tokentop reads, and histograms it does not.
@@ -225,3 +231,19 @@ def one_page(lacking: str, *, unread: bool = True) -> str:
     if unread:
         lines += [f'vllm:unread_seconds_bucket{{le="{i}",model_name="m"}} {i}' for i in range(300)]
     return "\n".join(lines) + "\n"
+
+
+@given(
+    st.lists(st.booleans(), min_size=len(_FIGURES), max_size=len(_FIGURES)),
+    st.lists(st.booleans(), min_size=len(_FIGURES), max_size=len(_FIGURES)),
+)
+def test_keeps_figures_is_the_plain_rule(read_has: list[bool], last_had: list[bool]) -> None:
+    """``keeps_figures`` (in C, by identity) against the rule it stands for, for every figure
+    present or not: histograms are never compared with ``==``."""
+    histogram = Histogram(buckets=((1.0, 2.0), (math.inf, 3.0)), sum=0.5, count=3.0)
+    some = {"model": "m", "ttft": histogram, "itl": histogram}
+    reading = Reading(**{name: some.get(name, 1.0) if has else None for name, has in zip(_FIGURES, read_has)})
+    figures = {name: some.get(name, 2.0) if had else None for name, had in zip(_FIGURES, last_had)}
+    last = EndpointSample(name="e", url="http://h/metrics", t_mono=1.0, status="up", **figures)
+    plain = all(getattr(reading, name) is not None for name in _FIGURES if getattr(last, name) is not None)
+    assert keeps_figures(reading, last) is plain

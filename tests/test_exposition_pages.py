@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_exposition import mine, oracle, same
 
+from tokentop.collectors import exposition
 from tokentop.collectors.exposition import MAX_SAMPLE_LINES, PageSamples, TooManySamples, read_samples
 
 # --- the reference: the grammar, line by line ---------------------------------------------
@@ -239,3 +240,95 @@ def test_the_line_limit_counts_lines_of_every_run() -> None:
     assert len(read_samples(page, ["n"]).get("n")) == MAX_SAMPLE_LINES
     with pytest.raises(TooManySamples):
         read_samples(page + "n 1\n", ["n"])
+
+
+# --- the runs read by their layout, against the line-by-line loop -------------------------------
+
+
+def line_by_line(page: str, names: list[str]) -> PageSamples:
+    """``read_samples`` with no run read by a layout: every line through ``_read_lines``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exposition, "_by_layout", lambda name, run, budget: None)
+        return read_samples(page, names)
+
+
+@st.composite
+def pages_of_one_structure(draw: st.DrawFn) -> tuple[list[str], list[str]]:
+    """Pages of the same lines, labels and order with new values on each (as a busy server's
+    page, second after second), and the names to read."""
+    lines = draw(st.lists(st.one_of(sample_lines(), sample_lines(), other_lines), min_size=1, max_size=30))
+    shaped = [line.rpartition(" ")[0] if " " in line and line[:1] != "#" else None for line in lines]
+    pages = []
+    for _ in range(draw(st.integers(2, 4))):
+        page = [line if head is None else f"{head} {draw(numbers)}" for line, head in zip(lines, shaped, strict=True)]
+        pages.append("\n".join(page) + "\n")
+    return pages, draw(st.lists(st.sampled_from([*NAMES, "missing"]), min_size=1, max_size=5, unique=True))
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(pages_of_one_structure())
+def test_pages_of_one_structure_read_by_layouts_as_line_by_line(pages_and_names: tuple[list[str], list[str]]) -> None:
+    """The second and later pages of a structure are read by the runs' layouts (values only):
+    the same samples, floats, label sets, repeats and refusals as the line-by-line loop."""
+    pages, names = pages_and_names
+    for page in pages:
+        try:
+            expected: object = readable(line_by_line(page, names))
+        except TooManySamples as refused:
+            expected = repr(refused)
+        try:
+            got: object = readable(read_samples(page, names))
+        except TooManySamples as refused:
+            got = repr(refused)
+        assert got == expected
+        assert expected == readable(reference(page, names))
+
+
+def test_a_busy_page_read_again_with_new_values_is_read_by_its_layouts() -> None:
+    """A page of usual lines: read once (labels parsed), then with new values it is read by
+    layouts alone, not a line through ``_read_lines``; the same samples as the plain loop."""
+    rng = random.Random(7)
+
+    def page() -> str:
+        lines = [f'm{{engine="{e}",model="x y"}} {rng.random() * 100!r}' for e in range(5)]
+        lines += [f'n_total{{engine="{e}",reason="{r}"}} {rng.randrange(99)}.0' for e in range(3) for r in "ab"]
+        return "# HELP m a gauge\n" + "\n".join(lines) + "\nn_total 7\n"
+
+    names = ["m", "n_total"]
+    read_samples(page(), names)
+    texts = [page() for _ in range(3)]
+    expected = [readable(line_by_line(text, names)) for text in texts]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exposition, "_read_lines", None)  # any line read the plain way would fail
+        assert [readable(read_samples(text, names)) for text in texts] == expected
+
+
+def test_layouts_are_bounded_by_the_characters_they_keep() -> None:
+    exposition._layouts.clear()
+    for page in range(40):
+        text = "".join(f'n{{page="{page}",i="{i}"}} 1\n' for i in range(1000))
+        read_samples(text, ["n"])
+        read_samples(text, ["n"])  # labels parsed: a layout is made
+        assert exposition._layouts.chars <= exposition.LAYOUT_CHARS
+    huge = "".join(f'n{{i="{i}",x="{"x" * 2000}"}} 1\n' for i in range(600))  # over LAYOUT_CHARS
+    read_samples(huge, ["n"])
+    exposition._layouts.clear()
+    assert len(read_samples(huge, ["n"]).get("n")) == 600
+    assert exposition._layouts.chars == 0  # read, not kept
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(hostile_pages())
+def test_possessive_patterns_find_what_the_greedy_ones_find(page_and_names: tuple[str, list[str]]) -> None:
+    """Python 3.10 has no possessive repeats: the patterns are greedy there, and must find the
+    very runs and values the possessive ones find."""
+    page, names = page_and_names
+    wanted = tuple(dict.fromkeys(names))
+    possessive = exposition._runs_of(wanted)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exposition, "_POSSESSIVE", "")
+        greedy = exposition._runs_of(wanted)
+    assert "+" not in greedy.pattern.replace(r"\+", "")
+    assert [m.span() for m in greedy.finditer(page)] == [m.span() for m in possessive.finditer(page)]
+    blank = re.compile(exposition._AT_LAST_BLANK.pattern.replace("*+", "*"), re.MULTILINE)
+    assert blank.split(page) == exposition._AT_LAST_BLANK.split(page)

@@ -13,7 +13,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokentop.collectors.exposition import PageSamples, Series
+from tokentop.collectors.exposition import PageSamples, Series, read_samples
 from tokentop.collectors.kinds import SGLANG, VLLM, Reading, read_figures
 from tokentop.model import Histogram
 
@@ -88,3 +88,35 @@ def test_counters_and_gauges_drop_only_the_non_zero_ranks(samples: PageSamples, 
 def test_a_page_without_the_histograms_reads_none_of_them() -> None:
     reading = read_figures(VLLM, PageSamples({"vllm:num_requests_running": [({}, 2.0)]}))
     assert reading == Reading(running=2.0)
+
+
+def test_each_figure_lands_in_its_own_field() -> None:
+    """read_figures builds the Reading by position: each figure of a page in its field."""
+    page = (
+        'vllm:prompt_tokens_total{model_name="m"} 1\nvllm:generation_tokens_total{model_name="m"} 2\n'
+        'vllm:num_requests_running{model_name="m"} 3\nvllm:num_requests_waiting{model_name="m"} 4\n'
+        'vllm:kv_cache_usage_perc{model_name="m"} 0.5\nvllm:request_success_total{model_name="m"} 6\n'
+        "process_start_time_seconds 1700000000\n"
+    )
+    samples = read_samples(page, VLLM.page_names)
+    histogram = Histogram(buckets=((math.inf, 1.0),), sum=0.25, count=1.0)
+    itl = Histogram(buckets=((math.inf, 2.0),), sum=0.5, count=2.0)
+    assert read_figures(VLLM, samples, samples, carried=(histogram, itl)) == Reading(
+        model="m",
+        prompt_tokens_total=1.0,
+        generation_tokens_total=2.0,
+        running=3.0,
+        waiting=4.0,
+        kv_cache_fraction=0.5,
+        requests_finished_total=6.0,
+        process_start_time_s=1.7e9,
+        ttft=histogram,
+        itl=itl,
+    )
+
+
+def test_a_reading_has_figures_when_any_server_figure_is_there() -> None:
+    histogram = Histogram(buckets=((math.inf, 1.0),), sum=0.25, count=1.0)
+    assert not Reading(model="m", note="n", kind_detail="d", process_start_time_s=1.0).has_figures
+    assert Reading(ttft=histogram).has_figures and Reading(itl=histogram).has_figures
+    assert Reading(waiting=0.0).has_figures and Reading(generation_tokens_in_flight=0.0).has_figures

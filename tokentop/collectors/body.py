@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from tokentop.collectors.fetch import Answer
-
-_LEADING_SPACE = re.compile(r"\s*")
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,7 @@ def decode_body(answer: Answer) -> str | JsonBody | BodyProblem:
     body = answer.body
     if not body or body.isspace():
         return BodyProblem("empty page")
-    if b"\x00" in body:
+    if body.find(b"\x00") >= 0:  # ``in`` tries the needle as an int first: an exception each page
         return BodyProblem("binary data")
     try:
         text = body.decode("utf-8")
@@ -34,8 +31,7 @@ def decode_body(answer: Answer) -> str | JsonBody | BodyProblem:
         text = body.decode("utf-8", errors="replace")
         if text.count("\ufffd") * 100 > len(text):
             return BodyProblem("binary data")
-    start = _LEADING_SPACE.match(text).end()  # type: ignore[union-attr]  # \s* always matches
-    first = text[start : start + 1]
+    first = text.lstrip()[:1]  # the page itself, not a copy, when it starts with no blank
     if first == "<" or "html" in answer.content_type.lower():
         return BodyProblem("not a metrics page (HTML)")
     if first in ("[", "{"):

@@ -18,6 +18,8 @@ the same way, for the whole page, in the same tick.
 
 from __future__ import annotations
 
+from itertools import compress
+from operator import attrgetter, is_not
 from urllib.parse import urlencode, urlsplit
 
 from tokentop.collectors.kinds import PROCESS_NAMES, Reading
@@ -35,6 +37,8 @@ _FIGURES = (
     "ttft",
     "itl",
 )
+_FIGURES_OF = attrgetter(*_FIGURES)
+_NONES = (None,) * len(_FIGURES)
 
 
 def filtered_urls(url: str, scalar_names: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, str]:
@@ -43,8 +47,9 @@ def filtered_urls(url: str, scalar_names: tuple[str, ...], names: tuple[str, ...
 
 
 def keeps_figures(reading: Reading, last: EndpointSample) -> bool:
-    """``reading`` has every figure ``last`` had."""
-    return all(getattr(reading, name) is not None for name in _FIGURES if getattr(last, name) is not None)
+    """``reading`` has every figure ``last`` had (run on every read of a filtered page: in C)."""
+    had = map(is_not, _FIGURES_OF(last), _NONES)
+    return all(map(is_not, compress(_FIGURES_OF(reading), had), _NONES))
 
 
 def _asking(url: str, names: tuple[str, ...]) -> str:

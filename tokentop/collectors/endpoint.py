@@ -35,7 +35,7 @@ from tokentop.collectors.json_pages import (
     read_trtllm_iterations,
     slots_only_reading,
 )
-from tokentop.collectors.kinds import PROCESS_NAMES, Detection, KindSpec, Reading, detect, read_figures
+from tokentop.collectors.kinds import Detection, KindSpec, Reading, detect, read_figures
 from tokentop.collectors.plausible import Implausible, plausible
 from tokentop.config import EndpointConfig
 from tokentop.model import EndpointSample
@@ -140,7 +140,9 @@ class EndpointCollector:
         # trtllm-serve's JSON list is emptied by each read: never read it twice in a tick
         self.quick = time.monotonic() - started < QUICK_READ_S and source.form != "trtllm-json"
         was = self._source
-        if was is None or (source.url, source.kind, source.detail) != (was.url, was.kind, was.detail):
+        if source is not was and (
+            was is None or (source.url, source.kind, source.detail) != (was.url, was.kind, was.detail)
+        ):
             log.info("%s: %s (%s) at %s", self.endpoint.name, source.kind, source.detail or "-", source.url)
         self._source = source
         self._kind = source.kind
@@ -339,9 +341,9 @@ class EndpointCollector:
         last = self._last_good
         if fresh or last is None or self._latency_due():
             self._latency_read_at = self._tick_t
-            samples = read_samples(text, spec.names + PROCESS_NAMES)  # one scan of the page
+            samples = read_samples(text, spec.page_names)  # one scan of the page
             return read_figures(spec, samples, samples)
-        samples = read_samples(text, spec.scalar_names + PROCESS_NAMES)
+        samples = read_samples(text, spec.scalar_page_names)
         return read_figures(spec, samples, samples, carried=(last.ttft, last.itl))
 
     def _latency_due(self) -> bool:

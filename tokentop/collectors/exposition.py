@@ -10,17 +10,24 @@ that one pass over the page is most of what a read costs (about 0.1 ms for 128 K
 cut into lines with one ``str.split`` on ``"\\n" + name``, and the usual line (``{labels}
 value``) is cut at its last blank: its labels are looked up in a cache of parsed label sets,
 its value in the page's value texts (zeros and the top buckets of histograms repeat). Any
-other line goes through the full grammar, so both ways give the same numbers. Parsed labels
-are shared read-only mappings, the same objects page after page (kinds.py and buckets.py find
-unchanged series by them), and the names of every label set parsed go into one set that only
-grows (``PageSamples.label_names``): a reader learns in one lookup that no series has some
-label. ``prometheus_client`` stays the test oracle (tests/test_exposition.py);
-tests/test_exposition_pages.py checks generated hostile pages against a plain line-by-line
+other line goes through the full grammar, so both ways give the same numbers. A run whose
+lines have the label texts they had on a page read before is read by its *layout*: one more
+C pass cuts each line at its last blank, the texts before the blanks joined (the run's
+skeleton: the name and label texts of every line, no value) give the labels of its lines in
+one dict lookup (``_Layouts``), and only the values are read. Layouts are kept for label
+texts, never for a value: a busy page, whose values all change each second, is read by them
+as fast as a still one. Parsed labels are shared read-only mappings, the same objects page
+after page (kinds.py and buckets.py find unchanged series by them), and the names of every
+label set parsed go into one set that only grows (``PageSamples.label_names``): a reader
+learns in one lookup that no series has some label. ``prometheus_client`` stays the test
+oracle (tests/test_exposition.py); tests/test_exposition_pages.py checks generated hostile
+pages, and pages of one structure read again with new values, against a plain line-by-line
 reading of the grammar.
 
 A server can also attack the reader, so what one page costs is bounded: the label cache by an
-estimate of its bytes (a page of fresh 120 KB label values each second must not pile up), and
-the lines parsed by ``MAX_SAMPLE_LINES`` (a page of 110,000 series took most of a core).
+estimate of its bytes and the layouts by their characters (a page of fresh 120 KB label values
+each second must not pile up), and the lines parsed by ``MAX_SAMPLE_LINES`` (a page of 110,000
+series took most of a core).
 
 Rules, all chosen so that a bad or cut page never yields a wrong number:
 
@@ -41,16 +48,18 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from types import MappingProxyType
 
 Labels = Mapping[str, str]  # read-only: one parsed label set is shared by every page that has it
 Series = list[tuple[Labels, float]]
 _Key = frozenset[tuple[str, str]]
 _Parsed = tuple[_Key, Labels]  # (series key, labels)
-_Found = dict[str, dict[_Key, tuple[Labels, float]]]  # name -> series key -> sample
+_ByKey = dict[str, dict[_Key, tuple[Labels, float]]]  # name -> series key -> sample
 
 MAX_SAMPLE_LINES = 10_000
 """Lines of the wanted names read from one page at most: a real server writes a few hundred."""
@@ -58,6 +67,8 @@ LABEL_CACHE_BYTES = 16 << 20
 LABEL_NAMES_KEPT = 1024  # label names the reader remembers having parsed; past it, none
 _CACHED_LABEL_CHARS = 1024  # longer label sets (no real server writes one) are parsed, not kept
 _ENTRY_BYTES = 1024  # the dict, frozenset, tuples and strings of one short entry, about
+LAYOUT_CHARS = 1 << 20  # characters of the skeletons the runs' layouts keep alive; past it, none
+_LAYOUT_LINE_CHARS = 32  # what a layout's line costs besides its text, in characters, about
 
 
 class TooManySamples(ValueError):
@@ -106,6 +117,57 @@ class _LabelCache(dict[str, "_Parsed | None"]):
 
 
 _label_cache = _LabelCache()
+
+
+class _Layouts(dict[str, list[Labels]]):
+    """A run's *skeleton* (its text with each line's value cut off: ``"\\n"``, the name and
+    the label text of every line) -> the labels of its lines, in order; bounded by the
+    characters of the skeletons kept: past ``LAYOUT_CHARS`` all are dropped (a page of fresh
+    label texts every second must not pile up). Made of names and label texts only, never of
+    a value: a page of new values each second is read by them as one of the same values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chars = 0
+
+    def made(self, skeleton: str, name: str, value_count: int) -> list[Labels] | None:
+        """The labels of the lines of ``skeleton`` (a run of ``name`` that had ``value_count``
+        values), kept; None unless each line had a value, its label text is a parsed label set
+        (``_label_cache``) and no two are the same series."""
+        raw_labels = skeleton.split("\n" + name)
+        del raw_labels[0]  # the "" before the first line
+        if len(raw_labels) != value_count:
+            return None
+        cached = _label_cache.get
+        labels, keys = [], set()
+        for raw in raw_labels:
+            parsed = cached(raw)
+            if parsed is None:
+                return None
+            keys.add(parsed[0])
+            labels.append(parsed[1])
+        chars = len(skeleton) + _LAYOUT_LINE_CHARS * value_count
+        if len(keys) < value_count or chars > LAYOUT_CHARS:
+            return None
+        if self.chars + chars > LAYOUT_CHARS:
+            self.clear()
+        self[skeleton] = labels
+        self.chars += chars
+        return labels
+
+    def clear(self) -> None:
+        super().clear()
+        self.chars = 0
+
+
+_layouts = _Layouts()
+# Possessive repeats (``*+``, Python 3.11) match what the greedy ones match where nothing after
+# them could match with less, as in the patterns below, and keep no state to backtrack to: the
+# engine runs a third fewer instructions on a page of histograms.
+_POSSESSIVE = "+" if sys.version_info >= (3, 11) else ""
+# A line's last blank and what follows it to the line's end: its value (by ``split``, the text
+# before it comes first). A line without a blank has no match: it stays in the text before.
+_AT_LAST_BLANK = re.compile(rf" ([^ \n]*{_POSSESSIVE})$", re.MULTILINE)
 _ODD: _Parsed = (frozenset(), MappingProxyType({}))  # told apart by identity: not the usual shape of a line
 
 # One ``name="value"`` pair, whitespace allowed around the tokens, value with escapes.
@@ -144,21 +206,47 @@ def read_samples(text: str, names: Iterable[str]) -> PageSamples:
     wanted, runs = _pattern_of(names if isinstance(names, tuple) else tuple(names))
     if runs is None:
         return PageSamples()
-    found: _Found = {}
+    found: dict[str, Series] = {}  # in page order; a name read line by line is in ``by_key``
+    by_key: _ByKey = {}
     duplicates: set[str] = set()
     values: dict[str, float] = {}
     budget = MAX_SAMPLE_LINES
+    found_runs: Iterable[re.Match[str]] = runs.finditer(text, 0, text.rfind("\n") + 1)  # complete lines only
     if text.startswith(wanted):  # the first line has no "\n" before it: read on its own
-        for run in runs.finditer("\n" + text[: text.find("\n") + 1]):
-            budget = _read_run(run, found, duplicates, values, budget)
-    for run in runs.finditer(text, 0, text.rfind("\n") + 1):  # complete lines only
-        budget = _read_run(run, found, duplicates, values, budget)
-    series = {name: list(series.values()) for name, series in found.items() if series}
-    return PageSamples(series, duplicates, _label_cache.names)  # the names after the page's
+        found_runs = chain(runs.finditer("\n" + text[: text.find("\n") + 1]), found_runs)
+    for run in found_runs:
+        name, run_text = run[1], run[0]
+        if name not in found and (samples := _by_layout(name, run_text, budget)) is not None:
+            found[name] = samples
+            budget -= len(samples)
+            continue
+        lines = run_text.split("\n" + name)  # what follows the name on each line
+        del lines[0]  # the "" before the first "\n" + name
+        budget -= len(lines)
+        if budget < 0:
+            raise TooManySamples(
+                f"page has over {MAX_SAMPLE_LINES:,} series of the figures tokentop reads; "
+                f"it reads at most {MAX_SAMPLE_LINES:,}"
+            )
+        _read_lines(name, lines, found, by_key, duplicates, values)
+    for name, series in by_key.items():  # in place: the names keep their order
+        if series:
+            found[name] = list(series.values())
+        else:
+            del found[name]
+    return PageSamples(found, duplicates, _label_cache.names)  # the names after the page's
 
 
-def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: dict[str, float], budget: int) -> int:
-    """Add the samples of one run of lines of a name; returns what is left of ``budget``.
+def _read_lines(
+    name: str,
+    lines: list[str],
+    found: dict[str, Series],
+    by_key: _ByKey,
+    duplicates: set[str],
+    values: dict[str, float],
+) -> None:
+    """Add the samples of one run of lines of ``name`` to ``by_key`` (``lines``: what follows
+    the name on each line), the way every line is read when its run's layout does not read it.
 
     A usual line is ``{labels} value`` after the name: cut at its last blank, the labels are
     looked up in the label cache and the value in ``values``, the page's value text ->
@@ -166,18 +254,11 @@ def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: d
     dict lookup). Any other line (labels not parsed yet, a timestamp, tabs, two blanks) goes
     through ``_unusual_line``.
     """
-    name = run[1]
-    lines = run[0].split("\n" + name)  # what follows the name on each line
-    del lines[0]  # the "" before the first "\n" + name
-    budget -= len(lines)
-    if budget < 0:
-        raise TooManySamples(
-            f"page has over {MAX_SAMPLE_LINES:,} series of the figures tokentop reads; "
-            f"it reads at most {MAX_SAMPLE_LINES:,}"
-        )
-    series = found.get(name)
-    if series is None:
-        series = found[name] = {}
+    series = by_key.get(name)
+    if series is None:  # the name's first run read line by line, or after one read by its layout
+        earlier = found.get(name) or []
+        series = by_key[name] = {frozenset(labels.items()): (labels, value) for labels, value in earlier}
+        found[name] = earlier  # a place in page order, filled at the end of the page
     cached, known_value = _label_cache.get, values.get
     for rest in lines:
         raw_labels, _, raw_value = rest.rpartition(" ")
@@ -202,7 +283,32 @@ def _read_run(run: re.Match[str], found: _Found, duplicates: set[str], values: d
             duplicates.add(name)
             del series[key]  # re-inserted below: the kept sample sits where the last one was
         series[key] = (labels, value)
-    return budget
+
+
+def _by_layout(name: str, run: str, budget: int) -> Series | None:
+    """The samples of a run of lines of ``name`` read by the layout of its label texts; None:
+    ``_read_lines`` reads it (as it does any run of more than ``budget`` lines).
+
+    One C pass cuts each line at its last blank (``_AT_LAST_BLANK``): the texts before the
+    blanks, joined, are the run's *skeleton*, the name and label texts of every line; those
+    after them are the values. A run whose skeleton has a layout (``_Layouts``) and a value
+    for each of its lines is those lines as ``_read_lines`` reads them, ``{labels} value``
+    with labels parsed and no series twice: its values are all that is read, by ``float()``,
+    when none holds what the grammar reads otherwise (``_``, a tab, a carriage return).
+    """
+    pieces = _AT_LAST_BLANK.split(run)  # skeleton, value, skeleton, value, ..., "" (the end)
+    raw_values = pieces[1::2]
+    skeleton = "".join(pieces[0::2])
+    labels = _layouts.get(skeleton)
+    if labels is None and (labels := _layouts.made(skeleton, name, len(raw_values))) is None:
+        return None
+    joined = "".join(raw_values)
+    if len(labels) != len(raw_values) or len(labels) > budget or "_" in joined or "\t" in joined or "\r" in joined:
+        return None  # a line without a blank, or values the full grammar reads (as it reads "1_0")
+    try:
+        return list(zip(labels, map(float, raw_values)))
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=64)
@@ -220,11 +326,12 @@ def _runs_of(names: tuple[str, ...]) -> re.Pattern[str]:
 
     The names are one alternation shaped as a tree of their shared prefixes (``vllm:(?:num_
     requests_(?:running|waiting)|...)``), so a line of a family nobody asked for is given up
-    after a few characters, without trying each name in turn.
+    after a few characters, without trying each name in turn. The rest of a line and the
+    repeat of lines are possessive where Python has it (``_POSSESSIVE``).
     """
     tree = _alternation(sorted(set(names)))
-    line_end = r"[{ \t][^\n]*"
-    return re.compile(rf"\n({tree}){line_end}(?:\n\1{line_end}){{0,{MAX_SAMPLE_LINES}}}")
+    line_end = rf"[{{ \t][^\n]*{_POSSESSIVE}"
+    return re.compile(rf"\n({tree}){line_end}(?:\n\1{line_end}){{0,{MAX_SAMPLE_LINES}}}{_POSSESSIVE}")
 
 
 def _unusual_line(after_name: str, raw_labels: str, value: float | None) -> tuple[_Parsed, float] | None:

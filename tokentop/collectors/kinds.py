@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import attrgetter, is_not, itemgetter
 
 from tokentop.collectors.buckets import by_label_sets, layout_of, sums_line_by_line
 from tokentop.collectors.exposition import Labels, PageSamples, Series
@@ -93,12 +93,17 @@ class KindSpec:
     answers_by_name: bool = False  # prometheus_client's app: ``?name[]=`` gives only those (by_name.py)
     names: tuple[str, ...] = field(init=False)  # every sample name to read
     scalar_names: tuple[str, ...] = field(init=False)  # the same without the latency histograms
+    # the same and ``PROCESS_NAMES``: what a page is read for, one tuple each, made once
+    page_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    scalar_page_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         scalar = [s.name for group in self._scalar_groups() for s in group]
         histograms = [base + end for base in self.ttft + self.itl for end in ("_bucket", "_sum", "_count")]
         object.__setattr__(self, "names", tuple(dict.fromkeys([*scalar, *histograms, *self.model_from])))
         object.__setattr__(self, "scalar_names", tuple(dict.fromkeys([*scalar, *self.model_from])))
+        object.__setattr__(self, "page_names", self.names + PROCESS_NAMES)
+        object.__setattr__(self, "scalar_page_names", self.scalar_names + PROCESS_NAMES)
 
     def _scalar_groups(self) -> tuple[tuple[Selector, ...], ...]:
         return (self.prompt, self.generation, self.running, self.waiting, self.kv, self.finished)
@@ -322,12 +327,12 @@ class Reading:
     @property
     def has_figures(self) -> bool:
         """Any figure of an inference server (any Python process has a start time)."""
-        figures = _FIGURES(self)  # one C call; ``count`` compares with ``None`` in C too
-        return figures.count(None) < len(figures)
+        return any(map(is_not, _FIGURES(self), _NONES))  # in C: by identity, no histogram's ``__eq__``
 
 
 _WORDS = ("model", "note", "kind_detail", "process_start_time_s")
 _FIGURES = attrgetter(*(f.name for f in fields(Reading) if f.name not in _WORDS))
+_NONES = (None,) * len(_FIGURES(Reading()))
 _NO_SERIES: Series = []  # never changed
 _Found = dict[str, Series]  # PageSamples.series
 _Picks = tuple[Selector, ...]  # a figure's alternatives, the first present used
@@ -350,7 +355,7 @@ def read_figures(
         raise Implausible(f"{ignored[0]}: not a token count")
     running = _figure(found, spec.running, MAX_COUNT, ranked, ignored)
     waiting = _figure(found, spec.waiting, MAX_COUNT, ranked, ignored)
-    kv_cache_fraction = _figure(found, spec.kv, 1.0, ranked, ignored, largest=True)
+    kv = _figure(found, spec.kv, 1.0, ranked, ignored, largest=True)
     finished = _figure(found, spec.finished, MAX_COUNT, ranked, ignored)
     started = None
     if process is not None:
@@ -360,22 +365,14 @@ def read_figures(
         itl = _histogram(found, spec.itl, spec.latency_unit_s, ranked, ignored)
     else:
         ttft, itl = carried
-    repeated = samples.duplicates.difference(PROCESS_NAMES)  # ``process`` may be read with them
+    repeated = samples.duplicates and not samples.duplicates.issubset(PROCESS_NAMES)  # ``process``'s, read with them
     notes = ["the page repeats some series; the last of each was used"] if repeated else []
     if ignored:
         notes.append("not plausible, left out: " + "; ".join(ignored))
+    note = safe_text("; ".join(notes), MAX_TEXT) if notes else None
+    # by position, in Reading's order (a call by keyword builds a dict); no tokens in flight
     return Reading(
-        model=_model(spec, found),
-        prompt_tokens_total=prompt,
-        generation_tokens_total=generation,
-        running=running,
-        waiting=waiting,
-        kv_cache_fraction=kv_cache_fraction,
-        requests_finished_total=finished,
-        process_start_time_s=started,
-        ttft=ttft,
-        itl=itl,
-        note=safe_text("; ".join(notes), MAX_TEXT) if notes else None,
+        _model(spec, found), prompt, generation, None, None, running, waiting, kv, finished, started, ttft, itl, note
     )
 
 
@@ -410,7 +407,10 @@ def _figure(
         if not series:
             continue
         values = list(map(_VALUE, series))
-        total, high = sum(values), max(values)
+        total = sum(values)
+        if total <= upper and not largest and min(values) >= 0:  # so finite, and each value too
+            return float(total)
+        high = max(values)
         if not (math.isfinite(total) and min(values) >= 0 and high <= upper):  # as ``all_plausible``
             if (bad := first_bad(selector.name, series, upper)) is not None:
                 problems.append(bad)
