@@ -242,13 +242,13 @@ def test_the_line_limit_counts_lines_of_every_run() -> None:
         read_samples(page + "n 1\n", ["n"])
 
 
-# --- the runs read by their layout, against the line-by-line loop -------------------------------
+# --- the runs read by their skeleton, against the line-by-line loop -----------------------------
 
 
 def line_by_line(page: str, names: list[str]) -> PageSamples:
-    """``read_samples`` with no run read by a layout: every line through ``_read_lines``."""
+    """``read_samples`` with no run read by a skeleton: every line through ``_read_lines``."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(exposition, "_by_layout", lambda name, run, budget: None)
+        patch.setattr(exposition, "_by_skeleton", lambda name, run, budget: None)
         return read_samples(page, names)
 
 
@@ -267,8 +267,8 @@ def pages_of_one_structure(draw: st.DrawFn) -> tuple[list[str], list[str]]:
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(pages_of_one_structure())
-def test_pages_of_one_structure_read_by_layouts_as_line_by_line(pages_and_names: tuple[list[str], list[str]]) -> None:
-    """The second and later pages of a structure are read by the runs' layouts (values only):
+def test_pages_of_one_structure_read_by_skeletons_as_line_by_line(pages_and_names: tuple[list[str], list[str]]) -> None:
+    """The second and later pages of a structure are read by the runs' skeletons (values only):
     the same samples, floats, label sets, repeats and refusals as the line-by-line loop."""
     pages, names = pages_and_names
     for page in pages:
@@ -284,9 +284,9 @@ def test_pages_of_one_structure_read_by_layouts_as_line_by_line(pages_and_names:
         assert expected == readable(reference(page, names))
 
 
-def test_a_busy_page_read_again_with_new_values_is_read_by_its_layouts() -> None:
+def test_a_busy_page_read_again_with_new_values_is_read_by_its_skeletons() -> None:
     """A page of usual lines: read once (labels parsed), then with new values it is read by
-    layouts alone, not a line through ``_read_lines``; the same samples as the plain loop."""
+    skeletons alone, not a line through ``_read_lines``; the same samples as the plain loop."""
     rng = random.Random(7)
 
     def page() -> str:
@@ -303,18 +303,29 @@ def test_a_busy_page_read_again_with_new_values_is_read_by_its_layouts() -> None
         assert [readable(read_samples(text, names)) for text in texts] == expected
 
 
-def test_layouts_are_bounded_by_the_characters_they_keep() -> None:
-    exposition._layouts.clear()
+def test_skeletons_are_bounded_by_the_bytes_they_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a bound of 200 KB: a run of 100 lines is kept, one of 1,000 (about 420 KB) is read
+    and not kept, and pages of new label texts never hold more than the bound."""
+    monkeypatch.setattr(exposition, "SKELETON_BYTES", 200_000)
+    exposition._skeletons.clear()
+
+    def run(page: int, lines: int) -> str:
+        return "# TYPE n gauge\n" + "".join(f'n{{page="{page}",i="{i}"}} 1\n' for i in range(lines))
+
+    small, large = run(-1, 100), run(-2, 1000)
+    for text in (small, large):
+        read_samples(text, ["n"])  # labels parsed: the next read makes the skeleton
+    read_samples(small, ["n"])
+    assert 0 < exposition._skeletons.size_bytes <= 200_000  # kept
+    kept = exposition._skeletons.size_bytes
+    assert len(read_samples(large, ["n"]).get("n")) == 1000
+    assert exposition._skeletons.size_bytes == kept  # read, not kept
     for page in range(40):
-        text = "".join(f'n{{page="{page}",i="{i}"}} 1\n' for i in range(1000))
+        text = run(page, 150)
         read_samples(text, ["n"])
-        read_samples(text, ["n"])  # labels parsed: a layout is made
-        assert exposition._layouts.chars <= exposition.LAYOUT_CHARS
-    huge = "".join(f'n{{i="{i}",x="{"x" * 2000}"}} 1\n' for i in range(600))  # over LAYOUT_CHARS
-    read_samples(huge, ["n"])
-    exposition._layouts.clear()
-    assert len(read_samples(huge, ["n"]).get("n")) == 600
-    assert exposition._layouts.chars == 0  # read, not kept
+        read_samples(text, ["n"])
+        assert 0 < exposition._skeletons.size_bytes <= 200_000
+    exposition._skeletons.clear()
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)

@@ -27,6 +27,7 @@ from tokentop.collectors.http1 import (
     PeerClosed,
     ProtocolError,
     TooBig,
+    _content_length,
 )
 
 Outcome = tuple[object, ...]
@@ -246,3 +247,15 @@ def test_a_body_written_apart_from_its_head_is_read_and_nothing_after_it(listene
         rest.cancel()
         connection.close()
         server.close()
+
+
+def test_a_content_length_is_read_by_its_significant_digits() -> None:
+    """Zeros before it are no size; past 18 significant digits it is over any page (TooBig), never
+    an error of ``int()`` (which refuses over 4,300 digits)."""
+    assert _content_length([b"0" * 30 + b"5"]) == 5
+    assert _content_length([b"0" * 5000]) == 0
+    for digits in (19, 5000):
+        with pytest.raises(TooBig):
+            _content_length([b"1" * digits])
+    with pytest.raises(ProtocolError):
+        _content_length([b"5x"])

@@ -11,11 +11,11 @@ cut into lines with one ``str.split`` on ``"\\n" + name``, and the usual line (`
 value``) is cut at its last blank: its labels are looked up in a cache of parsed label sets,
 its value in the page's value texts (zeros and the top buckets of histograms repeat). Any
 other line goes through the full grammar, so both ways give the same numbers. A run whose
-lines have the label texts they had on a page read before is read by its *layout*: one more
-C pass cuts each line at its last blank, the texts before the blanks joined (the run's
-skeleton: the name and label texts of every line, no value) give the labels of its lines in
-one dict lookup (``_Layouts``), and only the values are read. Layouts are kept for label
-texts, never for a value: a busy page, whose values all change each second, is read by them
+lines have the label texts they had on a page read before is read by its *skeleton*: one
+more C pass cuts each line at its last blank, the texts before the blanks joined (the name and
+label texts of every line, no value) give the labels of its lines in one dict lookup
+(``_Skeletons``), and only the values are read. Skeletons are kept for label texts, never for
+a value: a busy page, whose values all change each second, is read by them
 as fast as a still one. Parsed labels are shared read-only mappings, the same objects page
 after page (kinds.py and buckets.py find unchanged series by them), and the names of every
 label set parsed go into one set that only grows (``PageSamples.label_names``): a reader
@@ -25,7 +25,7 @@ pages, and pages of one structure read again with new values, against a plain li
 reading of the grammar.
 
 A server can also attack the reader, so what one page costs is bounded: the label cache by an
-estimate of its bytes and the layouts by their characters (a page of fresh 120 KB label values
+estimate of its bytes, and so are the skeletons (a page of fresh 120 KB label values
 each second must not pile up), and the lines parsed by ``MAX_SAMPLE_LINES`` (a page of 110,000
 series took most of a core).
 
@@ -67,8 +67,8 @@ LABEL_CACHE_BYTES = 16 << 20
 LABEL_NAMES_KEPT = 1024  # label names the reader remembers having parsed; past it, none
 _CACHED_LABEL_CHARS = 1024  # longer label sets (no real server writes one) are parsed, not kept
 _ENTRY_BYTES = 1024  # the dict, frozenset, tuples and strings of one short entry, about
-LAYOUT_CHARS = 1 << 20  # characters of the skeletons the runs' layouts keep alive; past it, none
-_LAYOUT_LINE_CHARS = 32  # what a layout's line costs besides its text, in characters, about
+SKELETON_BYTES = 16 << 20
+_SKELETON_LINE_BYTES = 320  # a line's label set kept alive (mapping, dict, strings) and its slot, about
 
 
 class TooManySamples(ValueError):
@@ -119,16 +119,20 @@ class _LabelCache(dict[str, "_Parsed | None"]):
 _label_cache = _LabelCache()
 
 
-class _Layouts(dict[str, list[Labels]]):
+class _Skeletons(dict[str, list[Labels]]):
     """A run's *skeleton* (its text with each line's value cut off: ``"\\n"``, the name and
-    the label text of every line) -> the labels of its lines, in order; bounded by the
-    characters of the skeletons kept: past ``LAYOUT_CHARS`` all are dropped (a page of fresh
-    label texts every second must not pile up). Made of names and label texts only, never of
-    a value: a page of new values each second is read by them as one of the same values."""
+    the label text of every line) -> the labels of its lines, in order. Made of names and label
+    texts only, never of a value: a page of new values each second is read by them as one of
+    the same values. Bounded by an estimate of their bytes (the skeleton's characters, 4 bytes
+    each as in the widest ``str``, and per line the label set it keeps alive, even once the
+    label cache has dropped it): past ``SKELETON_BYTES`` all are dropped (a page of fresh label
+    texts every second must not pile up). Only a new skeleton takes the lock: pages are read
+    on several threads at once."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.chars = 0
+        self.size_bytes = 0
+        self._lock = threading.Lock()
 
     def made(self, skeleton: str, name: str, value_count: int) -> list[Labels] | None:
         """The labels of the lines of ``skeleton`` (a run of ``name`` that had ``value_count``
@@ -146,25 +150,27 @@ class _Layouts(dict[str, list[Labels]]):
                 return None
             keys.add(parsed[0])
             labels.append(parsed[1])
-        chars = len(skeleton) + _LAYOUT_LINE_CHARS * value_count
-        if len(keys) < value_count or chars > LAYOUT_CHARS:
+        cost = 4 * len(skeleton) + _SKELETON_LINE_BYTES * value_count
+        if len(keys) < value_count or cost > SKELETON_BYTES:
             return None
-        if self.chars + chars > LAYOUT_CHARS:
-            self.clear()
-        self[skeleton] = labels
-        self.chars += chars
+        with self._lock:
+            if self.size_bytes + cost > SKELETON_BYTES:
+                self.clear()
+            self[skeleton] = labels
+            self.size_bytes += cost
         return labels
 
     def clear(self) -> None:
         super().clear()
-        self.chars = 0
+        self.size_bytes = 0
 
 
-_layouts = _Layouts()
-# Possessive repeats (``*+``, Python 3.11) match what the greedy ones match where nothing after
-# them could match with less, as in the patterns below, and keep no state to backtrack to: the
-# engine runs a third fewer instructions on a page of histograms.
-_POSSESSIVE = "+" if sys.version_info >= (3, 11) else ""
+_skeletons = _Skeletons()
+# Possessive repeats (``*+``; from Python 3.11.5, which fixed gh-100061 and gh-106052) match
+# what the greedy ones match where nothing after them could match with less, as in the patterns
+# below, and keep no state to backtrack to: the engine runs a third fewer instructions on a page
+# of histograms.
+_POSSESSIVE = "+" if sys.version_info >= (3, 11, 5) else ""
 # A line's last blank and what follows it to the line's end: its value (by ``split``, the text
 # before it comes first). A line without a blank has no match: it stays in the text before.
 _AT_LAST_BLANK = re.compile(rf" ([^ \n]*{_POSSESSIVE})$", re.MULTILINE)
@@ -216,7 +222,7 @@ def read_samples(text: str, names: Iterable[str]) -> PageSamples:
         found_runs = chain(runs.finditer("\n" + text[: text.find("\n") + 1]), found_runs)
     for run in found_runs:
         name, run_text = run[1], run[0]
-        if name not in found and (samples := _by_layout(name, run_text, budget)) is not None:
+        if name not in found and (samples := _by_skeleton(name, run_text, budget)) is not None:
             found[name] = samples
             budget -= len(samples)
             continue
@@ -246,7 +252,7 @@ def _read_lines(
     values: dict[str, float],
 ) -> None:
     """Add the samples of one run of lines of ``name`` to ``by_key`` (``lines``: what follows
-    the name on each line), the way every line is read when its run's layout does not read it.
+    the name on each line), the way every line is read when its run's skeleton does not read it.
 
     A usual line is ``{labels} value`` after the name: cut at its last blank, the labels are
     looked up in the label cache and the value in ``values``, the page's value text ->
@@ -255,7 +261,7 @@ def _read_lines(
     through ``_unusual_line``.
     """
     series = by_key.get(name)
-    if series is None:  # the name's first run read line by line, or after one read by its layout
+    if series is None:  # the name's first run read line by line, or after one read by its skeleton
         earlier = found.get(name) or []
         series = by_key[name] = {frozenset(labels.items()): (labels, value) for labels, value in earlier}
         found[name] = earlier  # a place in page order, filled at the end of the page
@@ -285,13 +291,13 @@ def _read_lines(
         series[key] = (labels, value)
 
 
-def _by_layout(name: str, run: str, budget: int) -> Series | None:
-    """The samples of a run of lines of ``name`` read by the layout of its label texts; None:
+def _by_skeleton(name: str, run: str, budget: int) -> Series | None:
+    """The samples of a run of lines of ``name`` read by the skeleton of its label texts; None:
     ``_read_lines`` reads it (as it does any run of more than ``budget`` lines).
 
     One C pass cuts each line at its last blank (``_AT_LAST_BLANK``): the texts before the
     blanks, joined, are the run's *skeleton*, the name and label texts of every line; those
-    after them are the values. A run whose skeleton has a layout (``_Layouts``) and a value
+    after them are the values. A run whose skeleton is known (``_Skeletons``) and has a value
     for each of its lines is those lines as ``_read_lines`` reads them, ``{labels} value``
     with labels parsed and no series twice: its values are all that is read, by ``float()``,
     when none holds what the grammar reads otherwise (``_``, a tab, a carriage return).
@@ -299,8 +305,8 @@ def _by_layout(name: str, run: str, budget: int) -> Series | None:
     pieces = _AT_LAST_BLANK.split(run)  # skeleton, value, skeleton, value, ..., "" (the end)
     raw_values = pieces[1::2]
     skeleton = "".join(pieces[0::2])
-    labels = _layouts.get(skeleton)
-    if labels is None and (labels := _layouts.made(skeleton, name, len(raw_values))) is None:
+    labels = _skeletons.get(skeleton)
+    if labels is None and (labels := _skeletons.made(skeleton, name, len(raw_values))) is None:
         return None
     joined = "".join(raw_values)
     if len(labels) != len(raw_values) or len(labels) > budget or "_" in joined or "\t" in joined or "\r" in joined:

@@ -33,7 +33,7 @@ HEAD_LIMIT = 64 << 10  # the status line and header block (with any 1xx answers 
 MAX_FIELDS = 100  # header lines; trailer lines too
 CHUNK_LINE_LIMIT = 4096  # a chunk's size line, extensions included
 RECV_BYTES = 1 << 16
-MAX_LENGTH_DIGITS = 18  # a Content-Length of more is no page (and int() refuses over 4,300 digits)
+MAX_LENGTH_DIGITS = 18  # significant digits of a Content-Length; more is no page (TooBig)
 _TEXT = rb"[^\x00-\x08\x0a-\x1f\x7f]*"  # a reason or a header's value: no control but HTAB
 _NAME = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # the status line, then lines of name and value (line ends made CRLF), nothing folded
@@ -174,7 +174,9 @@ class Http1Connection:
 
     @property
     def ended_clean(self) -> bool:
-        """No byte came after the answer just read (one that did cannot be the next answer)."""
+        """No byte came in with the answer just read past its end (one that did cannot be the
+        next answer); a byte that comes later is seen by ``idle`` before the connection is
+        used again."""
         return not self._data
 
     def _head_block(self, deadline: float, room: int) -> bytes:
@@ -355,9 +357,12 @@ def _content_length(values: list[bytes]) -> int:
     """The one length that ``values`` give (repeated alike, as some proxies do, is one)."""
     texts = _tokens(values) if len(values) > 1 or b"," in values[0] else {values[0]}
     (text,) = texts if len(texts) == 1 else (b"",)
-    if not text.isdigit() or len(text) > MAX_LENGTH_DIGITS:
+    if not text.isdigit():
         raise ProtocolError("bad Content-Length")
-    return int(text)
+    significant = text.lstrip(b"0")
+    if len(significant) > MAX_LENGTH_DIGITS:  # past any page (int() refuses over 4,300 digits)
+        raise TooBig()
+    return int(significant or b"0")
 
 
 def _tokens(values: list[bytes]) -> set[bytes]:

@@ -100,7 +100,9 @@ def _null(value: None) -> None:
 # ``sqlite3`` binds a None parameter only after looking for an adapter for it, and finding none
 # costs it an AttributeError raised, formatted and cleared: about a microsecond, some twenty
 # times a tick (rates, latencies, gauges not read). One registered for None finds it at once and
-# gives back None, bound as NULL as before; an int, float or str never looks for one.
+# gives back None, bound as NULL as before; an int, float or str never looks for one. It is
+# process-wide: every connection binds None this way, to the same NULL (and only tokentop.history
+# uses SQLite).
 sqlite3.register_adapter(type(None), _null)
 
 

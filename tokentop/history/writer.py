@@ -153,9 +153,9 @@ class Writer:
         try:
             return self._finish()
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._cursor.close()
-                self._rows.close()
+            for close in (self._cursor.close, self._rows.close):  # each, whatever the other did
+                with contextlib.suppress(sqlite3.Error):
+                    close()
 
     def _finish(self) -> str | None:
         if self._gone is None:
