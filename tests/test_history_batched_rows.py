@@ -1,12 +1,15 @@
 """A tick's rows go in one ``executemany`` per table when none of them can have been written
-before (issue 13: ``TickRows._insert``), row by row otherwise. Over a hostile session (values
+before (issue 13: ``ticks._batched``), row by row otherwise. Over a hostile session (values
 missing or odd, states and names changing, GPUs coming and going, a GPU or an endpoint twice in a
 tick, ticks written again whole or in part, time stepping back a little, a full disk failing
 transactions that are written again later) every table is exactly what writing every row one by
-one makes, and both ways were taken."""
+one makes, both ways were taken, and the tables are those the code before the per-tick work of
+issue 13 session 19 (cached row ids, plain-tuple rows, a tick's statements back to back, None
+bound through an adapter) wrote."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
 import time
@@ -18,9 +21,13 @@ from typing import Any
 import pytest
 from factories import build_snapshot, gpu_uuid
 
-from tokentop.history import Store
-from tokentop.history.ticks import TickRows
+from tokentop.history import Store, ticks
 from tokentop.model import Snapshot, Totals
+
+# sha256 of ``repr(dump(...))`` of the hostile session as written by commit b81c7c5 (before the
+# changes above). It changes only with the tables: with a deliberate change to what is stored, to
+# the schema, or to the hostile session and its factories, record it again from code known right.
+HOSTILE_TABLES_SHA256 = "dcd0add889810c005abce1201c07decf5105b18d3b65237a5ec346bd3a8fb7c5"
 
 
 def maybe(rng: random.Random, value: object, none_share: float = 0.15) -> object:
@@ -90,17 +97,17 @@ def record(path: Path, monkeypatch: pytest.MonkeyPatch, *, batched: bool) -> Cou
     """Write the hostile session (a full disk for a while in the middle); how often rows went
     in one ``executemany`` (True) or one by one (False)."""
     ways: Counter[bool] = Counter()
-    insert = TickRows._insert
+    in_one_call = ticks._batched
 
-    def counted(rows: TickRows, sql: str, values: list[tuple], fresh: bool) -> Any:
-        fresh = fresh and batched
-        ways[fresh and len({row[1] for row in values}) == len(values)] += 1
-        return insert(rows, sql, values, fresh)
+    def counted(values: list[tuple], fresh: bool) -> bool:
+        way = in_one_call(values, fresh and batched)
+        ways[way] += 1
+        return way
 
     opened: list[sqlite3.Connection] = []
     connect = sqlite3.connect
     monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(connect(*a, **k)) or opened[-1])
-    monkeypatch.setattr(TickRows, "_insert", counted)
+    monkeypatch.setattr(ticks, "_batched", counted)
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # the session's start and end, both ways
     messages = []
     with Store.open(path, host="h", version="v", config={}) as store:
@@ -141,5 +148,6 @@ def test_rows_in_one_executemany_make_the_tables_rows_one_by_one_make(
 
     batched, one_by_one = dump(tmp_path / "batched.db"), dump(tmp_path / "one_by_one.db")
     assert batched == one_by_one
+    assert hashlib.sha256(repr(batched).encode()).hexdigest() == HOSTILE_TABLES_SHA256
     assert batched_ways[True] > 100 and batched_ways[False] > 100 and one_by_one_ways[True] == 0
     assert len(batched["gpu_ticks"]) > 500 and len(batched["gpu_rollup_1m"]) > 50

@@ -113,6 +113,7 @@ def test_a_state_per_tick_keeps_the_writers_memory_bounded_and_every_row_its_own
         assert store._writer is not None
         cached = store._writer._rows._states._endpoint
         assert 0 < len(cached) <= bound
+        assert 0 < len(store._writer._rows._endpoint_keys) <= bound  # the rows' keys, too
     conn = sqlite3.connect(path)
     errors = [e for (e,) in conn.execute("SELECT error FROM endpoint_ticks_v ORDER BY t")]
     assert errors == [f"vllm:prompt_tokens_total sums to {seq}e+30: not a token count" for seq in range(1, ticks + 1)]

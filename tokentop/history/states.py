@@ -11,7 +11,6 @@ a whole number of milliwatts, and memory in the unit (in its state) that holds i
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from typing import Any
 
@@ -61,10 +60,11 @@ def power_column(power_w: float | None) -> int | float | None:
     so SQLite keeps the type that says which)."""
     if power_w is None:
         return None
-    if not math.isfinite(power_w) or abs(power_w) >= _MAX_W:
-        return float(power_w)  # an int here would read back as milliwatts: a thousandth
-    milliwatts = round(power_w * 1000)
-    return milliwatts if milliwatts / 1000 == power_w else float(power_w)
+    if -_MAX_W < power_w < _MAX_W:  # finite (not NaN), and well inside the integers
+        milliwatts = round(power_w * 1000)
+        if milliwatts / 1000 == power_w:
+            return milliwatts
+    return float(power_w)  # an int here would read back as milliwatts: a thousandth
 
 
 def memory_columns(used_bytes: int | None) -> tuple[int | None, int]:
@@ -76,12 +76,12 @@ def memory_columns(used_bytes: int | None) -> tuple[int | None, int]:
     return used_bytes, 1
 
 
-_MAX_CACHED_STATES = 1024  # a state per tick (an error quoting a changing value) must not pile up
+MAX_CACHED_STATES = 1024  # a state per tick (an error quoting a changing value) must not pile up
 
 
 class StateIds:
     """The state ids a writer has used, so that a tick costs dict lookups and no SQL; at most
-    ``_MAX_CACHED_STATES`` of each kind (all forgotten past that: found again in the table)."""
+    ``MAX_CACHED_STATES`` of each kind (all forgotten past that: found again in the table)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -94,7 +94,8 @@ class StateIds:
         self._endpoint.clear()
 
     def gpu(self, state: tuple[Any, ...], usd_per_hour: float | None) -> tuple[int, float | None]:
-        """The state's id and the rate the row keeps (None: its state's)."""
+        """The id of the state (priced when ``usd_per_hour`` is not None) and its rate (a row
+        at that rate keeps None: its state's)."""
         key = (*state, usd_per_hour is None)
         found = self._gpu.get(key)
         if found is None:
@@ -102,11 +103,10 @@ class StateIds:
             if row is None:
                 cursor = self._conn.execute(_INSERT_GPU_STATE, (*state, usd_per_hour))
                 row = (cursor.lastrowid, usd_per_hour)
-            if len(self._gpu) >= _MAX_CACHED_STATES:
+            if len(self._gpu) >= MAX_CACHED_STATES:
                 self._gpu.clear()
             found = self._gpu[key] = (int(row[0]), row[1])
-        state_id, state_rate = found
-        return state_id, None if usd_per_hour == state_rate else usd_per_hour
+        return found
 
     def endpoint(self, state: tuple[Any, ...]) -> int:
         found = self._endpoint.get(state)
@@ -114,7 +114,7 @@ class StateIds:
             row = self._conn.execute(_FIND_ENDPOINT_STATE, state).fetchone()
             if row is None:
                 row = (self._conn.execute(_INSERT_ENDPOINT_STATE, state).lastrowid,)
-            if len(self._endpoint) >= _MAX_CACHED_STATES:
+            if len(self._endpoint) >= MAX_CACHED_STATES:
                 self._endpoint.clear()
             found = self._endpoint[state] = int(row[0])
         return found

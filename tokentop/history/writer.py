@@ -20,6 +20,7 @@ retention runs a minute after the first tick, then every minute, and at close (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
@@ -89,6 +90,7 @@ class Writer:
         queue_ticks: int,
     ) -> None:
         self._conn = conn
+        self._cursor = conn.cursor()  # BEGIN and COMMIT's own: none made per tick
         self.path = path
         self.session_id = session_id
         self.raw_retention_s = raw_retention_s
@@ -145,7 +147,17 @@ class Writer:
     def finish(self) -> str | None:
         """Write what is queued, the session's totals and its end, waiting ``CLOSE_WAIT_FACTOR``
         busy timeouts for the lock; then a retention pass. Never raises: returns a one-line
-        message when the file is gone or the queue could not be written."""
+        message when the file is gone or the queue could not be written. Its cursors are closed
+        after: a cursor holds its last statement, and SQLite does not close a connection with a
+        statement left (nor merge its WAL into the file) until that is released."""
+        try:
+            return self._finish()
+        finally:
+            for close in (self._cursor.close, self._rows.close):  # each, whatever the other did
+                with contextlib.suppress(sqlite3.Error):
+                    close()
+
+    def _finish(self) -> str | None:
         if self._gone is None:
             self._look_at_file()
         if self._gone is not None:
@@ -163,20 +175,20 @@ class Writer:
     def _flush(self, ended_at: float | None = None) -> None:
         """Write every queued tick (and, when due, the session's totals; at close its end) in one
         transaction."""
-        conn = self._conn
+        conn, cursor = self._conn, self._cursor
         latest, refreshed_until = dict(self._rows.latest), self._refreshed_until
         newest = self._pending[-1].t if self._pending else self._written_until
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
             for tick in self._pending:
                 self._rows.write(tick)
             due = ended_at is not None or newest - refreshed_until >= totals.REFRESH_EVERY_S
             if due and newest > refreshed_until:
-                totals.refresh(conn, self.session_id, self._rows.latest, refreshed_until)
+                totals.refresh(conn, self.session_id, self._rows.latest_points(), refreshed_until)
                 self._refreshed_until = newest
             if ended_at is not None:
                 conn.execute("UPDATE sessions SET ended_at = ? WHERE id = ?", (ended_at, self.session_id))
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
         except BaseException:
             self._rows.rolled_back(latest)
             self._refreshed_until = refreshed_until
