@@ -278,14 +278,9 @@ class Http1Connection:
 
     def _recv(self, deadline: float, size: int = RECV_BYTES) -> bytes:
         while True:
-            # poll first: a recv that finds nothing costs more (_wait written out: it runs every GET)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._readable.poll(math.ceil(remaining * 1000)):
-                raise TimeoutError("past the deadline")
-            try:
+            _wait(self._readable, deadline)  # first: a recv that finds nothing costs more than a poll
+            with suppress(BlockingIOError):
                 return self.sock.recv(size)
-            except BlockingIOError:
-                pass
 
     def _recv_into(self, view: memoryview, deadline: float) -> int:
         while True:

@@ -41,7 +41,6 @@ from tokentop.history.rows import (
 from tokentop.history.schema import minute_of
 from tokentop.history.states import MAX_CACHED_STATES, StateIds
 from tokentop.history.totals import INSERT_SESSION_GPU, first_gpu_row
-from tokentop.model import Totals
 
 _INSERT_GPU_TICK = (
     "INSERT OR IGNORE INTO gpu_ticks (session_id, gpu_id, t, state_id, util_pct, mem_used, power,"
@@ -141,18 +140,14 @@ class TickRows:
         # ``rows.EndpointRow.key``: endpoint_id, state_id), at most ``MAX_CACHED_STATES`` each.
         self._gpu_keys: dict[tuple[Any, ...], tuple[int, int, float | None]] = {}
         self._endpoint_keys: dict[tuple[Any, ...], tuple[int, int]] = {}
-        self.latest: dict[int, tuple[float, Totals]] = {}  # gpu_id -> (t, totals) of its latest row
+        self.latest: dict[int, Point] = {}  # gpu_id -> its latest row's cumulative figures
         self._newest_t = -math.inf  # no row of the session is timed later (rolled back or not)
 
     def close(self) -> None:
         """Release the cursor (and the statement it holds: the connection can then close)."""
         self._cursor.close()
 
-    def latest_points(self) -> dict[int, Point]:
-        """Each GPU's latest row, as the session's totals take it."""
-        return {gpu_id: Point(t, totals) for gpu_id, (t, totals) in self.latest.items()}
-
-    def rolled_back(self, latest: dict[int, tuple[float, Totals]]) -> None:
+    def rolled_back(self, latest: dict[int, Point]) -> None:
         """Forget what a failed transaction did: the ids it handed out may not exist, and the
         latest rows are ``latest`` again."""
         for ids in (self._gpu_ids, self._endpoint_ids, self._label_ids, self._gpu_keys, self._endpoint_keys):
@@ -215,14 +210,14 @@ class TickRows:
         for (key, columns, _, totals, power), row, new in zip(gpus, rows, inserted, strict=True):
             gpu_id = row[1]
             previous = latest.get(gpu_id)
-            latest[gpu_id] = (t, totals)  # also after a replay: this row is the latest
+            now = latest[gpu_id] = Point(t, totals)  # also after a replay: this row is the latest
             if not new:
                 continue  # written before (a retry): counted once already
             if previous is None:  # the session's first row of this GPU: it adds nothing yet
-                first = first_gpu_row(session_id, gpu_id, key[GPU_KEY_INDEX], Point(t, totals))
+                first = first_gpu_row(session_id, gpu_id, key[GPU_KEY_INDEX], now)
                 self._cursor.execute(INSERT_SESSION_GPU, first)
-                previous = (t, totals)
-            t_before, before = previous  # the differences as ``window_between`` takes them
+                previous = now
+            t_before, before = previous.t, previous.totals  # the differences as ``window_between`` takes them
             tokens_in, tokens_out, energy_j = totals.tokens_in, totals.tokens_out, totals.energy_j
             cost = totals.cost_usd
             cost_before = before.cost_usd

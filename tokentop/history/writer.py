@@ -184,7 +184,7 @@ class Writer:
                 self._rows.write(tick)
             due = ended_at is not None or newest - refreshed_until >= totals.REFRESH_EVERY_S
             if due and newest > refreshed_until:
-                totals.refresh(conn, self.session_id, self._rows.latest_points(), refreshed_until)
+                totals.refresh(conn, self.session_id, self._rows.latest, refreshed_until)
                 self._refreshed_until = newest
             if ended_at is not None:
                 conn.execute("UPDATE sessions SET ended_at = ? WHERE id = ?", (ended_at, self.session_id))
