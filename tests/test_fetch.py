@@ -766,6 +766,113 @@ def test_a_body_that_comes_in_pieces_is_put_together(
     assert server.accepted == 1
 
 
+# 8c. a request sent ahead (poll_all sends every endpoint's before reading any)
+
+
+def by_path() -> Script:
+    """Answer every request with its own request line, until the client closes."""
+
+    def script(peer: Peer) -> None:
+        while (request := peer.request()) is not None:
+            peer.send(answer(request.line.encode()))
+
+    return script
+
+
+def test_a_request_sent_ahead_is_answered_to_the_get_of_its_url(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(by_path())
+    url = server.url + "/metrics"
+    assert get(connection, url).body == b"GET /metrics HTTP/1.1"
+    connection.send_ahead(url, {"Authorization": "Bearer t"})
+    assert server.wait_until(lambda: len(server.requests) == 2)  # out before any get
+    assert get(connection, url, Authorization="Bearer t").body == b"GET /metrics HTTP/1.1"
+    assert server.requests[1].headers["authorization"] == "Bearer t"
+    assert len(server.requests) == 2 and server.accepted == 1
+    assert get(connection, url).body == b"GET /metrics HTTP/1.1"  # the connection goes on
+    assert server.accepted == 1
+
+
+def test_the_get_of_another_request_than_the_one_sent_ahead_never_reads_its_answer(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(by_path())
+    get(connection, server.url + "/a")
+    for other in ({"url": server.url + "/b"}, {"url": server.url + "/a", "headers": {"X-Other": "1"}}):
+        connection.send_ahead(other["url"], other.get("headers", {}))
+        assert get(connection, server.url + "/a").body == b"GET /a HTTP/1.1"  # not /b's answer
+    assert server.accepted == 3  # each connection with an answer on its way was closed
+
+
+def test_nothing_is_sent_ahead_without_an_open_idle_plain_connection(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    server = serve(by_path())
+    connection.send_ahead(server.url + "/metrics", {})  # no connection yet
+    connection.send_ahead("https" + server.url[4:] + "/metrics", {})
+    connection.send_ahead("http://[::1/metrics", {})  # not a URL: nothing sent, nothing raised
+    assert server.accepted == 0
+    get(connection, server.url + "/metrics")
+    other = serve(by_path())
+    connection.send_ahead(other.url + "/metrics", {})  # another server than the one connected
+    assert other.accepted == 0 and len(server.requests) == 1
+
+
+def test_nothing_is_sent_ahead_over_a_connection_with_bytes_that_came_while_idle(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def page_then_a_stray_answer(peer: Peer) -> None:
+        while peer.request() is not None:
+            peer.send(answer())
+            if peer.index == 1:
+                peer.send(answer(b"not asked for\n", status="500 Internal Server Error"))
+
+    server = serve(page_then_a_stray_answer)
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    time.sleep(0.3)  # the stray answer is in
+    connection.send_ahead(server.url + "/metrics", {})
+    assert len(server.requests) == 1
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)  # not the 500
+    assert server.accepted == 2
+
+
+def test_a_request_sent_ahead_that_the_server_drops_is_sent_again_on_a_new_connection(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def drops_its_first_connection_on_the_second_request(peer: Peer) -> None:
+        if peer.index == 1:
+            once(answer())(peer)
+            peer.request()  # read, not answered
+        else:
+            keep_alive(answer())(peer)
+
+    server = serve(drops_its_first_connection_on_the_second_request)
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    connection.send_ahead(server.url + "/metrics", {})
+    assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
+    assert len(server.requests) == 3 and server.accepted == 2
+
+
+def test_a_get_past_its_deadline_after_a_request_sent_ahead_leaves_no_answer_behind(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    def counts_the_second_late(peer: Peer) -> None:
+        while peer.request() is not None:
+            if len(peer.server.requests) == 2:
+                time.sleep(0.3)  # not in yet when the connection is next looked at
+            peer.send(answer(b"%d" % len(peer.server.requests)))
+
+    server = serve(counts_the_second_late)
+    url = server.url + "/metrics"
+    get(connection, url)
+    connection.send_ahead(url, {})
+    with pytest.raises(FetchTimedOut):
+        connection.get(url, {}, time.monotonic() - 1, MiB)
+    assert get(connection, url).body == b"3"  # its own answer, not the second request's
+    assert server.accepted == 2
+
+
 # 9. no server
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
-from loopback import LoopbackServer, Reply
+import pytest
+from loopback import LoopbackServer, Reply, Seen
 from test_collectors import make, vllm_page
 
-from tokentop.collectors import EndpointCollector, poll_all
+from tokentop.collectors import EndpointCollector, poll, poll_all
 from tokentop.collectors.fetch import PageClient
 from tokentop.collectors.poll import INLINE_LIMIT_S
 
@@ -39,6 +40,37 @@ def test_quick_endpoints_are_read_on_the_callers_thread(client: PageClient) -> N
         second = poll_all(collectors, 2.0, deadline_s=2.0)
         assert [s.status for s in second] == ["up", "up"]
         assert seen_on == [caller]
+
+
+def test_every_inline_request_is_out_before_any_answer_is_read(
+    client: PageClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first server answers only once the second has its request: read one after the
+    other, request then answer, it would wait its 3 s out (and say so in its page)."""
+    monkeypatch.setattr(poll, "INLINE_LIMIT_S", 10.0)  # the first read is not handed to a thread
+    second_asked = threading.Event()
+
+    def once_the_second_is_asked(seen: Seen) -> Reply:
+        return Reply(body=vllm_page(1, 1 if second_asked.wait(3.0) else 0))
+
+    def asked(seen: Seen) -> Reply:
+        second_asked.set()
+        return Reply(body=vllm_page(1, 2))
+
+    with LoopbackServer() as first, LoopbackServer() as second:
+        # the server found, then its filter by name tried (a request not sent ahead), then the read
+        first.route("/metrics", vllm_page(1, 2), vllm_page(1, 2), once_the_second_is_asked)
+        second.route("/metrics", vllm_page(1, 2), vllm_page(1, 2), asked)
+        collectors = [make(first.url + "/metrics", client), make(second.url + "/metrics", client)]
+        for t in (1.0, 2.0):
+            poll_all(collectors, t, deadline_s=5.0)
+        assert all(c.quick and c.connected for c in collectors)
+        second_asked.clear()
+        read_on = threads_reading(collectors[0])
+        samples = poll_all(collectors, 3.0, deadline_s=5.0)
+        assert read_on == [threading.current_thread()]  # inline
+        assert [s.generation_tokens_total for s in samples] == [1, 2]
+        assert len(first.requests) == len(second.requests) == 3
 
 
 def test_a_quick_endpoint_that_stalls_does_not_hold_the_next_one(client: PageClient) -> None:

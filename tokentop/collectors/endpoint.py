@@ -170,6 +170,21 @@ class EndpointCollector:
         self._last_good = sample
         return sample
 
+    def send_ahead(self, t_mono: float) -> None:
+        """Send the request of this tick's read (``t_mono``) now, for ``poll_within`` to read
+        its answer: ``poll_all`` sends every inline read's before reading any, so that the
+        servers answer at the same time and most answers are in when read. Only the usual read
+        of a known server (its page, filtered or not) is sent ahead; never raises."""
+        known = self._source
+        if known is None or self._filter_untried:
+            return
+        try:
+            self._check_token()
+        except _Failed:
+            return  # the read says why
+        self._tick_t = t_mono
+        self._connection.send_ahead(self._page_url(known), self._headers())
+
     @property
     def connected(self) -> bool:
         """A connection to the server is open: a read needs no connect nor name lookup."""
@@ -418,11 +433,13 @@ class EndpointCollector:
         if not token.strip():
             raise _Failed(f"token_env {variable} is empty")
 
-    def _get(self, url: str, deadline: float) -> Answer:
+    def _headers(self) -> dict[str, str]:
         token = self.endpoint.bearer_token()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _get(self, url: str, deadline: float) -> Answer:
         try:
-            return self._connection.get(url, headers, min(deadline, self._give_up_at), self._max_page_bytes)
+            return self._connection.get(url, self._headers(), min(deadline, self._give_up_at), self._max_page_bytes)
         except FetchTimedOut:
             if self._give_up_at < deadline:
                 raise _TooSlowHere from None

@@ -7,8 +7,10 @@ keep-alive request, and four endpoints' worth of that was the whole tick's budge
 Inference servers' stats are nearly always plain http on loopback or inside a cluster, so each
 collector gets a keep-alive connection of its own, read by one thread at a time (``poll_all``
 never starts a second read of an endpoint whose first is still going), its request's bytes made
-once per URL. https endpoints keep httpx, for its certificate handling, with one client for all
-of them; httpx is imported only when one is read.
+once per URL. A request can go out ahead of its read (``send_ahead``), so that ``poll_all``
+has every server answering while it reads the first answer. https endpoints keep httpx, for
+its certificate handling, with one client for all of them; httpx is imported only when one is
+read.
 
 Both ways give the same ``Answer`` or raise ``FetchFailed`` with the same few words, so the
 collector cannot tell them apart: nothing is followed (a redirect is its status), the body is
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     import httpx
 
 CHUNK_BYTES = 1 << 16
+SEND_AHEAD_S = 0.05  # how long a request sent ahead may take to go out (one write nearly always)
 USER_AGENT = f"tokentop/{__version__}"
 CLOSED_EARLY = "connection closed before the answer was complete"
 _PATH_SAFE = "/%:@!$&'()*+,;=~"
@@ -129,6 +132,7 @@ class PageConnection:
         self._plain_to: tuple[str, int] | None = None
         # url -> host, port, the request's bytes, and the headers given that are in them
         self._requests: dict[str, tuple[str, int, bytes, dict[str, str]]] = {}
+        self._sent: bytes | None = None  # a request sent ahead (``send_ahead``), its answer not read yet
         self._closed = False  # closed by another thread (the sampler's stop): a read under way ends
 
     @property
@@ -136,16 +140,41 @@ class PageConnection:
         """A plain-http connection is open: the next read needs no connect (nor a name lookup)."""
         return self._plain is not None
 
+    def send_ahead(self, url: str, headers: Mapping[str, str]) -> None:
+        """Send the GET of ``url`` now, over the open connection, for the next ``get`` of it to
+        read the answer: several servers then answer at once, and most answers are in by the
+        time they are read (no wait for them). Nothing is sent over https, over no open
+        connection or one that is not idle; a request that cannot go out closes the connection
+        (``get`` connects afresh and says why if it must). Never raises."""
+        plain = self._plain
+        if plain is None or self._sent is not None or url.startswith("https://"):
+            return
+        try:
+            host, port, request, _ = self._request(url, headers)
+            if self._plain_to != (host, port) or not plain.idle:
+                return
+            plain.send(request, time.monotonic() + SEND_AHEAD_S)
+        except (OSError, FetchFailed):
+            self._close_plain()
+            return
+        self._sent = request
+
     def get(self, url: str, headers: Mapping[str, str], deadline: float, max_bytes: int) -> Answer:
-        """The answer to a GET of ``url``; raises ``FetchFailed``. ``deadline``: monotonic
-        seconds by which the whole body must be in."""
+        """The answer to a GET of ``url`` (sent ahead or now); raises ``FetchFailed``.
+        ``deadline``: monotonic seconds by which the whole body must be in."""
+        sent, self._sent = self._sent, None
         if deadline - time.monotonic() <= 0:
+            if sent is not None:
+                self._close_plain()  # the answer to what was sent would be read as the next one
             raise FetchTimedOut()
         if url.startswith("https://"):
             return _get_https(self._client.https_client(), url, headers, deadline, max_bytes)
         host, port, request, _ = self._request(url, headers)
+        if sent is not None and sent != request:
+            self._close_plain()  # another request's answer is on its way: not this one's
+            sent = None
         try:
-            return self._get_plain(host, port, request, deadline, max_bytes)
+            return self._get_plain(host, port, request, deadline, max_bytes, sent is not None)
         except (OSError, ProtocolError, TooBig) as exc:
             self._close_plain()  # whatever was half-read must not be read as the next answer
             if self._stopped():
@@ -173,11 +202,14 @@ class PageConnection:
             found = self._requests[url] = (host, port, head + _header_lines(headers) + b"\r\n", dict(headers))
         return found
 
-    def _get_plain(self, host: str, port: int, request: bytes, deadline: float, max_bytes: int) -> Answer:
+    def _get_plain(self, host: str, port: int, request: bytes, deadline: float, max_bytes: int, sent: bool) -> Answer:
+        """``sent``: the request went out ahead, over the open connection."""
         for attempt in (1, 2):
-            connection, reused = self._connect(host, port, deadline)
+            ahead = self._plain if sent and attempt == 1 else None  # what the request went out on
+            connection, reused = (ahead, True) if ahead is not None else self._connect(host, port, deadline)
             try:
-                connection.send(request, deadline)
+                if ahead is None:
+                    connection.send(request, deadline)
                 head = connection.read_head(deadline)
             except (PeerClosed, ConnectionResetError, BrokenPipeError) as exc:
                 self._close_plain()

@@ -2,8 +2,10 @@
 
 Endpoints whose last read was quick, over a connection still open, are read one after another
 on the caller's thread: handing a read to a thread and back costs more than the read of a
-loopback page (benchmarks/bench_tick.py). The others are read at the same time on threads of
-their own, started first. An inline read that stops being quick is given up after
+loopback page (benchmarks/bench_tick.py), but every one's request is sent before any answer is
+read (``EndpointCollector.send_ahead``): the servers answer at the same time, and most answers
+are in by the time they are read, with no wait for them. The others are read at the same time
+on threads of their own, started first. An inline read that stops being quick is given up after
 ``INLINE_LIMIT_S`` and handed to a thread for the rest of the deadline, so that one stalled
 server never holds the endpoints after it.
 """
@@ -62,6 +64,8 @@ def poll_all(collectors: Sequence[EndpointCollector], t_mono: float, deadline_s:
             inline.append(i)
         else:
             results[i] = _submit(collectors, i, t_mono)
+    for i in inline:  # every request out first: the servers answer at the same time
+        collectors[i].send_ahead(t_mono)
     for i in inline:
         left = deadline_s - (time.monotonic() - started_at)
         sample = collectors[i].poll_within(t_mono, min(INLINE_LIMIT_S, left)) if left > 0 else None
