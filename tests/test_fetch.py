@@ -769,12 +769,13 @@ def test_a_body_that_comes_in_pieces_is_put_together(
 # 8c. a request sent ahead (poll_all sends every endpoint's before reading any)
 
 
-def by_path() -> Script:
-    """Answer every request with its own request line, until the client closes."""
+def echoes_request_line() -> Script:
+    """Answer every request with its own request line and the server's port, until the client
+    closes."""
 
     def script(peer: Peer) -> None:
         while (request := peer.request()) is not None:
-            peer.send(answer(request.line.encode()))
+            peer.send(answer(b"%s %d" % (request.line.encode(), peer.server.port)))
 
     return script
 
@@ -782,55 +783,80 @@ def by_path() -> Script:
 def test_a_request_sent_ahead_is_answered_to_the_get_of_its_url(
     serve: Callable[..., ScriptedServer], connection: PageConnection
 ) -> None:
-    server = serve(by_path())
-    url = server.url + "/metrics"
-    assert get(connection, url).body == b"GET /metrics HTTP/1.1"
+    server = serve(echoes_request_line())
+    url, said = server.url + "/metrics", b"GET /metrics HTTP/1.1 %d" % server.port
+    assert get(connection, url).body == said
     connection.send_ahead(url, {"Authorization": "Bearer t"})
     assert server.wait_until(lambda: len(server.requests) == 2)  # out before any get
-    assert get(connection, url, Authorization="Bearer t").body == b"GET /metrics HTTP/1.1"
+    assert get(connection, url, Authorization="Bearer t").body == said
     assert server.requests[1].headers["authorization"] == "Bearer t"
     assert len(server.requests) == 2 and server.accepted == 1
-    assert get(connection, url).body == b"GET /metrics HTTP/1.1"  # the connection goes on
+    assert get(connection, url).body == said  # the connection goes on
     assert server.accepted == 1
 
 
 def test_the_get_of_another_request_than_the_one_sent_ahead_never_reads_its_answer(
     serve: Callable[..., ScriptedServer], connection: PageConnection
 ) -> None:
-    server = serve(by_path())
+    server = serve(echoes_request_line())
     get(connection, server.url + "/a")
     for other in ({"url": server.url + "/b"}, {"url": server.url + "/a", "headers": {"X-Other": "1"}}):
         connection.send_ahead(other["url"], other.get("headers", {}))
-        assert get(connection, server.url + "/a").body == b"GET /a HTTP/1.1"  # not /b's answer
+        assert get(connection, server.url + "/a").body == b"GET /a HTTP/1.1 %d" % server.port  # not /b's
     assert server.accepted == 3  # each connection with an answer on its way was closed
 
 
-def test_nothing_is_sent_ahead_without_an_open_idle_plain_connection(
+def test_nothing_is_sent_ahead_without_an_open_idle_plain_connection_to_its_server(
     serve: Callable[..., ScriptedServer], connection: PageConnection
 ) -> None:
-    server = serve(by_path())
+    server, other = serve(echoes_request_line()), serve(echoes_request_line())
     connection.send_ahead(server.url + "/metrics", {})  # no connection yet
-    connection.send_ahead("https" + server.url[4:] + "/metrics", {})
-    connection.send_ahead("http://[::1/metrics", {})  # not a URL: nothing sent, nothing raised
     assert server.accepted == 0
     get(connection, server.url + "/metrics")
-    other = serve(by_path())
+    connection.send_ahead("https" + server.url[4:] + "/metrics", {})
+    connection.send_ahead("http://[::1/metrics", {})  # not a URL: nothing sent, nothing raised
+    connection.send_ahead(server.url + "/metrics", {"Bad": "line\nbreak"})  # a header get refuses
     connection.send_ahead(other.url + "/metrics", {})  # another server than the one connected
-    assert other.accepted == 0 and len(server.requests) == 1
+    assert get(connection, other.url + "/metrics").body == b"GET /metrics HTTP/1.1 %d" % other.port
+    assert get(connection, server.url + "/metrics").body == b"GET /metrics HTTP/1.1 %d" % server.port
+    assert len(server.requests) == 2 and server.accepted == 2 and other.accepted == 1
+
+
+def test_a_request_sent_ahead_and_never_read_is_dropped_with_its_connection(
+    serve: Callable[..., ScriptedServer], connection: PageConnection
+) -> None:
+    """A read that failed before asking for it (``drop_unread``), or a tick that sent it and
+    read nothing: its answer is never taken for a later request's."""
+    server = serve(echoes_request_line())
+    url = server.url + "/metrics?n=1"
+    get(connection, url)
+    connection.send_ahead(url, {})
+    connection.drop_unread()
+    assert not connection.is_open
+    get(connection, url)
+    connection.send_ahead(url, {})
+    connection.send_ahead(url, {})  # the first never read: the connection goes, nothing sent
+    assert not connection.is_open
+    assert get(connection, url).body == b"GET /metrics?n=1 HTTP/1.1 %d" % server.port
+    assert server.accepted == 3
 
 
 def test_nothing_is_sent_ahead_over_a_connection_with_bytes_that_came_while_idle(
     serve: Callable[..., ScriptedServer], connection: PageConnection
 ) -> None:
+    stray_sent = threading.Event()
+
     def page_then_a_stray_answer(peer: Peer) -> None:
         while peer.request() is not None:
             peer.send(answer())
             if peer.index == 1:
                 peer.send(answer(b"not asked for\n", status="500 Internal Server Error"))
+                stray_sent.set()
 
     server = serve(page_then_a_stray_answer)
     assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
-    time.sleep(0.3)  # the stray answer is in
+    assert stray_sent.wait(5.0)  # over loopback, in once sent
+    time.sleep(0.05)
     connection.send_ahead(server.url + "/metrics", {})
     assert len(server.requests) == 1
     assert get(connection, server.url + "/metrics") == Answer(200, PAGE)  # not the 500

@@ -3,14 +3,16 @@ endpoint that stalls is handed to a thread and holds neither the tick nor the en
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from urllib.parse import parse_qs
 
 import pytest
 from loopback import LoopbackServer, Reply, Seen
 from test_collectors import make, vllm_page
 
-from tokentop.collectors import EndpointCollector, poll, poll_all
+from tokentop.collectors import EndpointCollector, endpoint, poll, poll_all
 from tokentop.collectors.fetch import PageClient
 from tokentop.collectors.poll import INLINE_LIMIT_S
 
@@ -46,8 +48,9 @@ def test_every_inline_request_is_out_before_any_answer_is_read(
     client: PageClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first server answers only once the second has its request: read one after the
-    other, request then answer, it would wait its 3 s out (and say so in its page)."""
+    other, request then answer, the first read would time out (its sample "stale")."""
     monkeypatch.setattr(poll, "INLINE_LIMIT_S", 10.0)  # the first read is not handed to a thread
+    monkeypatch.setattr(endpoint, "QUICK_READ_S", 10.0)  # however slow this machine, read inline
     second_asked = threading.Event()
 
     def once_the_second_is_asked(seen: Seen) -> Reply:
@@ -61,7 +64,7 @@ def test_every_inline_request_is_out_before_any_answer_is_read(
         # the server found, then its filter by name tried (a request not sent ahead), then the read
         first.route("/metrics", vllm_page(1, 2), vllm_page(1, 2), once_the_second_is_asked)
         second.route("/metrics", vllm_page(1, 2), vllm_page(1, 2), asked)
-        collectors = [make(first.url + "/metrics", client), make(second.url + "/metrics", client)]
+        collectors = [make(u + "/metrics", client, timeout_s=2.0) for u in (first.url, second.url)]
         for t in (1.0, 2.0):
             poll_all(collectors, t, deadline_s=5.0)
         assert all(c.quick and c.connected for c in collectors)
@@ -69,8 +72,53 @@ def test_every_inline_request_is_out_before_any_answer_is_read(
         read_on = threads_reading(collectors[0])
         samples = poll_all(collectors, 3.0, deadline_s=5.0)
         assert read_on == [threading.current_thread()]  # inline
+        assert [s.status for s in samples] == ["up", "up"]
         assert [s.generation_tokens_total for s in samples] == [1, 2]
         assert len(first.requests) == len(second.requests) == 3
+
+
+def test_requests_sent_ahead_ask_for_what_each_read_reads(client: PageClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server answering ``?name[]=``: the latency histograms' turn (every ``LATENCY_EVERY_S``)
+    is the tick's, so the request sent ahead is the one its read asks for, and none is lost."""
+    monkeypatch.setattr(endpoint, "QUICK_READ_S", 10.0)
+    page = vllm_page(1, 2) + "".join(f'python_gc_objects_collected_total{{generation="{i}"}} {i}\n' for i in range(60))
+
+    def only_the_names_asked(seen: Seen) -> Reply:
+        names = set(parse_qs(seen.query).get("name[]", [])) or None
+        lines = page.splitlines(keepends=True)
+        return Reply(body="".join(line for line in lines if names is None or re.split(r"[{ ]", line)[0] in names))
+
+    with LoopbackServer() as server:
+        server.route("/metrics", only_the_names_asked)
+        collector = make(server.url + "/metrics", client)
+        ticks = [float(t) for t in range(1, 13)]
+        samples = [poll_all([collector], t, deadline_s=2.0)[0] for t in ticks]
+    assert [s.generation_tokens_total for s in samples] == [2.0] * len(ticks)
+    queries = [seen.query for seen in server.requests]
+    assert len(queries) == len(ticks)  # one request a tick: none sent ahead for nothing
+    with_histograms = [t for t, query in zip(ticks, queries, strict=True) if "time_to_first_token" in query]
+    assert with_histograms == [2.0, 6.0, 11.0]  # the trial (every name), then every 5 s
+
+
+def test_a_read_that_fails_before_its_request_sent_ahead_leaves_no_answer_behind(
+    client: PageClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its token gone between the request sent ahead and the read: the read fails, and the next
+    one (not sent ahead) reads its own answer, not the one left on the connection."""
+    monkeypatch.setenv("TOKEN_T", "t")
+    with LoopbackServer() as server:
+        server.route("/metrics", lambda seen: Reply(body=vllm_page(1, len(server.requests))))
+        collector = make(server.url + "/metrics", client, token_env="TOKEN_T")
+        for t in (1.0, 2.0):  # found, then the filter by name tried (this server ignores it)
+            assert collector.poll(t).status == "up"
+        collector.send_ahead(3.0)
+        waited_until = time.monotonic() + 5.0
+        while len(server.requests) < 3 and time.monotonic() < waited_until:  # it is out
+            time.sleep(0.01)
+        monkeypatch.delenv("TOKEN_T")
+        assert collector.poll(3.0).error == "token_env TOKEN_T is not set"
+        monkeypatch.setenv("TOKEN_T", "t")
+        assert collector.poll(4.0).generation_tokens_total == 4  # the fourth request's answer
 
 
 def test_a_quick_endpoint_that_stalls_does_not_hold_the_next_one(client: PageClient) -> None:

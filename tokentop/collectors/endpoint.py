@@ -137,6 +137,8 @@ class EndpointCollector:
         except Exception as exc:  # a bug here must not stop the sampler
             self._log_internal_error(exc)
             return self._forget_and_fail(t_mono, "internal error (see the log)")
+        finally:
+            self._connection.drop_unread()  # a read that failed before its request's answer
         # trtllm-serve's JSON list is emptied by each read: never read it twice in a tick
         self.quick = time.monotonic() - started < QUICK_READ_S and source.form != "trtllm-json"
         was = self._source
@@ -171,19 +173,17 @@ class EndpointCollector:
         return sample
 
     def send_ahead(self, t_mono: float) -> None:
-        """Send the request of this tick's read (``t_mono``) now, for ``poll_within`` to read
-        its answer: ``poll_all`` sends every inline read's before reading any, so that the
-        servers answer at the same time and most answers are in when read. Only the usual read
-        of a known server (its page, filtered or not) is sent ahead; never raises."""
+        """Send this tick's (``t_mono``) request now, for ``poll_within`` to read its answer:
+        ``poll_all`` sends every inline read's first, so that the servers answer at the same
+        time. Only the usual read of a known server goes ahead; never raises."""
         known = self._source
         if known is None or self._filter_untried:
             return
+        self._tick_t = t_mono  # what the read asks for depends on it (the histograms' turn)
         try:
-            self._check_token()
-        except _Failed:
-            return  # the read says why
-        self._tick_t = t_mono
-        self._connection.send_ahead(self._page_url(known), self._headers())
+            self._connection.send_ahead(self._page_url(known), self._headers())
+        except Exception as exc:  # a bug here must not stop the sampler
+            self._log_internal_error(exc)
 
     @property
     def connected(self) -> bool:

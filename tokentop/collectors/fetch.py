@@ -143,38 +143,54 @@ class PageConnection:
     def send_ahead(self, url: str, headers: Mapping[str, str]) -> None:
         """Send the GET of ``url`` now, over the open connection, for the next ``get`` of it to
         read the answer: several servers then answer at once, and most answers are in by the
-        time they are read (no wait for them). Nothing is sent over https, over no open
-        connection or one that is not idle; a request that cannot go out closes the connection
-        (``get`` connects afresh and says why if it must). Never raises."""
+        time they are read (no wait for them). Nothing is sent without an open connection to the
+        URL's server that is idle, nor for a URL (https) or headers that ``get`` reads another
+        way or refuses. A request that cannot go out closes the connection (``get`` connects
+        afresh, and says why if it must), and so does an earlier one sent ahead whose answer was
+        never read. Never raises."""
         plain = self._plain
-        if plain is None or self._sent is not None or url.startswith("https://"):
+        if plain is None:
+            return
+        if self._sent is not None:
+            self._close_plain()  # an answer on its way that nothing read: never this read's
             return
         try:
             host, port, request, _ = self._request(url, headers)
-            if self._plain_to != (host, port) or not plain.idle:
-                return
+        except FetchFailed:
+            return  # the read says why
+        if self._plain_to != (host, port) or not plain.idle:
+            return
+        try:
             plain.send(request, time.monotonic() + SEND_AHEAD_S)
-        except (OSError, FetchFailed):
+        except (OSError, ValueError):  # ValueError: the socket closed under it by ``close``
             self._close_plain()
             return
         self._sent = request
 
+    def drop_unread(self) -> None:
+        """Close the connection if a request sent ahead is still unread (its read failed before
+        asking for it): its answer must never be taken for a later request's."""
+        if self._sent is not None:
+            self._close_plain()
+
     def get(self, url: str, headers: Mapping[str, str], deadline: float, max_bytes: int) -> Answer:
         """The answer to a GET of ``url`` (sent ahead or now); raises ``FetchFailed``.
-        ``deadline``: monotonic seconds by which the whole body must be in."""
+        ``deadline``: monotonic seconds by which the whole body must be in. A request sent ahead
+        that is not this one has its connection closed, its answer unread."""
         sent, self._sent = self._sent, None
-        if deadline - time.monotonic() <= 0:
-            if sent is not None:
-                self._close_plain()  # the answer to what was sent would be read as the next one
-            raise FetchTimedOut()
-        if url.startswith("https://"):
-            return _get_https(self._client.https_client(), url, headers, deadline, max_bytes)
-        host, port, request, _ = self._request(url, headers)
-        if sent is not None and sent != request:
-            self._close_plain()  # another request's answer is on its way: not this one's
-            sent = None
+        ahead = False
         try:
-            return self._get_plain(host, port, request, deadline, max_bytes, sent is not None)
+            if deadline - time.monotonic() <= 0:
+                raise FetchTimedOut()
+            if url.startswith("https://"):
+                return _get_https(self._client.https_client(), url, headers, deadline, max_bytes)
+            host, port, request, _ = self._request(url, headers)
+            ahead = sent is not None and sent == request
+        finally:
+            if sent is not None and not ahead:
+                self._close_plain()
+        try:
+            return self._get_plain(host, port, request, deadline, max_bytes, ahead)
         except (OSError, ProtocolError, TooBig) as exc:
             self._close_plain()  # whatever was half-read must not be read as the next answer
             if self._stopped():
@@ -254,6 +270,7 @@ class PageConnection:
         return connection, False
 
     def _close_plain(self) -> None:
+        self._sent = None  # what was sent ahead goes with its connection
         plain, self._plain = self._plain, None
         if plain is not None:
             plain.close()
@@ -269,7 +286,10 @@ def _plain_failure(exc: OSError | ProtocolError | TooBig, max_bytes: int) -> Fet
 
 def _request_head(url: str) -> tuple[str, int, bytes]:
     """Host, port and the request's bytes up to the headers given with each read."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracket not closed, say
+        raise FetchFailed("not an http URL") from None
     if parts.scheme != "http" or not parts.hostname:
         raise FetchFailed("not an http URL")
     try:
