@@ -290,16 +290,19 @@ def test_a_stale_connection_is_retried_once_not_more(
     assert server.accepted == 3
 
 
+def drops_its_first_connection_on_the_second_request(peer: Peer) -> None:
+    """The first connection answers once, then reads the next request and closes unanswered (it
+    looked idle to the client); every later one answers each request."""
+    if peer.index == 1:
+        once(answer())(peer)
+        peer.request()
+    else:
+        keep_alive(answer())(peer)
+
+
 def test_a_kept_connection_the_server_drops_on_the_next_request_is_retried_on_a_new_one(
     serve: Callable[..., ScriptedServer], connection: PageConnection
 ) -> None:
-    def drops_its_first_connection_on_the_second_request(peer: Peer) -> None:
-        if peer.index == 1:
-            once(answer())(peer)
-            peer.request()  # read, not answered: the connection looked idle to the client
-        else:
-            keep_alive(answer())(peer)
-
     server = serve(drops_its_first_connection_on_the_second_request)
     for _ in range(2):
         assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
@@ -866,13 +869,6 @@ def test_nothing_is_sent_ahead_over_a_connection_with_bytes_that_came_while_idle
 def test_a_request_sent_ahead_that_the_server_drops_is_sent_again_on_a_new_connection(
     serve: Callable[..., ScriptedServer], connection: PageConnection
 ) -> None:
-    def drops_its_first_connection_on_the_second_request(peer: Peer) -> None:
-        if peer.index == 1:
-            once(answer())(peer)
-            peer.request()  # read, not answered
-        else:
-            keep_alive(answer())(peer)
-
     server = serve(drops_its_first_connection_on_the_second_request)
     assert get(connection, server.url + "/metrics") == Answer(200, PAGE)
     connection.send_ahead(server.url + "/metrics", {})
