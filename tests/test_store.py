@@ -605,6 +605,35 @@ def test_retention_deletes_old_raw_rows_then_old_rollups_and_empty_sessions(tmp_
         assert sessions == [store.session_id]  # the old, now empty session is gone
 
 
+def test_an_interrupt_in_the_middle_of_a_retention_pass_leaves_no_transaction_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal's exception (Ctrl-C's KeyboardInterrupt, a handler's SystemExit) raised in the
+    pass: the pass is rolled back, so the session still closes with its end and every tick."""
+    from tokentop.history import retention
+
+    path = tmp_path / "history.db"
+    host = FakeHost(n_gpus=2, n_endpoints=1)
+    next_session = retention._next_session
+
+    def interrupted(conn: sqlite3.Connection, table: str, after: int) -> int | None:
+        if table == "endpoint_ticks":  # the pass has deleted from gpu_ticks by now
+            raise KeyboardInterrupt
+        return next_session(conn, table, after)
+
+    store = open_store(path)
+    for _ in range(60):
+        assert store.append(host.tick()) is None
+    monkeypatch.setattr(retention, "_next_session", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(10):  # the first pass comes a minute after the first tick
+            store.append(host.tick())
+    monkeypatch.undo()
+    assert store.close() is None
+    [(ended_at, ticks)] = rows(path, "SELECT ended_at, (SELECT count(DISTINCT t) FROM gpu_ticks) FROM sessions")
+    assert ended_at is not None and ticks == store.ticks_written > 60 and store.ticks_lost == 0
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 

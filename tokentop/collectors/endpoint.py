@@ -138,7 +138,7 @@ class EndpointCollector:
             self._log_internal_error(exc)
             return self._forget_and_fail(t_mono, "internal error (see the log)")
         finally:
-            self._connection.drop_unread()  # a read that failed before its request's answer
+            self._connection.drop_unread()  # a request sent ahead that this read never got to
         # trtllm-serve's JSON list is emptied by each read: never read it twice in a tick
         self.quick = time.monotonic() - started < QUICK_READ_S and source.form != "trtllm-json"
         was = self._source

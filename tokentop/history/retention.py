@@ -46,6 +46,9 @@ def apply_retention(
     except sqlite3.Error:
         rollback(conn)
         return False
+    except BaseException:  # a signal's exception in the pass (Ctrl-C): the file as it was
+        rollback(conn)
+        raise
     return True
 
 
