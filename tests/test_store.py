@@ -29,7 +29,7 @@ from factories import build_snapshot, gpu_uuid
 
 from tokentop import report
 from tokentop.config import Config, EndpointConfig
-from tokentop.history import SCHEMA_VERSION, SeriesPoint, Store, StoreError
+from tokentop.history import SCHEMA_VERSION, SeriesPoint, Store, StoreError, retention
 from tokentop.model import Snapshot, Totals
 
 T0 = 1_700_000_040.0  # a whole minute, so ticks at T0 + k fall in predictable minutes
@@ -610,8 +610,6 @@ def test_an_interrupt_in_the_middle_of_a_retention_pass_leaves_no_transaction_op
 ) -> None:
     """A signal's exception (Ctrl-C's KeyboardInterrupt, a handler's SystemExit) raised in the
     pass: the pass is rolled back, so the session still closes with its end and every tick."""
-    from tokentop.history import retention
-
     path = tmp_path / "history.db"
     host = FakeHost(n_gpus=2, n_endpoints=1)
     next_session = retention._next_session
