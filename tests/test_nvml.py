@@ -302,6 +302,28 @@ def test_energy_counter_reset_is_reported_raw() -> None:
     assert before.energy_counter_mj is not None and before.energy_counter_mj > 75_000
 
 
+def test_an_energy_counter_or_memory_past_63_bits_is_not_a_reading() -> None:
+    """A u64 that no GPU reaches (a driver's garbage): not known, said, and the other values
+    kept; the next sane reading is taken again (the history stores signed 64-bit integers)."""
+    nvml = FakeNvml.healthy(count=2)
+    garbage = nvml.gpus[0]
+    garbage.energy_mj = float(2**64 - 2048)
+    garbage.memory_total_bytes = garbage.memory_used_bytes = 2**63
+    reader = opened(nvml)
+
+    bad, good = reader.read(1.0, False).gpus
+
+    assert (bad.energy_counter_mj, bad.memory_used_bytes) == (None, None)
+    assert bad.status == "ok" and bad.power_w == pytest.approx(garbage.power_w)
+    assert bad.error is not None and "18446744073709549568 mJ is not a reading" in bad.error
+    assert "nvmlDeviceGetMemoryInfo: 9223372036854775808 of 9223372036854775808 bytes is not a reading" in bad.error
+    assert good.error is None and good.energy_counter_mj == int(nvml.gpus[1].energy_mj)
+
+    garbage.energy_mj, garbage.memory_total_bytes, garbage.memory_used_bytes = 5_000.0, H200_MEMORY_BYTES, 7 * MIB
+    again = reader.read(2.0, False).gpus[0]
+    assert (again.energy_counter_mj, again.memory_used_bytes, again.error) == (5_000, 7 * MIB, None)
+
+
 def test_older_driver_without_field_values_falls_back_and_logs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -724,6 +724,72 @@ def test_a_snapshot_with_an_unstorable_value_is_skipped_alone(tmp_path: Path) ->
     assert rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks") == [(2,)]
 
 
+def with_gpu_sample(snapshot: Snapshot, **changes: object) -> Snapshot:
+    """The snapshot with its first GPU's sample changed."""
+    first = snapshot.gpus[0]
+    sample = dataclasses.replace(first.sample, **changes)
+    return dataclasses.replace(snapshot, gpus=(dataclasses.replace(first, sample=sample), *snapshot.gpus[1:]))
+
+
+def test_an_integer_past_64_bits_skips_its_tick_alone(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    with open_store(path) as store:
+        assert store.append(host.tick()) is None
+        bad = with_gpu_sample(host.tick(), energy_counter_mj=2**64 - 1)  # a driver's garbage counter
+        with pytest.raises(StoreError, match=f"tick {bad.seq} skipped, a value cannot be stored .*too large"):
+            store.append(bad)
+        for _ in range(3):
+            assert store.append(host.tick()) is None
+        assert (store.ticks_written, store.ticks_lost) == (4, 1)
+    assert rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks") == [(4,)]
+
+
+def test_an_unstorable_tick_queued_behind_a_lock_does_not_hold_up_the_ones_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    store = open_store(path, busy_timeout_s=0.02)
+    assert store.append(host.tick()) is None
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    bad = with_gpu_sample(host.tick(), energy_counter_mj=2**64 - 1)
+    assert store.append(bad) is not None  # queued: the file is locked
+    assert store.append(host.tick()) is not None
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    after = host.tick()
+    with pytest.raises(StoreError, match=f"tick {bad.seq} skipped") as info:
+        store.append(after)  # the bad tick is left out; the one queued after it and this one go in
+    assert f"tick {after.seq}" not in str(info.value)
+    for _ in range(3):
+        assert store.append(host.tick()) is None
+    assert store.close() is None
+    assert (store.ticks_written, store.ticks_lost) == (6, 1)
+    assert rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks") == [(6,)]
+    assert rows(path, "SELECT ended_at IS NOT NULL FROM sessions") == [(1,)]
+
+
+def test_closing_with_an_unstorable_tick_queued_writes_the_others_and_says_which_was_left_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    store = open_store(path, busy_timeout_s=0.02)
+    assert store.append(host.tick()) is None
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    bad = with_gpu_sample(host.tick(), memory_total_bytes=2**64)
+    assert store.append(bad) is not None
+    assert store.append(host.tick()) is not None
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    message = store.close()
+    assert message is not None and f"tick {bad.seq} skipped, a value cannot be stored" in message
+    assert (store.ticks_written, store.ticks_lost) == (2, 1)
+    assert rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks") == [(2,)]
+    assert rows(path, "SELECT ended_at IS NOT NULL FROM sessions") == [(1,)]
+
+
 def test_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     content = b"these are my notes, not a database\n" * 200

@@ -33,6 +33,7 @@ VALUE_TOKENS_IN, VALUE_TOKENS_OUT, VALUE_RUNNING, VALUE_WAITING, VALUE_KV = 2, 3
 
 
 class Tick(NamedTuple):
+    seq: int  # the snapshot's
     t: float  # on the session's clock (``tokentop.history.clock``)
     gpus: tuple[GpuRow, ...]
     endpoints: tuple[EndpointRow, ...]
@@ -40,7 +41,7 @@ class Tick(NamedTuple):
 
 def prepare(snapshot: Snapshot, t: float) -> Tick:
     """The rows of one snapshot, timed ``t``."""
-    return Tick(t, tuple(map(_gpu_row, snapshot.gpus)), tuple(map(_endpoint_row, snapshot.endpoints)))
+    return Tick(snapshot.seq, t, tuple(map(_gpu_row, snapshot.gpus)), tuple(map(_endpoint_row, snapshot.endpoints)))
 
 
 def _gpu_row(fig: GpuFigures) -> GpuRow:

@@ -43,6 +43,19 @@ CLOSE_WAIT_FACTOR = 8  # close() waits this many busy timeouts to write what is 
 RESAY_EVERY_S = 60.0  # how often a lasting "not written" line is said again, with its count
 
 
+# What binding a value SQLite cannot store raises: a type it has no adapter for, an int past 64 bits.
+_UNSTORABLE = (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError)
+
+
+class _Unstorable(Exception):
+    """A queued tick holds a value SQLite cannot store (``cause``)."""
+
+    def __init__(self, tick: Tick, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.tick = tick
+        self.cause = cause
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -123,17 +136,12 @@ class Writer:
         t = self._clock.time_of(snapshot.t_wall, snapshot.t_mono)
         clock_note = self._clock.note()
         self._pending.append(prepare(snapshot, t))
+        skipped: list[str] = []
         try:
-            self._flush()
-        except (sqlite3.InterfaceError, sqlite3.ProgrammingError) as exc:
-            self._pending.pop()  # this snapshot holds a value SQLite cannot store
-            self.ticks_lost += 1
-            raise StoreError(
-                f"history {self.path}: tick {snapshot.seq} skipped, a value cannot be stored ({exc})"
-            ) from None
+            self._flush_storable(skipped)
         except sqlite3.Error as exc:
-            line = self._not_written(exc, t)
-            if error_code(exc) in TRANSIENT:
+            line = "; ".join([*skipped, self._not_written(exc, t)])
+            if error_code(exc) in TRANSIENT and not skipped:
                 return "; ".join(filter(None, (line, clock_note)))
             raise StoreError(line) from None
         self._dropped, self._said = 0, None
@@ -142,6 +150,8 @@ class Writer:
             self._retained_at = t  # the first pass waits a minute: past a short jump of the wall clock
         elif t - self._retained_at >= RETENTION_EVERY_S:
             self._retain(t)
+        if skipped:  # the ticks after them are written
+            raise StoreError("; ".join(skipped))
         return clock_note
 
     def finish(self) -> str | None:
@@ -165,12 +175,27 @@ class Writer:
         try:
             close_wait_ms = int(self._busy_timeout_s * CLOSE_WAIT_FACTOR * 1000)
             self._conn.execute(f"PRAGMA busy_timeout = {close_wait_ms}")
-            self._flush(ended_at=self._clock.now(time.time()))
+            skipped: list[str] = []
+            self._flush_storable(skipped, ended_at=self._clock.now(time.time()))
         except Exception as exc:  # closing must never raise
             return self._give_up(describe(self.path, exc))
         if self._retention_now is not None:
             self._retain(self._written_until)
-        return None
+        return "; ".join(skipped) or None
+
+    def _flush_storable(self, skipped: list[str], ended_at: float | None = None) -> None:
+        """``_flush``, leaving out each queued tick that holds a value SQLite cannot store (a
+        type it cannot bind, an integer past 64 bits): it is lost, said in ``skipped``, and the
+        ticks queued with it are written; one bad tick never holds up the ones after it."""
+        while True:
+            try:
+                return self._flush(ended_at)
+            except _Unstorable as bad:
+                index = next(i for i, tick in enumerate(self._pending) if tick is bad.tick)
+                del self._pending[index]
+                self.ticks_lost += 1
+                why = f"tick {bad.tick.seq} skipped, a value cannot be stored ({bad.cause})"
+                skipped.append(f"history {self.path}: {why}")
 
     def _flush(self, ended_at: float | None = None) -> None:
         """Write every queued tick (and, when due, the session's totals; at close its end) in one
@@ -181,7 +206,10 @@ class Writer:
         try:
             cursor.execute("BEGIN IMMEDIATE")
             for tick in self._pending:
-                self._rows.write(tick)
+                try:
+                    self._rows.write(tick)
+                except _UNSTORABLE as exc:
+                    raise _Unstorable(tick, exc) from exc
             due = ended_at is not None or newest - refreshed_until >= totals.REFRESH_EVERY_S
             if due and newest > refreshed_until:
                 totals.refresh(conn, self.session_id, self._rows.latest, refreshed_until)

@@ -33,7 +33,7 @@ from tokentop.nvml.calls import (
     describe,
     nvml_text,
 )
-from tokentop.nvml.direct import direct_reads, read_basic
+from tokentop.nvml.direct import MEMORY_QUERY, direct_reads, read_basic
 from tokentop.nvml.mig import MIG_MEMORY_QUERY, MIG_UUID_QUERY, probe_mig, read_mig
 from tokentop.nvml.power import (
     ENERGY_FIELD,
@@ -69,6 +69,9 @@ log = logging.getLogger("tokentop.nvml")
 NOT_OPENED = "NVML reader not opened"
 CLOSED = "NVML reader closed"
 UNKNOWN_NAME = "unknown GPU"
+# NVML's memory and energy are unsigned 64-bit; past this no GPU's is a reading (16 million TB, or
+# 290 million years at a megawatt), and the history stores signed 64-bit integers.
+MAX_READING = 2**63 - 1
 
 
 def index_key(index: int) -> str:
@@ -229,9 +232,16 @@ class NvmlReader:
         utilization, memory_used, memory_total, temperature, sm_clock = read_basic(nvml, gpu)
         processes = read_processes(nvml, gpu) if with_processes else None
         mig = read_mig(nvml, gpu) if gpu.mig_slots else ()
+        if energy_mj is not None and energy_mj > MAX_READING:
+            nvml.failed(gpu, "energy counter", f"{energy_mj} mJ is not a reading")
+            energy_mj = None
         if memory_used is not None and memory_total is not None:  # one answer: both or neither
-            memory_used = int(memory_used)
-            gpu.memory_total_bytes = int(memory_total)
+            if memory_used > MAX_READING or memory_total > MAX_READING:
+                nvml.failed(gpu, MEMORY_QUERY, f"{memory_used} of {memory_total} bytes is not a reading")
+                memory_used = None
+            else:
+                memory_used = int(memory_used)
+                gpu.memory_total_bytes = int(memory_total)
         nothing_read = bool(gpu.failures) and all(
             value is None
             for value in (utilization, memory_used, power_w, power_limit_w, energy_mj, temperature, sm_clock, processes)
