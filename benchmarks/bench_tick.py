@@ -7,7 +7,9 @@ pages over loopback HTTP from another process (its CPU is not ours), the derivat
 SQLite append to a real file. Its CPU is this process's ``time.process_time()`` (every thread:
 the sampler's and the HTTP pool's) around the tick, so the wait for the network is excluded.
 The clock advances 1 s per tick, as at 1 Hz, so every fifth read of a page also reads the
-latency histograms (``LATENCY_EVERY_S``); ticks are ``--gap`` apart in real time.
+latency histograms (``LATENCY_EVERY_S``); ticks are ``--gap`` apart in real time. A tick's CPU
+grows with the time since the last one (``--gap 0 0.02 0.3 0.95`` shows it): code run after a
+sleep finds the caches cold, and here that costs about half as much again as the tick run hot.
 
 GPUs: ``--nvml c`` (the default) is the C fake ``libnvidia-ml.so.1`` in tests/fakenvml under the
 real ``pynvml`` and ctypes, as on a real host less the driver's own time (see
@@ -86,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--gap", type=float, default=0.02, help="seconds between ticks in real time")
+    parser.add_argument(
+        "--gap", type=float, nargs="+", default=[0.02], help="seconds between ticks in real time; several: each in turn"
+    )
     parser.add_argument("--engines", type=int, default=7, help="DP engines per page (7: about 130 KiB)")
     parser.add_argument("--nvml", choices=("c", "python"), default="c")
     parser.add_argument("--before", type=Path, help="an earlier tokentop's source tree")
@@ -96,12 +100,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         ports = [int(port) for port in args.ports.split(",")]
-        print(json.dumps(child(args.tree, args.nvml, ports, args.ticks, args.gap)))
+        print(json.dumps(child(args.tree, args.nvml, ports, args.ticks, args.gap[0])))
         return
     from bench_reader import busy_page  # it imports tokentop: not in a child, which picks its tree
 
     trees = {"now": ROOT} | ({"before": args.before.resolve()} if args.before else {})
-    cpu: dict[tuple[str, str], list[float]] = {(tree, server): [] for tree in trees for server in SERVERS}
+    cpu: dict[tuple[str, str, float], list[float]] = {
+        (tree, server, gap): [] for tree in trees for server in SERVERS for gap in args.gap
+    }
     with tempfile.TemporaryDirectory() as tmp:
         lib, why = build_fakenvml(Path(tmp)) if args.nvml == "c" else (None, "")
         if args.nvml == "c" and lib is None:
@@ -113,23 +119,25 @@ def main() -> None:
             for server_name, by_name in SERVERS.items():
                 server, ports = serve_file(page, 4, by_name=by_name)
                 try:
-                    for tree_name, tree in trees.items():
-                        cpu[tree_name, server_name] += run_child(tree, ports, args, lib)
+                    for gap in args.gap:
+                        for tree_name, tree in trees.items():
+                            cpu[tree_name, server_name, gap] += run_child(tree, ports, args, lib, gap)
                 finally:
                     server.kill()
     print(f"8 GPUs ({args.nvml} fake NVML), 4 endpoints of {size_kib:.0f} KiB vLLM pages, SQLite append")
     print(f"{args.rounds} rounds x {args.ticks} ticks, 1 s apart on the sampler's clock; CPU per tick, ms:")
-    print(f"{'tree':8s} {'server':12s} {'median':>8s} {'mean':>8s} {'p95':>8s}   (target <= 2.5 ms)")
-    for (tree_name, server_name), values in cpu.items():
+    print(f"{'tree':8s} {'server':12s} {'gap s':>6s} {'median':>8s} {'mean':>8s} {'p95':>8s}   (target <= 2.5 ms)")
+    for (tree_name, server_name, gap), values in cpu.items():
         values.sort()
         median, p95 = statistics.median(values) * 1e3, values[int(len(values) * 0.95)] * 1e3
-        print(f"{tree_name:8s} {server_name:12s} {median:8.2f} {statistics.mean(values) * 1e3:8.2f} {p95:8.2f}")
+        mean = statistics.mean(values) * 1e3
+        print(f"{tree_name:8s} {server_name:12s} {gap:6.2f} {median:8.2f} {mean:8.2f} {p95:8.2f}")
     print("median: a tick that reads the counters; mean: with every fifth one's histograms (record's cost a second)")
 
 
-def run_child(tree: Path, ports: list[int], args: argparse.Namespace, lib: Path | None) -> list[float]:
+def run_child(tree: Path, ports: list[int], args: argparse.Namespace, lib: Path | None, gap: float) -> list[float]:
     command = [sys.executable, __file__, "--child", "--tree", str(tree), "--ports", ",".join(map(str, ports))]
-    command += ["--ticks", str(args.ticks), "--gap", str(args.gap), "--nvml", args.nvml]
+    command += ["--ticks", str(args.ticks), "--gap", str(gap), "--nvml", args.nvml]
     env = dict(os.environ)
     if lib is not None:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH")]))
