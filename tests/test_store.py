@@ -769,6 +769,34 @@ def test_an_unstorable_tick_queued_behind_a_lock_does_not_hold_up_the_ones_after
     assert rows(path, "SELECT ended_at IS NOT NULL FROM sessions") == [(1,)]
 
 
+def test_unstorable_ticks_among_good_ones_are_left_out_in_one_line_and_the_good_ones_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.db"
+    host = FakeHost()
+    store = open_store(path, busy_timeout_s=0.02)
+    assert store.append(host.tick()) is None
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    queued = [host.tick(), with_gpu_sample(host.tick(), energy_counter_mj=2**64 - 1), host.tick()]
+    queued += [with_gpu_sample(host.tick(), memory_total_bytes=2**64), host.tick()]
+    for snapshot in queued:
+        assert store.append(snapshot) is not None
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with pytest.raises(StoreError) as info:
+        store.append(host.tick())
+    assert str(info.value) == (
+        f"history {path}: 2 ticks (the first {queued[1].seq}) skipped, a value cannot be stored"
+        " (Python int too large to convert to SQLite INTEGER)"
+    )
+    assert (store.ticks_written, store.ticks_lost) == (5, 2)
+    assert store.close() is None
+    times = [t for (t,) in rows(path, "SELECT DISTINCT t FROM gpu_ticks ORDER BY t")]
+    assert len(times) == 5 and times == sorted(set(times))
+    assert rows(path, "SELECT count(*) FROM gpu_ticks") == [(5 * len(queued[0].gpus),)]
+
+
 def test_closing_with_an_unstorable_tick_queued_writes_the_others_and_says_which_was_left_out(
     tmp_path: Path,
 ) -> None:

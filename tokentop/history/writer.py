@@ -26,6 +26,7 @@ import math
 import sqlite3
 import time
 from collections import deque
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ CLOSE_WAIT_FACTOR = 8  # close() waits this many busy timeouts to write what is 
 RESAY_EVERY_S = 60.0  # how often a lasting "not written" line is said again, with its count
 
 
-# What binding a value SQLite cannot store raises: a type it has no adapter for, an int past 64 bits.
-_UNSTORABLE = (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError)
+# What binding a value SQLite cannot store raises: a type it has no adapter for, an int past 64
+# bits, a string that is not Unicode (a lone surrogate).
+_UNSTORABLE = (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError, UnicodeEncodeError)
 
 
 class _Unstorable(Exception):
@@ -54,6 +56,15 @@ class _Unstorable(Exception):
         super().__init__(str(cause))
         self.tick = tick
         self.cause = cause
+
+
+def _skipped_line(path: Path, skipped: list[_Unstorable]) -> str | None:
+    """One line for the ticks left out, however many."""
+    if not skipped:
+        return None
+    first = skipped[0]
+    which = f"tick {first.tick.seq}" if len(skipped) == 1 else f"{len(skipped)} ticks (the first {first.tick.seq})"
+    return f"history {path}: {which} skipped, a value cannot be stored ({first.cause})"
 
 
 def _plural(n: int, word: str) -> str:
@@ -136,13 +147,13 @@ class Writer:
         t = self._clock.time_of(snapshot.t_wall, snapshot.t_mono)
         clock_note = self._clock.note()
         self._pending.append(prepare(snapshot, t))
-        skipped: list[str] = []
+        skipped: list[_Unstorable] = []
         try:
             self._flush_storable(skipped)
         except sqlite3.Error as exc:
-            line = "; ".join([*skipped, self._not_written(exc, t)])
+            line = "; ".join(filter(None, (_skipped_line(self.path, skipped), self._not_written(exc, t), clock_note)))
             if error_code(exc) in TRANSIENT and not skipped:
-                return "; ".join(filter(None, (line, clock_note)))
+                return line
             raise StoreError(line) from None
         self._dropped, self._said = 0, None
         self._retention_now = min(t, snapshot.t_wall)  # a wall clock gone ahead deletes nothing early
@@ -150,8 +161,8 @@ class Writer:
             self._retained_at = t  # the first pass waits a minute: past a short jump of the wall clock
         elif t - self._retained_at >= RETENTION_EVERY_S:
             self._retain(t)
-        if skipped:  # the ticks after them are written
-            raise StoreError("; ".join(skipped))
+        if skipped:  # the ticks queued with them are written
+            raise StoreError("; ".join(filter(None, (_skipped_line(self.path, skipped), clock_note))))
         return clock_note
 
     def finish(self) -> str | None:
@@ -172,21 +183,24 @@ class Writer:
             self._look_at_file()
         if self._gone is not None:
             return self._give_up(self._gone)
+        skipped: list[_Unstorable] = []
         try:
             close_wait_ms = int(self._busy_timeout_s * CLOSE_WAIT_FACTOR * 1000)
             self._conn.execute(f"PRAGMA busy_timeout = {close_wait_ms}")
-            skipped: list[str] = []
             self._flush_storable(skipped, ended_at=self._clock.now(time.time()))
         except Exception as exc:  # closing must never raise
-            return self._give_up(describe(self.path, exc))
+            given_up = self._give_up(describe(self.path, exc))
+            return "; ".join(filter(None, (_skipped_line(self.path, skipped), given_up)))
         if self._retention_now is not None:
             self._retain(self._written_until)
-        return "; ".join(skipped) or None
+        return _skipped_line(self.path, skipped)
 
-    def _flush_storable(self, skipped: list[str], ended_at: float | None = None) -> None:
+    def _flush_storable(self, skipped: list[_Unstorable], ended_at: float | None = None) -> None:
         """``_flush``, leaving out each queued tick that holds a value SQLite cannot store (a
-        type it cannot bind, an integer past 64 bits): it is lost, said in ``skipped``, and the
-        ticks queued with it are written; one bad tick never holds up the ones after it."""
+        type it cannot bind, an integer past 64 bits): it is lost, added to ``skipped``, and the
+        ticks queued with it are written; one bad tick never holds up the ones after it. The
+        ticks before a bad one were written without a fault: they are committed on their own
+        first, so that each tick is written at most twice however many are bad."""
         while True:
             try:
                 return self._flush(ended_at)
@@ -194,18 +208,22 @@ class Writer:
                 index = next(i for i, tick in enumerate(self._pending) if tick is bad.tick)
                 del self._pending[index]
                 self.ticks_lost += 1
-                why = f"tick {bad.tick.seq} skipped, a value cannot be stored ({bad.cause})"
-                skipped.append(f"history {self.path}: {why}")
+                skipped.append(bad)
+                if index:
+                    self._flush(count=index)
+                if not self._pending and ended_at is None:
+                    return
 
-    def _flush(self, ended_at: float | None = None) -> None:
-        """Write every queued tick (and, when due, the session's totals; at close its end) in one
-        transaction."""
+    def _flush(self, ended_at: float | None = None, count: int | None = None) -> None:
+        """Write every queued tick (``count``: the first ones only) and, when due, the session's
+        totals (at close its end) in one transaction."""
         conn, cursor = self._conn, self._cursor
         latest, refreshed_until = dict(self._rows.latest), self._refreshed_until
-        newest = self._pending[-1].t if self._pending else self._written_until
+        ticks = self._pending if count is None else list(islice(self._pending, count))
+        newest = ticks[-1].t if ticks else self._written_until
         try:
             cursor.execute("BEGIN IMMEDIATE")
-            for tick in self._pending:
+            for tick in ticks:
                 try:
                     self._rows.write(tick)
                 except _UNSTORABLE as exc:
@@ -222,9 +240,13 @@ class Writer:
             self._refreshed_until = refreshed_until
             rollback(conn)
             raise
-        self.ticks_written += len(self._pending)
+        self.ticks_written += len(ticks)
         self._written_until = newest
-        self._pending.clear()
+        if count is None:
+            self._pending.clear()
+        else:
+            for _ in range(count):
+                self._pending.popleft()
 
     def _not_written(self, exc: sqlite3.Error, t: float) -> str:
         """Drop what the queue cannot hold; the line that says ticks are not being written: the

@@ -233,11 +233,11 @@ class NvmlReader:
         processes = read_processes(nvml, gpu) if with_processes else None
         mig = read_mig(nvml, gpu) if gpu.mig_slots else ()
         if energy_mj is not None and energy_mj > MAX_READING:
-            nvml.failed(gpu, "energy counter", f"{energy_mj} mJ is not a reading")
+            nvml.failed(gpu, "energy counter", "past 2^63 mJ: not a reading")
             energy_mj = None
         if memory_used is not None and memory_total is not None:  # one answer: both or neither
             if memory_used > MAX_READING or memory_total > MAX_READING:
-                nvml.failed(gpu, MEMORY_QUERY, f"{memory_used} of {memory_total} bytes is not a reading")
+                nvml.failed(gpu, MEMORY_QUERY, "past 2^63 bytes: not a reading")
                 memory_used = None
             else:
                 memory_used = int(memory_used)
