@@ -745,18 +745,26 @@ def test_an_integer_past_64_bits_skips_its_tick_alone(tmp_path: Path) -> None:
     assert rows(path, "SELECT count(DISTINCT t) FROM gpu_ticks") == [(4,)]
 
 
+def queued_behind_a_lock(path: Path, first: Snapshot, *snapshots: Snapshot) -> Store:
+    """A store with ``first`` written, then ``snapshots`` queued while another writer held the
+    file's write lock, which is free again."""
+    store = open_store(path, busy_timeout_s=0.02)
+    assert store.append(first) is None
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    for snapshot in snapshots:
+        assert store.append(snapshot) is not None  # queued: the file is locked
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    return store
+
+
 def test_an_unstorable_tick_queued_behind_a_lock_does_not_hold_up_the_ones_after_it(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     host = FakeHost()
-    store = open_store(path, busy_timeout_s=0.02)
-    assert store.append(host.tick()) is None
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
+    first = host.tick()
     bad = with_gpu_sample(host.tick(), energy_counter_mj=2**64 - 1)
-    assert store.append(bad) is not None  # queued: the file is locked
-    assert store.append(host.tick()) is not None
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    store = queued_behind_a_lock(path, first, bad, host.tick())
     after = host.tick()
     with pytest.raises(StoreError, match=f"tick {bad.seq} skipped") as info:
         store.append(after)  # the bad tick is left out; the one queued after it and this one go in
@@ -774,16 +782,10 @@ def test_unstorable_ticks_among_good_ones_are_left_out_in_one_line_and_the_good_
 ) -> None:
     path = tmp_path / "history.db"
     host = FakeHost()
-    store = open_store(path, busy_timeout_s=0.02)
-    assert store.append(host.tick()) is None
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
+    first = host.tick()
     queued = [host.tick(), with_gpu_sample(host.tick(), energy_counter_mj=2**64 - 1), host.tick()]
     queued += [with_gpu_sample(host.tick(), memory_total_bytes=2**64), host.tick()]
-    for snapshot in queued:
-        assert store.append(snapshot) is not None
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    store = queued_behind_a_lock(path, first, *queued)
     with pytest.raises(StoreError) as info:
         store.append(host.tick())
     assert str(info.value) == (
@@ -802,15 +804,9 @@ def test_closing_with_an_unstorable_tick_queued_writes_the_others_and_says_which
 ) -> None:
     path = tmp_path / "history.db"
     host = FakeHost()
-    store = open_store(path, busy_timeout_s=0.02)
-    assert store.append(host.tick()) is None
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
+    first = host.tick()
     bad = with_gpu_sample(host.tick(), memory_total_bytes=2**64)
-    assert store.append(bad) is not None
-    assert store.append(host.tick()) is not None
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    store = queued_behind_a_lock(path, first, bad, host.tick())
     message = store.close()
     assert message is not None and f"tick {bad.seq} skipped, a value cannot be stored" in message
     assert (store.ticks_written, store.ticks_lost) == (2, 1)
