@@ -9,7 +9,7 @@ the sampler's and the HTTP pool's) around the tick, so the wait for the network 
 The clock advances 1 s per tick, as at 1 Hz, so every fifth read of a page also reads the
 latency histograms (``LATENCY_EVERY_S``); ticks are ``--gap`` apart in real time. A tick's CPU
 grows with the time since the last one (``--gap 0 0.02 0.3 0.95`` shows it): code run after a
-sleep finds the caches cold, and here that costs about half as much again as the tick run hot.
+sleep finds the caches cold, and here that costs about a third more than the tick run hot.
 
 GPUs: ``--nvml c`` (the default) is the C fake ``libnvidia-ml.so.1`` in tests/fakenvml under the
 real ``pynvml`` and ctypes, as on a real host less the driver's own time (see

@@ -69,8 +69,8 @@ log = logging.getLogger("tokentop.nvml")
 NOT_OPENED = "NVML reader not opened"
 CLOSED = "NVML reader closed"
 UNKNOWN_NAME = "unknown GPU"
-# NVML's memory and energy are unsigned 64-bit; past this no GPU's is a reading (16 million TB, or
-# 290 million years at a megawatt), and the history stores signed 64-bit integers.
+# NVML's memory and energy are unsigned 64-bit; past this no GPU's is a reading (9 million TB, or
+# 290,000 years at a kilowatt), and the history stores signed 64-bit integers.
 MAX_READING = 2**63 - 1
 
 
