@@ -321,12 +321,29 @@ def test_no_cost_series_for_a_gpu_without_a_price(demo_snapshot: Snapshot) -> No
     assert read("tokentop_gpu_info", {**info, "energy_method": "counter", "engines": "llama-70b"}) == 1.0
 
 
+def test_gpu_memory_and_temperature_are_published_as_read(demo_snapshot: Snapshot) -> None:
+    read = registry_of(demo_snapshot).get_sample_value
+    for gpu in demo_snapshot.gpus:
+        sample = gpu.sample
+        assert sample.memory_used_bytes and sample.memory_total_bytes and sample.temperature_c
+        assert read("tokentop_gpu_memory_used_bytes", gpu_labels(gpu)) == sample.memory_used_bytes
+        assert read("tokentop_gpu_memory_total_bytes", gpu_labels(gpu)) == sample.memory_total_bytes
+        assert read("tokentop_gpu_temperature_celsius", gpu_labels(gpu)) == sample.temperature_c
+
+
 def test_an_unknown_reading_is_left_out_never_written_as_zero(demo_snapshot: Snapshot) -> None:
     gpu = demo_snapshot.gpus[0]
-    blind = replace(gpu, sample=replace(gpu.sample, power_w=None, utilization_pct=None))
+    unknown = {"power_w": None, "utilization_pct": None, "temperature_c": None}
+    blind = replace(gpu, sample=replace(gpu.sample, **unknown, memory_used_bytes=None, memory_total_bytes=None))
     registry = registry_of(replace(demo_snapshot, gpus=(blind,)))
-    assert registry.get_sample_value("tokentop_gpu_power_watts", gpu_labels(blind)) is None
-    assert registry.get_sample_value("tokentop_gpu_utilization_ratio", gpu_labels(blind)) is None
+    for name in (
+        "tokentop_gpu_power_watts",
+        "tokentop_gpu_utilization_ratio",
+        "tokentop_gpu_memory_used_bytes",
+        "tokentop_gpu_memory_total_bytes",
+        "tokentop_gpu_temperature_celsius",
+    ):
+        assert registry.get_sample_value(name, gpu_labels(blind)) is None, name
     assert registry.get_sample_value("tokentop_gpu_energy_joules_total", gpu_labels(blind)) == gpu.totals.energy_j
 
 

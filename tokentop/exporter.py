@@ -122,6 +122,9 @@ GPU_SERIES: tuple[Series[GpuFigures], ...] = (
         lambda f: None if f.sample.utilization_pct is None else f.sample.utilization_pct / 100.0,
     ),
     _one("tokentop_gpu_usd_per_hour", "Cost rate at the latest power reading", False, lambda f: f.usd_per_hour_now),
+    _one("tokentop_gpu_memory_used_bytes", "GPU memory in use, latest", False, lambda f: f.sample.memory_used_bytes),
+    _one("tokentop_gpu_memory_total_bytes", "GPU memory in all", False, lambda f: f.sample.memory_total_bytes),
+    _one("tokentop_gpu_temperature_celsius", "GPU temperature, latest", False, lambda f: f.sample.temperature_c),
 )
 
 ENDPOINT_SERIES: tuple[Series[EndpointFigures], ...] = (
