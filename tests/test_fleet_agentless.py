@@ -268,3 +268,21 @@ def test_dollars_an_hour_are_unknown_when_energy_is_charged_and_power_is_not_kno
     price = names["gpu-s"].gpus[0].price
     assert price is not None and per_hour is not None
     assert per_hour == pytest.approx(price.usd_per_gpu_hour + energy_cost_usd(300.0 * 3600.0, owned))
+
+
+@pytest.mark.parametrize(
+    ("memory", "expected"),
+    [
+        ({"fb_used": "74215", "fb_free": "6811"}, (74215 << 20, 81026 << 20)),  # MiB, before 4.9.0
+        ({"fb_used": str(74215 << 20), "fb_free": str(6811 << 20)}, (74215 << 20, 81026 << 20)),  # bytes
+        ({"fb_used": "0", "fb_free": str(80 << 30)}, (0, 80 << 30)),  # an idle GPU, in bytes
+        ({"fb_used": "74000", "fb_free": "6811", "fb_reserved": "215"}, (74215 << 20, 81026 << 20)),
+        ({"fb_used": "74215"}, (None, None)),  # no total without the free part, no unit either
+        ({"fb_used": "-1", "fb_free": "6811"}, (None, None)),
+    ],
+)
+def test_memory_is_made_what_nvml_gives_in_bytes(memory: dict[str, str], expected: tuple[int | None, ...]) -> None:
+    latest = answer({part: [(SLICED, value)] for part, value in memory.items()})
+    names, _ = hosts(answer({}), answer({}), latest)
+    sample = names["gpu-s"].gpus[0].sample
+    assert (sample.memory_used_bytes, sample.memory_total_bytes) == expected

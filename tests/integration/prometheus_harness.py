@@ -300,24 +300,59 @@ def dcgm_before_490(template: str, ts: int, t0: float, watts: float) -> str:
     return stamped(out, ts)
 
 
+H200_MIB = {"DCGM_FI_DEV_FB_USED": 120_000, "DCGM_FI_DEV_FB_FREE": 23_238, "DCGM_FI_DEV_FB_RESERVED": 533}
+"""gpu-b's memory (MiB; its page says bytes): 143,771 MiB in all, what nvidia-smi gives an H200."""
+
+
 def dcgm_490(template: str, ts: int, t0: float, watts: float) -> str:
     """One H200 on host gpu-b, without pods, in dcgm-exporter 4.9.0's layout (energy in J,
-    utilisation 0-1 at 0.5, ``hostname``), made from the template's first GPU."""
+    utilisation 0-1 at 0.5, memory in bytes with the reserved part, ``hostname``), made from the
+    template's first GPU."""
     out = []
     for line in template.splitlines():
         if line.startswith("#"):
-            out.append(line.replace("(in mJ)", "(in J)").replace("(in %)", "(ratio)"))
+            out.append(line.replace("(in mJ)", "(in J)").replace("(in %)", "(ratio)").replace("(in MiB)", "(in B)"))
         elif 'gpu="0"' in line:
             line = line.replace("NVIDIA H100 80GB HBM3", "NVIDIA H200").replace("Hostname", "hostname")
             line = line.replace(',container="vllm",namespace="default",pod="vllm-70b"', "")
             line = line.replace("gpu-a", "gpu-b").replace("GPU-604ac76c", "GPU-b0b0b0b0")
-            value = {
-                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": f"{watts * (ts - t0):.3f}",
-                "DCGM_FI_DEV_POWER_USAGE": f"{watts:g}",
-                "DCGM_FI_DEV_GPU_UTIL": "0.5",
-            }.get(line.split("{", 1)[0])
-            out.append(line if value is None else with_value(line, value))
-    return stamped(out, ts)
+            if line.startswith("DCGM_FI_DEV_FB_USED{"):
+                out.append(line.replace("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_RESERVED"))
+            out.append(line)
+    values = {
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": f"{watts * (ts - t0):.3f}",
+        "DCGM_FI_DEV_POWER_USAGE": f"{watts:g}",
+        "DCGM_FI_DEV_GPU_UTIL": "0.5",
+        **{name: str(mib << 20) for name, mib in H200_MIB.items()},
+    }
+
+    def valued(line: str) -> str:
+        value = None if line.startswith("#") else values.get(line.split("{", 1)[0])
+        return line if value is None else with_value(line, value)
+
+    return stamped([valued(line) for line in out], ts)
+
+
+def dcgm_mig_and_sliced(ts: int) -> str:
+    """Host gpu-m's dcgm-exporter, labels honoured: GPU 0 an A100 in two MIG instances of 40,192
+    MiB (one held by pod ``a``, the other shared by pods ``b`` and ``c``, whose rows repeat it),
+    each row with the whole GPU's 250 W and 55 C; GPU 1 an H100 time-sliced by pods ``d`` and
+    ``e``, each row the whole GPU's (350 W, 66 C, 50,000 MiB used of 81,026)."""
+    a100 = 'gpu="0",UUID="GPU-a100a100",device="nvidia0",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-m"'
+    h100 = 'gpu="1",UUID="GPU-h100h100",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-m"'
+    rows = [  # (labels, W, C, used MiB, free MiB)
+        (f'{a100},GPU_I_PROFILE="3g.40gb",GPU_I_ID="1",namespace="ml",pod="a"', 250, 55, 30_000, 10_192),
+        (f'{a100},GPU_I_PROFILE="3g.40gb",GPU_I_ID="2",namespace="ml",pod="b"', 250, 55, 12_000, 28_192),
+        (f'{a100},GPU_I_PROFILE="3g.40gb",GPU_I_ID="2",namespace="ml",pod="c"', 250, 55, 12_000, 28_192),
+        (f'{h100},namespace="ml",pod="d"', 350, 66, 50_000, 31_026),
+        (f'{h100},namespace="ml",pod="e"', 350, 66, 50_000, 31_026),
+    ]
+    names = ("DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE")
+    lines = []
+    for column, name in enumerate(names, start=1):
+        lines.append(f"# TYPE {name} gauge")
+        lines += [f"{name}{{{row[0]}}} {row[column]}" for row in rows]
+    return stamped(lines, ts)
 
 
 def server_page(prefix: str, tok_s_out: float, ts: int, t0: float) -> str:

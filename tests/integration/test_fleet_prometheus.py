@@ -204,6 +204,26 @@ def test_focused_reads_every_hosts_figures_and_the_opened_hosts_rows(fleet: Flee
     assert [h.name for h in focused.read().hosts if h.snapshot and h.snapshot.gpus] == ["h1"]
 
 
+def test_gpu_memory_and_temperature_are_each_hosts_latest(fleet: Fleet) -> None:
+    wait_until(fleet.started + 2)
+    at = time.time() - 1.0
+    reading = _pinned(source(fleet.prometheus.url), at).read()
+    for name, gauge in [
+        ("memory_used_bytes", "tokentop_gpu_memory_used_bytes"),
+        ("memory_total_bytes", "tokentop_gpu_memory_total_bytes"),
+        ("temperature_c", "tokentop_gpu_temperature_celsius"),
+    ]:
+        published = {
+            (r["metric"]["host"], r["metric"]["uuid"]): float(r["value"][1]) for r in fleet.prometheus.query(gauge, at)
+        }
+        read = {
+            (host.name, g.sample.uuid): getattr(g.sample, name)
+            for host in reading.hosts
+            for g in (host.snapshot.gpus if host.snapshot else ())
+        }
+        assert len(published) == 3 * 8 and read == published, name
+
+
 def _close(fleet_value: float | None, own_value: float | None, tolerance: float, what: str) -> None:
     assert fleet_value is not None and own_value is not None, what
     assert abs(fleet_value - own_value) <= tolerance, f"{what}: fleet {fleet_value} vs host {own_value} (±{tolerance})"

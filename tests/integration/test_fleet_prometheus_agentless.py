@@ -21,16 +21,20 @@ import pytest
 from loopback import LoopbackServer, Reply
 from prometheus_harness import (
     DCGM_TEMPLATE,
+    H200_MIB,
+    Job,
     Prometheus,
     Unavailable,
     agentless_jobs,
     dcgm_490,
     dcgm_before_490,
+    dcgm_mig_and_sliced,
     server_page,
     unavailable,
 )
 
 from tokentop.config import Config, PrometheusConfig
+from tokentop.fleet.model import FleetHost
 from tokentop.fleet.prometheus_source import PrometheusSource
 from tokentop.fleet.prometheus_summary import summarize
 
@@ -121,3 +125,57 @@ def test_agentless_reading_joins_by_pod_and_by_host(agentless: Agentless) -> Non
     assert a.snapshot.host.cost_window.usd_per_mtok == pytest.approx(HAND_A, rel=0.35)
     assert reading.fleet.usd_per_mtok is not None and math.isfinite(reading.fleet.usd_per_mtok)
     assert a.engines_up == 1 and b.engines_up == 1
+
+
+MIB = 1 << 20
+
+
+def read_hosts(url: str) -> dict[str, FleetHost]:
+    src = PrometheusSource(config(url), stale_after_s=5.0)
+    reading = src.read()
+    src.close()
+    assert reading.mode == "agentless" and reading.status is None, reading.status
+    return {h.name: h for h in reading.hosts}
+
+
+def test_memory_and_temperature_are_read_in_mib_and_in_bytes(agentless: Agentless) -> None:
+    time.sleep(max(0.0, agentless.started + 2 - time.time()))
+    hosts = read_hosts(agentless.prometheus.url)
+    a, b = hosts["gpu-a"].snapshot, hosts["gpu-b"].snapshot
+    assert a is not None and b is not None
+    seen = [(g.sample.memory_used_bytes, g.sample.memory_total_bytes, g.sample.temperature_c) for g in a.gpus]
+    assert seen == [(74_215 * MIB, 81_026 * MIB, 61.0), (73_987 * MIB, 81_026 * MIB, 58.0)]  # MiB (< 4.9.0)
+    h200 = b.gpus[0].sample  # bytes (4.9.0), the reserved part counted as used, as NVML's v1 counts it
+    used = H200_MIB["DCGM_FI_DEV_FB_USED"] + H200_MIB["DCGM_FI_DEV_FB_RESERVED"]
+    assert (h200.memory_used_bytes, h200.memory_total_bytes) == (used * MIB, 143_771 * MIB)
+    assert h200.temperature_c == 61.0
+
+
+@pytest.fixture(scope="module")
+def mig_and_sliced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A Prometheus over one host's dcgm-exporter: a MIG A100 and a time-sliced H100."""
+    with LoopbackServer() as pages:
+        pages.route("/m/dcgm", lambda seen: Reply(body=dcgm_mig_and_sliced(int(time.time()))))
+        job = Job("dcgm-m", (pages.url.removeprefix("http://"),), {"instance": "gpu-m:9400"}, "/m/dcgm", True)
+        prometheus = Prometheus(tmp_path_factory.mktemp("mig"), [job])
+        try:
+            prometheus.start()
+        except Unavailable as exc:
+            unavailable(str(exc))
+        try:
+            prometheus.wait_for("count(DCGM_FI_DEV_FB_USED)", lambda r: bool(r) and r[0]["value"][1] == "5")
+            yield prometheus
+        finally:
+            prometheus.stop()
+
+
+def test_a_mig_gpus_memory_is_its_instances_summed_and_a_time_sliced_gpus_taken_once(
+    mig_and_sliced: Prometheus,
+) -> None:
+    gpus = read_hosts(mig_and_sliced.url)["gpu-m"].snapshot
+    assert gpus is not None
+    mig, sliced = (g.sample for g in gpus.gpus)
+    assert (mig.memory_used_bytes, mig.memory_total_bytes) == ((30_000 + 12_000) * MIB, 2 * 40_192 * MIB)
+    assert (sliced.memory_used_bytes, sliced.memory_total_bytes) == (50_000 * MIB, 81_026 * MIB)
+    assert (mig.temperature_c, sliced.temperature_c) == (55.0, 66.0)
+    assert (mig.power_w, sliced.power_w) == (250.0, 350.0)  # repeated per row, never summed

@@ -15,7 +15,12 @@ Units: dcgm-exporter's energy counter is mJ before 4.9.0 and J from 4.9.0. No GP
 and none draws under 5 W, so a counter moving more than 5000 units a second counts mJ. Where the
 counter disagrees with the mean power by more than a factor of two (a blank-value sentinel, a
 reset mid-window), energy is the mean power times the window instead. GPU utilisation is % before
-4.9.0 and 0-1 after; it is read as 0-1 where the energy counter is in J.
+4.9.0 and 0-1 after; it is read as 0-1 where the energy counter is in J. Framebuffer memory is
+MiB before 4.9.0 and bytes from it, told apart by size: no GPU has 10 TB (``MIB_BELOW`` MiB), and
+none has under 10 MB. Memory is made what the local view reads from NVML (its v1 memory info):
+used is ``FB_USED`` plus ``FB_RESERVED`` where that is published (newer releases; older ones
+count reserved memory in neither), total is used plus ``FB_FREE``, known only with both. A MIG
+GPU's memory is the sum of its instances' (``promql.agentless_latest``).
 
 Cost: each GPU's price by its ``modelName`` (``tokentop.cost.price_for`` with the user's config)
 for the whole window (a GPU that first appeared within the window is charged for all of it), plus
@@ -39,6 +44,8 @@ from tokentop.text import safe_text
 MJ_RATE_ABOVE = 5000.0  # energy units per second above which the counter counts mJ
 MAX_PLAUSIBLE_W = 1e5  # a mean power above this holds a blank-value sentinel
 ENERGY_AGREEMENT = 2.0  # counter and mean power may differ by this factor before power wins
+MIB_BELOW = 1e7  # a GPU's memory in all (used + free) below this counts MiB, above it bytes
+MIB = 1 << 20
 
 
 @dataclass
@@ -256,8 +263,19 @@ class Agentless:
             cost.tokens_in, cost.tokens_out, cost.energy_j, cost.cost_usd, cost.busy_s, cost.busy_cost_usd,
             elapsed_s=self.cost_window_s,
         )  # fmt: skip
+        used, total = _memory(gpu.values)
+        sample = GpuSample(
+            gpu.uuid,
+            gpu.index,
+            gpu.model,
+            utilization_pct=util,
+            memory_used_bytes=used,
+            memory_total_bytes=total,
+            power_w=power,
+            temperature_c=gpu.values.get("latest.temperature"),
+        )
         return GpuFigures(
-            sample=GpuSample(gpu.uuid, gpu.index, gpu.model, utilization_pct=util, power_w=power),
+            sample=sample,
             engines=tuple(_server_name(s) for s in servers),
             price=price,
             energy_method=method,
@@ -292,6 +310,16 @@ class Agentless:
             ttft_p95_s=None,
             itl_p50_s=None,
         )
+
+
+def _memory(values: dict[str, float]) -> tuple[int | None, int | None]:
+    """(used, total) bytes as NVML's v1 memory info gives them; (None, None) without used and free."""
+    used, free = values.get("latest.fb_used"), values.get("latest.fb_free")
+    if used is None or free is None or used < 0 or free < 0:
+        return None, None
+    used += values.get("latest.fb_reserved", 0.0)
+    unit = MIB if used + free < MIB_BELOW else 1
+    return round(used * unit), round((used + free) * unit)
 
 
 def _busy_share(server: _Server, answer: str) -> float:

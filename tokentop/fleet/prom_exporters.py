@@ -27,6 +27,7 @@ from tokentop.text import safe_text
 
 Parts = dict[str, list[Sample]]
 GpuKey = tuple[str, str]  # host, uuid
+_GPU_GAUGES = ("power", "util", "usd_h", "memory_used", "memory_total", "temperature")  # ``promql`` parts
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def read_hosts(cost: Parts, rate: Parts, latest: Parts, rate_window_s: float, co
     cost_gpu, rate_gpu = counters(cost, "", gkey), counters(rate, "", gkey)
     total_gpu = counters(latest, "total_", gkey)
     info = _one(latest, "info", gkey)
-    gauges = {name: _one(latest, name, gkey) for name in ("power", "util", "usd_h")}
+    gauges = {name: _one(latest, name, gkey) for name in _GPU_GAUGES}
     gpus_by_host: dict[str, list[GpuFigures]] = defaultdict(list)
     for key in sorted(set(cost_gpu) | set(total_gpu) | set(info), key=lambda k: (k[0], _index(info.get(k)))):
         figures = _gpu(
@@ -151,7 +152,10 @@ def _gpu(
         index=_index(info) if info else -1,
         name=safe_text(labels.get("name") or "unknown GPU"),
         utilization_pct=None if util is None else util * 100.0,
+        memory_used_bytes=_bytes(gauge["memory_used"]),
+        memory_total_bytes=_bytes(gauge["memory_total"]),
         power_w=gauge["power"],
+        temperature_c=gauge["temperature"],
     )
     source = labels.get("price_source", "none")
     price = None
@@ -170,6 +174,10 @@ def _gpu(
         rate_window=rate,
         cost_window=cost,
     )
+
+
+def _bytes(value: float | None) -> int | None:
+    return None if value is None or not 0 <= value < 2**63 else round(value)
 
 
 def host_figures(gpus: tuple[GpuFigures, ...], rate_window_s: float, cost_window_s: float) -> HostFigures:

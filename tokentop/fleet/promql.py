@@ -28,6 +28,14 @@ TOKENTOP_MARK = "tokentop_snapshot_timestamp_seconds"
 DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"
 DCGM_ENERGY_NAMES = ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total")
 DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+DCGM_TEMP = "DCGM_FI_DEV_GPU_TEMP"
+# Framebuffer memory, MiB before dcgm-exporter 4.9.0 and bytes from it; reserved is published
+# by newer releases only (``tokentop.fleet.agentless`` makes them NVML's used and total).
+DCGM_MEMORY = {
+    "fb_used": "DCGM_FI_DEV_FB_USED",
+    "fb_free": "DCGM_FI_DEV_FB_FREE",
+    "fb_reserved": "DCGM_FI_DEV_FB_RESERVED",
+}
 FP64_BLANK_BELOW = 1e14  # dcgm-exporter's blank floats are 2^47 and up, blank integers ~9.2e18
 
 
@@ -97,6 +105,9 @@ def tokentop_latest_parts(seen_window_s: float, host: str | None = None) -> dict
             "power": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_power_watts')})",
             "util": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_utilization_ratio')})",
             "usd_h": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_usd_per_hour')})",
+            "memory_used": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_memory_used_bytes')})",
+            "memory_total": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_memory_total_bytes')})",
+            "temperature": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_temperature_celsius')})",
             "info": f"max by ({GPU_BY}, {INFO_LABELS}) (last_over_time({sel('tokentop_gpu_info')}[{d}]))",
             "ep_up": f"max by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_up')})",
             "ep_info": f"max by ({ENDPOINT_BY}, model) (last_over_time({sel('tokentop_endpoint_info')}[{d}]))",
@@ -197,7 +208,8 @@ def tokentop_graph(rate_s: float, host: str | None) -> str:
 # The labels that tell GPUs apart and say where they are; dcgm-exporter's workload labels arrive
 # as exported_* when the scrape does not honour labels. MIG instances (GPU_I_ID) and the pods
 # sharing a time-sliced GPU are kept apart here and folded per UUID in ``tokentop.fleet.agentless``.
-DCGM_BY = "instance, gpu, UUID, modelName, Hostname, hostname, pod, namespace, exported_pod, exported_namespace"
+GPU_ROW_BY = "instance, gpu, UUID, modelName, Hostname, hostname"
+DCGM_BY = f"{GPU_ROW_BY}, pod, namespace, exported_pod, exported_namespace"
 SERVER_BY = "instance, pod, namespace, exported_pod, exported_namespace, model_name"
 
 # (kind, output-token counter, prompt-token counter): the counters only, never throughput gauges.
@@ -239,15 +251,21 @@ def agentless_window(window_s: float, *, busy: bool) -> str:
 
 
 def agentless_latest(seen_window_s: float) -> str:
-    """Latest GPU power and utilisation (blank-value sentinels dropped), when each GPU and server
+    """Latest GPU power, utilisation, temperature and memory (blank-value sentinels dropped), when each GPU and server
     was last scraped, and which were there at all over the window."""
     d = duration(seen_window_s)
     parts = {
         "power": f"max by ({DCGM_BY}) ({DCGM_POWER} < {FP64_BLANK_BELOW:g})",
         "util": f"max by ({DCGM_BY}) ({DCGM_UTIL} < {FP64_BLANK_BELOW:g})",
+        "temperature": f"max by ({DCGM_BY}) ({DCGM_TEMP} < {FP64_BLANK_BELOW:g})",
         "gpu_ts": f"max by ({DCGM_BY}) (timestamp({DCGM_POWER}))",
         "gpu_seen": f"max by ({DCGM_BY}) (present_over_time({DCGM_POWER}[{d}]))",
     }
+    # A MIG instance's row has its own memory (pods sharing it repeat it): one row per GPU, the
+    # sum over its instances
+    for key, name in DCGM_MEMORY.items():
+        instances = f"max by ({GPU_ROW_BY}, GPU_I_ID) ({name} < {FP64_BLANK_BELOW:g})"
+        parts[key] = f"sum by ({GPU_ROW_BY}) ({instances})"
     parts.update({"now|" + k: v for k, v in _server_parts(f"max by ({SERVER_BY}) (timestamp({{name}}))", d).items()})
     return union(parts)
 
