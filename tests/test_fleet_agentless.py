@@ -286,3 +286,23 @@ def test_memory_is_made_what_nvml_gives_in_bytes(memory: dict[str, str], expecte
     names, _ = hosts(answer({}), answer({}), latest)
     sample = names["gpu-s"].gpus[0].sample
     assert (sample.memory_used_bytes, sample.memory_total_bytes) == expected
+
+
+def test_latency_comes_from_the_first_histogram_a_server_has_and_alone_makes_no_server() -> None:
+    chat, ghost = server("chat"), server("ghost")
+    cost = answer(
+        {
+            "energy|DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": [(POD_1, "1800000")],
+            "srv|vllm|out|vllm:generation_tokens_total": [(chat, "600")],
+            # the older name first in the answer: its rank, not the answer's order, decides
+            "lat|vllm|itl_p50|1|vllm:time_per_output_token_seconds": [(chat, "0.035")],
+            "lat|vllm|itl_p50|0|vllm:inter_token_latency_seconds": [(chat, "0.015")],
+            "lat|vllm|ttft_p50|0|vllm:time_to_first_token_seconds": [(chat, "NaN"), (ghost, "0.2")],
+            "lat|vllm|ttft_p95|0|vllm:time_to_first_token_seconds": [(chat, "0.375")],
+        }
+    )
+    names, messages = hosts(cost, answer({}), answer({}))
+    (endpoint,) = names["gpu-s"].endpoints  # no server for the ghost's histogram alone
+    assert messages == []  # nor a server left unjoined
+    assert endpoint.sample.name == "ml/chat" and endpoint.itl_p50_s == 0.015
+    assert endpoint.ttft_p50_s is None and endpoint.ttft_p95_s == 0.375  # no observation: no figure

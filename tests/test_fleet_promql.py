@@ -83,12 +83,18 @@ def test_queries_do_not_depend_on_the_fleet() -> None:
     assert "increase(tokentop_gpu_cost_usd_total[60000ms])" in promql.tokentop_window(60.0)
     assert "changes(vllm:generation_tokens_total[900000ms])" in promql.agentless_window(900.0, busy=True)
     assert "changes(" not in promql.agentless_window(900.0, busy=False)
+    with_latency = promql.agentless_window(900.0, busy=True, latency=True)
+    assert "histogram_quantile(0.95, sum by (le, " in with_latency
+    assert "increase(vllm:time_to_first_token_seconds_bucket[900000ms])" in with_latency
+    assert "histogram_quantile" not in promql.agentless_window(900.0, busy=True)
 
 
 def test_blank_value_sentinels_are_filtered_in_the_query() -> None:
     latest = promql.agentless_latest(60.0)
     assert f"DCGM_FI_DEV_POWER_USAGE < {promql.FP64_BLANK_BELOW:g}" in latest
     assert f"DCGM_FI_DEV_GPU_UTIL < {promql.FP64_BLANK_BELOW:g}" in latest
+    assert f"DCGM_FI_DEV_GPU_TEMP < {promql.FP64_BLANK_BELOW:g}" in latest
+    assert f"DCGM_FI_DEV_FB_USED < {promql.FP64_BLANK_BELOW:g}" in latest
     assert 9223372036854775794 > promql.FP64_BLANK_BELOW > 5000 * 1000  # above any real reading
 
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,18 +355,25 @@ def dcgm_mig_and_sliced(ts: int) -> str:
     return stamped(lines, ts)
 
 
-def server_page(prefix: str, tok_s_out: float, ts: int, t0: float) -> str:
-    """A server's token counters (``vllm``, ``sglang``…): output at ``tok_s_out``, prompt at 3x."""
+def server_page(
+    prefix: str, tok_s_out: float, ts: int, t0: float, histograms: Mapping[str, Mapping[str, float]] | None = None
+) -> str:
+    """A server's token counters (``vllm``, ``sglang``…): output at ``tok_s_out``, prompt at 3x;
+    and ``histograms`` (name -> upper bound -> observations a second at or below it), for two
+    engines that split each count 1:3."""
     labels = '{engine="0",model_name="llama"}'
-    return stamped(
-        [
-            f"# TYPE {prefix}:generation_tokens_total counter",
-            f"{prefix}:generation_tokens_total{labels} {tok_s_out * (ts - t0):.3f}",
-            f"# TYPE {prefix}:prompt_tokens_total counter",
-            f"{prefix}:prompt_tokens_total{labels} {3 * tok_s_out * (ts - t0):.3f}",
-        ],
-        ts,
-    )
+    lines = [
+        f"# TYPE {prefix}:generation_tokens_total counter",
+        f"{prefix}:generation_tokens_total{labels} {tok_s_out * (ts - t0):.3f}",
+        f"# TYPE {prefix}:prompt_tokens_total counter",
+        f"{prefix}:prompt_tokens_total{labels} {3 * tok_s_out * (ts - t0):.3f}",
+    ]
+    for name, per_s in (histograms or {}).items():
+        lines.append(f"# TYPE {prefix}:{name} histogram")
+        for engine, share in (("0", 0.25), ("1", 0.75)):
+            bucket = f'{prefix}:{name}_bucket{{engine="{engine}",model_name="llama",le='
+            lines += [f'{bucket}"{le}"}} {share * rate * (ts - t0):.3f}' for le, rate in per_s.items()]
+    return stamped(lines, ts)
 
 
 def _iso(t: float) -> str:

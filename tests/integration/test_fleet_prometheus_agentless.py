@@ -42,6 +42,20 @@ T0 = time.time() - 10_000  # counters as if the servers had run for hours
 TOK_A, TOK_B = 1000.0, 500.0  # output tok/s
 W_A, W_B = 400.0, 300.0  # per GPU
 
+# Observations a second at or below each bound. TTFT: p50 = 0.05 + 0.05 x (5 - 2) / (6 - 2) =
+# 0.0875 s, p95 = 0.25 + 0.25 x (9.5 - 9) / (10 - 9) = 0.375 s. ITL p50: 0.01 + 0.01 x (100 - 50) /
+# (150 - 50) = 0.015 s by the newer name, which gpu-a's vLLM also publishes under the older one
+# (read only where the newer is missing, as on gpu-b: 0.02 + 0.03 x 100 / 200 = 0.035 s).
+TTFT = {"0.05": 2.0, "0.1": 6.0, "0.25": 9.0, "0.5": 10.0, "+Inf": 10.0}
+ITL_NEW = {"0.01": 50.0, "0.02": 150.0, "+Inf": 200.0}
+ITL_OLD = {"0.01": 0.0, "0.02": 0.0, "0.05": 200.0, "+Inf": 200.0}
+LATENCY_A = {
+    "time_to_first_token_seconds": TTFT,
+    "inter_token_latency_seconds": ITL_NEW,
+    "time_per_output_token_seconds": ITL_OLD,
+}
+LATENCY_B = {"time_to_first_token_seconds": TTFT, "time_per_output_token_seconds": ITL_OLD}
+
 
 @dataclass
 class Agentless:
@@ -55,8 +69,8 @@ def agentless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agentless]:
     with LoopbackServer() as pages:
         pages.route("/a/dcgm", lambda seen: Reply(body=dcgm_before_490(page, int(time.time()), T0, W_A)))
         pages.route("/b/dcgm", lambda seen: Reply(body=dcgm_490(page, int(time.time()), T0, W_B)))
-        pages.route("/a/vllm", lambda seen: Reply(body=server_page("vllm", TOK_A, int(time.time()), T0)))
-        pages.route("/b/vllm", lambda seen: Reply(body=server_page("vllm", TOK_B, int(time.time()), T0)))
+        pages.route("/a/vllm", lambda seen: Reply(body=server_page("vllm", TOK_A, int(time.time()), T0, LATENCY_A)))
+        pages.route("/b/vllm", lambda seen: Reply(body=server_page("vllm", TOK_B, int(time.time()), T0, LATENCY_B)))
         target = (pages.url.removeprefix("http://"),)
         jobs = agentless_jobs(target)
         prometheus = None
@@ -125,6 +139,18 @@ def test_agentless_reading_joins_by_pod_and_by_host(agentless: Agentless) -> Non
     assert a.snapshot.host.cost_window.usd_per_mtok == pytest.approx(HAND_A, rel=0.35)
     assert reading.fleet.usd_per_mtok is not None and math.isfinite(reading.fleet.usd_per_mtok)
     assert a.engines_up == 1 and b.engines_up == 1
+
+
+def test_latency_percentiles_are_the_servers_histograms_over_the_cost_window(agentless: Agentless) -> None:
+    time.sleep(max(0.0, agentless.started + 2 - time.time()))
+    hosts = read_hosts(agentless.prometheus.url)
+    a, b = hosts["gpu-a"].snapshot, hosts["gpu-b"].snapshot
+    assert a is not None and b is not None
+    (at_a,), (at_b,) = a.endpoints, b.endpoints
+    assert at_a.ttft_p50_s == pytest.approx(0.0875, rel=1e-9) and at_a.ttft_p95_s == pytest.approx(0.375, rel=1e-9)
+    assert at_a.itl_p50_s == pytest.approx(0.015, rel=1e-9)  # the newer name first
+    assert at_b.ttft_p50_s == pytest.approx(0.0875, rel=1e-9)
+    assert at_b.itl_p50_s == pytest.approx(0.035, rel=1e-9)  # the older name where it is the only one
 
 
 MIB = 1 << 20

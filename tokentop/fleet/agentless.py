@@ -27,7 +27,9 @@ for the whole window (a GPU that first appeared within the window is charged for
 its energy where the config charges energy. A GPU without a price has no cost, so its host's cost
 is unknown and the host is left out of both sides of the fleet's $/Mtok.
 Busy share: the share of scrape intervals in the window in which the server's output counter
-moved, each window from its own ``changes()``.
+moved, each window from its own ``changes()``. Latency: a server's TTFT and ITL percentiles over
+the cost window, Prometheus's ``histogram_quantile`` of its buckets (``promql.SERVER_LATENCY``),
+from the first of the histogram's names it publishes.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class _Server:
     values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     gpus: tuple[str, ...] = ()
     join: str | None = None
+    latency: dict[str, tuple[int, float]] = field(default_factory=dict)  # figure -> (histogram's rank, s)
 
 
 def instance_host(instance: str) -> str:
@@ -92,7 +95,7 @@ def _fold_gpus(parts: dict[str, Parts]) -> dict[str, _Gpu]:
     gpus: dict[str, _Gpu] = {}
     for answer, by_part in parts.items():
         for part, samples in by_part.items():
-            if part.startswith(("srv|", "changes|", "count|", "now|")):
+            if part.startswith(("srv|", "changes|", "count|", "now|", "lat|")):
                 continue
             name = "energy" if part.startswith("energy|") else part
             for s in samples:
@@ -135,18 +138,38 @@ def _servers(parts: dict[str, Parts]) -> dict[tuple[str, ...], _Server]:
             for s in samples:
                 if s.value is None:
                     continue
-                pod = _pod(s.labels, exported_first=False)
-                instance = s.labels.get("instance", "")
-                key = (instance, *(pod or ("", "")), s.labels.get("model_name", ""), kind)
+                key = _server_key(s.labels, kind)
                 server = servers.get(key)
                 if server is None:
-                    server = servers[key] = _Server(key, kind, instance, pod, s.labels.get("model_name") or None)
+                    pod, model = _pod(s.labels, exported_first=False), s.labels.get("model_name") or None
+                    server = servers[key] = _Server(key, kind, key[0], pod, model)
                 slot = f"{answer}.{prefix.rstrip('|') or 'tokens'}.{direction}"
                 if prefix.startswith("now"):
                     server.values[slot] = max(server.values[slot], s.value)
                 else:
                     server.values[slot] += s.value
+    _add_latency(servers, parts)
     return servers
+
+
+def _server_key(labels: dict[str, str], kind: str) -> tuple[str, ...]:
+    """A server: its target, its pod where it has one, its model and its kind."""
+    pod = _pod(labels, exported_first=False)
+    return (labels.get("instance", ""), *(pod or ("", "")), labels.get("model_name", ""), kind)
+
+
+def _add_latency(servers: dict[tuple[str, ...], _Server], parts: dict[str, Parts]) -> None:
+    """Each server's latency percentiles (``lat|`` parts), from the first histogram it has."""
+    for by_part in parts.values():
+        for part, samples in by_part.items():
+            if not part.startswith("lat|"):
+                continue
+            _, kind, figure, rank, _name = part.split("|", 4)
+            for s in samples:
+                server = servers.get(_server_key(s.labels, kind))  # a histogram alone makes no server
+                held = None if server is None else server.latency.get(figure)
+                if server is not None and s.value is not None and (held is None or int(rank) < held[0]):
+                    server.latency[figure] = (int(rank), s.value)
 
 
 def join(gpus: dict[str, _Gpu], servers: dict[tuple[str, ...], _Server]) -> list[str]:
@@ -306,10 +329,15 @@ class Agentless:
             tokens_out_total=tokens["out"],
             tok_s_in=None if per["in"] is None else per["in"] / self.rate_window_s,
             tok_s_out=None if per["out"] is None else per["out"] / self.rate_window_s,
-            ttft_p50_s=None,
-            ttft_p95_s=None,
-            itl_p50_s=None,
+            ttft_p50_s=_seconds(server, "ttft_p50"),
+            ttft_p95_s=_seconds(server, "ttft_p95"),
+            itl_p50_s=_seconds(server, "itl_p50"),
         )
+
+
+def _seconds(server: _Server, figure: str) -> float | None:
+    held = server.latency.get(figure)
+    return None if held is None or held[1] < 0 else held[1]
 
 
 def _memory(values: dict[str, float]) -> tuple[int | None, int | None]:

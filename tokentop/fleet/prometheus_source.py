@@ -150,7 +150,7 @@ class PrometheusSource:
             messages = []
         else:
             answers = [
-                self.client.instant(promql.agentless_window(s.cost_window_s, busy=True)),
+                self.client.instant(promql.agentless_window(s.cost_window_s, busy=True, latency=True)),
                 self.client.instant(promql.agentless_window(s.rate_window_s, busy=True)),
                 self.client.instant(promql.agentless_latest(s.cost_window_s)),
             ]

@@ -223,6 +223,17 @@ SERVER_COUNTERS = (
     ("ray", "ray_vllm_generation_tokens_total", "ray_vllm_prompt_tokens_total"),
 )
 
+_ITL = ("inter_token_latency_seconds", "time_per_output_token_seconds")  # renamed in vLLM 0.10.2
+# (kind, TTFT histogram, ITL histograms, the first present wins), in seconds, as
+# ``tokentop.collectors.kinds`` reads them from the servers' own pages
+SERVER_LATENCY = (
+    ("vllm", "vllm:time_to_first_token_seconds", tuple("vllm:" + name for name in _ITL)),
+    ("sglang", "sglang:time_to_first_token_seconds", tuple("sglang:" + name for name in _ITL)),
+    ("nim", "time_to_first_token_seconds", _ITL),
+    ("ray", "ray_vllm:time_to_first_token_seconds", tuple("ray_vllm:" + name for name in _ITL)),
+    ("ray", "ray_vllm_time_to_first_token_seconds", tuple("ray_vllm_" + name for name in _ITL)),
+)
+
 
 def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, str]:
     """``template`` (``{name}``, ``{d}``) over every server counter; keys ``srv|kind|dir|name``."""
@@ -233,11 +244,25 @@ def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, st
     return parts
 
 
-def agentless_window(window_s: float, *, busy: bool) -> str:
+def _latency_parts(d: str) -> dict[str, str]:
+    """Each server's TTFT p50 and p95 and ITL p50 over the window, as the local view works them
+    out (Prometheus's ``histogram_quantile`` of the buckets' increase, engines summed); keys
+    ``lat|kind|figure|rank|name``, rank 0 the histogram to read first."""
+    parts: dict[str, str] = {}
+    for kind, ttft, itl in SERVER_LATENCY:
+        for figure, q, names in (("ttft_p50", 0.5, (ttft,)), ("ttft_p95", 0.95, (ttft,)), ("itl_p50", 0.5, itl)):
+            for rank, name in enumerate(names):
+                buckets = f"sum by (le, {SERVER_BY}) (increase({name}_bucket[{d}]))"
+                parts[f"lat|{kind}|{figure}|{rank}|{name}"] = f"histogram_quantile({q:g}, {buckets})"
+    return parts
+
+
+def agentless_window(window_s: float, *, busy: bool, latency: bool = False) -> str:
     """GPU energy and mean power, server tokens over the window; with ``busy``, how many scrape
     intervals each server's output counter moved in (``changes``) out of how many it has. A
     window asked without ``busy`` has no busy share of its own (``tokentop.fleet.agentless``
-    never borrows another window's): ask every window that is shown with it."""
+    never borrows another window's): ask every window that is shown with it. With ``latency``,
+    the servers' latency percentiles over the window (the local view's are over its cost window)."""
     d = duration(window_s)
     parts = {f"energy|{name}": f"max by ({DCGM_BY}) (increase({name}[{d}]))" for name in DCGM_ENERGY_NAMES}
     parts["power_avg"] = f"max by ({DCGM_BY}) (avg_over_time({DCGM_POWER}[{d}]))"
@@ -247,6 +272,8 @@ def agentless_window(window_s: float, *, busy: bool) -> str:
         counts = _server_parts(f"max by ({SERVER_BY}) (count_over_time({{name}}[{{d}}]))", d, inputs=False)
         parts.update({"changes|" + k: v for k, v in changes.items()})
         parts.update({"count|" + k: v for k, v in counts.items()})
+    if latency:
+        parts.update(_latency_parts(d))
     return union(parts)
 
 
