@@ -289,20 +289,23 @@ def test_memory_is_made_what_nvml_gives_in_bytes(memory: dict[str, str], expecte
 
 
 def test_latency_comes_from_the_first_histogram_a_server_has_and_alone_makes_no_server() -> None:
-    chat, ghost = server("chat"), server("ghost")
+    chat, embed, ghost = server("chat"), server("embed"), server("ghost")
     cost = answer(
         {
-            "energy|DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": [(POD_1, "1800000")],
-            "srv|vllm|out|vllm:generation_tokens_total": [(chat, "600")],
+            "energy|DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": [(POD_1, "1800000"), (POD_2, "1800000")],
+            "srv|vllm|out|vllm:generation_tokens_total": [(chat, "600"), (embed, "300")],
             # the older name first in the answer: its rank, not the answer's order, decides
-            "lat|vllm|itl_p50|1|vllm:time_per_output_token_seconds": [(chat, "0.035")],
-            "lat|vllm|itl_p50|0|vllm:inter_token_latency_seconds": [(chat, "0.015")],
+            "lat|vllm|itl_p50|1|vllm:time_per_output_token_seconds": [(chat, "0.035"), (embed, "0.035")],
+            "lat|vllm|itl_p50|0|vllm:inter_token_latency_seconds": [(chat, "0.015"), (embed, "NaN")],
             "lat|vllm|ttft_p50|0|vllm:time_to_first_token_seconds": [(chat, "NaN"), (ghost, "0.2")],
             "lat|vllm|ttft_p95|0|vllm:time_to_first_token_seconds": [(chat, "0.375")],
         }
     )
     names, messages = hosts(cost, answer({}), answer({}))
-    (endpoint,) = names["gpu-s"].endpoints  # no server for the ghost's histogram alone
-    assert messages == []  # nor a server left unjoined
-    assert endpoint.sample.name == "ml/chat" and endpoint.itl_p50_s == 0.015
-    assert endpoint.ttft_p50_s is None and endpoint.ttft_p95_s == 0.375  # no observation: no figure
+    endpoints = {e.sample.name: e for e in names["gpu-s"].endpoints}  # none for the ghost's histogram alone
+    assert set(endpoints) == {"ml/chat", "ml/embed"} and messages == []  # nor a server left unjoined
+    assert endpoints["ml/chat"].itl_p50_s == 0.015
+    # the newer histogram with no observation in the window: no figure, never the older one's
+    assert endpoints["ml/embed"].itl_p50_s is None
+    chat = endpoints["ml/chat"]
+    assert chat.ttft_p50_s is None and chat.ttft_p95_s == 0.375  # no observation: no figure

@@ -335,15 +335,17 @@ def dcgm_490(template: str, ts: int, t0: float, watts: float) -> str:
 
 def dcgm_mig_and_sliced(ts: int) -> str:
     """Host gpu-m's dcgm-exporter, labels honoured: GPU 0 an A100 in two MIG instances of 40,192
-    MiB (one held by pod ``a``, the other shared by pods ``b`` and ``c``, whose rows repeat it),
-    each row with the whole GPU's 250 W and 55 C; GPU 1 an H100 time-sliced by pods ``d`` and
-    ``e``, each row the whole GPU's (350 W, 66 C, 50,000 MiB used of 81,026)."""
+    MiB (one held by pod ``a``, the other shared by pods ``b`` and ``c``, whose rows repeat it)
+    and a third whose free memory is blank (the sentinel), each row with the whole GPU's 250 W
+    and 55 C; GPU 1 an H100 time-sliced by pods ``d`` and ``e``, each row the whole GPU's
+    (350 W, 66 C, 50,000 MiB used of 81,026)."""
     a100 = 'gpu="0",UUID="GPU-a100a100",device="nvidia0",modelName="NVIDIA A100-SXM4-80GB",Hostname="gpu-m"'
     h100 = 'gpu="1",UUID="GPU-h100h100",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-m"'
     rows = [  # (labels, W, C, used MiB, free MiB)
         (f'{a100},GPU_I_PROFILE="3g.40gb",GPU_I_ID="1",namespace="ml",pod="a"', 250, 55, 30_000, 10_192),
         (f'{a100},GPU_I_PROFILE="3g.40gb",GPU_I_ID="2",namespace="ml",pod="b"', 250, 55, 12_000, 28_192),
         (f'{a100},GPU_I_PROFILE="3g.40gb",GPU_I_ID="2",namespace="ml",pod="c"', 250, 55, 12_000, 28_192),
+        (f'{a100},GPU_I_PROFILE="1g.10gb",GPU_I_ID="3",namespace="ml",pod="f"', 250, 55, 5_000, 9223372036854775794),
         (f'{h100},namespace="ml",pod="d"', 350, 66, 50_000, 31_026),
         (f'{h100},namespace="ml",pod="e"', 350, 66, 50_000, 31_026),
     ]

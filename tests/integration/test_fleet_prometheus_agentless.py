@@ -54,7 +54,8 @@ LATENCY_A = {
     "inter_token_latency_seconds": ITL_NEW,
     "time_per_output_token_seconds": ITL_OLD,
 }
-LATENCY_B = {"time_to_first_token_seconds": TTFT, "time_per_output_token_seconds": ITL_OLD}
+TTFT_IDLE = dict.fromkeys(TTFT, 0.0)  # no observation in any window: no figure
+LATENCY_B = {"time_to_first_token_seconds": TTFT_IDLE, "time_per_output_token_seconds": ITL_OLD}
 
 
 @dataclass
@@ -95,6 +96,17 @@ def agentless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agentless]:
 
 def config(url: str, cost_window_s: float = 6.0) -> Config:
     return Config(prometheus=PrometheusConfig(url=url, cost_window_s=cost_window_s, rate_window_s=4.0))
+
+
+MIB = 1 << 20
+
+
+def read_hosts(url: str) -> dict[str, FleetHost]:
+    src = PrometheusSource(config(url), stale_after_s=5.0)
+    reading = src.read()
+    src.close()
+    assert reading.mode == "agentless" and reading.status is None, reading.status
+    return {h.name: h for h in reading.hosts}
 
 
 HAND_A = 2 * 2.50 / 3600 / TOK_A * 1e6  # $/Mtok: two H100s' hour rate over 1000 tok/s
@@ -149,19 +161,8 @@ def test_latency_percentiles_are_the_servers_histograms_over_the_cost_window(age
     (at_a,), (at_b,) = a.endpoints, b.endpoints
     assert at_a.ttft_p50_s == pytest.approx(0.0875, rel=1e-9) and at_a.ttft_p95_s == pytest.approx(0.375, rel=1e-9)
     assert at_a.itl_p50_s == pytest.approx(0.015, rel=1e-9)  # the newer name first
-    assert at_b.ttft_p50_s == pytest.approx(0.0875, rel=1e-9)
+    assert at_b.ttft_p50_s is None and at_b.ttft_p95_s is None  # an idle histogram
     assert at_b.itl_p50_s == pytest.approx(0.035, rel=1e-9)  # the older name where it is the only one
-
-
-MIB = 1 << 20
-
-
-def read_hosts(url: str) -> dict[str, FleetHost]:
-    src = PrometheusSource(config(url), stale_after_s=5.0)
-    reading = src.read()
-    src.close()
-    assert reading.mode == "agentless" and reading.status is None, reading.status
-    return {h.name: h for h in reading.hosts}
 
 
 def test_memory_and_temperature_are_read_in_mib_and_in_bytes(agentless: Agentless) -> None:
@@ -189,7 +190,7 @@ def mig_and_sliced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometh
         except Unavailable as exc:
             unavailable(str(exc))
         try:
-            prometheus.wait_for("count(DCGM_FI_DEV_FB_USED)", lambda r: bool(r) and r[0]["value"][1] == "5")
+            prometheus.wait_for("count(DCGM_FI_DEV_FB_USED)", lambda r: bool(r) and r[0]["value"][1] == "6")
             yield prometheus
         finally:
             prometheus.stop()

@@ -16,11 +16,13 @@ and none draws under 5 W, so a counter moving more than 5000 units a second coun
 counter disagrees with the mean power by more than a factor of two (a blank-value sentinel, a
 reset mid-window), energy is the mean power times the window instead. GPU utilisation is % before
 4.9.0 and 0-1 after; it is read as 0-1 where the energy counter is in J. Framebuffer memory is
-MiB before 4.9.0 and bytes from it, told apart by size: no GPU has 10 TB (``MIB_BELOW`` MiB), and
-none has under 10 MB. Memory is made what the local view reads from NVML (its v1 memory info):
-used is ``FB_USED`` plus ``FB_RESERVED`` where that is published (newer releases; older ones
-count reserved memory in neither), total is used plus ``FB_FREE``, known only with both. A MIG
-GPU's memory is the sum of its instances' (``promql.agentless_latest``).
+MiB before 4.9.0 and bytes from it, told apart by size: no GPU has 10 TB
+(``MIB_IF_TOTAL_BELOW`` MiB), and none has under 10 MB. Memory is made as the local view reads
+it from NVML (its v1 memory info) where dcgm-exporter publishes ``FB_RESERVED`` (newer
+releases): used is ``FB_USED`` plus ``FB_RESERVED``, total is that plus ``FB_FREE``; where it
+does not, both are short by the driver's reserved memory (about 533 MiB of an H100's 81,559).
+Known only with both ``FB_USED`` and ``FB_FREE``. A MIG GPU's memory is the sum of its
+instances' (``promql.agentless_latest``): its total is that of the instances made, not the card's.
 
 Cost: each GPU's price by its ``modelName`` (``tokentop.cost.price_for`` with the user's config)
 for the whole window (a GPU that first appeared within the window is charged for all of it), plus
@@ -46,7 +48,7 @@ from tokentop.text import safe_text
 MJ_RATE_ABOVE = 5000.0  # energy units per second above which the counter counts mJ
 MAX_PLAUSIBLE_W = 1e5  # a mean power above this holds a blank-value sentinel
 ENERGY_AGREEMENT = 2.0  # counter and mean power may differ by this factor before power wins
-MIB_BELOW = 1e7  # a GPU's memory in all (used + free) below this counts MiB, above it bytes
+MIB_IF_TOTAL_BELOW = 1e7  # a GPU's memory in all (used + free) below this counts MiB, above it bytes
 MIB = 1 << 20
 
 
@@ -71,7 +73,8 @@ class _Server:
     values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     gpus: tuple[str, ...] = ()
     join: str | None = None
-    latency: dict[str, tuple[int, float]] = field(default_factory=dict)  # figure -> (histogram's rank, s)
+    # figure -> (rank of the histogram it is from, lower wins; seconds, None: no observation)
+    latency: dict[str, tuple[int, float | None]] = field(default_factory=dict)
 
 
 def instance_host(instance: str) -> str:
@@ -159,7 +162,9 @@ def _server_key(labels: dict[str, str], kind: str) -> tuple[str, ...]:
 
 
 def _add_latency(servers: dict[tuple[str, ...], _Server], parts: dict[str, Parts]) -> None:
-    """Each server's latency percentiles (``lat|`` parts), from the first histogram it has."""
+    """Each server's latency percentiles (``lat|`` parts), from the first histogram it has, as
+    the local view reads it: a histogram without an observation in the window still wins, and
+    gives no figure."""
     for by_part in parts.values():
         for part, samples in by_part.items():
             if not part.startswith("lat|"):
@@ -168,8 +173,8 @@ def _add_latency(servers: dict[tuple[str, ...], _Server], parts: dict[str, Parts
             for s in samples:
                 server = servers.get(_server_key(s.labels, kind))  # a histogram alone makes no server
                 held = None if server is None else server.latency.get(figure)
-                if server is not None and s.value is not None and (held is None or int(rank) < held[0]):
-                    server.latency[figure] = (int(rank), s.value)
+                if server is not None and (held is None or int(rank) < held[0]):
+                    server.latency[figure] = (int(rank), s.value)  # present, with or without a value
 
 
 def join(gpus: dict[str, _Gpu], servers: dict[tuple[str, ...], _Server]) -> list[str]:
@@ -329,15 +334,15 @@ class Agentless:
             tokens_out_total=tokens["out"],
             tok_s_in=None if per["in"] is None else per["in"] / self.rate_window_s,
             tok_s_out=None if per["out"] is None else per["out"] / self.rate_window_s,
-            ttft_p50_s=_seconds(server, "ttft_p50"),
-            ttft_p95_s=_seconds(server, "ttft_p95"),
-            itl_p50_s=_seconds(server, "itl_p50"),
+            ttft_p50_s=_latency_s(server, "ttft_p50"),
+            ttft_p95_s=_latency_s(server, "ttft_p95"),
+            itl_p50_s=_latency_s(server, "itl_p50"),
         )
 
 
-def _seconds(server: _Server, figure: str) -> float | None:
+def _latency_s(server: _Server, figure: str) -> float | None:
     held = server.latency.get(figure)
-    return None if held is None or held[1] < 0 else held[1]
+    return None if held is None else held[1]
 
 
 def _memory(values: dict[str, float]) -> tuple[int | None, int | None]:
@@ -346,7 +351,7 @@ def _memory(values: dict[str, float]) -> tuple[int | None, int | None]:
     if used is None or free is None or used < 0 or free < 0:
         return None, None
     used += values.get("latest.fb_reserved", 0.0)
-    unit = MIB if used + free < MIB_BELOW else 1
+    unit = MIB if used + free < MIB_IF_TOTAL_BELOW else 1
     return round(used * unit), round((used + free) * unit)
 
 

@@ -105,9 +105,9 @@ def tokentop_latest_parts(seen_window_s: float, host: str | None = None) -> dict
             "power": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_power_watts')})",
             "util": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_utilization_ratio')})",
             "usd_h": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_usd_per_hour')})",
-            "memory_used": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_memory_used_bytes')})",
-            "memory_total": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_memory_total_bytes')})",
-            "temperature": f"sum by ({GPU_BY}) ({sel('tokentop_gpu_temperature_celsius')})",
+            "memory_used": f"max by ({GPU_BY}) ({sel('tokentop_gpu_memory_used_bytes')})",
+            "memory_total": f"max by ({GPU_BY}) ({sel('tokentop_gpu_memory_total_bytes')})",
+            "temperature": f"max by ({GPU_BY}) ({sel('tokentop_gpu_temperature_celsius')})",
             "info": f"max by ({GPU_BY}, {INFO_LABELS}) (last_over_time({sel('tokentop_gpu_info')}[{d}]))",
             "ep_up": f"max by ({ENDPOINT_BY}) ({sel('tokentop_endpoint_up')})",
             "ep_info": f"max by ({ENDPOINT_BY}, model) (last_over_time({sel('tokentop_endpoint_info')}[{d}]))",
@@ -208,8 +208,8 @@ def tokentop_graph(rate_s: float, host: str | None) -> str:
 # The labels that tell GPUs apart and say where they are; dcgm-exporter's workload labels arrive
 # as exported_* when the scrape does not honour labels. MIG instances (GPU_I_ID) and the pods
 # sharing a time-sliced GPU are kept apart here and folded per UUID in ``tokentop.fleet.agentless``.
-GPU_ROW_BY = "instance, gpu, UUID, modelName, Hostname, hostname"
-DCGM_BY = f"{GPU_ROW_BY}, pod, namespace, exported_pod, exported_namespace"
+DCGM_GPU_BY = "instance, gpu, UUID, modelName, Hostname, hostname"
+DCGM_BY = f"{DCGM_GPU_BY}, pod, namespace, exported_pod, exported_namespace"
 SERVER_BY = "instance, pod, namespace, exported_pod, exported_namespace, model_name"
 
 # (kind, output-token counter, prompt-token counter): the counters only, never throughput gauges.
@@ -224,12 +224,14 @@ SERVER_COUNTERS = (
 )
 
 _ITL = ("inter_token_latency_seconds", "time_per_output_token_seconds")  # renamed in vLLM 0.10.2
-# (kind, TTFT histogram, ITL histograms, the first present wins), in seconds, as
-# ``tokentop.collectors.kinds`` reads them from the servers' own pages
+# (kind, TTFT histogram, ITL histograms: the first a server has wins, observations in the window
+# or not), in seconds, as ``tokentop.collectors.kinds`` reads them from the servers' own pages.
+# The unprefixed names are NIM's and also trtllm-serve's, whose time_per_output_token_seconds is
+# one value per request, not inter-token: not read for them.
 SERVER_LATENCY = (
     ("vllm", "vllm:time_to_first_token_seconds", tuple("vllm:" + name for name in _ITL)),
     ("sglang", "sglang:time_to_first_token_seconds", tuple("sglang:" + name for name in _ITL)),
-    ("nim", "time_to_first_token_seconds", _ITL),
+    ("nim", "time_to_first_token_seconds", _ITL[:1]),
     ("ray", "ray_vllm:time_to_first_token_seconds", tuple("ray_vllm:" + name for name in _ITL)),
     ("ray", "ray_vllm_time_to_first_token_seconds", tuple("ray_vllm_" + name for name in _ITL)),
 )
@@ -246,7 +248,8 @@ def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, st
 
 def _latency_parts(d: str) -> dict[str, str]:
     """Each server's TTFT p50 and p95 and ITL p50 over the window, as the local view works them
-    out (Prometheus's ``histogram_quantile`` of the buckets' increase, engines summed); keys
+    out (Prometheus's ``histogram_quantile`` of the buckets' increase, engines summed; NaN, a
+    value that is not known, when the histogram had no observation in the window); keys
     ``lat|kind|figure|rank|name``, rank 0 the histogram to read first."""
     parts: dict[str, str] = {}
     for kind, ttft, itl in SERVER_LATENCY:
@@ -289,10 +292,12 @@ def agentless_latest(seen_window_s: float) -> str:
         "gpu_seen": f"max by ({DCGM_BY}) (present_over_time({DCGM_POWER}[{d}]))",
     }
     # A MIG instance's row has its own memory (pods sharing it repeat it): one row per GPU, the
-    # sum over its instances
+    # sum over its instances, those that have both used and free (a blank one left out of both)
+    needed = (DCGM_MEMORY["fb_used"], DCGM_MEMORY["fb_free"])
     for key, name in DCGM_MEMORY.items():
-        instances = f"max by ({GPU_ROW_BY}, GPU_I_ID) ({name} < {FP64_BLANK_BELOW:g})"
-        parts[key] = f"sum by ({GPU_ROW_BY}) ({instances})"
+        rows = [f"{n} < {FP64_BLANK_BELOW:g}" for n in (name, *(n for n in needed if n != name))]
+        known = f" and on ({DCGM_GPU_BY}, GPU_I_ID) ".join(rows)
+        parts[key] = f"sum by ({DCGM_GPU_BY}) (max by ({DCGM_GPU_BY}, GPU_I_ID) ({known}))"
     parts.update({"now|" + k: v for k, v in _server_parts(f"max by ({SERVER_BY}) (timestamp({{name}}))", d).items()})
     return union(parts)
 
