@@ -281,8 +281,8 @@ def agentless_window(window_s: float, *, busy: bool, latency: bool = False) -> s
 
 
 def agentless_latest(seen_window_s: float) -> str:
-    """Latest GPU power, utilisation, temperature and memory (blank-value sentinels dropped), when each GPU and server
-    was last scraped, and which were there at all over the window."""
+    """Latest GPU power, utilisation, temperature and memory (blank-value sentinels dropped),
+    when each GPU and server was last scraped, and which were there at all over the window."""
     d = duration(seen_window_s)
     parts = {
         "power": f"max by ({DCGM_BY}) ({DCGM_POWER} < {FP64_BLANK_BELOW:g})",
