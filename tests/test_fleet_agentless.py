@@ -295,10 +295,10 @@ def test_latency_comes_from_the_first_histogram_a_server_has_and_alone_makes_no_
             "energy|DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": [(POD_1, "1800000"), (POD_2, "1800000")],
             "srv|vllm|out|vllm:generation_tokens_total": [(chat, "600"), (embed, "300")],
             # the older name first in the answer: its rank, not the answer's order, decides
-            "lat|vllm|itl_p50|1|vllm:time_per_output_token_seconds": [(chat, "0.035"), (embed, "0.035")],
-            "lat|vllm|itl_p50|0|vllm:inter_token_latency_seconds": [(chat, "0.015"), (embed, "NaN")],
-            "lat|vllm|ttft_p50|0|vllm:time_to_first_token_seconds": [(chat, "NaN"), (ghost, "0.2")],
-            "lat|vllm|ttft_p95|0|vllm:time_to_first_token_seconds": [(chat, "0.375")],
+            "fig|vllm|itl_p50|1|vllm:time_per_output_token_seconds": [(chat, "0.035"), (embed, "0.035")],
+            "fig|vllm|itl_p50|0|vllm:inter_token_latency_seconds": [(chat, "0.015"), (embed, "NaN")],
+            "fig|vllm|ttft_p50|0|vllm:time_to_first_token_seconds": [(chat, "NaN"), (ghost, "0.2")],
+            "fig|vllm|ttft_p95|0|vllm:time_to_first_token_seconds": [(chat, "0.375")],
         }
     )
     names, messages = hosts(cost, answer({}), answer({}))
@@ -309,3 +309,27 @@ def test_latency_comes_from_the_first_histogram_a_server_has_and_alone_makes_no_
     assert endpoints["ml/embed"].itl_p50_s is None
     chat = endpoints["ml/chat"]
     assert chat.ttft_p50_s is None and chat.ttft_p95_s == 0.375  # no observation: no figure
+
+
+def test_requests_and_kv_cache_come_from_the_first_name_a_server_has_and_only_when_plausible() -> None:
+    chat, embed = server("chat"), server("embed")
+    cost = answer(
+        {
+            "energy|DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": [(POD_1, "1800000"), (POD_2, "1800000")],
+            "srv|vllm|out|vllm:generation_tokens_total": [(chat, "600"), (embed, "300")],
+        }
+    )
+    latest = answer(
+        {
+            "fig|vllm|running|0|vllm:num_requests_running": [(chat, "3"), (embed, "12")],
+            "fig|vllm|waiting|0|vllm:num_requests_waiting": [(chat, "0"), (embed, "-1")],
+            "fig|vllm|kv|1|vllm:gpu_cache_usage_perc": [(chat, "0.9"), (embed, "0.5")],  # before 0.9.2
+            "fig|vllm|kv|0|vllm:kv_cache_usage_perc": [(chat, "0.4"), (embed, "1.5")],
+        }
+    )
+    names, _ = hosts(cost, answer({}), latest)
+    endpoints = {e.sample.name: e.sample for e in names["gpu-s"].endpoints}
+    chat_now, embed_now = endpoints["ml/chat"], endpoints["ml/embed"]
+    assert (chat_now.running, chat_now.waiting, chat_now.kv_cache_fraction) == (3.0, 0.0, 0.4)
+    # a negative queue and a KV fraction over 1 are no figures; the older KV name is not read instead
+    assert (embed_now.running, embed_now.waiting, embed_now.kv_cache_fraction) == (12.0, None, None)

@@ -333,6 +333,20 @@ def dcgm_490(template: str, ts: int, t0: float, watts: float) -> str:
     return stamped([valued(line) for line in out], ts)
 
 
+def sglang_ranked_page(ts: int, t0: float) -> str:
+    """An SGLang whose schedulers all report (``--enable-metrics-for-all-schedulers``): tensor
+    ranks 0 and 1 each repeat the server's figures, 100 output tok/s, 7 running, KV 0.25."""
+    lines = ["# TYPE sglang:generation_tokens_total counter"]
+    for rank in ("0", "1"):
+        labels = f'model_name="m",tp_rank="{rank}",pp_rank="0"'
+        lines += [
+            f"sglang:generation_tokens_total{{{labels}}} {100 * (ts - t0):.3f}",
+            f"sglang:num_running_reqs{{{labels}}} 7",
+            f"sglang:token_usage{{{labels}}} 0.25",
+        ]
+    return stamped(lines, ts)
+
+
 def dcgm_mig_and_sliced(ts: int) -> str:
     """Host gpu-m's dcgm-exporter, labels honoured: GPU 0 an A100 in two MIG instances of 40,192
     MiB (one held by pod ``a``, the other shared by pods ``b`` and ``c``, whose rows repeat it)
@@ -357,12 +371,16 @@ def dcgm_mig_and_sliced(ts: int) -> str:
     return stamped(lines, ts)
 
 
+VLLM_GAUGES = {"num_requests_running": (2, 5), "num_requests_waiting": (0, 1), "kv_cache_usage_perc": (0.25, 0.5)}
+"""Each engine's (0, 1) gauges on ``server_page``'s vLLM pages: 7 running, 1 waiting, KV 0.5 (the fuller)."""
+
+
 def server_page(
     prefix: str, tok_s_out: float, ts: int, t0: float, histograms: Mapping[str, Mapping[str, float]] | None = None
 ) -> str:
     """A server's token counters (``vllm``, ``sglang``…): output at ``tok_s_out``, prompt at 3x;
-    and ``histograms`` (name -> upper bound -> observations a second at or below it), for two
-    engines that split each count 1:3."""
+    ``histograms`` (name -> upper bound -> observations a second at or below it) for two engines
+    that split each count 1:3, and for ``vllm`` those engines' ``VLLM_GAUGES``."""
     labels = '{engine="0",model_name="llama"}'
     lines = [
         f"# TYPE {prefix}:generation_tokens_total counter",
@@ -370,6 +388,9 @@ def server_page(
         f"# TYPE {prefix}:prompt_tokens_total counter",
         f"{prefix}:prompt_tokens_total{labels} {3 * tok_s_out * (ts - t0):.3f}",
     ]
+    for name, values in VLLM_GAUGES.items() if prefix == "vllm" else ():
+        lines.append(f"# TYPE vllm:{name} gauge")
+        lines += [f'vllm:{name}{{engine="{engine}",model_name="llama"}} {v:g}' for engine, v in enumerate(values)]
     for name, per_s in (histograms or {}).items():
         lines.append(f"# TYPE {prefix}:{name} histogram")
         for engine, share in (("0", 0.25), ("1", 0.75)):

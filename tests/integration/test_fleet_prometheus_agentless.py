@@ -22,6 +22,7 @@ from loopback import LoopbackServer, Reply
 from prometheus_harness import (
     DCGM_TEMPLATE,
     H200_MIB,
+    VLLM_GAUGES,
     Job,
     Prometheus,
     Unavailable,
@@ -30,6 +31,7 @@ from prometheus_harness import (
     dcgm_before_490,
     dcgm_mig_and_sliced,
     server_page,
+    sglang_ranked_page,
     unavailable,
 )
 
@@ -153,7 +155,7 @@ def test_agentless_reading_joins_by_pod_and_by_host(agentless: Agentless) -> Non
     assert a.engines_up == 1 and b.engines_up == 1
 
 
-def test_latency_percentiles_are_the_servers_histograms_over_the_cost_window(agentless: Agentless) -> None:
+def test_latency_and_engine_gauges_are_the_servers_own(agentless: Agentless) -> None:
     time.sleep(max(0.0, agentless.started + 2 - time.time()))
     hosts = read_hosts(agentless.prometheus.url)
     a, b = hosts["gpu-a"].snapshot, hosts["gpu-b"].snapshot
@@ -163,6 +165,12 @@ def test_latency_percentiles_are_the_servers_histograms_over_the_cost_window(age
     assert at_a.itl_p50_s == pytest.approx(0.015, rel=1e-9)  # the newer name first
     assert at_b.ttft_p50_s is None and at_b.ttft_p95_s is None  # an idle histogram
     assert at_b.itl_p50_s == pytest.approx(0.035, rel=1e-9)  # the older name where it is the only one
+    running, waiting, kv = (
+        VLLM_GAUGES[name] for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc")
+    )
+    for endpoint in (at_a, at_b):  # engines summed, the fuller engine's KV
+        assert (endpoint.sample.running, endpoint.sample.waiting) == (sum(running), sum(waiting))
+        assert endpoint.sample.kv_cache_fraction == max(kv)
 
 
 def test_memory_and_temperature_are_read_in_mib_and_in_bytes(agentless: Agentless) -> None:
@@ -180,17 +188,24 @@ def test_memory_and_temperature_are_read_in_mib_and_in_bytes(agentless: Agentles
 
 @pytest.fixture(scope="module")
 def mig_and_sliced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """A Prometheus over one host's dcgm-exporter: a MIG A100 and a time-sliced H100."""
+    """A Prometheus over one host's dcgm-exporter, a MIG A100 and a time-sliced H100, and an
+    SGLang on the A100's first instance whose tensor ranks repeat each other."""
     with LoopbackServer() as pages:
         pages.route("/m/dcgm", lambda seen: Reply(body=dcgm_mig_and_sliced(int(time.time()))))
-        job = Job("dcgm-m", (pages.url.removeprefix("http://"),), {"instance": "gpu-m:9400"}, "/m/dcgm", True)
-        prometheus = Prometheus(tmp_path_factory.mktemp("mig"), [job])
+        pages.route("/m/sglang", lambda seen: Reply(body=sglang_ranked_page(int(time.time()), T0)))
+        target = (pages.url.removeprefix("http://"),)
+        jobs = [
+            Job("dcgm-m", target, {"instance": "gpu-m:9400"}, "/m/dcgm", honor_labels=True),
+            Job("sglang-a", target, {"instance": "10.0.0.9:30000", "pod": "a", "namespace": "ml"}, "/m/sglang"),
+        ]
+        prometheus = Prometheus(tmp_path_factory.mktemp("mig"), jobs)
         try:
             prometheus.start()
         except Unavailable as exc:
             unavailable(str(exc))
         try:
-            prometheus.wait_for("count(DCGM_FI_DEV_FB_USED)", lambda r: bool(r) and r[0]["value"][1] == "6")
+            both = "count(DCGM_FI_DEV_FB_USED) + count(sglang:num_running_reqs)"
+            prometheus.wait_for(both, lambda r: bool(r) and r[0]["value"][1] == "8")
             yield prometheus
         finally:
             prometheus.stop()
@@ -206,3 +221,13 @@ def test_a_mig_gpus_memory_is_its_instances_summed_and_a_time_sliced_gpus_taken_
     assert (sliced.memory_used_bytes, sliced.memory_total_bytes) == (50_000 * MIB, 81_026 * MIB)
     assert (mig.temperature_c, sliced.temperature_c) == (55.0, 66.0)
     assert (mig.power_w, sliced.power_w) == (250.0, 350.0)  # repeated per row, never summed
+
+
+def test_a_second_sglang_rank_is_not_counted_twice(mig_and_sliced: Prometheus) -> None:
+    time.sleep(2)  # a rate window of samples
+    host = read_hosts(mig_and_sliced.url)["gpu-m"].snapshot
+    assert host is not None
+    (sglang,) = host.endpoints
+    assert sglang.sample.name == "ml/a" and sglang.gpus == ("GPU-a100a100",)
+    assert (sglang.sample.running, sglang.sample.kv_cache_fraction) == (7.0, 0.25)  # rank 0's alone
+    assert sglang.tok_s_out == pytest.approx(100.0, rel=0.35)  # not 200

@@ -31,7 +31,10 @@ is unknown and the host is left out of both sides of the fleet's $/Mtok.
 Busy share: the share of scrape intervals in the window in which the server's output counter
 moved, each window from its own ``changes()``. Latency: a server's TTFT and ITL percentiles over
 the cost window, Prometheus's ``histogram_quantile`` of its buckets (``promql.SERVER_LATENCY``),
-from the first of the histogram's names it publishes.
+from the first of the histogram's names it publishes; its requests running and waiting and its
+KV-cache fraction (``promql.SERVER_GAUGES``) likewise. A figure no server can mean (below 0, a
+KV fraction over 1) is not known. Series of a non-zero SGLang rank are left out of every server
+figure (``promql.RANK_ZERO``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ MAX_PLAUSIBLE_W = 1e5  # a mean power above this holds a blank-value sentinel
 ENERGY_AGREEMENT = 2.0  # counter and mean power may differ by this factor before power wins
 MIB_IF_TOTAL_BELOW = 1e7  # a GPU's memory in all (used + free) below this counts MiB, above it bytes
 MIB = 1 << 20
+MAX_FIGURE = float(2**53)  # no count or time a server means comes near it (``collectors.plausible``)
 
 
 @dataclass
@@ -73,8 +77,9 @@ class _Server:
     values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     gpus: tuple[str, ...] = ()
     join: str | None = None
-    # figure -> (rank of the histogram it is from, lower wins; seconds, None: no observation)
-    latency: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+    # latency percentiles (s), requests running and waiting, KV fraction: figure -> (rank of the
+    # series it is from, lower wins; its value, None: not known, as a histogram without observations)
+    figures: dict[str, tuple[int, float | None]] = field(default_factory=dict)
 
 
 def instance_host(instance: str) -> str:
@@ -98,7 +103,7 @@ def _fold_gpus(parts: dict[str, Parts]) -> dict[str, _Gpu]:
     gpus: dict[str, _Gpu] = {}
     for answer, by_part in parts.items():
         for part, samples in by_part.items():
-            if part.startswith(("srv|", "changes|", "count|", "now|", "lat|")):
+            if part.startswith(("srv|", "changes|", "count|", "now|", "fig|")):
                 continue
             name = "energy" if part.startswith("energy|") else part
             for s in samples:
@@ -151,7 +156,7 @@ def _servers(parts: dict[str, Parts]) -> dict[tuple[str, ...], _Server]:
                     server.values[slot] = max(server.values[slot], s.value)
                 else:
                     server.values[slot] += s.value
-    _add_latency(servers, parts)
+    _add_figures(servers, parts)
     return servers
 
 
@@ -161,20 +166,20 @@ def _server_key(labels: dict[str, str], kind: str) -> tuple[str, ...]:
     return (labels.get("instance", ""), *(pod or ("", "")), labels.get("model_name", ""), kind)
 
 
-def _add_latency(servers: dict[tuple[str, ...], _Server], parts: dict[str, Parts]) -> None:
-    """Each server's latency percentiles (``lat|`` parts), from the first histogram it has, as
-    the local view reads it: a histogram without an observation in the window still wins, and
-    gives no figure."""
+def _add_figures(servers: dict[tuple[str, ...], _Server], parts: dict[str, Parts]) -> None:
+    """Each server's latency percentiles and gauges (``fig|`` parts), each from the first of its
+    names the server has, as the local view reads them: a histogram without an observation in
+    the window still wins, and gives no figure."""
     for by_part in parts.values():
         for part, samples in by_part.items():
-            if not part.startswith("lat|"):
+            if not part.startswith("fig|"):
                 continue
             _, kind, figure, rank, _name = part.split("|", 4)
             for s in samples:
-                server = servers.get(_server_key(s.labels, kind))  # a histogram alone makes no server
-                held = None if server is None else server.latency.get(figure)
+                server = servers.get(_server_key(s.labels, kind))  # these alone make no server
+                held = None if server is None else server.figures.get(figure)
                 if server is not None and (held is None or int(rank) < held[0]):
-                    server.latency[figure] = (int(rank), s.value)  # present, with or without a value
+                    server.figures[figure] = (int(rank), s.value)  # present, with or without a value
 
 
 def join(gpus: dict[str, _Gpu], servers: dict[tuple[str, ...], _Server]) -> list[str]:
@@ -326,6 +331,9 @@ class Agentless:
                 status="up" if fresh else "stale",
                 kind=server.kind,
                 model=None if server.model is None else safe_text(server.model),
+                running=_figure(server, "running"),
+                waiting=_figure(server, "waiting"),
+                kv_cache_fraction=_figure(server, "kv", 1.0),
             ),
             gpus=server.gpus,
             mapping=server.join,
@@ -334,15 +342,17 @@ class Agentless:
             tokens_out_total=tokens["out"],
             tok_s_in=None if per["in"] is None else per["in"] / self.rate_window_s,
             tok_s_out=None if per["out"] is None else per["out"] / self.rate_window_s,
-            ttft_p50_s=_latency_s(server, "ttft_p50"),
-            ttft_p95_s=_latency_s(server, "ttft_p95"),
-            itl_p50_s=_latency_s(server, "itl_p50"),
+            ttft_p50_s=_figure(server, "ttft_p50"),
+            ttft_p95_s=_figure(server, "ttft_p95"),
+            itl_p50_s=_figure(server, "itl_p50"),
         )
 
 
-def _latency_s(server: _Server, figure: str) -> float | None:
-    held = server.latency.get(figure)
-    return None if held is None else held[1]
+def _figure(server: _Server, figure: str, upper: float = MAX_FIGURE) -> float | None:
+    """The figure, None when not known or not one a server can mean (below 0, above ``upper``)."""
+    held = server.figures.get(figure)
+    value = None if held is None else held[1]
+    return value if value is not None and 0 <= value <= upper else None
 
 
 def _memory(values: dict[str, float]) -> tuple[int | None, int | None]:

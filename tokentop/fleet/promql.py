@@ -237,12 +237,43 @@ SERVER_LATENCY = (
 )
 
 
+_KV = ("kv_cache_usage_perc", "gpu_cache_usage_perc")  # renamed in vLLM 0.9.2
+_VLLM_GAUGES = (("running", ("num_requests_running",)), ("waiting", ("num_requests_waiting",)), ("kv", _KV))
+# (kind, figure, names: the first a server has wins): requests running and waiting (summed over
+# engines) and the KV-cache fraction (the fullest engine's), as ``tokentop.collectors.kinds``
+# reads them; the unprefixed names are NIM's and trtllm-serve's (its KV: kv_cache_utilization)
+SERVER_GAUGES = (
+    *((kind, figure, tuple(prefix + name for name in names))
+      for kind, prefix in (("vllm", "vllm:"), ("ray", "ray_vllm:"), ("ray", "ray_vllm_"))
+      for figure, names in _VLLM_GAUGES),
+    ("nim", "running", ("num_requests_running",)),
+    ("nim", "waiting", ("num_requests_waiting",)),
+    ("nim", "kv", (*_KV, "kv_cache_utilization")),
+    ("sglang", "running", ("sglang:num_running_reqs",)),
+    ("sglang", "waiting", ("sglang:num_queue_reqs",)),
+    ("sglang", "kv", ("sglang:token_usage",)),
+    ("tgi", "running", ("tgi_batch_current_size",)),
+    ("tgi", "waiting", ("tgi_queue_size",)),
+    ("llamacpp", "running", ("llamacpp:requests_processing",)),
+    ("llamacpp", "waiting", ("llamacpp:requests_deferred",)),
+    ("llamacpp", "kv", ("llamacpp:kv_cache_usage_ratio",)),
+)  # fmt: skip
+# SGLang's series of a non-zero tensor, pipeline or expert rank repeat rank 0's: left out of
+# every server figure, as the local reader leaves them out (``kinds._rank_zero``)
+RANK_ZERO = ",".join(f'{label}=~"0|"' for label in ("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))
+
+
+def _rank_zero(name: str) -> str:
+    """``name``'s series of rank 0 or no rank."""
+    return f"{name}{{{RANK_ZERO}}}"
+
+
 def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, str]:
     """``template`` (``{name}``, ``{d}``) over every server counter; keys ``srv|kind|dir|name``."""
     parts: dict[str, str] = {}
     for kind, out_name, in_name in SERVER_COUNTERS:
         for direction, name in (("out", out_name), ("in", in_name)) if inputs else (("out", out_name),):
-            parts[f"srv|{kind}|{direction}|{name}"] = template.format(name=name, d=d)
+            parts[f"srv|{kind}|{direction}|{name}"] = template.format(name=_rank_zero(name), d=d)
     return parts
 
 
@@ -250,13 +281,24 @@ def _latency_parts(d: str) -> dict[str, str]:
     """Each server's TTFT p50 and p95 and ITL p50 over the window, as the local view works them
     out (Prometheus's ``histogram_quantile`` of the buckets' increase, engines summed; NaN, a
     value that is not known, when the histogram had no observation in the window); keys
-    ``lat|kind|figure|rank|name``, rank 0 the histogram to read first."""
+    ``fig|kind|figure|rank|name``, rank 0 the histogram to read first."""
     parts: dict[str, str] = {}
     for kind, ttft, itl in SERVER_LATENCY:
         for figure, q, names in (("ttft_p50", 0.5, (ttft,)), ("ttft_p95", 0.95, (ttft,)), ("itl_p50", 0.5, itl)):
             for rank, name in enumerate(names):
-                buckets = f"sum by (le, {SERVER_BY}) (increase({name}_bucket[{d}]))"
-                parts[f"lat|{kind}|{figure}|{rank}|{name}"] = f"histogram_quantile({q:g}, {buckets})"
+                buckets = f"sum by (le, {SERVER_BY}) (increase({_rank_zero(name + '_bucket')}[{d}]))"
+                parts[f"fig|{kind}|{figure}|{rank}|{name}"] = f"histogram_quantile({q:g}, {buckets})"
+    return parts
+
+
+def _gauge_parts() -> dict[str, str]:
+    """Each server's latest requests running and waiting and KV-cache fraction; keys
+    ``fig|kind|figure|rank|name``, rank 0 the name to read first."""
+    parts: dict[str, str] = {}
+    for kind, figure, names in SERVER_GAUGES:
+        for rank, name in enumerate(names):
+            how = "max" if figure == "kv" else "sum"
+            parts[f"fig|{kind}|{figure}|{rank}|{name}"] = f"{how} by ({SERVER_BY}) ({_rank_zero(name)})"
     return parts
 
 
@@ -282,7 +324,8 @@ def agentless_window(window_s: float, *, busy: bool, latency: bool = False) -> s
 
 def agentless_latest(seen_window_s: float) -> str:
     """Latest GPU power, utilisation, temperature and memory (blank-value sentinels dropped),
-    when each GPU and server was last scraped, and which were there at all over the window."""
+    when each GPU and server was last scraped, which were there at all over the window, and
+    each server's requests running and waiting and KV-cache fraction."""
     d = duration(seen_window_s)
     parts = {
         "power": f"max by ({DCGM_BY}) ({DCGM_POWER} < {FP64_BLANK_BELOW:g})",
@@ -299,6 +342,7 @@ def agentless_latest(seen_window_s: float) -> str:
         known = f" and on ({DCGM_GPU_BY}, GPU_I_ID) ".join(rows)
         parts[key] = f"sum by ({DCGM_GPU_BY}) (max by ({DCGM_GPU_BY}, GPU_I_ID) ({known}))"
     parts.update({"now|" + k: v for k, v in _server_parts(f"max by ({SERVER_BY}) (timestamp({{name}}))", d).items()})
+    parts.update(_gauge_parts())
     return union(parts)
 
 
