@@ -71,6 +71,22 @@ def test_sglang_tensor_parallel_ranks_are_not_summed(server: LoopbackServer, cli
     assert (sample.kind, sample.running, sample.generation_tokens_total) == ("sglang", 10, 9)  # 2 DP ranks x 5
 
 
+def test_sglang_dp_attention_ranks_are_summed_and_their_repeats_are_not(
+    server: LoopbackServer, client: PageClient
+) -> None:
+    """``--tp 4 --dp 2 --enable-dp-attention --enable-metrics-for-all-schedulers``: DP rank 1's
+    schedulers are the global tensor ranks 2 and 3 (attention TP 2), each with its own pid, and
+    repeat each other."""
+    schedulers = [("0", "0", 3, 0.25), ("0", "1", 3, 0.25), ("1", "2", 4, 0.5), ("1", "3", 4, 0.5)]
+    page = 'sglang:generation_tokens_total{model_name="m"} 9\n'
+    for dp, tp, running, kv in schedulers:
+        labels = f'dp_rank="{dp}",model_name="m",pid="{100 + int(tp)}",pp_rank="0",tp_rank="{tp}"'
+        page += f"sglang:num_running_reqs{{{labels}}} {running}\nsglang:token_usage{{{labels}}} {kv}\n"
+    server.route("/metrics", page)
+    sample = make(server.url, client).poll(1.0)
+    assert (sample.kind, sample.running, sample.kv_cache_fraction) == ("sglang", 7, 0.5)
+
+
 def test_nan_and_inf_gauges_become_unknown_a_nan_counter_rejects_the_read(
     server: LoopbackServer, client: PageClient
 ) -> None:

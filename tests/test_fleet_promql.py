@@ -81,13 +81,13 @@ def test_queries_do_not_depend_on_the_fleet() -> None:
     assert window == promql.tokentop_hosts_window(60.0, "h1") and window.count(" or ") < 40
     assert promql.QUERIES_PER_REFRESH <= 10
     assert "increase(tokentop_gpu_cost_usd_total[60000ms])" in promql.tokentop_window(60.0)
-    rank_zero = "{" + promql.RANK_ZERO + "}"
-    assert f"changes(vllm:generation_tokens_total{rank_zero}[900000ms])" in promql.agentless_window(900.0, busy=True)
+    assert "changes(vllm:generation_tokens_total[900000ms])" in promql.agentless_window(900.0, busy=True)
     assert "changes(" not in promql.agentless_window(900.0, busy=False)
     with_latency = promql.agentless_window(900.0, busy=True, latency=True)
     assert "histogram_quantile(0.95, sum by (le, " in with_latency
-    assert f"increase(vllm:time_to_first_token_seconds_bucket{rank_zero}[900000ms])" in with_latency
-    assert f"max by ({promql.SERVER_BY}) (sglang:token_usage{rank_zero})" in promql.agentless_latest(60.0)
+    one_per_group = f"max without ({promql.REPEATING})"
+    assert f"{one_per_group} (increase(vllm:time_to_first_token_seconds_bucket[900000ms]))" in with_latency
+    assert f"sum by ({promql.SERVER_BY}) ({one_per_group} (sglang:num_running_reqs))" in promql.agentless_latest(60.0)
     assert "histogram_quantile" not in promql.agentless_window(900.0, busy=True)
 
 

@@ -1,7 +1,7 @@
 """read_figures' sums against the plain loops they replaced, on generated series.
 
-Histograms are summed by the bound's text, then made numbers once a bound; series of non-zero
-ranks are dropped only after a C loop finds any. Both are short cuts: the figures must be the
+Histograms are summed by the bound's text, then made numbers once a bound; series that repeat
+each other's ranks are made one only after a C loop finds a rank label. Both are short cuts: the figures must be the
 very numbers of the line-by-line loops (``reference_histogram``), whatever the spellings of
 ``le`` ("1", "1.0", "+Inf", "Inf", "nan", none), the ranks and the order.
 """
@@ -20,26 +20,31 @@ from tokentop.model import Histogram
 RANKS = ("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank")
 
 
-def reference_rank_zero(series: Series) -> Series:
-    return [
-        (labels, value)
-        for labels, value in series
-        if not set(RANKS) & set(labels) or all(labels.get(rank, "0") == "0" for rank in RANKS)
-    ]
+def reference_one_per_group(series: Series) -> Series:
+    """Series with rank labels that differ only in them (and ``pid``) repeat each other: the
+    largest of each such group, in the order the groups first appear."""
+    groups: dict[object, tuple[dict[str, str], float]] = {}
+    for at, (labels, value) in enumerate(series):
+        key: object = at
+        if set(RANKS) & set(labels):
+            key = tuple(sorted((k, v) for k, v in labels.items() if k not in (*RANKS, "pid")))
+        if key not in groups or value > groups[key][1]:
+            groups[key] = (dict(labels), value)
+    return list(groups.values())
 
 
 def reference_histogram(samples: PageSamples, base: str) -> Histogram | None:
     """The old loop: one float() a line, summed by number in line order (all values plausible)."""
     buckets: dict[float, float] = {}
-    for labels, count in reference_rank_zero(samples.get(base + "_bucket")):
+    for labels, count in reference_one_per_group(samples.get(base + "_bucket")):
         try:
             upper = float(labels.get("le", ""))
         except ValueError:
             continue
         if not math.isnan(upper):
             buckets[upper] = buckets.get(upper, 0.0) + count
-    sums = reference_rank_zero(samples.get(base + "_sum"))
-    counts = reference_rank_zero(samples.get(base + "_count"))
+    sums = reference_one_per_group(samples.get(base + "_sum"))
+    counts = reference_one_per_group(samples.get(base + "_count"))
     if not buckets or not sums or math.inf not in buckets:
         return None
     count = sum(v for _, v in counts) if counts else buckets[math.inf]
@@ -74,12 +79,12 @@ def test_histograms_are_the_sums_of_the_line_by_line_loop(samples: PageSamples) 
 
 @settings(max_examples=200, deadline=None)
 @given(histogram_series("sglang:time_to_first_token_seconds"), st.lists(ranks, min_size=1, max_size=4))
-def test_counters_and_gauges_drop_only_the_non_zero_ranks(samples: PageSamples, series_ranks: list) -> None:
-    tokens = [({"dp_rank": str(i), **rank}, float(10 * i + 1)) for i, rank in enumerate(series_ranks)]
+def test_counters_and_gauges_keep_one_series_of_each_group_of_ranks(samples: PageSamples, series_ranks: list) -> None:
+    tokens = [({"dp_rank": str(i % 2), **rank}, float(10 * i + 1)) for i, rank in enumerate(series_ranks)]
     samples.series["sglang:prompt_tokens_total"] = tokens
     samples.series["sglang:token_usage"] = [(labels, 0.1 * (i + 1)) for i, (labels, _) in enumerate(tokens)]
     reading = read_figures(SGLANG, samples)
-    kept = reference_rank_zero(tokens)
+    kept = reference_one_per_group(tokens)
     assert reading.prompt_tokens_total == (sum(v for _, v in kept) if kept else None)
     assert reading.kv_cache_fraction == (max(0.1 * (tokens.index(s) + 1) for s in kept) if kept else None)
     assert reading.ttft == reference_histogram(samples, "sglang:time_to_first_token_seconds")

@@ -333,17 +333,15 @@ def dcgm_490(template: str, ts: int, t0: float, watts: float) -> str:
     return stamped([valued(line) for line in out], ts)
 
 
-def sglang_ranked_page(ts: int, t0: float) -> str:
-    """An SGLang whose schedulers all report (``--enable-metrics-for-all-schedulers``): tensor
-    ranks 0 and 1 each repeat the server's figures, 100 output tok/s, 7 running, KV 0.25."""
-    lines = ["# TYPE sglang:generation_tokens_total counter"]
-    for rank in ("0", "1"):
-        labels = f'model_name="m",tp_rank="{rank}",pp_rank="0"'
-        lines += [
-            f"sglang:generation_tokens_total{{{labels}}} {100 * (ts - t0):.3f}",
-            f"sglang:num_running_reqs{{{labels}}} 7",
-            f"sglang:token_usage{{{labels}}} 0.25",
-        ]
+def sglang_dp_attention_page(ts: int, t0: float) -> str:
+    """An SGLang at ``--tp 4 --dp 2 --enable-dp-attention --enable-metrics-for-all-schedulers``:
+    100 output tok/s (its tokenizer's counters, no rank); DP rank 0's schedulers (tensor ranks 0
+    and 1, attention TP 2) repeat each other's 3 running and KV 0.25, DP rank 1's (ranks 2 and 3)
+    4 and 0.5: 7 running, KV 0.5."""
+    lines = [f'sglang:generation_tokens_total{{model_name="m"}} {100 * (ts - t0):.3f}']
+    for dp, tp, running, kv in (("0", "0", 3, 0.25), ("0", "1", 3, 0.25), ("1", "2", 4, 0.5), ("1", "3", 4, 0.5)):
+        labels = f'dp_rank="{dp}",model_name="m",pid="{100 + int(tp)}",pp_rank="0",tp_rank="{tp}"'
+        lines += [f"sglang:num_running_reqs{{{labels}}} {running}", f"sglang:token_usage{{{labels}}} {kv}"]
     return stamped(lines, ts)
 
 

@@ -31,7 +31,7 @@ from prometheus_harness import (
     dcgm_before_490,
     dcgm_mig_and_sliced,
     server_page,
-    sglang_ranked_page,
+    sglang_dp_attention_page,
     unavailable,
 )
 
@@ -189,10 +189,10 @@ def test_memory_and_temperature_are_read_in_mib_and_in_bytes(agentless: Agentles
 @pytest.fixture(scope="module")
 def mig_and_sliced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """A Prometheus over one host's dcgm-exporter, a MIG A100 and a time-sliced H100, and an
-    SGLang on the A100's first instance whose tensor ranks repeat each other."""
+    SGLang with DP attention on the A100's first instance (``sglang_dp_attention_page``)."""
     with LoopbackServer() as pages:
         pages.route("/m/dcgm", lambda seen: Reply(body=dcgm_mig_and_sliced(int(time.time()))))
-        pages.route("/m/sglang", lambda seen: Reply(body=sglang_ranked_page(int(time.time()), T0)))
+        pages.route("/m/sglang", lambda seen: Reply(body=sglang_dp_attention_page(int(time.time()), T0)))
         target = (pages.url.removeprefix("http://"),)
         jobs = [
             Job("dcgm-m", target, {"instance": "gpu-m:9400"}, "/m/dcgm", honor_labels=True),
@@ -205,7 +205,7 @@ def mig_and_sliced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometh
             unavailable(str(exc))
         try:
             both = "count(DCGM_FI_DEV_FB_USED) + count(sglang:num_running_reqs)"
-            prometheus.wait_for(both, lambda r: bool(r) and r[0]["value"][1] == "8")
+            prometheus.wait_for(both, lambda r: bool(r) and r[0]["value"][1] == "10")
             yield prometheus
         finally:
             prometheus.stop()
@@ -223,11 +223,11 @@ def test_a_mig_gpus_memory_is_its_instances_summed_and_a_time_sliced_gpus_taken_
     assert (mig.power_w, sliced.power_w) == (250.0, 350.0)  # repeated per row, never summed
 
 
-def test_a_second_sglang_rank_is_not_counted_twice(mig_and_sliced: Prometheus) -> None:
+def test_sglang_dp_attention_ranks_are_summed_and_their_repeats_are_not(mig_and_sliced: Prometheus) -> None:
     time.sleep(2)  # a rate window of samples
     host = read_hosts(mig_and_sliced.url)["gpu-m"].snapshot
     assert host is not None
     (sglang,) = host.endpoints
     assert sglang.sample.name == "ml/a" and sglang.gpus == ("GPU-a100a100",)
-    assert (sglang.sample.running, sglang.sample.kv_cache_fraction) == (7.0, 0.25)  # rank 0's alone
-    assert sglang.tok_s_out == pytest.approx(100.0, rel=0.35)  # not 200
+    assert (sglang.sample.running, sglang.sample.kv_cache_fraction) == (7.0, 0.5)  # as the local reader
+    assert sglang.tok_s_out == pytest.approx(100.0, rel=0.35)

@@ -9,9 +9,11 @@ Summing rules (SERVERS.md sections 13-14):
 - Token counters, request counts and queue gauges are summed over every series on the page:
   data-parallel engines (vLLM ``engine``, SGLang ``dp_rank``), replicas (Ray ``WorkerId``),
   models (Triton ``model``) and partitions (``finished_reason``, ``is_streaming``).
-- Series of a non-zero tensor/pipeline rank (SGLang ``tp_rank``, ``pp_rank``, ...) repeat what
-  rank 0 says, so they are dropped before summing (no series is looked at while the reader
-  has parsed no rank label: ``PageSamples.label_names``).
+- Series that differ only in their tensor/pipeline/expert rank (SGLang ``tp_rank``, ``pp_rank``,
+  ... and each rank's ``pid``) repeat each other (``--enable-metrics-for-all-schedulers``): one
+  is kept before summing. The data-parallel ranks of DP attention differ in ``dp_rank`` too (and
+  their ``tp_rank`` is not 0): they are summed. No series is looked at while the reader has
+  parsed no rank label (``PageSamples.label_names``).
 - The KV-cache fraction is the fullest engine's (max), never a sum.
 - Histograms are summed bucket by bucket, in seconds (``buckets.py``: in C, by a layout kept
   while the page's label sets stay the same).
@@ -40,6 +42,7 @@ from tokentop.model import Histogram, stored_by_slots
 from tokentop.text import MAX_TEXT, safe_text
 
 _RANK_LABELS = frozenset(("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))
+_REPEATING = _RANK_LABELS | {"pid"}  # what tells apart the ranks of one group
 _SELECTOR = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(\w+)="([^"]*)"\})?$')
 MODEL_NAMES_SHOWN = 3
 MODEL_NAME_CHARS = 60  # each name, when several are shown on one line
@@ -381,15 +384,24 @@ def _ranked(samples: PageSamples) -> bool:
     return samples.label_names is None or not _RANK_LABELS.isdisjoint(samples.label_names)
 
 
-def _rank_zero(series: Series) -> Series:
-    """Drop the series of non-zero tensor/pipeline ranks: they repeat rank 0's figures."""
+def _one_per_group(series: Series) -> Series:
+    """One series for each group of ranks that repeat each other: series with rank labels that
+    differ only in them (and in ``pid``, each rank's process) are one group, and its largest
+    value is kept. Groups stay apart to be summed: the data-parallel ranks of DP attention
+    (``dp_rank``; their ``tp_rank`` is the global rank, not 0), engines, models."""
     if _RANK_LABELS.isdisjoint(chain.from_iterable(map(_LABELS, series))):
         return series  # no rank labels (every server but SGLang): one C loop over the label names
-    return [
-        (labels, value)
-        for labels, value in series
-        if _RANK_LABELS.isdisjoint(labels) or all(labels.get(r, "0") == "0" for r in _RANK_LABELS)
-    ]
+    kept: dict[object, tuple[Labels, float]] = {}
+    for labels, value in series:
+        group = (
+            id(labels)  # no rank: a group of its own
+            if _RANK_LABELS.isdisjoint(labels)
+            else frozenset(item for item in labels.items() if item[0] not in _REPEATING)
+        )
+        held = kept.get(group)
+        if held is None or value > held[1]:
+            kept[group] = (labels, value)
+    return list(kept.values())
 
 
 def _figure(
@@ -401,7 +413,7 @@ def _figure(
     for selector in selectors:
         series = found.get(selector.name)
         if series and ranked:
-            series = _rank_zero(series)
+            series = _one_per_group(series)
         if series and selector.label is not None:
             series = selector.pick(series)
         if not series:
@@ -431,7 +443,7 @@ def _histogram(
     for base in bases:
         bucket_series = found.get(base + "_bucket")
         if bucket_series and ranked:
-            bucket_series = _rank_zero(bucket_series)
+            bucket_series = _one_per_group(bucket_series)
         if not bucket_series:
             continue
         bucket_values = list(map(_VALUE, bucket_series))
@@ -442,7 +454,7 @@ def _histogram(
         sums = found.get(base + "_sum") or _NO_SERIES
         counts = found.get(base + "_count") or _NO_SERIES
         if ranked:
-            sums, counts = _rank_zero(sums), _rank_zero(counts)
+            sums, counts = _one_per_group(sums), _one_per_group(counts)
         if not sums or math.inf not in buckets:
             return None
         sum_values, count_values = list(map(_VALUE, sums)), list(map(_VALUE, counts))

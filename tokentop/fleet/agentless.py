@@ -33,8 +33,8 @@ moved, each window from its own ``changes()``. Latency: a server's TTFT and ITL 
 the cost window, Prometheus's ``histogram_quantile`` of its buckets (``promql.SERVER_LATENCY``),
 from the first of the histogram's names it publishes; its requests running and waiting and its
 KV-cache fraction (``promql.SERVER_GAUGES``) likewise. A figure no server can mean (below 0, a
-KV fraction over 1) is not known. Series of a non-zero SGLang rank are left out of every server
-figure (``promql.RANK_ZERO``).
+KV fraction over 1) is not known. SGLang's series that repeat each other's ranks are made one
+before any sum (``promql.REPEATING``), as the local reader makes them one.
 """
 
 from __future__ import annotations

@@ -221,19 +221,22 @@ SERVER_COUNTERS = (
     ("nim", "generation_tokens_total", "prompt_tokens_total"),
     ("ray", "ray_vllm:generation_tokens_total", "ray_vllm:prompt_tokens_total"),
     ("ray", "ray_vllm_generation_tokens_total", "ray_vllm_prompt_tokens_total"),
+    ("trtllm", "trtllm_generation_tokens_total", "trtllm_prompt_tokens_total"),
 )
 
 _ITL = ("inter_token_latency_seconds", "time_per_output_token_seconds")  # renamed in vLLM 0.10.2
 # (kind, TTFT histogram, ITL histograms: the first a server has wins, observations in the window
 # or not), in seconds, as ``tokentop.collectors.kinds`` reads them from the servers' own pages.
-# The unprefixed names are NIM's and also trtllm-serve's, whose time_per_output_token_seconds is
-# one value per request, not inter-token: not read for them.
+# trtllm-serve's time_per_output_token_seconds is one value per request, not inter-token: never
+# read for it, nor for the unprefixed names, which are NIM's and those of trtllm-serve builds
+# without a prefix (``kinds.TRTLLM_UNPREFIXED``).
 SERVER_LATENCY = (
     ("vllm", "vllm:time_to_first_token_seconds", tuple("vllm:" + name for name in _ITL)),
     ("sglang", "sglang:time_to_first_token_seconds", tuple("sglang:" + name for name in _ITL)),
     ("nim", "time_to_first_token_seconds", _ITL[:1]),
     ("ray", "ray_vllm:time_to_first_token_seconds", tuple("ray_vllm:" + name for name in _ITL)),
     ("ray", "ray_vllm_time_to_first_token_seconds", tuple("ray_vllm_" + name for name in _ITL)),
+    ("trtllm", "trtllm_time_to_first_token_seconds", ()),
 )
 
 
@@ -241,7 +244,8 @@ _KV = ("kv_cache_usage_perc", "gpu_cache_usage_perc")  # renamed in vLLM 0.9.2
 _VLLM_GAUGES = (("running", ("num_requests_running",)), ("waiting", ("num_requests_waiting",)), ("kv", _KV))
 # (kind, figure, names: the first a server has wins): requests running and waiting (summed over
 # engines) and the KV-cache fraction (the fullest engine's), as ``tokentop.collectors.kinds``
-# reads them; the unprefixed names are NIM's and trtllm-serve's (its KV: kv_cache_utilization)
+# reads them; the unprefixed names are NIM's and those of trtllm-serve builds without a prefix
+# (whose KV is kv_cache_utilization)
 SERVER_GAUGES = (
     *((kind, figure, tuple(prefix + name for name in names))
       for kind, prefix in (("vllm", "vllm:"), ("ray", "ray_vllm:"), ("ray", "ray_vllm_"))
@@ -257,15 +261,18 @@ SERVER_GAUGES = (
     ("llamacpp", "running", ("llamacpp:requests_processing",)),
     ("llamacpp", "waiting", ("llamacpp:requests_deferred",)),
     ("llamacpp", "kv", ("llamacpp:kv_cache_usage_ratio",)),
+    ("trtllm", "running", ("trtllm_num_requests_running",)),
+    ("trtllm", "waiting", ("trtllm_num_requests_waiting",)),
+    ("trtllm", "kv", ("trtllm_kv_cache_utilization",)),
 )  # fmt: skip
-# SGLang's series of a non-zero tensor, pipeline or expert rank repeat rank 0's: left out of
-# every server figure, as the local reader leaves them out (``kinds._rank_zero``)
-RANK_ZERO = ",".join(f'{label}=~"0|"' for label in ("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))
+# SGLang's series that differ only in their tensor, pipeline or expert rank (and each rank's
+# pid) repeat each other: one of each group (the largest) before any sum, as the local reader
+# keeps one (``kinds._one_per_group``); DP attention's ranks differ in dp_rank and are summed
+REPEATING = "tp_rank, pp_rank, moe_ep_rank, attn_tp_rank, pid"
 
 
-def _rank_zero(name: str) -> str:
-    """``name``'s series of rank 0 or no rank."""
-    return f"{name}{{{RANK_ZERO}}}"
+def _one_per_group(expr: str) -> str:
+    return f"max without ({REPEATING}) ({expr})"
 
 
 def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, str]:
@@ -273,7 +280,7 @@ def _server_parts(template: str, d: str, *, inputs: bool = True) -> dict[str, st
     parts: dict[str, str] = {}
     for kind, out_name, in_name in SERVER_COUNTERS:
         for direction, name in (("out", out_name), ("in", in_name)) if inputs else (("out", out_name),):
-            parts[f"srv|{kind}|{direction}|{name}"] = template.format(name=_rank_zero(name), d=d)
+            parts[f"srv|{kind}|{direction}|{name}"] = template.format(name=name, d=d)
     return parts
 
 
@@ -286,7 +293,7 @@ def _latency_parts(d: str) -> dict[str, str]:
     for kind, ttft, itl in SERVER_LATENCY:
         for figure, q, names in (("ttft_p50", 0.5, (ttft,)), ("ttft_p95", 0.95, (ttft,)), ("itl_p50", 0.5, itl)):
             for rank, name in enumerate(names):
-                buckets = f"sum by (le, {SERVER_BY}) (increase({_rank_zero(name + '_bucket')}[{d}]))"
+                buckets = f"sum by (le, {SERVER_BY}) ({_one_per_group(f'increase({name}_bucket[{d}])')})"
                 parts[f"fig|{kind}|{figure}|{rank}|{name}"] = f"histogram_quantile({q:g}, {buckets})"
     return parts
 
@@ -297,8 +304,10 @@ def _gauge_parts() -> dict[str, str]:
     parts: dict[str, str] = {}
     for kind, figure, names in SERVER_GAUGES:
         for rank, name in enumerate(names):
-            how = "max" if figure == "kv" else "sum"
-            parts[f"fig|{kind}|{figure}|{rank}|{name}"] = f"{how} by ({SERVER_BY}) ({_rank_zero(name)})"
+            per_server = (
+                f"max by ({SERVER_BY}) ({name})" if figure == "kv" else f"sum by ({SERVER_BY}) ({_one_per_group(name)})"
+            )
+            parts[f"fig|{kind}|{figure}|{rank}|{name}"] = per_server
     return parts
 
 
@@ -311,7 +320,7 @@ def agentless_window(window_s: float, *, busy: bool, latency: bool = False) -> s
     d = duration(window_s)
     parts = {f"energy|{name}": f"max by ({DCGM_BY}) (increase({name}[{d}]))" for name in DCGM_ENERGY_NAMES}
     parts["power_avg"] = f"max by ({DCGM_BY}) (avg_over_time({DCGM_POWER}[{d}]))"
-    parts.update(_server_parts(f"sum by ({SERVER_BY}) (increase({{name}}[{{d}}]))", d))
+    parts.update(_server_parts(f"sum by ({SERVER_BY}) ({_one_per_group('increase({name}[{d}])')})", d))
     if busy:
         changes = _server_parts(f"max by ({SERVER_BY}) (changes({{name}}[{{d}}]))", d, inputs=False)
         counts = _server_parts(f"max by ({SERVER_BY}) (count_over_time({{name}}[{{d}}]))", d, inputs=False)
@@ -355,7 +364,7 @@ def agentless_graph(rate_s: float, instance_host: str | None) -> str:
         "gpus": f"count by (modelName) (max by (instance, UUID, modelName) ({DCGM_POWER}{{{sel}}}))",
     }
     for _, out_name, _ in SERVER_COUNTERS:
-        parts[f"tok|{out_name}"] = f"sum(rate({out_name}{{{sel}}}[{d}]))"
+        parts[f"tok|{out_name}"] = f"sum({_one_per_group(f'rate({out_name}{{{sel}}}[{d}])')})"
     return union(parts)
 
 
