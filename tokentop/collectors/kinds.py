@@ -9,10 +9,9 @@ Summing rules (SERVERS.md sections 13-14):
 - Token counters, request counts and queue gauges are summed over every series on the page:
   data-parallel engines (vLLM ``engine``, SGLang ``dp_rank``), replicas (Ray ``WorkerId``),
   models (Triton ``model``) and partitions (``finished_reason``, ``is_streaming``).
-- Series that differ only in their tensor/pipeline/expert rank (SGLang ``tp_rank``, ``pp_rank``,
-  ... and each rank's ``pid``) repeat each other (``--enable-metrics-for-all-schedulers``): one
-  is kept before summing. The data-parallel ranks of DP attention differ in ``dp_rank`` too (and
-  their ``tp_rank`` is not 0): they are summed. No series is looked at while the reader has
+- Series that differ only in their rank (SGLang ``tp_rank``, ``pp_rank``, ... and ``pid``) repeat
+  each other (``--enable-metrics-for-all-schedulers``): one is kept before summing; DP attention's
+  ranks differ in ``dp_rank`` too, and are summed. No series is looked at while the reader has
   parsed no rank label (``PageSamples.label_names``).
 - The KV-cache fraction is the fullest engine's (max), never a sum.
 - Histograms are summed bucket by bucket, in seconds (``buckets.py``: in C, by a layout kept
@@ -385,19 +384,15 @@ def _ranked(samples: PageSamples) -> bool:
 
 
 def _one_per_group(series: Series) -> Series:
-    """One series for each group of ranks that repeat each other: series with rank labels that
-    differ only in them (and in ``pid``, each rank's process) are one group, and its largest
-    value is kept. Groups stay apart to be summed: the data-parallel ranks of DP attention
-    (``dp_rank``; their ``tp_rank`` is the global rank, not 0), engines, models."""
+    """The largest series of each group that differs only in rank labels and ``pid``: they
+    repeat each other. Groups are summed after: DP attention's ranks (``dp_rank``; their
+    ``tp_rank`` is the global rank, not 0), engines, models. A series without ranks stays."""
     if _RANK_LABELS.isdisjoint(chain.from_iterable(map(_LABELS, series))):
         return series  # no rank labels (every server but SGLang): one C loop over the label names
     kept: dict[object, tuple[Labels, float]] = {}
     for labels, value in series:
-        group = (
-            id(labels)  # no rank: a group of its own
-            if _RANK_LABELS.isdisjoint(labels)
-            else frozenset(item for item in labels.items() if item[0] not in _REPEATING)
-        )
+        ranked = not _RANK_LABELS.isdisjoint(labels)
+        group = frozenset(item for item in labels.items() if item[0] not in _REPEATING) if ranked else id(labels)
         held = kept.get(group)
         if held is None or value > held[1]:
             kept[group] = (labels, value)
