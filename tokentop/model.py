@@ -48,6 +48,11 @@ def stored_by_slots(cls: type[_Record]) -> type[_Record]:
     return cls
 
 
+MAX_COUNT = float(2**53)
+"""No count, size or time a server or a GPU means comes near it: past it a float no longer
+counts by ones (``collectors.plausible`` refuses what is above it)."""
+
+
 # --- GPUs (NVML) -------------------------------------------------------------
 
 

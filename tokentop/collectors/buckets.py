@@ -27,7 +27,7 @@ from operator import add, itemgetter
 from typing import Any, TypeVar
 
 from tokentop.collectors.exposition import Labels, Series
-from tokentop.collectors.plausible import MAX_COUNT
+from tokentop.model import MAX_COUNT
 
 KEPT_CHARS = 1 << 20  # characters of the label sets kept alive (a few MiB); past it, all are dropped
 _SET_CHARS = 64  # what one label set's own objects weigh, in characters, about

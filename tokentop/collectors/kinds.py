@@ -36,8 +36,8 @@ from operator import attrgetter, is_not, itemgetter
 
 from tokentop.collectors.buckets import by_label_sets, layout_of, sums_line_by_line
 from tokentop.collectors.exposition import Labels, PageSamples, Series
-from tokentop.collectors.plausible import MAX_COUNT, Implausible, all_plausible, first_bad, plausible
-from tokentop.model import Histogram, stored_by_slots
+from tokentop.collectors.plausible import Implausible, all_plausible, first_bad, plausible
+from tokentop.model import MAX_COUNT, Histogram, stored_by_slots
 from tokentop.text import MAX_TEXT, safe_text
 
 _RANK_LABELS = frozenset(("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank"))

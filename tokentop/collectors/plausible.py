@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 
 from tokentop.collectors.exposition import Labels, Series
+from tokentop.model import MAX_COUNT
 from tokentop.text import safe_text
 
-MAX_COUNT = float(2**53)
 SERIES_SHOWN = 100  # characters of ``name{labels}`` shown in a note or an error
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from tokentop.config import CostConfig
 from tokentop.cost import energy_is_charged, price_for, tick_cost_usd
 from tokentop.fleet.prom_exporters import HostRead, Parts, host_figures
-from tokentop.model import EndpointFigures, EndpointSample, GpuFigures, GpuSample, Price, Totals, Window
+from tokentop.model import MAX_COUNT, EndpointFigures, EndpointSample, GpuFigures, GpuSample, Price, Totals, Window
 from tokentop.text import safe_text
 
 MJ_RATE_ABOVE = 5000.0  # energy units per second above which the counter counts mJ
@@ -53,7 +53,6 @@ MAX_PLAUSIBLE_W = 1e5  # a mean power above this holds a blank-value sentinel
 ENERGY_AGREEMENT = 2.0  # counter and mean power may differ by this factor before power wins
 MIB_IF_TOTAL_BELOW = 1e7  # a GPU's memory in all (used + free) below this counts MiB, above it bytes
 MIB = 1 << 20
-MAX_FIGURE = float(2**53)  # no count or time a server means comes near it (``collectors.plausible``)
 
 
 @dataclass
@@ -174,12 +173,13 @@ def _add_figures(servers: dict[tuple[str, ...], _Server], parts: dict[str, Parts
         for part, samples in by_part.items():
             if not part.startswith("fig|"):
                 continue
-            _, kind, figure, rank, _name = part.split("|", 4)
+            _, kind, figure, rank_text, _name = part.split("|", 4)
+            rank = int(rank_text)
             for s in samples:
                 server = servers.get(_server_key(s.labels, kind))  # these alone make no server
                 held = None if server is None else server.figures.get(figure)
-                if server is not None and (held is None or int(rank) < held[0]):
-                    server.figures[figure] = (int(rank), s.value)  # present, with or without a value
+                if server is not None and (held is None or rank < held[0]):
+                    server.figures[figure] = (rank, s.value)  # present, with or without a value
 
 
 def join(gpus: dict[str, _Gpu], servers: dict[tuple[str, ...], _Server]) -> list[str]:
@@ -348,7 +348,7 @@ class Agentless:
         )
 
 
-def _figure(server: _Server, figure: str, upper: float = MAX_FIGURE) -> float | None:
+def _figure(server: _Server, figure: str, upper: float = MAX_COUNT) -> float | None:
     """The figure, None when not known or not one a server can mean (below 0, above ``upper``)."""
     held = server.figures.get(figure)
     value = None if held is None else held[1]
